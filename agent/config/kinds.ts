@@ -1,0 +1,62 @@
+import type { Checker, Fields } from './checker';
+import type { Metadata } from './metadata';
+import { convertNamespace } from './namespace';
+import { convertNode } from './node';
+import type { Snapshot } from './objects';
+import { convertPeerAuthentication } from './peer-authentication';
+import { convertPod } from './pod';
+import { convertService } from './service';
+
+/** A snapshot being assembled, with the facts cross-object checks need. */
+export interface Draft {
+  snapshot: Snapshot;
+  /** `ns/name` of host-network pods: they share their node's address, so they may share IPs. */
+  hostNetworkPods: Set<string>;
+}
+
+export interface Kind {
+  apiVersion: string;
+  namespaced: boolean;
+  /** Checks the object; the returned step adds it to a draft (parse.ts runs it only if the checks passed). */
+  read(c: Checker, obj: Fields, meta: Metadata): (into: Draft) => void;
+}
+
+function kind<T>(
+  apiVersion: string,
+  namespaced: boolean,
+  convert: (c: Checker, obj: Fields, meta: Metadata) => T,
+  add: (into: Draft, value: T) => void,
+): Kind {
+  return {
+    apiVersion,
+    namespaced,
+    read: (c, obj, meta) => {
+      const value = convert(c, obj, meta);
+      return (into) => add(into, value);
+    },
+  };
+}
+
+/** Recognised here, validated by the policy and routing modules: only the envelope is checked. */
+function raw(apiVersion: string, kindName: string): Kind {
+  return kind(
+    apiVersion,
+    true,
+    (c, obj, meta) => ({ kind: kindName, apiVersion, namespace: meta.namespace, name: meta.name, spec: c.optionalMapping(obj.spec, 'spec') }),
+    (into, policy) => into.snapshot.policies.push(policy),
+  );
+}
+
+export const KINDS: Readonly<Record<string, Kind>> = {
+  Namespace: kind('v1', false, convertNamespace, (into, ns) => into.snapshot.namespaces.push(ns)),
+  Node: kind('v1', false, convertNode, (into, node) => into.snapshot.nodes.push(node)),
+  Pod: kind('v1', true, convertPod, (into, { pod, hostNetwork }) => {
+    into.snapshot.pods.push(pod);
+    if (hostNetwork) into.hostNetworkPods.add(`${pod.namespace}/${pod.name}`);
+  }),
+  Service: kind('v1', true, convertService, (into, svc) => into.snapshot.services.push(svc)),
+  PeerAuthentication: kind('security.weft.dev/v1', true, convertPeerAuthentication, (into, pa) => into.snapshot.peerAuthentications.push(pa)),
+  AuthorizationPolicy: raw('security.weft.dev/v1', 'AuthorizationPolicy'),
+  HTTPRoute: raw('gateway.networking.k8s.io/v1', 'HTTPRoute'),
+  TrafficPolicy: raw('networking.weft.dev/v1', 'TrafficPolicy'),
+};

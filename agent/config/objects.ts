@@ -1,0 +1,90 @@
+/**
+ * Weft's internal view of the cluster: plain types converted once, at the edge (parse.ts).
+ * Nothing past the edge sees raw YAML or Kubernetes API objects.
+ */
+
+export interface NamespaceInfo {
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface PodInfo {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  nodeName: string;
+  /** `spec.serviceAccountName`, 'default' when unset. */
+  serviceAccount: string;
+  /** `status.podIP` and `status.podIPs`, deduplicated, in canonical form (IPv4 and/or IPv6). */
+  ips: string[];
+  /** Absolute path of the pod's cgroup v2 directory: annotation `weft.dev/cgroup`. */
+  cgroupPath?: string;
+}
+
+export interface NodeInfo {
+  name: string;
+  /** `status.addresses` of type InternalIP, in canonical form. */
+  internalIPs: string[];
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  targetPort: number | string;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  appProtocol?: string;
+}
+
+export interface ServiceInfo {
+  namespace: string;
+  name: string;
+  labels: Record<string, string>;
+  /** Empty: the Service selects no pods (its endpoints are managed elsewhere). */
+  selector: Record<string, string>;
+  /** Canonical form; empty for a headless Service. */
+  clusterIPs: string[];
+  ports: ServicePort[];
+}
+
+export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'UNSET' | 'DISABLE';
+
+export interface PeerAuthenticationInfo {
+  namespace: string;
+  name: string;
+  /** Absent: the policy applies namespace-wide (or mesh-wide in the root namespace). */
+  matchLabels?: Record<string, string>;
+  mode: MtlsMode;
+  portLevel: Record<number, MtlsMode>;
+}
+
+/** AuthorizationPolicy, HTTPRoute, TrafficPolicy: recognised here, validated by their own modules. */
+export interface RawPolicyObject {
+  kind: string;
+  apiVersion: string;
+  namespace: string;
+  name: string;
+  spec: unknown;
+}
+
+export interface Snapshot {
+  namespaces: NamespaceInfo[];
+  pods: PodInfo[];
+  nodes: NodeInfo[];
+  services: ServiceInfo[];
+  peerAuthentications: PeerAuthenticationInfo[];
+  policies: RawPolicyObject[];
+}
+
+/** Policies in this namespace apply mesh-wide. */
+export const ROOT_NAMESPACE = 'weft-system';
+
+/** Namespace label `weft.dev/mesh=enabled` opts a namespace in; Pod label `=disabled` opts a pod out. */
+export const MESH_LABEL = 'weft.dev/mesh';
+
+/** Pod annotation: the absolute path of the pod's cgroup v2 directory. */
+export const CGROUP_ANNOTATION = 'weft.dev/cgroup';
+
+export function emptySnapshot(): Snapshot {
+  return { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], policies: [] };
+}
