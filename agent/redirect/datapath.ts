@@ -1,0 +1,174 @@
+/**
+ * The kernel side of one node's redirection: loads bpf/*.o with maps pinned under the node's pin
+ * root, attaches the socket programs to the node's cgroup subtree as pinned bpf_links, and keeps
+ * a pinned tcx link per STRICT pod interface. Attaching is idempotent across agent restarts: a
+ * pinned link is adopted and its program replaced in place (bpf_link_update), never attached twice.
+ */
+import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
+import { join } from 'node:path';
+import * as bpf from '../../native/libbpf';
+import { cgroupId } from './cgroup';
+import { ensureBpffs, pinRootFor } from './bpffs';
+
+const BPF_TCX_EGRESS = 47;
+
+/** Socket programs of weft_sock.o, each attached once to the node's cgroup subtree. */
+export const SOCK_PROGRAMS = ['weft_connect4', 'weft_connect6', 'weft_sockops', 'weft_getsockopt',
+  'weft_getpeername4', 'weft_getpeername6'] as const;
+export const TC_PROGRAM = 'weft_strict_egress';
+
+export interface LinkInfo { id: number; progId: number; cgroupId: bigint; ifindex: number }
+
+function linkInfo(fd: number, subject: string): LinkInfo {
+  const b = bpf.objInfo(fd, subject);
+  // struct bpf_link_info: type, id, prog_id, then a union at offset 16 (cgroup: u64 id; tcx: u32 ifindex)
+  return { id: b.readUInt32LE(4), progId: b.readUInt32LE(8), cgroupId: b.readBigUInt64LE(16), ifindex: b.readUInt32LE(16) };
+}
+
+function withFd<T>(path: string, fn: (fd: number) => T): T {
+  const fd = bpf.objGet(path);
+  try { return fn(fd); } finally { closeSync(fd); }
+}
+
+export class Datapath {
+  readonly pinRoot: string;
+  private readonly objects: bpf.ObjectHandle[] = [];
+  private readonly progs = new Map<string, number>();
+  private readonly maps = new Map<string, number>();
+  private readonly refreshedTc = new Set<number>();
+
+  private constructor(readonly node: string, pinRoot: string) {
+    this.pinRoot = pinRoot;
+  }
+
+  /** Loads the programs (reusing pinned maps) for `node`. `bpfDir` holds the compiled objects. */
+  static load(node: string, bpfDir: string): Datapath {
+    ensureBpffs();
+    const dp = new Datapath(node, pinRootFor(node));
+    mkdirSync(join(dp.pinRoot, 'links'), { recursive: true });
+    mkdirSync(join(dp.pinRoot, 'tc'), { recursive: true });
+    try {
+      for (const file of ['weft_sock.o', 'weft_tc.o']) {
+        const obj = bpf.openObject(join(bpfDir, file), dp.pinRoot);
+        dp.objects.push(obj);
+        try {
+          bpf.loadObject(obj);
+        } catch (e) {
+          throw new Error(`loading ${file} failed: ${(e as Error).message}. If pinned maps of an older ` +
+            `layout exist under ${dp.pinRoot}, run 'weft uninstall --node ${node}' first`);
+        }
+        for (const [k, v] of bpf.programFds(obj)) dp.progs.set(k, v);
+        for (const [k, v] of bpf.mapFds(obj)) dp.maps.set(k, v);
+      }
+    } catch (e) {
+      dp.close();
+      throw e;
+    }
+    return dp;
+  }
+
+  mapFd(name: string): number {
+    const fd = this.maps.get(name);
+    if (fd === undefined) throw new Error(`map ${name} is not in the loaded objects`);
+    return fd;
+  }
+
+  progFd(name: string): number {
+    const fd = this.progs.get(name);
+    if (fd === undefined) throw new Error(`program ${name} is not in the loaded objects`);
+    return fd;
+  }
+
+  /**
+   * Attaches every socket program to `cgroupPath` (the node's pod subtree). Pinned links that
+   * already target this cgroup are adopted and switched to the freshly loaded program.
+   * Returns how many links were adopted and how many created.
+   */
+  attachSockPrograms(cgroupPath: string): { adopted: number; created: number } {
+    const target = cgroupId(cgroupPath);
+    const sockObj = this.objects[0]!;
+    let adopted = 0, created = 0;
+    const cgFd = openSync(cgroupPath, 'r');
+    try {
+      for (const prog of SOCK_PROGRAMS) {
+        const pin = join(this.pinRoot, 'links', prog);
+        if (existsSync(pin)) {
+          const kept = withFd(pin, (fd) => {
+            if (linkInfo(fd, pin).cgroupId !== target) return false;
+            bpf.linkUpdate(fd, this.progFd(prog), pin);
+            return true;
+          });
+          if (kept) { adopted++; continue; }
+          unlinkSync(pin); // attached elsewhere (another cgroup root): detach and attach anew
+        }
+        bpf.attachCgroupPinned(sockObj, prog, cgFd, pin);
+        created++;
+      }
+    } finally {
+      closeSync(cgFd);
+    }
+    return { adopted, created };
+  }
+
+  /** Makes the set of STRICT interfaces exactly `ifindexes`: one pinned tcx egress link each. */
+  syncStrictInterfaces(ifindexes: Iterable<number>): { attached: number[]; detached: number[] } {
+    const want = new Set(ifindexes);
+    const dir = join(this.pinRoot, 'tc');
+    const attached: number[] = [], detached: number[] = [];
+    for (const name of readdirSync(dir)) {
+      const ifindex = Number(name);
+      const pin = join(dir, name);
+      const live = withFd(pin, (fd) => linkInfo(fd, pin).ifindex === ifindex);
+      if (live && want.has(ifindex)) {
+        if (!this.refreshedTc.has(ifindex)) {
+          withFd(pin, (fd) => bpf.linkUpdate(fd, this.progFd(TC_PROGRAM), pin));
+          this.refreshedTc.add(ifindex);
+        }
+        want.delete(ifindex);
+        continue;
+      }
+      unlinkSync(pin);
+      this.refreshedTc.delete(ifindex);
+      detached.push(ifindex);
+    }
+    for (const ifindex of want) {
+      const pin = join(dir, String(ifindex));
+      const fd = bpf.linkCreate(this.progFd(TC_PROGRAM), ifindex, BPF_TCX_EGRESS, `tcx egress ifindex ${ifindex}`);
+      try { bpf.objPin(fd, pin); } finally { closeSync(fd); }
+      this.refreshedTc.add(ifindex);
+      attached.push(ifindex);
+    }
+    return { attached, detached };
+  }
+
+  /** Releases this process's handles; pinned state stays in the kernel (fail closed while away). */
+  close(): void {
+    for (const obj of this.objects.splice(0)) bpf.closeObject(obj);
+    this.progs.clear();
+    this.maps.clear();
+  }
+}
+
+/** Removes every pin Weft made for `node` (links detach, maps and programs go with the last reference). */
+export function uninstallNode(node: string): string[] {
+  const root = pinRootFor(node);
+  const removed: string[] = [];
+  const walk = (dir: string) => {
+    if (!existsSync(dir)) return;
+    for (const entry of readdirSync(dir, { withFileTypes: true })) {
+      const p = join(dir, entry.name);
+      if (entry.isDirectory()) walk(p); else { unlinkSync(p); removed.push(p); }
+    }
+    rmdirSync(dir);
+  };
+  walk(root);
+  const parent = join(root, '..');
+  if (existsSync(parent) && readdirSync(parent).length === 0) rmdirSync(parent);
+  return removed;
+}
+
+/** Node names that have pinned state on this machine. */
+export function installedNodes(): string[] {
+  const dir = join(pinRootFor('x'), '..');
+  return existsSync(dir) ? readdirSync(dir) : [];
+}

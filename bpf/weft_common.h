@@ -1,0 +1,47 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Map definitions (BTF, pinned by name under the node's pin root) and helpers shared by programs. */
+#ifndef WEFT_COMMON_H
+#define WEFT_COMMON_H
+
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+#include "weft_maps.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+
+/* Named return values of cgroup programs. */
+#define WEFT_SOCK_ALLOW 1
+#define WEFT_SOCK_REJECT 0
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct weft_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, WEFT_CTR_MAX);
+	__type(key, enum weft_counter);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_counters SEC(".maps");
+
+static __always_inline void count(enum weft_counter c)
+{
+	__u64 *v = bpf_map_lookup_elem(&weft_counters, &c);
+	if (v)
+		__sync_fetch_and_add(v, 1);
+}
+
+static __always_inline struct weft_config *config(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&weft_config, &zero);
+}
+
+#endif

@@ -1,0 +1,69 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The single source of truth for every map Weft shares between the kernel and the agent.
+ * TypeScript reads these layouts from the compiled objects' BTF (scripts/gen-layout.mjs):
+ * change a struct here and the generated offsets follow; nothing is copied by hand.
+ *
+ * Conventions: IPv4 addresses live in addr[0] in network byte order, the rest zero; IPv6 uses all
+ * four words in network byte order; ports are in host byte order; family is AF_INET or AF_INET6.
+ */
+#ifndef WEFT_MAPS_H
+#define WEFT_MAPS_H
+
+#include <linux/types.h>
+
+#define WEFT_MAX_PODS 16384
+#define WEFT_MAX_FLOWS 65536
+
+/* Node-wide settings, one entry (key 0) in weft_config. */
+struct weft_config {
+	__u32 proxy_ip4;          /* where enrolled pods' IPv4 connects are sent (the node's address) */
+	__u32 proxy_ip6[4];       /* same for IPv6; all zero: IPv6 connects of enrolled pods are refused */
+	__u16 outbound_port;      /* node proxy outbound capture port (15001) */
+	__u16 reserved;
+	__u32 reserved2;
+	__u64 proxy_cgroup_id;    /* cgroup of the node proxy's sockets: the only sender STRICT pods accept */
+};
+
+/* Value of weft_pods, keyed by the pod's cgroup id (__u64). Presence means enrolled. */
+struct weft_pod {
+	__u32 flags;
+	__u32 reserved;
+};
+
+/* Where an enrolled pod meant to connect, and who it was. Value of weft_sk_orig and weft_flow_orig. */
+struct weft_orig {
+	__u32 addr[4];
+	__u16 port;
+	__u8 family;
+	__u8 reserved;
+	__u32 reserved2;
+	__u64 cgroup_id;          /* the connecting pod's cgroup: kernel fact, not the source IP */
+};
+
+/* A captured connection as the client's socket sees it: client -> node proxy. Key of weft_flow_orig. */
+struct weft_flow {
+	__u32 saddr[4];
+	__u32 daddr[4];
+	__u16 sport;
+	__u16 dport;
+	__u8 family;
+	__u8 reserved[3];
+};
+
+/* Index of weft_counters: why the programs did what they did. */
+enum weft_counter {
+	WEFT_CTR_REDIRECT4 = 0,
+	WEFT_CTR_REDIRECT6,
+	WEFT_CTR_REFUSED_NO_PROXY6,   /* enrolled pod connected over IPv6 but the node proxy has no IPv6 */
+	WEFT_CTR_FLOW_RECORDED,
+	WEFT_CTR_ORIG_DST_ANSWERED,
+	WEFT_CTR_STRICT_PASS_PROXY,
+	WEFT_CTR_STRICT_PASS_CONTROL,
+	WEFT_CTR_STRICT_DROP_SYN,
+	WEFT_CTR_STRICT_DROP_DATA,
+	WEFT_CTR_STRICT_DROP_UNPARSED,
+	WEFT_CTR_MAX,
+};
+
+#endif

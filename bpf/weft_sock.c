@@ -1,0 +1,295 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Socket-level outbound capture for enrolled pods (attached to the node's cgroup subtree).
+ *
+ *   connect4/6   an enrolled pod's TCP connect goes to the node proxy instead; the original
+ *                destination and the pod's cgroup id are recorded under the socket's cookie
+ *   sockops      once the connection is established, the record is re-keyed by the 4-tuple the
+ *                proxy sees on accept; both records are dropped when the socket closes
+ *   getsockopt   SO_ORIGINAL_DST on the proxy's accepted socket answers the original destination
+ *   getpeername  the client keeps seeing the peer it asked for
+ *
+ * A socket is captured only if the task that connects is in a cgroup listed in weft_pods, so the
+ * node proxy's own sockets (never enrolled) pass untouched.
+ */
+#include "weft_common.h"
+
+#define SOCK_STREAM 1
+#define IPPROTO_TCP 6
+#define SOL_IP 0
+#define SOL_IPV6 41
+#define SO_ORIGINAL_DST 80
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, WEFT_MAX_PODS);
+	__type(key, __u64);
+	__type(value, struct weft_pod);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_pods SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_MAX_FLOWS);
+	__type(key, __u64);
+	__type(value, struct weft_orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_sk_orig SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, WEFT_MAX_FLOWS);
+	__type(key, struct weft_flow);
+	__type(value, struct weft_orig);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_flow_orig SEC(".maps");
+
+static __always_inline int captured_tcp(struct bpf_sock_addr *ctx, __u64 *cgroup_id)
+{
+	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
+		return 0;
+	*cgroup_id = bpf_get_current_cgroup_id();
+	return bpf_map_lookup_elem(&weft_pods, cgroup_id) != 0;
+}
+
+static __always_inline int record(struct bpf_sock_addr *ctx, struct weft_orig *orig)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	return bpf_map_update_elem(&weft_sk_orig, &cookie, orig, BPF_ANY);
+}
+
+SEC("cgroup/connect4")
+int weft_connect4(struct bpf_sock_addr *ctx)
+{
+	__u64 cgroup_id;
+	if (!captured_tcp(ctx, &cgroup_id))
+		return WEFT_SOCK_ALLOW;
+	struct weft_config *cfg = config();
+	if (!cfg || !cfg->proxy_ip4)
+		return WEFT_SOCK_REJECT; /* enrolled but no proxy configured: fail closed */
+
+	__u32 dst = ctx->user_ip4;
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	if ((bpf_ntohl(dst) >> 24) == 127)
+		return WEFT_SOCK_ALLOW; /* the pod's own loopback never leaves the pod */
+
+	struct weft_orig orig = { .port = port, .family = AF_INET, .cgroup_id = cgroup_id };
+	orig.addr[0] = dst;
+	if (record(ctx, &orig))
+		return WEFT_SOCK_REJECT;
+	ctx->user_ip4 = cfg->proxy_ip4;
+	ctx->user_port = bpf_htons(cfg->outbound_port);
+	count(WEFT_CTR_REDIRECT4);
+	return WEFT_SOCK_ALLOW;
+}
+
+SEC("cgroup/connect6")
+int weft_connect6(struct bpf_sock_addr *ctx)
+{
+	__u64 cgroup_id;
+	if (!captured_tcp(ctx, &cgroup_id))
+		return WEFT_SOCK_ALLOW;
+	struct weft_config *cfg = config();
+	if (!cfg)
+		return WEFT_SOCK_REJECT;
+
+	__u32 a0 = ctx->user_ip6[0], a1 = ctx->user_ip6[1], a2 = ctx->user_ip6[2], a3 = ctx->user_ip6[3];
+	__u16 port = bpf_ntohs((__u16)ctx->user_port);
+	if (!a0 && !a1 && !a2 && a3 == bpf_htonl(1))
+		return WEFT_SOCK_ALLOW; /* ::1 */
+
+	struct weft_orig orig = { .port = port, .cgroup_id = cgroup_id };
+	if (!a0 && !a1 && a2 == bpf_htonl(0xffff)) {
+		/* IPv4-mapped destination on a dual-stack socket: capture as IPv4 */
+		if ((bpf_ntohl(a3) >> 24) == 127)
+			return WEFT_SOCK_ALLOW;
+		if (!cfg->proxy_ip4)
+			return WEFT_SOCK_REJECT;
+		orig.family = AF_INET;
+		orig.addr[0] = a3;
+		if (record(ctx, &orig))
+			return WEFT_SOCK_REJECT;
+		ctx->user_ip6[3] = cfg->proxy_ip4;
+		ctx->user_port = bpf_htons(cfg->outbound_port);
+		count(WEFT_CTR_REDIRECT4);
+		return WEFT_SOCK_ALLOW;
+	}
+
+	if (!(cfg->proxy_ip6[0] | cfg->proxy_ip6[1] | cfg->proxy_ip6[2] | cfg->proxy_ip6[3])) {
+		count(WEFT_CTR_REFUSED_NO_PROXY6);
+		return WEFT_SOCK_REJECT;
+	}
+	orig.family = AF_INET6;
+	orig.addr[0] = a0;
+	orig.addr[1] = a1;
+	orig.addr[2] = a2;
+	orig.addr[3] = a3;
+	if (record(ctx, &orig))
+		return WEFT_SOCK_REJECT;
+	ctx->user_ip6[0] = cfg->proxy_ip6[0];
+	ctx->user_ip6[1] = cfg->proxy_ip6[1];
+	ctx->user_ip6[2] = cfg->proxy_ip6[2];
+	ctx->user_ip6[3] = cfg->proxy_ip6[3];
+	ctx->user_port = bpf_htons(cfg->outbound_port);
+	count(WEFT_CTR_REDIRECT6);
+	return WEFT_SOCK_ALLOW;
+}
+
+/* The 4-tuple of the client's socket (client -> proxy), in weft_flow form. */
+static __always_inline void flow_of(struct bpf_sock_ops *skops, struct weft_flow *k)
+{
+	k->family = skops->family;
+	k->sport = skops->local_port;
+	k->dport = bpf_ntohl(skops->remote_port);
+	if (skops->family == AF_INET) {
+		k->saddr[0] = skops->local_ip4;
+		k->daddr[0] = skops->remote_ip4;
+	} else {
+		k->saddr[0] = skops->local_ip6[0];
+		k->saddr[1] = skops->local_ip6[1];
+		k->saddr[2] = skops->local_ip6[2];
+		k->saddr[3] = skops->local_ip6[3];
+		k->daddr[0] = skops->remote_ip6[0];
+		k->daddr[1] = skops->remote_ip6[1];
+		k->daddr[2] = skops->remote_ip6[2];
+		k->daddr[3] = skops->remote_ip6[3];
+	}
+}
+
+SEC("sockops")
+int weft_sockops(struct bpf_sock_ops *skops)
+{
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return 1;
+	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		__u64 cookie = bpf_get_socket_cookie(skops);
+		struct weft_orig *orig = bpf_map_lookup_elem(&weft_sk_orig, &cookie);
+		if (!orig)
+			return 1; /* not a captured socket */
+		struct weft_flow k = {};
+		flow_of(skops, &k);
+		if (k.family == AF_INET6 && orig->family == AF_INET) {
+			/* a dual-stack socket: the proxy sees the IPv4 connection */
+			k.family = AF_INET;
+			k.saddr[0] = k.saddr[3];
+			k.saddr[1] = k.saddr[2] = k.saddr[3] = 0;
+			k.daddr[0] = k.daddr[3];
+			k.daddr[1] = k.daddr[2] = k.daddr[3] = 0;
+		}
+		if (bpf_map_update_elem(&weft_flow_orig, &k, orig, BPF_ANY) == 0)
+			count(WEFT_CTR_FLOW_RECORDED);
+		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
+	} else if (skops->op == BPF_SOCK_OPS_STATE_CB && skops->args[1] == BPF_TCP_CLOSE) {
+		__u64 cookie = bpf_get_socket_cookie(skops);
+		struct weft_orig *orig = bpf_map_lookup_elem(&weft_sk_orig, &cookie);
+		if (!orig)
+			return 1;
+		struct weft_flow k = {};
+		flow_of(skops, &k);
+		if (k.family == AF_INET6 && orig->family == AF_INET) {
+			k.family = AF_INET;
+			k.saddr[0] = k.saddr[3];
+			k.saddr[1] = k.saddr[2] = k.saddr[3] = 0;
+			k.daddr[0] = k.daddr[3];
+			k.daddr[1] = k.daddr[2] = k.daddr[3] = 0;
+		}
+		bpf_map_delete_elem(&weft_flow_orig, &k);
+		bpf_map_delete_elem(&weft_sk_orig, &cookie);
+	}
+	return 1;
+}
+
+/* SO_ORIGINAL_DST on the proxy's accepted socket: local = proxy, remote = the captured client. */
+SEC("cgroup/getsockopt")
+int weft_getsockopt(struct bpf_sockopt *ctx)
+{
+	if (ctx->optname != SO_ORIGINAL_DST || (ctx->level != SOL_IP && ctx->level != SOL_IPV6))
+		return 1;
+	struct bpf_sock *sk = ctx->sk;
+	if (!sk)
+		return 1;
+	struct weft_flow k = {};
+	k.family = sk->family;
+	k.sport = bpf_ntohs(sk->dst_port);
+	k.dport = sk->src_port;
+	if (sk->family == AF_INET) {
+		k.saddr[0] = sk->dst_ip4;
+		k.daddr[0] = sk->src_ip4;
+	} else {
+		k.saddr[0] = sk->dst_ip6[0];
+		k.saddr[1] = sk->dst_ip6[1];
+		k.saddr[2] = sk->dst_ip6[2];
+		k.saddr[3] = sk->dst_ip6[3];
+		k.daddr[0] = sk->src_ip6[0];
+		k.daddr[1] = sk->src_ip6[1];
+		k.daddr[2] = sk->src_ip6[2];
+		k.daddr[3] = sk->src_ip6[3];
+	}
+	struct weft_orig *orig = bpf_map_lookup_elem(&weft_flow_orig, &k);
+	if (!orig)
+		return 1;
+
+	if (ctx->level == SOL_IP && orig->family == AF_INET) {
+		__u8 *p = ctx->optval;
+		if (p + 16 > (__u8 *)ctx->optval_end)
+			return 1;
+		__builtin_memset(p, 0, 16);
+		*(__u16 *)p = AF_INET;
+		*(__u16 *)(p + 2) = bpf_htons(orig->port);
+		*(__u32 *)(p + 4) = orig->addr[0];
+		ctx->optlen = 16;
+	} else if (ctx->level == SOL_IPV6 && orig->family == AF_INET6) {
+		__u8 *p = ctx->optval;
+		if (p + 28 > (__u8 *)ctx->optval_end)
+			return 1;
+		__builtin_memset(p, 0, 28);
+		*(__u16 *)p = AF_INET6;
+		*(__u16 *)(p + 2) = bpf_htons(orig->port);
+		*(__u32 *)(p + 8) = orig->addr[0];
+		*(__u32 *)(p + 12) = orig->addr[1];
+		*(__u32 *)(p + 16) = orig->addr[2];
+		*(__u32 *)(p + 20) = orig->addr[3];
+		ctx->optlen = 28;
+	} else {
+		return 1;
+	}
+	ctx->retval = 0;
+	count(WEFT_CTR_ORIG_DST_ANSWERED);
+	return 1;
+}
+
+SEC("cgroup/getpeername4")
+int weft_getpeername4(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct weft_orig *orig = bpf_map_lookup_elem(&weft_sk_orig, &cookie);
+	if (orig && orig->family == AF_INET) {
+		ctx->user_ip4 = orig->addr[0];
+		ctx->user_port = bpf_htons(orig->port);
+	}
+	return WEFT_SOCK_ALLOW;
+}
+
+SEC("cgroup/getpeername6")
+int weft_getpeername6(struct bpf_sock_addr *ctx)
+{
+	__u64 cookie = bpf_get_socket_cookie(ctx);
+	struct weft_orig *orig = bpf_map_lookup_elem(&weft_sk_orig, &cookie);
+	if (!orig)
+		return WEFT_SOCK_ALLOW;
+	if (orig->family == AF_INET) {
+		ctx->user_ip6[0] = 0;
+		ctx->user_ip6[1] = 0;
+		ctx->user_ip6[2] = bpf_htonl(0xffff);
+		ctx->user_ip6[3] = orig->addr[0];
+	} else {
+		ctx->user_ip6[0] = orig->addr[0];
+		ctx->user_ip6[1] = orig->addr[1];
+		ctx->user_ip6[2] = orig->addr[2];
+		ctx->user_ip6[3] = orig->addr[3];
+	}
+	ctx->user_port = bpf_htons(orig->port);
+	return WEFT_SOCK_ALLOW;
+}
+
+char _license[] SEC("license") = "Dual BSD/GPL";
