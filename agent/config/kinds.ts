@@ -2,7 +2,7 @@ import type { Checker, Fields } from './checker';
 import type { Metadata } from './metadata';
 import { convertNamespace } from './namespace';
 import { convertNode } from './node';
-import type { Snapshot } from './objects';
+import { objectKey, type Snapshot } from './objects';
 import { convertPeerAuthentication } from './peer-authentication';
 import { convertPod } from './pod';
 import { convertService } from './service';
@@ -52,7 +52,7 @@ export const KINDS: Readonly<Record<string, Kind>> = {
   Node: kind('v1', false, convertNode, (into, node) => into.snapshot.nodes.push(node)),
   Pod: kind('v1', true, convertPod, (into, { pod, hostNetwork }) => {
     into.snapshot.pods.push(pod);
-    if (hostNetwork) into.hostNetworkPods.add(`${pod.namespace}/${pod.name}`);
+    if (hostNetwork) into.hostNetworkPods.add(objectKey(pod));
   }),
   Service: kind('v1', true, convertService, (into, svc) => into.snapshot.services.push(svc)),
   PeerAuthentication: kind('security.weft.dev/v1', true, convertPeerAuthentication, (into, pa) => into.snapshot.peerAuthentications.push(pa)),

@@ -88,3 +88,8 @@ export const CGROUP_ANNOTATION = 'weft.dev/cgroup';
 export function emptySnapshot(): Snapshot {
   return { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], policies: [] };
 }
+
+/** `namespace/name`: how pods, Services and policies are keyed and named in messages. */
+export function objectKey(o: { namespace: string; name: string }): string {
+  return `${o.namespace}/${o.name}`;
+}

@@ -4,7 +4,7 @@ import { Checker, isMapping, join, type Fields } from './checker';
 import type { ConfigError } from './config-error';
 import { KINDS, type Draft } from './kinds';
 import { DEFAULT_NAMESPACE, readMetadata } from './metadata';
-import { emptySnapshot, type Snapshot } from './objects';
+import { emptySnapshot, objectKey, type Snapshot } from './objects';
 
 const ENVELOPE = new Set(['apiVersion', 'kind', 'metadata', 'spec', 'status']);
 const LIST_ENVELOPE = new Set(['apiVersion', 'kind', 'metadata', 'items']);
@@ -99,7 +99,7 @@ function syntaxMessage(e: YAMLError, source: string): string {
 function checkAddressesUnique(draft: Draft, errors: ConfigError[]): void {
   const podOwner = new Map<string, string>();
   for (const pod of draft.snapshot.pods) {
-    const key = `${pod.namespace}/${pod.name}`;
+    const key = objectKey(pod);
     if (draft.hostNetworkPods.has(key)) continue;
     pod.ips.forEach((ip, i) => {
       const owner = podOwner.get(ip);
@@ -109,7 +109,7 @@ function checkAddressesUnique(draft: Draft, errors: ConfigError[]): void {
   }
   const serviceOwner = new Map<string, string>();
   for (const svc of draft.snapshot.services) {
-    const key = `${svc.namespace}/${svc.name}`;
+    const key = objectKey(svc);
     for (const ip of svc.clusterIPs) {
       const owner = serviceOwner.get(ip);
       if (owner === undefined) serviceOwner.set(ip, key);

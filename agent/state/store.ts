@@ -1,0 +1,84 @@
+import { canonicalIp } from '../config/ip';
+import { objectKey, type NamespaceInfo, type NodeInfo, type PodInfo, type ServiceInfo, type Snapshot } from '../config/objects';
+import { selectorMatches } from './selector';
+import { workloadName } from './workload-name';
+
+export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
+
+/**
+ * Lookups over one Snapshot. Immutable: a new snapshot makes a new store, so a reader holding a
+ * store sees one consistent view. Addresses are compared in canonical form (`fd00:0::1` is `fd00::1`).
+ */
+export class WorkloadStore {
+  private readonly pods = new Map<string, PodInfo>();
+  private readonly podsByIp = new Map<string, PodInfo>();
+  private readonly namespaces = new Map<string, NamespaceInfo>();
+  private readonly nodes = new Map<string, NodeInfo>();
+  private readonly servicesByIp = new Map<string, ServiceInfo>();
+
+  constructor(readonly snapshot: Snapshot) {
+    const ambiguous = new Set<string>();
+    for (const pod of snapshot.pods) {
+      this.pods.set(objectKey(pod), pod);
+      for (const ip of canonicalIps(pod.ips)) {
+        // Only host-network pods share an address (their node's); it identifies none of them.
+        if (this.podsByIp.has(ip)) ambiguous.add(ip);
+        this.podsByIp.set(ip, pod);
+      }
+    }
+    for (const ip of ambiguous) this.podsByIp.delete(ip);
+    for (const ns of snapshot.namespaces) this.namespaces.set(ns.name, ns);
+    for (const node of snapshot.nodes) this.nodes.set(node.name, node);
+    for (const svc of snapshot.services) {
+      for (const ip of canonicalIps(svc.clusterIPs)) this.servicesByIp.set(ip, svc);
+    }
+  }
+
+  podByIp(ip: string): PodInfo | undefined {
+    const canonical = canonicalIp(ip);
+    return canonical === undefined ? undefined : this.podsByIp.get(canonical);
+  }
+
+  pod(namespace: string, name: string): PodInfo | undefined {
+    return this.pods.get(objectKey({ namespace, name }));
+  }
+
+  namespace(name: string): NamespaceInfo | undefined {
+    return this.namespaces.get(name);
+  }
+
+  node(name: string): NodeInfo | undefined {
+    return this.nodes.get(name);
+  }
+
+  /** The first InternalIP of the node (or of the pod's node): where its node proxy is reached. */
+  nodeIpFor(podOrNodeName: PodInfo | string): string | undefined {
+    const nodeName = typeof podOrNodeName === 'string' ? podOrNodeName : podOrNodeName.nodeName;
+    return this.nodes.get(nodeName)?.internalIPs[0];
+  }
+
+  /** Services in the pod's namespace whose (non-empty) selector matches its labels, by name. */
+  servicesSelecting(pod: PodInfo): ServiceInfo[] {
+    return this.snapshot.services
+      .filter((svc) => svc.namespace === pod.namespace && Object.keys(svc.selector).length > 0 && selectorMatches(svc.selector, pod.labels))
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+
+  serviceByIp(ip: string): ServiceInfo | undefined {
+    const canonical = canonicalIp(ip);
+    return canonical === undefined ? undefined : this.servicesByIp.get(canonical);
+  }
+
+  workloadName(pod: PodInfo): string {
+    return workloadName(pod);
+  }
+
+  /** `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` */
+  identityOf(pod: PodInfo, trustDomain: string = DEFAULT_TRUST_DOMAIN): string {
+    return `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+  }
+}
+
+function canonicalIps(ips: string[]): string[] {
+  return ips.map(canonicalIp).filter((ip): ip is string => ip !== undefined);
+}
