@@ -1,0 +1,135 @@
+import { join } from 'node:path';
+import * as x509 from '@peculiar/x509';
+import { err, ok, type Result } from '../core/result';
+import { operationalLogger } from '../core/log';
+import { generateKeyPair, privateKeyPem } from '../identity/keys';
+import { parseSpiffeId } from '../identity/spiffe';
+import { issueLeafCertificate, type Issuer } from './ca-certs';
+import { generateRoot, loadOperatorRoot, loadOrCreateDataDirRoot, pemsOf, readIssuer } from './ca-roots';
+import { readCsr } from './csr';
+import { ensureDataDir, writeFileAtomic } from './data-dir';
+
+export const DEFAULT_WORKLOAD_TTL_SECONDS = 86_400;
+
+export interface CaOptions {
+  /** Holds `ca-key.pem` (0600, the signing key) and `ca.pem` (the trust bundle: every active root). */
+  dataDir: string;
+  trustDomain: string;
+  /**
+   * A root the operator provides instead of a generated one. The certificate file may hold more
+   * roots after the first (the signing one): they stay trusted, which is how the operator rotates.
+   */
+  operatorRoot?: { certPath: string; keyPath: string };
+  clock?: () => Date;
+}
+
+export interface ServingCertificate {
+  keyPem: string;
+  /** Leaf then signing root, PEM. */
+  certChainPem: string;
+}
+
+const log = operationalLogger('ca');
+
+/**
+ * The mesh's certificate authority: signs workload CSRs whose identity the caller was authorized
+ * for, and keeps the trust bundle. Identity policy (who may ask for what) is not decided here.
+ */
+export class CertificateAuthority {
+  private constructor(
+    private readonly options: CaOptions,
+    private signing: Issuer,
+    private roots: x509.X509Certificate[],
+  ) {}
+
+  static async loadOrCreate(options: CaOptions): Promise<Result<CertificateAuthority, string>> {
+    ensureDataDir(options.dataDir);
+    const { operatorRoot } = options;
+    const loaded = operatorRoot ? await loadOperatorRoot({ ...options, operatorRoot }) : await loadOrCreateDataDirRoot(options);
+    if (!loaded.ok) return loaded;
+    const ca = new CertificateAuthority(options, loaded.value.signing, loaded.value.roots);
+    ca.persistBundle();
+    log.info({ trustDomain: options.trustDomain, signingRoot: ca.signing.cert.subject, roots: ca.roots.length }, 'certificate authority ready');
+    return ok(ca);
+  }
+
+  get trustDomain(): string {
+    return this.options.trustDomain;
+  }
+
+  /** PEM concatenation of every active root, the signing root first. */
+  trustBundlePem(): string {
+    return pemsOf(this.roots);
+  }
+
+  /**
+   * Signs a workload CSR for `identity` (the caller has been authorized for it). The CSR must carry
+   * a valid signature and, if it names URI SANs, exactly `identity`. Returns [leaf, root] as PEM.
+   */
+  async signWorkloadCsr(csrPem: string, { identity, ttlSeconds = DEFAULT_WORKLOAD_TTL_SECONDS }: { identity: string; ttlSeconds?: number }): Promise<Result<string[], string>> {
+    if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds <= 0) return err(`certificate lifetime must be a positive number of seconds, got ${ttlSeconds}`);
+    const parsed = parseSpiffeId(identity);
+    if (!parsed.ok) return parsed;
+    if (parsed.value.trustDomain !== this.trustDomain) return err(`identity ${identity} is outside this CA's trust domain ${this.trustDomain}`);
+    const csr = await readCsr(csrPem);
+    if (!csr.ok) return csr;
+    if (csr.value.uris.length > 0 && (csr.value.uris.length !== 1 || csr.value.uris[0] !== identity)) {
+      return err(`CSR asks for ${csr.value.uris.join(', ')} but the certificate would be for ${identity}`);
+    }
+    const leaf = await issueLeafCertificate(this.signing, {
+      publicKey: csr.value.publicKey,
+      sans: [{ type: 'url', value: identity }],
+      extendedKeyUsages: [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
+      ttlSeconds,
+    }, this.now());
+    return ok([leaf.toString('pem'), this.signing.cert.toString('pem')]);
+  }
+
+  /** The control plane's own TLS certificate for its gRPC listener (new key each call). */
+  async issueServingCertificate({ dnsNames, ipAddresses, ttlSeconds }: { dnsNames: string[]; ipAddresses: string[]; ttlSeconds: number }): Promise<ServingCertificate> {
+    const keys = await generateKeyPair();
+    const leaf = await issueLeafCertificate(this.signing, {
+      publicKey: await x509.PublicKey.create(keys.publicKey),
+      sans: [...dnsNames.map((value) => ({ type: 'dns' as const, value })), ...ipAddresses.map((value) => ({ type: 'ip' as const, value }))],
+      extendedKeyUsages: [x509.ExtendedKeyUsage.serverAuth],
+      ttlSeconds,
+    }, this.now());
+    return { keyPem: await privateKeyPem(keys.privateKey), certChainPem: pemsOf([leaf, this.signing.cert]) };
+  }
+
+  /**
+   * Rotation, step one: a new signing root (generated, or the operator's), while the previous roots
+   * stay in the trust bundle so certificates they issued keep verifying until they expire.
+   */
+  async addRoot(provided?: { certPem: string; keyPem: string }): Promise<Result<void, string>> {
+    if (this.options.operatorRoot) return err('the root comes from the operator\'s files: rotate by replacing them (new root first, old roots after it)');
+    const root = provided ? await readIssuer(provided.certPem, provided.keyPem, 'new root', this.now()) : await generateRoot(this.options.trustDomain, this.now());
+    if (!root.ok) return root;
+    writeFileAtomic(this.keyPath(), root.value.keyPem, 0o600);
+    this.signing = root.value.issuer;
+    this.roots = [root.value.issuer.cert, ...this.roots];
+    this.persistBundle();
+    log.info({ signingRoot: this.signing.cert.subject, roots: this.roots.length }, 'added a root; it signs from now on, the older roots stay trusted');
+    return ok(undefined);
+  }
+
+  /** Rotation, last step (once no workload holds a certificate from an older root): trust only the signing root. */
+  retireOlderRoots(): void {
+    const retired = this.roots.length - 1;
+    this.roots = [this.signing.cert];
+    this.persistBundle();
+    log.info({ retired, signingRoot: this.signing.cert.subject }, 'retired older roots from the trust bundle');
+  }
+
+  private now(): Date {
+    return this.options.clock?.() ?? new Date();
+  }
+
+  private keyPath(): string {
+    return join(this.options.dataDir, 'ca-key.pem');
+  }
+
+  private persistBundle(): void {
+    writeFileAtomic(join(this.options.dataDir, 'ca.pem'), this.trustBundlePem(), 0o644);
+  }
+}
