@@ -34,7 +34,7 @@ export class Checker {
   allowOnly(value: Fields, field: string, allowed: ReadonlySet<string>): void {
     for (const key of Object.keys(value)) {
       if (allowed.has(key)) continue;
-      const meant = [...allowed].find((a) => a.toLowerCase() === key.toLowerCase());
+      const meant = nearestField(key, allowed);
       this.fail(join(field, key), meant ? `unknown field; did you mean "${meant}"?` : 'unknown field');
     }
   }
@@ -122,6 +122,32 @@ export class Checker {
     this.fail(field, `must be one of ${allowed.join(', ')}`);
     return undefined;
   }
+}
+
+/** The allowed field a misspelt key most likely meant: same letters in another case, or one or two edits away. */
+function nearestField(key: string, allowed: ReadonlySet<string>): string | undefined {
+  const lower = key.toLowerCase();
+  const tolerance = lower.length >= 6 ? 2 : 1;
+  let best: string | undefined;
+  let bestDistance = tolerance + 1;
+  for (const candidate of allowed) {
+    const distance = editDistance(lower, candidate.toLowerCase());
+    if (distance < bestDistance) [best, bestDistance] = [candidate, distance];
+  }
+  return best;
+}
+
+/** Levenshtein distance. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(previous[j] + 1, row[j - 1] + 1, previous[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = row;
+  }
+  return previous[b.length];
 }
 
 /** `spec` + `nodeName` → `spec.nodeName`; keys that are not identifiers are bracketed. */
