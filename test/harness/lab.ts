@@ -48,29 +48,41 @@ abstract class Place {
   }
 }
 
-export class LabPod extends Place {
+interface PodInit {
+  node: LabNode;
+  name: string;
+  netns: string;
+  hostIf: string;
+  ip: string;
+  ip6: string | undefined;
+  cgroupPath: string;
+  namespace: string;
+  serviceAccount: string;
+  labels: Record<string, string>;
+}
+
+export class LabPod extends Place implements PodInit {
+  readonly node: LabNode;
+  readonly name: string;
+  readonly netns: string;
+  /** host side of the pod's veth, in the node's netns */
+  readonly hostIf: string;
+  readonly ip: string;
   readonly ip6: string | undefined;
+  readonly cgroupPath: string;
+  /** the kernel's cgroup id (inode of cgroupPath), what redirect programs record */
   readonly cgroupId: bigint;
+  readonly namespace: string;
+  readonly serviceAccount: string;
+  readonly labels: Record<string, string>;
   protected readonly spawnCgroup: string;
 
-  constructor(
-    readonly node: LabNode,
-    readonly name: string,
-    readonly index: number,
-    readonly netns: string,
-    readonly hostIf: string,
-    readonly ip: string,
-    ip6: string | undefined,
-    readonly cgroupPath: string,
-    readonly namespace: string,
-    readonly serviceAccount: string,
-    readonly labels: Record<string, string>,
-    protected readonly tracker: ProcessTracker,
-  ) {
+  constructor(init: PodInit, protected readonly tracker: ProcessTracker) {
     super();
-    this.ip6 = ip6;
-    this.spawnCgroup = cgroupPath;
-    this.cgroupId = cgroupId(cgroupPath);
+    ({ node: this.node, name: this.name, netns: this.netns, hostIf: this.hostIf, ip: this.ip, ip6: this.ip6 } = init);
+    ({ cgroupPath: this.cgroupPath, namespace: this.namespace, serviceAccount: this.serviceAccount, labels: this.labels } = init);
+    this.spawnCgroup = init.cgroupPath;
+    this.cgroupId = cgroupId(init.cgroupPath);
   }
 
   facts(): PodFacts {
@@ -138,10 +150,12 @@ export class LabNode extends Place {
       ...(ip6 ? [`addr add ${ip6}/128 dev eth0 nodad`, `route add default via ${addr.GATEWAY6} dev eth0`] : []),
     ]);
     fs.mkdirSync(cgroupPath, { recursive: true });
-    const labels = opts.labels ?? { app: name };
     const pod = new LabPod(
-      this, name, k, ns, hostIf, ip, ip6, cgroupPath,
-      opts.namespace ?? 'default', opts.serviceAccount ?? 'default', labels, this.tracker,
+      {
+        node: this, name, netns: ns, hostIf, ip, ip6, cgroupPath,
+        namespace: opts.namespace ?? 'default', serviceAccount: opts.serviceAccount ?? 'default', labels: opts.labels ?? { app: name },
+      },
+      this.tracker,
     );
     this.pods.push(pod);
     return pod;
@@ -193,8 +207,8 @@ export class Lab {
       await addNetns(lab.fabric);
       await ipBatch(lab.fabric, ['link set lo up', 'link add br0 type bridge mcast_snooping 0', 'link set br0 up']);
     } catch (err) {
-      await lab.close().catch(() => undefined); // the creation error is the one to report
-      throw err;
+      const cleanup = await lab.close().then(() => '', (e: Error) => `; then ${e.message}`);
+      throw new Error(`lab ${opts.name}: creation failed: ${(err as Error).message}${cleanup}`, { cause: err });
     }
     return lab;
   }
