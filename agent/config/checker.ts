@@ -1,5 +1,6 @@
 import type { ConfigError } from './config-error';
-import { canonicalIp } from './ip';
+import { isIP } from 'node:net';
+import { canonicalIp } from '../core/ip';
 
 export type Fields = Record<string, unknown>;
 
@@ -108,13 +109,13 @@ export class Checker {
     return undefined;
   }
 
-  /** Returns the canonical form (see ip.ts). */
+  /** Returns the canonical form (core/ip.ts). Zone ids (`fe80::1%eth0`) are not addresses a pod or Service has. */
   ip(value: unknown, field: string): string | undefined {
     const text = this.string(value, field);
     if (text === undefined) return undefined;
-    const ip = canonicalIp(text);
-    if (ip === undefined) this.fail(field, `"${text}" is not an IPv4 or IPv6 address`);
-    return ip;
+    if (isIP(text) !== 0 && !text.includes('%')) return canonicalIp(text);
+    this.fail(field, `"${text}" is not an IPv4 or IPv6 address`);
+    return undefined;
   }
 
   oneOf<T extends string>(value: unknown, field: string, allowed: readonly T[]): T | undefined {

@@ -1,4 +1,5 @@
-import { canonicalIp } from '../config/ip';
+import { isIP } from 'node:net';
+import { canonicalIp } from '../core/ip';
 import { objectKey, type NamespaceInfo, type NodeInfo, type PodInfo, type ServiceInfo, type Snapshot } from '../config/objects';
 import { selectorMatches } from './selector';
 import { workloadName } from './workload-name';
@@ -35,7 +36,7 @@ export class WorkloadStore {
   }
 
   podByIp(ip: string): PodInfo | undefined {
-    const canonical = canonicalIp(ip);
+    const canonical = canonicalOrUndefined(ip);
     return canonical === undefined ? undefined : this.podsByIp.get(canonical);
   }
 
@@ -65,7 +66,7 @@ export class WorkloadStore {
   }
 
   serviceByIp(ip: string): ServiceInfo | undefined {
-    const canonical = canonicalIp(ip);
+    const canonical = canonicalOrUndefined(ip);
     return canonical === undefined ? undefined : this.servicesByIp.get(canonical);
   }
 
@@ -80,5 +81,10 @@ export class WorkloadStore {
 }
 
 function canonicalIps(ips: string[]): string[] {
-  return ips.map(canonicalIp).filter((ip): ip is string => ip !== undefined);
+  return ips.map(canonicalOrUndefined).filter((ip): ip is string => ip !== undefined);
+}
+
+/** Lookups take addresses from anywhere (sockets, the admin API): text that is no address finds nothing. */
+function canonicalOrUndefined(ip: string): string | undefined {
+  return isIP(ip) === 0 ? undefined : canonicalIp(ip);
 }

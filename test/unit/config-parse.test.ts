@@ -215,9 +215,10 @@ describe('parseConfig: every problem is an error naming object and field', () =>
   });
 
   it('rejects invalid IP addresses', () => {
-    assertErrors(pod('{ nodeName: n }', 'status: { podIP: 10.0.0.256, podIPs: [{ ip: "fd00::1::2" }] }'), [
+    assertErrors(pod('{ nodeName: n }', 'status: { podIP: 10.0.0.256, podIPs: [{ ip: "fd00::1::2" }, { ip: "fe80::1%eth0" }] }'), [
       { object: 'Pod default/web', field: 'status.podIP', message: /"10.0.0.256" is not an IPv4 or IPv6 address/ },
       { object: 'Pod default/web', field: 'status.podIPs[0].ip', message: /not an IPv4 or IPv6 address/ },
+      { object: 'Pod default/web', field: 'status.podIPs[1].ip', message: /not an IPv4 or IPv6 address/ },
     ]);
     assertErrors('apiVersion: v1\nkind: Service\nmetadata: { name: s }\nspec: { clusterIP: 10.96.0 }\n', [
       { object: 'Service default/s', field: 'spec.clusterIP', message: /not an IPv4 or IPv6 address/ },

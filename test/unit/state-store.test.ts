@@ -40,6 +40,7 @@ describe('WorkloadStore', () => {
     assert.equal(store.podByIp('fd00:1::5'), web);
     assert.equal(store.podByIp('fd00:1:0::5'), web);
     assert.equal(store.podByIp('FD00:1:0:0:0:0:0:5'), web);
+    assert.equal(store.podByIp('::ffff:10.0.1.5'), web, 'as a dual-stack socket reports an IPv4 peer');
     assert.equal(store.podByIp('10.0.1.6'), undefined);
     assert.equal(store.podByIp('not an ip'), undefined);
   });
