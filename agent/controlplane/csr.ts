@@ -28,7 +28,7 @@ export async function readCsr(pem: string): Promise<Result<WorkloadCsr, string>>
   }
   const problem = keyProblem(request.publicKey);
   if (problem !== undefined) return err(problem);
-  const uris = request.extensions
+  const uris = [...request.extensions]
     .filter((extension): extension is x509.SubjectAlternativeNameExtension => extension instanceof x509.SubjectAlternativeNameExtension)
     .flatMap((san) => san.names.items.filter((name) => name.type === 'url').map((name) => name.value));
   return ok({ publicKey: request.publicKey, uris });

@@ -1,0 +1,43 @@
+import type { Metadata } from '@grpc/grpc-js';
+import type { AuthenticationV1Api } from '@kubernetes/client-node';
+import { err, ok, type Result } from '../core/result';
+import { bearerToken, type Authenticator, type Caller } from './authenticator';
+
+const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
+
+export interface AgentServiceAccount {
+  namespace: string;
+  name: string;
+}
+
+/**
+ * Kubernetes authentication: the agent presents its pod-bound ServiceAccount token; the API server
+ * (TokenReview) says whose it is and, for pod-bound tokens, which node that pod runs on.
+ */
+export class TokenReviewAuthenticator implements Authenticator {
+  constructor(
+    private readonly api: Pick<AuthenticationV1Api, 'createTokenReview'>,
+    private readonly agent: AgentServiceAccount = { namespace: 'weft-system', name: 'weft-agent' },
+  ) {}
+
+  async authenticate(metadata: Metadata): Promise<Result<Caller, string>> {
+    const token = bearerToken(metadata);
+    if (!token.ok) return err(`${token.error}: present the agent's ServiceAccount token`);
+    let review;
+    try {
+      review = await this.api.createTokenReview({ body: { spec: { token: token.value } } });
+    } catch (error) {
+      return err(`TokenReview failed (${(error as Error).message}): check that the API server is reachable and the control plane may create tokenreviews.authentication.k8s.io`);
+    }
+    const status = review.status;
+    if (status?.authenticated !== true) return err(`the API server did not accept the token${status?.error ? `: ${status.error}` : ''}`);
+    const username = status.user?.username ?? '';
+    const expected = `system:serviceaccount:${this.agent.namespace}:${this.agent.name}`;
+    if (username !== expected) return err(`the token belongs to ${username || 'an unnamed user'}, not to the agent's ServiceAccount ${expected}`);
+    const nodes = status.user?.extra?.[NODE_NAME_EXTRA] ?? [];
+    if (nodes.length !== 1 || nodes[0] === '') {
+      return err(`the token of ${username} names no node (${NODE_NAME_EXTRA}): use a pod-bound projected token on Kubernetes >= 1.30`);
+    }
+    return ok({ node: nodes[0]!, subject: username });
+  }
+}
