@@ -26,10 +26,13 @@ struct {
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, WEFT_CTR_MAX);
-	__type(key, enum weft_counter);
+	__type(key, __u32);
 	__type(value, __u64);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_counters SEC(".maps");
+
+/* Keeps enum weft_counter in the object's BTF, where the agent's generated layout reads it from. */
+const volatile enum weft_counter weft_counter_max = WEFT_CTR_MAX;
 
 static __always_inline void count(enum weft_counter c)
 {

@@ -34,6 +34,7 @@ const f = {
   linkCreate: lib.func('bpf_link_create', 'int', ['int', 'int', 'int', 'void *']),
   linkUpdate: lib.func('bpf_link_update', 'int', ['int', 'int', 'void *']),
   objGet: lib.func('bpf_obj_get', 'int', ['str']),
+  linkGetFdById: lib.func('bpf_link_get_fd_by_id', 'int', ['uint32_t']),
   objPin: lib.func('bpf_obj_pin', 'int', ['int', 'str']),
   objGetInfoByFd: lib.func('bpf_obj_get_info_by_fd', 'int', ['int', 'void *', '_Inout_ uint32_t *']),
   mapUpdateElem: lib.func('bpf_map_update_elem', 'int', ['int', 'void *', 'void *', 'uint64_t']),
@@ -71,7 +72,7 @@ export function openObject(path: string, pinRoot: string | null): ObjectHandle {
   const ptr = nonNull(f.objectOpenFile(path, null), 'bpf_object__open_file', path);
   for (let m = f.objectNextMap(ptr, null); m !== null; m = f.objectNextMap(ptr, m)) {
     const name = f.mapName(m) as string;
-    if (name.startsWith('.')) continue; // .rodata and friends are never shared
+    if (name.includes('.')) continue; // <obj>.rodata and friends are internal, never shared
     check(f.mapSetPinPath(m, pinRoot === null ? null : `${pinRoot}/${name}`), 'bpf_map__set_pin_path', name);
   }
   return { path, ptr };
@@ -98,7 +99,7 @@ export function mapFds(obj: ObjectHandle): Map<string, number> {
   const out = new Map<string, number>();
   for (let m = f.objectNextMap(obj.ptr, null); m !== null; m = f.objectNextMap(obj.ptr, m)) {
     const name = f.mapName(m) as string;
-    if (!name.startsWith('.')) out.set(name, check(f.mapFd(m), 'bpf_map__fd', name));
+    if (!name.includes('.')) out.set(name, check(f.mapFd(m), 'bpf_map__fd', name));
   }
   return out;
 }
@@ -129,6 +130,10 @@ export function linkUpdate(linkFd: number, progFd: number, subject: string): voi
 
 export function objGet(path: string): number {
   return check(f.objGet(path), 'bpf_obj_get', path);
+}
+
+export function linkFdById(id: number): number {
+  return check(f.linkGetFdById(id), 'bpf_link_get_fd_by_id', String(id));
 }
 
 export function objPin(fd: number, path: string): void {

@@ -19,7 +19,7 @@ export const TC_PROGRAM = 'weft_strict_egress';
 
 export interface LinkInfo { id: number; progId: number; cgroupId: bigint; ifindex: number }
 
-function linkInfo(fd: number, subject: string): LinkInfo {
+export function linkInfo(fd: number, subject: string): LinkInfo {
   const b = bpf.objInfo(fd, subject);
   // struct bpf_link_info: type, id, prog_id, then a union at offset 16 (cgroup: u64 id; tcx: u32 ifindex)
   return { id: b.readUInt32LE(4), progId: b.readUInt32LE(8), cgroupId: b.readBigUInt64LE(16), ifindex: b.readUInt32LE(16) };

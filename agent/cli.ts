@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/** The `weft` command line. Subcommands and flags follow DESIGN.md; unknown flags are errors. */
+import { parseArgs } from 'node:util';
+import { installedNodes, uninstallNode } from './redirect/datapath';
+import { runLocal } from './local';
+import { PORTS } from './node/agent';
+
+const USAGE = `usage: weft <command> [flags]
+
+commands:
+  local --config FILE [--node NAME] [--cgroup-root DIR] [--node-ip IP]...
+                         control plane and node agent in one process, following FILE
+  demo                   build a throwaway sandbox, run the mesh on it, show what happened
+  status [--admin HOST:PORT]
+                         what the running agent has enrolled and redirected
+  uninstall [--node NAME | --all]
+                         remove every program, link, map and pin Weft made on this host`;
+
+type Flags = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>;
+
+function flags(args: string[], options: Flags): Record<string, string | string[] | boolean | undefined> {
+  return parseArgs({ args, options, strict: true, allowPositionals: false }).values as never;
+}
+
+function onSignals(stop: () => Promise<void>): void {
+  let stopping = false;
+  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(sig, () => {
+      if (stopping) return;
+      stopping = true;
+      stop().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
+    });
+  }
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'local': {
+      const f = flags(rest, { config: { type: 'string' }, node: { type: 'string' }, 'cgroup-root': { type: 'string' }, 'node-ip': { type: 'string', multiple: true } });
+      if (!f.config) throw new Error('weft local needs --config FILE');
+      const running = await runLocal({
+        config: f.config as string,
+        ...(f.node ? { node: f.node as string } : {}),
+        ...(f['cgroup-root'] ? { cgroupRoot: f['cgroup-root'] as string } : {}),
+        ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
+      });
+      onSignals(running.stop);
+      return -1; // keeps running
+    }
+    case 'demo': {
+      flags(rest, {});
+      const { runDemo } = await import('./demo');
+      return runDemo();
+    }
+    case 'status': {
+      const f = flags(rest, { admin: { type: 'string' } });
+      const admin = (f.admin as string | undefined) ?? `127.0.0.1:${PORTS.admin}`;
+      const get = async (path: string) => {
+        const res = await fetch(`http://${admin}${path}`).catch((e: Error) => {
+          throw new Error(`cannot reach the agent's admin API at ${admin} (${e.message}); is 'weft local' or 'weft agent' running on this host?`);
+        });
+        return res.json();
+      };
+      const [workloads, redirect] = await Promise.all([get('/workloads'), get('/redirect')]);
+      console.log(JSON.stringify({ workloads, redirect }, null, 2));
+      return 0;
+    }
+    case 'uninstall': {
+      const f = flags(rest, { node: { type: 'string' }, all: { type: 'boolean' } });
+      const nodes = f.all ? installedNodes() : [(f.node as string | undefined) ?? (await import('node:os')).hostname()];
+      for (const n of nodes) {
+        const removed = uninstallNode(n);
+        console.log(`node ${n}: removed ${removed.length} pinned objects (programs, links and maps go with them)`);
+      }
+      return 0;
+    }
+    case undefined: case '-h': case '--help': case 'help':
+      console.log(USAGE);
+      return cmd === undefined ? 2 : 0;
+    default:
+      console.error(`weft: unknown command ${JSON.stringify(cmd)}\n\n${USAGE}`);
+      return 2;
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => { if (code >= 0) process.exit(code); },
+  (e: Error) => { console.error(`weft: ${e.message}`); process.exit(1); },
+);

@@ -1,0 +1,126 @@
+/**
+ * The node agent: takes snapshots of desired state and drives redirect and proxy from them.
+ * Data flows one way: snapshot → store → {redirect, proxy directory}. Stopping the agent leaves
+ * the kernel state pinned: enrolled pods stay captured and fail closed until it is back.
+ */
+import type http from 'node:http';
+import * as bpf from '../../native/libbpf';
+import type { Snapshot } from '../config/objects';
+import type { Logger } from '../core/log';
+import { accessLogger, operationalLogger } from '../core/log';
+import type { Directory } from '../core/workload';
+import { OutboundProxy } from '../proxy/outbound';
+import { cgroupId, ownCgroupPath } from '../redirect/cgroup';
+import { decodeOrig, encodeFlow, ORIG_SIZE } from '../redirect/codec';
+import { Datapath } from '../redirect/datapath';
+import { RedirectManager } from '../redirect/manager';
+import { desiredEnrollment } from '../state/enrollment';
+import { WorkloadStore } from '../state/store';
+import { makeDirectory } from './directory';
+import { serveJson } from './http-endpoints';
+
+export const PORTS = { admin: 15000, outbound: 15001, metrics: 15020, health: 15021 } as const;
+
+export interface AgentOptions {
+  node: string;
+  cgroupRoot: string;
+  bpfDir: string;
+  /** The node's own addresses, where enrolled pods' connects are sent; default: the Node object's InternalIPs. */
+  nodeIps?: string[];
+  outboundPort?: number;
+  adminPort?: number;
+  healthPort?: number;
+}
+
+export class NodeAgent {
+  private store: WorkloadStore | undefined;
+  private directory: Directory | undefined;
+  private applying: Promise<void> = Promise.resolve();
+  private lastProblems: string[] = [];
+  private servers: http.Server[] = [];
+  private proxy: OutboundProxy | undefined;
+
+  private constructor(
+    readonly opts: AgentOptions,
+    private readonly dp: Datapath,
+    private readonly redirect: RedirectManager,
+    private readonly log: Logger,
+  ) {}
+
+  static async start(opts: AgentOptions, first: Snapshot): Promise<NodeAgent> {
+    const log = operationalLogger('agent');
+    const nodeIps = opts.nodeIps ?? first.nodes.find((n) => n.name === opts.node)?.internalIPs ?? [];
+    const proxyIp4 = nodeIps.find((ip) => !ip.includes(':')) ?? null;
+    const proxyIp6 = nodeIps.find((ip) => ip.includes(':')) ?? null;
+    if (!proxyIp4 && !proxyIp6) {
+      throw new Error(`node ${opts.node}: no address for the node proxy. Add a Node object named ${opts.node} with ` +
+        'status.addresses of type InternalIP to the config, or pass --node-ip');
+    }
+    const proxyCgroupId = cgroupId(ownCgroupPath());
+    const dp = Datapath.load(opts.node, opts.bpfDir);
+    const outboundPort = opts.outboundPort ?? PORTS.outbound;
+    const redirect = new RedirectManager(dp, { proxyIp4, proxyIp6, outboundPort, proxyCgroupId }, log);
+    const agent = new NodeAgent(opts, dp, redirect, log);
+    try {
+      redirect.install(opts.cgroupRoot);
+      await agent.apply(first);
+      const flowFd = dp.mapFd('weft_flow_orig');
+      agent.proxy = await OutboundProxy.listen({
+        port: outboundPort,
+        hosts: [...(proxyIp4 ? ['0.0.0.0'] : []), ...(proxyIp6 ? ['::'] : [])],
+        lookupOrig: (flow) => { const v = bpf.mapLookup(flowFd, encodeFlow(flow), ORIG_SIZE); return v && decodeOrig(v); },
+        directory: () => agent.directory!,
+        accessLog: accessLogger(),
+        log: operationalLogger('proxy'),
+      });
+      agent.servers.push(await serveJson('127.0.0.1', opts.adminPort ?? PORTS.admin, {
+        '/config_dump': () => agent.store?.snapshot,
+        '/workloads': () => agent.workloads(),
+        '/redirect': () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), counters: redirect.counters() }),
+      }));
+      agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, {
+        '/healthz/ready': () => { if (!agent.proxy) throw new Error('proxy not listening'); return { ready: true }; },
+        '/healthz/live': () => ({ live: true }),
+      }));
+    } catch (e) {
+      await agent.stop();
+      throw e;
+    }
+    log.info({ node: opts.node, proxyIp4, proxyIp6, outboundPort }, 'node agent ready');
+    return agent;
+  }
+
+  /** Applies a snapshot; calls are serialised so the kernel sees them in order. */
+  apply(snapshot: Snapshot): Promise<void> {
+    this.applying = this.applying.then(async () => {
+      const store = new WorkloadStore(snapshot);
+      const desired = desiredEnrollment(snapshot, this.opts.node);
+      await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
+      this.store = store;
+      this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
+      const problems = [...desired.problems, ...this.redirect.current().problems];
+      for (const p of desired.problems) if (!this.lastProblems.includes(p)) this.log.warn(p);
+      this.lastProblems = problems;
+    }).catch((e) => { this.log.error({ err: (e as Error).message }, 'applying the new state failed; the previous state stays in force'); });
+    return this.applying;
+  }
+
+  workloads(): unknown {
+    const store = this.store;
+    if (!store) return [];
+    return this.redirect.current().enrolled.map((e) => {
+      const [ns, name] = e.key.split('/') as [string, string];
+      const pod = store.pod(ns, name);
+      return { pod: e.key, identity: pod && store.identityOf(pod), workload: pod && store.workloadName(pod), ips: pod?.ips,
+        mtls: e.strict ? 'STRICT' : 'PERMISSIVE', cgroupId: e.cgroupId, hostIfindex: e.ifindex };
+    });
+  }
+
+  /** Stops serving; pinned kernel state stays (enrolled pods fail closed until an agent is back). */
+  async stop(): Promise<void> {
+    await this.applying;
+    await this.proxy?.close(1000);
+    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
+    this.dp.close();
+  }
+}

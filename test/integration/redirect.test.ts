@@ -1,0 +1,253 @@
+/**
+ * The datapath end to end on real namespaces, cgroups and eBPF: one lab node running `weft local`,
+ * pods in and out of the mesh, and unmodified clients (curl, node's net) inside them.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../harness';
+import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../harness/weft-agent';
+import { kernelTestBlocker, skipLoudly } from '../support/requirements';
+import * as bpf from '../../native/libbpf';
+import { linkInfo } from '../../agent/redirect/datapath';
+
+const blocker = kernelTestBlocker();
+const PEER_CLIENT = `
+const [host, port] = process.argv.slice(1);
+const s = require('net').connect(Number(port), host, () => {
+  console.log(JSON.stringify({ peer: s.remoteAddress, peerPort: s.remotePort }));
+  s.end('hello\\n');
+});
+s.setEncoding('utf8'); let got = ''; s.on('data', (d) => got += d);
+s.on('end', () => console.log(got.trim()));
+s.on('error', (e) => { console.error(e.code || e.message); process.exitCode = 1; });`;
+
+/** The address an echo server reported for its peer. */
+const peerSeen = (stdout: string) => /peer=(.*):\d+/.exec(stdout)?.[1];
+
+/** A request whose failure (refused, reset, timed out) is an answer, not an exception. */
+const attempt = (from: LabPod, host: string, port: number, timeoutMs = 1500) =>
+  tcpRequest(from, host, port, { payload: 'x', timeoutMs }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
+
+function bpftoolJson(args: string[]): Array<Record<string, unknown>> {
+  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
+}
+
+describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => {
+  let lab: Lab, n1: LabNode, a: LabPod, b: LabPod, plain: LabPod, optout: LabPod;
+  let agent: AgentHandle;
+  let dir: string, configPath: string;
+  const servers: ServerHandle[] = [];
+  const extra: object[] = [];
+  let meshNamespaces = ['mesh'];
+
+  /**
+   * Names of the programs linked to the STRICT pod's host-side interface. bpftool 7.1 does not
+   * decode tcx links, so each link's target comes from the kernel's bpf_link_info.
+   */
+  const netShow = async () => {
+    const ifindex = JSON.parse((await n1.exec('ip', ['-j', 'link', 'show', 'dev', b.hostIf])).stdout)[0].ifindex;
+    const names = new Map(bpftoolJson(['prog', 'show']).map((p) => [p.id, String(p.name)]));
+    const onIf = bpftoolJson(['link', 'show']).filter((l) => l.type !== 'cgroup').filter((l) => {
+      const fd = bpf.linkFdById(Number(l.id));
+      try { return linkInfo(fd, `link ${l.id}`).ifindex === ifindex; } finally { closeSync(fd); }
+    });
+    return JSON.stringify(onIf.map((l) => names.get(l.prog_id)));
+  };
+  const writeConfig = () => writeFileSync(configPath, lab.yaml({ meshNamespaces, extra }));
+  const restartAgent = async () => { agent = startLocalAgent(n1, configPath); await agent.ready; };
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'redir' });
+    n1 = await lab.node('n1');
+    a = await n1.pod('a', { namespace: 'mesh', serviceAccount: 'sa-a', ipv6: true });
+    b = await n1.pod('b', { namespace: 'mesh', serviceAccount: 'sa-b', ipv6: true, labels: { app: 'backend' } });
+    plain = await n1.pod('plain', { namespace: 'outside' });
+    optout = await n1.pod('optout', { namespace: 'mesh', labels: { 'weft.dev/mesh': 'disabled' } });
+    dir = mkdtempSync(join(tmpdir(), 'weft-redirect-'));
+    configPath = join(dir, 'mesh.yaml');
+    writeConfig();
+    servers.push(startEchoServer(b, 7000, { family: 6 }), startHttpServer(b, 8080));
+    await Promise.all(servers.map((s) => s.ready));
+    await restartAgent();
+  });
+
+  after(async () => {
+    if (blocker) return;
+    await agent?.kill('SIGKILL');
+    spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n1.name]);
+    await lab?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('curl in an enrolled pod reaches another pod through the node proxy; the access log names both ends', async () => {
+    const r = await curl(a, `http://${b.ip}:8080/hello`);
+    assert.equal(r.status, 200, r.stderr);
+    const body = JSON.parse(r.body);
+    assert.equal(body.pod, 'b');
+    assert.notEqual(body.remoteAddress, a.ip, 'the destination sees the node proxy, not the client: the connection was steered');
+    const line = await agent.waitForLog((l) => l['dst.addr'] === `${b.ip}:8080`);
+    assert.equal(line['src.namespace'], 'mesh');
+    assert.equal(line['src.pod'], 'a');
+    assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/mesh/sa/sa-a');
+    assert.equal(line['dst.workload'], 'backend');
+    assert.equal(line.direction, 'outbound');
+    assert.ok(Number(line.bytes_sent) > 0 && Number(line.bytes_recv) > 0);
+  });
+
+  test('the client\'s getpeername shows the original peer, not the proxy', async () => {
+    const r = await a.exec(process.execPath, ['-e', PEER_CLIENT, b.ip, '7000'], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, r.stderr);
+    const [first, echo] = r.stdout.trim().split('\n');
+    assert.deepEqual(JSON.parse(first!), { peer: b.ip, peerPort: 7000 });
+    assert.notEqual(peerSeen(echo!), a.ip);
+  });
+
+  test('IPv6: an enrolled pod reaches another pod\'s IPv6 address through the proxy', async () => {
+    const r = await a.exec(process.execPath, ['-e', PEER_CLIENT, b.ip6!, '7000'], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, r.stderr);
+    const [first, echo] = r.stdout.trim().split('\n');
+    assert.deepEqual(JSON.parse(first!), { peer: b.ip6, peerPort: 7000 });
+    assert.ok(peerSeen(echo!) && peerSeen(echo!) !== a.ip6);
+    await agent.waitForLog((l) => l['dst.addr'] === `[${b.ip6}]:7000` && l['src.pod'] === 'a');
+  });
+
+  test('a pod outside the mesh and an opted-out pod connect directly; the proxy never sees them', async () => {
+    for (const client of [plain, optout]) {
+      const r = await tcpRequest(client, b.ip, 7000, { payload: 'x' });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(r.stdout, new RegExp(`^echo b peer=${client.ip.replace(/\./g, '\\.')}:`));
+    }
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(!agent.accessLog.some((l) => String(l['src.addr']).startsWith(`${plain.ip}:`) || String(l['src.addr']).startsWith(`${optout.ip}:`)));
+  });
+
+  test('a destination that refuses is reported to the client as a reset at once, not a hang', async () => {
+    const started = Date.now();
+    const r = await tcpRequest(a, b.ip, 9, { payload: 'x', timeoutMs: 8000 });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /ECONNRESET/);
+    assert.ok(Date.now() - started < 5000, 'answered well before the client timeout');
+    const line = await agent.waitForLog((l) => l['dst.addr'] === `${b.ip}:9`);
+    assert.match(String(line.error), /ECONNREFUSED/);
+  });
+
+  test('the outbound port refuses connections that the kernel did not steer there', async () => {
+    const r = await tcpRequest(plain, n1.ip, 15001, { payload: 'x' });
+    assert.notEqual(r.code, 0);
+    assert.match(agent.stderr(), /without a redirect record/);
+  });
+
+  test('relabelling a namespace in the config file switches new connections within a second, without restart', async () => {
+    meshNamespaces = ['mesh', 'outside'];
+    const edited = Date.now();
+    writeConfig();
+    let tookMs = -1;
+    for (let i = 0; i < 50 && tookMs < 0; i++) {
+      const r = await tcpRequest(plain, b.ip, 7000, { payload: 'x' });
+      if (r.code === 0 && peerSeen(r.stdout) !== plain.ip) tookMs = Date.now() - edited;
+      else await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.ok(tookMs >= 0, 'the relabelled pod was never captured');
+    assert.ok(tookMs <= 1000, `took ${tookMs} ms`);
+    meshNamespaces = ['mesh'];
+    writeConfig();
+    for (let i = 0; i < 50; i++) {
+      const r = await tcpRequest(plain, b.ip, 7000, { payload: 'x' });
+      if (r.stdout.includes(`peer=${plain.ip}:`)) return;
+      await new Promise((res) => setTimeout(res, 20));
+    }
+    assert.fail('removing the label did not release the pod');
+  });
+
+  test('an invalid edit is reported by object and field, and the last good state stays in force', async () => {
+    writeFileSync(configPath, lab.yaml({ meshNamespaces, extra }).replace('nodeName:', 'nodname:'));
+    for (let i = 0; i < 100 && !/nodname/.test(agent.stderr()); i++) await new Promise((r) => setTimeout(r, 20));
+    assert.match(agent.stderr(), /Pod mesh\/a: spec\.nodname/);
+    const r = await curl(a, `http://${b.ip}:8080/`);
+    assert.notEqual(JSON.parse(r.body).remoteAddress, a.ip, 'still redirected');
+    writeConfig();
+  });
+
+  test('STRICT: a client outside the mesh cannot reach an enrolled pod; the mesh path can', async () => {
+    extra.push({ apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'mesh' }, spec: { mtls: { mode: 'STRICT' } } });
+    writeConfig();
+    let blocked = false;
+    for (let i = 0; i < 20 && !blocked; i++) {
+      const r = await attempt(plain, b.ip, 7000);
+      blocked = r.code !== 0;
+      if (!blocked) await new Promise((res) => setTimeout(res, 100));
+    }
+    assert.ok(blocked, 'plaintext from outside the mesh still reached the STRICT pod');
+    const viaMesh = await curl(a, `http://${b.ip}:8080/`);
+    assert.equal(viaMesh.status, 200, viaMesh.stderr);
+    assert.match(await netShow(), /weft_strict_egress/);
+    extra.length = 0;
+    writeConfig();
+    for (let i = 0; i < 50; i++) {
+      const r = await attempt(plain, b.ip, 7000);
+      if (r.code === 0) return;
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    assert.fail('back to PERMISSIVE, the outside client is still blocked');
+  });
+
+  test('agent restart: enrolled pods fail closed while it is down, work after, and nothing is attached twice', async () => {
+    const linksBefore = bpftoolJson(['link', 'show']).filter((l) => l.cgroup_id !== undefined).length;
+    await agent.kill('SIGKILL');
+    const down = await tcpRequest(a, b.ip, 7000, { payload: 'x', timeoutMs: 3000 });
+    assert.notEqual(down.code, 0, 'with the agent down, the enrolled pod must not get through un-meshed');
+    assert.match(down.stderr, /ECONNREFUSED/);
+    const stillDirect = await tcpRequest(plain, b.ip, 7000, { payload: 'x' });
+    assert.equal(stillDirect.code, 0, 'pods outside the mesh are not affected');
+    await restartAgent();
+    assert.match(agent.stderr(), /"adopted":6,"created":0/);
+    const up = await curl(a, `http://${b.ip}:8080/`);
+    assert.notEqual(JSON.parse(up.body).remoteAddress, a.ip);
+    const linksAfter = bpftoolJson(['link', 'show']).filter((l) => l.cgroup_id !== undefined).length;
+    assert.equal(linksAfter, linksBefore);
+  });
+
+  test('weft uninstall leaves no program, link, map, filter or pin behind', async () => {
+    extra.push({ apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'mesh' }, spec: { mtls: { mode: 'STRICT' } } });
+    writeConfig();
+    for (let i = 0; i < 50 && !(await netShow()).includes('weft_strict_egress'); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    await agent.kill('SIGTERM');
+    const pinRoot = `/sys/fs/bpf/weft/${n1.name}`;
+    assert.ok(existsSync(pinRoot));
+    const r = spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n1.name], { encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    assert.ok(!existsSync(pinRoot), `${pinRoot} remains: ${existsSync(pinRoot) ? readdirSync(pinRoot) : ''}`);
+    // the kernel frees programs and maps after their last reference drops, asynchronously
+    const weftObjects = () => [...bpftoolJson(['prog', 'show']), ...bpftoolJson(['map', 'show'])].filter((o) => String(o.name).startsWith('weft_'));
+    for (let i = 0; i < 100 && weftObjects().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(weftObjects().map((o) => o.name), []);
+    const links = bpftoolJson(['link', 'show']).filter((l) => String(JSON.stringify(l)).includes('weft_'));
+    assert.deepEqual(links, []);
+    assert.doesNotMatch(await netShow(), /weft_/);
+    const direct = await tcpRequest(a, b.ip, 7000, { payload: 'x' });
+    assert.match(direct.stdout, new RegExp(`peer=${a.ip.replace(/\./g, '\\.')}:`), 'after uninstall the pod connects directly');
+  });
+});
+
+describe('weft local with an invalid config', { skip: blocker ?? false }, () => {
+  test('fails at start with the object and field named', (t) => {
+    if (blocker) return skipLoudly(t, blocker);
+    const d = mkdtempSync(join(tmpdir(), 'weft-badcfg-'));
+    try {
+      const p = join(d, 'bad.yaml');
+      writeFileSync(p, 'apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: shop}\nspec: {nodeName: 42}\n');
+      const r = spawnSync(process.execPath, [WEFT_CLI, 'local', '--config', p, '--node', 'nowhere'], { encoding: 'utf8', timeout: 10000 });
+      assert.equal(r.status, 1);
+      assert.match(r.stderr, /Pod shop\/web: spec\.nodeName/);
+    } finally {
+      rmSync(d, { recursive: true, force: true });
+    }
+  });
+});
