@@ -12,8 +12,13 @@ import { readIfExists, writeFileAtomic } from './data-dir';
 
 const log = operationalLogger('ca');
 
+/** One certificate as PEM, newline-terminated so that PEMs concatenate into a valid bundle. */
+export function pemOf(cert: x509.X509Certificate): string {
+  return cert.toString('pem') + '\n';
+}
+
 export function pemsOf(certs: x509.X509Certificate[]): string {
-  return certs.map((cert) => cert.toString('pem')).join('\n') + '\n';
+  return certs.map(pemOf).join('');
 }
 
 function parseCertificates(pem: string, source: string): Result<x509.X509Certificate[], string> {

@@ -5,7 +5,7 @@ import { operationalLogger } from '../core/log';
 import { generateKeyPair, privateKeyPem } from '../identity/keys';
 import { parseSpiffeId } from '../identity/spiffe';
 import { issueLeafCertificate, type Issuer } from './ca-certs';
-import { generateRoot, loadOperatorRoot, loadOrCreateDataDirRoot, pemsOf, readIssuer } from './ca-roots';
+import { generateRoot, loadOperatorRoot, loadOrCreateDataDirRoot, pemOf, pemsOf, readIssuer } from './ca-roots';
 import { readCsr } from './csr';
 import { ensureDataDir, writeFileAtomic } from './data-dir';
 
@@ -82,7 +82,7 @@ export class CertificateAuthority {
       extendedKeyUsages: [x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth],
       ttlSeconds,
     }, this.now());
-    return ok([leaf.toString('pem'), this.signing.cert.toString('pem')]);
+    return ok([pemOf(leaf), pemOf(this.signing.cert)]);
   }
 
   /** The control plane's own TLS certificate for its gRPC listener (new key each call). */
