@@ -1,0 +1,12 @@
+/** `npm run bench`: runs each benchmark in its own process, in order; each prints its own ratios. */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+const benches = ['redirect.js', 'x509.js'].map((f) => join(__dirname, f)).filter(existsSync);
+let failed = 0;
+for (const b of benches) {
+  const r = spawnSync(process.execPath, [b], { stdio: 'inherit' });
+  if (r.status !== 0) failed++;
+}
+process.exit(failed ? 1 : 0);
