@@ -10,6 +10,18 @@ export interface AgentServiceAccount {
   name: string;
 }
 
+/** "HTTP 403: tokenreviews is forbidden" rather than the client's dump of headers and body. */
+function describeApiFailure(error: unknown): string {
+  const { code, body } = error as { code?: unknown; body?: unknown };
+  if (typeof code !== 'number') return (error as Error).message;
+  let status: unknown = body;
+  if (typeof body === 'string') {
+    try { status = JSON.parse(body); } catch { status = undefined; }
+  }
+  const message = (status as { message?: unknown } | undefined)?.message;
+  return typeof message === 'string' ? `HTTP ${code}: ${message}` : `HTTP ${code}`;
+}
+
 /**
  * Kubernetes authentication: the agent presents its pod-bound ServiceAccount token; the API server
  * (TokenReview) says whose it is and, for pod-bound tokens, which node that pod runs on.
@@ -27,7 +39,7 @@ export class TokenReviewAuthenticator implements Authenticator {
     try {
       review = await this.api.createTokenReview({ body: { spec: { token: token.value } } });
     } catch (error) {
-      return err(`TokenReview failed (${(error as Error).message}): check that the API server is reachable and the control plane may create tokenreviews.authentication.k8s.io`);
+      return err(`TokenReview failed (${describeApiFailure(error)}): check that the API server is reachable and the control plane may create tokenreviews.authentication.k8s.io`);
     }
     const status = review.status;
     if (status?.authenticated !== true) return err(`the API server did not accept the token${status?.error ? `: ${status.error}` : ''}`);
