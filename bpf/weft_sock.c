@@ -135,8 +135,11 @@ int weft_connect6(struct bpf_sock_addr *ctx)
 	return WEFT_SOCK_ALLOW;
 }
 
-/* The 4-tuple of the client's socket (client -> proxy), in weft_flow form. */
-static __always_inline void flow_of(struct bpf_sock_ops *skops, struct weft_flow *k)
+/*
+ * The 4-tuple of the client's socket (client -> proxy), in weft_flow form. A dual-stack socket
+ * that was captured as IPv4 is keyed as the IPv4 connection the proxy sees.
+ */
+static __always_inline void flow_of(struct bpf_sock_ops *skops, const struct weft_orig *orig, struct weft_flow *k)
 {
 	k->family = skops->family;
 	k->sport = skops->local_port;
@@ -153,6 +156,13 @@ static __always_inline void flow_of(struct bpf_sock_ops *skops, struct weft_flow
 		k->daddr[1] = skops->remote_ip6[1];
 		k->daddr[2] = skops->remote_ip6[2];
 		k->daddr[3] = skops->remote_ip6[3];
+		if (orig->family == AF_INET) {
+			k->family = AF_INET;
+			k->saddr[0] = k->saddr[3];
+			k->daddr[0] = k->daddr[3];
+			k->saddr[1] = k->saddr[2] = k->saddr[3] = 0;
+			k->daddr[1] = k->daddr[2] = k->daddr[3] = 0;
+		}
 	}
 }
 
@@ -167,15 +177,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 		if (!orig)
 			return 1; /* not a captured socket */
 		struct weft_flow k = {};
-		flow_of(skops, &k);
-		if (k.family == AF_INET6 && orig->family == AF_INET) {
-			/* a dual-stack socket: the proxy sees the IPv4 connection */
-			k.family = AF_INET;
-			k.saddr[0] = k.saddr[3];
-			k.saddr[1] = k.saddr[2] = k.saddr[3] = 0;
-			k.daddr[0] = k.daddr[3];
-			k.daddr[1] = k.daddr[2] = k.daddr[3] = 0;
-		}
+		flow_of(skops, orig, &k);
 		if (bpf_map_update_elem(&weft_flow_orig, &k, orig, BPF_ANY) == 0)
 			count(WEFT_CTR_FLOW_RECORDED);
 		bpf_sock_ops_cb_flags_set(skops, BPF_SOCK_OPS_STATE_CB_FLAG);
@@ -185,14 +187,7 @@ int weft_sockops(struct bpf_sock_ops *skops)
 		if (!orig)
 			return 1;
 		struct weft_flow k = {};
-		flow_of(skops, &k);
-		if (k.family == AF_INET6 && orig->family == AF_INET) {
-			k.family = AF_INET;
-			k.saddr[0] = k.saddr[3];
-			k.saddr[1] = k.saddr[2] = k.saddr[3] = 0;
-			k.daddr[0] = k.daddr[3];
-			k.daddr[1] = k.daddr[2] = k.daddr[3] = 0;
-		}
+		flow_of(skops, orig, &k);
 		bpf_map_delete_elem(&weft_flow_orig, &k);
 		bpf_map_delete_elem(&weft_sk_orig, &cookie);
 	}

@@ -116,6 +116,16 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
     await agent.waitForLog((l) => l['dst.addr'] === `[${b.ip6}]:7000` && l['src.pod'] === 'a');
   });
 
+  test('a dual-stack socket connecting to an IPv4-mapped address is captured as IPv4', async () => {
+    const mapped = `::ffff:${b.ip}`;
+    const r = await a.exec(process.execPath, ['-e', PEER_CLIENT, mapped, '7000'], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, r.stderr);
+    const [first, echo] = r.stdout.trim().split('\n');
+    assert.deepEqual(JSON.parse(first!), { peer: mapped, peerPort: 7000 }, 'getpeername keeps the mapped original peer');
+    assert.notEqual(peerSeen(echo!), a.ip);
+    await agent.waitForLog((l) => l['dst.addr'] === `${b.ip}:7000` && String(l['src.addr']).startsWith(`${a.ip}:`));
+  });
+
   test('a pod outside the mesh and an opted-out pod connect directly; the proxy never sees them', async () => {
     for (const client of [plain, optout]) {
       const r = await tcpRequest(client, b.ip, 7000, { payload: 'x' });
