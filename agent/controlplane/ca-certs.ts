@@ -5,7 +5,7 @@ import type { Signer } from './ca-signer';
 /** How certificates are built: the root's shape and a leaf's shape, nothing about policy. */
 
 /** Issued leaves start a minute in the past so that small clock skew between nodes does not reject them. */
-export const BACKDATE_MS = 60_000;
+const BACKDATE_MS = 60_000;
 const ROOT_LIFETIME_MS = 10 * 365 * 86_400_000;
 
 export interface Issuer {

@@ -105,10 +105,11 @@ export class CertificateAuthority {
     if (this.options.operatorRoot) return err('the root comes from the operator\'s files: rotate by replacing them (new root first, old roots after it)');
     const root = provided ? await readIssuer(provided.certPem, provided.keyPem, 'new root', this.now()) : await generateRoot(this.options.trustDomain, this.now());
     if (!root.ok) return root;
-    writeFileAtomic(this.keyPath(), root.value.keyPem, 0o600);
-    this.signing = root.value.issuer;
+    // Bundle first, key second: a crash in between leaves the new root trusted but not yet signing.
     this.roots = [root.value.issuer.cert, ...this.roots];
     this.persistBundle();
+    writeFileAtomic(join(this.options.dataDir, 'ca-key.pem'), root.value.keyPem, 0o600);
+    this.signing = root.value.issuer;
     log.info({ signingRoot: this.signing.cert.subject, roots: this.roots.length }, 'added a root; it signs from now on, the older roots stay trusted');
     return ok(undefined);
   }
@@ -123,10 +124,6 @@ export class CertificateAuthority {
 
   private now(): Date {
     return this.options.clock?.() ?? new Date();
-  }
-
-  private keyPath(): string {
-    return join(this.options.dataDir, 'ca-key.pem');
   }
 
   private persistBundle(): void {

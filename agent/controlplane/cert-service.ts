@@ -36,7 +36,7 @@ interface Refusal {
   message: string;
 }
 
-export const istioCertificateService: grpc.ServiceDefinition = {
+const istioCertificateService: grpc.ServiceDefinition = {
   CreateCertificate: {
     path: CREATE_CERTIFICATE_PATH,
     requestStream: false,
