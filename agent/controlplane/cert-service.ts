@@ -34,6 +34,8 @@ const log = operationalLogger('ca');
 interface Refusal {
   code: grpc.status;
   message: string;
+  /** What was asked for, once the CSR has been read far enough to say. */
+  identity?: string;
 }
 
 const istioCertificateService: grpc.ServiceDefinition = {
@@ -53,8 +55,8 @@ export function tlsServerCredentials(serving: ServingCertificate): grpc.ServerCr
   return grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(serving.keyPem), cert_chain: Buffer.from(serving.certChainPem) }], false);
 }
 
-function refuse(code: grpc.status, message: string): { ok: false; error: Refusal } {
-  return err({ code, message });
+function refuse(code: grpc.status, message: string, identity?: string): { ok: false; error: Refusal } {
+  return err(identity === undefined ? { code, message } : { code, message, identity });
 }
 
 function validitySeconds(requested: number, max: number): Result<number, Refusal> {
@@ -65,7 +67,7 @@ function validitySeconds(requested: number, max: number): Result<number, Refusal
   return ok(requested);
 }
 
-async function issue(options: CertServiceOptions, caller: Caller, request: IstioCertificateRequest): Promise<Result<{ identity: string; chain: string[] }, Refusal & { identity?: string }>> {
+async function issue(options: CertServiceOptions, caller: Caller, request: IstioCertificateRequest): Promise<Result<{ identity: string; chain: string[] }, Refusal>> {
   const ttl = validitySeconds(request.validityDuration, options.maxTtlSeconds ?? DEFAULT_MAX_TTL_SECONDS);
   if (!ttl.ok) return ttl;
   const csr = await readCsr(request.csr);
@@ -75,13 +77,13 @@ async function issue(options: CertServiceOptions, caller: Caller, request: Istio
   }
   const identity = csr.value.uris[0]!;
   const parsed = parseSpiffeId(identity);
-  if (!parsed.ok) return err({ code: grpc.status.INVALID_ARGUMENT, message: `the CSR's URI SAN is not a workload SPIFFE ID: ${parsed.error}`, identity });
+  if (!parsed.ok) return refuse(grpc.status.INVALID_ARGUMENT, `the CSR's URI SAN is not a workload SPIFFE ID: ${parsed.error}`, identity);
   const decision = authorizeCsr(caller, parsed.value, options.podsProvider());
   if (!decision.allow) {
-    return err({ code: grpc.status.PERMISSION_DENIED, message: `node ${caller.node} may not get a certificate for ${identity}: ${decision.reason}`, identity });
+    return refuse(grpc.status.PERMISSION_DENIED, `node ${caller.node} may not get a certificate for ${identity}: ${decision.reason}`, identity);
   }
   const chain = await options.ca.signWorkloadCsr(request.csr, { identity, ttlSeconds: ttl.value });
-  if (!chain.ok) return err({ code: grpc.status.INVALID_ARGUMENT, message: chain.error, identity });
+  if (!chain.ok) return refuse(grpc.status.INVALID_ARGUMENT, chain.error, identity);
   return ok({ identity, chain: chain.value });
 }
 
