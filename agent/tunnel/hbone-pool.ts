@@ -1,0 +1,186 @@
+import * as http2 from 'node:http2';
+import { isIPv6 } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { PeerCertificate, TLSSocket } from 'node:tls';
+import { operationalLogger } from '../core/log';
+import { formatAuthority, type TunnelTarget } from './authority';
+import { errorForSession, errorForStatus, HboneError, REASON_HEADER } from './hbone-error';
+import type { Credentials } from './hbone-server';
+import { spiffeIdOf } from './peer-identity';
+import { TUNNEL_SETTINGS, TUNNEL_WINDOW } from './settings';
+
+export interface ConnectRequest {
+  sourceIdentity: string;
+  /** The source workload's own certificate: never a node-wide one. */
+  credentials: Credentials;
+  trustBundle: string;
+  nodeAddress: { host: string; port: number };
+  /** The destination workload's SPIFFE ID, or every ID acceptable for it. */
+  expectedPeerIdentity: string | Iterable<string>;
+  target: TunnelTarget;
+  traceparent?: string;
+}
+
+export interface PoolOptions {
+  /** Bound on opening a session (TCP + TLS + SETTINGS) and on waiting for a CONNECT answer. */
+  timeoutMs?: number;
+  /** A session with no traffic for this long is closed (gracefully) and leaves the pool. */
+  idleMs?: number;
+}
+
+interface Session {
+  http: http2.ClientHttp2Session;
+  ready: Promise<void>;
+  settled: boolean;
+  peerIdentity?: string;
+  active: number;
+}
+
+const log = operationalLogger('hbone-pool');
+
+/**
+ * The outbound end of the tunnel: CONNECT streams multiplexed over sessions pooled per
+ * (source identity, destination node). A session is opened when none has a free stream slot
+ * under the server's SETTINGS_MAX_CONCURRENT_STREAMS, and leaves the pool on GOAWAY, error or close.
+ */
+export class HbonePool {
+  private readonly pools = new Map<string, Session[]>();
+
+  constructor(private readonly options: PoolOptions = {}) {}
+
+  /** Number of pooled sessions (all keys). */
+  get sessionCount(): number {
+    let n = 0;
+    for (const sessions of this.pools.values()) n += sessions.length;
+    return n;
+  }
+
+  async connect(request: ConnectRequest): Promise<Duplex> {
+    const expected = new Set(typeof request.expectedPeerIdentity === 'string' ? [request.expectedPeerIdentity] : request.expectedPeerIdentity);
+    const node = hostPort(request.nodeAddress);
+    const target = formatAuthority(request.target);
+    const session = await this.acquire(request, expected);
+    if (session.peerIdentity === undefined || !expected.has(session.peerIdentity)) {
+      session.active--;
+      throw new HboneError('HBONE_BAD_PEER', `node proxy ${node} presents ${session.peerIdentity}, not ${[...expected].join(' or ')}; check which node the destination runs on`);
+    }
+    const stream = session.http.request({
+      ':method': 'CONNECT',
+      ':authority': target,
+      ...(request.traceparent === undefined ? {} : { traceparent: request.traceparent }),
+    }, { endStream: false });
+    stream.once('close', () => { session.active--; });
+    return this.answered(stream, { node, target });
+  }
+
+  /** Closes every session gracefully (open streams finish). */
+  async close(): Promise<void> {
+    const all = [...this.pools.values()].flat();
+    this.pools.clear();
+    await Promise.all(all.map((s) => new Promise<void>((resolve) => (s.http.closed ? resolve() : s.http.close(() => resolve())))));
+  }
+
+  destroy(): void {
+    for (const s of [...this.pools.values()].flat()) s.http.destroy();
+    this.pools.clear();
+  }
+
+  private async acquire(request: ConnectRequest, expected: Set<string>): Promise<Session> {
+    const key = `${request.sourceIdentity} ${hostPort(request.nodeAddress)}`;
+    for (;;) {
+      const sessions = this.pools.get(key) ?? [];
+      const free = sessions.find((s) => s.settled && s.active < (s.http.remoteSettings.maxConcurrentStreams ?? 100));
+      if (free) {
+        free.active++;
+        return free;
+      }
+      const pending = sessions.find((s) => !s.settled) ?? this.open(key, request, expected);
+      await pending.ready;
+    }
+  }
+
+  private open(key: string, request: ConnectRequest, expected: Set<string>): Session {
+    const node = hostPort(request.nodeAddress);
+    const timeoutMs = this.options.timeoutMs ?? 10_000;
+    const http = http2.connect(`https://${node}`, {
+      key: request.credentials.key,
+      cert: request.credentials.chain.join(''),
+      ca: request.trustBundle,
+      minVersion: 'TLSv1.3',
+      maxVersion: 'TLSv1.3',
+      checkServerIdentity: (_host: string, cert: PeerCertificate) => {
+        const id = spiffeIdOf(cert);
+        if (id.ok && expected.has(id.value)) return undefined;
+        const presents = id.ok ? `presents ${id.value}` : id.error;
+        return new HboneError('HBONE_BAD_PEER', `node proxy ${node} ${presents}, not ${[...expected].join(' or ')}; check which node the destination runs on and its certificate`);
+      },
+      settings: TUNNEL_SETTINGS,
+    });
+    const session: Session = { http, ready: Promise.resolve(), settled: false, active: 0 };
+    const sessions = this.pools.get(key) ?? [];
+    sessions.push(session);
+    this.pools.set(key, sessions);
+    const leave = (): void => {
+      const rest = (this.pools.get(key) ?? []).filter((s) => s !== session);
+      if (rest.length > 0) this.pools.set(key, rest);
+      else this.pools.delete(key);
+    };
+    session.ready = new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => http.destroy(Object.assign(new Error(`no HTTP/2 session within ${timeoutMs} ms`), { code: 'ETIMEDOUT' })), timeoutMs);
+      http.once('remoteSettings', () => {
+        clearTimeout(timer);
+        session.settled = true;
+        http.setLocalWindowSize(TUNNEL_WINDOW);
+        const id = spiffeIdOf((http.socket as TLSSocket).getPeerCertificate());
+        if (id.ok) session.peerIdentity = id.value;
+        resolve();
+      });
+      http.once('close', () => {
+        clearTimeout(timer);
+        leave();
+        reject(new HboneError('HBONE_UNREACHABLE', `the session with node proxy ${node} closed before it was ready; is port 15008 open and the agent there healthy?`));
+      });
+      http.on('error', (e) => {
+        log.debug({ node, source: request.sourceIdentity, reason: e.message }, 'HBONE session error');
+        reject(errorForSession(e, { node, source: request.sourceIdentity }));
+      });
+    });
+    session.ready.catch(() => undefined);
+    http.on('goaway', leave);
+    http.setTimeout(this.options.idleMs ?? 60_000, () => {
+      leave();
+      http.close();
+    });
+    return session;
+  }
+
+  private answered(stream: http2.ClientHttp2Stream, where: { node: string; target: string }): Promise<Duplex> {
+    const timeoutMs = this.options.timeoutMs ?? 10_000;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        stream.close(http2.constants.NGHTTP2_CANCEL);
+        reject(new HboneError('HBONE_TIMEOUT', `node proxy ${where.node} did not answer CONNECT ${where.target} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      stream.once('response', (headers) => {
+        clearTimeout(timer);
+        const status = Number(headers[':status']);
+        if (status === 200) return resolve(stream);
+        stream.close();
+        const reason = headers[REASON_HEADER];
+        reject(errorForStatus(status, typeof reason === 'string' ? reason : undefined, where));
+      });
+      stream.once('error', (e) => {
+        clearTimeout(timer);
+        reject(new HboneError('HBONE_PROTOCOL', `CONNECT ${where.target} via ${where.node} failed: ${e.message}`));
+      });
+      stream.once('close', () => {
+        clearTimeout(timer);
+        reject(new HboneError('HBONE_PROTOCOL', `node proxy ${where.node} closed CONNECT ${where.target} without an answer (HTTP/2 code ${stream.rstCode})`));
+      });
+    });
+  }
+}
+
+function hostPort({ host, port }: { host: string; port: number }): string {
+  return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}

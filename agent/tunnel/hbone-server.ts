@@ -1,0 +1,183 @@
+import * as http2 from 'node:http2';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import { operationalLogger } from '../core/log';
+import { parseAuthority, type TunnelTarget } from './authority';
+import { REASON_HEADER } from './hbone-error';
+import { spiffeIdOf } from './peer-identity';
+import { splice } from './splice';
+import { TUNNEL_SETTINGS, TUNNEL_WINDOW } from './settings';
+
+export interface Credentials {
+  /** PKCS#8 PEM. */
+  key: string;
+  /** Leaf first, then any intermediates, PEM each (as the control plane returns them). */
+  chain: string[];
+}
+
+export type Decision = { allow: true } | { allow: false; reason: string };
+
+export interface StreamRequest {
+  peerIdentity: string;
+  target: TunnelTarget;
+  traceparent?: string;
+}
+
+/** One per CONNECT stream, when it ends: what an access log needs. */
+export interface StreamInfo {
+  peerIdentity: string;
+  target?: TunnelTarget;
+  traceparent?: string;
+  status: number;
+  bytesIn: number;
+  bytesOut: number;
+  durationMs: number;
+  error?: string;
+}
+
+export interface HboneServerOptions {
+  host: string;
+  port: number;
+  /** PEM roots that client certificates must chain to. */
+  trustBundle: string;
+  /** The certificate this node presents; called for each new connection so it can rotate. */
+  identities(): Credentials;
+  authorize(request: StreamRequest): Decision;
+  /** Opens the connection to the local pod; the socket must allow half-open (`allowHalfOpen: true`). */
+  connectTarget(target: TunnelTarget): Promise<Socket>;
+  onStream?(info: StreamInfo): void;
+  connectTimeoutMs?: number;
+  maxConcurrentStreams?: number;
+}
+
+const log = operationalLogger('hbone-server');
+const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
+
+/**
+ * The inbound end of the tunnel (port 15008): HTTP/2 CONNECT over mutual TLS 1.3, ALPN h2 only.
+ * Clients must present a certificate from the trust bundle carrying a SPIFFE ID.
+ */
+export class HboneServer {
+  private readonly sessions = new Set<http2.ServerHttp2Session>();
+  private readonly peers = new WeakMap<http2.ServerHttp2Session, string>();
+  private presented: Credentials | undefined;
+
+  private constructor(private readonly server: http2.Http2SecureServer, private readonly options: HboneServerOptions) {}
+
+  static async listen(options: HboneServerOptions): Promise<HboneServer> {
+    const server = http2.createSecureServer({
+      ...TLS13,
+      ...tlsMaterial(options.identities(), options.trustBundle),
+      requestCert: true,
+      rejectUnauthorized: true,
+      allowHTTP1: false,
+      handshakeTimeout: 10_000,
+      settings: { ...TUNNEL_SETTINGS, maxConcurrentStreams: options.maxConcurrentStreams ?? 1000 },
+    });
+    const hbone = new HboneServer(server, options);
+    server.prependListener('connection', () => hbone.refreshIdentity());
+    server.on('tlsClientError', (e, socket) => log.info({ remote: socket.remoteAddress, reason: e.message }, 'refused a connection during the TLS handshake'));
+    server.on('unknownProtocol', (socket) => {
+      log.info({ remote: socket.remoteAddress }, 'refused a connection that did not negotiate ALPN h2');
+      socket.destroy();
+    });
+    server.on('session', (session) => hbone.admit(session));
+    server.on('stream', (stream, headers) => hbone.handle(stream, headers));
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(options.port, options.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    hbone.presented = options.identities();
+    return hbone;
+  }
+
+  address(): AddressInfo {
+    return this.server.address() as AddressInfo;
+  }
+
+  /** Stops accepting, sends GOAWAY and lets open streams finish; cuts what remains after `graceMs`. */
+  async close(graceMs = 5000): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const session of this.sessions) session.close();
+    const timer = setTimeout(() => this.destroy(), graceMs);
+    await closed;
+    clearTimeout(timer);
+  }
+
+  destroy(): void {
+    this.server.close();
+    for (const session of this.sessions) session.destroy();
+  }
+
+  private refreshIdentity(): void {
+    const current = this.options.identities();
+    if (current.key === this.presented?.key && current.chain.join('') === this.presented.chain.join('')) return;
+    this.server.setSecureContext({ ...TLS13, ...tlsMaterial(current, this.options.trustBundle) });
+    this.presented = current;
+  }
+
+  private admit(session: http2.ServerHttp2Session): void {
+    const socket = session.socket as TLSSocket;
+    const identity = spiffeIdOf(socket.getPeerCertificate());
+    session.on('error', (e) => log.debug({ remote: socket.remoteAddress, reason: e.message }, 'session error'));
+    if (!identity.ok) {
+      log.warn({ remote: socket.remoteAddress, reason: identity.error }, 'closed a session whose client certificate carries no valid SPIFFE ID');
+      session.destroy();
+      return;
+    }
+    session.setLocalWindowSize(TUNNEL_WINDOW);
+    this.peers.set(session, identity.value);
+    this.sessions.add(session);
+    session.once('close', () => this.sessions.delete(session));
+  }
+
+  private handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
+    const started = Date.now();
+    stream.on('error', (e) => log.debug({ reason: e.message }, 'stream error'));
+    const peerIdentity = this.peers.get(stream.session as http2.ServerHttp2Session);
+    if (peerIdentity === undefined) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const traceparent = typeof headers.traceparent === 'string' ? headers.traceparent : undefined;
+    const report = (info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs'>): void =>
+      this.options.onStream?.({ peerIdentity, ...(traceparent === undefined ? {} : { traceparent }), ...info, durationMs: Date.now() - started });
+    const refuse = (status: number, reason: string, target?: TunnelTarget): void => {
+      if (!stream.closed) stream.respond({ ':status': status, [REASON_HEADER]: reason }, { endStream: true });
+      report({ ...(target ? { target } : {}), status, bytesIn: 0, bytesOut: 0, error: reason });
+    };
+    if (headers[':method'] !== 'CONNECT') return refuse(405, `only CONNECT is served here, not ${headers[':method']}`);
+    const target = parseAuthority(headers[':authority']);
+    if (!target.ok) return refuse(400, target.error);
+    const decision = this.options.authorize({ peerIdentity, target: target.value, ...(traceparent === undefined ? {} : { traceparent }) });
+    if (!decision.allow) return refuse(403, decision.reason, target.value);
+    void this.open(target.value).then((socket) => {
+      if (stream.closed) return void socket.destroy();
+      stream.respond({ ':status': 200 });
+      splice(stream, socket, (r) => report({ target: target.value, status: 200, ...r }));
+    }, (e: NodeJS.ErrnoException) => refuse(e.code === 'ETIMEDOUT' ? 504 : 503, `${e.code ?? 'error'}: ${e.message}`, target.value));
+  }
+
+  private open(target: TunnelTarget): Promise<Socket> {
+    const ms = this.options.connectTimeoutMs ?? 10_000;
+    return new Promise((resolve, reject) => {
+      let late = false;
+      const timer = setTimeout(() => {
+        late = true;
+        reject(Object.assign(new Error(`no connection within ${ms} ms`), { code: 'ETIMEDOUT' }));
+      }, ms);
+      this.options.connectTarget(target).then((socket) => {
+        clearTimeout(timer);
+        if (late) socket.destroy();
+        else resolve(socket);
+      }, (e: unknown) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+    });
+  }
+}
+
+function tlsMaterial(credentials: Credentials, trustBundle: string): { key: string; cert: string; ca: string } {
+  return { key: credentials.key, cert: credentials.chain.join(''), ca: trustBundle };
+}
