@@ -1,0 +1,84 @@
+import { isIP } from 'node:net';
+import type { V1Namespace, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
+import { Checker, isMapping } from '../config/checker';
+import type { ConfigError } from '../config/config-error';
+import type { NamespaceInfo, NodeInfo, PeerAuthenticationInfo, PodInfo, RawPolicyObject, ServiceInfo, ServicePort } from '../config/objects';
+import { convertPeerAuthentication } from '../config/peer-authentication';
+import { DEFAULT_SERVICE_ACCOUNT } from '../config/pod';
+import { canonicalIp } from '../core/ip';
+import { err, ok, type Result } from '../core/result';
+
+/**
+ * Kubernetes API objects to Weft's Snapshot types, at the edge. Unlike the config file parser this
+ * is lenient about fields it does not read: the API server already validated the objects, and
+ * newer Kubernetes versions add fields.
+ *
+ * Pods get no `cgroupPath`: in Kubernetes the pod's cgroup is the kubelet's (`.../pod<uid>` under
+ * the kubepods tree, named by the cgroup driver), which only the agent on that node can resolve
+ * from the pod's UID. The control plane never guesses a path.
+ */
+
+function ips(values: (string | undefined)[]): string[] {
+  return [...new Set(values.filter((v): v is string => v !== undefined && isIP(v) !== 0).map(canonicalIp))];
+}
+
+export function namespaceInfo(ns: V1Namespace): NamespaceInfo {
+  return { name: ns.metadata?.name ?? '', labels: ns.metadata?.labels ?? {} };
+}
+
+/** Terminated pods (Succeeded, Failed) hold no identity and no address: skipped. */
+export function podInfo(pod: V1Pod): PodInfo | undefined {
+  const phase = pod.status?.phase;
+  if (phase === 'Succeeded' || phase === 'Failed') return undefined;
+  return {
+    namespace: pod.metadata?.namespace ?? '',
+    name: pod.metadata?.name ?? '',
+    labels: pod.metadata?.labels ?? {},
+    annotations: pod.metadata?.annotations ?? {},
+    nodeName: pod.spec?.nodeName ?? '',
+    serviceAccount: pod.spec?.serviceAccountName || pod.spec?.serviceAccount || DEFAULT_SERVICE_ACCOUNT,
+    ips: ips([pod.status?.podIP, ...(pod.status?.podIPs ?? []).map((p) => p.ip)]),
+  };
+}
+
+export function nodeInfo(node: V1Node): NodeInfo {
+  const internal = (node.status?.addresses ?? []).filter((a) => a.type === 'InternalIP').map((a) => a.address);
+  return { name: node.metadata?.name ?? '', internalIPs: ips(internal) };
+}
+
+export function serviceInfo(svc: V1Service): ServiceInfo {
+  const ports: ServicePort[] = (svc.spec?.ports ?? []).map((p) => {
+    const port: ServicePort = { port: p.port, targetPort: p.targetPort ?? p.port, protocol: (p.protocol ?? 'TCP') as ServicePort['protocol'] };
+    if (p.name) port.name = p.name;
+    if (p.appProtocol) port.appProtocol = p.appProtocol;
+    return port;
+  });
+  return {
+    namespace: svc.metadata?.namespace ?? '',
+    name: svc.metadata?.name ?? '',
+    labels: svc.metadata?.labels ?? {},
+    selector: svc.spec?.selector ?? {},
+    clusterIPs: ips([svc.spec?.clusterIP, ...(svc.spec?.clusterIPs ?? [])]),
+    ports,
+  };
+}
+
+/** A custom object as the API returns it (untyped). */
+export interface CustomObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  spec?: unknown;
+}
+
+/** Istio's PeerAuthentication spec, checked by the same rules as the config file. */
+export function peerAuthenticationInfo(obj: CustomObject): Result<PeerAuthenticationInfo, string> {
+  const meta = { name: obj.metadata?.name ?? '', namespace: obj.metadata?.namespace ?? '', labels: obj.metadata?.labels ?? {}, annotations: obj.metadata?.annotations ?? {} };
+  const errors: ConfigError[] = [];
+  const info = convertPeerAuthentication(new Checker(`PeerAuthentication ${meta.namespace}/${meta.name}`, errors), obj as Record<string, unknown>, meta);
+  return errors.length === 0 ? ok(info) : err(errors.map((e) => `${e.field}: ${e.message}`).join('; '));
+}
+
+export function rawPolicy(kind: string, apiVersion: string, obj: CustomObject): RawPolicyObject {
+  return { kind, apiVersion, namespace: obj.metadata?.namespace ?? '', name: obj.metadata?.name ?? '', spec: isMapping(obj.spec) ? obj.spec : {} };
+}

@@ -1,0 +1,170 @@
+import {
+  CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer,
+  type Informer, type KubernetesListObject, type KubernetesObject, type ObjectCache,
+} from '@kubernetes/client-node';
+import type { Snapshot } from '../config/objects';
+import { operationalLogger } from '../core/log';
+import {
+  namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, rawPolicy, serviceInfo, type CustomObject,
+} from './discovery-kube-convert';
+
+/**
+ * The Kubernetes source: list+watch informers on Namespaces, Pods, Nodes and Services, and on the
+ * policy kinds whose CRDs are installed (a missing CRD is skipped with a warning, checked once at
+ * start). A burst of events becomes one snapshot. Pods carry no cgroup path (see
+ * discovery-kube-convert.ts): the agent resolves it from the pod UID.
+ */
+
+export interface KubeSource {
+  current(): Snapshot;
+  close(): void;
+}
+
+interface CustomKind {
+  kind: string;
+  group: string;
+  version: string;
+  plural: string;
+}
+
+const CUSTOM_KINDS: CustomKind[] = [
+  { kind: 'PeerAuthentication', group: 'security.weft.dev', version: 'v1', plural: 'peerauthentications' },
+  { kind: 'AuthorizationPolicy', group: 'security.weft.dev', version: 'v1', plural: 'authorizationpolicies' },
+  { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
+  { kind: 'TrafficPolicy', group: 'networking.weft.dev', version: 'v1', plural: 'trafficpolicies' },
+];
+
+const DEBOUNCE_MS = 100;
+const RETRY_MS = 5_000;
+
+const log = operationalLogger('kube-source');
+
+type Cache<T extends KubernetesObject> = Informer<T> & ObjectCache<T>;
+
+/** `--kubeconfig FILE`, else in-cluster config or ~/.kube/config. */
+export function loadKubeConfig(path?: string): KubeConfig {
+  const kc = new KubeConfig();
+  if (path !== undefined) kc.loadFromFile(path);
+  else kc.loadFromDefault();
+  return kc;
+}
+
+function statusOf(error: unknown): number | undefined {
+  const { code, statusCode } = error as { code?: unknown; statusCode?: unknown };
+  return typeof code === 'number' ? code : typeof statusCode === 'number' ? statusCode : undefined;
+}
+
+/** Resolves once every informer has listed once; the source keeps following changes until close(). */
+export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) => void): Promise<KubeSource> {
+  const core = kc.makeApiClient(CoreV1Api);
+  const custom = kc.makeApiClient(CustomObjectsApi);
+  let closed = false;
+  const timers = new Set<NodeJS.Timeout>();
+  const later = (ms: number, fn: () => void): void => {
+    const t = setTimeout(() => { timers.delete(t); fn(); }, ms);
+    timers.add(t);
+  };
+
+  let debounce: NodeJS.Timeout | undefined;
+  let lastJson = '';
+  /** Until every informer has listed, changes wait: build() after the sync sees them all. */
+  let current: Snapshot | undefined;
+  const changed = (): void => {
+    if (closed || current === undefined || debounce !== undefined) return;
+    debounce = setTimeout(() => {
+      debounce = undefined;
+      if (closed) return;
+      const snapshot = build();
+      const json = JSON.stringify(snapshot);
+      if (json === lastJson) return;
+      lastJson = json;
+      current = snapshot;
+      onSnapshot(snapshot);
+    }, DEBOUNCE_MS);
+  };
+
+  /** Starts an informer and restarts it after every error; resolves after its first successful list. */
+  function follow<T extends KubernetesObject>(name: string, path: string, list: () => Promise<KubernetesListObject<T>>): { cache: Cache<T>; synced: Promise<void> } {
+    let listed = false;
+    const cache = makeInformer<T>(kc, path, async () => {
+      const result = await list();
+      listed = true;
+      return result;
+    });
+    cache.on('change', changed);
+    const synced = new Promise<void>((resolve) => {
+      const start = (): void => {
+        if (closed) return;
+        cache.start().then(() => { if (listed) resolve(); }, retry);
+      };
+      const retry = (error: unknown): void => {
+        if (closed) return;
+        log.warn({ resource: name, error: (error as Error)?.message ?? String(error) }, `watching ${name} failed; retrying in ${RETRY_MS / 1000} s, the last state stays in force`);
+        later(RETRY_MS, start);
+      };
+      cache.on('error', retry);
+      start();
+    });
+    return { cache, synced };
+  }
+
+  const namespaces = follow('namespaces', '/api/v1/namespaces', () => core.listNamespace());
+  const pods = follow('pods', '/api/v1/pods', () => core.listPodForAllNamespaces());
+  const nodes = follow('nodes', '/api/v1/nodes', () => core.listNode());
+  const services = follow('services', '/api/v1/services', () => core.listServiceForAllNamespaces());
+  const customs: { kind: CustomKind; cache: Cache<KubernetesObject> }[] = [];
+  const synced = [namespaces.synced, pods.synced, nodes.synced, services.synced];
+  for (const kind of CUSTOM_KINDS) {
+    const list = (): Promise<KubernetesListObject<KubernetesObject>> => custom.listClusterCustomObject({ group: kind.group, version: kind.version, plural: kind.plural });
+    try {
+      await list();
+    } catch (error) {
+      if (statusOf(error) === 404) {
+        log.warn({ kind: kind.kind, group: kind.group }, `no ${kind.plural}.${kind.group} CRD: ${kind.kind} objects are ignored until the control plane restarts after it is installed`);
+        continue;
+      }
+    }
+    const followed = follow(`${kind.plural}.${kind.group}`, `/apis/${kind.group}/${kind.version}/${kind.plural}`, list);
+    customs.push({ kind, cache: followed.cache });
+    synced.push(followed.synced);
+  }
+
+  function build(): Snapshot {
+    const snapshot: Snapshot = {
+      namespaces: namespaces.cache.list().map(namespaceInfo),
+      pods: pods.cache.list().flatMap((p) => podInfo(p) ?? []),
+      nodes: nodes.cache.list().map(nodeInfo),
+      services: services.cache.list().map(serviceInfo),
+      peerAuthentications: [],
+      policies: [],
+    };
+    for (const { kind, cache } of customs) {
+      for (const obj of cache.list() as CustomObject[]) {
+        if (kind.kind !== 'PeerAuthentication') {
+          snapshot.policies.push(rawPolicy(kind.kind, `${kind.group}/${kind.version}`, obj));
+          continue;
+        }
+        const pa = peerAuthenticationInfo(obj);
+        if (pa.ok) snapshot.peerAuthentications.push(pa.value);
+        else log.warn({ object: `${obj.metadata?.namespace}/${obj.metadata?.name}`, reason: pa.error }, 'PeerAuthentication ignored: invalid spec');
+      }
+    }
+    return snapshot;
+  }
+
+  await Promise.all(synced);
+  const initial = build();
+  current = initial;
+  lastJson = JSON.stringify(initial);
+  log.info({ server: kc.getCurrentCluster()?.server, pods: initial.pods.length, nodes: initial.nodes.length, policyKinds: customs.map((c) => c.kind.kind) }, 'kubernetes source synced');
+
+  return {
+    current: () => current ?? initial,
+    close() {
+      closed = true;
+      if (debounce !== undefined) clearTimeout(debounce);
+      for (const t of timers) clearTimeout(t);
+      for (const { cache } of [namespaces, pods, nodes, services, ...customs]) void cache.stop();
+    },
+  };
+}

@@ -1,0 +1,112 @@
+import * as grpc from '@grpc/grpc-js';
+import type { Snapshot } from '../config/objects';
+import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot } from '../controlplane/discovery-wire';
+import type { Logger } from '../core/log';
+import type { Result } from '../core/result';
+
+export interface DiscoveryConnection {
+  /** host:port; the host must be in the control plane's serving certificate. */
+  address: string;
+  /** The control plane's ca.pem. */
+  caPem: string;
+  /** Bootstrap token (local mode) or the agent's ServiceAccount token (Kubernetes). */
+  token: string;
+  node: string;
+}
+
+export interface DiscoveryWatch {
+  close(): void;
+  /** A stream is open and has delivered its first snapshot. */
+  connected(): boolean;
+  /** Version of the last snapshot applied; 0 before the first. */
+  lastVersion(): number;
+}
+
+const INITIAL_BACKOFF_MS = 250;
+const MAX_BACKOFF_MS = 10_000;
+
+/** Channel options: reconnect at the same pace as the watch retries, detect a silent peer. */
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.initial_reconnect_backoff_ms': INITIAL_BACKOFF_MS,
+  'grpc.max_reconnect_backoff_ms': MAX_BACKOFF_MS,
+  'grpc.keepalive_time_ms': 30_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+};
+
+/** Full jitter on the upper half: spreads a fleet of agents reconnecting to a restarted control plane. */
+function jittered(ms: number): number {
+  return ms / 2 + Math.random() * (ms / 2);
+}
+
+/**
+ * Keeps a Watch stream to the control plane open. Every snapshot received goes to `onSnapshot`; on
+ * error or end the stream is reopened with exponential backoff (250 ms doubling to 10 s, jittered)
+ * and the last snapshot stays in force meanwhile: the agent never drops state because the control
+ * plane went away. Connection state changes are logged once each, not per retry.
+ */
+export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (s: Snapshot) => void, log: Logger): DiscoveryWatch {
+  const client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(connection.caPem)), CHANNEL_OPTIONS);
+  const where = { controlPlane: connection.address, node: connection.node };
+  let call: grpc.ClientReadableStream<Result<VersionedSnapshot, string>> | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let backoff = INITIAL_BACKOFF_MS;
+  let isConnected = false;
+  let lastVersion = 0;
+  /** The last failure reported, so a control plane that stays away is logged once. */
+  let reported: string | undefined;
+  let closed = false;
+
+  const disconnected = (reason: string): void => {
+    call = undefined;
+    if (closed) return;
+    if (isConnected) log.warn({ ...where, reason, lastVersion }, 'lost the control plane; keeping the last snapshot and reconnecting');
+    else if (reported !== reason) log.warn({ ...where, reason }, 'cannot watch the control plane; retrying with backoff');
+    isConnected = false;
+    reported = reason;
+    retryTimer = setTimeout(open, jittered(backoff));
+    backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
+  };
+
+  function open(): void {
+    retryTimer = undefined;
+    if (closed) return;
+    const metadata = new grpc.Metadata();
+    metadata.set('authorization', `Bearer ${connection.token}`);
+    metadata.set('weft-node', connection.node);
+    const stream = client.makeServerStreamRequest(WATCH_PATH, encodeJson, decodeVersionedSnapshot, { node: connection.node }, metadata);
+    call = stream;
+    let ended = false;
+    const end = (reason: string): void => {
+      if (ended) return;
+      ended = true;
+      if (call === stream) disconnected(reason);
+    };
+    stream.on('data', (message: Result<VersionedSnapshot, string>) => {
+      if (!message.ok) {
+        stream.cancel();
+        end(`the control plane sent ${message.error}`);
+        return;
+      }
+      if (!isConnected) log.info({ ...where, version: message.value.version }, 'watching the control plane');
+      isConnected = true;
+      reported = undefined;
+      backoff = INITIAL_BACKOFF_MS;
+      lastVersion = message.value.version;
+      onSnapshot(message.value.snapshot);
+    });
+    stream.on('error', (error: grpc.ServiceError) => end(`${grpc.status[error.code] ?? error.code}: ${error.details}`));
+    stream.on('end', () => end('the control plane ended the stream'));
+  }
+
+  open();
+  return {
+    close() {
+      closed = true;
+      if (retryTimer !== undefined) clearTimeout(retryTimer);
+      call?.cancel();
+      client.close();
+    },
+    connected: () => isConnected,
+    lastVersion: () => lastVersion,
+  };
+}
