@@ -150,7 +150,7 @@ test('first issuance: a key made here, a certificate for exactly the identity, c
   assert.equal(status?.lastError, undefined);
   assert.equal(status?.renewals, 0);
   const next = status!.nextAttempt!.getTime() - before;
-  assert.ok(next > 0.35 * 3_600_000 && next < 0.55 * 3_600_000, `next renewal in ${next} ms`);
+  assert.ok(next > 0.39 * 3_600_000 && next < 0.61 * 3_600_000, `next renewal in ${next} ms`);
   assert.ok(lines.some((line) => line.msg === 'certificate issued' && line.identity === WEB));
 });
 
@@ -283,12 +283,13 @@ test('a certificate for another key is rejected and the request retried', async 
 });
 
 test('close() leaves no timers, also with a request still in flight', async (t) => {
+  // Only the manager's timers count: gRPC channels of earlier tests may still set their own.
   const live = new Set<NodeJS.Timeout>();
   const realSetTimeout = globalThis.setTimeout;
   const realClearTimeout = globalThis.clearTimeout;
   globalThis.setTimeout = ((callback: (...args: unknown[]) => void, ms?: number, ...args: unknown[]) => {
     const handle = realSetTimeout(() => { live.delete(handle); callback(...args); }, ms);
-    live.add(handle);
+    if (new Error().stack?.includes(join('agent', 'identity', 'manager'))) live.add(handle);
     return handle;
   }) as unknown as typeof setTimeout;
   globalThis.clearTimeout = ((handle: NodeJS.Timeout | undefined) => {
