@@ -54,3 +54,14 @@ export function errorForSession(cause: Error & { code?: string }, where: { node:
   }
   return new HboneError('HBONE_PROTOCOL', `the session with the node proxy at ${where.node} failed (${code || cause.message}); HBONE needs TLS 1.3 with ALPN h2 on port 15008`);
 }
+
+/**
+ * A session that closed before the server's SETTINGS, with no error to show for it. In TLS 1.3 the
+ * server checks our certificate after our side of the handshake is done, and its alert reaches
+ * Node as a plain close: after a completed handshake, a refused certificate is the likely cause.
+ */
+export function errorForEarlyClose(handshaken: boolean, where: { node: string; source: string }): HboneError {
+  return handshaken
+    ? new HboneError('HBONE_CERT_REJECTED', `node proxy ${where.node} closed the connection right after the TLS handshake: it most likely refused the certificate of ${where.source}; check that both nodes trust the same root and that the certificate has not expired`)
+    : new HboneError('HBONE_UNREACHABLE', `the connection to node proxy ${where.node} closed during the TLS handshake; is the agent there running, and is TCP port 15008 open between the nodes (NetworkPolicy, firewall)?`);
+}

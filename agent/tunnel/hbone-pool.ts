@@ -1,10 +1,10 @@
 import * as http2 from 'node:http2';
 import { isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { PeerCertificate, TLSSocket } from 'node:tls';
+import * as tls from 'node:tls';
 import { operationalLogger } from '../core/log';
 import { formatAuthority, type TunnelTarget } from './authority';
-import { errorForSession, errorForStatus, HboneError, REASON_HEADER } from './hbone-error';
+import { errorForEarlyClose, errorForSession, errorForStatus, HboneError, REASON_HEADER } from './hbone-error';
 import type { Credentials } from './hbone-server';
 import { spiffeIdOf } from './peer-identity';
 import { TUNNEL_SETTINGS, TUNNEL_WINDOW } from './settings';
@@ -102,19 +102,29 @@ export class HbonePool {
   private open(key: string, request: ConnectRequest, expected: Set<string>): Session {
     const node = hostPort(request.nodeAddress);
     const timeoutMs = this.options.timeoutMs ?? 10_000;
+    const where = { node, source: request.sourceIdentity };
+    let tlsError: Error | undefined;
+    let handshaken = false;
     const http = http2.connect(`https://${node}`, {
-      key: request.credentials.key,
-      cert: request.credentials.chain.join(''),
-      ca: request.trustBundle,
-      minVersion: 'TLSv1.3',
-      maxVersion: 'TLSv1.3',
-      checkServerIdentity: (_host: string, cert: PeerCertificate) => {
-        const id = spiffeIdOf(cert);
-        if (id.ok && expected.has(id.value)) return undefined;
-        const presents = id.ok ? `presents ${id.value}` : id.error;
-        return new HboneError('HBONE_BAD_PEER', `node proxy ${node} ${presents}, not ${[...expected].join(' or ')}; check which node the destination runs on and its certificate`);
-      },
       settings: TUNNEL_SETTINGS,
+      // Our own TLS socket, so that a TLS alert (the peer refusing our certificate) is seen: the
+      // session itself only reports that it closed.
+      createConnection: () => tls.connect({
+        host: request.nodeAddress.host,
+        port: request.nodeAddress.port,
+        ALPNProtocols: ['h2'],
+        key: request.credentials.key,
+        cert: request.credentials.chain.join(''),
+        ca: request.trustBundle,
+        minVersion: 'TLSv1.3',
+        maxVersion: 'TLSv1.3',
+        checkServerIdentity: (_host: string, cert: tls.PeerCertificate) => {
+          const id = spiffeIdOf(cert);
+          if (id.ok && expected.has(id.value)) return undefined;
+          const presents = id.ok ? `presents ${id.value}` : id.error;
+          return new HboneError('HBONE_BAD_PEER', `node proxy ${node} ${presents}, not ${[...expected].join(' or ')}; check which node the destination runs on and its certificate`);
+        },
+      }).once('error', (e) => { tlsError = e; }).once('secureConnect', () => { handshaken = true; }),
     });
     const session: Session = { http, ready: Promise.resolve(), settled: false, active: 0 };
     const sessions = this.pools.get(key) ?? [];
@@ -131,18 +141,18 @@ export class HbonePool {
         clearTimeout(timer);
         session.settled = true;
         http.setLocalWindowSize(TUNNEL_WINDOW);
-        const id = spiffeIdOf((http.socket as TLSSocket).getPeerCertificate());
+        const id = spiffeIdOf((http.socket as tls.TLSSocket).getPeerCertificate());
         if (id.ok) session.peerIdentity = id.value;
         resolve();
       });
       http.once('close', () => {
         clearTimeout(timer);
         leave();
-        reject(new HboneError('HBONE_UNREACHABLE', `the session with node proxy ${node} closed before it was ready; is port 15008 open and the agent there healthy?`));
+        reject(tlsError ? errorForSession(tlsError, where) : errorForEarlyClose(handshaken, where));
       });
       http.on('error', (e) => {
         log.debug({ node, source: request.sourceIdentity, reason: e.message }, 'HBONE session error');
-        reject(errorForSession(e, { node, source: request.sourceIdentity }));
+        reject(errorForSession(e, where));
       });
     });
     session.ready.catch(() => undefined);
