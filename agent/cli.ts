@@ -3,13 +3,18 @@
 import { parseArgs } from 'node:util';
 import { installedNodes, uninstallNode } from './redirect/datapath';
 import { runLocal } from './local';
+import { readAgentCredentials, runAgent } from './node/run-agent';
 import { PORTS } from './node/agent';
 
 const USAGE = `usage: weft <command> [flags]
 
 commands:
-  local --config FILE [--node NAME] [--cgroup-root DIR] [--node-ip IP]...
+  local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          control plane and node agent in one process, following FILE
+  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR]
+                         the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012)
+  agent --control-plane HOST:PORT --node NAME --token-file FILE --ca-file FILE [--cgroup-root DIR] [--node-ip IP]... [--cert-ttl SECONDS]
+                         the node agent, fed by a control plane
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
   status [--admin HOST:PORT]
                          what the running agent has enrolled and redirected
@@ -20,6 +25,18 @@ type Flags = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>;
 
 function flags(args: string[], options: Flags): Record<string, string | string[] | boolean | undefined> {
   return parseArgs({ args, options, strict: true, allowPositionals: false }).values as never;
+}
+
+const AGENT_FLAGS: Flags = { 'cgroup-root': { type: 'string' }, 'node-ip': { type: 'string', multiple: true }, 'cert-ttl': { type: 'string' } };
+
+function agentFlags(f: Record<string, string | string[] | boolean | undefined>): { cgroupRoot?: string; nodeIps?: string[]; certTtlSeconds?: number } {
+  const ttl = f['cert-ttl'] === undefined ? undefined : Number(f['cert-ttl']);
+  if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 10)) throw new Error(`--cert-ttl must be a whole number of seconds, at least 10 (got ${String(f['cert-ttl'])})`);
+  return {
+    ...(f['cgroup-root'] ? { cgroupRoot: f['cgroup-root'] as string } : {}),
+    ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
+    ...(ttl ? { certTtlSeconds: ttl } : {}),
+  };
 }
 
 function onSignals(stop: () => Promise<void>): void {
@@ -37,16 +54,42 @@ async function main(argv: string[]): Promise<number> {
   const [cmd, ...rest] = argv;
   switch (cmd) {
     case 'local': {
-      const f = flags(rest, { config: { type: 'string' }, node: { type: 'string' }, 'cgroup-root': { type: 'string' }, 'node-ip': { type: 'string', multiple: true } });
+      const f = flags(rest, { config: { type: 'string' }, node: { type: 'string' }, 'data-dir': { type: 'string' }, ...AGENT_FLAGS });
       if (!f.config) throw new Error('weft local needs --config FILE');
       const running = await runLocal({
         config: f.config as string,
         ...(f.node ? { node: f.node as string } : {}),
-        ...(f['cgroup-root'] ? { cgroupRoot: f['cgroup-root'] as string } : {}),
-        ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
+        ...(f['data-dir'] ? { dataDir: f['data-dir'] as string } : {}),
+        ...agentFlags(f),
       });
       onSignals(running.stop);
       return -1; // keeps running
+    }
+    case 'controlplane': {
+      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' } });
+      const { startControlPlane } = await import('./controlplane/server');
+      const cp = await startControlPlane({
+        listen: (f.listen as string | undefined) ?? '0.0.0.0:15012',
+        dataDir: (f['data-dir'] as string | undefined) ?? '/var/lib/weft',
+        source: f.config ? { kind: 'file', path: f.config as string } : { kind: 'kube', ...(f.kubeconfig ? { kubeconfig: f.kubeconfig as string } : {}) },
+      });
+      console.error(JSON.stringify({ msg: 'control plane ready', address: cp.address }));
+      onSignals(() => cp.close());
+      return -1;
+    }
+    case 'agent': {
+      const f = flags(rest, { 'control-plane': { type: 'string' }, node: { type: 'string' }, 'token-file': { type: 'string' }, 'ca-file': { type: 'string' }, ...AGENT_FLAGS });
+      for (const needed of ['control-plane', 'node', 'token-file', 'ca-file']) {
+        if (!f[needed]) throw new Error(`weft agent needs --${needed}`);
+      }
+      const running = await runAgent({
+        controlPlane: f['control-plane'] as string,
+        node: f.node as string,
+        ...readAgentCredentials(f['token-file'] as string, f['ca-file'] as string),
+        ...agentFlags(f),
+      });
+      onSignals(running.stop);
+      return -1;
     }
     case 'demo': {
       flags(rest, {});

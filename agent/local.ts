@@ -1,46 +1,40 @@
 /**
- * `weft local`: the embedded default. The control plane's source is a watched file of
- * Kubernetes-shaped objects; the node agent runs in the same process and follows its edits.
+ * `weft local`: the embedded default. The control plane (file source, CA in the data directory)
+ * and the node agent run in one process; the agent talks to the control plane over loopback
+ * exactly as `weft agent` does over the network, so both modes share one code path.
  */
-import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { formatConfigError } from './config/config-error';
-import { watchConfig } from './config/watch';
-import { operationalLogger } from './core/log';
-import { NodeAgent } from './node/agent';
-import { cgroup2Mount } from './redirect/cgroup';
+import { hostname } from 'node:os';
+import { startControlPlane } from './controlplane/server';
+import { readAgentCredentials, runAgent } from './node/run-agent';
 
 export interface LocalOptions {
   config: string;
   node?: string;
   cgroupRoot?: string;
   nodeIps?: string[];
+  dataDir?: string;
+  listen?: string;
+  certTtlSeconds?: number;
 }
 
-export const BPF_DIR = join(__dirname, '..', 'bpf');
+export const DEFAULT_DATA_DIR = '/var/lib/weft';
 
 export async function runLocal(o: LocalOptions): Promise<{ stop(): Promise<void> }> {
-  const log = operationalLogger('local');
-  let agent: NodeAgent | undefined;
-  const watch = watchConfig(o.config,
-    (s) => { log.info({ file: o.config }, 'config changed; applying'); void agent?.apply(s); },
-    (e) => log.error({ file: o.config, problems: Array.isArray(e) ? e.map(formatConfigError) : [e.message] },
-      'config edit rejected; the last good config stays in force'));
+  const dataDir = o.dataDir ?? DEFAULT_DATA_DIR;
+  const cp = await startControlPlane({ listen: o.listen ?? '127.0.0.1:15012', dataDir, source: { kind: 'file', path: o.config } });
   try {
-    agent = await NodeAgent.start({
+    const agent = await runAgent({
+      controlPlane: cp.address,
       node: o.node ?? hostname(),
-      cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
-      bpfDir: BPF_DIR,
+      ...readAgentCredentials(join(dataDir, 'bootstrap.token'), join(dataDir, 'ca.pem')),
+      ...(o.cgroupRoot ? { cgroupRoot: o.cgroupRoot } : {}),
       ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
-    }, watch.current());
+      ...(o.certTtlSeconds ? { certTtlSeconds: o.certTtlSeconds } : {}),
+    });
+    return { async stop() { await agent.stop(); await cp.close(); } };
   } catch (e) {
-    watch.close();
+    await cp.close();
     throw e;
   }
-  return {
-    async stop() {
-      watch.close();
-      await agent?.stop();
-    },
-  };
 }

@@ -9,7 +9,14 @@ import type { Snapshot } from '../config/objects';
 import type { Logger } from '../core/log';
 import { accessLogger, operationalLogger } from '../core/log';
 import type { Directory } from '../core/workload';
+import { IdentityManager, type CertificateRequester } from '../identity/manager';
+import { listenInbound } from '../proxy/inbound';
 import { OutboundProxy } from '../proxy/outbound';
+import { HBONE_PORT, routeOutbound } from '../proxy/outbound-route';
+import { HbonePool } from '../tunnel/hbone-pool';
+import type { HboneServer } from '../tunnel/hbone-server';
+import { sniFor } from '../tunnel/sni';
+import { childTraceparent } from '../tunnel/traceparent';
 import { cgroupId, ownCgroupPath } from '../redirect/cgroup';
 import { decodeOrig, encodeFlow, ORIG_SIZE } from '../redirect/codec';
 import { Datapath } from '../redirect/datapath';
@@ -19,7 +26,14 @@ import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
 import { serveJson } from './http-endpoints';
 
-export const PORTS = { admin: 15000, outbound: 15001, metrics: 15020, health: 15021 } as const;
+export const PORTS = { admin: 15000, outbound: 15001, hbone: HBONE_PORT, metrics: 15020, health: 15021 } as const;
+
+/** Where workload certificates come from, and the roots every peer must chain to. */
+export interface IdentitySource {
+  request: CertificateRequester;
+  trustBundle: string;
+  validitySeconds?: number;
+}
 
 export interface AgentOptions {
   node: string;
@@ -30,6 +44,7 @@ export interface AgentOptions {
   outboundPort?: number;
   adminPort?: number;
   healthPort?: number;
+  identity: IdentitySource;
 }
 
 export class NodeAgent {
@@ -39,13 +54,18 @@ export class NodeAgent {
   private lastProblems: string[] = [];
   private servers: http.Server[] = [];
   private proxy: OutboundProxy | undefined;
+  private inbound: HboneServer[] = [];
+  private readonly pool = new HbonePool({ timeoutMs: 10_000 });
+  readonly identities: IdentityManager;
 
   private constructor(
     readonly opts: AgentOptions,
     private readonly dp: Datapath,
     private readonly redirect: RedirectManager,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity') });
+  }
 
   static async start(opts: AgentOptions, first: Snapshot): Promise<NodeAgent> {
     const log = operationalLogger('agent');
@@ -65,17 +85,42 @@ export class NodeAgent {
       redirect.install(opts.cgroupRoot);
       await agent.apply(first);
       const flowFd = dp.mapFd('weft_flow_orig');
+      const hosts = [...(proxyIp4 ? ['0.0.0.0'] : []), ...(proxyIp6 ? ['::'] : [])];
+      const trustBundle = opts.identity.trustBundle;
+      agent.inbound = await listenInbound({
+        hosts: [proxyIp6 ? '::' : '0.0.0.0'], // '::' is dual-stack: one listener serves both families
+        port: PORTS.hbone, node: opts.node,
+        trustBundle: () => trustBundle,
+        store: () => agent.store!,
+        credentials: (id) => { const c = agent.identities.get(id); return c && { key: c.keyPem, chain: c.chainPem }; },
+        accessLog: accessLogger(),
+      });
       agent.proxy = await OutboundProxy.listen({
         port: outboundPort,
-        hosts: [...(proxyIp4 ? ['0.0.0.0'] : []), ...(proxyIp6 ? ['::'] : [])],
+        hosts,
         lookupOrig: (flow) => { const v = bpf.mapLookup(flowFd, encodeFlow(flow), ORIG_SIZE); return v && decodeOrig(v); },
         directory: () => agent.directory!,
+        route: (ip) => routeOutbound(ip, opts.node, agent.store!),
+        openTunnel: async (route, source, target) => {
+          const cert = await agent.identities.whenReady(source.identity, 5_000);
+          return agent.pool.connect({
+            sourceIdentity: source.identity,
+            credentials: { key: cert.keyPem, chain: cert.chainPem },
+            trustBundle,
+            nodeAddress: { host: route.nodeAddress, port: route.port },
+            expectedPeerIdentity: route.identity,
+            servername: sniFor(route.identity),
+            target,
+            traceparent: childTraceparent(),
+          });
+        },
         accessLog: accessLogger(),
         log: operationalLogger('proxy'),
       });
       agent.servers.push(await serveJson('127.0.0.1', opts.adminPort ?? PORTS.admin, {
         '/config_dump': () => agent.store?.snapshot,
         '/workloads': () => agent.workloads(),
+        '/certs': () => agent.identities.status(),
         '/redirect': () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), counters: redirect.counters() }),
       }));
       agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, {
@@ -98,6 +143,7 @@ export class NodeAgent {
       await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
       this.store = store;
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
+      this.identities.setWanted([...new Set(desired.pods.map((p) => store.identityOf(p.pod)))]);
       const problems = [...desired.problems, ...this.redirect.current().problems];
       for (const p of desired.problems) if (!this.lastProblems.includes(p)) this.log.warn(p);
       this.lastProblems = problems;
@@ -120,6 +166,9 @@ export class NodeAgent {
   async stop(): Promise<void> {
     await this.applying;
     await this.proxy?.close(1000);
+    await Promise.all(this.inbound.map((s) => s.close(1000)));
+    await this.pool.close();
+    this.identities.close();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     this.dp.close();
   }

@@ -6,6 +6,8 @@ export interface ConnectionRecord {
   srcIp: string;
   srcPort: number;
   src?: WorkloadRef;
+  /** the verified peer identity when the source pod itself is not known here (inbound tunnels) */
+  srcIdentity?: string;
   dstIp: string;
   dstPort: number;
   dst?: WorkloadRef;
@@ -30,6 +32,11 @@ export function connectionLogEntry(r: ConnectionRecord): Record<string, unknown>
     duration: Math.round(r.durationMs * 1000) / 1000,
   };
   if (r.src) Object.assign(e, { 'src.workload': r.src.workload, 'src.namespace': r.src.namespace, 'src.identity': r.src.identity, 'src.pod': r.src.name });
+  else if (r.srcIdentity) {
+    e['src.identity'] = r.srcIdentity;
+    const ns = /\/ns\/([^/]+)\/sa\//.exec(r.srcIdentity)?.[1];
+    if (ns) e['src.namespace'] = ns;
+  }
   if (r.dst) Object.assign(e, { 'dst.workload': r.dst.workload, 'dst.namespace': r.dst.namespace, 'dst.identity': r.dst.identity, 'dst.pod': r.dst.name });
   if (r.dstService) e['dst.service'] = `${r.dstService.name}.${r.dstService.namespace}.svc.cluster.local`;
   if (r.hboneAddr) e['dst.hbone_addr'] = r.hboneAddr;

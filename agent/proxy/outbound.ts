@@ -4,20 +4,28 @@
  * 4-tuple), never from the source address alone; a connection with no record is refused.
  */
 import net, { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type { Logger } from '../core/log';
 import { unmapIp } from '../core/ip';
-import type { Directory } from '../core/workload';
+import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
 import { flowFromAddresses } from '../redirect/codec';
 import { connectionLogEntry } from './access-log';
 import { Drainer } from './drain';
+import type { OutboundRoute } from './outbound-route';
 import { relay } from './relay';
+
+type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
 export interface OutboundOptions {
   port: number;
   hosts: string[];
   lookupOrig(flow: Flow): OrigDst | null;
   directory(): Directory;
+  /** where a connection to this destination goes (pure decision over the state in force) */
+  route(dstIp: string): OutboundRoute;
+  /** opens an HBONE stream to the destination node, presenting the source workload's identity */
+  openTunnel(route: HboneRoute, source: WorkloadRef, target: { ip: string; port: number }): Promise<Duplex>;
   accessLog: Logger;
   log: Logger;
   connectTimeoutMs?: number;
@@ -75,21 +83,47 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   const record = { direction: 'outbound' as const, srcIp, srcPort, dstIp: orig.ip, dstPort: orig.port,
     ...(src ? { src } : {}), ...(dst ? { dst } : {}), ...(dstService ? { dstService } : {}) };
 
-  const upstream = net.connect({ host: orig.ip, port: orig.port, allowHalfOpen: true, noDelay: true });
-  const connected = await new Promise<Error | null>((resolve) => {
-    const timer = setTimeout(() => resolve(new Error(`connect to ${orig!.ip}:${orig!.port} timed out after ${o.connectTimeoutMs ?? 10000} ms`)), o.connectTimeoutMs ?? 10000);
-    upstream.once('connect', () => { clearTimeout(timer); resolve(null); });
-    upstream.once('error', (e) => { clearTimeout(timer); resolve(e); });
-  });
-  if (connected) {
-    // The client's connect already succeeded (to us); a reset is the closest thing to a refusal.
-    upstream.destroy();
+  const route = o.route(orig.ip);
+  const done = (fields: { bytesSent: number; bytesRecv: number; error?: string; decision?: 'allow' | 'deny' }, msg: string) =>
+    o.accessLog.info(connectionLogEntry({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
+      durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
+      ...(fields.error ? { error: fields.error } : {}) }), msg);
+
+  let upstream: Duplex;
+  if (route.kind === 'unreachable' || (route.kind === 'hbone' && !src)) {
+    // A meshed destination is never sent plaintext; without a source identity there is no tunnel.
     client.resetAndDestroy();
-    o.accessLog.info(connectionLogEntry({ ...record, decision: 'allow', bytesSent: 0, bytesRecv: 0,
-      durationMs: performance.now() - started, error: connected.message }), 'connection failed');
+    done({ decision: 'deny', bytesSent: 0, bytesRecv: 0, error: route.kind === 'unreachable' ? route.reason : 'source pod unknown: no identity to present' }, 'connection refused');
     return;
   }
+  if (route.kind === 'hbone') {
+    try {
+      upstream = await o.openTunnel(route, src!, { ip: orig.ip, port: orig.port });
+    } catch (e) {
+      client.resetAndDestroy();
+      const err = e as Error & { code?: string };
+      done({ bytesSent: 0, bytesRecv: 0, error: err.code ? `${err.code}: ${err.message}` : err.message }, 'connection failed');
+      return;
+    }
+  } else {
+    const failure = await connectDirect(orig, o.connectTimeoutMs ?? 10_000);
+    if ('error' in failure) {
+      // The client's connect already succeeded (to us); a reset is the closest thing to a refusal.
+      client.resetAndDestroy();
+      done({ bytesSent: 0, bytesRecv: 0, error: failure.error.message }, 'connection failed');
+      return;
+    }
+    upstream = failure.socket;
+  }
   const r = await relay(client, upstream);
-  o.accessLog.info(connectionLogEntry({ ...record, decision: 'allow', bytesSent: r.sent, bytesRecv: r.received,
-    durationMs: performance.now() - started, ...(r.error ? { error: r.error.message } : {}) }), 'connection complete');
+  done({ bytesSent: r.sent, bytesRecv: r.received, ...(r.error ? { error: r.error.message } : {}) }, 'connection complete');
+}
+
+function connectDirect(orig: OrigDst, timeoutMs: number): Promise<{ socket: Socket } | { error: Error }> {
+  const socket = net.connect({ host: orig.ip, port: orig.port, allowHalfOpen: true, noDelay: true });
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => { socket.destroy(); resolve({ error: new Error(`connect to ${orig.ip}:${orig.port} timed out after ${timeoutMs} ms`) }); }, timeoutMs);
+    socket.once('connect', () => { clearTimeout(timer); resolve({ socket }); });
+    socket.once('error', (e) => { clearTimeout(timer); socket.destroy(); resolve({ error: e }); });
+  });
 }

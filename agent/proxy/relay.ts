@@ -1,4 +1,5 @@
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 
 export interface RelayResult {
   /** bytes from the downstream (client) side to the upstream side */
@@ -11,22 +12,22 @@ export interface RelayResult {
 /**
  * Moves bytes both ways until both directions are done. pipe() gives backpressure (a slow reader
  * pauses the writer) and half-close (a FIN from one side becomes end() on the other, while the
- * other direction keeps flowing). An error or reset on one side resets the other.
+ * other direction keeps flowing). An error on one side resets the other. The upstream may be a
+ * socket (direct) or a tunnel stream.
  */
-export function relay(downstream: Socket, upstream: Socket): Promise<RelayResult> {
+export function relay(downstream: Socket, upstream: Duplex): Promise<RelayResult> {
   return new Promise((resolve) => {
     let error: Error | undefined;
     let closed = 0;
+    let sent = 0, received = 0;
+    downstream.on('data', (d: Buffer) => { sent += d.length; });
+    upstream.on('data', (d: Buffer) => { received += d.length; });
     const onClose = () => {
       if (++closed < 2) return;
-      resolve({ sent: upstream.bytesWritten, received: downstream.bytesWritten, ...(error ? { error } : {}) });
+      resolve({ sent, received, ...(error ? { error } : {}) });
     };
-    const fail = (other: Socket) => (e: Error) => {
-      error ??= e;
-      if (!other.destroyed) other.resetAndDestroy();
-    };
-    downstream.on('error', fail(upstream));
-    upstream.on('error', fail(downstream));
+    downstream.on('error', (e: Error) => { error ??= e; upstream.destroy(); });
+    upstream.on('error', (e: Error) => { error ??= e; if (!downstream.destroyed) downstream.resetAndDestroy(); });
     downstream.once('close', onClose);
     upstream.once('close', onClose);
     downstream.pipe(upstream);

@@ -17,6 +17,8 @@ export interface ConnectRequest {
   nodeAddress: { host: string; port: number };
   /** The destination workload's SPIFFE ID, or every ID acceptable for it. */
   expectedPeerIdentity: string | Iterable<string>;
+  /** TLS server name (SNI) telling the destination proxy which local workload to answer as; part of the pool key */
+  servername?: string;
   target: TunnelTarget;
   traceparent?: string;
 }
@@ -40,7 +42,7 @@ const log = operationalLogger('hbone-pool');
 
 /**
  * The outbound end of the tunnel: CONNECT streams multiplexed over sessions pooled per
- * (source identity, destination node). A session is opened when none has a free stream slot
+ * (source identity, destination node, destination identity by SNI). A session is opened when none has a free stream slot
  * under the server's SETTINGS_MAX_CONCURRENT_STREAMS, and leaves the pool on GOAWAY, error or close.
  */
 export class HbonePool {
@@ -86,7 +88,7 @@ export class HbonePool {
   }
 
   private async acquire(request: ConnectRequest, expected: Set<string>): Promise<Session> {
-    const key = `${request.sourceIdentity} ${hostPort(request.nodeAddress)}`;
+    const key = `${request.sourceIdentity} ${hostPort(request.nodeAddress)} ${request.servername ?? ''}`;
     for (;;) {
       const sessions = this.pools.get(key) ?? [];
       const free = sessions.find((s) => s.settled && s.active < (s.http.remoteSettings.maxConcurrentStreams ?? 100));
@@ -113,6 +115,7 @@ export class HbonePool {
         host: request.nodeAddress.host,
         port: request.nodeAddress.port,
         ALPNProtocols: ['h2'],
+        ...(request.servername ? { servername: request.servername } : {}),
         key: request.credentials.key,
         cert: request.credentials.chain.join(''),
         ca: request.trustBundle,

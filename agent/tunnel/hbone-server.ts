@@ -1,6 +1,8 @@
 import * as http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
+import * as tls from 'node:tls';
 import type { TLSSocket } from 'node:tls';
+import { unmapIp } from '../core/ip';
 import { operationalLogger } from '../core/log';
 import { parseAuthority, type TunnelTarget } from './authority';
 import { REASON_HEADER } from './hbone-error';
@@ -26,6 +28,9 @@ export interface StreamRequest {
 /** One per CONNECT stream, when it ends: what an access log needs. */
 export interface StreamInfo {
   peerIdentity: string;
+  /** the source node proxy's address */
+  remoteAddress?: string;
+  remotePort?: number;
   target?: TunnelTarget;
   traceparent?: string;
   status: number;
@@ -40,8 +45,12 @@ export interface HboneServerOptions {
   port: number;
   /** PEM roots that client certificates must chain to. */
   trustBundle: string;
-  /** The certificate this node presents; called for each new connection so it can rotate. */
-  identities(): Credentials;
+  /**
+   * The certificate to present to a client that asked for `servername` (SNI): the destination
+   * proxy answers as the destination workload. Called per handshake, so certificates can rotate;
+   * undefined refuses the handshake.
+   */
+  identityFor(servername: string | undefined): Credentials | undefined;
   authorize(request: StreamRequest): Decision;
   /** Opens the connection to the local pod; the socket must allow half-open (`allowHalfOpen: true`). */
   connectTarget(target: TunnelTarget): Promise<Socket>;
@@ -60,14 +69,19 @@ const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
 export class HboneServer {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly peers = new WeakMap<http2.ServerHttp2Session, string>();
-  private presented: Credentials | undefined;
+  private readonly contexts = new Map<string, tls.SecureContext>();
 
   private constructor(private readonly server: http2.Http2SecureServer, private readonly options: HboneServerOptions) {}
 
   static async listen(options: HboneServerOptions): Promise<HboneServer> {
     const server = http2.createSecureServer({
       ...TLS13,
-      ...tlsMaterial(options.identities(), options.trustBundle),
+      ca: options.trustBundle,
+      SNICallback: (servername, cb) => {
+        const context = hbone.contextFor(servername);
+        if (context) cb(null, context);
+        else cb(new Error(`no local workload answers to server name ${servername}`));
+      },
       requestCert: true,
       rejectUnauthorized: true,
       allowHTTP1: false,
@@ -75,7 +89,6 @@ export class HboneServer {
       settings: { ...TUNNEL_SETTINGS, maxConcurrentStreams: options.maxConcurrentStreams ?? 1000 },
     });
     const hbone = new HboneServer(server, options);
-    server.prependListener('connection', () => hbone.refreshIdentity());
     server.on('tlsClientError', (e, socket) => log.info({ remote: socket.remoteAddress, reason: e.message }, 'refused a connection during the TLS handshake'));
     server.on('unknownProtocol', (socket) => {
       log.info({ remote: socket.remoteAddress }, 'refused a connection that did not negotiate ALPN h2');
@@ -90,7 +103,6 @@ export class HboneServer {
         resolve();
       });
     });
-    hbone.presented = options.identities();
     return hbone;
   }
 
@@ -112,11 +124,18 @@ export class HboneServer {
     for (const session of this.sessions) session.destroy();
   }
 
-  private refreshIdentity(): void {
-    const current = this.options.identities();
-    if (current.key === this.presented?.key && current.chain.join('') === this.presented.chain.join('')) return;
-    this.server.setSecureContext({ ...TLS13, ...tlsMaterial(current, this.options.trustBundle) });
-    this.presented = current;
+  /** A TLS context per presented certificate, reused across handshakes until it rotates. */
+  private contextFor(servername: string | undefined): tls.SecureContext | undefined {
+    const creds = this.options.identityFor(servername);
+    if (!creds) return undefined;
+    const cacheKey = creds.chain[0]!;
+    let context = this.contexts.get(cacheKey);
+    if (!context) {
+      if (this.contexts.size >= 256) this.contexts.clear();
+      context = tls.createSecureContext({ ...TLS13, ...tlsMaterial(creds, this.options.trustBundle) });
+      this.contexts.set(cacheKey, context);
+    }
+    return context;
   }
 
   private admit(session: http2.ServerHttp2Session): void {
@@ -140,8 +159,10 @@ export class HboneServer {
     const peerIdentity = this.peers.get(stream.session as http2.ServerHttp2Session);
     if (peerIdentity === undefined) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
     const traceparent = typeof headers.traceparent === 'string' ? headers.traceparent : undefined;
+    const socket = stream.session?.socket;
+    const remote = { ...(socket?.remoteAddress ? { remoteAddress: unmapIp(socket.remoteAddress) } : {}), ...(socket?.remotePort ? { remotePort: socket.remotePort } : {}) };
     const report = (info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs'>): void =>
-      this.options.onStream?.({ peerIdentity, ...(traceparent === undefined ? {} : { traceparent }), ...info, durationMs: Date.now() - started });
+      this.options.onStream?.({ peerIdentity, ...remote, ...(traceparent === undefined ? {} : { traceparent }), ...info, durationMs: Date.now() - started });
     const refuse = (status: number, reason: string, target?: TunnelTarget): void => {
       if (!stream.closed) stream.respond({ ':status': status, [REASON_HEADER]: reason }, { endStream: true });
       report({ ...(target ? { target } : {}), status, bytesIn: 0, bytesOut: 0, error: reason });

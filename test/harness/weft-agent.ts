@@ -1,7 +1,7 @@
 // Runs `weft local` for one lab node: inside the node's netns and `system` cgroup, following a
 // config file; collects its access log (stdout) and operational log (stderr).
 import type { ChildProcess } from 'node:child_process';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { LabNode } from './lab';
 
 export const WEFT_CLI = join(__dirname, '..', '..', 'agent', 'cli.js');
@@ -19,9 +19,27 @@ export interface AgentHandle {
   kill(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
+/** `weft local` for a lab node, with its own data directory for the embedded control plane's CA. */
 export function startLocalAgent(node: LabNode, configPath: string, extraArgs: string[] = []): AgentHandle {
-  const child = node.spawn(process.execPath, [WEFT_CLI, 'local', '--config', configPath, '--node', node.name,
-    '--cgroup-root', node.cgroupPath, ...extraArgs]);
+  return startWeft(node, ['local', '--config', configPath, '--node', node.name, '--cgroup-root', node.cgroupPath,
+    '--data-dir', join(dirname(configPath), `data-${node.name}`), ...extraArgs], 'node agent ready');
+}
+
+/** `weft controlplane` inside a lab node's netns, with a file source and a data directory. */
+export function startControlPlane(node: LabNode, configPath: string, dataDir: string): AgentHandle {
+  return startWeft(node, ['controlplane', '--config', configPath, '--listen', `0.0.0.0:${CONTROL_PLANE_PORT}`, '--data-dir', dataDir], 'control plane ready');
+}
+
+/** `weft agent` for a lab node, talking to the control plane at `controlPlane` with the data directory's credentials. */
+export function startNodeAgent(node: LabNode, controlPlane: string, dataDir: string, extraArgs: string[] = []): AgentHandle {
+  return startWeft(node, ['agent', '--control-plane', controlPlane, '--node', node.name, '--cgroup-root', node.cgroupPath,
+    '--token-file', join(dataDir, 'bootstrap.token'), '--ca-file', join(dataDir, 'ca.pem'), ...extraArgs], 'node agent ready');
+}
+
+export const CONTROL_PLANE_PORT = 15012;
+
+function startWeft(node: LabNode, args: string[], readyText: string): AgentHandle {
+  const child = node.spawn(process.execPath, [WEFT_CLI, ...args]);
   const accessLog: Array<Record<string, unknown>> = [];
   let err = '';
   let out = '';
@@ -36,10 +54,10 @@ export function startLocalAgent(node: LabNode, configPath: string, extraArgs: st
   child.stderr?.setEncoding('utf8').on('data', (d: string) => { err += d; for (const w of waiters) w(); });
   const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
   const ready = new Promise<void>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`agent on ${node.name} not ready after 15 s:\n${err}`)), 15_000);
-    const check = () => { if (err.includes('node agent ready')) { clearTimeout(timer); waiters.delete(check); resolve(); } };
+    const timer = setTimeout(() => reject(new Error(`weft ${args[0]} on ${node.name} not ready after 15 s:\n${err}`)), 15_000);
+    const check = () => { if (err.includes(readyText)) { clearTimeout(timer); waiters.delete(check); resolve(); } };
     waiters.add(check);
-    void exited.then((code) => { clearTimeout(timer); reject(new Error(`agent on ${node.name} exited (${code}):\n${err}`)); });
+    void exited.then((code) => { clearTimeout(timer); reject(new Error(`weft ${args[0]} on ${node.name} exited (${code}):\n${err}`)); });
   });
   ready.catch(() => undefined);
   return {

@@ -13,6 +13,7 @@ import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { generateWorkloadKey } from '../../agent/identity/keys';
 import { HbonePool, type ConnectRequest } from '../../agent/tunnel/hbone-pool';
 import { HboneServer, type Credentials, type StreamInfo, type StreamRequest } from '../../agent/tunnel/hbone-server';
+import { sniFor } from '../../agent/tunnel/sni';
 import { childTraceparent, parseTraceparent } from '../../agent/tunnel/traceparent';
 
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web';
@@ -120,12 +121,12 @@ before(async () => {
   server = await startServer(await issue(ca, DB));
 });
 
-async function startServer(identity: Credentials, maxConcurrentStreams?: number): Promise<HboneServer> {
+async function startServer(identity: Credentials | (() => Credentials), { maxConcurrentStreams, port = 0 }: { maxConcurrentStreams?: number; port?: number } = {}): Promise<HboneServer> {
   const s = await HboneServer.listen({
     host: LOOPBACK,
-    port: 0,
+    port,
     trustBundle: ca.trustBundlePem(),
-    identities: () => identity,
+    identityFor: typeof identity === 'function' ? identity : () => identity,
     authorize: (request) => {
       asked.push(request);
       return request.target.port === ports.denied ? { allow: false, reason: 'no ALLOW policy matches shop/db' } : { allow: true };
@@ -154,6 +155,7 @@ function request(target: number, overrides: Partial<ConnectRequest> = {}): Conne
     trustBundle: ca.trustBundlePem(),
     nodeAddress: { host: LOOPBACK, port: server.address().port },
     expectedPeerIdentity: DB,
+    servername: sniFor(DB),
     target: { ip: LOOPBACK, port: target },
     ...overrides,
   };
@@ -217,11 +219,41 @@ test('1,000 concurrent streams complete over one pooled session', { timeout: 30_
 });
 
 test('a session opens another when the server\'s max concurrent streams are in use', async () => {
-  const small = await startServer(await issue(ca, DB), 10);
+  const small = await startServer(await issue(ca, DB), { maxConcurrentStreams: 10 });
   const pool = newPool();
   const tunnels = await Promise.all(Array.from({ length: 25 }, () => pool.connect(request(ports.echo, { nodeAddress: { host: LOOPBACK, port: small.address().port } }))));
   assert.equal(pool.sessionCount, 3);
   for (const t of tunnels) t.destroy();
+});
+
+test('close() drains: an open stream finishes after GOAWAY, the pool drops the session and the next connect opens a new one', async () => {
+  const draining = await startServer(await issue(ca, DB));
+  const port = draining.address().port;
+  const pool = newPool();
+  const open = await pool.connect(request(ports.sink, { nodeAddress: { host: LOOPBACK, port } }));
+  const closed = draining.close(5000);
+  await waitFor(() => (pool.sessionCount === 0 ? true : undefined), 'the pool drops the session on GOAWAY');
+  open.end('still here');
+  assert.equal((await withTimeout(readAll(open), 5000, 'the draining stream')).toString(), 'received 10');
+  await withTimeout(closed, 5000, 'close()');
+  await startServer(await issue(ca, DB), { port });
+  const next = await pool.connect(request(ports.sink, { nodeAddress: { host: LOOPBACK, port } }));
+  next.end('ok');
+  assert.equal((await withTimeout(readAll(next), 5000, 'the new session')).toString(), 'received 2');
+  assert.equal(pool.sessionCount, 1);
+});
+
+test('a rotated server certificate is presented to new connections while pooled sessions go on', async () => {
+  const CACHE = 'spiffe://cluster.local/ns/shop/sa/cache';
+  let current = await issue(ca, DB);
+  const rotating = await startServer(() => current);
+  const node = { host: LOOPBACK, port: rotating.address().port };
+  const old = await newPool().connect(request(ports.sink, { nodeAddress: node }));
+  current = await issue(ca, CACHE);
+  const fresh = await newPool().connect(request(ports.sink, { nodeAddress: node, expectedPeerIdentity: CACHE, servername: sniFor(CACHE) }));
+  old.end('a');
+  fresh.end('b');
+  assert.deepEqual((await withTimeout(Promise.all([readAll(old), readAll(fresh)]), 5000, 'both answers')).map(String), ['received 1', 'received 1']);
 });
 
 test('resetting one stream closes only its own target connection; its neighbours go on', async () => {
@@ -290,7 +322,7 @@ test('a pooled session is not reused for a destination whose identity it does no
 
 test('a node proxy whose certificate is from another CA is refused by the client', async () => {
   const imposter = await HboneServer.listen({
-    host: LOOPBACK, port: 0, trustBundle: ca.trustBundlePem(), identities: () => foreignDb!, authorize: () => ({ allow: true }),
+    host: LOOPBACK, port: 0, trustBundle: ca.trustBundlePem(), identityFor: () => foreignDb!, authorize: () => ({ allow: true }),
     connectTarget: () => Promise.reject(new Error('unused')),
   });
   closers.push(() => imposter.destroy());
@@ -322,13 +354,13 @@ test('plaintext HTTP/1 and plain TCP to the port are refused', async () => {
 
 test('TLS without a client certificate, or without ALPN h2, is refused', async () => {
   const port = server.address().port;
-  const anonymous = tls.connect({ host: LOOPBACK, port, ca: ca.trustBundlePem(), ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
+  const anonymous = tls.connect({ host: LOOPBACK, port, servername: sniFor(DB), ca: ca.trustBundlePem(), ALPNProtocols: ['h2'], checkServerIdentity: () => undefined });
   anonymous.on('secureConnect', () => anonymous.write('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'));
   assert.equal(await answerOf(anonymous), '');
-  const http1 = tls.connect({ host: LOOPBACK, port, ca: ca.trustBundlePem(), key: web.key, cert: web.chain.join(''), ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined });
+  const http1 = tls.connect({ host: LOOPBACK, port, servername: sniFor(DB), ca: ca.trustBundlePem(), key: web.key, cert: web.chain.join(''), ALPNProtocols: ['http/1.1'], checkServerIdentity: () => undefined });
   http1.on('secureConnect', () => http1.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
   assert.equal(await answerOf(http1), '');
-  const noAlpn = tls.connect({ host: LOOPBACK, port, ca: ca.trustBundlePem(), key: web.key, cert: web.chain.join(''), checkServerIdentity: () => undefined });
+  const noAlpn = tls.connect({ host: LOOPBACK, port, servername: sniFor(DB), ca: ca.trustBundlePem(), key: web.key, cert: web.chain.join(''), checkServerIdentity: () => undefined });
   noAlpn.on('secureConnect', () => noAlpn.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n'));
   assert.equal(await answerOf(noAlpn), '');
 });
@@ -348,11 +380,34 @@ test('a target that refuses fails promptly with HBONE_TARGET_REFUSED', async () 
 
 test('a CONNECT whose :authority is not ip:port is answered 400', async () => {
   const session = http2.connect(`https://${LOOPBACK}:${server.address().port}`, {
-    ca: ca.trustBundlePem(), key: web.key, cert: web.chain.join(''), checkServerIdentity: () => undefined,
+    ca: ca.trustBundlePem(), key: web.key, cert: web.chain.join(''), checkServerIdentity: () => undefined, servername: sniFor(DB),
   });
   closers.push(() => session.destroy());
   const stream = session.request({ ':method': 'CONNECT', ':authority': 'db.shop:5432' });
   const headers = await withTimeout(new Promise<http2.IncomingHttpHeaders>((resolve) => stream.once('response', resolve)), 5000, 'answer');
   assert.equal(headers[':status'], 400);
   session.close();
+});
+
+test('the destination proxy answers as the workload the client names by SNI, and refuses a name it does not hold', async () => {
+  const [db, api] = await Promise.all([issue(ca, DB), issue(ca, API)]);
+  const byName = await HboneServer.listen({
+    host: LOOPBACK, port: 0, trustBundle: ca.trustBundlePem(),
+    identityFor: (name) => (name === sniFor(DB) ? db : name === sniFor(API) ? api : undefined),
+    authorize: () => ({ allow: true }),
+    connectTarget: (t) => new Promise((resolve, reject) => { const sock = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(sock)); sock.once('error', reject); }),
+  });
+  const pool = new HbonePool({ timeoutMs: 3000 });
+  try {
+    const nodeAddress = { host: LOOPBACK, port: byName.address().port };
+    const toDb = await pool.connect(request(ports.sink, { nodeAddress }));
+    const toApi = await pool.connect(request(ports.sink, { nodeAddress, expectedPeerIdentity: API, servername: sniFor(API) }));
+    assert.equal(pool.sessionCount, 2, 'one session per destination identity');
+    toDb.destroy(); toApi.destroy();
+    const unknown = await rejection(pool.connect(request(ports.sink, { nodeAddress, servername: sniFor('spiffe://cluster.local/ns/x/sa/nobody') })));
+    assert.ok(unknown.code, `refused with a code: ${unknown.message}`);
+  } finally {
+    pool.destroy();
+    byName.destroy();
+  }
 });

@@ -1,0 +1,64 @@
+/**
+ * `weft agent`: the node agent fed by a control plane. Desired state arrives on the discovery
+ * stream (the last snapshot stays in force while the control plane is away) and workload
+ * certificates come from its CA over the certificate API.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Snapshot } from '../config/objects';
+import { operationalLogger } from '../core/log';
+import { requestCertificate } from '../identity/cert-client';
+import { cgroup2Mount } from '../redirect/cgroup';
+import { watchControlPlane } from './discovery-client';
+import { NodeAgent } from './agent';
+
+export const BPF_DIR = join(__dirname, '..', '..', 'bpf');
+
+export interface RunAgentOptions {
+  controlPlane: string;
+  node: string;
+  token: string;
+  caPem: string;
+  cgroupRoot?: string;
+  nodeIps?: string[];
+  certTtlSeconds?: number;
+}
+
+export function readAgentCredentials(tokenFile: string, caFile: string): { token: string; caPem: string } {
+  const read = (p: string, what: string) => {
+    try { return readFileSync(p, 'utf8').trim(); } catch (e) { throw new Error(`cannot read the ${what} ${p}: ${(e as Error).message}`); }
+  };
+  return { token: read(tokenFile, 'token file'), caPem: read(caFile, 'control plane CA file') + '\n' };
+}
+
+export async function runAgent(o: RunAgentOptions): Promise<{ stop(): Promise<void> }> {
+  const log = operationalLogger('agent');
+  const connection = { address: o.controlPlane, caPem: o.caPem, token: o.token, node: o.node };
+  let agent: NodeAgent | undefined;
+  let resolveFirst!: (s: Snapshot) => void;
+  const first = new Promise<Snapshot>((r) => { resolveFirst = r; });
+  const watch = watchControlPlane(connection, (s) => { if (agent) void agent.apply(s); else resolveFirst(s); }, log);
+  try {
+    log.info({ controlPlane: o.controlPlane, node: o.node }, 'waiting for the first snapshot from the control plane');
+    agent = await NodeAgent.start({
+      node: o.node,
+      cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
+      bpfDir: BPF_DIR,
+      ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
+      identity: {
+        request: (csr, validity) => requestCertificate(connection, csr, validity),
+        trustBundle: o.caPem,
+        ...(o.certTtlSeconds ? { validitySeconds: o.certTtlSeconds } : {}),
+      },
+    }, await first);
+  } catch (e) {
+    watch.close();
+    throw e;
+  }
+  return {
+    async stop() {
+      watch.close();
+      await agent?.stop();
+    },
+  };
+}
