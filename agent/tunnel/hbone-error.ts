@@ -46,6 +46,9 @@ export function errorForSession(cause: Error & { code?: string }, where: { node:
   if (REJECTED_BY_PEER.test(code)) {
     return new HboneError('HBONE_CERT_REJECTED', `node proxy ${where.node} refused the certificate of ${where.source} (${code}); check that both nodes trust the same root and that the certificate has not expired`);
   }
+  if (code === 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE') {
+    return new HboneError('HBONE_BAD_PEER', `node proxy ${where.node} holds no certificate for the workload named by the TLS server name (or none was sent); check that the destination pod runs on that node, is in the mesh and has its identity`);
+  }
   if (UNREACHABLE.has(code)) {
     return new HboneError('HBONE_UNREACHABLE', `cannot reach the node proxy at ${where.node} (${code}); is the agent running there, and is TCP port 15008 open between the nodes (NetworkPolicy, firewall)?`);
   }

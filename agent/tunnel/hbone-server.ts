@@ -1,7 +1,6 @@
 import * as http2 from 'node:http2';
 import type { AddressInfo, Socket } from 'node:net';
 import * as tls from 'node:tls';
-import type { TLSSocket } from 'node:tls';
 import { unmapIp } from '../core/ip';
 import { operationalLogger } from '../core/log';
 import { parseAuthority, type TunnelTarget } from './authority';
@@ -48,7 +47,7 @@ export interface HboneServerOptions {
   /**
    * The certificate to present to a client that asked for `servername` (SNI): the destination
    * proxy answers as the destination workload. Called per handshake, so certificates can rotate;
-   * undefined refuses the handshake.
+   * undefined refuses the handshake, as does a client that sends no server name.
    */
   identityFor(servername: string | undefined): Credentials | undefined;
   authorize(request: StreamRequest): Decision;
@@ -79,8 +78,9 @@ export class HboneServer {
       ca: options.trustBundle,
       SNICallback: (servername, cb) => {
         const context = hbone.contextFor(servername);
-        if (context) cb(null, context);
-        else cb(new Error(`no local workload answers to server name ${servername}`));
+        // The default context holds no certificate: the client gets a handshake_failure alert.
+        if (!context) log.info({ servername }, 'no local workload answers to this server name');
+        cb(null, context);
       },
       requestCert: true,
       rejectUnauthorized: true,
@@ -139,7 +139,7 @@ export class HboneServer {
   }
 
   private admit(session: http2.ServerHttp2Session): void {
-    const socket = session.socket as TLSSocket;
+    const socket = session.socket as tls.TLSSocket;
     const identity = spiffeIdOf(socket.getPeerCertificate());
     session.on('error', (e) => log.debug({ remote: socket.remoteAddress, reason: e.message }, 'session error'));
     if (!identity.ok) {

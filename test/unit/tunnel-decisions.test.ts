@@ -76,6 +76,7 @@ test('errors: session failures say whether the network, our certificate or the p
   assert.equal(errorForSession(e('ETIMEDOUT'), where).code, 'HBONE_UNREACHABLE');
   assert.equal(errorForSession(e('ERR_SSL_TLSV13_ALERT_CERTIFICATE_REQUIRED'), where).code, 'HBONE_CERT_REJECTED');
   assert.equal(errorForSession(e('UNABLE_TO_VERIFY_LEAF_SIGNATURE'), where).code, 'HBONE_BAD_PEER');
+  assert.match(errorForSession(e('ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE'), where).message, /no certificate for the workload/);
   const own = new HboneError('HBONE_BAD_PEER', 'x');
   assert.equal(errorForSession(own, where), own);
 });
