@@ -91,7 +91,7 @@ export class HbonePool {
     const key = `${request.sourceIdentity} ${hostPort(request.nodeAddress)} ${request.servername ?? ''}`;
     for (;;) {
       const sessions = this.pools.get(key) ?? [];
-      const free = sessions.find((s) => s.settled && s.active < (s.http.remoteSettings.maxConcurrentStreams ?? 100));
+      const free = sessions.find((s) => s.settled && !s.http.closed && !s.http.destroyed && s.active < (s.http.remoteSettings.maxConcurrentStreams ?? 100));
       if (free) {
         free.active++;
         return free;

@@ -243,6 +243,17 @@ test('close() drains: an open stream finishes after GOAWAY, the pool drops the s
   assert.equal(pool.sessionCount, 1);
 });
 
+test('destroy() cuts open streams at once and the pool lets go of the session', async () => {
+  const cut = await startServer(await issue(ca, DB));
+  const pool = newPool();
+  const open = await pool.connect(request(ports.sink, { nodeAddress: { host: LOOPBACK, port: cut.address().port } }));
+  const closed = new Promise<void>((resolve) => open.once('close', resolve));
+  open.on('error', () => undefined);
+  cut.destroy();
+  await withTimeout(closed, 2000, 'the stream closing');
+  await waitFor(() => (pool.sessionCount === 0 ? true : undefined), 'the pool drops the session', 2000);
+});
+
 test('a rotated server certificate is presented to new connections while pooled sessions go on', async () => {
   const CACHE = 'spiffe://cluster.local/ns/shop/sa/cache';
   let current = await issue(ca, DB);
