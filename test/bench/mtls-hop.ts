@@ -12,6 +12,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod } from '../harness';
+import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent } from '../harness/weft-agent';
 
 const HTTP_SERVER = `
 const http = require('http');
@@ -78,6 +79,28 @@ export const haproxyPair: Contender = {
     const client = conf('haproxy-n1.cfg', `frontend plain\n  bind ${c.n1.ip}:28080\n  default_backend hop\nbackend hop\n  server s ${c.n2.ip}:28443 ssl crt ${c.dir}/client.pem ca-file ${c.dir}/ca.pem verify required ssl-min-ver TLSv1.3\n`);
     const pids = [await spawnReady(c.n2, 'haproxy', ['-db', '-f', server]), await spawnReady(c.n1, 'haproxy', ['-db', '-f', client])];
     return { host: c.n1.ip, port: 28080, pids: () => pids, stop: () => stop(pids) };
+  },
+};
+
+export const weft: Contender = {
+  name: 'Weft',
+  async start(c) {
+    const config = join(c.dir, 'weft.yaml');
+    const dataDir = join(c.dir, 'weft-data');
+    writeFileSync(config, c.lab.yaml({ meshNamespaces: ['bench'] }));
+    const cp = startControlPlane(c.n1, config, dataDir);
+    await cp.ready;
+    const agents = [c.n1, c.n2].map((n) => startNodeAgent(n, `${c.n1.ip}:${CONTROL_PLANE_PORT}`, dataDir));
+    await Promise.all(agents.map((a) => a.ready));
+    // the first request waits for the workload certificates; warm up outside the measurement
+    await c.client.exec('curl', ['-s', '-o', '/dev/null', `http://${c.server.ip}:8080/`], { timeoutMs: 10_000 });
+    return {
+      host: c.server.ip, port: 8080, pids: () => agents.map((a) => a.process.pid!),
+      async stop() {
+        for (const p of [...agents, cp]) await p.kill('SIGTERM');
+        for (const n of [c.n1, c.n2]) spawnSync(process.execPath, [join(__dirname, '..', '..', 'agent', 'cli.js'), 'uninstall', '--node', n.name]);
+      },
+    };
   },
 };
 
@@ -152,5 +175,5 @@ export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchCon
 }
 
 if (require.main === module) {
-  runMtlsHop([direct, stunnelPair, haproxyPair]).catch((e) => { console.error(e); process.exitCode = 1; });
+  runMtlsHop([direct, stunnelPair, haproxyPair, weft]).catch((e) => { console.error(e); process.exitCode = 1; });
 }
