@@ -17,7 +17,7 @@ commands:
                          the node agent, fed by a control plane
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
   status [--admin HOST:PORT]
-                         what the running agent has enrolled and redirected
+                         what the running agent has enrolled, its certificates, and what it redirected
   uninstall [--node NAME | --all]
                          remove every program, link, map and pin Weft made on this host`;
 
@@ -105,8 +105,8 @@ async function main(argv: string[]): Promise<number> {
         });
         return res.json();
       };
-      const [workloads, redirect] = await Promise.all([get('/workloads'), get('/redirect')]);
-      console.log(JSON.stringify({ workloads, redirect }, null, 2));
+      const [workloads, certs, redirect] = await Promise.all([get('/workloads'), get('/certs'), get('/redirect')]);
+      console.log(JSON.stringify({ workloads, certs, redirect }, null, 2));
       return 0;
     }
     case 'uninstall': {
