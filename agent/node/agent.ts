@@ -54,7 +54,7 @@ export class NodeAgent {
   private lastProblems: string[] = [];
   private servers: http.Server[] = [];
   private proxy: OutboundProxy | undefined;
-  private inbound: HboneServer[] = [];
+  private inbound: HboneServer | undefined;
   private readonly pool = new HbonePool({ timeoutMs: 10_000 });
   readonly identities: IdentityManager;
 
@@ -88,7 +88,7 @@ export class NodeAgent {
       const hosts = [...(proxyIp4 ? ['0.0.0.0'] : []), ...(proxyIp6 ? ['::'] : [])];
       const trustBundle = opts.identity.trustBundle;
       agent.inbound = await listenInbound({
-        hosts: [proxyIp6 ? '::' : '0.0.0.0'], // '::' is dual-stack: one listener serves both families
+        host: proxyIp6 ? '::' : '0.0.0.0', // '::' is dual-stack: one listener serves both families
         port: PORTS.hbone, node: opts.node,
         trustBundle: () => trustBundle,
         store: () => agent.store!,
@@ -166,7 +166,7 @@ export class NodeAgent {
   async stop(): Promise<void> {
     await this.applying;
     await this.proxy?.close(1000);
-    await Promise.all(this.inbound.map((s) => s.close(1000)));
+    await this.inbound?.close(1000);
     await this.pool.close();
     this.identities.close();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));

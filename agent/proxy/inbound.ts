@@ -4,7 +4,6 @@
  * records the source principal from the verified client certificate, and delivers from its own
  * sockets, the only sender a STRICT pod admits.
  */
-import net, { Socket } from 'node:net';
 import type { Logger } from '../core/log';
 import type { PodInfo } from '../config/objects';
 import { isEnrolled } from '../state/enrollment';
@@ -12,9 +11,10 @@ import type { WorkloadStore } from '../state/store';
 import { HboneServer, type Credentials } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
 import { connectionLogEntry } from './access-log';
+import { connectWithTimeout } from './connect';
 
 export interface InboundOptions {
-  hosts: string[];
+  host: string;
   port: number;
   node: string;
   trustBundle(): string;
@@ -33,51 +33,46 @@ export function localTarget(ip: string, node: string, store: WorkloadStore): { p
   return { pod };
 }
 
-export async function listenInbound(o: InboundOptions): Promise<HboneServer[]> {
-  const byServerName = (name: string): Credentials | undefined => {
-    const store = o.store();
-    for (const pod of store.snapshot.pods) {
-      if (pod.nodeName !== o.node) continue;
-      const id = store.identityOf(pod);
-      if (sniFor(id) === name) return o.credentials(id);
-    }
-    return undefined;
-  };
-  const servers: HboneServer[] = [];
-  for (const host of o.hosts) {
-    servers.push(await HboneServer.listen({
-      host,
-      port: o.port,
-      trustBundle: o.trustBundle(),
-      identityFor: byServerName,
-      authorize: ({ target }) => {
-        const t = localTarget(target.ip, o.node, o.store());
-        return 'pod' in t ? { allow: true } : { allow: false, reason: t.reason };
-      },
-      connectTarget: (target) => connect(target.ip, target.port, o.connectTimeoutMs ?? 10_000),
-      onStream: (info) => {
-        const store = o.store();
-        const dst = store.podByIp(info.target?.ip ?? '');
-        o.accessLog.info(connectionLogEntry({
-          direction: 'inbound',
-          srcIp: info.remoteAddress ?? '0.0.0.0', srcPort: info.remotePort ?? 0, srcIdentity: info.peerIdentity,
-          dstIp: info.target?.ip ?? '0.0.0.0', dstPort: info.target?.port ?? 0,
-          ...(dst ? { dst: { namespace: dst.namespace, name: dst.name, workload: store.workloadName(dst), identity: store.identityOf(dst), node: dst.nodeName } } : {}),
-          decision: info.status === 200 ? 'allow' : 'deny',
-          bytesSent: info.bytesIn, bytesRecv: info.bytesOut, durationMs: info.durationMs,
-          ...(info.error ? { error: info.error } : info.status !== 200 ? { error: `HTTP ${info.status}` } : {}),
-        }), 'inbound stream complete');
-      },
+/** SNI name → identity of this node's workloads, built once per state snapshot, not per handshake. */
+const sniTables = new WeakMap<WorkloadStore, Map<string, string>>();
+function identityBySni(store: WorkloadStore, node: string): Map<string, string> {
+  let table = sniTables.get(store);
+  if (!table) {
+    table = new Map(store.snapshot.pods.filter((p) => p.nodeName === node).map((p) => {
+      const id = store.identityOf(p);
+      return [sniFor(id), id];
     }));
+    sniTables.set(store, table);
   }
-  return servers;
+  return table;
 }
 
-function connect(ip: string, port: number, timeoutMs: number): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const s = net.connect({ host: ip, port, allowHalfOpen: true, noDelay: true });
-    const timer = setTimeout(() => { s.destroy(); reject(Object.assign(new Error(`connect to ${ip}:${port} timed out`), { code: 'ETIMEDOUT' })); }, timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); resolve(s); });
-    s.once('error', (e) => { clearTimeout(timer); reject(e); });
+export function listenInbound(o: InboundOptions): Promise<HboneServer> {
+  return HboneServer.listen({
+    host: o.host,
+    port: o.port,
+    trustBundle: o.trustBundle(),
+    identityFor: (name) => {
+      const id = name === undefined ? undefined : identityBySni(o.store(), o.node).get(name);
+      return id === undefined ? undefined : o.credentials(id);
+    },
+    authorize: ({ target }) => {
+      const t = localTarget(target.ip, o.node, o.store());
+      return 'pod' in t ? { allow: true } : { allow: false, reason: t.reason };
+    },
+    connectTarget: (target) => connectWithTimeout(target.ip, target.port, o.connectTimeoutMs ?? 10_000),
+    onStream: (info) => {
+      const store = o.store();
+      const dst = store.podByIp(info.target?.ip ?? '');
+      o.accessLog.info(connectionLogEntry({
+        direction: 'inbound',
+        srcIp: info.remoteAddress ?? '0.0.0.0', srcPort: info.remotePort ?? 0, srcIdentity: info.peerIdentity,
+        dstIp: info.target?.ip ?? '0.0.0.0', dstPort: info.target?.port ?? 0,
+        ...(dst ? { dst: { namespace: dst.namespace, name: dst.name, workload: store.workloadName(dst), identity: store.identityOf(dst), node: dst.nodeName } } : {}),
+        decision: info.status === 200 ? 'allow' : 'deny',
+        bytesSent: info.bytesIn, bytesRecv: info.bytesOut, durationMs: info.durationMs,
+        ...(info.error ? { error: info.error } : info.status !== 200 ? { error: `HTTP ${info.status}` } : {}),
+      }), 'inbound stream complete');
+    },
   });
 }

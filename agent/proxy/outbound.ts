@@ -11,6 +11,7 @@ import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
 import { flowFromAddresses } from '../redirect/codec';
 import { connectionLogEntry } from './access-log';
+import { connectWithTimeout } from './connect';
 import { Drainer } from './drain';
 import type { OutboundRoute } from './outbound-route';
 import { relay } from './relay';
@@ -106,24 +107,15 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
       return;
     }
   } else {
-    const failure = await connectDirect(orig, o.connectTimeoutMs ?? 10_000);
-    if ('error' in failure) {
+    try {
+      upstream = await connectWithTimeout(orig.ip, orig.port, o.connectTimeoutMs ?? 10_000);
+    } catch (e) {
       // The client's connect already succeeded (to us); a reset is the closest thing to a refusal.
       client.resetAndDestroy();
-      done({ bytesSent: 0, bytesRecv: 0, error: failure.error.message }, 'connection failed');
+      done({ bytesSent: 0, bytesRecv: 0, error: (e as Error).message }, 'connection failed');
       return;
     }
-    upstream = failure.socket;
   }
   const r = await relay(client, upstream);
   done({ bytesSent: r.sent, bytesRecv: r.received, ...(r.error ? { error: r.error.message } : {}) }, 'connection complete');
-}
-
-function connectDirect(orig: OrigDst, timeoutMs: number): Promise<{ socket: Socket } | { error: Error }> {
-  const socket = net.connect({ host: orig.ip, port: orig.port, allowHalfOpen: true, noDelay: true });
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => { socket.destroy(); resolve({ error: new Error(`connect to ${orig.ip}:${orig.port} timed out after ${timeoutMs} ms`) }); }, timeoutMs);
-    socket.once('connect', () => { clearTimeout(timer); resolve({ socket }); });
-    socket.once('error', (e) => { clearTimeout(timer); socket.destroy(); resolve({ error: e }); });
-  });
 }
