@@ -1,14 +1,13 @@
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { err, ok, type Result } from '../core/result';
 import { operationalLogger } from '../core/log';
 import { generateKeyPair, privateKeyPem } from '../identity/keys';
 import { createRootCertificate, type Issuer } from './ca-certs';
 import { importSigner } from './ca-signer';
-import { readIfExists, writeFileAtomic } from './data-dir';
+import type { RootStore, StoredRoot } from './ca-store';
 
-/** Where the CA's roots come from: the data directory (created on first start) or the operator's files. */
+/** Where the CA's roots come from: a root store (created on first start; ca-store.ts) or the operator's files. */
 
 const log = operationalLogger('ca');
 
@@ -94,31 +93,47 @@ export async function loadOperatorRoot(options: RootSource & { operatorRoot: { c
   return ok({ signing: read.value.issuer, roots: [read.value.issuer.cert, ...unexpired(read.value.rest, now, certPath)] });
 }
 
-export async function loadOrCreateDataDirRoot(options: RootSource): Promise<Result<LoadedRoots, string>> {
-  const keyPath = join(options.dataDir, 'ca-key.pem');
-  const bundlePath = join(options.dataDir, 'ca.pem');
-  const keyPem = readIfExists(keyPath);
-  const bundlePem = readIfExists(bundlePath);
+/** How often first start re-reads after losing the race to create the root, before giving up. */
+const CREATE_ATTEMPTS = 3;
+
+/**
+ * The root in `store`, or on first start (the store holds neither key nor bundle) a new one. When
+ * another control plane stores its root first, that root is used: a mesh never gets two.
+ */
+export async function loadOrCreateStoredRoot(store: RootStore, options: Omit<RootSource, 'dataDir'>): Promise<Result<LoadedRoots, string>> {
   const now = options.clock?.() ?? new Date();
-  if (keyPem === undefined && bundlePem === undefined) {
+  for (let attempt = 1; ; attempt++) {
+    const stored = await store.read();
+    if (!stored.ok) return stored;
+    const { keyPem, bundlePem } = stored.value;
+    if (keyPem !== undefined || bundlePem !== undefined) {
+      if (attempt > 1) log.info({ store: store.location }, 'another control plane created the root first; using its root');
+      return checkStoredRoot(store, { keyPem, bundlePem }, now);
+    }
+    if (attempt > CREATE_ATTEMPTS) return err(`${store.location} was emptied or recreated ${CREATE_ATTEMPTS} times while this control plane tried to create the root: check what else writes it`);
     const root = await generateRoot(options.trustDomain, now);
     if (!root.ok) return root;
-    writeFileAtomic(keyPath, root.value.keyPem, 0o600);
-    log.info({ dataDir: options.dataDir, root: root.value.issuer.cert.subject }, 'created a new root CA; agents must trust the new ca.pem');
-    return ok({ signing: root.value.issuer, roots: [root.value.issuer.cert] });
+    const created = await store.create({ keyPem: root.value.keyPem, bundlePem: pemOf(root.value.issuer.cert) });
+    if (!created.ok) return created;
+    if (created.value) {
+      log.info({ store: store.location, root: root.value.issuer.cert.subject }, 'created a new root CA; agents must trust the new ca.pem');
+      return ok({ signing: root.value.issuer, roots: [root.value.issuer.cert] });
+    }
   }
-  if (keyPem === undefined || bundlePem === undefined) {
-    const [present, missing] = keyPem === undefined ? [bundlePath, keyPath] : [keyPath, bundlePath];
-    return err(`${present} exists but ${missing} does not: restore ${missing} from a backup, or remove both to create a new root (then every agent needs the new ca.pem)`);
-  }
-  const certs = parseCertificates(bundlePem, bundlePath);
+}
+
+/** The key must match a certificate in the bundle, and that certificate be a usable signing root. */
+async function checkStoredRoot(store: RootStore, { keyPem, bundlePem }: StoredRoot, now: Date): Promise<Result<LoadedRoots, string>> {
+  if (keyPem === undefined) return err(store.halfPresent('key'));
+  if (bundlePem === undefined) return err(store.halfPresent('bundle'));
+  const certs = parseCertificates(bundlePem, store.bundleName);
   if (!certs.ok) return certs;
   const signer = await importSigner(keyPem);
-  if (!signer.ok) return err(`${keyPath}: ${signer.error}`);
+  if (!signer.ok) return err(`${store.keyName}: ${signer.error}`);
   const signingCert = certs.value.find((cert) => Buffer.from(cert.publicKey.rawData).equals(signer.value.spki));
-  if (signingCert === undefined) return err(`no certificate in ${bundlePath} matches the key in ${keyPath}: restore the matching pair`);
-  const signing = await checkSigningRoot({ cert: signingCert, signer: signer.value }, now, bundlePath);
+  if (signingCert === undefined) return err(`no certificate in ${store.bundleName} matches the key in ${store.keyName}: restore the matching pair`);
+  const signing = await checkSigningRoot({ cert: signingCert, signer: signer.value }, now, store.bundleName);
   if (!signing.ok) return signing;
-  const others = unexpired(certs.value.filter((cert) => cert !== signingCert), now, bundlePath);
+  const others = unexpired(certs.value.filter((cert) => cert !== signingCert), now, store.bundleName);
   return ok({ signing: signing.value, roots: [signingCert, ...others] });
 }

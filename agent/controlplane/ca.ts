@@ -1,23 +1,29 @@
-import { join } from 'node:path';
 import * as x509 from '@peculiar/x509';
 import { err, ok, type Result } from '../core/result';
 import { operationalLogger } from '../core/log';
 import { generateKeyPair, privateKeyPem } from '../identity/keys';
 import { parseSpiffeId } from '../identity/spiffe';
 import { issueLeafCertificate, type Issuer } from './ca-certs';
-import { generateRoot, loadOperatorRoot, loadOrCreateDataDirRoot, pemOf, pemsOf, readIssuer } from './ca-roots';
+import { generateRoot, loadOperatorRoot, loadOrCreateStoredRoot, pemOf, pemsOf, readIssuer } from './ca-roots';
+import { DataDirRootStore, type RootStore } from './ca-store';
 import { readCsr } from './csr';
-import { ensureDataDir, writeFileAtomic } from './data-dir';
+import { ensureDataDir } from './data-dir';
 
 export const DEFAULT_WORKLOAD_TTL_SECONDS = 86_400;
 
 export interface CaOptions {
-  /** Holds `ca-key.pem` (0600, the signing key) and `ca.pem` (the trust bundle: every active root). */
+  /**
+   * Holds `ca-key.pem` (0600, the signing key) and `ca.pem` (the trust bundle: every active root),
+   * unless `rootStore` or `operatorRoot` says where the root is.
+   */
   dataDir: string;
   trustDomain: string;
+  /** Where the root is kept instead of the data directory (Kubernetes: a Secret, ca-store-secret.ts). */
+  rootStore?: RootStore;
   /**
    * A root the operator provides instead of a generated one. The certificate file may hold more
    * roots after the first (the signing one): they stay trusted, which is how the operator rotates.
+   * `rootStore` is then not used; `ca.pem` in the data directory receives the bundle.
    */
   operatorRoot?: { certPath: string; keyPath: string };
   clock?: () => Date;
@@ -38,6 +44,7 @@ const log = operationalLogger('ca');
 export class CertificateAuthority {
   private constructor(
     private readonly options: CaOptions,
+    private readonly store: RootStore,
     private signing: Issuer,
     private roots: x509.X509Certificate[],
   ) {}
@@ -45,11 +52,14 @@ export class CertificateAuthority {
   static async loadOrCreate(options: CaOptions): Promise<Result<CertificateAuthority, string>> {
     ensureDataDir(options.dataDir);
     const { operatorRoot } = options;
-    const loaded = operatorRoot ? await loadOperatorRoot({ ...options, operatorRoot }) : await loadOrCreateDataDirRoot(options);
+    const store = operatorRoot || !options.rootStore ? new DataDirRootStore(options.dataDir) : options.rootStore;
+    const loaded = operatorRoot ? await loadOperatorRoot({ ...options, operatorRoot }) : await loadOrCreateStoredRoot(store, options);
     if (!loaded.ok) return loaded;
-    const ca = new CertificateAuthority(options, loaded.value.signing, loaded.value.roots);
-    ca.persistBundle();
-    log.info({ trustDomain: options.trustDomain, signingRoot: ca.signing.cert.subject, roots: ca.roots.length }, 'certificate authority ready');
+    const ca = new CertificateAuthority(options, store, loaded.value.signing, loaded.value.roots);
+    // Expired roots were dropped on load; the stored bundle follows (a no-op when nothing changed).
+    const persisted = await store.write({ bundlePem: ca.trustBundlePem() });
+    if (!persisted.ok) return persisted;
+    log.info({ trustDomain: options.trustDomain, store: operatorRoot ? `operator files ${operatorRoot.certPath}` : store.location, signingRoot: ca.signing.cert.subject, roots: ca.roots.length }, 'certificate authority ready');
     return ok(ca);
   }
 
@@ -105,28 +115,34 @@ export class CertificateAuthority {
     if (this.options.operatorRoot) return err('the root comes from the operator\'s files: rotate by replacing them (new root first, old roots after it)');
     const root = provided ? await readIssuer(provided.certPem, provided.keyPem, 'new root', this.now()) : await generateRoot(this.options.trustDomain, this.now());
     if (!root.ok) return root;
-    // Bundle first, key second: a crash in between leaves the new root trusted but not yet signing.
-    this.roots = [root.value.issuer.cert, ...this.roots];
-    this.persistBundle();
-    writeFileAtomic(join(this.options.dataDir, 'ca-key.pem'), root.value.keyPem, 0o600);
+    const roots = [root.value.issuer.cert, ...this.roots];
+    // Signing switches only once the store holds the new root: a refused write changes nothing.
+    const written = await this.store.write({ bundlePem: pemsOf(roots), keyPem: root.value.keyPem });
+    if (!written.ok) return err(`the new root was not added: ${written.error}`);
+    this.roots = roots;
     this.signing = root.value.issuer;
-    log.info({ signingRoot: this.signing.cert.subject, roots: this.roots.length }, 'added a root; it signs from now on, the older roots stay trusted');
+    log.info({ store: this.store.location, signingRoot: this.signing.cert.subject, roots: this.roots.length }, 'added a root; it signs from now on, the older roots stay trusted');
     return ok(undefined);
   }
 
-  /** Rotation, last step (once no workload holds a certificate from an older root): trust only the signing root. */
-  retireOlderRoots(): void {
-    const retired = this.roots.length - 1;
+  /**
+   * Rotation, last step (once no workload holds a certificate from an older root): trust only the
+   * signing root. The bundle served changes at once (the data directory is written before this
+   * returns); if the store refuses the write, the older roots are trusted again and the error returned.
+   */
+  async retireOlderRoots(): Promise<Result<void, string>> {
+    const previous = this.roots;
     this.roots = [this.signing.cert];
-    this.persistBundle();
-    log.info({ retired, signingRoot: this.signing.cert.subject }, 'retired older roots from the trust bundle');
+    const written = await this.store.write({ bundlePem: this.trustBundlePem() });
+    if (!written.ok) {
+      if (this.roots.length === 1 && this.roots[0] === this.signing.cert) this.roots = previous;
+      return err(`the older roots stay trusted: ${written.error}`);
+    }
+    log.info({ store: this.store.location, retired: previous.length - 1, signingRoot: this.signing.cert.subject }, 'retired older roots from the trust bundle');
+    return ok(undefined);
   }
 
   private now(): Date {
     return this.options.clock?.() ?? new Date();
-  }
-
-  private persistBundle(): void {
-    writeFileAtomic(join(this.options.dataDir, 'ca.pem'), this.trustBundlePem(), 0o644);
   }
 }
