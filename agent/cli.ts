@@ -11,8 +11,9 @@ const USAGE = `usage: weft <command> [flags]
 commands:
   local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          control plane and node agent in one process, following FILE
-  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR]
-                         the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012)
+  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--ca-secret NAMESPACE/NAME]
+                         the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012); with
+                         Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca)
   agent --control-plane HOST:PORT --node NAME --token-file FILE --ca-file FILE [--cgroup-root DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          the node agent, fed by a control plane
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
@@ -66,12 +67,18 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     }
     case 'controlplane': {
-      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' } });
+      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' } });
+      if (f.config && f['ca-secret']) throw new Error('--ca-secret is for the Kubernetes source; with --config the CA root stays in --data-dir');
       const { startControlPlane } = await import('./controlplane/server');
+      const { parseSecretRef } = await import('./controlplane/ca-store-secret');
+      const caSecret = f['ca-secret'] ? parseSecretRef(f['ca-secret'] as string) : undefined;
+      if (caSecret && !caSecret.ok) throw new Error(`--ca-secret: ${caSecret.error}`);
       const cp = await startControlPlane({
         listen: (f.listen as string | undefined) ?? '0.0.0.0:15012',
         dataDir: (f['data-dir'] as string | undefined) ?? '/var/lib/weft',
-        source: f.config ? { kind: 'file', path: f.config as string } : { kind: 'kube', ...(f.kubeconfig ? { kubeconfig: f.kubeconfig as string } : {}) },
+        source: f.config
+          ? { kind: 'file', path: f.config as string }
+          : { kind: 'kube', ...(f.kubeconfig ? { kubeconfig: f.kubeconfig as string } : {}), ...(caSecret ? { caSecret: caSecret.value } : {}) },
       });
       console.error(JSON.stringify({ msg: 'control plane ready', address: cp.address }));
       onSignals(() => cp.close());

@@ -1,7 +1,8 @@
 import { hostname, networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { AuthenticationV1Api } from '@kubernetes/client-node';
+import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import { watchConfig } from '../config/watch';
 import { formatConfigError } from '../config/config-error';
@@ -10,13 +11,15 @@ import { err, type Result } from '../core/result';
 import type { Authenticator, Caller } from './authenticator';
 import { BootstrapTokenAuthenticator, loadOrCreateBootstrapToken } from './bootstrap-token';
 import { CertificateAuthority } from './ca';
+import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
 import { addCertificateService, tlsServerCredentials } from './cert-service';
 import { SnapshotFeed } from './discovery-feed';
 import { addDiscoveryService } from './discovery-service';
 import { loadKubeConfig, startKubeSource } from './kube-source';
 import { TokenReviewAuthenticator } from './tokenreview-auth';
 
-export type SourceOptions = { kind: 'file'; path: string } | { kind: 'kube'; kubeconfig?: string };
+/** With the Kubernetes source the CA root lives in a Secret (default weft-system/weft-ca); otherwise in the data directory. */
+export type SourceOptions = { kind: 'file'; path: string } | { kind: 'kube'; kubeconfig?: string; caSecret?: SecretRef };
 
 export interface ControlPlaneOptions {
   /** host:port; port 0 picks a free one (see `address`). */
@@ -84,8 +87,12 @@ async function startSource(options: SourceOptions, onSnapshot: (s: Snapshot) => 
 
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const trustDomain = options.trustDomain ?? 'cluster.local';
-  const ca = await CertificateAuthority.loadOrCreate({ dataDir: options.dataDir, trustDomain });
-  if (!ca.ok) throw new Error(`control plane CA in ${options.dataDir}: ${ca.error}`);
+  // In Kubernetes the root outlives the pod in a Secret; the data directory gets a copy of ca.pem.
+  const rootStore = options.source.kind === 'kube'
+    ? new SecretRootStore(loadKubeConfig(options.source.kubeconfig).makeApiClient(CoreV1Api), options.source.caSecret ?? DEFAULT_CA_SECRET, { bundleCopyPath: join(options.dataDir, 'ca.pem') })
+    : undefined;
+  const ca = await CertificateAuthority.loadOrCreate({ dataDir: options.dataDir, trustDomain, ...(rootStore ? { rootStore } : {}) });
+  if (!ca.ok) throw new Error(`control plane CA in ${rootStore?.location ?? options.dataDir}: ${ca.error}`);
   const bootstrap = new BootstrapTokenAuthenticator(loadOrCreateBootstrapToken(options.dataDir));
 
   let feed: SnapshotFeed | undefined;
