@@ -200,7 +200,7 @@ export class SecretRootStore implements RootStore {
     const { namespace, name } = this.ref;
     const what = `cannot ${verb} ${this.location}`;
     if (failure.code === undefined) {
-      return `${what}: the API server did not answer (${failure.message}); check that it is reachable from this pod and the kubeconfig or in-cluster credentials. Nothing was changed`;
+      return `${what}: the request did not reach the API server (${failure.message}); check the kubeconfig or in-cluster credentials and that the API server is reachable from here. Nothing was changed`;
     }
     if (failure.code === 401 || failure.code === 403) {
       return `${what} (${failure.message}): the control plane's ServiceAccount needs get and update on secrets named ${name} and create on secrets, `

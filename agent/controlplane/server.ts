@@ -92,7 +92,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
     ? new SecretRootStore(loadKubeConfig(options.source.kubeconfig).makeApiClient(CoreV1Api), options.source.caSecret ?? DEFAULT_CA_SECRET, { bundleCopyPath: join(options.dataDir, 'ca.pem') })
     : undefined;
   const ca = await CertificateAuthority.loadOrCreate({ dataDir: options.dataDir, trustDomain, ...(rootStore ? { rootStore } : {}) });
-  if (!ca.ok) throw new Error(`control plane CA in ${rootStore?.location ?? options.dataDir}: ${ca.error}`);
+  if (!ca.ok) throw new Error(`control plane CA${rootStore ? '' : ` in ${options.dataDir}`}: ${ca.error}`);
   const bootstrap = new BootstrapTokenAuthenticator(loadOrCreateBootstrapToken(options.dataDir));
 
   let feed: SnapshotFeed | undefined;

@@ -339,7 +339,7 @@ test('an unreachable API server is an error naming the Secret, not a new root', 
   const { port } = closed.address() as AddressInfo;
   await new Promise((resolve) => closed.close(resolve));
   const { ca } = await open(t, kubeConfig(`http://127.0.0.1:${port}`));
-  assert.match((ca as { error: string }).error, /^cannot read Secret weft-system\/weft-ca: the API server did not answer \(.*ECONNREFUSED.*\); check that it is reachable/);
+  assert.match((ca as { error: string }).error, /^cannot read Secret weft-system\/weft-ca: the request did not reach the API server \(.*ECONNREFUSED.*\); check the kubeconfig .* and that the API server is reachable/);
 });
 
 test('a Secret made ahead without data (by an operator, with labels and annotations) is filled in, keeping them', async (t) => {
