@@ -9,8 +9,10 @@
  *   getsockopt   SO_ORIGINAL_DST on the proxy's accepted socket answers the original destination
  *   getpeername  the client keeps seeing the peer it asked for
  *
- * A socket is captured only if the task that connects is in a cgroup listed in weft_pods, so the
- * node proxy's own sockets (never enrolled) pass untouched.
+ * A socket is captured only if the task that connects is in a cgroup listed in weft_pods or below
+ * one: a pod is enrolled by its pod-level cgroup, and in Kubernetes its processes run in container
+ * child cgroups under it (kubepods-...-pod<uid>.slice/cri-containerd-<id>.scope). The node proxy's
+ * own cgroup is never captured, even below an enrolled cgroup.
  */
 #include "weft_common.h"
 
@@ -19,6 +21,8 @@
 #define SOL_IP 0
 #define SOL_IPV6 41
 #define SO_ORIGINAL_DST 80
+/* Deepest cgroup level searched for an enrolled ancestor (kubelet pods sit at 3 to 6). */
+#define WEFT_MAX_CGROUP_DEPTH 16
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -44,12 +48,44 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_flow_orig SEC(".maps");
 
+/*
+ * The enrolled cgroup the connecting task belongs to: its own cgroup if enrolled, else the deepest
+ * enrolled ancestor; 0 when none is. Why ancestors: the agent enrolls the pod-level cgroup, which
+ * the kubelet creates before any container, so every container of the pod (init, restarted,
+ * ephemeral, exec'd processes) is captured from its first connect. Enrolling each container cgroup
+ * instead would leave a window after every container start in which the pod connects un-meshed.
+ * The id recorded is the enrolled (pod) cgroup's, which is what the agent attributes by.
+ * Cost for a task that is not enrolled: one lookup per level of its cgroup path (about 5 in
+ * Kubernetes), bounded by WEFT_MAX_CGROUP_DEPTH; level 0 (the hierarchy root) is never a pod.
+ */
+static __always_inline __u64 enrolled_cgroup(void)
+{
+	__u64 self = bpf_get_current_cgroup_id();
+	if (bpf_map_lookup_elem(&weft_pods, &self))
+		return self;
+	__u64 found = 0;
+	for (int level = 1; level < WEFT_MAX_CGROUP_DEPTH; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (id == 0 || id == self)
+			break; /* past the task's own level */
+		if (bpf_map_lookup_elem(&weft_pods, &id))
+			found = id;
+	}
+	if (found) {
+		/* the node proxy must never capture itself, even if an ancestor of its cgroup is enrolled */
+		struct weft_config *cfg = config();
+		if (cfg && cfg->proxy_cgroup_id == self)
+			return 0;
+	}
+	return found;
+}
+
 static __always_inline int captured_tcp(struct bpf_sock_addr *ctx, __u64 *cgroup_id)
 {
 	if (ctx->type != SOCK_STREAM || ctx->protocol != IPPROTO_TCP)
 		return 0;
-	*cgroup_id = bpf_get_current_cgroup_id();
-	return bpf_map_lookup_elem(&weft_pods, cgroup_id) != 0;
+	*cgroup_id = enrolled_cgroup();
+	return *cgroup_id != 0;
 }
 
 static __always_inline int record(struct bpf_sock_addr *ctx, struct weft_orig *orig)
