@@ -6,13 +6,15 @@ export interface Metadata {
   namespace: string;
   labels: Record<string, string>;
   annotations: Record<string, string>;
+  /** `metadata.uid`, when the manifest carries one. */
+  uid?: string;
 }
 
 /** What Weft reads from ObjectMeta. */
-const READ = ['name', 'namespace', 'labels', 'annotations'];
+const READ = ['name', 'namespace', 'labels', 'annotations', 'uid'];
 /** Standard ObjectMeta fields real manifests and `kubectl get -o yaml` carry; accepted, not read. */
 const CARRIED = [
-  'uid', 'resourceVersion', 'generation', 'creationTimestamp', 'deletionTimestamp',
+  'resourceVersion', 'generation', 'creationTimestamp', 'deletionTimestamp',
   'deletionGracePeriodSeconds', 'generateName', 'ownerReferences', 'finalizers', 'managedFields', 'selfLink',
 ];
 const ALLOWED = new Set([...READ, ...CARRIED]);
@@ -29,10 +31,12 @@ export function readMetadata(c: Checker, value: unknown, namespaced: boolean): M
   } else if (meta.namespace !== undefined) {
     c.fail('metadata.namespace', 'must not be set: this kind is cluster-scoped');
   }
+  const uid = c.optionalString(meta.uid, 'metadata.uid');
   return {
     name,
     namespace,
     labels: c.stringMap(meta.labels, 'metadata.labels'),
     annotations: c.stringMap(meta.annotations, 'metadata.annotations'),
+    ...(uid !== undefined ? { uid } : {}),
   };
 }

@@ -20,6 +20,12 @@ export interface PodInfo {
   ips: string[];
   /** Absolute path of the pod's cgroup v2 directory: annotation `weft.dev/cgroup`. */
   cgroupPath?: string;
+  /**
+   * The UID the kubelet names the pod's cgroup after (`metadata.uid`; for a static pod's mirror,
+   * the static pod's own UID). Without a `cgroupPath`, the agent on the pod's node finds the
+   * cgroup from it (agent/redirect/pod-cgroup.ts).
+   */
+  uid?: string;
 }
 
 export interface NodeInfo {

@@ -2,6 +2,7 @@ import { isAbsolute, posix } from 'node:path';
 import { join, type Checker, type Fields } from './checker';
 import type { Metadata } from './metadata';
 import { CGROUP_ANNOTATION, type PodInfo } from './objects';
+import { isPodUid } from './pod-uid';
 
 /** PodSpec fields Weft reads (`serviceAccount` is the deprecated spelling of `serviceAccountName`). */
 const SPEC_READ = ['nodeName', 'serviceAccountName', 'serviceAccount', 'hostNetwork'];
@@ -48,6 +49,8 @@ export function convertPod(c: Checker, obj: Fields, meta: Metadata): ConvertedPo
   };
   const cgroupPath = cgroupPathOf(c, meta.annotations[CGROUP_ANNOTATION]);
   if (cgroupPath !== undefined) pod.cgroupPath = cgroupPath;
+  const uid = podUidOf(c, meta.uid);
+  if (uid !== undefined) pod.uid = uid;
   const hostNetwork = spec.hostNetwork === undefined ? false : c.boolean(spec.hostNetwork, 'spec.hostNetwork') ?? false;
   return { pod, hostNetwork };
 }
@@ -78,6 +81,19 @@ function podIps(c: Checker, status: Fields): string[] {
   });
   if (status.podIP === undefined && list.length === 0) c.fail('status.podIP', 'must be set: a Pod in the config is a running pod with an address');
   return ips;
+}
+
+/**
+ * `metadata.uid`: where a Pod has no cgroup annotation, the agent finds the kubelet's cgroup by it
+ * (Kubernetes-style nodes), so it must be a UID the kubelet names cgroups after.
+ */
+function podUidOf(c: Checker, uid: string | undefined): string | undefined {
+  if (uid === undefined) return undefined;
+  if (!isPodUid(uid)) {
+    c.fail('metadata.uid', `"${uid}" must be a Kubernetes UID (letters, digits and dashes, e.g. a UUID)`);
+    return undefined;
+  }
+  return uid;
 }
 
 function cgroupPathOf(c: Checker, value: string | undefined): string | undefined {

@@ -15,8 +15,19 @@ import { err, ok, type Result } from '../core/result';
  *
  * Pods get no `cgroupPath`: in Kubernetes the pod's cgroup is the kubelet's (`.../pod<uid>` under
  * the kubepods tree, named by the cgroup driver), which only the agent on that node can resolve
- * from the pod's UID. The control plane never guesses a path.
+ * from the pod's UID (agent/redirect/pod-cgroup.ts). The control plane never guesses a path; it
+ * passes the UID.
  */
+
+/**
+ * A static pod's mirror in the API has a UID of its own, but the kubelet runs (and names the cgroup
+ * of) the static pod, whose UID is its config hash, which the mirror carries in this annotation.
+ */
+const MIRROR_ANNOTATION = 'kubernetes.io/config.mirror';
+
+function kubeletUid(pod: V1Pod): string | undefined {
+  return pod.metadata?.annotations?.[MIRROR_ANNOTATION] || pod.metadata?.uid || undefined;
+}
 
 function ips(values: (string | undefined)[]): string[] {
   return [...new Set(values.filter((v): v is string => v !== undefined && isIP(v) !== 0).map(canonicalIp))];
@@ -30,6 +41,7 @@ export function namespaceInfo(ns: V1Namespace): NamespaceInfo {
 export function podInfo(pod: V1Pod): PodInfo | undefined {
   const phase = pod.status?.phase;
   if (phase === 'Succeeded' || phase === 'Failed') return undefined;
+  const uid = kubeletUid(pod);
   return {
     namespace: pod.metadata?.namespace ?? '',
     name: pod.metadata?.name ?? '',
@@ -38,6 +50,7 @@ export function podInfo(pod: V1Pod): PodInfo | undefined {
     nodeName: pod.spec?.nodeName ?? '',
     serviceAccount: pod.spec?.serviceAccountName || pod.spec?.serviceAccount || DEFAULT_SERVICE_ACCOUNT,
     ips: ips([pod.status?.podIP, ...(pod.status?.podIPs ?? []).map((p) => p.ip)]),
+    ...(uid ? { uid } : {}),
   };
 }
 

@@ -73,8 +73,8 @@ test('the first snapshot holds what the API lists, converted at the edge', () =>
   const s = source!.current();
   assert.deepEqual(s.namespaces, [{ name: 'shop', labels: { 'weft.dev/mesh': 'enabled' } }]);
   assert.deepEqual(s.pods, [{
-    namespace: 'shop', name: 'web-1', labels: { app: 'web' }, annotations: {}, nodeName: 'node-a', serviceAccount: 'web', ips: ['10.0.0.1', 'fd00::1'],
-  }], 'terminated pods are left out; no cgroup path is made up');
+    namespace: 'shop', name: 'web-1', labels: { app: 'web' }, annotations: {}, nodeName: 'node-a', serviceAccount: 'web', ips: ['10.0.0.1', 'fd00::1'], uid: 'p1',
+  }], 'terminated pods are left out; no cgroup path is made up, the UID the agent resolves it by is passed');
   assert.deepEqual(s.nodes, [{ name: 'node-a', internalIPs: ['192.168.1.10'] }]);
   assert.deepEqual(s.services, [{ namespace: 'shop', name: 'web', labels: {}, selector: { app: 'web' }, clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] }]);
   assert.deepEqual(s.peerAuthentications, [{ namespace: 'shop', name: 'strict', mode: 'STRICT', portLevel: {} }]);
