@@ -45,29 +45,73 @@ export function mtlsModeForPort(pod: PodInfo, port: number, snapshot: Snapshot):
 }
 
 /**
- * The pods this node's agent should capture: local, enrolled, and with a cgroup to attach to.
- * An enrolled pod without one is reported in `problems` and left out. Sorted by key.
+ * How the node found (or did not find) the cgroup of a pod known only by its UID (Kubernetes
+ * mode). Filled in by the agent from cgroupfs (redirect/pod-cgroup.ts), read here: the decision
+ * itself does no I/O.
+ *   found    the kubelet's pod cgroup directory
+ *   absent   not there yet: the kubelet creates it shortly after the API shows the pod; retried
+ *   invalid  will not resolve by waiting (an ambiguous match, a malformed UID)
  */
-export function desiredEnrollment(snapshot: Snapshot, nodeName: string): { pods: EnrolledPod[]; problems: string[] } {
+export type CgroupLookup = { kind: 'found'; path: string } | { kind: 'absent'; reason: string } | { kind: 'invalid'; reason: string };
+
+/** An enrolled pod whose cgroup the agent is still waiting for: reported, retried, not dropped. */
+export interface PendingPod {
+  key: string;
+  uid: string;
+  reason: string;
+}
+
+export interface DesiredEnrollment {
+  pods: EnrolledPod[];
+  pending: PendingPod[];
+  problems: string[];
+}
+
+/** This node's pods that should be captured, sorted by key. */
+function localEnrolledPods(snapshot: Snapshot, nodeName: string): Array<{ key: string; pod: PodInfo }> {
   const namespaces = new Map(snapshot.namespaces.map((ns) => [ns.name, ns]));
-  const pods: EnrolledPod[] = [];
-  const problems: string[] = [];
-  const local = snapshot.pods
-    .filter((pod) => pod.nodeName === nodeName)
+  return snapshot.pods
+    .filter((pod) => pod.nodeName === nodeName && isEnrolled(pod, namespaces.get(pod.namespace)))
     .map((pod) => ({ key: objectKey(pod), pod }))
     .sort((a, b) => compare(a.key, b.key));
-  for (const { key, pod } of local) {
-    if (!isEnrolled(pod, namespaces.get(pod.namespace))) continue;
-    if (pod.cgroupPath === undefined) {
+}
+
+/** The UIDs whose cgroups the agent must look up before deciding: enrolled local pods with no cgroup path. */
+export function podUidsToResolve(snapshot: Snapshot, nodeName: string): string[] {
+  return localEnrolledPods(snapshot, nodeName)
+    .flatMap(({ pod }) => (pod.cgroupPath === undefined && pod.uid !== undefined ? [pod.uid] : []));
+}
+
+/**
+ * The pods this node's agent should capture: local, enrolled, and with a cgroup to attach to.
+ * The cgroup is the pod's `cgroupPath` (local mode: the `weft.dev/cgroup` annotation) or else the
+ * one `cgroups` found for its UID (Kubernetes). A pod whose cgroup is not there yet is `pending`;
+ * one that cannot be captured at all is reported in `problems`. Both are left out. Sorted by key.
+ */
+export function desiredEnrollment(snapshot: Snapshot, nodeName: string, cgroups: ReadonlyMap<string, CgroupLookup> = new Map()): DesiredEnrollment {
+  const pods: EnrolledPod[] = [];
+  const pending: PendingPod[] = [];
+  const problems: string[] = [];
+  for (const { key, pod } of localEnrolledPods(snapshot, nodeName)) {
+    const enroll = (cgroupPath: string) => pods.push({ key, pod, cgroupPath, mode: mtlsModeFor(pod, snapshot) });
+    if (pod.cgroupPath !== undefined) {
+      enroll(pod.cgroupPath);
+      continue;
+    }
+    if (pod.uid === undefined) {
       problems.push(
         `Pod ${key} is in a mesh-enabled namespace but has no ${CGROUP_ANNOTATION} annotation ` +
-          `(the absolute path of its cgroup v2 directory), so its traffic cannot be captured; it is not enrolled`,
+          `(the absolute path of its cgroup v2 directory) and no metadata.uid to find the kubelet's cgroup by, ` +
+          'so its traffic cannot be captured; it is not enrolled',
       );
       continue;
     }
-    pods.push({ key, pod, cgroupPath: pod.cgroupPath, mode: mtlsModeFor(pod, snapshot) });
+    const found = cgroups.get(pod.uid) ?? { kind: 'absent', reason: `the cgroup of pod UID ${pod.uid} has not been looked up yet` };
+    if (found.kind === 'found') enroll(found.path);
+    else if (found.kind === 'absent') pending.push({ key, uid: pod.uid, reason: found.reason });
+    else problems.push(`Pod ${key}: ${found.reason}; it is not enrolled`);
   }
-  return { pods, problems };
+  return { pods, pending, problems };
 }
 
 interface ApplicablePolicies {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { emptySnapshot, type MtlsMode, type PeerAuthenticationInfo, type PodInfo, type Snapshot } from '../../agent/config/objects';
-import { desiredEnrollment, isEnrolled, mtlsModeFor, mtlsModeForPort } from '../../agent/state/enrollment';
+import { desiredEnrollment, isEnrolled, mtlsModeFor, mtlsModeForPort, podUidsToResolve, type CgroupLookup } from '../../agent/state/enrollment';
 
 function pod(name: string, over: Partial<PodInfo> = {}): PodInfo {
   return {
@@ -123,16 +123,54 @@ describe('desiredEnrollment', () => {
     assert.match(problems[0], /^Pod shop\/nocgroup .*weft\.dev\/cgroup/);
   });
 
+  it('without a cgroup path, finds the pod by UID in what the node resolved', () => {
+    const uid = '6de31acc-3b6d-4fe3-bd53-2cc9ddcd1b0e';
+    const kube: Snapshot = { ...base, pods: [...base.pods, pod('kube', { cgroupPath: undefined, uid })] };
+    assert.deepEqual(podUidsToResolve(kube, 'node-a'), [uid]);
+    const found = new Map<string, CgroupLookup>([[uid, { kind: 'found', path: '/sys/fs/cgroup/kubepods.slice/kubepods-pod6de31acc_3b6d_4fe3_bd53_2cc9ddcd1b0e.slice' }]]);
+    const d = desiredEnrollment(kube, 'node-a', found);
+    assert.deepEqual(d.pods.find((p) => p.key === 'shop/kube')?.cgroupPath, '/sys/fs/cgroup/kubepods.slice/kubepods-pod6de31acc_3b6d_4fe3_bd53_2cc9ddcd1b0e.slice');
+    assert.deepEqual(d.pending, []);
+  });
+
+  it('a pod whose cgroup is not there yet is pending, not dropped and not a problem', () => {
+    const uid = 'aaaaaaaa-0000-0000-0000-000000000001';
+    const kube: Snapshot = { ...base, pods: [pod('kube', { cgroupPath: undefined, uid })] };
+    const absent = new Map<string, CgroupLookup>([[uid, { kind: 'absent', reason: 'no cgroup yet' }]]);
+    assert.deepEqual(desiredEnrollment(kube, 'node-a', absent), { pods: [], pending: [{ key: 'shop/kube', uid, reason: 'no cgroup yet' }], problems: [] });
+    const notLookedUp = desiredEnrollment(kube, 'node-a');
+    assert.equal(notLookedUp.pending.length, 1, 'a UID nobody looked up yet waits too');
+    const invalid = new Map<string, CgroupLookup>([[uid, { kind: 'invalid', reason: 'pod UID matches 2 cgroups' }]]);
+    const d = desiredEnrollment(kube, 'node-a', invalid);
+    assert.deepEqual([d.pods, d.pending], [[], []]);
+    assert.match(d.problems[0]!, /^Pod shop\/kube: pod UID matches 2 cgroups; it is not enrolled/);
+  });
+
+  it('a cgroup path wins over the UID; UIDs of remote, unenrolled or annotated pods are not looked up', () => {
+    const kube: Snapshot = {
+      ...base,
+      pods: [
+        pod('annotated', { uid: 'u-1' }),
+        pod('remote', { nodeName: 'node-b', cgroupPath: undefined, uid: 'u-2' }),
+        pod('outside', { namespace: 'plain', cgroupPath: undefined, uid: 'u-3' }),
+        pod('local', { cgroupPath: undefined, uid: 'u-4' }),
+      ],
+    };
+    assert.deepEqual(podUidsToResolve(kube, 'node-a'), ['u-4']);
+    const d = desiredEnrollment(kube, 'node-a', new Map([['u-1', { kind: 'found', path: '/elsewhere' }]]));
+    assert.equal(d.pods.find((p) => p.key === 'shop/annotated')?.cgroupPath, '/sys/fs/cgroup/weft/annotated');
+  });
+
   it('another node sees only its own pods', () => {
     assert.deepEqual(desiredEnrollment(base, 'node-b').pods.map((p) => p.key), ['shop/remote']);
-    assert.deepEqual(desiredEnrollment(base, 'node-c'), { pods: [], problems: [] });
+    assert.deepEqual(desiredEnrollment(base, 'node-c'), { pods: [], pending: [], problems: [] });
   });
 
   it('relabelling the namespace or the pod changes enrollment', () => {
     const optedIn: Snapshot = { ...base, namespaces: [meshNs('shop'), meshNs('plain')] };
     assert.ok(desiredEnrollment(optedIn, 'node-a').pods.some((p) => p.key === 'plain/outside'));
     const optedOut: Snapshot = { ...base, namespaces: [{ name: 'shop', labels: {} }] };
-    assert.deepEqual(desiredEnrollment(optedOut, 'node-a'), { pods: [], problems: [] });
+    assert.deepEqual(desiredEnrollment(optedOut, 'node-a'), { pods: [], pending: [], problems: [] });
     const webOut: Snapshot = { ...base, pods: base.pods.map((p) => (p.name === 'web' ? { ...p, labels: { ...p.labels, 'weft.dev/mesh': 'disabled' } } : p)) };
     assert.deepEqual(desiredEnrollment(webOut, 'node-a').pods.map((p) => p.key), ['shop/api']);
   });
