@@ -9,12 +9,12 @@ import { PORTS } from './node/agent';
 const USAGE = `usage: weft <command> [flags]
 
 commands:
-  local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--node-ip IP]... [--cert-ttl SECONDS]
+  local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          control plane and node agent in one process, following FILE
   controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--ca-secret NAMESPACE/NAME]
                          the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012); with
                          Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca)
-  agent --control-plane HOST:PORT --node NAME --token-file FILE --ca-file FILE [--cgroup-root DIR] [--node-ip IP]... [--cert-ttl SECONDS]
+  agent --control-plane HOST:PORT --node NAME --token-file FILE --ca-file FILE [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          the node agent, fed by a control plane
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
   status [--admin HOST:PORT]
@@ -28,13 +28,14 @@ function flags(args: string[], options: Flags): Record<string, string | string[]
   return parseArgs({ args, options, strict: true, allowPositionals: false }).values as never;
 }
 
-const AGENT_FLAGS: Flags = { 'cgroup-root': { type: 'string' }, 'node-ip': { type: 'string', multiple: true }, 'cert-ttl': { type: 'string' } };
+const AGENT_FLAGS: Flags = { 'cgroup-root': { type: 'string' }, 'kubepods-cgroup': { type: 'string' }, 'node-ip': { type: 'string', multiple: true }, 'cert-ttl': { type: 'string' } };
 
-function agentFlags(f: Record<string, string | string[] | boolean | undefined>): { cgroupRoot?: string; nodeIps?: string[]; certTtlSeconds?: number } {
+function agentFlags(f: Record<string, string | string[] | boolean | undefined>): { cgroupRoot?: string; kubepodsCgroup?: string; nodeIps?: string[]; certTtlSeconds?: number } {
   const ttl = f['cert-ttl'] === undefined ? undefined : Number(f['cert-ttl']);
   if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 10)) throw new Error(`--cert-ttl must be a whole number of seconds, at least 10 (got ${String(f['cert-ttl'])})`);
   return {
     ...(f['cgroup-root'] ? { cgroupRoot: f['cgroup-root'] as string } : {}),
+    ...(f['kubepods-cgroup'] ? { kubepodsCgroup: f['kubepods-cgroup'] as string } : {}),
     ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
     ...(ttl ? { certTtlSeconds: ttl } : {}),
   };

@@ -12,6 +12,7 @@ export interface LocalOptions {
   config: string;
   node?: string;
   cgroupRoot?: string;
+  kubepodsCgroup?: string;
   nodeIps?: string[];
   dataDir?: string;
   listen?: string;
@@ -29,6 +30,7 @@ export async function runLocal(o: LocalOptions): Promise<{ stop(): Promise<void>
       node: o.node ?? hostname(),
       ...readAgentCredentials(join(dataDir, 'bootstrap.token'), join(dataDir, 'ca.pem')),
       ...(o.cgroupRoot ? { cgroupRoot: o.cgroupRoot } : {}),
+      ...(o.kubepodsCgroup ? { kubepodsCgroup: o.kubepodsCgroup } : {}),
       ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
       ...(o.certTtlSeconds ? { certTtlSeconds: o.certTtlSeconds } : {}),
     });

@@ -4,6 +4,7 @@
  * the kernel state pinned: enrolled pods stay captured and fail closed until it is back.
  */
 import type http from 'node:http';
+import { isAbsolute, relative } from 'node:path';
 import * as bpf from '../../native/libbpf';
 import type { Snapshot } from '../config/objects';
 import type { Logger } from '../core/log';
@@ -21,12 +22,20 @@ import { cgroupId, ownCgroupPath } from '../redirect/cgroup';
 import { decodeOrig, encodeFlow, ORIG_SIZE } from '../redirect/codec';
 import { Datapath } from '../redirect/datapath';
 import { RedirectManager } from '../redirect/manager';
-import { desiredEnrollment } from '../state/enrollment';
+import { PodCgroupResolver } from '../redirect/pod-cgroup';
+import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/enrollment';
 import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
 import { serveJson } from './http-endpoints';
 
 export const PORTS = { admin: 15000, outbound: 15001, hbone: HBONE_PORT, metrics: 15020, health: 15021 } as const;
+
+/**
+ * While a pod's cgroup is not there yet, the last snapshot is applied again after 1 s, then at
+ * doubling intervals up to 10 s (a pod that never appears, e.g. with --kubepods-cgroup pointing
+ * elsewhere, must not keep the agent busy); a newly pending pod starts again at 1 s.
+ */
+export const PENDING_RETRY_MS = { first: 1_000, max: 10_000 } as const;
 
 /** Where workload certificates come from, and the roots every peer must chain to. */
 export interface IdentitySource {
@@ -38,6 +47,11 @@ export interface IdentitySource {
 export interface AgentOptions {
   node: string;
   cgroupRoot: string;
+  /**
+   * Where to look for the kubelet's pod cgroups (the kubepods tree, or a directory a few levels
+   * above it) for pods known only by UID; default `cgroupRoot`.
+   */
+  kubepodsCgroup?: string;
   bpfDir: string;
   /** The node's own addresses, where enrolled pods' connects are sent; default: the Node object's InternalIPs. */
   nodeIps?: string[];
@@ -52,6 +66,12 @@ export class NodeAgent {
   private directory: Directory | undefined;
   private applying: Promise<void> = Promise.resolve();
   private lastProblems: string[] = [];
+  private latest: Snapshot | undefined;
+  private pending: PendingPod[] = [];
+  private retryTimer: NodeJS.Timeout | undefined;
+  private retryDelay: number = PENDING_RETRY_MS.first;
+  private stopped = false;
+  private readonly podCgroups: PodCgroupResolver;
   private servers: http.Server[] = [];
   private proxy: OutboundProxy | undefined;
   private inbound: HboneServer | undefined;
@@ -65,6 +85,7 @@ export class NodeAgent {
     private readonly log: Logger,
   ) {
     this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity') });
+    this.podCgroups = new PodCgroupResolver(opts.kubepodsCgroup ?? opts.cgroupRoot);
   }
 
   static async start(opts: AgentOptions, first: Snapshot): Promise<NodeAgent> {
@@ -81,6 +102,10 @@ export class NodeAgent {
     const outboundPort = opts.outboundPort ?? PORTS.outbound;
     const redirect = new RedirectManager(dp, { proxyIp4, proxyIp6, outboundPort, proxyCgroupId }, log);
     const agent = new NodeAgent(opts, dp, redirect, log);
+    if (opts.kubepodsCgroup !== undefined && !isWithin(opts.kubepodsCgroup, opts.cgroupRoot)) {
+      log.warn({ kubepodsCgroup: opts.kubepodsCgroup, cgroupRoot: opts.cgroupRoot },
+        'the kubepods cgroup is not under the cgroup root the socket programs attach to: pods found there cannot be captured');
+    }
     try {
       redirect.install(opts.cgroupRoot);
       await agent.apply(first);
@@ -121,7 +146,8 @@ export class NodeAgent {
         '/config_dump': () => agent.store?.snapshot,
         '/workloads': () => agent.workloads(),
         '/certs': () => agent.identities.status(),
-        '/redirect': () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), counters: redirect.counters() }),
+        '/redirect': () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
+          kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
       }));
       agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, {
         '/healthz/ready': () => { if (!agent.proxy) throw new Error('proxy not listening'); return { ready: true }; },
@@ -135,11 +161,19 @@ export class NodeAgent {
     return agent;
   }
 
-  /** Applies a snapshot; calls are serialised so the kernel sees them in order. */
+  /**
+   * Applies a snapshot; calls are serialised so the kernel sees them in order. Pods known only by
+   * UID are looked up in cgroupfs first; while one is not there yet (the kubelet creates its cgroup
+   * shortly after the API shows it), it is reported as pending and the latest snapshot is applied
+   * again (PENDING_RETRY_MS) until it resolves or leaves the snapshot.
+   */
   apply(snapshot: Snapshot): Promise<void> {
+    this.latest = snapshot;
     this.applying = this.applying.then(async () => {
+      if (this.stopped) return;
       const store = new WorkloadStore(snapshot);
-      const desired = desiredEnrollment(snapshot, this.opts.node);
+      const cgroups = this.podCgroups.resolveAll(podUidsToResolve(snapshot, this.opts.node));
+      const desired = desiredEnrollment(snapshot, this.opts.node, cgroups);
       await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
       this.store = store;
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
@@ -147,8 +181,31 @@ export class NodeAgent {
       const problems = [...desired.problems, ...this.redirect.current().problems];
       for (const p of desired.problems) if (!this.lastProblems.includes(p)) this.log.warn(p);
       this.lastProblems = problems;
+      this.notePending(desired.pending, new Set(desired.pods.map((p) => p.key)));
     }).catch((e) => { this.log.error({ err: (e as Error).message }, 'applying the new state failed; the previous state stays in force'); });
     return this.applying;
+  }
+
+  /** Logs pods that start or stop waiting for their cgroup, and keeps retrying while any waits. */
+  private notePending(pending: PendingPod[], enrolled: Set<string>): void {
+    const before = new Set(this.pending.map((p) => p.key));
+    const fresh = pending.filter((p) => !before.has(p.key));
+    for (const p of fresh) this.log.info({ pod: p.key, uid: p.uid, reason: p.reason }, 'pod pending: its cgroup is not there yet; retrying');
+    for (const key of before) {
+      if (enrolled.has(key)) this.log.info({ pod: key }, 'pending pod\'s cgroup found; enrolled');
+    }
+    this.pending = pending;
+    if (fresh.length > 0 || pending.length === 0) {
+      this.retryDelay = PENDING_RETRY_MS.first;
+      if (this.retryTimer !== undefined && fresh.length > 0) { clearTimeout(this.retryTimer); this.retryTimer = undefined; }
+    }
+    if (pending.length === 0 || this.retryTimer !== undefined || this.stopped) return;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.retryDelay = Math.min(this.retryDelay * 2, PENDING_RETRY_MS.max);
+      if (this.latest) void this.apply(this.latest);
+    }, this.retryDelay);
+    this.retryTimer.unref();
   }
 
   workloads(): unknown {
@@ -164,6 +221,9 @@ export class NodeAgent {
 
   /** Stops serving; pinned kernel state stays (enrolled pods fail closed until an agent is back). */
   async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
+    this.retryTimer = undefined;
     await this.applying;
     await this.proxy?.close(1000);
     await this.inbound?.close(1000);
@@ -172,4 +232,9 @@ export class NodeAgent {
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     this.dp.close();
   }
+}
+
+function isWithin(path: string, root: string): boolean {
+  const rel = relative(root, path);
+  return rel === '' || (!rel.startsWith('..') && !isAbsolute(rel));
 }

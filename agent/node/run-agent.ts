@@ -20,6 +20,8 @@ export interface RunAgentOptions {
   token: string;
   caPem: string;
   cgroupRoot?: string;
+  /** Where the kubelet's pod cgroups are searched for; default the cgroup root. */
+  kubepodsCgroup?: string;
   nodeIps?: string[];
   certTtlSeconds?: number;
 }
@@ -43,6 +45,7 @@ export async function runAgent(o: RunAgentOptions): Promise<{ stop(): Promise<vo
     agent = await NodeAgent.start({
       node: o.node,
       cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
+      ...(o.kubepodsCgroup ? { kubepodsCgroup: o.kubepodsCgroup } : {}),
       bpfDir: BPF_DIR,
       ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
       identity: {
