@@ -1,6 +1,7 @@
 // The lab builder: nodes as netns on a shared bridge, pods as netns + veth into their node,
 // each with its own cgroup v2 directory. See addresses.ts for the address plan.
 import type { ChildProcess, SpawnOptions } from 'node:child_process';
+import * as crypto from 'node:crypto';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as addr from './addresses';
@@ -29,6 +30,38 @@ export interface PodOptions {
   ipv6?: boolean;
   /** default { app: <pod name> } */
   labels?: Record<string, string>;
+  /** Lay the pod's cgroups out as a kubelet does (see KubeletLayout) instead of `<node>/pods/<name>`. */
+  kubelet?: KubeletLayout;
+}
+
+/**
+ * A pod as the kubelet and containerd lay it out under the node's cgroup: a pod cgroup named after
+ * its UID in a kubepods tree (by cgroup driver and QoS class), with the pod's processes in a
+ * container child of it. Its manifest carries `metadata.uid` and no `weft.dev/cgroup` annotation,
+ * as a pod from the Kubernetes API would.
+ */
+export interface KubeletLayout {
+  /** default 'systemd' */
+  driver?: 'systemd' | 'cgroupfs';
+  /** default 'burstable' */
+  qos?: 'guaranteed' | 'burstable' | 'besteffort';
+  /** default a random UUID */
+  uid?: string;
+}
+
+/** The pod and container cgroups a kubelet (and containerd) would make, relative to the node's cgroup. Spelled out here, independently of the agent's resolver. */
+function kubeletCgroups(layout: KubeletLayout & { uid: string }): { pod: string; container: string } {
+  const qos = layout.qos ?? 'burstable';
+  const containerId = crypto.randomBytes(32).toString('hex');
+  if (layout.driver === 'cgroupfs') {
+    const pod = path.join('kubepods', ...(qos === 'guaranteed' ? [] : [qos]), `pod${layout.uid}`);
+    return { pod, container: path.join(pod, containerId) };
+  }
+  const uid = layout.uid.replace(/-/g, '_');
+  const pod = qos === 'guaranteed'
+    ? path.join('kubepods.slice', `kubepods-pod${uid}.slice`)
+    : path.join('kubepods.slice', `kubepods-${qos}.slice`, `kubepods-${qos}-pod${uid}.slice`);
+  return { pod, container: path.join(pod, `cri-containerd-${containerId}.scope`) };
 }
 
 /** Something that runs processes inside a netns and a cgroup. */
@@ -56,6 +89,9 @@ interface PodInit {
   ip: string;
   ip6: string | undefined;
   cgroupPath: string;
+  /** where the pod's processes run: cgroupPath, or a container child of it */
+  processCgroupPath: string;
+  uid: string | undefined;
   namespace: string;
   serviceAccount: string;
   labels: Record<string, string>;
@@ -72,6 +108,10 @@ export class LabPod extends Place implements PodInit {
   readonly cgroupPath: string;
   /** the kernel's cgroup id (inode of cgroupPath), what redirect programs record */
   readonly cgroupId: bigint;
+  /** where the pod's processes run: cgroupPath, or for a kubelet layout its container child */
+  readonly processCgroupPath: string;
+  /** metadata.uid, for a kubelet layout */
+  readonly uid: string | undefined;
   readonly namespace: string;
   readonly serviceAccount: string;
   readonly labels: Record<string, string>;
@@ -81,13 +121,14 @@ export class LabPod extends Place implements PodInit {
     super();
     ({ node: this.node, name: this.name, netns: this.netns, hostIf: this.hostIf, ip: this.ip, ip6: this.ip6 } = init);
     ({ cgroupPath: this.cgroupPath, namespace: this.namespace, serviceAccount: this.serviceAccount, labels: this.labels } = init);
-    this.spawnCgroup = init.cgroupPath;
+    ({ processCgroupPath: this.processCgroupPath, uid: this.uid } = init);
+    this.spawnCgroup = init.processCgroupPath;
     this.cgroupId = cgroupId(init.cgroupPath);
   }
 
   facts(): PodFacts {
-    const { name, namespace, serviceAccount, labels, ip, ip6, cgroupPath } = this;
-    return { name, namespace, serviceAccount, labels, ip, ip6, cgroupPath, nodeName: this.node.name, hostIp: this.node.ip };
+    const { name, namespace, serviceAccount, labels, ip, ip6, cgroupPath, uid } = this;
+    return { name, namespace, serviceAccount, labels, ip, ip6, cgroupPath, ...(uid ? { uid } : {}), nodeName: this.node.name, hostIp: this.node.ip };
   }
 }
 
@@ -130,7 +171,10 @@ export class LabNode extends Place {
     const hostIf = addr.hostIfName(this.lab.index, this.index, k);
     const ip = addr.podIp4(this.index, k);
     const ip6 = opts.ipv6 ? addr.podIp6(this.index, k) : undefined;
-    const cgroupPath = path.join(this.cgroupPath, 'pods', name);
+    const uid = opts.kubelet ? (opts.kubelet.uid ?? crypto.randomUUID()) : undefined;
+    const kubelet = opts.kubelet && kubeletCgroups({ ...opts.kubelet, uid: uid! });
+    const cgroupPath = kubelet ? path.join(this.cgroupPath, kubelet.pod) : path.join(this.cgroupPath, 'pods', name);
+    const processCgroupPath = kubelet ? path.join(this.cgroupPath, kubelet.container) : cgroupPath;
 
     await addNetns(ns);
     await sysctl(ns, BASE_SYSCTLS);
@@ -149,10 +193,10 @@ export class LabNode extends Place {
       `route add default via ${addr.GATEWAY4} dev eth0`,
       ...(ip6 ? [`addr add ${ip6}/128 dev eth0 nodad`, `route add default via ${addr.GATEWAY6} dev eth0`] : []),
     ]);
-    fs.mkdirSync(cgroupPath, { recursive: true });
+    fs.mkdirSync(processCgroupPath, { recursive: true });
     const pod = new LabPod(
       {
-        node: this, name, netns: ns, hostIf, ip, ip6, cgroupPath,
+        node: this, name, netns: ns, hostIf, ip, ip6, cgroupPath, processCgroupPath, uid,
         namespace: opts.namespace ?? 'default', serviceAccount: opts.serviceAccount ?? 'default', labels: opts.labels ?? { app: name },
       },
       this.tracker,

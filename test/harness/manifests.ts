@@ -19,6 +19,8 @@ export interface PodFacts {
   ip: string;
   ip6: string | undefined;
   cgroupPath: string;
+  /** set for a kubelet-style pod: its manifest carries metadata.uid instead of the cgroup annotation */
+  uid?: string;
 }
 
 export interface ManifestOptions {
@@ -50,7 +52,9 @@ function podObject(p: PodFacts): Obj {
   return {
     apiVersion: 'v1',
     kind: 'Pod',
-    metadata: { name: p.name, namespace: p.namespace, labels: p.labels, annotations: { 'weft.dev/cgroup': p.cgroupPath } },
+    metadata: p.uid
+      ? { name: p.name, namespace: p.namespace, uid: p.uid, labels: p.labels }
+      : { name: p.name, namespace: p.namespace, labels: p.labels, annotations: { 'weft.dev/cgroup': p.cgroupPath } },
     spec: { nodeName: p.nodeName, serviceAccountName: p.serviceAccount },
     status: { phase: 'Running', hostIP: p.hostIp, podIP: p.ip, podIPs: ips.map((ip) => ({ ip })) },
   };
