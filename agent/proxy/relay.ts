@@ -1,5 +1,6 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { pump } from '../core/pump';
 
 export interface RelayResult {
   /** bytes from the downstream (client) side to the upstream side */
@@ -10,7 +11,7 @@ export interface RelayResult {
 }
 
 /**
- * Moves bytes both ways until both directions are done. pipe() gives backpressure (a slow reader
+ * Moves bytes both ways until both directions are done. pump() gives backpressure (a slow reader
  * pauses the writer) and half-close (a FIN from one side becomes end() on the other, while the
  * other direction keeps flowing). An error on one side resets the other. The upstream may be a
  * socket (direct) or a tunnel stream.
@@ -30,8 +31,8 @@ export function relay(downstream: Socket, upstream: Duplex): Promise<RelayResult
     upstream.on('error', (e: Error) => { error ??= e; if (!downstream.destroyed) downstream.resetAndDestroy(); });
     downstream.once('close', onClose);
     upstream.once('close', onClose);
-    downstream.pipe(upstream);
-    upstream.pipe(downstream);
+    pump(downstream, upstream);
+    pump(upstream, downstream);
     downstream.resume();
   });
 }

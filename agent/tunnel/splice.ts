@@ -1,5 +1,6 @@
 import { constants, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
+import { pump } from '../core/pump';
 
 export interface SpliceResult {
   /** Bytes from the tunnel peer delivered towards the target. */
@@ -10,7 +11,7 @@ export interface SpliceResult {
 }
 
 /**
- * Moves bytes both ways between a CONNECT stream and the target socket, with backpressure (pipe)
+ * Moves bytes both ways between a CONNECT stream and the target socket, with backpressure (pump)
  * and half-close: the stream's end ends the socket's write side and the socket's end ends the
  * stream. A reset of the stream destroys only this socket; a socket error resets only this stream.
  * `socket` must allow half-open connections. `done` is called once, when both are closed.
@@ -39,6 +40,6 @@ export function splice(stream: ServerHttp2Stream, socket: Socket, done: (result:
     if (!stream.closed && (result.error !== undefined || !socket.readableEnded)) stream.close(constants.NGHTTP2_CONNECT_ERROR);
     closed();
   });
-  stream.pipe(socket);
-  socket.pipe(stream);
+  pump(stream, socket);
+  pump(socket, stream);
 }
