@@ -1,8 +1,6 @@
 import { hostname, networkInterfaces } from 'node:os';
 import { isIP } from 'node:net';
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { AuthenticationV1Api, CoreV1Api } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import { watchConfig } from '../config/watch';
 import { formatConfigError } from '../config/config-error';
@@ -11,12 +9,10 @@ import { err, type Result } from '../core/result';
 import type { Authenticator, Caller } from './authenticator';
 import { BootstrapTokenAuthenticator, loadOrCreateBootstrapToken } from './bootstrap-token';
 import { CertificateAuthority } from './ca';
-import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
+import type { SecretRef } from './ca-store-secret';
 import { addCertificateService, tlsServerCredentials } from './cert-service';
 import { SnapshotFeed } from './discovery-feed';
 import { addDiscoveryService } from './discovery-service';
-import { loadKubeConfig, startKubeSource } from './kube-source';
-import { TokenReviewAuthenticator } from './tokenreview-auth';
 
 /** With the Kubernetes source the CA root lives in a Secret (default weft-system/weft-ca); otherwise in the data directory. */
 export type SourceOptions = { kind: 'file'; path: string } | { kind: 'kube'; kubeconfig?: string; caSecret?: SecretRef };
@@ -73,35 +69,31 @@ function eitherAuthenticator(first: Authenticator, second: Authenticator): Authe
   };
 }
 
-async function startSource(options: SourceOptions, onSnapshot: (s: Snapshot) => void): Promise<Source & { initial: Snapshot }> {
-  if (options.kind === 'file') {
-    const watch = watchConfig(options.path, onSnapshot, (errors) => {
-      const problems = errors instanceof Error ? [errors.message] : errors.map(formatConfigError);
-      log.warn({ config: options.path, problems }, 'config edit not applied; the last good config stays in force');
-    });
-    return { initial: watch.current(), close: () => watch.close() };
-  }
-  const kube = await startKubeSource(loadKubeConfig(options.kubeconfig), onSnapshot);
-  return { initial: kube.current(), close: () => kube.close() };
+function watchConfigFile(path: string, onSnapshot: (s: Snapshot) => void): Source & { initial: Snapshot } {
+  const watch = watchConfig(path, onSnapshot, (errors) => {
+    const problems = errors instanceof Error ? [errors.message] : errors.map(formatConfigError);
+    log.warn({ config: path, problems }, 'config edit not applied; the last good config stays in force');
+  });
+  return { initial: watch.current(), close: () => watch.close() };
 }
 
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const trustDomain = options.trustDomain ?? 'cluster.local';
-  // In Kubernetes the root outlives the pod in a Secret; the data directory gets a copy of ca.pem.
-  const rootStore = options.source.kind === 'kube'
-    ? new SecretRootStore(loadKubeConfig(options.source.kubeconfig).makeApiClient(CoreV1Api), options.source.caSecret ?? DEFAULT_CA_SECRET, { bundleCopyPath: join(options.dataDir, 'ca.pem') })
-    : undefined;
+  // Loaded only in Kubernetes mode (the client library is large). There the root outlives the pod
+  // in a Secret, and the data directory gets a copy of ca.pem.
+  const src = options.source;
+  const kube = src.kind === 'kube' ? new (await import('./kube-wiring')).KubeWiring(src.kubeconfig) : undefined;
+  const rootStore = src.kind === 'kube' ? kube?.rootStore(options.dataDir, src.caSecret) : undefined;
   const ca = await CertificateAuthority.loadOrCreate({ dataDir: options.dataDir, trustDomain, ...(rootStore ? { rootStore } : {}) });
   if (!ca.ok) throw new Error(`control plane CA${rootStore ? '' : ` in ${options.dataDir}`}: ${ca.error}`);
   const bootstrap = new BootstrapTokenAuthenticator(loadOrCreateBootstrapToken(options.dataDir));
 
   let feed: SnapshotFeed | undefined;
-  const source = await startSource(options.source, (s) => feed?.publish(s));
+  const publish = (s: Snapshot): void => feed?.publish(s);
+  const source = src.kind === 'file' ? watchConfigFile(src.path, publish) : await kube!.source(publish);
   feed = new SnapshotFeed(source.initial);
   const ready = feed;
-  const authenticator = options.source.kind === 'kube'
-    ? eitherAuthenticator(bootstrap, new TokenReviewAuthenticator(loadKubeConfig(options.source.kubeconfig).makeApiClient(AuthenticationV1Api)))
-    : bootstrap;
+  const authenticator = kube ? eitherAuthenticator(bootstrap, kube.tokenReview()) : bootstrap;
 
   const server = new grpc.Server();
   addCertificateService(server, {

@@ -1,0 +1,35 @@
+import { join } from 'node:path';
+import { AuthenticationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import type { Snapshot } from '../config/objects';
+import type { Authenticator } from './authenticator';
+import type { RootStore } from './ca-store';
+import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
+import { loadKubeConfig, startKubeSource } from './kube-source';
+import { TokenReviewAuthenticator } from './tokenreview-auth';
+
+/**
+ * Everything the control plane takes from the Kubernetes API, in one module that server.ts loads
+ * only in Kubernetes mode: @kubernetes/client-node alone adds about 60 MiB to a process's RSS,
+ * which a local control plane (and `weft local`, which embeds one) does not pay.
+ */
+export class KubeWiring {
+  private readonly kc: KubeConfig;
+
+  constructor(kubeconfig?: string) {
+    this.kc = loadKubeConfig(kubeconfig);
+  }
+
+  /** The CA root lives in a Secret; the data directory gets a copy of ca.pem for agents outside the cluster. */
+  rootStore(dataDir: string, secret: SecretRef = DEFAULT_CA_SECRET): RootStore {
+    return new SecretRootStore(this.kc.makeApiClient(CoreV1Api), secret, { bundleCopyPath: join(dataDir, 'ca.pem') });
+  }
+
+  tokenReview(): Authenticator {
+    return new TokenReviewAuthenticator(this.kc.makeApiClient(AuthenticationV1Api));
+  }
+
+  async source(onSnapshot: (s: Snapshot) => void): Promise<{ initial: Snapshot; close(): void }> {
+    const kube = await startKubeSource(this.kc, onSnapshot);
+    return { initial: kube.current(), close: () => kube.close() };
+  }
+}
