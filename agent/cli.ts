@@ -1,4 +1,4 @@
-#!/usr/bin/env node
+#!/usr/bin/env -S node --max-semi-space-size=4
 /** The `weft` command line. Subcommands and flags follow DESIGN.md; unknown flags are errors. */
 import { parseArgs } from 'node:util';
 import { installedNodes, uninstallNode } from './redirect/datapath';

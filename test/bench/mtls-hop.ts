@@ -168,7 +168,8 @@ export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchCon
     }
     return rows;
   } finally {
-    spawnSync(process.execPath, [join(__dirname, '..', '..', 'agent', 'cli.js'), 'uninstall', '--all']);
+    // only this lab's nodes: other labs (a test run, another bench) may have agents on this host
+    for (const n of ['n1', 'n2']) spawnSync(process.execPath, [join(__dirname, '..', '..', 'agent', 'cli.js'), 'uninstall', '--node', `${lab.name}-${n}`]);
     await lab.close();
     rmSync(dir, { recursive: true, force: true });
   }

@@ -3,6 +3,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import type { LabNode } from './lab';
+import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
 
 export const WEFT_CLI = join(__dirname, '..', '..', 'agent', 'cli.js');
 
@@ -39,7 +40,7 @@ export function startNodeAgent(node: LabNode, controlPlane: string, dataDir: str
 export const CONTROL_PLANE_PORT = 15012;
 
 function startWeft(node: LabNode, args: string[], readyText: string): AgentHandle {
-  const child = node.spawn(process.execPath, [WEFT_CLI, ...args]);
+  const child = node.spawn(process.execPath, [...WEFT_NODE_FLAGS, WEFT_CLI, ...args]);
   const accessLog: Array<Record<string, unknown>> = [];
   let err = '';
   let out = '';
