@@ -5,6 +5,13 @@ import { bearerToken, type Authenticator, type Caller } from './authenticator';
 
 const NODE_NAME_EXTRA = 'authentication.kubernetes.io/node-name';
 
+/**
+ * The audience of the token the agent presents (daemonset/agent.yaml projects it with this
+ * audience). A token for the control plane only: one the API server would accept (its default
+ * audience) is refused, and a control plane that sees agents' tokens cannot replay them to it.
+ */
+export const AGENT_TOKEN_AUDIENCE = 'weft';
+
 export interface AgentServiceAccount {
   namespace: string;
   name: string;
@@ -23,13 +30,15 @@ function describeApiFailure(error: unknown): string {
 }
 
 /**
- * Kubernetes authentication: the agent presents its pod-bound ServiceAccount token; the API server
- * (TokenReview) says whose it is and, for pod-bound tokens, which node that pod runs on.
+ * Kubernetes authentication: the agent presents its pod-bound ServiceAccount token, projected with
+ * the audience `weft`; the API server (TokenReview, asked for that audience) says whose it is and,
+ * for pod-bound tokens, which node that pod runs on.
  */
 export class TokenReviewAuthenticator implements Authenticator {
   constructor(
     private readonly api: Pick<AuthenticationV1Api, 'createTokenReview'>,
     private readonly agent: AgentServiceAccount = { namespace: 'weft-system', name: 'weft-agent' },
+    private readonly audience: string = AGENT_TOKEN_AUDIENCE,
   ) {}
 
   async authenticate(metadata: Metadata): Promise<Result<Caller, string>> {
@@ -37,12 +46,20 @@ export class TokenReviewAuthenticator implements Authenticator {
     if (!token.ok) return err(`${token.error}: present the agent's ServiceAccount token`);
     let review;
     try {
-      review = await this.api.createTokenReview({ body: { spec: { token: token.value } } });
+      review = await this.api.createTokenReview({ body: { spec: { token: token.value, audiences: [this.audience] } } });
     } catch (error) {
       return err(`TokenReview failed (${describeApiFailure(error)}): check that the API server is reachable and the control plane may create tokenreviews.authentication.k8s.io`);
     }
     const status = review.status;
-    if (status?.authenticated !== true) return err(`the API server did not accept the token${status?.error ? `: ${status.error}` : ''}`);
+    if (status?.authenticated !== true) {
+      return err(`the API server did not accept the token${status?.error ? `: ${status.error}` : ''} `
+        + `(the agent presents a projected ServiceAccount token with audience ${this.audience}, as daemonset/agent.yaml mounts it)`);
+    }
+    // An authenticator that ignores audiences answers without any: that token is the API server's.
+    if (!(status.audiences ?? []).includes(this.audience)) {
+      return err(`the API server did not confirm that the token is for audience ${this.audience} (it answered ${JSON.stringify(status.audiences ?? [])}): `
+        + `project the agent's ServiceAccount token with audience ${this.audience}, as daemonset/agent.yaml does`);
+    }
     const username = status.user?.username ?? '';
     const expected = `system:serviceaccount:${this.agent.namespace}:${this.agent.name}`;
     if (username !== expected) return err(`the token belongs to ${username || 'an unnamed user'}, not to the agent's ServiceAccount ${expected}`);

@@ -4,26 +4,48 @@ import { createServer, type IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Metadata } from '@grpc/grpc-js';
 import { AuthenticationV1Api, KubeConfig } from '@kubernetes/client-node';
-import { TokenReviewAuthenticator } from '../../agent/controlplane/tokenreview-auth';
+import { AGENT_TOKEN_AUDIENCE, TokenReviewAuthenticator } from '../../agent/controlplane/tokenreview-auth';
 
-/** Stands in for the API server: answers TokenReviews from a table keyed by token. */
-const reviews: Record<string, { status: number; body: unknown }> = {
-  'agent-on-a': { status: 201, body: { status: { authenticated: true, user: { username: 'system:serviceaccount:weft-system:weft-agent', extra: { 'authentication.kubernetes.io/node-name': ['node-a'] } } } } },
-  'other-sa': { status: 201, body: { status: { authenticated: true, user: { username: 'system:serviceaccount:shop:web', extra: { 'authentication.kubernetes.io/node-name': ['node-a'] } } } } },
-  'no-node': { status: 201, body: { status: { authenticated: true, user: { username: 'system:serviceaccount:weft-system:weft-agent' } } } },
-  'expired': { status: 201, body: { status: { authenticated: false, error: 'token has expired' } } },
-  'forbidden': { status: 403, body: { kind: 'Status', status: 'Failure', message: 'tokenreviews is forbidden', code: 403 } },
+/**
+ * Stands in for the API server: answers TokenReviews from a table of the tokens it issued, as the
+ * real one does. A review without spec.audiences is for the API server's own audience; the token
+ * is authenticated only if its audiences meet the review's, and status.audiences is that meeting.
+ * One token stands for an authenticator that ignores audiences (a webhook): no status.audiences.
+ */
+const API_SERVER_AUDIENCE = 'https://kubernetes.default.svc.cluster.local';
+const AGENT = 'system:serviceaccount:weft-system:weft-agent';
+const onNode = (node: string) => ({ 'authentication.kubernetes.io/node-name': [node] });
+const issued: Record<string, { username: string; extra?: Record<string, string[]>; audiences: string[] | 'unaware'; expired?: boolean }> = {
+  'agent-on-a': { username: AGENT, extra: onNode('node-a'), audiences: ['weft'] },
+  'agent-default-audience': { username: AGENT, extra: onNode('node-a'), audiences: [API_SERVER_AUDIENCE] },
+  'audience-unaware': { username: AGENT, extra: onNode('node-a'), audiences: 'unaware' },
+  'other-sa': { username: 'system:serviceaccount:shop:web', extra: onNode('node-a'), audiences: ['weft'] },
+  'no-node': { username: AGENT, audiences: ['weft'] },
+  'expired': { username: AGENT, extra: onNode('node-a'), audiences: ['weft'], expired: true },
 };
-const seen: Array<{ method?: string; url?: string; authorization?: string; body: { spec: { token: string } } }> = [];
+const seen: Array<{ method?: string; url?: string; authorization?: string; body: { spec: { token: string; audiences?: string[] } } }> = [];
+
+function review(spec: { token: string; audiences?: string[] }): { status: number; body: object } {
+  if (spec.token === 'forbidden') return { status: 403, body: { kind: 'Status', status: 'Failure', message: 'tokenreviews is forbidden', code: 403 } };
+  const token = issued[spec.token];
+  const wanted = spec.audiences && spec.audiences.length > 0 ? spec.audiences : [API_SERVER_AUDIENCE];
+  const refuse = (error: string) => ({ status: 201, body: { status: { authenticated: false, error } } });
+  if (!token) return refuse('[invalid bearer token, square/go-jose: error in cryptographic primitive]');
+  if (token.expired) return refuse('[invalid bearer token, token has expired]');
+  if (token.audiences === 'unaware') return { status: 201, body: { status: { authenticated: true, user: { username: token.username, extra: token.extra } } } };
+  const audiences = token.audiences.filter((a) => wanted.includes(a));
+  if (audiences.length === 0) return refuse(`[invalid bearer token, token audiences ${JSON.stringify(token.audiences)} is invalid for the target audiences ${JSON.stringify(wanted)}]`);
+  return { status: 201, body: { status: { authenticated: true, audiences, user: { username: token.username, ...(token.extra ? { extra: token.extra } : {}) } } } };
+}
 
 const apiServer = createServer((request: IncomingMessage, response) => {
   let raw = '';
   request.on('data', (chunk) => { raw += chunk; });
   request.on('end', () => {
-    const body = JSON.parse(raw) as { spec: { token: string } };
+    const body = JSON.parse(raw) as { spec: { token: string; audiences?: string[] } };
     seen.push({ method: request.method, url: request.url, authorization: request.headers.authorization, body });
-    const answer = reviews[body.spec.token] ?? { status: 500, body: {} };
-    response.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', ...answer.body as object }));
+    const answer = review(body.spec);
+    response.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify({ apiVersion: 'authentication.k8s.io/v1', kind: 'TokenReview', ...answer.body }));
   });
 });
 let authenticator: TokenReviewAuthenticator;
@@ -58,13 +80,16 @@ test('TokenReview: the agent ServiceAccount\'s token yields the node from the to
   assert.equal(request.url, '/apis/authentication.k8s.io/v1/tokenreviews');
   assert.equal(request.authorization, 'Bearer controlplane-token');
   assert.equal(request.body.spec.token, 'agent-on-a');
+  assert.deepEqual(request.body.spec.audiences, [AGENT_TOKEN_AUDIENCE], 'the review asks for the agent token\'s audience');
 });
 
 test('TokenReview refusals say what to check', async () => {
   const cases: Array<[string, RegExp]> = [
     ['other-sa', /belongs to system:serviceaccount:shop:web, not to the agent's ServiceAccount system:serviceaccount:weft-system:weft-agent/],
     ['no-node', /names no node \(authentication.kubernetes.io\/node-name\): use a pod-bound projected token/],
-    ['expired', /did not accept the token: token has expired/],
+    ['expired', /did not accept the token: \[invalid bearer token, token has expired\] \(the agent presents a projected ServiceAccount token with audience weft/],
+    ['agent-default-audience', /did not accept the token: .*token audiences \["https:\/\/kubernetes.default.svc.cluster.local"\] is invalid for the target audiences \["weft"\]/],
+    ['audience-unaware', /did not confirm that the token is for audience weft \(it answered \[\]\): project the agent's ServiceAccount token with audience weft/],
     ['forbidden', /^TokenReview failed \(HTTP 403: tokenreviews is forbidden\): check .* may create tokenreviews.authentication.k8s.io$/],
   ];
   for (const [token, reason] of cases) {
