@@ -11,9 +11,10 @@ const USAGE = `usage: weft <command> [flags]
 commands:
   local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          control plane and node agent in one process, following FILE
-  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--ca-secret NAMESPACE/NAME]
+  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--ca-secret NAMESPACE/NAME] [--trust-bundle-configmap NAMESPACE/NAME]
                          the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012); with
-                         Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca)
+                         Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca) and the
+                         trust bundle published in a ConfigMap (default weft-system/weft-trust-bundle)
   agent --control-plane HOST:PORT --node NAME --token-file FILE --ca-file FILE [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          the node agent, fed by a control plane
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
@@ -68,18 +69,26 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     }
     case 'controlplane': {
-      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' } });
+      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' }, 'trust-bundle-configmap': { type: 'string' } });
       if (f.config && f['ca-secret']) throw new Error('--ca-secret is for the Kubernetes source; with --config the CA root stays in --data-dir');
+      if (f.config && f['trust-bundle-configmap']) throw new Error('--trust-bundle-configmap is for the Kubernetes source; with --config the trust bundle is --data-dir/ca.pem');
       const { startControlPlane } = await import('./controlplane/server');
       const { parseSecretRef } = await import('./controlplane/ca-store-secret');
       const caSecret = f['ca-secret'] ? parseSecretRef(f['ca-secret'] as string) : undefined;
       if (caSecret && !caSecret.ok) throw new Error(`--ca-secret: ${caSecret.error}`);
+      const bundleMap = f['trust-bundle-configmap'] ? parseSecretRef(f['trust-bundle-configmap'] as string, 'ConfigMap') : undefined;
+      if (bundleMap && !bundleMap.ok) throw new Error(`--trust-bundle-configmap: ${bundleMap.error}`);
       const cp = await startControlPlane({
         listen: (f.listen as string | undefined) ?? '0.0.0.0:15012',
         dataDir: (f['data-dir'] as string | undefined) ?? '/var/lib/weft',
         source: f.config
           ? { kind: 'file', path: f.config as string }
-          : { kind: 'kube', ...(f.kubeconfig ? { kubeconfig: f.kubeconfig as string } : {}), ...(caSecret ? { caSecret: caSecret.value } : {}) },
+          : {
+            kind: 'kube',
+            ...(f.kubeconfig ? { kubeconfig: f.kubeconfig as string } : {}),
+            ...(caSecret ? { caSecret: caSecret.value } : {}),
+            ...(bundleMap ? { trustBundleConfigMap: bundleMap.value } : {}),
+          },
       });
       console.error(JSON.stringify({ msg: 'control plane ready', address: cp.address }));
       onSignals(() => cp.close());

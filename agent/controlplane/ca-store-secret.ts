@@ -3,6 +3,7 @@ import { operationalLogger } from '../core/log';
 import { err, ok, type Result } from '../core/result';
 import type { RootStore, StoredRoot } from './ca-store';
 import { writeFileAtomic } from './data-dir';
+import { apiFailure, type ApiFailure } from './kube-api-failure';
 
 /**
  * The CA root in a Kubernetes Secret (type Opaque, keys `ca-key.pem` and `ca.pem`), so that the
@@ -26,12 +27,12 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 
 const log = operationalLogger('ca');
 
-/** `NAMESPACE/NAME`, as `--ca-secret` takes it. */
-export function parseSecretRef(text: string): Result<SecretRef, string> {
+/** `NAMESPACE/NAME`, as `--ca-secret` (and `--trust-bundle-configmap`, with `kind` ConfigMap) takes it. */
+export function parseSecretRef(text: string, kind = 'Secret'): Result<SecretRef, string> {
   const [namespace, name, ...rest] = text.split('/');
   if (namespace === undefined || name === undefined || rest.length > 0) return err(`${JSON.stringify(text)} is not NAMESPACE/NAME`);
   if (namespace.length > 63 || !DNS_LABEL.test(namespace)) return err(`${JSON.stringify(namespace)} is not a namespace name (lower-case letters, digits and '-')`);
-  if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) return err(`${JSON.stringify(name)} is not a Secret name (lower-case letters, digits, '-' and '.')`);
+  if (name.length > 253 || !DNS_SUBDOMAIN.test(name)) return err(`${JSON.stringify(name)} is not a ${kind} name (lower-case letters, digits, '-' and '.')`);
   return ok({ namespace, name });
 }
 
@@ -40,26 +41,6 @@ export type SecretsApi = Pick<CoreV1Api, 'readNamespacedSecret' | 'createNamespa
 export interface SecretRootStoreOptions {
   /** Also write the bundle here (the data directory's `ca.pem`, for agents outside Kubernetes). Never read. */
   bundleCopyPath?: string;
-}
-
-interface ApiFailure {
-  /** HTTP status; undefined when no answer came (unreachable, TLS, DNS). */
-  code: number | undefined;
-  reason: string | undefined;
-  message: string;
-}
-
-/** "HTTP 403 Forbidden: secrets "weft-ca" is forbidden: ..." rather than the client's dump of headers. */
-function apiFailure(error: unknown): ApiFailure {
-  const { code, body } = error as { code?: unknown; body?: unknown };
-  if (typeof code !== 'number') return { code: undefined, reason: undefined, message: (error as Error).message };
-  let status: unknown = body;
-  if (typeof body === 'string') {
-    try { status = JSON.parse(body); } catch { status = undefined; }
-  }
-  const { reason, message } = (status ?? {}) as { reason?: unknown; message?: unknown };
-  const why = typeof reason === 'string' ? reason : undefined;
-  return { code, reason: why, message: `HTTP ${code}${why ? ` ${why}` : ''}${typeof message === 'string' ? `: ${message}` : ''}` };
 }
 
 function decode(data: Record<string, string> | undefined, key: string): string | undefined {

@@ -33,6 +33,17 @@ export interface RootStore {
   write(root: StoredRoot): Promise<Result<void, string>>;
 }
 
+/**
+ * Where the trust bundle is published for agents to read (Kubernetes: a ConfigMap they mount,
+ * trust-bundle-configmap.ts). A copy, never read back: the root store stays the source of truth.
+ */
+export interface TrustBundlePublisher {
+  /** For logs and messages: "ConfigMap weft-system/weft-trust-bundle". */
+  readonly location: string;
+  /** Makes the published bundle `bundlePem`; nothing is written when it already is. */
+  publish(bundlePem: string): Promise<Result<void, string>>;
+}
+
 /** `DIR/ca-key.pem` (0600) and `DIR/ca.pem` (0644), each replaced atomically. */
 export class DataDirRootStore implements RootStore {
   readonly location: string;

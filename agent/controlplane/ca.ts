@@ -5,7 +5,7 @@ import { generateKeyPair, privateKeyPem } from '../identity/keys';
 import { parseSpiffeId } from '../identity/spiffe';
 import { issueLeafCertificate, type Issuer } from './ca-certs';
 import { generateRoot, loadOperatorRoot, loadOrCreateStoredRoot, pemOf, pemsOf, readIssuer } from './ca-roots';
-import { DataDirRootStore, type RootStore } from './ca-store';
+import { DataDirRootStore, type RootStore, type TrustBundlePublisher } from './ca-store';
 import { readCsr } from './csr';
 import { ensureDataDir } from './data-dir';
 
@@ -26,6 +26,11 @@ export interface CaOptions {
    * `rootStore` is then not used; `ca.pem` in the data directory receives the bundle.
    */
   operatorRoot?: { certPath: string; keyPath: string };
+  /**
+   * Where agents read the trust bundle (Kubernetes: a ConfigMap). Published at every load, which
+   * fails when it cannot be, and after every change the root store has accepted.
+   */
+  bundlePublisher?: TrustBundlePublisher;
   clock?: () => Date;
 }
 
@@ -59,6 +64,8 @@ export class CertificateAuthority {
     // Expired roots were dropped on load; the stored bundle follows (a no-op when nothing changed).
     const persisted = await store.write({ bundlePem: ca.trustBundlePem() });
     if (!persisted.ok) return persisted;
+    const published = await ca.publishTrustBundle();
+    if (!published.ok) return published;
     log.info({ trustDomain: options.trustDomain, store: operatorRoot ? `operator files ${operatorRoot.certPath}` : store.location, signingRoot: ca.signing.cert.subject, roots: ca.roots.length }, 'certificate authority ready');
     return ok(ca);
   }
@@ -70,6 +77,14 @@ export class CertificateAuthority {
   /** PEM concatenation of every active root, the signing root first. */
   trustBundlePem(): string {
     return pemsOf(this.roots);
+  }
+
+  /**
+   * Publishes the current bundle where agents read it (`bundlePublisher`); without one, nothing to
+   * do. Rotation calls it; call it again after a rotation step reported that publishing failed.
+   */
+  async publishTrustBundle(): Promise<Result<void, string>> {
+    return this.options.bundlePublisher?.publish(this.trustBundlePem()) ?? ok(undefined);
   }
 
   /**
@@ -109,7 +124,9 @@ export class CertificateAuthority {
 
   /**
    * Rotation, step one: a new signing root (generated, or the operator's), while the previous roots
-   * stay in the trust bundle so certificates they issued keep verifying until they expire.
+   * stay in the trust bundle so certificates they issued keep verifying until they expire. The
+   * bundle is published once the store holds it; agents that have not yet read it refuse what the
+   * new root signs until they do (in Kubernetes, when the kubelet refreshes their mounted ConfigMap).
    */
   async addRoot(provided?: { certPem: string; keyPem: string }): Promise<Result<void, string>> {
     if (this.options.operatorRoot) return err('the root comes from the operator\'s files: rotate by replacing them (new root first, old roots after it)');
@@ -122,7 +139,7 @@ export class CertificateAuthority {
     this.roots = roots;
     this.signing = root.value.issuer;
     log.info({ store: this.store.location, signingRoot: this.signing.cert.subject, roots: this.roots.length }, 'added a root; it signs from now on, the older roots stay trusted');
-    return ok(undefined);
+    return this.published('the new root was added and signs from now on');
   }
 
   /**
@@ -139,7 +156,18 @@ export class CertificateAuthority {
       return err(`the older roots stay trusted: ${written.error}`);
     }
     log.info({ store: this.store.location, retired: previous.length - 1, signingRoot: this.signing.cert.subject }, 'retired older roots from the trust bundle');
-    return ok(undefined);
+    return this.published('the older roots were retired');
+  }
+
+  /**
+   * After the store accepted a change (it is the source of truth, and refuses a replica's stale
+   * write): publish it. A failure leaves the change in force and says that agents have not seen it.
+   */
+  private async published(what: string): Promise<Result<void, string>> {
+    const published = await this.publishTrustBundle();
+    if (published.ok) return published;
+    return err(`${what} in ${this.store.location}, but agents still read the previous bundle: ${published.error}. `
+      + 'Fix that, then publish again (publishTrustBundle, or restart the control plane: it publishes at start)');
   }
 
   private now(): Date {

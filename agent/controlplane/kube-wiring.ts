@@ -2,10 +2,11 @@ import { join } from 'node:path';
 import { AuthenticationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import type { Authenticator } from './authenticator';
-import type { RootStore } from './ca-store';
+import type { RootStore, TrustBundlePublisher } from './ca-store';
 import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
 import { loadKubeConfig, startKubeSource } from './kube-source';
 import { TokenReviewAuthenticator } from './tokenreview-auth';
+import { ConfigMapBundlePublisher, DEFAULT_TRUST_BUNDLE_CONFIGMAP, type ConfigMapRef } from './trust-bundle-configmap';
 
 /**
  * Everything the control plane takes from the Kubernetes API, in one module that server.ts loads
@@ -22,6 +23,11 @@ export class KubeWiring {
   /** The CA root lives in a Secret; the data directory gets a copy of ca.pem for agents outside the cluster. */
   rootStore(dataDir: string, secret: SecretRef = DEFAULT_CA_SECRET): RootStore {
     return new SecretRootStore(this.kc.makeApiClient(CoreV1Api), secret, { bundleCopyPath: join(dataDir, 'ca.pem') });
+  }
+
+  /** The trust bundle in a ConfigMap the agents mount as their --ca-file (it must be in their namespace). */
+  bundlePublisher(configMap: ConfigMapRef = DEFAULT_TRUST_BUNDLE_CONFIGMAP): TrustBundlePublisher {
+    return new ConfigMapBundlePublisher(this.kc.makeApiClient(CoreV1Api), configMap);
   }
 
   tokenReview(): Authenticator {

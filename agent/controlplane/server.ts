@@ -10,12 +10,17 @@ import type { Authenticator, Caller } from './authenticator';
 import { BootstrapTokenAuthenticator, loadOrCreateBootstrapToken } from './bootstrap-token';
 import { CertificateAuthority } from './ca';
 import type { SecretRef } from './ca-store-secret';
+import type { ConfigMapRef } from './trust-bundle-configmap';
 import { addCertificateService, tlsServerCredentials } from './cert-service';
 import { SnapshotFeed } from './discovery-feed';
 import { addDiscoveryService } from './discovery-service';
 
-/** With the Kubernetes source the CA root lives in a Secret (default weft-system/weft-ca); otherwise in the data directory. */
-export type SourceOptions = { kind: 'file'; path: string } | { kind: 'kube'; kubeconfig?: string; caSecret?: SecretRef };
+/**
+ * With the Kubernetes source the CA root lives in a Secret (default weft-system/weft-ca) and the
+ * trust bundle is published in a ConfigMap (default weft-system/weft-trust-bundle); otherwise both
+ * are in the data directory.
+ */
+export type SourceOptions = { kind: 'file'; path: string } | { kind: 'kube'; kubeconfig?: string; caSecret?: SecretRef; trustBundleConfigMap?: ConfigMapRef };
 
 export interface ControlPlaneOptions {
   /** host:port; port 0 picks a free one (see `address`). */
@@ -80,11 +85,15 @@ function watchConfigFile(path: string, onSnapshot: (s: Snapshot) => void): Sourc
 export async function startControlPlane(options: ControlPlaneOptions): Promise<ControlPlane> {
   const trustDomain = options.trustDomain ?? 'cluster.local';
   // Loaded only in Kubernetes mode (the client library is large). There the root outlives the pod
-  // in a Secret, and the data directory gets a copy of ca.pem.
+  // in a Secret, the bundle is published in a ConfigMap the agents mount, and the data directory
+  // gets a copy of ca.pem.
   const src = options.source;
   const kube = src.kind === 'kube' ? new (await import('./kube-wiring')).KubeWiring(src.kubeconfig) : undefined;
   const rootStore = src.kind === 'kube' ? kube?.rootStore(options.dataDir, src.caSecret) : undefined;
-  const ca = await CertificateAuthority.loadOrCreate({ dataDir: options.dataDir, trustDomain, ...(rootStore ? { rootStore } : {}) });
+  const bundlePublisher = src.kind === 'kube' ? kube?.bundlePublisher(src.trustBundleConfigMap) : undefined;
+  const ca = await CertificateAuthority.loadOrCreate({
+    dataDir: options.dataDir, trustDomain, ...(rootStore ? { rootStore } : {}), ...(bundlePublisher ? { bundlePublisher } : {}),
+  });
   if (!ca.ok) throw new Error(`control plane CA${rootStore ? '' : ` in ${options.dataDir}`}: ${ca.error}`);
   const bootstrap = new BootstrapTokenAuthenticator(loadOrCreateBootstrapToken(options.dataDir));
 
