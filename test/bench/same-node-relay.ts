@@ -1,0 +1,116 @@
+/**
+ * The proxy process of the same-node benchmark (same-node.ts), started inside a lab node. It is
+ * built from the product's own pieces so that its two listeners differ only by the TLS hop:
+ *
+ * - plain: accept → connectWithTimeout(pod B) → relay(), what the outbound proxy does for a
+ *   'local' route;
+ * - hbone: accept → HbonePool.connect() to an HboneServer in this same process on the node's
+ *   address (HTTP/2 CONNECT over mutual TLS 1.3, real workload certificates from a real
+ *   CertificateAuthority, SNI and SAN checks as the agent does them) → relay(); the server side
+ *   splices the stream into its own connection to pod B, as the inbound proxy does.
+ *
+ * Neither writes access logs or looks up redirect records: both are the same for the two paths.
+ * Usage: same-node-relay.js <node ip> <pod B ip> <pod B port> <data dir> <plain port> <hbone port> <tunnel port>
+ * Prints one JSON line `{"ready":true}` when listening; answers `stats` on stdin with a JSON line.
+ */
+import net, { type Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import type { Duplex } from 'node:stream';
+import { CertificateAuthority } from '../../agent/controlplane/ca';
+import { RELAY_HIGH_WATER_MARK } from '../../agent/core/pump';
+import { generateWorkloadKey } from '../../agent/identity/keys';
+import { connectWithTimeout } from '../../agent/proxy/connect';
+import { relay } from '../../agent/proxy/relay';
+import { HbonePool } from '../../agent/tunnel/hbone-pool';
+import { HboneServer, type Credentials } from '../../agent/tunnel/hbone-server';
+import { sniFor } from '../../agent/tunnel/sni';
+import { childTraceparent } from '../../agent/tunnel/traceparent';
+
+export const CLIENT_ID = 'spiffe://cluster.local/ns/bench/sa/client';
+export const SERVER_ID = 'spiffe://cluster.local/ns/bench/sa/server';
+
+async function issue(ca: CertificateAuthority, identity: string): Promise<Credentials> {
+  const { keyPem, csrPem } = await generateWorkloadKey(identity);
+  const chain = await ca.signWorkloadCsr(csrPem, { identity });
+  if (!chain.ok) throw new Error(chain.error);
+  return { key: keyPem, chain: chain.value };
+}
+
+function listen(host: string, port: number, onConnection: (s: Socket) => void): Promise<net.Server> {
+  const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_HIGH_WATER_MARK }, (s) => {
+    s.on('error', () => undefined);
+    onConnection(s);
+  });
+  return new Promise((resolve, reject) => {
+    srv.once('error', reject);
+    srv.listen(port, host, () => { srv.off('error', reject); resolve(srv); });
+  });
+}
+
+async function main(): Promise<void> {
+  const [nodeIp, podIp, podPortArg, dataDir, plainArg, hboneArg, tunnelArg] = process.argv.slice(2);
+  if (!nodeIp || !podIp || !dataDir || !tunnelArg) throw new Error('usage: same-node-relay <node ip> <pod ip> <pod port> <data dir> <plain port> <hbone port> <tunnel port>');
+  const [podPort, plainPort, hbonePort, tunnelPort] = [podPortArg, plainArg, hboneArg, tunnelArg].map(Number) as [number, number, number, number];
+  const ca = await CertificateAuthority.loadOrCreate({ dataDir, trustDomain: 'cluster.local' });
+  if (!ca.ok) throw new Error(ca.error);
+  const trustBundle = ca.value.trustBundlePem();
+  const client = await issue(ca.value, CLIENT_ID);
+  const server = await issue(ca.value, SERVER_ID);
+  const serverSni = sniFor(SERVER_ID);
+  const stats = { plain: 0, hbone: 0, streams: 0, streamErrors: 0, relayErrors: 0, peers: new Set<string>() };
+
+  const tunnel = await HboneServer.listen({
+    host: nodeIp,
+    port: tunnelPort,
+    trustBundle,
+    identityFor: (name) => (name === serverSni ? server : undefined),
+    authorize: ({ peerIdentity }) => { stats.peers.add(peerIdentity); return { allow: true }; },
+    connectTarget: (t) => connectWithTimeout(t.ip, t.port, 10_000),
+    onStream: (info) => { stats.streams++; if (info.error) stats.streamErrors++; },
+  });
+  const pool = new HbonePool({ timeoutMs: 10_000 });
+  const target = { ip: podIp, port: podPort };
+
+  const carry = async (s: Socket, open: () => Promise<Duplex>): Promise<void> => {
+    let upstream: Duplex;
+    try {
+      upstream = await open();
+    } catch {
+      stats.relayErrors++;
+      s.resetAndDestroy();
+      return;
+    }
+    const r = await relay(s, upstream);
+    if (r.error) stats.relayErrors++;
+  };
+  const servers = [
+    await listen(nodeIp, plainPort, (s) => { stats.plain++; void carry(s, () => connectWithTimeout(podIp, podPort, 10_000)); }),
+    await listen(nodeIp, hbonePort, (s) => {
+      stats.hbone++;
+      void carry(s, () => pool.connect({
+        sourceIdentity: CLIENT_ID,
+        credentials: client,
+        trustBundle,
+        nodeAddress: { host: nodeIp, port: tunnelPort },
+        expectedPeerIdentity: SERVER_ID,
+        servername: serverSni,
+        target,
+        traceparent: childTraceparent(),
+      }));
+    }),
+  ];
+
+  const stop = (): void => {
+    pool.destroy();
+    tunnel.destroy();
+    for (const s of servers) s.close();
+    process.exit(0);
+  };
+  process.once('SIGTERM', stop);
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    if (line.trim() === 'stats') console.log(JSON.stringify({ ...stats, peers: [...stats.peers], sessions: pool.sessionCount }));
+  });
+  console.log(JSON.stringify({ ready: true }));
+}
+
+if (require.main === module) main().catch((e) => { console.error(e); process.exit(1); });
