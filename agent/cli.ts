@@ -1,9 +1,11 @@
 #!/usr/bin/env -S node --max-semi-space-size=4
 /** The `weft` command line. Subcommands and flags follow DESIGN.md; unknown flags are errors. */
+import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { installedNodes, uninstallNode } from './redirect/datapath';
 import { runLocal } from './local';
-import { readAgentCredentials, runAgent } from './node/run-agent';
+import { IN_POD_CREDENTIALS, readAgentCredentials } from './node/credential-files';
+import { runAgent } from './node/run-agent';
 import { PORTS } from './node/agent';
 
 const USAGE = `usage: weft <command> [flags]
@@ -15,8 +17,10 @@ commands:
                          the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012); with
                          Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca) and the
                          trust bundle published in a ConfigMap (default weft-system/weft-trust-bundle)
-  agent --control-plane HOST:PORT --node NAME --token-file FILE --ca-file FILE [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
-                         the node agent, fed by a control plane
+  agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
+                         the node agent, fed by a control plane. Both files are read again as they
+                         change; in a pod they default to the projected token and trust-bundle mounts
+                         of daemonset/agent.yaml (${IN_POD_CREDENTIALS.tokenFile}, ${IN_POD_CREDENTIALS.caFile})
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
   status [--admin HOST:PORT]
                          what the running agent has enrolled, its certificates, and what it redirected
@@ -40,6 +44,26 @@ function agentFlags(f: Record<string, string | string[] | boolean | undefined>):
     ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
     ...(ttl ? { certTtlSeconds: ttl } : {}),
   };
+}
+
+/**
+ * In a pod (the kubelet sets KUBERNETES_SERVICE_HOST) the files default to where
+ * daemonset/agent.yaml mounts them; elsewhere both flags are needed (the control plane's data directory).
+ */
+function agentCredentials(tokenFile: string | undefined, caFile: string | undefined): ReturnType<typeof readAgentCredentials> {
+  const inPod = process.env.KUBERNETES_SERVICE_HOST !== undefined;
+  const token = tokenFile ?? (inPod ? IN_POD_CREDENTIALS.tokenFile : undefined);
+  const ca = caFile ?? (inPod ? IN_POD_CREDENTIALS.caFile : undefined);
+  if (token === undefined) throw new Error('weft agent needs --token-file (outside Kubernetes: bootstrap.token in the control plane\'s data directory)');
+  if (ca === undefined) throw new Error('weft agent needs --ca-file (outside Kubernetes: ca.pem in the control plane\'s data directory)');
+  try {
+    return readAgentCredentials(token, ca);
+  } catch (e) {
+    const defaulted = (tokenFile === undefined && (e as Error).message.includes(token)) || (caFile === undefined && (e as Error).message.includes(ca));
+    if (!defaulted) throw e;
+    throw new Error(`${(e as Error).message}. That is the default in a pod: mount a projected ServiceAccount token with audience weft at ${IN_POD_CREDENTIALS.tokenFile} `
+      + `and the ConfigMap weft-trust-bundle at ${dirname(IN_POD_CREDENTIALS.caFile)}, as daemonset/agent.yaml does, or pass --token-file and --ca-file`);
+  }
 }
 
 function onSignals(stop: () => Promise<void>): void {
@@ -96,13 +120,13 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'agent': {
       const f = flags(rest, { 'control-plane': { type: 'string' }, node: { type: 'string' }, 'token-file': { type: 'string' }, 'ca-file': { type: 'string' }, ...AGENT_FLAGS });
-      for (const needed of ['control-plane', 'node', 'token-file', 'ca-file']) {
+      for (const needed of ['control-plane', 'node']) {
         if (!f[needed]) throw new Error(`weft agent needs --${needed}`);
       }
       const running = await runAgent({
         controlPlane: f['control-plane'] as string,
         node: f.node as string,
-        ...readAgentCredentials(f['token-file'] as string, f['ca-file'] as string),
+        ...agentCredentials(f['token-file'] as string | undefined, f['ca-file'] as string | undefined),
         ...agentFlags(f),
       });
       onSignals(running.stop);

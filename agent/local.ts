@@ -6,7 +6,8 @@
 import { join } from 'node:path';
 import { hostname } from 'node:os';
 import { startControlPlane } from './controlplane/server';
-import { readAgentCredentials, runAgent } from './node/run-agent';
+import { readAgentCredentials } from './node/credential-files';
+import { runAgent } from './node/run-agent';
 
 export interface LocalOptions {
   config: string;

@@ -5,13 +5,23 @@ import {
 } from '../controlplane/istio-ca-wire';
 import type { Result } from '../core/result';
 
+/**
+ * A credential that may change while the agent runs (a rotated token file, a refreshed trust
+ * bundle): a function is asked again for every request, so the next one uses the new value.
+ */
+export type Live<T> = T | (() => T);
+
+export function current<T>(value: Live<T>): T {
+  return typeof value === 'function' ? (value as () => T)() : value;
+}
+
 export interface ControlPlaneConnection {
   /** host:port; the host must be in the control plane's serving certificate (DNS or IP SAN). */
   address: string;
   /** The control plane's trust bundle (its ca.pem): the only roots its serving certificate may chain to. */
-  caPem: string;
+  caPem: Live<string>;
   /** Bootstrap token (local mode) or the agent's ServiceAccount token (Kubernetes). */
-  token: string;
+  token: Live<string>;
   node: string;
   deadlineMs?: number;
 }
@@ -45,11 +55,14 @@ function explain(error: grpc.ServiceError, connection: ControlPlaneConnection): 
 
 const DEFAULT_DEADLINE_MS = 10_000;
 
-/** Asks the control plane to sign `csrPem` (Istio's CreateCertificate); resolves to the chain, leaf first. */
+/**
+ * Asks the control plane to sign `csrPem` (Istio's CreateCertificate); resolves to the chain, leaf
+ * first. Each request takes the token and trust bundle as they are now, on a connection of its own.
+ */
 export async function requestCertificate(connection: ControlPlaneConnection, csrPem: string, validitySeconds: number): Promise<string[]> {
-  const client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(connection.caPem)));
+  const client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(current(connection.caPem))));
   const metadata = new grpc.Metadata();
-  metadata.set('authorization', `Bearer ${connection.token}`);
+  metadata.set('authorization', `Bearer ${current(connection.token)}`);
   metadata.set('weft-node', connection.node);
   const request: IstioCertificateRequest = { csr: csrPem, validityDuration: validitySeconds, metadata: {} };
   try {

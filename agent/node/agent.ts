@@ -40,7 +40,11 @@ export const PENDING_RETRY_MS = { first: 1_000, max: 10_000 } as const;
 /** Where workload certificates come from, and the roots every peer must chain to. */
 export interface IdentitySource {
   request: CertificateRequester;
-  trustBundle: string;
+  /**
+   * The roots as they are now (the CA file can change on rotation). Asked for every new outbound
+   * tunnel session; the inbound listener (15008) takes it once, when it starts.
+   */
+  trustBundle: () => string;
   validitySeconds?: number;
 }
 
@@ -115,7 +119,7 @@ export class NodeAgent {
       agent.inbound = await listenInbound({
         host: proxyIp6 ? '::' : '0.0.0.0', // '::' is dual-stack: one listener serves both families
         port: PORTS.hbone, node: opts.node,
-        trustBundle: () => trustBundle,
+        trustBundle,
         store: () => agent.store!,
         credentials: (id) => { const c = agent.identities.get(id); return c && { key: c.keyPem, chain: c.chainPem }; },
         accessLog: accessLogger(),
@@ -131,7 +135,7 @@ export class NodeAgent {
           return agent.pool.connect({
             sourceIdentity: source.identity,
             credentials: { key: cert.keyPem, chain: cert.chainPem },
-            trustBundle,
+            trustBundle: trustBundle(),
             nodeAddress: { host: route.nodeAddress, port: route.port },
             expectedPeerIdentity: route.identity,
             servername: sniFor(route.identity),

@@ -3,14 +3,15 @@ import type { Snapshot } from '../config/objects';
 import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot } from '../controlplane/discovery-wire';
 import type { Logger } from '../core/log';
 import type { Result } from '../core/result';
+import { current, type Live } from '../identity/cert-client';
 
 export interface DiscoveryConnection {
   /** host:port; the host must be in the control plane's serving certificate. */
   address: string;
-  /** The control plane's ca.pem. */
-  caPem: string;
-  /** Bootstrap token (local mode) or the agent's ServiceAccount token (Kubernetes). */
-  token: string;
+  /** The control plane's ca.pem; a changed bundle is used from the next reconnect. */
+  caPem: Live<string>;
+  /** Bootstrap token (local mode) or the agent's ServiceAccount token (Kubernetes); read again for every (re)connect. */
+  token: Live<string>;
   node: string;
 }
 
@@ -42,10 +43,24 @@ function jittered(ms: number): number {
  * Keeps a Watch stream to the control plane open. Every snapshot received goes to `onSnapshot`; on
  * error or end the stream is reopened with exponential backoff (250 ms doubling to 10 s, jittered)
  * and the last snapshot stays in force meanwhile: the agent never drops state because the control
- * plane went away. Connection state changes are logged once each, not per retry.
+ * plane went away. Connection state changes are logged once each, not per retry. Every (re)connect
+ * presents the token as it is then (a projected token rotates), and a changed trust bundle is used
+ * from the next reconnect on; an open stream is not cut for either.
  */
 export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (s: Snapshot) => void, log: Logger): DiscoveryWatch {
-  const client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(connection.caPem)), CHANNEL_OPTIONS);
+  let client: grpc.Client | undefined;
+  /** The bundle `client` verifies the control plane with: a channel's TLS roots are fixed, so a new bundle needs a new channel. */
+  let clientCaPem = '';
+  const channel = (): grpc.Client => {
+    const caPem = current(connection.caPem);
+    if (client === undefined || caPem !== clientCaPem) {
+      if (client !== undefined) log.info({ controlPlane: connection.address }, 'the control plane CA file changed; reconnecting with the new trust bundle');
+      client?.close();
+      client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(caPem)), CHANNEL_OPTIONS);
+      clientCaPem = caPem;
+    }
+    return client;
+  };
   const where = { controlPlane: connection.address, node: connection.node };
   let call: grpc.ClientReadableStream<Result<VersionedSnapshot, string>> | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
@@ -71,9 +86,9 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     retryTimer = undefined;
     if (closed) return;
     const metadata = new grpc.Metadata();
-    metadata.set('authorization', `Bearer ${connection.token}`);
+    metadata.set('authorization', `Bearer ${current(connection.token)}`);
     metadata.set('weft-node', connection.node);
-    const stream = client.makeServerStreamRequest(WATCH_PATH, encodeJson, decodeVersionedSnapshot, { node: connection.node }, metadata);
+    const stream = channel().makeServerStreamRequest(WATCH_PATH, encodeJson, decodeVersionedSnapshot, { node: connection.node }, metadata);
     call = stream;
     let ended = false;
     const end = (reason: string): void => {
@@ -104,7 +119,7 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       closed = true;
       if (retryTimer !== undefined) clearTimeout(retryTimer);
       call?.cancel();
-      client.close();
+      client?.close();
     },
     connected: () => isConnected,
     lastVersion: () => lastVersion,

@@ -3,12 +3,12 @@
  * stream (the last snapshot stays in force while the control plane is away) and workload
  * certificates come from its CA over the certificate API.
  */
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Snapshot } from '../config/objects';
 import { operationalLogger } from '../core/log';
 import { requestCertificate } from '../identity/cert-client';
 import { cgroup2Mount } from '../redirect/cgroup';
+import type { AgentCredentials } from './credential-files';
 import { watchControlPlane } from './discovery-client';
 import { NodeAgent } from './agent';
 
@@ -17,20 +17,14 @@ export const BPF_DIR = join(__dirname, '..', '..', 'bpf');
 export interface RunAgentOptions {
   controlPlane: string;
   node: string;
-  token: string;
-  caPem: string;
+  /** Read again for every request and reconnect (credential-files.ts): the files may rotate. */
+  token: AgentCredentials['token'];
+  caPem: AgentCredentials['caPem'];
   cgroupRoot?: string;
   /** Where the kubelet's pod cgroups are searched for; default the cgroup root. */
   kubepodsCgroup?: string;
   nodeIps?: string[];
   certTtlSeconds?: number;
-}
-
-export function readAgentCredentials(tokenFile: string, caFile: string): { token: string; caPem: string } {
-  const read = (p: string, what: string) => {
-    try { return readFileSync(p, 'utf8').trim(); } catch (e) { throw new Error(`cannot read the ${what} ${p}: ${(e as Error).message}`); }
-  };
-  return { token: read(tokenFile, 'token file'), caPem: read(caFile, 'control plane CA file') + '\n' };
 }
 
 export async function runAgent(o: RunAgentOptions): Promise<{ stop(): Promise<void> }> {

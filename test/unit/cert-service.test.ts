@@ -17,7 +17,7 @@ const DB = 'spiffe://cluster.local/ns/shop/sa/db';
 
 const dataDir = mkdtempSync(join(tmpdir(), 'weft-cert-service-test-'));
 const server = new grpc.Server();
-let connection: ControlPlaneConnection;
+let connection: ControlPlaneConnection & { caPem: string; token: string };
 
 before(async () => {
   const ca = await CertificateAuthority.loadOrCreate({ dataDir, trustDomain: 'cluster.local' });
