@@ -13,10 +13,13 @@ const USAGE = `usage: weft <command> [flags]
 commands:
   local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          control plane and node agent in one process, following FILE
-  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--ca-secret NAMESPACE/NAME] [--trust-bundle-configmap NAMESPACE/NAME]
+  controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--serving-name NAME]...
+               [--ca-secret NAMESPACE/NAME] [--trust-bundle-configmap NAMESPACE/NAME]
                          the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012); with
                          Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca) and the
-                         trust bundle published in a ConfigMap (default weft-system/weft-trust-bundle)
+                         trust bundle published in a ConfigMap (default weft-system/weft-trust-bundle).
+                         --serving-name adds a DNS name or IP agents dial (e.g. its Service's) to its
+                         certificate, beside the host name and local addresses
   agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
                          the node agent, fed by a control plane. Both files are read again as they
                          change; in a pod they default to the projected token and trust-bundle mounts
@@ -93,7 +96,7 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     }
     case 'controlplane': {
-      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' }, 'trust-bundle-configmap': { type: 'string' } });
+      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' }, 'trust-bundle-configmap': { type: 'string' }, 'serving-name': { type: 'string', multiple: true } });
       if (f.config && f['ca-secret']) throw new Error('--ca-secret is for the Kubernetes source; with --config the CA root stays in --data-dir');
       if (f.config && f['trust-bundle-configmap']) throw new Error('--trust-bundle-configmap is for the Kubernetes source; with --config the trust bundle is --data-dir/ca.pem');
       const { startControlPlane } = await import('./controlplane/server');
@@ -105,6 +108,7 @@ async function main(argv: string[]): Promise<number> {
       const cp = await startControlPlane({
         listen: (f.listen as string | undefined) ?? '0.0.0.0:15012',
         dataDir: (f['data-dir'] as string | undefined) ?? '/var/lib/weft',
+        ...(f['serving-name'] ? { extraServingNames: f['serving-name'] as string[] } : {}),
         source: f.config
           ? { kind: 'file', path: f.config as string }
           : {

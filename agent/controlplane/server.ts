@@ -30,6 +30,8 @@ export interface ControlPlaneOptions {
   source: SourceOptions;
   /** DNS names and IPs in the serving certificate; default: the host name, 127.0.0.1 and every local interface address. */
   servingNames?: string[];
+  /** Also in the serving certificate, beside `servingNames` or the defaults: the names agents dial (Kubernetes: the Service's DNS name). */
+  extraServingNames?: string[];
   /** Longest workload certificate lifetime signed (the certificate service's cap; a request for 0 gets min(24 h, this)). */
   workloadTtlSeconds?: number;
 }
@@ -113,7 +115,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   });
   const discovery = addDiscoveryService(server, { authenticator, feed });
 
-  const names = options.servingNames ?? defaultServingNames();
+  const names = [...new Set([...(options.servingNames ?? defaultServingNames()), ...(options.extraServingNames ?? [])])];
   const { host } = splitHostPort(options.listen);
   if (host !== '' && host !== '0.0.0.0' && host !== '::' && !names.includes(host)) names.push(host);
   const serving = await ca.value.issueServingCertificate({
