@@ -17,6 +17,9 @@ export interface AgentServiceAccount {
   name: string;
 }
 
+/** The agents' ServiceAccount (daemonset/rbac.yaml), the only one whose tokens are accepted by default. */
+export const AGENT_SERVICE_ACCOUNT: AgentServiceAccount = { namespace: 'weft-system', name: 'weft-agent' };
+
 /** "HTTP 403: tokenreviews is forbidden" rather than the client's dump of headers and body. */
 function describeApiFailure(error: unknown): string {
   const { code, body } = error as { code?: unknown; body?: unknown };
@@ -37,7 +40,7 @@ function describeApiFailure(error: unknown): string {
 export class TokenReviewAuthenticator implements Authenticator {
   constructor(
     private readonly api: Pick<AuthenticationV1Api, 'createTokenReview'>,
-    private readonly agent: AgentServiceAccount = { namespace: 'weft-system', name: 'weft-agent' },
+    private readonly agent: AgentServiceAccount = AGENT_SERVICE_ACCOUNT,
     private readonly audience: string = AGENT_TOKEN_AUDIENCE,
   ) {}
 
