@@ -21,8 +21,6 @@ export function relay(downstream: Socket, upstream: Duplex): Promise<RelayResult
     let error: Error | undefined;
     let closed = 0;
     let sent = 0, received = 0;
-    downstream.on('data', (d: Buffer) => { sent += d.length; });
-    upstream.on('data', (d: Buffer) => { received += d.length; });
     const onClose = () => {
       if (++closed < 2) return;
       resolve({ sent, received, ...(error ? { error } : {}) });
@@ -31,8 +29,8 @@ export function relay(downstream: Socket, upstream: Duplex): Promise<RelayResult
     upstream.on('error', (e: Error) => { error ??= e; if (!downstream.destroyed) downstream.resetAndDestroy(); });
     downstream.once('close', onClose);
     upstream.once('close', onClose);
-    pump(downstream, upstream);
-    pump(upstream, downstream);
+    pump(downstream, upstream, (n) => { sent += n; });
+    pump(upstream, downstream, (n) => { received += n; });
     downstream.resume();
   });
 }

@@ -25,8 +25,6 @@ export function splice(stream: ServerHttp2Stream, socket: Socket, done: (result:
   const fail = (e: Error): void => {
     result.error ??= e.message;
   };
-  stream.on('data', (chunk: Buffer) => { result.bytesIn += chunk.length; });
-  socket.on('data', (chunk: Buffer) => { result.bytesOut += chunk.length; });
   stream.on('error', fail);
   socket.on('error', fail);
   stream.once('close', () => {
@@ -40,6 +38,6 @@ export function splice(stream: ServerHttp2Stream, socket: Socket, done: (result:
     if (!stream.closed && (result.error !== undefined || !socket.readableEnded)) stream.close(constants.NGHTTP2_CONNECT_ERROR);
     closed();
   });
-  pump(stream, socket);
-  pump(socket, stream);
+  pump(stream, socket, (n) => { result.bytesIn += n; });
+  pump(socket, stream, (n) => { result.bytesOut += n; });
 }

@@ -1,8 +1,11 @@
 import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import * as net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import { test } from 'node:test';
-import { setImmediate as tick } from 'node:timers/promises';
+import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises';
 import { pump } from '../../agent/core/pump';
+import { connectWithTimeout } from '../../agent/proxy/connect';
 
 /** A writer that records each batch it is handed, and holds its callback until released. */
 function recorder(highWaterMark: number) {
@@ -55,4 +58,77 @@ test('the reader\'s end ends the writer after the last bytes', async () => {
   from.end('cd');
   await finished;
   assert.equal(Buffer.concat(got).toString(), 'abcd');
+});
+
+/** A loopback server that writes `bytes` (seeded pattern) as soon as a client connects, then ends. */
+async function sender(bytes: number): Promise<{ port: number; sha: string; close(): void }> {
+  const data = Buffer.alloc(bytes);
+  for (let i = 0; i < bytes; i += 4) data.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const server = net.createServer((c) => c.end(data));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as net.AddressInfo).port, sha: createHash('sha256').update(data).digest('hex'), close: () => server.close() };
+}
+
+test('a pooled socket delivers every byte in order, including those read before the pump took over, reusing its buffers', { timeout: 20_000 }, async () => {
+  const src = await sender(32 * 1024 * 1024);
+  try {
+    const socket = await connectWithTimeout('127.0.0.1', src.port, 2000);
+    await sleep(50); // the server speaks first: these bytes are read before pump() is attached
+    const hash = createHash('sha256');
+    const backing = new Set<ArrayBufferLike>();
+    let counted = 0;
+    const to = new Writable({
+      highWaterMark: 64 * 1024,
+      writev(chunks, cb) { for (const c of chunks) { backing.add((c.chunk as Buffer).buffer); hash.update(c.chunk as Buffer); } setImmediate(cb); },
+    });
+    const finished = new Promise((r) => to.once('finish', r));
+    pump(socket, to, (n) => { counted += n; });
+    await finished;
+    assert.equal(hash.digest('hex'), src.sha);
+    assert.equal(counted, 32 * 1024 * 1024);
+    assert.ok(backing.size < 100, `32 MiB arrived in ${backing.size} distinct buffers: they are reused, not one per read`);
+    socket.destroy();
+  } finally {
+    src.close();
+  }
+});
+
+test('a pooled socket stops reading while its writer is full', { timeout: 20_000 }, async () => {
+  const src = await sender(16 * 1024 * 1024);
+  try {
+    const socket = await connectWithTimeout('127.0.0.1', src.port, 2000);
+    const held: Array<() => void> = [];
+    let taken = 0;
+    const to = new Writable({ highWaterMark: 64 * 1024, writev(chunks, cb) { taken += chunks.reduce((a, c) => a + (c.chunk as Buffer).length, 0); held.push(cb); } });
+    pump(socket, to);
+    await sleep(200);
+    assert.ok(taken <= 256 * 1024, `the writer was handed ${taken} bytes while it acknowledged none`);
+    assert.equal(socket.bytesRead <= 1024 * 1024, true, `the socket read ${socket.bytesRead} bytes while its writer was full`);
+    const finished = new Promise((r) => to.once('finish', r));
+    const release = setInterval(() => { for (const cb of held.splice(0)) cb(); }, 1);
+    await finished;
+    clearInterval(release);
+    assert.equal(taken, 16 * 1024 * 1024);
+    socket.destroy();
+  } finally {
+    src.close();
+  }
+});
+
+test('a pooled socket that ended before the pump took over still ends the writer, with its bytes', { timeout: 10_000 }, async () => {
+  const src = await sender(1000);
+  try {
+    const socket = await connectWithTimeout('127.0.0.1', src.port, 2000);
+    await sleep(100);
+    assert.equal(socket.readableEnded, true, 'the whole reply and its FIN were read before pump() was attached');
+    const hash = createHash('sha256');
+    const to = new Writable({ write(chunk: Buffer, _e, cb) { hash.update(chunk); cb(); }, writev(chunks, cb) { for (const c of chunks) hash.update(c.chunk as Buffer); cb(); } });
+    const finished = new Promise((r) => to.once('finish', r));
+    pump(socket, to);
+    await finished;
+    assert.equal(hash.digest('hex'), src.sha);
+    socket.destroy();
+  } finally {
+    src.close();
+  }
 });
