@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import { test } from 'node:test';
 import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises';
-import { pump } from '../../agent/core/pump';
+import { pump, PUMP_BUDGET } from '../../agent/core/pump';
 import { connectWithTimeout } from '../../agent/proxy/connect';
 
 /** A writer that records each batch it is handed, and holds its callback until released. */
@@ -31,20 +31,23 @@ test('chunks that arrive in one turn of the event loop leave in one write', asyn
   assert.deepEqual(batches, [[8192, 8192, 8192, 8192, 8192]]);
 });
 
-test('a full writer pauses the reader until it drains, and nothing is lost or reordered', async () => {
+test('a writer holding PUMP_BUDGET unsent bytes pauses the reader until it drains, and nothing is lost', async () => {
   const from = new PassThrough();
   const { w, batches, release } = recorder(16 * 1024);
+  const total = 2 * PUMP_BUDGET;
+  const chunk = 32 * 1024;
   pump(from, w);
-  const sent = Array.from({ length: 8 }, (_, i) => Buffer.alloc(8 * 1024, i));
-  for (const b of sent) from.write(b);
+  for (let i = 0; i < total / chunk; i++) from.write(Buffer.alloc(chunk, i));
   await tick();
   await tick();
-  assert.equal(from.isPaused(), true, 'the reader is paused while the writer is over its high-water mark');
-  const written = batches.flat().reduce((a, b) => a + b, 0);
-  assert.ok(written < 64 * 1024, `only part was handed to the writer (${written} bytes)`);
-  for (let i = 0; i < 20 && batches.flat().reduce((a, b) => a + b, 0) < 64 * 1024; i++) { release(); await tick(); await tick(); }
+  assert.equal(from.isPaused(), true, 'the reader is paused while the writer holds the budget');
+  const accepted = w.writableLength;
+  assert.ok(accepted >= PUMP_BUDGET && accepted <= PUMP_BUDGET + chunk,
+    `the writer took ${accepted} bytes: the budget (${PUMP_BUDGET}), not its own 16 KiB high-water mark, bounds it`);
+  const handed = () => batches.flat().reduce((a, b) => a + b, 0);
+  for (let i = 0; i < 200 && handed() < total; i++) { release(); await tick(); await tick(); }
   release();
-  assert.equal(batches.flat().reduce((a, b) => a + b, 0), 64 * 1024);
+  assert.equal(handed(), total);
   assert.equal(from.isPaused(), false);
 });
 
@@ -102,8 +105,8 @@ test('a pooled socket stops reading while its writer is full', { timeout: 20_000
     const to = new Writable({ highWaterMark: 64 * 1024, writev(chunks, cb) { taken += chunks.reduce((a, c) => a + (c.chunk as Buffer).length, 0); held.push(cb); } });
     pump(socket, to);
     await sleep(200);
-    assert.ok(taken <= 256 * 1024, `the writer was handed ${taken} bytes while it acknowledged none`);
-    assert.equal(socket.bytesRead <= 1024 * 1024, true, `the socket read ${socket.bytesRead} bytes while its writer was full`);
+    assert.ok(taken <= PUMP_BUDGET + 64 * 1024, `the writer was handed ${taken} bytes while it acknowledged none`);
+    assert.ok(socket.bytesRead <= PUMP_BUDGET + 4 * 64 * 1024, `the socket read ${socket.bytesRead} bytes while its writer was full`);
     const finished = new Promise((r) => to.once('finish', r));
     const release = setInterval(() => { for (const cb of held.splice(0)) cb(); }, 1);
     await finished;
