@@ -68,16 +68,23 @@ export function markPooled(socket: Socket): void {
  * bytes pauses the reader; the reader's end ends the writer), counting them, and gathering the chunks that arrive in one turn
  * of the event loop into one write. A TLS/HTTP/2 tunnel hands data over in pieces of at most one
  * TLS record (and less where a frame straddles two records); written one by one, that is a
- * syscall per 8 KiB. Corked until the loop's check phase, the pieces of one socket read leave in
- * one writev.
+ * syscall per 8 KiB. The first chunk of a turn is written at once (a lone request or reply
+ * waits for nothing); the ones after it are corked until the loop's check phase and leave in one
+ * writev.
  */
 export function pump(from: Readable, to: Writable, count: (bytes: number) => void = () => undefined): void {
   const budget = Math.max(PUMP_BUDGET, to.writableHighWaterMark);
+  let inTurn = false;
   let corked = false;
   let waiting = false;
   const uncork = (): void => {
+    if (!corked) return;
     corked = false;
     to.uncork();
+  };
+  const endTurn = (): void => {
+    inTurn = false;
+    uncork();
   };
   const resume = (): void => {
     waiting = false;
@@ -85,10 +92,12 @@ export function pump(from: Readable, to: Writable, count: (bytes: number) => voi
   };
   const write = (chunk: Buffer, written?: () => void): boolean => {
     count(chunk.length);
-    if (!corked) {
+    if (!inTurn) {
+      inTurn = true;
+      setImmediate(endTurn);
+    } else if (!corked) {
       corked = true;
       to.cork();
-      setImmediate(uncork);
     }
     if (written) to.write(chunk, written);
     else to.write(chunk);
@@ -104,7 +113,7 @@ export function pump(from: Readable, to: Writable, count: (bytes: number) => voi
   const end = (): void => {
     if (ended) return;
     ended = true;
-    if (corked) uncork();
+    uncork();
     to.end();
   };
   from.once('end', end);
