@@ -51,7 +51,7 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
   return HboneServer.listen({
     host: o.host,
     port: o.port,
-    trustBundle: o.trustBundle(),
+    trustBundle: () => o.trustBundle(),
     identityFor: (name) => {
       const id = name === undefined ? undefined : identityBySni(o.store(), o.node).get(name);
       return id === undefined ? undefined : o.credentials(id);

@@ -42,8 +42,11 @@ export interface StreamInfo {
 export interface HboneServerOptions {
   host: string;
   port: number;
-  /** PEM roots that client certificates must chain to. */
-  trustBundle: string;
+  /**
+   * PEM roots that client certificates must chain to. A function is asked at every handshake, so
+   * a rotated bundle (a second root added, an old one retired) applies to new sessions at once.
+   */
+  trustBundle: string | (() => string);
   /**
    * The certificate to present to a client that asked for `servername` (SNI): the destination
    * proxy answers as the destination workload. Called per handshake, so certificates can rotate;
@@ -69,13 +72,14 @@ export class HboneServer {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
   private readonly peers = new WeakMap<http2.ServerHttp2Session, string>();
   private readonly contexts = new Map<string, tls.SecureContext>();
+  private contextsBundle = '';
 
   private constructor(private readonly server: http2.Http2SecureServer, private readonly options: HboneServerOptions) {}
 
   static async listen(options: HboneServerOptions): Promise<HboneServer> {
     const server = http2.createSecureServer({
       ...TLS13,
-      ca: options.trustBundle,
+      ca: bundleOf(options),
       SNICallback: (servername, cb) => {
         const context = hbone.contextFor(servername);
         // The default context holds no certificate: the client gets a handshake_failure alert.
@@ -124,15 +128,23 @@ export class HboneServer {
     for (const session of this.sessions) session.destroy();
   }
 
-  /** A TLS context per presented certificate, reused across handshakes until it rotates. */
+  /**
+   * A TLS context per presented certificate, reused across handshakes until it or the trust bundle
+   * rotates. The context selected by SNI is the one that verifies the client's certificate.
+   */
   private contextFor(servername: string | undefined): tls.SecureContext | undefined {
     const creds = this.options.identityFor(servername);
     if (!creds) return undefined;
+    const bundle = bundleOf(this.options);
+    if (bundle !== this.contextsBundle) {
+      this.contexts.clear();
+      this.contextsBundle = bundle;
+    }
     const cacheKey = creds.chain[0]!;
     let context = this.contexts.get(cacheKey);
     if (!context) {
       if (this.contexts.size >= 256) this.contexts.clear();
-      context = tls.createSecureContext({ ...TLS13, ...tlsMaterial(creds, this.options.trustBundle) });
+      context = tls.createSecureContext({ ...TLS13, ...tlsMaterial(creds, bundle) });
       this.contexts.set(cacheKey, context);
     }
     return context;
@@ -197,6 +209,10 @@ export class HboneServer {
       });
     });
   }
+}
+
+function bundleOf(options: HboneServerOptions): string {
+  return typeof options.trustBundle === 'function' ? options.trustBundle() : options.trustBundle;
 }
 
 function tlsMaterial(credentials: Credentials, trustBundle: string): { key: string; cert: string; ca: string } {

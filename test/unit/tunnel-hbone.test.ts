@@ -425,3 +425,38 @@ test('the destination proxy answers as the workload the client names by SNI, and
     byName.destroy();
   }
 });
+
+test('a rotated trust bundle applies to the next session: a certificate from the new root is refused before, accepted after', { timeout: 20_000 }, async () => {
+  const rotating = await openCa();
+  const db = await issue(rotating, DB);
+  let bundle = rotating.trustBundlePem();
+  const oldBundle = bundle;
+  const srv = await HboneServer.listen({
+    host: LOOPBACK, port: 0, trustBundle: () => bundle,
+    identityFor: (name) => (name === sniFor(DB) ? db : undefined),
+    authorize: () => ({ allow: true }),
+    connectTarget: (t) => new Promise((resolve, reject) => { const sock = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(sock)); sock.once('error', reject); }),
+  });
+  const added = await rotating.addRoot();
+  assert.ok(added.ok);
+  const webFromNewRoot = await issue(rotating, WEB);
+  const nodeAddress = { host: LOOPBACK, port: srv.address().port };
+  const attempt = async () => {
+    const pool = new HbonePool({ timeoutMs: 3000 });
+    try {
+      const s = await pool.connect(request(ports.sink, { nodeAddress, credentials: webFromNewRoot, trustBundle: rotating.trustBundlePem() }));
+      s.destroy();
+    } finally {
+      pool.destroy();
+    }
+  };
+  try {
+    const refused = await rejection(attempt());
+    assert.ok(refused.code, `refused while the server trusts only the old root: ${refused.message}`);
+    bundle = rotating.trustBundlePem();
+    assert.notEqual(bundle, oldBundle);
+    await attempt();
+  } finally {
+    srv.destroy();
+  }
+});
