@@ -1,9 +1,10 @@
-import { webcrypto } from 'node:crypto';
-import * as x509 from '@peculiar/x509';
+import { KeyObject, webcrypto } from 'node:crypto';
+import { buildCsrPem } from './csr-der';
 
 /**
  * Workload keys are ECDSA P-256 (docs/x509.md has the measurements behind that choice), made
- * with Node's WebCrypto; the private key never leaves the agent, only the CSR does.
+ * with Node's WebCrypto; the private key never leaves the agent, only the CSR does. Nothing here
+ * loads @peculiar/x509: the agent imports this module and the CSR is encoded by csr-der.ts.
  */
 export const ECDSA_P256 = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
 
@@ -18,16 +19,12 @@ export async function generateKeyPair(): Promise<webcrypto.CryptoKeyPair> {
   return webcrypto.subtle.generateKey(ECDSA_P256, true, ['sign', 'verify']);
 }
 
+/** PKCS#8 PEM, 64-column lines, no trailing newline (byte for byte what x509.PemConverter wrote). */
 export async function privateKeyPem(key: webcrypto.CryptoKey): Promise<string> {
-  return x509.PemConverter.encode(await webcrypto.subtle.exportKey('pkcs8', key), 'PRIVATE KEY');
+  return (KeyObject.from(key).export({ type: 'pkcs8', format: 'pem' }) as string).trimEnd();
 }
 
 export async function generateWorkloadKey(identity: string): Promise<WorkloadKey> {
   const keys = await generateKeyPair();
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({
-    keys,
-    signingAlgorithm: ECDSA_P256,
-    extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: identity }], true)],
-  });
-  return { keyPem: await privateKeyPem(keys.privateKey), csrPem: csr.toString('pem') };
+  return { keyPem: await privateKeyPem(keys.privateKey), csrPem: await buildCsrPem(keys, identity) };
 }
