@@ -13,25 +13,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod } from '../harness';
 import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent } from '../harness/weft-agent';
-
-const HTTP_SERVER = `
-const http = require('http');
-const chunk = Buffer.alloc(256 * 1024, 7);
-http.createServer((req, res) => {
-  const m = /bytes=(\\d+)/.exec(req.url);
-  if (!m) { res.end('ok'); return; }
-  let left = Number(m[1]);
-  res.writeHead(200, { 'content-length': left });
-  const pump = () => { while (left > 0) { const c = left >= chunk.length ? chunk : chunk.subarray(0, left); left -= c.length; if (!res.write(c)) return res.once('drain', pump); } res.end(); };
-  pump();
-}).listen(8080, '0.0.0.0', () => console.log('listening'));`;
+import { BULK_BYTES, cpuTicks, HTTP_SERVER, rssMiB, WRK_SECONDS, wrk } from './load';
 
 export interface Endpoint { host: string; port: number; pids: () => number[]; stop(): Promise<void> }
 export interface Contender { name: string; start(ctx: BenchContext): Promise<Endpoint> }
 export interface BenchContext { dir: string; lab: Lab; n1: LabNode; n2: LabNode; client: LabPod; server: LabPod }
 
-const BULK_BYTES = 1024 * 1024 * 1024;
-const WRK_SECONDS = 5;
 
 function makeCerts(dir: string): void {
   const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
@@ -106,24 +93,6 @@ export const weft: Contender = {
 
 interface Row { name: string; gbps: number; kaRps: number; p50: number; p99: number; closeRps: number; cpuUsPerReq: number; rssMiB: number }
 
-function cpuTicks(pids: number[]): number {
-  return pids.reduce((sum, pid) => {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return sum + Number(f[11]) + Number(f[12]);
-  }, 0);
-}
-const rss = (pids: number[]) => pids.reduce((s, pid) => s + Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0), 0) / 1024;
-const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
-
-async function wrk(client: LabPod, url: string, extra: string[]): Promise<{ rps: number; p50: number; p99: number; requests: number }> {
-  const r = await client.exec('wrk', ['-t1', '-c16', `-d${WRK_SECONDS}s`, '--latency', ...extra, url], { timeoutMs: (WRK_SECONDS + 20) * 1000 });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
-  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
-  const lat = (p: string) => { const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(r.stdout); return m ? ms(m[1]!, m[2]!) : NaN; };
-  if (!rps) throw new Error(`wrk gave no result for ${url}:\n${r.stdout}\n${r.stderr}`);
-  return { rps, p50: lat('50'), p99: lat('99'), requests };
-}
-
 async function measure(c: BenchContext, contender: Contender): Promise<Row> {
   const ep = await contender.start(c);
   try {
@@ -136,7 +105,7 @@ async function measure(c: BenchContext, contender: Contender): Promise<Row> {
     const cpu = cpuTicks(ep.pids()) - t0;
     const close = await wrk(c.client, `${base}/`, ['-H', 'Connection: close']);
     return { name: contender.name, gbps: (speed! * 8) / 1e9, kaRps: ka.rps, p50: ka.p50, p99: ka.p99, closeRps: close.rps,
-      cpuUsPerReq: ep.pids().length ? (cpu * 10_000) / ka.requests : 0, rssMiB: rss(ep.pids()) };
+      cpuUsPerReq: ep.pids().length ? (cpu * 10_000) / ka.requests : 0, rssMiB: rssMiB(ep.pids()) };
   } finally {
     await ep.stop();
   }

@@ -16,31 +16,17 @@
  * per-request req/s, the proxy's CPU µs per request, and the ratios.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
 import { Lab, LabNode, LabPod } from '../harness';
 import { startLocalAgent, WEFT_CLI } from '../harness/weft-agent';
+import { BULK_BYTES, cpuTicks, HTTP_SERVER, TICK_S, WRK_SECONDS, wrk } from './load';
 import { CLIENT_ID } from './same-node-relay';
 
-const HTTP_SERVER = `
-const http = require('http');
-const chunk = Buffer.alloc(256 * 1024, 7);
-http.createServer((req, res) => {
-  const m = /bytes=(\\d+)/.exec(req.url);
-  if (!m) { res.end('ok'); return; }
-  let left = Number(m[1]);
-  res.writeHead(200, { 'content-length': left });
-  const pump = () => { while (left > 0) { const c = left >= chunk.length ? chunk : chunk.subarray(0, left); left -= c.length; if (!res.write(c)) return res.once('drain', pump); } res.end(); };
-  pump();
-}).listen(8080, '0.0.0.0', () => console.log('listening'));`;
-
-const BULK_BYTES = 1024 * 1024 * 1024;
-const WRK_SECONDS = 5;
 const PORTS = { pod: 8080, plain: 15101, hbone: 15102, tunnel: 15108 };
-const TICK_S = 0.01; // /proc/<pid>/stat counts CPU in clock ticks of 10 ms (USER_HZ 100)
 
 interface Row {
   name: string;
@@ -52,24 +38,6 @@ interface Row {
   kaCpuUsPerReq: number;
   closeRps: number;
   closeCpuUsPerReq: number;
-}
-
-function cpuTicks(pids: number[]): number {
-  return pids.reduce((sum, pid) => {
-    const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return sum + Number(f[11]) + Number(f[12]);
-  }, 0);
-}
-
-const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
-
-async function wrk(client: LabPod, url: string, extra: string[]): Promise<{ rps: number; p50: number; p99: number; requests: number }> {
-  const r = await client.exec('wrk', ['-t1', '-c16', `-d${WRK_SECONDS}s`, '--latency', ...extra, url], { timeoutMs: (WRK_SECONDS + 20) * 1000 });
-  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
-  const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
-  const lat = (p: string) => { const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(r.stdout); return m ? ms(m[1]!, m[2]!) : NaN; };
-  if (!rps) throw new Error(`wrk gave no result for ${url}:\n${r.stdout}\n${r.stderr}`);
-  return { rps, p50: lat('50'), p99: lat('99'), requests };
 }
 
 /** One request outside the measurement: (c) opens its TLS session here, (b) has its state. */
