@@ -1,137 +1,33 @@
 import assert from 'node:assert/strict';
 import { createPublicKey, X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import * as x509 from '@peculiar/x509';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { parseSecretRef, SecretRootStore, type SecretRef } from '../../agent/controlplane/ca-store-secret';
 import { generateWorkloadKey } from '../../agent/identity/keys';
+import { FakeKubeObjects, kubeConfig, SECRETS, type Secret } from '../support/fake-kube-objects';
 
 /**
- * The Kubernetes API server is a dependency here, not the thing under test: a loopback HTTP server
- * answers GET, POST and PUT of /api/v1/namespaces/<ns>/secrets[/<name>] as the real one does
- * (base64 data, resourceVersion bumped on every write, Status bodies with NotFound, AlreadyExists,
- * Conflict and Forbidden).
+ * The Kubernetes API server is a dependency here, not the thing under test: the loopback fake in
+ * test/support/fake-kube-objects.ts answers GET, POST and PUT of /api/v1/namespaces/<ns>/secrets[/<name>]
+ * as the real one does (base64 data checked, type Opaque by default, resourceVersion bumped on every
+ * write, Status bodies with NotFound, AlreadyExists, Conflict and Forbidden).
  */
 
 const TD = 'cluster.local';
 const WEB = 'spiffe://cluster.local/ns/shop/sa/web';
 const REF: SecretRef = { namespace: 'weft-system', name: 'weft-ca' };
 
-interface Secret {
-  apiVersion: 'v1';
-  kind: 'Secret';
-  metadata: { name: string; namespace: string; resourceVersion: string; uid: string; creationTimestamp: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  type: string;
-  data?: Record<string, string>;
-}
-
-type Verb = 'get' | 'create' | 'update';
-
-class FakeApiServer {
-  readonly secrets = new Map<string, Secret>();
-  readonly namespaces = new Set(['weft-system']);
-  readonly requests: string[] = [];
-  /** Verbs answered 403, as without the RBAC. */
-  readonly forbidden = new Set<Verb>();
-  /** Runs when a create arrives, before it is applied: another replica can get there first. */
-  beforeCreate: (() => void) | undefined;
-  private version = 100;
-  private readonly server: Server = createServer((req, res) => this.handle(req, res));
-
-  async start(t: TestContext): Promise<KubeConfig> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => { this.server.closeAllConnections(); this.server.close(() => resolve()); }));
-    return kubeConfig(`http://127.0.0.1:${(this.server.address() as AddressInfo).port}`);
+class FakeApiServer extends FakeKubeObjects<Secret> {
+  constructor() {
+    super(SECRETS, REF);
   }
-
-  /** What a person or another tool puts there (kubectl apply), resourceVersion bumped. */
-  put(ref: SecretRef, data: Record<string, string>, extra: Partial<Secret['metadata']> = {}): Secret {
-    const secret: Secret = {
-      apiVersion: 'v1', kind: 'Secret', type: 'Opaque', data,
-      metadata: { name: ref.name, namespace: ref.namespace, uid: `uid-${ref.name}`, creationTimestamp: '2030-01-01T00:00:00Z', ...extra, resourceVersion: this.nextVersion() },
-    };
-    this.secrets.set(`${ref.namespace}/${ref.name}`, secret);
-    return secret;
-  }
-
-  get(ref: SecretRef = REF): Secret | undefined {
-    return this.secrets.get(`${ref.namespace}/${ref.name}`);
-  }
-
-  private nextVersion(): string {
-    return String(++this.version);
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => { body += chunk; });
-    req.on('end', () => {
-      const path = new URL(req.url ?? '/', 'http://x').pathname;
-      this.requests.push(`${req.method} ${path}`);
-      const match = /^\/api\/v1\/namespaces\/([^/]+)\/secrets(?:\/([^/]+))?$/.exec(path);
-      if (!match) return status(res, 404, 'NotFound', 'the server could not find the requested resource');
-      const [, namespace, name] = match as unknown as [string, string, string | undefined];
-      const verb: Verb | undefined = req.method === 'GET' && name ? 'get' : req.method === 'POST' && !name ? 'create' : req.method === 'PUT' && name ? 'update' : undefined;
-      if (verb === undefined) return status(res, 405, 'MethodNotAllowed', `${req.method} is not supported here`);
-      if (this.forbidden.has(verb)) {
-        return status(res, 403, 'Forbidden', `secrets${name ? ` "${name}"` : ''} is forbidden: User "system:serviceaccount:weft-system:weft-controlplane" cannot ${verb} resource "secrets" in API group "" in the namespace "${namespace}"`);
-      }
-      const key = `${namespace}/${name}`;
-      if (verb === 'get') {
-        const secret = this.secrets.get(key);
-        return secret ? json(res, 200, secret) : status(res, 404, 'NotFound', `secrets "${name}" not found`);
-      }
-      const sent = JSON.parse(body) as Secret;
-      for (const value of Object.values(sent.data ?? {})) {
-        if (Buffer.from(value, 'base64').toString('base64') !== value) return status(res, 400, 'BadRequest', 'illegal base64 data in Secret.data');
-      }
-      if (verb === 'create') {
-        if (!this.namespaces.has(namespace)) return status(res, 404, 'NotFound', `namespaces "${namespace}" not found`);
-        this.beforeCreate?.();
-        const target = `${namespace}/${sent.metadata.name}`;
-        if (this.secrets.has(target)) return status(res, 409, 'AlreadyExists', `secrets "${sent.metadata.name}" already exists`);
-        if (sent.metadata.resourceVersion) return status(res, 500, 'InternalError', 'resourceVersion should not be set on objects to be created');
-        const created: Secret = { ...sent, type: sent.type || 'Opaque', metadata: { ...sent.metadata, namespace, uid: `uid-${sent.metadata.name}`, creationTimestamp: '2030-01-01T00:00:00Z', resourceVersion: this.nextVersion() } };
-        this.secrets.set(target, created);
-        return json(res, 201, created);
-      }
-      const current = this.secrets.get(key);
-      if (sent.metadata.name !== name) return status(res, 400, 'BadRequest', 'the name of the object does not match the name on the URL');
-      if (!current) return status(res, 404, 'NotFound', `secrets "${name}" not found`);
-      if (sent.metadata.resourceVersion && sent.metadata.resourceVersion !== current.metadata.resourceVersion) {
-        return status(res, 409, 'Conflict', `Operation cannot be fulfilled on secrets "${name}": the object has been modified; please apply your changes to the latest version and try again`);
-      }
-      const replaced: Secret = { ...sent, metadata: { ...sent.metadata, uid: current.metadata.uid, creationTimestamp: current.metadata.creationTimestamp, resourceVersion: this.nextVersion() } };
-      this.secrets.set(key, replaced);
-      return json(res, 200, replaced);
-    });
-  }
-}
-
-function json(res: ServerResponse, code: number, body: object): void {
-  res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-}
-
-function status(res: ServerResponse, code: number, reason: string, message: string): void {
-  json(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
-}
-
-function kubeConfig(server: string): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server, skipTLSVerify: true }],
-    users: [{ name: 'test' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'test' }],
-    currentContext: 'fake',
-  });
-  return kc;
 }
 
 function dataDir(t: TestContext): string {
@@ -207,8 +103,9 @@ test('another replica creates the Secret between our read and our create: its ro
   const kc = await api.start(t);
   const winner = await openOk(t, kc, { ref: { namespace: 'weft-system', name: 'winner' } });
   const winnerData = { ...api.get({ namespace: 'weft-system', name: 'winner' })!.data };
-  api.beforeCreate = () => {
-    api.beforeCreate = undefined;
+  api.beforeWrite = (verb) => {
+    if (verb !== 'create') return;
+    api.beforeWrite = undefined;
     api.put(REF, winnerData);
   };
   api.requests.length = 0;
@@ -246,7 +143,7 @@ test('rotation writes the two-root bundle and the new key to the Secret, then re
   assert.deepEqual(await ca.addRoot(), { ok: true, value: undefined });
   const rotated = api.get()!;
   assert.notEqual(rotated.metadata.resourceVersion, before);
-  assert.equal(api.requests.at(-1), 'PUT /api/v1/namespaces/weft-system/secrets/weft-ca');
+  assert.equal(api.requests.at(-1), `PUT /api/v1/namespaces/weft-system/secrets/weft-ca @${before}`, 'a replace carrying the resourceVersion read');
   const stored = certsOf(decode(rotated.data!['ca.pem']));
   assert.equal(stored.length, 2);
   assert.equal(stored[1]!.fingerprint256, oldRoot!.fingerprint256, 'the old root stays trusted, after the new one');

@@ -1,19 +1,20 @@
 import assert from 'node:assert/strict';
 import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test, type TestContext } from 'node:test';
 import * as x509 from '@peculiar/x509';
-import { CoreV1Api, KubeConfig } from '@kubernetes/client-node';
+import { CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { ConfigMapBundlePublisher, DEFAULT_TRUST_BUNDLE_CONFIGMAP, type ConfigMapRef } from '../../agent/controlplane/trust-bundle-configmap';
+import { CONFIGMAPS, type ConfigMap, FakeKubeObjects, kubeConfig } from '../support/fake-kube-objects';
 
 /**
- * The Kubernetes API server is a dependency here, not the thing under test: a loopback HTTP server
- * answers GET, POST and PUT of /api/v1/namespaces/<ns>/configmaps[/<name>] as the real one does
+ * The Kubernetes API server is a dependency here, not the thing under test: the loopback fake in
+ * test/support/fake-kube-objects.ts answers GET, POST and PUT of /api/v1/namespaces/<ns>/configmaps[/<name>] as the real one does
  * (plain-text data, resourceVersion bumped on every write, a PUT carrying an old resourceVersion
  * refused, Status bodies with NotFound, AlreadyExists, Conflict and Forbidden).
  */
@@ -23,123 +24,14 @@ const REF = DEFAULT_TRUST_BUNDLE_CONFIGMAP;
 const LIST = '/api/v1/namespaces/weft-system/configmaps';
 const ONE = `${LIST}/weft-trust-bundle`;
 
-interface ConfigMap {
-  apiVersion: 'v1';
-  kind: 'ConfigMap';
-  metadata: { name: string; namespace: string; resourceVersion: string; uid: string; creationTimestamp: string; labels?: Record<string, string>; annotations?: Record<string, string> };
-  data?: Record<string, string>;
-}
-
-type Verb = 'get' | 'create' | 'update';
-
-class FakeApiServer {
-  readonly configMaps = new Map<string, ConfigMap>();
-  readonly namespaces = new Set(['weft-system']);
-  /** "PUT /api/v1/..." and, for a PUT, the resourceVersion it carried: "PUT ... @105". */
-  readonly requests: string[] = [];
-  /** Verbs answered 403, as without the RBAC. */
-  readonly forbidden = new Set<Verb>();
-  /** Runs when a write arrives, before it is applied: another writer can get there first. */
-  beforeWrite: ((verb: 'create' | 'update') => void) | undefined;
-  private version = 100;
-  private readonly server: Server = createServer((req, res) => this.handle(req, res));
-
-  async start(t: TestContext): Promise<KubeConfig> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    t.after(() => new Promise<void>((resolve) => { this.server.closeAllConnections(); this.server.close(() => resolve()); }));
-    return kubeConfig(`http://127.0.0.1:${(this.server.address() as AddressInfo).port}`);
-  }
-
-  /** What a person or another tool puts there (kubectl apply), resourceVersion bumped. */
-  put(ref: ConfigMapRef, data: Record<string, string>, extra: Partial<ConfigMap['metadata']> = {}): ConfigMap {
-    const previous = this.get(ref);
-    const configMap: ConfigMap = {
-      apiVersion: 'v1', kind: 'ConfigMap', data,
-      metadata: { name: ref.name, namespace: ref.namespace, uid: previous?.metadata.uid ?? `uid-${ref.name}`, creationTimestamp: '2030-01-01T00:00:00Z', ...extra, resourceVersion: this.nextVersion() },
-    };
-    this.configMaps.set(`${ref.namespace}/${ref.name}`, configMap);
-    return configMap;
-  }
-
-  get(ref: ConfigMapRef = REF): ConfigMap | undefined {
-    return this.configMaps.get(`${ref.namespace}/${ref.name}`);
+class FakeApiServer extends FakeKubeObjects<ConfigMap> {
+  constructor() {
+    super(CONFIGMAPS, REF);
   }
 
   bundle(ref: ConfigMapRef = REF): string | undefined {
     return this.get(ref)?.data?.['ca.pem'];
   }
-
-  private nextVersion(): string {
-    return String(++this.version);
-  }
-
-  private handle(req: IncomingMessage, res: ServerResponse): void {
-    let body = '';
-    req.setEncoding('utf8');
-    req.on('data', (chunk: string) => { body += chunk; });
-    req.on('end', () => {
-      const path = new URL(req.url ?? '/', 'http://x').pathname;
-      const match = /^\/api\/v1\/namespaces\/([^/]+)\/configmaps(?:\/([^/]+))?$/.exec(path);
-      if (!match) {
-        this.requests.push(`${req.method} ${path}`);
-        return status(res, 404, 'NotFound', 'the server could not find the requested resource');
-      }
-      const [, namespace, name] = match as unknown as [string, string, string | undefined];
-      const verb: Verb | undefined = req.method === 'GET' && name ? 'get' : req.method === 'POST' && !name ? 'create' : req.method === 'PUT' && name ? 'update' : undefined;
-      const sent = verb === 'create' || verb === 'update' ? JSON.parse(body) as ConfigMap : undefined;
-      this.requests.push(`${req.method} ${path}${verb === 'update' ? ` @${sent?.metadata.resourceVersion ?? '-'}` : ''}`);
-      if (verb === undefined) return status(res, 405, 'MethodNotAllowed', `${req.method} is not supported here`);
-      if (this.forbidden.has(verb)) {
-        return status(res, 403, 'Forbidden', `configmaps${name ? ` "${name}"` : ''} is forbidden: User "system:serviceaccount:weft-system:weft-controlplane" cannot ${verb} resource "configmaps" in API group "" in the namespace "${namespace}"`);
-      }
-      const key = `${namespace}/${name}`;
-      if (verb === 'get') {
-        const found = this.configMaps.get(key);
-        return found ? json(res, 200, found) : status(res, 404, 'NotFound', `configmaps "${name}" not found`);
-      }
-      for (const value of Object.values(sent!.data ?? {})) {
-        if (typeof value !== 'string') return status(res, 400, 'BadRequest', 'ConfigMap.data values must be strings');
-      }
-      this.beforeWrite?.(verb);
-      if (verb === 'create') {
-        if (!this.namespaces.has(namespace)) return status(res, 404, 'NotFound', `namespaces "${namespace}" not found`);
-        const target = `${namespace}/${sent!.metadata.name}`;
-        if (this.configMaps.has(target)) return status(res, 409, 'AlreadyExists', `configmaps "${sent!.metadata.name}" already exists`);
-        if (sent!.metadata.resourceVersion) return status(res, 500, 'InternalError', 'resourceVersion should not be set on objects to be created');
-        const created: ConfigMap = { ...sent!, metadata: { ...sent!.metadata, namespace, uid: `uid-${sent!.metadata.name}`, creationTimestamp: '2030-01-01T00:00:00Z', resourceVersion: this.nextVersion() } };
-        this.configMaps.set(target, created);
-        return json(res, 201, created);
-      }
-      const current = this.configMaps.get(key);
-      if (sent!.metadata.name !== name) return status(res, 400, 'BadRequest', 'the name of the object does not match the name on the URL');
-      if (!current) return status(res, 404, 'NotFound', `configmaps "${name}" not found`);
-      if (sent!.metadata.resourceVersion && sent!.metadata.resourceVersion !== current.metadata.resourceVersion) {
-        return status(res, 409, 'Conflict', `Operation cannot be fulfilled on configmaps "${name}": the object has been modified; please apply your changes to the latest version and try again`);
-      }
-      const replaced: ConfigMap = { ...sent!, metadata: { ...sent!.metadata, uid: current.metadata.uid, creationTimestamp: current.metadata.creationTimestamp, resourceVersion: this.nextVersion() } };
-      this.configMaps.set(key, replaced);
-      return json(res, 200, replaced);
-    });
-  }
-}
-
-function json(res: ServerResponse, code: number, body: object): void {
-  res.writeHead(code, { 'content-type': 'application/json' }).end(JSON.stringify(body));
-}
-
-function status(res: ServerResponse, code: number, reason: string, message: string): void {
-  json(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, code });
-}
-
-function kubeConfig(server: string): KubeConfig {
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'fake', server, skipTLSVerify: true }],
-    users: [{ name: 'test' }],
-    contexts: [{ name: 'fake', cluster: 'fake', user: 'test' }],
-    currentContext: 'fake',
-  });
-  return kc;
 }
 
 function publisher(kc: KubeConfig, ref: ConfigMapRef = REF): ConfigMapBundlePublisher {
