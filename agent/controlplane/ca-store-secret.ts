@@ -3,7 +3,7 @@ import { operationalLogger } from '../core/log';
 import { err, ok, type Result } from '../core/result';
 import type { RootStore, StoredRoot } from './ca-store';
 import { writeFileAtomic } from './data-dir';
-import { apiFailure, type ApiFailure } from './kube-api-failure';
+import { apiFailure, explainApiFailure, serialQueue, type ApiFailure } from './kube-api-failure';
 
 /**
  * The CA root in a Kubernetes Secret (type Opaque, keys `ca-key.pem` and `ca.pem`), so that the
@@ -64,7 +64,7 @@ export class SecretRootStore implements RootStore {
   private last: V1Secret | undefined;
   private hasRead = false;
   /** Writes go one at a time, each with the resourceVersion the previous one returned. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly serially = serialQueue();
 
   constructor(
     private readonly api: SecretsApi,
@@ -171,23 +171,10 @@ export class SecretRootStore implements RootStore {
     }
   }
 
-  private serially<T>(work: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
-    return next;
-  }
-
   private explain(verb: 'read' | 'create' | 'update', failure: ApiFailure): string {
     const { namespace, name } = this.ref;
-    const what = `cannot ${verb} ${this.location}`;
-    if (failure.code === undefined) {
-      return `${what}: the request did not reach the API server (${failure.message}); check the kubeconfig or in-cluster credentials and that the API server is reachable from here. Nothing was changed`;
-    }
-    if (failure.code === 401 || failure.code === 403) {
-      return `${what} (${failure.message}): the control plane's ServiceAccount needs get and update on secrets named ${name} and create on secrets, `
-        + `in namespace ${namespace} (the Role weft-controlplane-ca in daemonset/rbac.yaml). Nothing was changed`;
-    }
-    if (failure.code === 404 && verb === 'create') return `${what} (${failure.message}): does namespace ${namespace} exist?`;
-    return `${what} (${failure.message})`;
+    return explainApiFailure(verb, failure, {
+      what: this.location, resource: 'secrets', name, namespace, role: 'weft-controlplane-ca', unchangedNote: '. Nothing was changed',
+    });
   }
 }

@@ -2,7 +2,7 @@ import type { CoreV1Api, V1ConfigMap } from '@kubernetes/client-node';
 import { operationalLogger } from '../core/log';
 import { err, ok, type Result } from '../core/result';
 import type { TrustBundlePublisher } from './ca-store';
-import { apiFailure, type ApiFailure } from './kube-api-failure';
+import { apiFailure, explainApiFailure, serialQueue, type ApiFailure } from './kube-api-failure';
 
 /**
  * The trust bundle (every active root, PEM) published in a ConfigMap (key `ca.pem`, label
@@ -39,7 +39,7 @@ type Round = { done: true; result: Result<void, string> } | { done: false; why: 
 export class ConfigMapBundlePublisher implements TrustBundlePublisher {
   readonly location: string;
   /** Publishes go one at a time, in the order asked: the last bundle asked for is the one left. */
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly serially = serialQueue();
 
   constructor(private readonly api: ConfigMapsApi, private readonly ref: ConfigMapRef = DEFAULT_TRUST_BUNDLE_CONFIGMAP) {
     this.location = `ConfigMap ${ref.namespace}/${ref.name}`;
@@ -55,9 +55,7 @@ export class ConfigMapBundlePublisher implements TrustBundlePublisher {
       }
       return err(`cannot publish the trust bundle to ${this.location}: it changed under every one of ${ATTEMPTS} attempts (${lost.join('; ')}); check what else writes it`);
     };
-    const next = this.queue.then(work, work);
-    this.queue = next.catch(() => undefined);
-    return next;
+    return this.serially(work);
   }
 
   /** One read, then at most one write. */
@@ -113,16 +111,9 @@ export class ConfigMapBundlePublisher implements TrustBundlePublisher {
 
   private explain(verb: 'read' | 'create' | 'update', failure: ApiFailure): string {
     const { namespace, name } = this.ref;
-    const what = `cannot ${verb} ${this.location}, where the agents read the trust bundle`;
-    if (failure.code === undefined) {
-      return `${what}: the request did not reach the API server (${failure.message}); check the kubeconfig or in-cluster credentials and that the API server is reachable from here`;
-    }
-    if (failure.code === 401 || failure.code === 403) {
-      return `${what} (${failure.message}): the control plane's ServiceAccount needs get and update on configmaps named ${name} and create on configmaps, `
-        + `in namespace ${namespace} (the Role weft-controlplane-trust-bundle in daemonset/rbac.yaml)`;
-    }
-    if (failure.code === 404 && verb === 'create') return `${what} (${failure.message}): does namespace ${namespace} exist?`;
-    return `${what} (${failure.message})`;
+    return explainApiFailure(verb, failure, {
+      what: `${this.location}, where the agents read the trust bundle`, resource: 'configmaps', name, namespace, role: 'weft-controlplane-trust-bundle',
+    });
   }
 }
 
