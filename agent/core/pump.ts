@@ -1,11 +1,6 @@
+import * as net from 'node:net';
 import type { OnReadOpts, Socket } from 'node:net';
 import type { Readable, Writable } from 'node:stream';
-
-/**
- * Buffer bound for the proxy's plain TCP sockets: one socket read of tunnel data (up to 64 KiB)
- * fits in one corked batch, so it is written in one writev instead of being cut at Node's 16 KiB.
- */
-export const RELAY_HIGH_WATER_MARK = 64 * 1024;
 
 /**
  * Unsent bytes a pump lets pile up in its writer before it pauses the reader. A writer's own
@@ -41,7 +36,7 @@ const MAX_QUEUED_READS = 4;
 type PooledSocket = Socket & { [kPooledReads]?: PooledReads };
 
 function onPooledRead(this: PooledSocket, nread: number, buf: Uint8Array): boolean {
-  const state = (this[kPooledReads] ??= { queued: [] });
+  const state = this[kPooledReads]!;
   const buffer = buf as Buffer;
   const chunk = buffer.subarray(0, nread);
   if (state.sink) return state.sink(chunk, buffer);
@@ -50,23 +45,21 @@ function onPooledRead(this: PooledSocket, nread: number, buf: Uint8Array): boole
 }
 
 /**
- * `onread` options for net.connect: the socket reads into reused 64 KiB buffers instead of a new
- * ArrayBuffer per read. Those allocations are what drives V8's full collections on a node that
- * sends bulk data into the tunnel (26 mark-compacts per GiB, about a fifth of that agent's CPU).
- * Such a socket emits no 'data' events; only pump() reads it.
+ * net.connect, with the socket reading into reused 64 KiB buffers instead of a new ArrayBuffer
+ * per read. Those allocations are what drives V8's full collections on a node that sends bulk data
+ * into the tunnel (26 mark-compacts per GiB, about a fifth of that agent's CPU). Such a socket
+ * emits no 'data' events; only pump() reads it.
  */
-export function pooledReads(): { onread: OnReadOpts } {
-  return { onread: { buffer: takeReadBuffer, callback: onPooledRead as OnReadOpts['callback'] } };
-}
-
-export function markPooled(socket: Socket): void {
-  (socket as PooledSocket)[kPooledReads] ??= { queued: [] };
+export function connectPooled(options: net.TcpNetConnectOpts): Socket {
+  const socket = net.connect({ ...options, onread: { buffer: takeReadBuffer, callback: onPooledRead as OnReadOpts['callback'] } });
+  (socket as PooledSocket)[kPooledReads] = { queued: [] };
+  return socket;
 }
 
 /**
  * Moves bytes from `from` to `to` like pipe() (backpressure: a writer holding PUMP_BUDGET unsent
- * bytes pauses the reader; the reader's end ends the writer), counting them, and gathering the chunks that arrive in one turn
- * of the event loop into one write. A TLS/HTTP/2 tunnel hands data over in pieces of at most one
+ * bytes pauses the reader; the reader's end ends the writer), counting them, and gathering the
+ * chunks that arrive in one turn of the event loop into one write. A TLS/HTTP/2 tunnel hands data over in pieces of at most one
  * TLS record (and less where a frame straddles two records); written one by one, that is a
  * syscall per 8 KiB. The first chunk of a turn is written at once (a lone request or reply
  * waits for nothing); the ones after it are corked until the loop's check phase and leave in one

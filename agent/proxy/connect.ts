@@ -1,5 +1,5 @@
-import net, { Socket } from 'node:net';
-import { markPooled, pooledReads, RELAY_HIGH_WATER_MARK } from '../core/pump';
+import type { Socket } from 'node:net';
+import { connectPooled } from '../core/pump';
 
 /**
  * Opens a half-open-capable TCP connection, failing with ETIMEDOUT after `timeoutMs`. It reads into
@@ -7,12 +7,7 @@ import { markPooled, pooledReads, RELAY_HIGH_WATER_MARK } from '../core/pump';
  */
 export function connectWithTimeout(ip: string, port: number, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    // Node passes Duplex options through to the socket; @types/node's connect options omit them.
-    const options: net.TcpNetConnectOpts & { writableHighWaterMark: number } = {
-      host: ip, port, allowHalfOpen: true, noDelay: true, writableHighWaterMark: RELAY_HIGH_WATER_MARK, ...pooledReads(),
-    };
-    const s = net.connect(options);
-    markPooled(s);
+    const s = connectPooled({ host: ip, port, allowHalfOpen: true, noDelay: true });
     const timer = setTimeout(() => {
       s.destroy();
       reject(Object.assign(new Error(`connect to ${ip}:${port} timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));

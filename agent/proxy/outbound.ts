@@ -15,7 +15,6 @@ import { connectWithTimeout } from './connect';
 import { Drainer } from './drain';
 import type { OutboundRoute } from './outbound-route';
 import { relay } from './relay';
-import { RELAY_HIGH_WATER_MARK } from '../core/pump';
 
 type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
@@ -37,7 +36,7 @@ export class OutboundProxy {
   private constructor(private readonly drainer: Drainer) {}
 
   static async listen(o: OutboundOptions): Promise<OutboundProxy> {
-    const servers = o.hosts.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_HIGH_WATER_MARK }));
+    const servers = o.hosts.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true }));
     const proxy = new OutboundProxy(new Drainer(servers));
     for (const [i, srv] of servers.entries()) {
       srv.on('connection', (s) => { proxy.drainer.track(s); void handle(s, o); });

@@ -17,7 +17,6 @@ import net, { type Socket } from 'node:net';
 import { createInterface } from 'node:readline';
 import type { Duplex } from 'node:stream';
 import { CertificateAuthority } from '../../agent/controlplane/ca';
-import { RELAY_HIGH_WATER_MARK } from '../../agent/core/pump';
 import { generateWorkloadKey } from '../../agent/identity/keys';
 import { connectWithTimeout } from '../../agent/proxy/connect';
 import { relay } from '../../agent/proxy/relay';
@@ -37,7 +36,7 @@ async function issue(ca: CertificateAuthority, identity: string): Promise<Creden
 }
 
 function listen(host: string, port: number, onConnection: (s: Socket) => void): Promise<net.Server> {
-  const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true, highWaterMark: RELAY_HIGH_WATER_MARK }, (s) => {
+  const srv = net.createServer({ allowHalfOpen: true, pauseOnConnect: true }, (s) => {
     s.on('error', () => undefined);
     onConnection(s);
   });
