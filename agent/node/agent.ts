@@ -42,7 +42,7 @@ export interface IdentitySource {
   request: CertificateRequester;
   /**
    * The roots as they are now (the CA file can change on rotation). Asked for every new outbound
-   * tunnel session; the inbound listener (15008) takes it once, when it starts.
+   * tunnel session and every inbound (15008) handshake.
    */
   trustBundle: () => string;
   validitySeconds?: number;
