@@ -7,8 +7,8 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, curl, startHttpServer, tcpRequest } from '../test/harness';
-import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../test/harness/weft-agent';
+import { Lab, curl, startHttpServer, tcpRequest } from './sandbox';
+import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from './sandbox/weft-agent';
 
 const say = (s: string) => process.stdout.write(`${s}\n`);
 const step = (s: string) => say(`\n== ${s}`);

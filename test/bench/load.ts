@@ -3,7 +3,7 @@
  * short 'ok'), wrk with its latency percentiles, and a process's CPU and RSS from /proc.
  */
 import { readFileSync } from 'node:fs';
-import type { LabPod } from '../harness';
+import type { LabPod } from '../../agent/sandbox';
 
 export const HTTP_SERVER = `
 const http = require('http');

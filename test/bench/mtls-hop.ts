@@ -11,8 +11,8 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, LabNode, LabPod } from '../harness';
-import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent } from '../harness/weft-agent';
+import { Lab, LabNode, LabPod } from '../../agent/sandbox';
+import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent } from '../../agent/sandbox/weft-agent';
 import { BULK_BYTES, cpuTicks, HTTP_SERVER, rssMiB, WRK_SECONDS, wrk } from './load';
 
 export interface Endpoint { host: string; port: number; pids: () => number[]; stop(): Promise<void> }

@@ -6,8 +6,8 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, LabPod } from '../harness';
-import { startLocalAgent, WEFT_CLI } from '../harness/weft-agent';
+import { Lab, LabPod } from '../../agent/sandbox';
+import { startLocalAgent, WEFT_CLI } from '../../agent/sandbox/weft-agent';
 import { spawnSync } from 'node:child_process';
 
 const SERVER = `

@@ -21,8 +21,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
-import { Lab, LabNode, LabPod } from '../harness';
-import { startLocalAgent, WEFT_CLI } from '../harness/weft-agent';
+import { Lab, LabNode, LabPod } from '../../agent/sandbox';
+import { startLocalAgent, WEFT_CLI } from '../../agent/sandbox/weft-agent';
 import { BULK_BYTES, cpuTicks, HTTP_SERVER, TICK_S, WRK_SECONDS, wrk } from './load';
 import { CLIENT_ID } from './same-node-relay';
 

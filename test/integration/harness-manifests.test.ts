@@ -2,7 +2,7 @@
 import * as assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
-import { manifests, toYamlStream, type NodeFacts, type PodFacts } from '../harness/manifests';
+import { manifests, toYamlStream, type NodeFacts, type PodFacts } from '../../agent/sandbox/manifests';
 
 const node: NodeFacts = { name: 'lab-n1', ip: '172.30.1.1', ip6: 'fd00:30:1::1', podCidr: '10.244.1.0/24', podCidr6: 'fd00:244:1::/64' };
 const pod = (name: string, namespace: string, ip6?: string): PodFacts => ({

@@ -4,7 +4,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { cgroup2Root, Lab, startEchoServer, tcpRequest, type LabPod } from '../harness';
+import { cgroup2Root, Lab, startEchoServer, tcpRequest, type LabPod } from '../../agent/sandbox';
 
 function unavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'needs root (netns, veths, cgroups)';
@@ -101,7 +101,7 @@ describe('lab placement and cleanup', { skip: skipReason }, () => {
   });
 });
 
-const HARNESS = path.join(__dirname, '..', 'harness');
+const HARNESS = path.join(__dirname, '..', '..', 'agent', 'sandbox');
 
 /** Runs a node child that builds a lab, reports it, then ends as `ending` says (or is SIGKILLed once it reported). */
 async function crashingChild(ending: string, killAfterReport = false): Promise<{ index: number; pids: number[]; code: number | null; signal: string | null }> {

@@ -13,10 +13,10 @@ import { randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../harness';
-import { podIp4 } from '../harness/addresses';
-import { manifests, toYamlStream } from '../harness/manifests';
-import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../harness/weft-agent';
+import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
+import { podIp4 } from '../../agent/sandbox/addresses';
+import { manifests, toYamlStream } from '../../agent/sandbox/manifests';
+import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();

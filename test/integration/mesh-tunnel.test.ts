@@ -10,8 +10,8 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest } from '../harness';
-import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../harness/weft-agent';
+import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest } from '../../agent/sandbox';
+import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();

@@ -3,9 +3,9 @@
 import type { ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import type { LabNode } from './lab';
-import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
+import { WEFT_NODE_FLAGS } from '../node-flags';
 
-export const WEFT_CLI = join(__dirname, '..', '..', 'agent', 'cli.js');
+export const WEFT_CLI = join(__dirname, '..', 'cli.js');
 
 export interface AgentHandle {
   readonly process: ChildProcess;

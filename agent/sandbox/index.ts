@@ -1,4 +1,4 @@
-// The netns lab harness shared by tests, the demo and the benchmarks.
+// The sandbox (the netns lab): pods as network namespaces + cgroups, nodes as namespaces on a bridge. Part of the product (`weft demo` builds one); the tests and benchmarks use it too.
 export { Lab, LabNode, LabPod, type KubeletLayout, type LabOptions, type PodOptions } from './lab';
 export { type ManifestOptions } from './manifests';
 export { type ExecOptions, type ExecResult } from './run';
