@@ -4,9 +4,7 @@ import type { WorkloadStore } from '../state/store';
 
 /** Adapts the state store to the proxy's read-only view; the cgroup → pod map comes from redirect. */
 export function makeDirectory(store: WorkloadStore, podForCgroup: (id: bigint) => string | undefined): Directory {
-  const ref = (p: PodInfo): WorkloadRef => ({
-    namespace: p.namespace, name: p.name, workload: store.workloadName(p), identity: store.identityOf(p), node: p.nodeName,
-  });
+  const ref = (p: PodInfo): WorkloadRef => store.workloadRef(p);
   return {
     sourceByCgroup(id) {
       const key = podForCgroup(id);

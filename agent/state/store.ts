@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { canonicalIp } from '../core/ip';
 import { objectKey, type NamespaceInfo, type NodeInfo, type PodInfo, type ServiceInfo, type Snapshot } from '../config/objects';
+import type { WorkloadRef } from '../core/workload';
 import { selectorMatches } from './selector';
 import { workloadName } from './workload-name';
 
@@ -72,6 +73,11 @@ export class WorkloadStore {
 
   workloadName(pod: PodInfo): string {
     return workloadName(pod);
+  }
+
+  /** What the proxy and telemetry say of a pod. */
+  workloadRef(pod: PodInfo): WorkloadRef {
+    return { namespace: pod.namespace, name: pod.name, workload: workloadName(pod), identity: this.identityOf(pod), node: pod.nodeName };
   }
 
   /** `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` */

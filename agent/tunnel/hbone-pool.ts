@@ -21,6 +21,8 @@ export interface ConnectRequest {
   servername?: string;
   target: TunnelTarget;
   traceparent?: string;
+  /** The source pod's address and port, sent as `Forwarded: for=` so the destination's policy sees its client. */
+  source?: { ip: string; port: number };
 }
 
 export interface PoolOptions {
@@ -70,6 +72,7 @@ export class HbonePool {
       ':method': 'CONNECT',
       ':authority': target,
       ...(request.traceparent === undefined ? {} : { traceparent: request.traceparent }),
+      ...(request.source === undefined ? {} : { forwarded: forwardedHeader(request.source) }),
     }, { endStream: false });
     stream.once('close', () => { session.active--; });
     return this.answered(stream, { node, target });
@@ -196,4 +199,9 @@ export class HbonePool {
 
 function hostPort({ host, port }: { host: string; port: number }): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** RFC 7239 `for="10.0.0.1:4711"`, `for="[fd00::1]:4711"`. */
+function forwardedHeader({ ip, port }: { ip: string; port: number }): string {
+  return isIPv6(ip) ? `for="[${ip}]:${port}"` : `for="${ip}:${port}"`;
 }

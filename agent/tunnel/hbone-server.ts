@@ -1,7 +1,7 @@
 import * as http2 from 'node:http2';
-import type { AddressInfo, Socket } from 'node:net';
+import { isIP, type AddressInfo, type Socket } from 'node:net';
 import * as tls from 'node:tls';
-import { unmapIp } from '../core/ip';
+import { canonicalIp, unmapIp } from '../core/ip';
 import { operationalLogger } from '../core/log';
 import { parseAuthority, type TunnelTarget } from './authority';
 import { REASON_HEADER } from './hbone-error';
@@ -22,6 +22,24 @@ export interface StreamRequest {
   peerIdentity: string;
   target: TunnelTarget;
   traceparent?: string;
+  /**
+   * The source pod's address as the source proxy states it (`Forwarded: for=`); a claim by an
+   * authenticated peer, to be checked against the peer's identity before it is believed.
+   */
+  forwardedFor?: { ip: string; port?: number };
+  /** the source node proxy's address */
+  remoteAddress?: string;
+  remotePort?: number;
+}
+
+/** A CONNECT stream the server accepted at the tunnel level, handed to `serve`. */
+export interface TunnelStream {
+  /** Answers 200: from now on the stream carries the connection's bytes. */
+  accept(): http2.ServerHttp2Stream;
+  /** Answers `status` with a reason header and ends the stream (only before accept); reports nothing. */
+  refuse(status: number, reason: string): void;
+  /** Reports the stream's end to `onStream` (the server reports only the refusals it makes itself). */
+  report(info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs' | 'remoteAddress' | 'remotePort'>): void;
 }
 
 /** One per CONNECT stream, when it ends: what an access log needs. */
@@ -53,11 +71,11 @@ export interface HboneServerOptions {
    * undefined refuses the handshake, as does a client that sends no server name.
    */
   identityFor(servername: string | undefined): Credentials | undefined;
+  /** Whether the target may be served here at all (a local meshed pod); a refusal answers 403. */
   authorize(request: StreamRequest): Decision;
-  /** Opens the connection to the local pod; the socket must allow half-open (`allowHalfOpen: true`). */
-  connectTarget(target: TunnelTarget): Promise<Socket>;
+  /** Serves an authorized stream: accepts or refuses it and moves its bytes (see spliceToTarget). */
+  serve(request: StreamRequest, tunnel: TunnelStream): void;
   onStream?(info: StreamInfo): void;
-  connectTimeoutMs?: number;
   maxConcurrentStreams?: number;
 }
 
@@ -171,44 +189,89 @@ export class HboneServer {
     const peerIdentity = this.peers.get(stream.session as http2.ServerHttp2Session);
     if (peerIdentity === undefined) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
     const traceparent = typeof headers.traceparent === 'string' ? headers.traceparent : undefined;
+    const forwardedFor = forwardedForOf(headers.forwarded);
     const socket = stream.session?.socket;
     const remote = { ...(socket?.remoteAddress ? { remoteAddress: unmapIp(socket.remoteAddress) } : {}), ...(socket?.remotePort ? { remotePort: socket.remotePort } : {}) };
     const report = (info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs'>): void =>
       this.options.onStream?.({ peerIdentity, ...remote, ...(traceparent === undefined ? {} : { traceparent }), ...info, durationMs: Date.now() - started });
+    const answer = (status: number, reason: string): void => {
+      if (!stream.closed && !stream.headersSent) stream.respond({ ':status': status, [REASON_HEADER]: reason }, { endStream: true });
+    };
     const refuse = (status: number, reason: string, target?: TunnelTarget): void => {
-      if (!stream.closed) stream.respond({ ':status': status, [REASON_HEADER]: reason }, { endStream: true });
+      answer(status, reason);
       report({ ...(target ? { target } : {}), status, bytesIn: 0, bytesOut: 0, error: reason });
     };
     if (headers[':method'] !== 'CONNECT') return refuse(405, `only CONNECT is served here, not ${headers[':method']}`);
     const target = parseAuthority(headers[':authority']);
     if (!target.ok) return refuse(400, target.error);
-    const decision = this.options.authorize({ peerIdentity, target: target.value, ...(traceparent === undefined ? {} : { traceparent }) });
+    const request: StreamRequest = { peerIdentity, target: target.value, ...remote,
+      ...(traceparent === undefined ? {} : { traceparent }), ...(forwardedFor === undefined ? {} : { forwardedFor }) };
+    const decision = this.options.authorize(request);
     if (!decision.allow) return refuse(403, decision.reason, target.value);
-    void this.open(target.value).then((socket) => {
-      if (stream.closed) return void socket.destroy();
-      stream.respond({ ':status': 200 });
-      splice(stream, socket, (r) => report({ target: target.value, status: 200, ...r }));
-    }, (e: NodeJS.ErrnoException) => refuse(e.code === 'ETIMEDOUT' ? 504 : 503, `${e.code ?? 'error'}: ${e.message}`, target.value));
-  }
-
-  private open(target: TunnelTarget): Promise<Socket> {
-    const ms = this.options.connectTimeoutMs ?? 10_000;
-    return new Promise((resolve, reject) => {
-      let late = false;
-      const timer = setTimeout(() => {
-        late = true;
-        reject(Object.assign(new Error(`no connection within ${ms} ms`), { code: 'ETIMEDOUT' }));
-      }, ms);
-      this.options.connectTarget(target).then((socket) => {
-        clearTimeout(timer);
-        if (late) socket.destroy();
-        else resolve(socket);
-      }, (e: unknown) => {
-        clearTimeout(timer);
-        reject(e);
-      });
+    this.options.serve(request, {
+      accept: () => {
+        stream.respond({ ':status': 200 });
+        return stream;
+      },
+      refuse: answer,
+      report,
     });
   }
+}
+
+/**
+ * The plain tunnel end: connects to the target (bounded by `timeoutMs`), answers 200 and moves bytes
+ * both ways; a refused or timed-out connection answers 503 or 504. `connectTarget` must return a
+ * socket that allows half-open (`allowHalfOpen: true`).
+ */
+export function spliceToTarget(connectTarget: (target: TunnelTarget) => Promise<Socket>, timeoutMs = 10_000): HboneServerOptions['serve'] {
+  return (request, tunnel) => {
+    const target = request.target;
+    void connectBounded(() => connectTarget(target), timeoutMs).then((socket) => {
+      let stream: http2.ServerHttp2Stream;
+      try {
+        stream = tunnel.accept();
+      } catch {
+        return void socket.destroy(); // the stream went away while connecting
+      }
+      splice(stream, socket, (r) => tunnel.report({ target, status: 200, ...r }));
+    }, (e: NodeJS.ErrnoException) => {
+      const status = e.code === 'ETIMEDOUT' ? 504 : 503;
+      const reason = `${e.code ?? 'error'}: ${e.message}`;
+      tunnel.refuse(status, reason);
+      tunnel.report({ target, status, bytesIn: 0, bytesOut: 0, error: reason });
+    });
+  };
+}
+
+/** `connect()`, failing with ETIMEDOUT after `ms`; a socket that arrives late is closed. */
+export function connectBounded(connect: () => Promise<Socket>, ms: number): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    let late = false;
+    const timer = setTimeout(() => {
+      late = true;
+      reject(Object.assign(new Error(`no connection within ${ms} ms`), { code: 'ETIMEDOUT' }));
+    }, ms);
+    connect().then((socket) => {
+      clearTimeout(timer);
+      if (late) socket.destroy();
+      else resolve(socket);
+    }, (e: unknown) => {
+      clearTimeout(timer);
+      reject(e);
+    });
+  });
+}
+
+/** `Forwarded: for="10.0.0.1:4711"` or `for="[fd00::1]:4711"` (RFC 7239, first element, port optional); anything else is ignored. */
+export function forwardedForOf(value: string | string[] | undefined): { ip: string; port?: number } | undefined {
+  const first = (Array.isArray(value) ? value[0] : value)?.split(',')[0];
+  if (!first) return undefined;
+  const m = /(?:^|;)\s*for=("?)(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+))(?::([0-9]{1,5}))?\1\s*(?:;|$)/i.exec(first);
+  const ip = m?.[2] ?? m?.[3];
+  if (ip === undefined || isIP(ip) === 0) return undefined;
+  const port = m?.[4] === undefined ? undefined : Number(m[4]);
+  return { ip: canonicalIp(ip), ...(port !== undefined && port >= 1 && port <= 65535 ? { port } : {}) };
 }
 
 function bundleOf(options: HboneServerOptions): string {

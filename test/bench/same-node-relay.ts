@@ -21,7 +21,7 @@ import { generateWorkloadKey } from '../../agent/identity/keys';
 import { connectWithTimeout } from '../../agent/proxy/connect';
 import { relay } from '../../agent/proxy/relay';
 import { HbonePool } from '../../agent/tunnel/hbone-pool';
-import { HboneServer, type Credentials } from '../../agent/tunnel/hbone-server';
+import { HboneServer, type Credentials, spliceToTarget } from '../../agent/tunnel/hbone-server';
 import { sniFor } from '../../agent/tunnel/sni';
 import { childTraceparent } from '../../agent/tunnel/traceparent';
 
@@ -64,7 +64,7 @@ async function main(): Promise<void> {
     trustBundle,
     identityFor: (name) => (name === serverSni ? server : undefined),
     authorize: ({ peerIdentity }) => { stats.peers.add(peerIdentity); return { allow: true }; },
-    connectTarget: (t) => connectWithTimeout(t.ip, t.port, 10_000),
+    serve: spliceToTarget((t) => connectWithTimeout(t.ip, t.port, 10_000)),
     onStream: (info) => { stats.streams++; if (info.error) stats.streamErrors++; },
   });
   const pool = new HbonePool({ timeoutMs: 10_000 });

@@ -12,7 +12,7 @@ import * as tls from 'node:tls';
 import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { generateWorkloadKey } from '../../agent/identity/keys';
 import { HbonePool, type ConnectRequest } from '../../agent/tunnel/hbone-pool';
-import { HboneServer, type Credentials, type StreamInfo, type StreamRequest } from '../../agent/tunnel/hbone-server';
+import { HboneServer, type Credentials, type StreamInfo, type StreamRequest, spliceToTarget } from '../../agent/tunnel/hbone-server';
 import { sniFor } from '../../agent/tunnel/sni';
 import { childTraceparent, parseTraceparent } from '../../agent/tunnel/traceparent';
 
@@ -131,10 +131,10 @@ async function startServer(identity: Credentials | (() => Credentials), { maxCon
       asked.push(request);
       return request.target.port === ports.denied ? { allow: false, reason: 'no ALLOW policy matches shop/db' } : { allow: true };
     },
-    connectTarget: ({ ip, port }) => new Promise((resolve, reject) => {
+    serve: spliceToTarget(({ ip, port }) => new Promise((resolve, reject) => {
       const sock = net.connect({ host: ip, port, allowHalfOpen: true }, () => resolve(sock));
       sock.once('error', reject);
-    }),
+    })),
     onStream: (info) => streams.push(info),
     ...(maxConcurrentStreams === undefined ? {} : { maxConcurrentStreams }),
   });
@@ -334,7 +334,7 @@ test('a pooled session is not reused for a destination whose identity it does no
 test('a node proxy whose certificate is from another CA is refused by the client', async () => {
   const imposter = await HboneServer.listen({
     host: LOOPBACK, port: 0, trustBundle: ca.trustBundlePem(), identityFor: () => foreignDb!, authorize: () => ({ allow: true }),
-    connectTarget: () => Promise.reject(new Error('unused')),
+    serve: spliceToTarget(() => Promise.reject(new Error('unused'))),
   });
   closers.push(() => imposter.destroy());
   const e = await rejection(newPool().connect(request(ports.echo, { nodeAddress: { host: LOOPBACK, port: imposter.address().port } })));
@@ -406,7 +406,7 @@ test('the destination proxy answers as the workload the client names by SNI, and
     host: LOOPBACK, port: 0, trustBundle: ca.trustBundlePem(),
     identityFor: (name) => (name === sniFor(DB) ? db : name === sniFor(API) ? api : undefined),
     authorize: () => ({ allow: true }),
-    connectTarget: (t) => new Promise((resolve, reject) => { const sock = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(sock)); sock.once('error', reject); }),
+    serve: spliceToTarget((t) => new Promise((resolve, reject) => { const sock = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(sock)); sock.once('error', reject); })),
   });
   const pool = new HbonePool({ timeoutMs: 3000 });
   try {
@@ -435,7 +435,7 @@ test('a rotated trust bundle applies to the next session: a certificate from the
     host: LOOPBACK, port: 0, trustBundle: () => bundle,
     identityFor: (name) => (name === sniFor(DB) ? db : undefined),
     authorize: () => ({ allow: true }),
-    connectTarget: (t) => new Promise((resolve, reject) => { const sock = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(sock)); sock.once('error', reject); }),
+    serve: spliceToTarget((t) => new Promise((resolve, reject) => { const sock = net.connect({ host: t.ip, port: t.port, allowHalfOpen: true }, () => resolve(sock)); sock.once('error', reject); })),
   });
   const added = await rotating.addRoot();
   assert.ok(added.ok);
