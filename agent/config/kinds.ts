@@ -1,3 +1,4 @@
+import { convertAuthorizationPolicy } from '../policy/convert';
 import type { Checker, Fields } from './checker';
 import type { Metadata } from './metadata';
 import { convertNamespace } from './namespace';
@@ -56,7 +57,7 @@ export const KINDS: Readonly<Record<string, Kind>> = {
   }),
   Service: kind('v1', true, convertService, (into, svc) => into.snapshot.services.push(svc)),
   PeerAuthentication: kind('security.weft.dev/v1', true, convertPeerAuthentication, (into, pa) => into.snapshot.peerAuthentications.push(pa)),
-  AuthorizationPolicy: raw('security.weft.dev/v1', 'AuthorizationPolicy'),
+  AuthorizationPolicy: kind('security.weft.dev/v1', true, convertAuthorizationPolicy, (into, ap) => into.snapshot.authorizationPolicies.push(ap)),
   HTTPRoute: raw('gateway.networking.k8s.io/v1', 'HTTPRoute'),
   TrafficPolicy: raw('networking.weft.dev/v1', 'TrafficPolicy'),
 };

@@ -1,3 +1,5 @@
+import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
+
 /**
  * Weft's internal view of the cluster: plain types converted once, at the edge (parse.ts).
  * Nothing past the edge sees raw YAML or Kubernetes API objects.
@@ -64,7 +66,7 @@ export interface PeerAuthenticationInfo {
   portLevel: Record<number, MtlsMode>;
 }
 
-/** AuthorizationPolicy, HTTPRoute, TrafficPolicy: recognised here, validated by their own modules. */
+/** HTTPRoute, TrafficPolicy: recognised here, validated by their own modules. */
 export interface RawPolicyObject {
   kind: string;
   apiVersion: string;
@@ -79,6 +81,8 @@ export interface Snapshot {
   nodes: NodeInfo[];
   services: ServiceInfo[];
   peerAuthentications: PeerAuthenticationInfo[];
+  /** Validated and normalized (agent/policy/convert.ts); agents compile them into a PolicySet. */
+  authorizationPolicies: AuthorizationPolicyInfo[];
   policies: RawPolicyObject[];
 }
 
@@ -92,7 +96,7 @@ export const MESH_LABEL = 'weft.dev/mesh';
 export const CGROUP_ANNOTATION = 'weft.dev/cgroup';
 
 export function emptySnapshot(): Snapshot {
-  return { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], policies: [] };
+  return { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], authorizationPolicies: [], policies: [] };
 }
 
 /** `namespace/name`: how pods, Services and policies are keyed and named in messages. */

@@ -2,10 +2,13 @@ import { isIP } from 'node:net';
 import type { V1Namespace, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import { Checker, isMapping } from '../config/checker';
 import type { ConfigError } from '../config/config-error';
+import type { Metadata } from '../config/metadata';
 import type { NamespaceInfo, NodeInfo, PeerAuthenticationInfo, PodInfo, RawPolicyObject, ServiceInfo, ServicePort } from '../config/objects';
 import { convertPeerAuthentication } from '../config/peer-authentication';
 import { DEFAULT_SERVICE_ACCOUNT } from '../config/pod';
 import { canonicalIp } from '../core/ip';
+import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
+import { convertAuthorizationPolicy } from '../policy/convert';
 import { err, ok, type Result } from '../core/result';
 
 /**
@@ -80,15 +83,25 @@ export function serviceInfo(svc: V1Service): ServiceInfo {
 export interface CustomObject {
   apiVersion?: string;
   kind?: string;
-  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string> };
+  metadata?: { name?: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string };
   spec?: unknown;
 }
 
 /** Istio's PeerAuthentication spec, checked by the same rules as the config file. */
 export function peerAuthenticationInfo(obj: CustomObject): Result<PeerAuthenticationInfo, string> {
+  return checked('PeerAuthentication', obj, convertPeerAuthentication);
+}
+
+/** Istio's AuthorizationPolicy spec, checked by the same rules as the config file (agent/policy/convert.ts). */
+export function authorizationPolicyInfo(obj: CustomObject): Result<AuthorizationPolicyInfo, string> {
+  return checked('AuthorizationPolicy', obj, convertAuthorizationPolicy);
+}
+
+/** Runs a config-file converter over an API object with a Checker of its own; the errors joined as `field: message; ...`. */
+function checked<T>(kind: string, obj: CustomObject, convert: (c: Checker, obj: Record<string, unknown>, meta: Metadata) => T): Result<T, string> {
   const meta = { name: obj.metadata?.name ?? '', namespace: obj.metadata?.namespace ?? '', labels: obj.metadata?.labels ?? {}, annotations: obj.metadata?.annotations ?? {} };
   const errors: ConfigError[] = [];
-  const info = convertPeerAuthentication(new Checker(`PeerAuthentication ${meta.namespace}/${meta.name}`, errors), obj as Record<string, unknown>, meta);
+  const info = convert(new Checker(`${kind} ${meta.namespace}/${meta.name}`, errors), obj as Record<string, unknown>, meta);
   return errors.length === 0 ? ok(info) : err(errors.map((e) => `${e.field}: ${e.message}`).join('; '));
 }
 

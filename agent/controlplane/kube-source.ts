@@ -4,8 +4,9 @@ import {
 } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import { operationalLogger } from '../core/log';
+import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
 import {
-  namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, rawPolicy, serviceInfo, type CustomObject,
+  authorizationPolicyInfo, namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, rawPolicy, serviceInfo, type CustomObject,
 } from './discovery-kube-convert';
 
 /**
@@ -129,6 +130,8 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
     synced.push(followed.synced);
   }
 
+  const authorization = lastGoodAuthorization();
+
   function build(): Snapshot {
     const snapshot: Snapshot = {
       namespaces: namespaces.cache.list().map(namespaceInfo),
@@ -136,9 +139,14 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
       nodes: nodes.cache.list().map(nodeInfo),
       services: services.cache.list().map(serviceInfo),
       peerAuthentications: [],
+      authorizationPolicies: [],
       policies: [],
     };
     for (const { kind, cache } of customs) {
+      if (kind.kind === 'AuthorizationPolicy') {
+        snapshot.authorizationPolicies = authorization(cache.list() as CustomObject[]);
+        continue;
+      }
       for (const obj of cache.list() as CustomObject[]) {
         if (kind.kind !== 'PeerAuthentication') {
           snapshot.policies.push(rawPolicy(kind.kind, `${kind.group}/${kind.version}`, obj));
@@ -166,5 +174,47 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
       for (const t of timers) clearTimeout(t);
       for (const { cache } of [namespaces, pods, nodes, services, ...customs]) void cache.stop();
     },
+  };
+}
+
+/**
+ * AuthorizationPolicy objects to their validated form. The API server checks only the CRD's
+ * schema, so an edit can still be invalid (a bad CIDR, a CUSTOM action): then the last valid
+ * version of that object stays in force, rather than the edit silently dropping the policy
+ * (which would open what an ALLOW policy closed, or what a DENY policy denied). The problem is
+ * logged once per resourceVersion. An object that was never valid is not in force.
+ */
+function lastGoodAuthorization(): (objects: CustomObject[]) => AuthorizationPolicyInfo[] {
+  const lastGood = new Map<string, AuthorizationPolicyInfo>();
+  const reported = new Map<string, string>();
+  return (objects) => {
+    const out: AuthorizationPolicyInfo[] = [];
+    const seen = new Set<string>();
+    for (const obj of objects) {
+      const key = `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
+      seen.add(key);
+      const info = authorizationPolicyInfo(obj);
+      if (info.ok) {
+        lastGood.set(key, info.value);
+        reported.delete(key);
+        out.push(info.value);
+        continue;
+      }
+      const previous = lastGood.get(key);
+      const version = obj.metadata?.resourceVersion ?? '';
+      if (reported.get(key) !== version) {
+        reported.set(key, version);
+        log.error(
+          { object: `AuthorizationPolicy ${key}`, resourceVersion: version, reason: info.error },
+          previous !== undefined
+            ? `AuthorizationPolicy ${key} is invalid; its last valid version stays in force until it is fixed`
+            : `AuthorizationPolicy ${key} is invalid and has never been valid: it is not in force until it is fixed`,
+        );
+      }
+      if (previous !== undefined) out.push(previous);
+    }
+    for (const key of [...lastGood.keys()]) if (!seen.has(key)) lastGood.delete(key);
+    for (const key of [...reported.keys()]) if (!seen.has(key)) reported.delete(key);
+    return out;
   };
 }

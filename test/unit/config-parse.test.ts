@@ -134,12 +134,13 @@ describe('parseConfig: valid streams', () => {
     assert.deepEqual(
       s.policies.map((p) => [p.kind, p.apiVersion, `${p.namespace}/${p.name}`]),
       [
-        ['AuthorizationPolicy', 'security.weft.dev/v1', 'shop/allow-frontend'],
         ['HTTPRoute', 'gateway.networking.k8s.io/v1', 'shop/web-route'],
         ['TrafficPolicy', 'networking.weft.dev/v1', 'shop/web-faults'],
       ],
     );
-    assert.deepEqual((s.policies[0].spec as { action: string }).action, 'ALLOW');
+    assert.deepEqual(s.authorizationPolicies, [
+      { namespace: 'shop', name: 'allow-frontend', action: 'ALLOW', rules: [{ from: [{ principals: ['x'] }] }] },
+    ]);
   });
 
   it('defaults the namespace, the service account and a missing cgroup', () => {
