@@ -1,8 +1,8 @@
 /**
  * What the pod-to-pod benchmarks share: the HTTP server they load (a 'bulk?bytes=N' body or a
- * short 'ok'), wrk with its latency percentiles, and a process's CPU and RSS from /proc.
+ * short 'ok'), wrk and h2load with their latency percentiles, and a process's CPU and RSS from /proc.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import type { LabPod } from '../../agent/sandbox';
 
 export const HTTP_SERVER = `
@@ -36,12 +36,43 @@ export const rssMiB = (pids: number[]): number =>
 
 const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : unit === 's' ? 1000 : 1);
 
-/** wrk -t1 -c16 for WRK_SECONDS from `client`: req/s, p50/p99 in ms, and the request count. */
-export async function wrk(client: LabPod, url: string, extra: string[]): Promise<{ rps: number; p50: number; p99: number; requests: number }> {
+/** What one load run measured. `failed` counts requests without a 2xx/3xx answer and socket errors. */
+export interface LoadResult { rps: number; p50: number; p99: number; requests: number; failed: number }
+
+/** wrk -t1 -c16 for WRK_SECONDS from `client`: req/s, p50/p99 in ms, the request count and the failures. */
+export async function wrk(client: LabPod, url: string, extra: string[]): Promise<LoadResult> {
   const r = await client.exec('wrk', ['-t1', '-c16', `-d${WRK_SECONDS}s`, '--latency', ...extra, url], { timeoutMs: (WRK_SECONDS + 20) * 1000 });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
   const lat = (p: string) => { const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(r.stdout); return m ? ms(m[1]!, m[2]!) : NaN; };
   if (!rps) throw new Error(`wrk gave no result for ${url}:\n${r.stdout}\n${r.stderr}`);
-  return { rps, p50: lat('50'), p99: lat('99'), requests };
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(r.stdout)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(r.stdout);
+  const failed = non2xx + (sock ? sock.slice(1).reduce((s, v) => s + Number(v), 0) : 0);
+  return { rps, p50: lat('50'), p99: lat('99'), requests, failed };
+}
+
+/**
+ * h2load over HTTP/2 (h2c with prior knowledge for an http:// URL): `connections` connections with
+ * `streams` concurrent streams each, for WRK_SECONDS from `client`. h2load prints no percentiles,
+ * so p50/p99 come from its per-request log (start µs, status, elapsed µs), written to `logPath`
+ * (a path the client's mount namespace shares with this process) and removed afterwards.
+ */
+export async function h2load(client: LabPod, url: string, logPath: string, connections = 16, streams = 10): Promise<LoadResult> {
+  try {
+    const r = await client.exec('h2load', ['-t1', `-c${connections}`, `-m${streams}`, `-D${WRK_SECONDS}`, `--log-file=${logPath}`, url],
+      { timeoutMs: (WRK_SECONDS + 20) * 1000 });
+    const rps = Number(/finished in [\d.]+m?s, ([\d.]+) req\/s/.exec(r.stdout)?.[1]);
+    const counts = /requests: (\d+) total, \d+ started, \d+ done, (\d+) succeeded/.exec(r.stdout);
+    if (!rps || !counts) throw new Error(`h2load gave no result for ${url} (exit ${r.code}):\n${r.stdout}\n${r.stderr}`);
+    const [requests, succeeded] = [Number(counts[1]), Number(counts[2])];
+    const times = readFileSync(logPath, 'utf8').split('\n').flatMap((l) => {
+      const f = l.split('\t');
+      return f.length === 3 && f[1]!.startsWith('2') ? [Number(f[2]) / 1000] : [];
+    }).sort((a, b) => a - b);
+    const pct = (p: number) => (times.length ? times[Math.min(times.length - 1, Math.floor((p / 100) * times.length))]! : NaN);
+    return { rps, p50: pct(50), p99: pct(99), requests, failed: requests - succeeded };
+  } finally {
+    rmSync(logPath, { force: true });
+  }
 }

@@ -7,40 +7,13 @@
  * Fairness: the Weft node proxy is one Node.js thread per node, so HAProxy runs with nbthread 1;
  * stunnel keeps its default (a thread per connection). ECDSA P-256 certificates everywhere.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Lab, LabNode, LabPod } from '../../agent/sandbox';
-import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent } from '../../agent/sandbox/weft-agent';
 import { BULK_BYTES, cpuTicks, HTTP_SERVER, rssMiB, WRK_SECONDS, wrk } from './load';
+import { spawnReady, stopPids, withHopLab, type BenchContext, type Contender } from './hop-lab';
+import { startWeftMesh } from './weft-mesh';
 
-export interface Endpoint { host: string; port: number; pids: () => number[]; stop(): Promise<void> }
-export interface Contender { name: string; start(ctx: BenchContext): Promise<Endpoint> }
-export interface BenchContext { dir: string; lab: Lab; n1: LabNode; n2: LabNode; client: LabPod; server: LabPod }
-
-
-function makeCerts(dir: string): void {
-  const o = (args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  o(['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '2', '-subj', '/CN=bench-ca']);
-  for (const who of ['server', 'client']) {
-    o(['req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', `${who}.key`, '-out', `${who}.csr`, '-subj', `/CN=${who}`]);
-    o(['x509', '-req', '-in', `${who}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial', '-out', `${who}.crt`, '-days', '2']);
-    writeFileSync(join(dir, `${who}.pem`), readFileSync(join(dir, `${who}.crt`), 'utf8') + readFileSync(join(dir, `${who}.key`), 'utf8'));
-  }
-}
-
-async function spawnReady(node: LabNode, cmd: string, args: string[], settleMs = 500): Promise<number> {
-  const p = node.spawn(cmd, args);
-  let err = '';
-  p.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
-  p.stdout?.resume();
-  await new Promise((r) => setTimeout(r, settleMs));
-  if (p.exitCode !== null) throw new Error(`${cmd} exited at start (${p.exitCode}): ${err}`);
-  return p.pid!;
-}
-
-const stop = async (pids: number[]) => { for (const pid of pids) { try { process.kill(pid, 'SIGTERM'); } catch { /* gone */ } } };
+export type { BenchContext, Contender, Endpoint } from './hop-lab';
 
 export const direct: Contender = {
   name: 'direct',
@@ -54,7 +27,7 @@ export const stunnelPair: Contender = {
     const server = conf('stunnel-n2.conf', `[hop]\naccept = ${c.n2.ip}:18443\nconnect = ${c.server.ip}:8080\ncert = ${c.dir}/server.crt\nkey = ${c.dir}/server.key\nCAfile = ${c.dir}/ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`);
     const client = conf('stunnel-n1.conf', `[hop]\nclient = yes\naccept = ${c.n1.ip}:18080\nconnect = ${c.n2.ip}:18443\ncert = ${c.dir}/client.crt\nkey = ${c.dir}/client.key\nCAfile = ${c.dir}/ca.pem\nverifyChain = yes\nsslVersionMin = TLSv1.3\n`);
     const pids = [await spawnReady(c.n2, 'stunnel4', [server]), await spawnReady(c.n1, 'stunnel4', [client])];
-    return { host: c.n1.ip, port: 18080, pids: () => pids, stop: () => stop(pids) };
+    return { host: c.n1.ip, port: 18080, pids: () => pids, stop: () => stopPids(pids) };
   },
 };
 
@@ -65,29 +38,15 @@ export const haproxyPair: Contender = {
     const server = conf('haproxy-n2.cfg', `frontend hop\n  bind ${c.n2.ip}:28443 ssl crt ${c.dir}/server.pem ca-file ${c.dir}/ca.pem verify required ssl-min-ver TLSv1.3\n  default_backend pod\nbackend pod\n  server s ${c.server.ip}:8080\n`);
     const client = conf('haproxy-n1.cfg', `frontend plain\n  bind ${c.n1.ip}:28080\n  default_backend hop\nbackend hop\n  server s ${c.n2.ip}:28443 ssl crt ${c.dir}/client.pem ca-file ${c.dir}/ca.pem verify required ssl-min-ver TLSv1.3\n`);
     const pids = [await spawnReady(c.n2, 'haproxy', ['-db', '-f', server]), await spawnReady(c.n1, 'haproxy', ['-db', '-f', client])];
-    return { host: c.n1.ip, port: 28080, pids: () => pids, stop: () => stop(pids) };
+    return { host: c.n1.ip, port: 28080, pids: () => pids, stop: () => stopPids(pids) };
   },
 };
 
 export const weft: Contender = {
   name: 'Weft',
   async start(c) {
-    const config = join(c.dir, 'weft.yaml');
-    const dataDir = join(c.dir, 'weft-data');
-    writeFileSync(config, c.lab.yaml({ meshNamespaces: ['bench'] }));
-    const cp = startControlPlane(c.n1, config, dataDir);
-    await cp.ready;
-    const agents = [c.n1, c.n2].map((n) => startNodeAgent(n, `${c.n1.ip}:${CONTROL_PLANE_PORT}`, dataDir));
-    await Promise.all(agents.map((a) => a.ready));
-    // the first request waits for the workload certificates; warm up outside the measurement
-    await c.client.exec('curl', ['-s', '-o', '/dev/null', `http://${c.server.ip}:8080/`], { timeoutMs: 10_000 });
-    return {
-      host: c.server.ip, port: 8080, pids: () => agents.map((a) => a.process.pid!),
-      async stop() {
-        for (const p of [...agents, cp]) await p.kill('SIGTERM');
-        for (const n of [c.n1, c.n2]) spawnSync(process.execPath, [join(__dirname, '..', '..', 'agent', 'cli.js'), 'uninstall', '--node', n.name]);
-      },
-    };
+    const mesh = await startWeftMesh(c, { meshNamespaces: ['bench'], warmUp: [['curl', ['-sf', '-o', '/dev/null', `http://${c.server.ip}:8080/`]]] });
+    return { host: c.server.ip, port: 8080, pids: mesh.pids, stop: mesh.stop };
   },
 };
 
@@ -112,17 +71,7 @@ async function measure(c: BenchContext, contender: Contender): Promise<Row> {
 }
 
 export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchContext) => Promise<void>): Promise<Row[]> {
-  const dir = mkdtempSync(join(tmpdir(), 'weft-mtls-bench-'));
-  const lab = await Lab.create({ name: 'mtlsb' });
-  try {
-    makeCerts(dir);
-    const n1 = await lab.node('n1');
-    const n2 = await lab.node('n2');
-    const client = await n1.pod('client', { namespace: 'bench' });
-    const server = await n2.pod('server', { namespace: 'bench' });
-    const srv = server.spawn(process.execPath, ['-e', HTTP_SERVER]);
-    await new Promise<void>((r) => srv.stdout!.once('data', () => r()));
-    const ctx = { dir, lab, n1, n2, client, server };
+  return withHopLab({ name: 'mtlsb', client: { namespace: 'bench' }, server: { namespace: 'bench' }, serverScript: HTTP_SERVER }, async (ctx) => {
     await prepare?.(ctx);
     const rows: Row[] = [];
     for (const c of contenders) rows.push(await measure(ctx, c));
@@ -136,12 +85,7 @@ export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchCon
         r.cpuUsPerReq.toFixed(1) + ratio(r.cpuUsPerReq, ha?.cpuUsPerReq), r.rssMiB.toFixed(1) + ratio(r.rssMiB, ha?.rssMiB)].join(' | '));
     }
     return rows;
-  } finally {
-    // only this lab's nodes: other labs (a test run, another bench) may have agents on this host
-    for (const n of ['n1', 'n2']) spawnSync(process.execPath, [join(__dirname, '..', '..', 'agent', 'cli.js'), 'uninstall', '--node', `${lab.name}-${n}`]);
-    await lab.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
+  });
 }
 
 if (require.main === module) {
