@@ -172,7 +172,7 @@ function describe(rule: CompiledRule, conn: ConnectionFacts, request: RequestFac
   let text = '';
   for (const { fact, header } of rule.facts) {
     if (request === undefined && fact >= Fact.Host) continue;
-    const value = factValue(fact, header, conn, request);
+    const value = fact === Fact.Principal ? conn.sourcePrincipal : factValue(fact, header, conn, request);
     const part = `${FACT_NAMES[fact]}${fact === Fact.Header ? ` ${header}` : ''} ${value ?? ABSENT[fact] ?? 'absent'}`;
     text = text === '' ? part : `${text}, ${part}`;
   }
