@@ -29,7 +29,13 @@ const lists: Record<string, { kind: string; items: object[] }> = {
     kind: 'PeerAuthenticationList',
     items: [{ apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } }],
   },
+  '/apis/security.weft.dev/v1/authorizationpolicies': {
+    kind: 'AuthorizationPolicyList',
+    items: [{ apiVersion: 'security.weft.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'allow-get', namespace: 'shop', resourceVersion: '1' }, spec: { rules: [{ to: [{ operation: { methods: ['GET'] } }] }] } }],
+  },
 };
+const AP_PATH = '/apis/security.weft.dev/v1/authorizationpolicies';
+const ALLOW_GET = { namespace: 'shop', name: 'allow-get', action: 'ALLOW', rules: [{ to: [{ methods: ['GET'] }] }] };
 const watchers = new Map<string, ServerResponse>();
 const server = createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://x');
@@ -78,6 +84,7 @@ test('the first snapshot holds what the API lists, converted at the edge', () =>
   assert.deepEqual(s.nodes, [{ name: 'node-a', internalIPs: ['192.168.1.10'] }]);
   assert.deepEqual(s.services, [{ namespace: 'shop', name: 'web', labels: {}, selector: { app: 'web' }, clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] }]);
   assert.deepEqual(s.peerAuthentications, [{ namespace: 'shop', name: 'strict', mode: 'STRICT', portLevel: {} }]);
+  assert.deepEqual(s.authorizationPolicies, [ALLOW_GET], 'validated and normalized, as the config file does');
   assert.deepEqual(s.policies, [], 'kinds whose CRD is missing are skipped');
 });
 
@@ -95,4 +102,31 @@ test('a watch event becomes a new snapshot', async () => {
   }
   assert.deepEqual(snapshots[0]!.pods.map((p) => `${p.name}@${p.nodeName}`).sort(), ['web-1@node-a', 'web-2@node-b']);
   assert.deepEqual(source!.current(), snapshots[0]);
+});
+
+async function until(what: string, ready: () => boolean): Promise<void> {
+  const deadline = Date.now() + WAIT_MS;
+  while (!ready()) {
+    if (Date.now() > deadline) assert.fail(`timed out waiting until ${what}`);
+    await sleep(10);
+  }
+}
+
+test('an invalid edit of an AuthorizationPolicy leaves its last valid version in force; a fixed edit replaces it', async () => {
+  await until('the AuthorizationPolicy informer opened its watch', () => watchers.has(AP_PATH));
+  const watch = watchers.get(AP_PATH)!;
+  const object = (name: string, resourceVersion: string, spec: object) => ({ apiVersion: 'security.weft.dev/v1', kind: 'AuthorizationPolicy', metadata: { name, namespace: 'shop', resourceVersion }, spec });
+  const names = (): string[] => source!.current().authorizationPolicies.map((p) => p.name);
+  // The invalid edit, then (on the same watch, so after it) a valid new policy to know the edit was seen.
+  watch.write(JSON.stringify({ type: 'MODIFIED', object: object('allow-get', '10', { action: 'CUSTOM', rules: [{}] }) }) + '\n');
+  watch.write(JSON.stringify({ type: 'ADDED', object: object('deny-all', '11', { action: 'DENY', rules: [{}] }) }) + '\n');
+  await until('the new policy is in the snapshot', () => names().includes('deny-all'));
+  assert.deepEqual(source!.current().authorizationPolicies, [ALLOW_GET, { namespace: 'shop', name: 'deny-all', action: 'DENY', rules: [{}] }], 'allow-get is still its last valid version');
+
+  watch.write(JSON.stringify({ type: 'MODIFIED', object: object('allow-get', '12', { rules: [{ to: [{ operation: { methods: ['HEAD'] } }] }] }) }) + '\n');
+  await until('the fixed edit is in force', () => source!.current().authorizationPolicies.some((p) => p.name === 'allow-get' && p.rules[0]?.to?.[0]?.methods?.[0] === 'HEAD'));
+
+  watch.write(JSON.stringify({ type: 'DELETED', object: object('allow-get', '13', { rules: [] }) }) + '\n');
+  await until('the deleted policy is gone', () => !names().includes('allow-get'));
+  assert.deepEqual(names(), ['deny-all']);
 });
