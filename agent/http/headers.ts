@@ -1,0 +1,131 @@
+import type { Result } from '../core/result';
+import { err, ok } from '../core/result';
+
+/**
+ * Header rules of the proxy, pure and tested without sockets: which fields are hop-by-hop
+ * (RFC 9110 7.6.1), which requests are refused before anything reaches the application, and what
+ * a denied request's body costs.
+ */
+
+/** Fields that describe one hop and never travel past the proxy. */
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te', 'transfer-encoding', 'upgrade', 'http2-settings']);
+
+/** A refusal: the status the proxy answers and why (for the access log). */
+export interface Refusal { status: number; reason: string }
+
+/** Lower-case names listed in the Connection fields of a raw header list: those are hop-by-hop too. */
+export function connectionTokens(raw: readonly string[]): Set<string> {
+  const named = new Set<string>();
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.toLowerCase() !== 'connection') continue;
+    for (const t of raw[i + 1]!.split(',')) {
+      const name = t.trim().toLowerCase();
+      if (name) named.add(name);
+    }
+  }
+  return named;
+}
+
+/**
+ * The raw header list (`[name, value, name, value, ...]`, order and case as received) without the
+ * hop-by-hop fields and the ones Connection names. `keep` lists hop-by-hop names that must pass
+ * (an Upgrade handshake keeps `connection` and `upgrade`); `drop` removes more (e.g. `expect`, which
+ * the proxy answers itself; `trailer` on a response that cannot carry trailers).
+ */
+export function withoutHopByHop(raw: readonly string[], o: { keep?: readonly string[]; drop?: readonly string[] } = {}): string[] {
+  const keep = new Set(o.keep ?? []);
+  const drop = new Set(o.drop ?? []);
+  const named = connectionTokens(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (drop.has(name)) continue;
+    if (!keep.has(name) && (HOP_BY_HOP.has(name) || named.has(name))) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  return out;
+}
+
+/** `[[name, value], ...]` from a flat raw list (the form addTrailers takes). */
+export function pairs(raw: readonly string[]): Array<[string, string]> {
+  const out: Array<[string, string]> = [];
+  for (let i = 0; i < raw.length; i += 2) out.push([raw[i]!, raw[i + 1]!]);
+  return out;
+}
+
+function values(raw: readonly string[], name: string): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.toLowerCase() === name) out.push(raw[i + 1]!);
+  return out;
+}
+
+/** What the HTTP/1 request head says about its body. */
+export interface BodyFraming { chunked: boolean; contentLength?: number }
+
+export function bodyFraming(raw: readonly string[]): BodyFraming {
+  const te = values(raw, 'transfer-encoding');
+  const cl = values(raw, 'content-length');
+  return { chunked: te.length > 0, ...(cl.length === 1 ? { contentLength: Number(cl[0]!.trim()) } : {}) };
+}
+
+/**
+ * Checks an HTTP/1 request head that Node's strict parser (llhttp) has accepted, for what it lets
+ * through and a proxy must not: a second Host (RFC 9112 3.2: 400; the policy would judge one, the
+ * application might use the other), a transfer coding other than `chunked` (501: the proxy could
+ * not frame it), a body announced larger than maxRequestBodyBytes (413).
+ */
+export function checkHttp1Request(raw: readonly string[], maxRequestBodyBytes: number | undefined): Result<BodyFraming, Refusal> {
+  if (values(raw, 'host').length > 1) return err({ status: 400, reason: 'more than one Host header' });
+  const te = values(raw, 'transfer-encoding');
+  if (te.length > 0) {
+    const codings = te.join(',').split(',').map((s) => s.trim().toLowerCase()).filter((s) => s);
+    if (codings.length !== 1 || codings[0] !== 'chunked') return err({ status: 501, reason: `unsupported Transfer-Encoding "${te.join(', ')}"` });
+    if (values(raw, 'content-length').length > 0) return err({ status: 400, reason: 'both Content-Length and Transfer-Encoding' });
+  }
+  const cl = values(raw, 'content-length');
+  if (cl.length > 1) return err({ status: 400, reason: 'more than one Content-Length header' });
+  const framing = bodyFraming(raw);
+  if (framing.contentLength !== undefined && maxRequestBodyBytes !== undefined && framing.contentLength > maxRequestBodyBytes) {
+    return err({ status: 413, reason: `Content-Length ${framing.contentLength} exceeds the limit of ${maxRequestBodyBytes} bytes` });
+  }
+  return ok(framing);
+}
+
+/**
+ * Whether answering a request without reading its body must close the connection: the body must
+ * otherwise be read and dropped before the next request, which is cheap only when it is announced
+ * and small. With `Expect: 100-continue` the client may never send it, so the proxy cannot wait.
+ */
+export function refusalCloses(framing: BodyFraming, expectContinue: boolean, maxDrainBytes: number): boolean {
+  if (framing.chunked) return true;
+  const length = framing.contentLength ?? 0;
+  if (length === 0) return false;
+  return expectContinue || length > maxDrainBytes;
+}
+
+/** The Upgrade tokens of a request, lower case (`websocket`, `h2c`). */
+export function upgradeProtocols(raw: readonly string[]): string[] {
+  return values(raw, 'upgrade').join(',').split(',').map((s) => s.trim().toLowerCase()).filter((s) => s);
+}
+
+/**
+ * HTTP/2 header objects (Node's form: lower-case names, pseudo-headers included) without the
+ * connection-specific fields RFC 9113 8.2.2 forbids (`te` survives only as `trailers`, which gRPC
+ * needs).
+ */
+export function h2WithoutConnectionHeaders<T extends Record<string, unknown>>(headers: T): T {
+  const out: Record<string | symbol, unknown> = {};
+  for (const key of Reflect.ownKeys(headers)) {
+    if (typeof key === 'string') {
+      if (HOP_BY_HOP.has(key) && !(key === 'te' && String(headers[key]).trim().toLowerCase() === 'trailers')) continue;
+    }
+    out[key] = (headers as Record<string | symbol, unknown>)[key];
+  }
+  return out as T;
+}
+
+/** The status for a request the upstream could not take: 503 when no connection could be made, 502 otherwise (Envoy's choice). */
+export function statusForUpstreamError(e: { code?: string } | undefined): number {
+  const code = e?.code ?? '';
+  return ['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT'].includes(code) ? 503 : 502;
+}

@@ -1,0 +1,52 @@
+import type { Duplex } from 'node:stream';
+import type { HttpLimits } from './limits';
+
+/** What a decision sees of one request (both HTTP versions). */
+export interface RequestInfo {
+  method: string;
+  /** the request-target as sent (origin form `/a?b`, or absolute form through HTTP/1 forward proxies) */
+  path: string;
+  /** Host (HTTP/1) or :authority (HTTP/2); '' when absent */
+  host: string;
+  /** lower-case names; repeated fields joined with ', ' (set-cookie: an array) */
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  protocol: 'http1' | 'http2';
+}
+
+export type Verdict = { allow: true } | { allow: false; status: number; body: string };
+
+/** One line of the access log per request (and one per request the proxy refused as malformed). */
+export interface ExchangeLog {
+  /** the very object `decide` was handed (one made up for a request refused before deciding), so a caller can join its decision to the log */
+  request: RequestInfo;
+  method: string;
+  path: string;
+  host: string;
+  protocol: 'http1' | 'http2';
+  /** 0 when no response was sent */
+  status: number;
+  /** request body bytes received from the client (for a tunnel: bytes from the client) */
+  requestBytes: number;
+  /** response body bytes sent to the client (for a tunnel: bytes to the client) */
+  responseBytes: number;
+  durationMs: number;
+  verdict: Verdict;
+  error?: string;
+  grpcStatus?: string;
+}
+
+export interface ServeHttpOptions {
+  protocol: 'http1' | 'http2';
+  /** bytes already read from `downstream` (from sniffing); served first */
+  head?: Buffer;
+  /**
+   * asked once per request, before anything reaches the application; a deny is answered by the
+   * proxy (HTTP/1: the connection stays usable; HTTP/2: only that stream). A decision that throws
+   * is a deny with 500 (fail closed).
+   */
+  decide(req: RequestInfo): Verdict;
+  /** opens one new connection to the application (a plain socket; the proxy pools it per downstream connection and reuses it with keep-alive) */
+  connectUpstream(): Promise<Duplex>;
+  onExchange?(log: ExchangeLog): void;
+  limits: HttpLimits;
+}
