@@ -14,14 +14,16 @@
 
 #define WEFT_MAX_PODS 16384
 #define WEFT_MAX_FLOWS 65536
+/* Captured pod addresses (a pod may have an IPv4 and an IPv6 address). */
+#define WEFT_MAX_CAPTURED_IPS (2 * WEFT_MAX_PODS)
 
 /* Node-wide settings, one entry (key 0) in weft_config. */
 struct weft_config {
 	__u32 proxy_ip4;          /* where enrolled pods' IPv4 connects are sent (the node's address) */
 	__u32 proxy_ip6[4];       /* same for IPv6; all zero: IPv6 connects of enrolled pods are refused */
 	__u16 outbound_port;      /* node proxy outbound capture port (15001) */
-	__u16 reserved;
-	__u32 reserved2;
+	__u16 inbound_plaintext_port; /* the transparent listener captured inbound SYNs are assigned to (15006) */
+	__u32 capture_mark;       /* fwmark set on captured packets: an ip rule sends them to a table of local routes */
 	__u64 proxy_cgroup_id;    /* cgroup of the node proxy's sockets: the only sender STRICT pods accept */
 };
 
@@ -51,6 +53,34 @@ struct weft_flow {
 	__u8 reserved[3];
 };
 
+/*
+ * Key of weft_capture: an address of an enrolled, non-STRICT pod on this node, whose inbound
+ * plaintext TCP the node proxy captures at tc ingress (bpf/weft_ingress.c). Presence means captured.
+ */
+struct weft_ip {
+	__u32 addr[4];
+	__u8 family;
+	__u8 reserved[3];
+};
+
+struct weft_capture {
+	__u32 flags;
+	__u32 reserved;
+};
+
+/*
+ * Where the agent put the policy routing that delivers captured packets locally (one entry, key 0
+ * in weft_capture_route), so `weft uninstall` can remove the rule and table from the right network
+ * namespace even when it runs elsewhere. Written by the agent only; no program reads it.
+ */
+struct weft_capture_route {
+	__u64 netns_ino;          /* inode of the agent's network namespace (/proc/self/ns/net) */
+	__u32 mark;
+	__u32 table;
+	__u32 priority;
+	__u32 reserved;
+};
+
 /* Index of weft_counters: why the programs did what they did. */
 enum weft_counter {
 	WEFT_CTR_REDIRECT4 = 0,
@@ -63,6 +93,13 @@ enum weft_counter {
 	WEFT_CTR_STRICT_DROP_SYN,
 	WEFT_CTR_STRICT_DROP_DATA,
 	WEFT_CTR_STRICT_DROP_UNPARSED,
+	WEFT_CTR_CAPTURE_LISTENER,        /* SYN to a captured pod handed to the 15006 listener */
+	WEFT_CTR_CAPTURE_ESTABLISHED,     /* client segment handed to the proxy's socket for its connection */
+	WEFT_CTR_CAPTURE_REPLY,           /* captured pod's segment handed to the proxy's transparent upstream socket */
+	WEFT_CTR_CAPTURE_PASS_NO_SOCKET,  /* non-SYN to a captured pod with no proxy socket (a connection from before capture) */
+	WEFT_CTR_CAPTURE_DROP_NO_LISTENER, /* SYN to a captured pod while no 15006 listener exists (agent down): fail closed */
+	WEFT_CTR_CAPTURE_DROP_ASSIGN,     /* bpf_sk_assign refused the socket */
+	WEFT_CTR_CAPTURE_DROP_UNPARSED,   /* IPv4 fragment or IPv6 extension header towards a captured pod */
 	WEFT_CTR_MAX,
 };
 

@@ -2,8 +2,9 @@
  * Encoders and decoders for the kernel maps, from the layouts generated out of bpf/weft_maps.h.
  * Pure: bytes in, values out.
  */
-import { weft_config, weft_flow, weft_orig, weft_pod } from '../core/bpf-layout.generated';
+import { weft_capture, weft_capture_route, weft_config, weft_flow, weft_ip, weft_orig, weft_pod } from '../core/bpf-layout.generated';
 import { Family, familyOf, formatIp, ipBytes } from '../core/ip';
+import { CAPTURE, INBOUND_PLAINTEXT_PORT, type CaptureRoute } from './capture-routing';
 
 const AF_INET = 2;
 const AF_INET6 = 10;
@@ -13,6 +14,10 @@ export interface NodeDatapathConfig {
   proxyIp6: string | null;
   outboundPort: number;
   proxyCgroupId: bigint;
+  /** the transparent listener captured inbound SYNs go to; default INBOUND_PLAINTEXT_PORT (15006) */
+  inboundPlaintextPort?: number;
+  /** the fwmark captured packets get; default CAPTURE.mark */
+  captureMark?: number;
 }
 
 /** A captured connection as the client's socket sees it (client → node proxy). */
@@ -33,6 +38,8 @@ export function encodeConfig(c: NodeDatapathConfig): Buffer {
   if (c.proxyIp4) writeAddr(b, fl.proxy_ip4.offset, c.proxyIp4);
   if (c.proxyIp6) writeAddr(b, fl.proxy_ip6.offset, c.proxyIp6);
   b.writeUInt16LE(c.outboundPort, fl.outbound_port.offset);
+  b.writeUInt16LE(c.inboundPlaintextPort ?? INBOUND_PLAINTEXT_PORT, fl.inbound_plaintext_port.offset);
+  b.writeUInt32LE(c.captureMark ?? CAPTURE.mark, fl.capture_mark.offset);
   b.writeBigUInt64LE(c.proxyCgroupId, fl.proxy_cgroup_id.offset);
   return b;
 }
@@ -46,6 +53,8 @@ export function decodeConfig(b: Buffer): NodeDatapathConfig {
     proxyIp6: v6.every((x) => x === 0) ? null : formatIp(v6, 6),
     outboundPort: b.readUInt16LE(fl.outbound_port.offset),
     proxyCgroupId: b.readBigUInt64LE(fl.proxy_cgroup_id.offset),
+    inboundPlaintextPort: b.readUInt16LE(fl.inbound_plaintext_port.offset),
+    captureMark: b.readUInt32LE(fl.capture_mark.offset),
   };
 }
 
@@ -95,3 +104,47 @@ export function decodeOrig(b: Buffer): OrigDst {
 }
 
 export const ORIG_SIZE = weft_orig.size;
+
+/** Key of weft_capture: one pod address (IPv4 in addr[0], IPv6 in all four words, network order). */
+export function encodeIpKey(ip: string): Buffer {
+  const b = Buffer.alloc(weft_ip.size);
+  writeAddr(b, weft_ip.fields.addr.offset, ip);
+  b.writeUInt8(toAf(familyOf(ip)), weft_ip.fields.family.offset);
+  return b;
+}
+
+export function decodeIpKey(b: Buffer): string {
+  const af = b.readUInt8(weft_ip.fields.family.offset);
+  if (af !== AF_INET && af !== AF_INET6) throw new Error(`weft_ip: unknown address family ${af}`);
+  const family: Family = af === AF_INET ? 4 : 6;
+  const o = weft_ip.fields.addr.offset;
+  return formatIp(b.subarray(o, o + (family === 4 ? 4 : 16)), family);
+}
+
+export const IP_KEY_SIZE = weft_ip.size;
+
+export function encodeCapture(flags = 0): Buffer {
+  const b = Buffer.alloc(weft_capture.size);
+  b.writeUInt32LE(flags, weft_capture.fields.flags.offset);
+  return b;
+}
+
+export function encodeCaptureRoute(r: CaptureRoute): Buffer {
+  const b = Buffer.alloc(weft_capture_route.size);
+  const fl = weft_capture_route.fields;
+  b.writeBigUInt64LE(r.netnsIno, fl.netns_ino.offset);
+  b.writeUInt32LE(r.mark, fl.mark.offset);
+  b.writeUInt32LE(r.table, fl.table.offset);
+  b.writeUInt32LE(r.priority, fl.priority.offset);
+  return b;
+}
+
+/** null for an entry never written (all zero). */
+export function decodeCaptureRoute(b: Buffer): CaptureRoute | null {
+  const fl = weft_capture_route.fields;
+  const r = { netnsIno: b.readBigUInt64LE(fl.netns_ino.offset), mark: b.readUInt32LE(fl.mark.offset),
+    table: b.readUInt32LE(fl.table.offset), priority: b.readUInt32LE(fl.priority.offset) };
+  return r.netnsIno === 0n ? null : r;
+}
+
+export const CAPTURE_ROUTE_SIZE = weft_capture_route.size;

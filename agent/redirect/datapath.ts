@@ -1,21 +1,31 @@
 /**
  * The kernel side of one node's redirection: loads bpf/*.o with maps pinned under the node's pin
  * root, attaches the socket programs to the node's cgroup subtree as pinned bpf_links, and keeps
- * a pinned tcx link per STRICT pod interface. Attaching is idempotent across agent restarts: a
- * pinned link is adopted and its program replaced in place (bpf_link_update), never attached twice.
+ * a pinned tcx link per STRICT pod interface (egress) and per inbound-capture interface (ingress).
+ * Attaching is idempotent across agent restarts: a pinned link is adopted and its program replaced
+ * in place (bpf_link_update), never attached twice.
  */
 import { closeSync, existsSync, mkdirSync, openSync, readdirSync, rmdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import * as bpf from '../../native/libbpf';
 import { cgroupId } from './cgroup';
 import { ensureBpffs, pinRootFor } from './bpffs';
+import { CAPTURE_ROUTE_SIZE, decodeCaptureRoute } from './codec';
+import { removeCaptureRouting } from './capture-routing';
 
+const BPF_TCX_INGRESS = 46;
 const BPF_TCX_EGRESS = 47;
 
 /** Socket programs of weft_sock.o, each attached once to the node's cgroup subtree. */
 export const SOCK_PROGRAMS = ['weft_connect4', 'weft_connect6', 'weft_sockops', 'weft_getsockopt',
   'weft_getpeername4', 'weft_getpeername6'] as const;
 export const TC_PROGRAM = 'weft_strict_egress';
+export const CAPTURE_PROGRAM = 'weft_capture_ingress';
+
+/** One kind of per-interface tcx link: its program, direction and pin directory. */
+interface TcxKind { program: string; attachType: number; dir: string; label: string }
+const STRICT_TCX: TcxKind = { program: TC_PROGRAM, attachType: BPF_TCX_EGRESS, dir: 'tc', label: 'tcx egress' };
+const CAPTURE_TCX: TcxKind = { program: CAPTURE_PROGRAM, attachType: BPF_TCX_INGRESS, dir: 'ingress', label: 'tcx ingress' };
 
 export interface LinkInfo { id: number; progId: number; cgroupId: bigint; ifindex: number }
 
@@ -35,7 +45,8 @@ export class Datapath {
   private readonly objects: bpf.ObjectHandle[] = [];
   private readonly progs = new Map<string, number>();
   private readonly maps = new Map<string, number>();
-  private readonly refreshedTc = new Set<number>();
+  /** `<dir>/<ifindex>` links this process has already switched to its freshly loaded program */
+  private readonly refreshedTcx = new Set<string>();
 
   private constructor(readonly node: string, pinRoot: string) {
     this.pinRoot = pinRoot;
@@ -46,9 +57,10 @@ export class Datapath {
     ensureBpffs();
     const dp = new Datapath(node, pinRootFor(node));
     mkdirSync(join(dp.pinRoot, 'links'), { recursive: true });
-    mkdirSync(join(dp.pinRoot, 'tc'), { recursive: true });
+    mkdirSync(join(dp.pinRoot, STRICT_TCX.dir), { recursive: true });
+    mkdirSync(join(dp.pinRoot, CAPTURE_TCX.dir), { recursive: true });
     try {
-      for (const file of ['weft_sock.o', 'weft_tc.o']) {
+      for (const file of ['weft_sock.o', 'weft_tc.o', 'weft_ingress.o']) {
         const obj = bpf.openObject(join(bpfDir, file), dp.pinRoot);
         dp.objects.push(obj);
         try {
@@ -112,30 +124,45 @@ export class Datapath {
 
   /** Makes the set of STRICT interfaces exactly `ifindexes`: one pinned tcx egress link each. */
   syncStrictInterfaces(ifindexes: Iterable<number>): { attached: number[]; detached: number[] } {
+    return this.syncTcx(STRICT_TCX, ifindexes);
+  }
+
+  /** Makes the set of inbound-capture interfaces exactly `ifindexes`: one pinned tcx ingress link each. */
+  syncCaptureInterfaces(ifindexes: Iterable<number>): { attached: number[]; detached: number[] } {
+    return this.syncTcx(CAPTURE_TCX, ifindexes);
+  }
+
+  /**
+   * One pinned link per interface, named by ifindex under `kind.dir`. A pinned link whose interface
+   * is gone (the kernel detached it: its ifindex reads 0) or no longer wanted is unpinned, which
+   * detaches it; a live wanted one is adopted and switched to this process's program once.
+   */
+  private syncTcx(kind: TcxKind, ifindexes: Iterable<number>): { attached: number[]; detached: number[] } {
     const want = new Set(ifindexes);
-    const dir = join(this.pinRoot, 'tc');
+    const dir = join(this.pinRoot, kind.dir);
     const attached: number[] = [], detached: number[] = [];
     for (const name of readdirSync(dir)) {
       const ifindex = Number(name);
       const pin = join(dir, name);
+      const key = `${kind.dir}/${ifindex}`;
       const live = withFd(pin, (fd) => linkInfo(fd, pin).ifindex === ifindex);
       if (live && want.has(ifindex)) {
-        if (!this.refreshedTc.has(ifindex)) {
-          withFd(pin, (fd) => bpf.linkUpdate(fd, this.progFd(TC_PROGRAM), pin));
-          this.refreshedTc.add(ifindex);
+        if (!this.refreshedTcx.has(key)) {
+          withFd(pin, (fd) => bpf.linkUpdate(fd, this.progFd(kind.program), pin));
+          this.refreshedTcx.add(key);
         }
         want.delete(ifindex);
         continue;
       }
       unlinkSync(pin);
-      this.refreshedTc.delete(ifindex);
+      this.refreshedTcx.delete(key);
       detached.push(ifindex);
     }
     for (const ifindex of want) {
       const pin = join(dir, String(ifindex));
-      const fd = bpf.linkCreate(this.progFd(TC_PROGRAM), ifindex, BPF_TCX_EGRESS, `tcx egress ifindex ${ifindex}`);
+      const fd = bpf.linkCreate(this.progFd(kind.program), ifindex, kind.attachType, `${kind.label} ifindex ${ifindex}`);
       try { bpf.objPin(fd, pin); } finally { closeSync(fd); }
-      this.refreshedTc.add(ifindex);
+      this.refreshedTcx.add(`${kind.dir}/${ifindex}`);
       attached.push(ifindex);
     }
     return { attached, detached };
@@ -149,10 +176,20 @@ export class Datapath {
   }
 }
 
-/** Removes every pin Weft made for `node` (links detach, maps and programs go with the last reference). */
+/**
+ * Removes every pin Weft made for `node` (links detach, maps and programs go with the last
+ * reference), and the inbound-capture rule and routes from the network namespace the pinned
+ * weft_capture_route record names. Returns what was removed.
+ */
 export function uninstallNode(node: string): string[] {
   const root = pinRootFor(node);
   const removed: string[] = [];
+  const routePin = join(root, 'weft_capture_route');
+  if (existsSync(routePin)) {
+    const record = withFd(routePin, (fd) => bpf.mapLookup(fd, Buffer.alloc(4), CAPTURE_ROUTE_SIZE));
+    const route = record && decodeCaptureRoute(record);
+    if (route) removed.push(...removeCaptureRouting(route));
+  }
   const walk = (dir: string) => {
     if (!existsSync(dir)) return;
     for (const entry of readdirSync(dir, { withFileTypes: true })) {

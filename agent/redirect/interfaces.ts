@@ -28,3 +28,16 @@ export async function podInterfaces(): Promise<Map<string, number>> {
   for (const [ip, idx] of out) if (idx < 0) out.delete(ip);
   return out;
 }
+
+/** The interface holding each of this network namespace's own addresses (IP → ifindex). */
+export async function addressInterfaces(): Promise<Map<string, number>> {
+  const { stdout } = await run('ip', ['-j', 'addr', 'show']);
+  const out = new Map<string, number>();
+  for (const l of JSON.parse(stdout) as Array<{ ifindex: number; addr_info?: Array<{ local?: string }> }>) {
+    for (const a of l.addr_info ?? []) {
+      if (!a.local) continue;
+      try { out.set(canonicalIp(a.local), l.ifindex); } catch { /* not an address */ }
+    }
+  }
+  return out;
+}

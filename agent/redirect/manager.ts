@@ -1,6 +1,7 @@
 /**
  * Keeps the kernel in step with the desired set of enrolled pods: the pod cgroups the socket
- * programs capture, and the STRICT pods' interfaces. The kernel map is read back on every pass, so
+ * programs capture, the STRICT pods' interfaces, and the addresses and interfaces of inbound
+ * plaintext capture (bpf/weft_ingress.c). The kernel map is read back on every pass, so
  * a restarted agent converges on what it finds pinned instead of starting from scratch.
  */
 import { existsSync } from 'node:fs';
@@ -9,10 +10,14 @@ import type { Logger } from '../core/log';
 import { canonicalIp } from '../core/ip';
 import { weft_counter } from '../core/bpf-layout.generated';
 import { cgroupId } from './cgroup';
-import { decodeCgroupKey, encodeCgroupKey, encodeConfig, encodePod, NodeDatapathConfig } from './codec';
+import { CAPTURE, installCaptureRouting, ownNetnsIno } from './capture-routing';
+import {
+  decodeCgroupKey, decodeIpKey, encodeCapture, encodeCaptureRoute, encodeCgroupKey, encodeConfig, encodeIpKey, encodePod,
+  IP_KEY_SIZE, NodeDatapathConfig,
+} from './codec';
 import { Datapath } from './datapath';
-import { podInterfaces } from './interfaces';
-import { DesiredPod, planEnrollment } from './plan';
+import { addressInterfaces, podInterfaces } from './interfaces';
+import { captureAddresses, captureInterfaces, DesiredPod, planEnrollment, planSet } from './plan';
 
 export interface PodToEnroll {
   key: string;
@@ -23,20 +28,30 @@ export interface PodToEnroll {
 
 export interface RedirectState {
   enrolled: Array<{ key: string; cgroupId: string; strict: boolean; ifindex: number | null }>;
+  /** inbound plaintext capture: the pod addresses captured and the interfaces watched (tcx ingress) */
+  capture: { addresses: string[]; interfaces: number[] };
   problems: string[];
 }
 
 export class RedirectManager {
   private byCgroup = new Map<bigint, string>();
-  private state: RedirectState = { enrolled: [], problems: [] };
+  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, problems: [] };
 
   constructor(private readonly dp: Datapath, private readonly cfg: NodeDatapathConfig, private readonly log: Logger) {}
 
-  /** Writes the node config and attaches the socket programs to the node's pod cgroup subtree. */
+  /**
+   * Writes the node config, attaches the socket programs to the node's pod cgroup subtree, and
+   * installs the policy routing of inbound capture (recording where, for `weft uninstall`).
+   */
   install(cgroupRoot: string): void {
-    bpf.mapUpdate(this.dp.mapFd('weft_config'), Buffer.alloc(4), encodeConfig(this.cfg));
+    const cfg = { ...this.cfg, captureMark: this.cfg.captureMark ?? CAPTURE.mark };
+    bpf.mapUpdate(this.dp.mapFd('weft_config'), Buffer.alloc(4), encodeConfig(cfg));
     const r = this.dp.attachSockPrograms(cgroupRoot);
     this.log.info({ cgroupRoot, ...r, pinRoot: this.dp.pinRoot }, 'socket programs attached');
+    const route = { ...CAPTURE, mark: cfg.captureMark, netnsIno: ownNetnsIno() };
+    bpf.mapUpdate(this.dp.mapFd('weft_capture_route'), Buffer.alloc(4), encodeCaptureRoute(route));
+    installCaptureRouting(route);
+    this.log.info({ mark: `0x${route.mark.toString(16)}`, table: route.table, priority: route.priority }, 'inbound capture routing installed');
   }
 
   /** The pod (namespace/name) a captured connection came from, by the cgroup id the kernel recorded. */
@@ -50,7 +65,11 @@ export class RedirectManager {
 
   async reconcile(pods: PodToEnroll[]): Promise<RedirectState> {
     const problems: string[] = [];
-    const ifaces = pods.some((p) => p.strict) ? await podInterfaces() : new Map<string, number>();
+    const anyCaptured = pods.some((p) => !p.strict);
+    const [ifaces, own] = await Promise.all([
+      pods.length > 0 ? podInterfaces() : new Map<string, number>(),
+      anyCaptured ? addressInterfaces() : new Map<string, number>(),
+    ]);
     const desired: DesiredPod[] = [];
     for (const p of pods) {
       if (!existsSync(p.cgroupPath)) {
@@ -59,7 +78,7 @@ export class RedirectManager {
       }
       const ifindex = p.ips.map((ip) => ifaces.get(canonicalIp(ip))).find((x) => x !== undefined) ?? null;
       if (p.strict && ifindex === null) problems.push(`pod ${p.key}: STRICT but no host route to ${p.ips.join(', ')} on this node; inbound not enforced`);
-      desired.push({ key: p.key, cgroupId: cgroupId(p.cgroupPath), strict: p.strict, ifindex });
+      desired.push({ key: p.key, cgroupId: cgroupId(p.cgroupPath), strict: p.strict, ifindex, ips: p.ips.map(canonicalIp) });
     }
     const podsFd = this.dp.mapFd('weft_pods');
     const inKernel = bpf.mapKeys(podsFd, 8).map(decodeCgroupKey);
@@ -67,6 +86,7 @@ export class RedirectManager {
     for (const id of plan.addCgroups) bpf.mapUpdate(podsFd, encodeCgroupKey(id), encodePod());
     for (const id of plan.removeCgroups) bpf.mapDelete(podsFd, encodeCgroupKey(id));
     const tc = this.dp.syncStrictInterfaces(plan.strictIfindexes);
+    const capture = this.syncCapture(captureAddresses(desired, this.cfg.proxyCgroupId), ifaces, own);
     if (desired.some((d) => d.cgroupId === this.cfg.proxyCgroupId)) {
       problems.push('a pod shares the node proxy\'s cgroup; it is not enrolled (the proxy must never capture itself)');
     }
@@ -74,14 +94,32 @@ export class RedirectManager {
     this.state = {
       enrolled: desired.filter((d) => d.cgroupId !== this.cfg.proxyCgroupId)
         .map((d) => ({ key: d.key, cgroupId: d.cgroupId.toString(), strict: d.strict, ifindex: d.ifindex })),
+      capture: { addresses: capture.addresses, interfaces: capture.interfaces },
       problems,
     };
-    if (plan.addCgroups.length || plan.removeCgroups.length || tc.attached.length || tc.detached.length) {
+    if (plan.addCgroups.length || plan.removeCgroups.length || tc.attached.length || tc.detached.length || capture.changed) {
       this.log.info({ enrolled: plan.addCgroups.length, unenrolled: plan.removeCgroups.length,
-        strictAttached: tc.attached, strictDetached: tc.detached }, 'redirect state changed');
+        strictAttached: tc.attached, strictDetached: tc.detached, captured: capture.addresses.length,
+        captureAttached: capture.attached, captureDetached: capture.detached }, 'redirect state changed');
     }
     for (const p of problems) this.log.warn(p);
     return this.state;
+  }
+
+  /**
+   * Makes weft_capture hold exactly `addresses` and the capture program watch the node's uplinks
+   * (the interfaces holding the node proxy's addresses) and every pod interface on this node.
+   */
+  private syncCapture(addresses: string[], podIfaces: Map<string, number>, own: Map<string, number>) {
+    const fd = this.dp.mapFd('weft_capture');
+    const plan = planSet(addresses, bpf.mapKeys(fd, IP_KEY_SIZE).map(decodeIpKey));
+    for (const ip of plan.add) bpf.mapUpdate(fd, encodeIpKey(ip), encodeCapture());
+    for (const ip of plan.remove) bpf.mapDelete(fd, encodeIpKey(ip));
+    const uplinks = [this.cfg.proxyIp4, this.cfg.proxyIp6].flatMap((ip) => (ip ? [own.get(canonicalIp(ip))] : []))
+      .filter((i): i is number => i !== undefined);
+    const interfaces = captureInterfaces(addresses, uplinks, podIfaces.values());
+    const tcx = this.dp.syncCaptureInterfaces(interfaces);
+    return { addresses, interfaces, ...tcx, changed: plan.add.length + plan.remove.length + tcx.attached.length + tcx.detached.length > 0 };
   }
 
   /** Counters from the programs: why they redirected, answered or dropped. */

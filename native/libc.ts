@@ -1,0 +1,91 @@
+/**
+ * The FFI boundary to libc (koffi), for the one thing Node cannot do itself: sockets with
+ * IP_TRANSPARENT / IPV6_TRANSPARENT set before bind. Thin wrappers over socket, setsockopt, bind,
+ * listen and close; each turns -1 + errno into a thrown LibcError that names the call, its subject
+ * and the errno (its name and libc's text), so the caller can say what to check.
+ */
+import koffi from 'koffi';
+import { constants as osConstants } from 'node:os';
+
+const lib = koffi.load('libc.so.6');
+
+const f = {
+  socket: lib.func('int socket(int domain, int type, int protocol)'),
+  setsockopt: lib.func('int setsockopt(int fd, int level, int optname, const void *optval, uint32_t optlen)'),
+  bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
+  listen: lib.func('int listen(int fd, int backlog)'),
+  close: lib.func('int close(int fd)'),
+  strerror: lib.func('const char *strerror(int errnum)'),
+};
+
+export const AF_INET = 2;
+export const AF_INET6 = 10;
+const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const SOCK_CLOEXEC = 0o2000000;
+
+export const SOL_SOCKET = 1;
+export const SO_REUSEADDR = 2;
+export const SOL_IP = 0;
+export const IP_TRANSPARENT = 19;
+export const SOL_IPV6 = 41;
+export const IPV6_V6ONLY = 26;
+export const IPV6_TRANSPARENT = 75;
+
+const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v as number, k]));
+
+export class LibcError extends Error {
+  /** the errno's name (EPERM, EADDRINUSE, ...), as Node names socket errors */
+  readonly code: string;
+  constructor(readonly call: string, readonly subject: string, readonly errno: number) {
+    const name = errnoNames.get(errno) ?? `errno ${errno}`;
+    super(`${call}(${subject}) failed: ${name} (${f.strerror(errno) as string})`);
+    this.code = name;
+  }
+}
+
+function check(rc: number, call: string, subject: string): number {
+  if (rc < 0) throw new LibcError(call, subject, koffi.errno());
+  return rc;
+}
+
+/** A non-blocking, close-on-exec TCP socket of the given family. */
+export function tcpSocket(family: 4 | 6): number {
+  return check(f.socket(family === 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), 'socket', `IPv${family} TCP`);
+}
+
+export function setsockoptInt(fd: number, level: number, name: number, value: number, subject: string): void {
+  const v = Buffer.alloc(4);
+  v.writeInt32LE(value);
+  check(f.setsockopt(fd, level, name, v, 4), 'setsockopt', subject);
+}
+
+/**
+ * bind() to `addr` (4 or 16 network-order bytes) and `port`: builds struct sockaddr_in or
+ * sockaddr_in6 (family in host order, port in network order). `subject` names the address in errors.
+ */
+export function bind(fd: number, addr: Buffer, port: number, subject: string): void {
+  let sa: Buffer;
+  if (addr.length === 4) {
+    sa = Buffer.alloc(16);
+    sa.writeUInt16LE(AF_INET, 0);
+    addr.copy(sa, 4);
+  } else if (addr.length === 16) {
+    sa = Buffer.alloc(28);
+    sa.writeUInt16LE(AF_INET6, 0);
+    addr.copy(sa, 8);
+  } else {
+    throw new Error(`bind(${subject}): an address is 4 or 16 bytes, not ${addr.length}`);
+  }
+  sa.writeUInt16BE(port, 2);
+  check(f.bind(fd, sa, sa.length), 'bind', subject);
+}
+
+export function listen(fd: number, backlog: number, subject: string): void {
+  check(f.listen(fd, backlog), 'listen', subject);
+}
+
+/** Closes an fd that was never handed to Node (after a failed setup step). */
+export function close(fd: number): void {
+  f.close(fd);
+}
