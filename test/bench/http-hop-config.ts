@@ -9,16 +9,17 @@
  * - at L7 (the port speaks HTTP), rule `server-readers` allows them and no DENY rule matches;
  * - at L4 (a proxy that does not parse the port's HTTP, as Istio does for TCP traffic: an ALLOW rule
  *   with HTTP-only fields matches nothing, a DENY rule loses its HTTP-only fields and so matches
- *   more), rule `client-tcp` allows them and every DENY rule still has a source or port condition
+ *   more), rule `tcp-client` allows them and every DENY rule still has a source or port condition
  *   that excludes the client.
  * So the bench runs, unchanged, before and after the proxy's HTTP layer lands.
  */
-import type { LabPod } from '../../agent/sandbox';
 
 export const PORTS = { h1: 8080, h2: 8081 } as const;
 export const SERVICE_IP = '10.96.0.80';
 
 type Rule = Record<string, unknown>;
+/** What the objects need of a pod (a LabPod has it). */
+export interface PodRef { namespace: string; serviceAccount: string; labels: Record<string, string> }
 
 const policy = (namespace: string, name: string, action: 'ALLOW' | 'DENY', rules: Rule[], selectApp?: string): object => ({
   apiVersion: 'security.weft.dev/v1',
@@ -28,9 +29,9 @@ const policy = (namespace: string, name: string, action: 'ALLOW' | 'DENY', rules
 });
 
 /** Istio's principal form (trust domain / ns / sa), without the spiffe:// scheme. */
-const principal = (p: LabPod) => `cluster.local/ns/${p.namespace}/sa/${p.serviceAccount}`;
+export const principal = (p: PodRef) => `cluster.local/ns/${p.namespace}/sa/${p.serviceAccount}`;
 
-export function httpHopObjects(client: LabPod, server: LabPod): object[] {
+export function httpHopObjects(client: PodRef, server: PodRef): object[] {
   const ns = server.namespace;
   const app = server.labels.app!;
   const ports = [String(PORTS.h1), String(PORTS.h2)];
@@ -61,7 +62,9 @@ export function httpHopObjects(client: LabPod, server: LabPod): object[] {
       from: [{ source: { namespaces: ['monitoring'] } }],
       to: [{ operation: { methods: ['GET'], paths: ['/metrics'], ports: ['9090'] } }],
     }], app),
-    policy(ns, 'client-tcp', 'ALLOW', [{ from: [{ source: { principals: [principal(client)] } }], to: [{ operation: { ports } }] }], app),
+    // The L4 fallback. It matches the client's requests at L7 too, so it is named to come last in
+    // the order a decision names its policy (namespace/name): server-readers decides at L7.
+    policy(ns, 'tcp-client', 'ALLOW', [{ from: [{ source: { principals: [principal(client)] } }], to: [{ operation: { ports } }] }], app),
     // DENY: every rule pairs its HTTP conditions with a source or port the benchmark's client is not.
     policy(ns, 'deny-admin-outside', 'DENY', [{
       from: [{ source: { notNamespaces: [ns, 'ops'] } }],
