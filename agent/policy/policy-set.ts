@@ -34,6 +34,8 @@ const NOTHING: ApplicablePolicies = Object.freeze({ deny: [], allow: [], audit: 
 export class PolicySet {
   private readonly namespaces = new Map<string, NamespaceIndex>();
   private readonly cache = new Map<string, ApplicablePolicies>();
+  /** The same labels object (a pod's, from the store) skips building the cache key. */
+  private readonly byLabelsObject = new WeakMap<object, { namespace: string; applicable: ApplicablePolicies }>();
   readonly size: number;
 
   constructor(policies: readonly AuthorizationPolicyInfo[]) {
@@ -57,6 +59,14 @@ export class PolicySet {
   /** The policies that select `w`: its namespace's and the root namespace's (`weft-system`, mesh-wide). */
   forWorkload(w: Workload): ApplicablePolicies {
     if (this.size === 0) return NOTHING;
+    const seen = this.byLabelsObject.get(w.labels);
+    if (seen !== undefined && seen.namespace === w.namespace) return seen.applicable;
+    const applicable = this.lookup(w);
+    this.byLabelsObject.set(w.labels, { namespace: w.namespace, applicable });
+    return applicable;
+  }
+
+  private lookup(w: Workload): ApplicablePolicies {
     const cacheKey = workloadKey(w);
     const cached = this.cache.get(cacheKey);
     if (cached !== undefined) return cached;
