@@ -12,6 +12,12 @@ import type { RequestInfo, ServeHttpOptions } from './types';
 export interface Http1Connection {
   o: ServeHttpOptions;
   pool: http.Agent;
+  /**
+   * Settles when the request before has finished with the application. Requests go one at a time:
+   * http.Agent counts a socket only once an asynchronous createConnection has delivered it, so two
+   * pipelined requests would open two connections; this keeps one, in order.
+   */
+  turn: Promise<void>;
 }
 
 /** The downstream connections each server is serving, by the Duplex handed to it. */
@@ -66,7 +72,7 @@ function tunnel(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
 export function serveHttp1(downstream: Duplex, o: ServeHttpOptions): Promise<void> {
   const server = http1ServerFor(o.limits);
   const pool = upstreamPool(o.connectUpstream);
-  connections.set(downstream, { o, pool });
+  connections.set(downstream, { o, pool, turn: Promise.resolve() });
   return new Promise((resolve) => {
     const done = (): void => { pool.destroy(); resolve(); };
     if (downstream.destroyed) return done();
@@ -108,7 +114,13 @@ function onRequest(req: http.IncomingMessage, res: http.ServerResponse, expectCo
   if (!decided.verdict.allow) return refuse(req, res, ex, decided.verdict.status, decided.verdict.body, checked.value, expectContinue, c.o.limits);
   // Envoy's default: the proxy answers 100-continue itself once the request may pass, and does not forward Expect.
   if (expectContinue) res.writeContinue();
-  forward(c, req, res, ex, checked.value);
+  const previous = c.turn;
+  let release!: () => void;
+  c.turn = new Promise((r) => { release = r; });
+  void previous.then(() => {
+    if (res.destroyed || res.writableFinished) return release();
+    forward(c, req, res, ex, checked.value, release);
+  });
 }
 
 /**
@@ -126,7 +138,7 @@ function refuse(req: http.IncomingMessage, res: http.ServerResponse, ex: Exchang
   if (closes) req.socket.once('finish', () => req.socket.destroy());
 }
 
-function forward(c: Http1Connection, req: http.IncomingMessage, res: http.ServerResponse, ex: Exchange, framing: BodyFraming): void {
+function forward(c: Http1Connection, req: http.IncomingMessage, res: http.ServerResponse, ex: Exchange, framing: BodyFraming, done: () => void): void {
   const headers = withoutHopByHop(req.rawHeaders, { drop: ['expect'] });
   const method = req.method ?? 'GET';
   const hasBody = framing.chunked || (framing.contentLength ?? 0) > 0;
@@ -135,6 +147,7 @@ function forward(c: Http1Connection, req: http.IncomingMessage, res: http.Server
   const limit = c.o.limits.maxRequestBodyBytes;
 
   const upReq = http.request({ agent: c.pool, method, path: req.url, headers });
+  upReq.once('close', done);
   let responded = false;
   const abort = (status: number, why: string, e?: Error): void => {
     ex.fail(e ?? why);
