@@ -7,16 +7,23 @@ import { sniffProtocol } from '../../agent/http/sniff';
 
 /** Shared by the http-*.test.ts files: a loopback proxy in front of a loopback application. */
 
-export interface AppCounters { connections: number; bytesIn: number; requests: string[] }
+export interface AppCounters { connections: number; bytesIn: number; requests: string[]; open: Set<net.Socket> }
 
 /** Counts what reaches an application server: connections, bytes read, requests seen. */
 export function countApp(server: net.Server & { on: http.Server['on'] }): AppCounters {
-  const counters: AppCounters = { connections: 0, bytesIn: 0, requests: [] };
+  const counters: AppCounters = { connections: 0, bytesIn: 0, requests: [], open: new Set() };
   server.on('connection', (s: net.Socket) => {
     counters.connections++;
-    s.on('close', () => { counters.bytesIn += s.bytesRead; });
+    counters.open.add(s);
+    s.on('close', () => { counters.bytesIn += s.bytesRead; counters.open.delete(s); });
   });
   return counters;
+}
+
+/** Closes an application server and every connection it holds, upgraded ones included. */
+export function closeApp(server: net.Server, counters: AppCounters): Promise<void> {
+  for (const s of counters.open) s.destroy();
+  return new Promise((r) => server.close(() => r()));
 }
 
 export async function listen(server: net.Server): Promise<number> {
