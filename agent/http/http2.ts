@@ -98,6 +98,9 @@ class Http2Connection {
     let completed = false;
     let weReset = false;
     stream.on('error', (e: Error) => ex.fail(e));
+    // Trailers can arrive while the upstream session is still being opened: keep them from the start.
+    const trailers: { value?: http2.IncomingHttpHeaders } = {};
+    stream.once('trailers', (t: http2.IncomingHttpHeaders) => { trailers.value = t; });
     stream.once('close', () => {
       this.active--;
       this.armIdle();
@@ -140,10 +143,10 @@ class Http2Connection {
     ex.verdict = decided.verdict;
     if (decided.error) ex.fail(decided.error);
     if (!decided.verdict.allow) return refuse(decided.verdict.status, decided.verdict.body);
-    void this.forward(stream, headers, flags, ex, () => { weReset = true; });
+    void this.forward(stream, headers, flags, ex, trailers, () => { weReset = true; });
   }
 
-  private async forward(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, ex: Exchange, resetting: () => void): Promise<void> {
+  private async forward(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, ex: Exchange, requestTrailers: { value?: http2.IncomingHttpHeaders }, resetting: () => void): Promise<void> {
     let up: http2.ClientHttp2Session;
     try {
       up = await this.upstreamSession();
@@ -168,11 +171,9 @@ class Http2Connection {
       return;
     }
     const limit = this.o.limits.maxRequestBodyBytes;
-    let requestTrailers: http2.IncomingHttpHeaders | undefined;
     let responseTrailers: http2.IncomingHttpHeaders | undefined;
     upReq.on('error', (e: Error) => ex.fail(e));
-    stream.once('trailers', (t: http2.IncomingHttpHeaders) => { requestTrailers = t; });
-    upReq.once('wantTrailers', () => upReq.sendTrailers(requestTrailers ? h2WithoutConnectionHeaders({ ...requestTrailers }) as http2.OutgoingHttpHeaders : {}));
+    upReq.once('wantTrailers', () => upReq.sendTrailers(requestTrailers.value ? h2WithoutConnectionHeaders({ ...requestTrailers.value }) as http2.OutgoingHttpHeaders : {}));
     if (!endStream) {
       pump(stream, upReq, (n) => {
         ex.requestBytes += n;
