@@ -33,7 +33,7 @@ test('plan: STRICT interfaces are those of strict pods with a known interface', 
 });
 
 test('codec: config round-trips through the generated layout', () => {
-  const c = { proxyIp4: '172.30.0.1', proxyIp6: 'fd00:30::1', outboundPort: 15001, proxyCgroupId: 123456789n };
+  const c = { proxyIp4: '172.30.0.1', proxyIp6: 'fd00:30::1', outboundPort: 15001, proxyCgroupId: 123456789n, inboundPlaintextPort: 15006, captureMark: 0x2000 };
   assert.deepEqual(decodeConfig(encodeConfig(c)), c);
 });
 
