@@ -28,7 +28,8 @@ commands:
   status [--admin HOST:PORT]
                          what the running agent has enrolled, its certificates, and what it redirected
   uninstall [--node NAME | --all]
-                         remove every program, link, map and pin Weft made on this host`;
+                         remove every program, link, map and pin Weft made on this host, and the
+                         inbound capture rule and route table (in the node's network namespace)`;
 
 type Flags = Record<string, { type: 'string' | 'boolean'; multiple?: boolean }>;
 
@@ -159,7 +160,9 @@ async function main(argv: string[]): Promise<number> {
       const nodes = f.all ? installedNodes() : [(f.node as string | undefined) ?? (await import('node:os')).hostname()];
       for (const n of nodes) {
         const removed = uninstallNode(n);
-        console.log(`node ${n}: removed ${removed.length} pinned objects (programs, links and maps go with them)`);
+        const routing = removed.filter((r) => r.startsWith('ip '));
+        console.log(`node ${n}: removed ${removed.length - routing.length} pinned objects (programs, links and maps go with them)` +
+          `${routing.length ? ` and the inbound capture routing (${routing.length} rules and routes)` : ''}`);
       }
       return 0;
     }
