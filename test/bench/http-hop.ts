@@ -93,7 +93,7 @@ const weft: Contender<HttpEndpoint> = {
     const mesh = await startWeftMesh(c, {
       meshNamespaces: [c.client.namespace, c.server.namespace],
       extra: httpHopObjects(c.client, c.server),
-      warmUp: [['curl', ['-sf', '-o', '/dev/null', h1]], ['curl', ['-sf', '--http2-prior-knowledge', '-o', '/dev/null', h2]]],
+      warmUp: [['curl', ['-sf', '-m', '5', '-o', '/dev/null', h1]], ['curl', ['-sf', '-m', '5', '--http2-prior-knowledge', '-o', '/dev/null', h2]]],
     });
     return {
       host: c.server.ip, h1Port: PORTS.h1, h2Port: PORTS.h2, pids: mesh.pids, stop: mesh.stop,
@@ -120,7 +120,7 @@ async function measure(c: BenchContext, contender: Contender<HttpEndpoint>): Pro
   const ep = await contender.start(c);
   try {
     const [h1, h2] = urls(ep.host, ep.h1Port, ep.h2Port);
-    for (const args of [['-sf', '-o', '/dev/null', h1], ['-sf', '--http2-prior-knowledge', '-o', '/dev/null', h2]]) {
+    for (const args of [['-sf', '-m', '5', '-o', '/dev/null', h1], ['-sf', '-m', '5', '--http2-prior-knowledge', '-o', '/dev/null', h2]]) {
       const r = await c.client.exec('curl', args, { timeoutMs: 15_000 });
       if (r.code !== 0) throw new Error(`${contender.name}: warm-up \`curl ${args.join(' ')}\` failed (exit ${r.code}): ${r.stderr}`);
     }

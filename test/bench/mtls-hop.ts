@@ -45,7 +45,7 @@ export const haproxyPair: Contender = {
 export const weft: Contender = {
   name: 'Weft',
   async start(c) {
-    const mesh = await startWeftMesh(c, { meshNamespaces: ['bench'], warmUp: [['curl', ['-sf', '-o', '/dev/null', `http://${c.server.ip}:8080/`]]] });
+    const mesh = await startWeftMesh(c, { meshNamespaces: ['bench'], warmUp: [['curl', ['-sf', '-m', '5', '-o', '/dev/null', `http://${c.server.ip}:8080/`]]] });
     return { host: c.server.ip, port: 8080, pids: mesh.pids, stop: mesh.stop };
   },
 };

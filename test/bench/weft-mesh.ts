@@ -15,7 +15,8 @@ import { uninstallWeft, type BenchContext, type Running } from './hop-lab';
 
 const READY_MS = 15_000;
 const STOP_MS = 5_000;
-const WARM_UP_ATTEMPTS = 20;
+const WARM_UP_MS = 15_000;
+const WARM_UP_ATTEMPTS = 40;
 const WARM_UP_PAUSE_MS = 250;
 
 export interface WeftMeshOptions {
@@ -70,14 +71,17 @@ async function startAgent(node: LabNode, controlPlane: string, dataDir: string, 
  * before the certificates of its workloads arrive, and until then it refuses their tunnels.
  */
 async function warmUp(c: BenchContext, cmd: string, args: string[], agents: AgentProcess[]): Promise<void> {
+  const deadline = Date.now() + WARM_UP_MS;
   let last = '';
-  for (let attempt = 0; attempt < WARM_UP_ATTEMPTS; attempt++) {
-    const r = await c.client.exec(cmd, args, { timeoutMs: 10_000 });
+  let attempts = 0;
+  while (attempts < WARM_UP_ATTEMPTS && Date.now() < deadline) {
+    attempts++;
+    const r = await c.client.exec(cmd, args, { timeoutMs: Math.max(1_000, Math.min(5_000, deadline - Date.now())) }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
     if (r.code === 0) return;
-    last = `exit ${r.code}: ${r.stdout}${r.stderr}`;
+    last = `exit ${r.code}: ${r.stdout.slice(0, 500)}${r.stderr.slice(-500)}`;
     await new Promise((res) => setTimeout(res, WARM_UP_PAUSE_MS));
   }
-  throw new Error(`Weft: warm-up \`${cmd} ${args.join(' ')}\` from pod ${c.client.name} failed ${WARM_UP_ATTEMPTS} times (last ${last}); `
+  throw new Error(`Weft: warm-up \`${cmd} ${args.join(' ')}\` from pod ${c.client.name} failed ${attempts} times in ${WARM_UP_MS / 1000} s (last ${last}); `
     + `check the agents' logs (policies, certificates, redirect):\n${agents.map((a) => a.stderr().slice(-2000)).join('\n')}`);
 }
 
