@@ -46,7 +46,8 @@ class Http2Connection {
   private calm(reason: string): void {
     if (this.session.destroyed) return;
     if (abuseChannel.hasSubscribers) abuseChannel.publish({ reason, streams: this.streams });
-    this.session.destroy(undefined, NGHTTP2_ENHANCE_YOUR_CALM);
+    // destroy(undefined, code) would send NO_ERROR: Node's `error` parameter defaults to NO_ERROR and a number there replaces the code.
+    this.session.destroy(new Error(`HTTP/2 session closed by the node proxy: ${reason}`), NGHTTP2_ENHANCE_YOUR_CALM);
   }
 
   private armIdle(): void {
@@ -95,7 +96,6 @@ class Http2Connection {
       protocol: 'http2',
     };
     const ex = new Exchange(info, this.o.onExchange);
-    let completed = false;
     let weReset = false;
     stream.on('error', (e: Error) => ex.fail(e));
     // Trailers can arrive while the upstream session is still being opened: keep them from the start.
@@ -104,14 +104,14 @@ class Http2Connection {
     stream.once('close', () => {
       this.active--;
       this.armIdle();
-      // A stream the client reset before it completed: rapid reset counts these.
-      if (!completed && !weReset && stream.rstCode !== NGHTTP2_NO_ERROR) {
+      // A stream reset with an error code the proxy did not send: the client's. Rapid reset counts
+      // these (a stream that completed both ways closes without RST_STREAM).
+      if (!weReset && !this.session.destroyed && stream.rstCode !== NGHTTP2_NO_ERROR) {
         ex.fail(`client reset the stream (HTTP/2 code ${stream.rstCode})`);
         if (!this.resets.take(Date.now())) this.calm('rapid-reset');
       }
       ex.report();
     });
-    stream.once('finish', () => { completed = true; });
 
     const reqTimeout = this.o.limits.requestTimeoutMs;
     if (reqTimeout > 0 && !(flags & NGHTTP2_FLAG_END_STREAM)) {
