@@ -25,6 +25,11 @@ commands:
                          change; in a pod they default to the projected token and trust-bundle mounts
                          of daemonset/agent.yaml (${IN_POD_CREDENTIALS.tokenFile}, ${IN_POD_CREDENTIALS.caFile})
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
+  explain SRC DST[:PORT] [METHOD PATH] [--host H] [--header NAME=VALUE]... [--config FILE | --admin HOST:PORT]
+                         what the proxy decides for a connection (or, with METHOD PATH, a request) from
+                         SRC (namespace/pod, or an IP outside the mesh) to DST (namespace/pod): ALLOW or
+                         DENY, the deciding policy and rule, and why. With --config FILE it evaluates that
+                         file offline; otherwise it asks the running agent
   status [--admin HOST:PORT]
                          what the running agent has enrolled, its certificates, and what it redirected
   uninstall [--node NAME | --all]
@@ -141,6 +146,14 @@ async function main(argv: string[]): Promise<number> {
       flags(rest, {});
       const { runDemo } = await import('./demo');
       return runDemo();
+    }
+    case 'explain': {
+      const { values: f, positionals } = parseArgs({ args: rest, strict: true, allowPositionals: true,
+        options: { config: { type: 'string' }, admin: { type: 'string' }, host: { type: 'string' }, header: { type: 'string', multiple: true } } });
+      const { explainCommand } = await import('./node/explain-command');
+      const out = await explainCommand(positionals, { ...f, header: f.header ?? [] }, `127.0.0.1:${PORTS.admin}`);
+      process.stdout.write(out.text);
+      return out.code;
     }
     case 'status': {
       const f = flags(rest, { admin: { type: 'string' } });

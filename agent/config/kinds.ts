@@ -6,6 +6,7 @@ import { convertNode } from './node';
 import { objectKey, type Snapshot } from './objects';
 import { convertPeerAuthentication } from './peer-authentication';
 import { convertPod } from './pod';
+import { convertProxyConfig } from './proxy-config';
 import { convertService } from './service';
 
 /** A snapshot being assembled, with the facts cross-object checks need. */
@@ -58,6 +59,7 @@ export const KINDS: Readonly<Record<string, Kind>> = {
   Service: kind('v1', true, convertService, (into, svc) => into.snapshot.services.push(svc)),
   PeerAuthentication: kind('security.weft.dev/v1', true, convertPeerAuthentication, (into, pa) => into.snapshot.peerAuthentications.push(pa)),
   AuthorizationPolicy: kind('security.weft.dev/v1', true, convertAuthorizationPolicy, (into, ap) => into.snapshot.authorizationPolicies.push(ap)),
+  ProxyConfig: kind('config.weft.dev/v1', false, convertProxyConfig, (into, config) => { into.snapshot.proxyConfig = config; }),
   HTTPRoute: raw('gateway.networking.k8s.io/v1', 'HTTPRoute'),
   TrafficPolicy: raw('networking.weft.dev/v1', 'TrafficPolicy'),
 };

@@ -1,4 +1,5 @@
 import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
+import type { ProxyConfigInfo } from './proxy-config';
 
 /**
  * Weft's internal view of the cluster: plain types converted once, at the edge (parse.ts).
@@ -83,6 +84,8 @@ export interface Snapshot {
   peerAuthentications: PeerAuthenticationInfo[];
   /** Validated and normalized (agent/policy/convert.ts); agents compile them into a PolicySet. */
   authorizationPolicies: AuthorizationPolicyInfo[];
+  /** The node proxy's limits (`ProxyConfig default`); absent: the defaults. */
+  proxyConfig?: ProxyConfigInfo;
   policies: RawPolicyObject[];
 }
 

@@ -125,4 +125,6 @@ export function pump(from: Readable, to: Writable, count: (bytes: number) => voi
   from.on('data', (chunk: Buffer) => {
     if (!write(chunk)) from.pause();
   });
+  // A reader someone paused before (a protocol sniffer that has stepped aside) flows again.
+  if (!waiting) from.resume();
 }

@@ -11,7 +11,15 @@ import type { Logger } from '../core/log';
 import { accessLogger, operationalLogger } from '../core/log';
 import type { Directory } from '../core/workload';
 import { IdentityManager, type CertificateRequester } from '../identity/manager';
-import { listenInbound } from '../proxy/inbound';
+import { defaultProxyConfig } from '../config/proxy-config';
+import { PolicySet } from '../policy';
+import { deliver, judge, socketDownstream, type Arrival, type DeliveryContext, type DeliveryState } from '../proxy/deliver';
+import { connectWithTimeout } from '../proxy/connect';
+import { listenInbound, localTarget, plaintextArrival } from '../proxy/inbound';
+import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/inbound-plaintext';
+import { connectTransparent } from '../proxy/transparent-socket';
+import { INBOUND_PLAINTEXT_PORT } from '../redirect/capture-routing';
+import { LiveConnections } from '../proxy/live-connections';
 import { OutboundProxy } from '../proxy/outbound';
 import { HBONE_PORT, routeOutbound } from '../proxy/outbound-route';
 import { HbonePool } from '../tunnel/hbone-pool';
@@ -26,15 +34,20 @@ import { PodCgroupResolver } from '../redirect/pod-cgroup';
 import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/enrollment';
 import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
-import { serveJson } from './http-endpoints';
+import { explainQueryOf } from './explain-command';
+import { explain } from './explain';
+import { badRequest, serveJson } from './http-endpoints';
 
-export const PORTS = { admin: 15000, outbound: 15001, hbone: HBONE_PORT, metrics: 15020, health: 15021 } as const;
+export const PORTS = { admin: 15000, outbound: 15001, inboundPlaintext: INBOUND_PLAINTEXT_PORT, hbone: HBONE_PORT, metrics: 15020, health: 15021 } as const;
 
 /**
  * While a pod's cgroup is not there yet, the last snapshot is applied again after 1 s, then at
  * doubling intervals up to 10 s (a pod that never appears, e.g. with --kubepods-cgroup pointing
  * elsewhere, must not keep the agent busy); a newly pending pod starts again at 1 s.
  */
+const DEFAULT_PROXY_CONFIG = defaultProxyConfig();
+const CONNECT_TIMEOUT_MS = 10_000;
+
 export const PENDING_RETRY_MS = { first: 1_000, max: 10_000 } as const;
 
 /** Where workload certificates come from, and the roots every peer must chain to. */
@@ -67,6 +80,9 @@ export interface AgentOptions {
 
 export class NodeAgent {
   private store: WorkloadStore | undefined;
+  private policies = new PolicySet([]);
+  /** TCP connections into this node's pods, re-judged when policy changes */
+  private readonly live = new LiveConnections<Arrival>();
   private directory: Directory | undefined;
   private applying: Promise<void> = Promise.resolve();
   private lastProblems: string[] = [];
@@ -79,6 +95,7 @@ export class NodeAgent {
   private servers: http.Server[] = [];
   private proxy: OutboundProxy | undefined;
   private inbound: HboneServer | undefined;
+  private plaintext: InboundPlaintextListener | undefined;
   private readonly pool = new HbonePool({ timeoutMs: 10_000 });
   readonly identities: IdentityManager;
 
@@ -116,12 +133,18 @@ export class NodeAgent {
       const flowFd = dp.mapFd('weft_flow_orig');
       const hosts = [...(proxyIp4 ? ['0.0.0.0'] : []), ...(proxyIp6 ? ['::'] : [])];
       const trustBundle = opts.identity.trustBundle;
+      const delivery = agent.delivery();
       agent.inbound = await listenInbound({
+        delivery,
         host: proxyIp6 ? '::' : '0.0.0.0', // '::' is dual-stack: one listener serves both families
         port: PORTS.hbone, node: opts.node,
         trustBundle,
         store: () => agent.store!,
-        credentials: (id) => { const c = agent.identities.get(id); return c && { key: c.keyPem, chain: c.chainPem }; },
+        credentials: (id) => {
+          const material = (c: { keyPem: string; chainPem: string[] }) => ({ key: c.keyPem, chain: c.chainPem });
+          const c = agent.identities.get(id);
+          return c ? material(c) : agent.identities.whenReady(id, 5_000).then(material, () => undefined);
+        },
         accessLog: accessLogger(),
       });
       agent.proxy = await OutboundProxy.listen({
@@ -130,7 +153,8 @@ export class NodeAgent {
         lookupOrig: (flow) => { const v = bpf.mapLookup(flowFd, encodeFlow(flow), ORIG_SIZE); return v && decodeOrig(v); },
         directory: () => agent.directory!,
         route: (ip) => routeOutbound(ip, opts.node, agent.store!),
-        openTunnel: async (route, source, target) => {
+        delivery,
+        openTunnel: async (route, source, target, client) => {
           const cert = await agent.identities.whenReady(source.identity, 5_000);
           return agent.pool.connect({
             sourceIdentity: source.identity,
@@ -140,18 +164,37 @@ export class NodeAgent {
             expectedPeerIdentity: route.identity,
             servername: sniFor(route.identity),
             target,
+            source: client,
             traceparent: childTraceparent(),
           });
         },
         accessLog: accessLogger(),
         log: operationalLogger('proxy'),
       });
+      agent.plaintext = await listenInboundPlaintext({ hosts, port: PORTS.inboundPlaintext, log: operationalLogger('inbound-plaintext'),
+        onConnection: (client, f) => {
+          const store = agent.store!;
+          const t = localTarget(f.dstIp, opts.node, store);
+          if (!('pod' in t)) {
+            client.resetAndDestroy();
+            return void agent.log.warn({ client: `${f.clientIp}:${f.clientPort}`, reason: t.reason }, 'captured a plaintext connection for no local meshed pod: refused');
+          }
+          void deliver(socketDownstream(client), plaintextArrival(store, f, t.pod), delivery);
+        } });
       agent.servers.push(await serveJson('127.0.0.1', opts.adminPort ?? PORTS.admin, {
         '/config_dump': () => agent.store?.snapshot,
         '/workloads': () => agent.workloads(),
         '/certs': () => agent.identities.status(),
         '/redirect': () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
+        '/explain': (query) => {
+          const q = explainQueryOf(query);
+          if (!q.ok) throw badRequest(q.error);
+          if (!agent.store) throw new Error('no state received from the control plane yet');
+          const answer = explain(agent.store, agent.policies, q.value);
+          if (!answer.ok) throw badRequest(answer.error);
+          return answer.value;
+        },
       }));
       agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, {
         '/healthz/ready': () => { if (!agent.proxy) throw new Error('proxy not listening'); return { ready: true }; },
@@ -180,7 +223,9 @@ export class NodeAgent {
       const desired = desiredEnrollment(snapshot, this.opts.node, cgroups);
       await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
       this.store = store;
+      this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
+      this.recheckLive();
       this.identities.setWanted([...new Set(desired.pods.map((p) => store.identityOf(p.pod)))]);
       const problems = [...desired.problems, ...this.redirect.current().problems];
       for (const p of desired.problems) if (!this.lastProblems.includes(p)) this.log.warn(p);
@@ -188,6 +233,35 @@ export class NodeAgent {
       this.notePending(desired.pending, new Set(desired.pods.map((p) => p.key)));
     }).catch((e) => { this.log.error({ err: (e as Error).message }, 'applying the new state failed; the previous state stays in force'); });
     return this.applying;
+  }
+
+  /** The policy in force and how connections into this node's pods are delivered. */
+  private delivery(): DeliveryContext {
+    return {
+      state: () => this.deliveryState(),
+      // A plaintext client's connection reaches the pod from the client's own address.
+      connect: (a, reader) => (a.path === 'plaintext'
+        ? connectTransparent({ ip: a.conn.sourceIp, port: a.conn.sourcePort }, { ip: a.conn.destinationIp, port: a.conn.destinationPort }, CONNECT_TIMEOUT_MS)
+        : connectWithTimeout(a.conn.destinationIp, a.conn.destinationPort, CONNECT_TIMEOUT_MS, reader)),
+      live: this.live,
+      accessLog: accessLogger(),
+    };
+  }
+
+  /** The policy and limits in force (ProxyConfig `default`, else the defaults). */
+  private deliveryState(): DeliveryState {
+    const config = this.store!.snapshot.proxyConfig ?? DEFAULT_PROXY_CONFIG;
+    return { store: this.store!, policies: this.policies, limits: config.http, sniffMs: config.protocolDetectionTimeoutMs };
+  }
+
+  /** Closes the live TCP connections the policy now in force denies. */
+  private recheckLive(): void {
+    const state = this.deliveryState();
+    const closed = this.live.recheck((a) => {
+      const d = judge(state, a);
+      return d.allow ? undefined : d.reason;
+    });
+    if (closed > 0) this.log.info({ closed }, 'closed established connections the new policy denies');
   }
 
   /** Logs pods that start or stop waiting for their cgroup, and keeps retrying while any waits. */
@@ -231,6 +305,7 @@ export class NodeAgent {
     await this.applying;
     await this.proxy?.close(1000);
     await this.inbound?.close(1000);
+    await this.plaintext?.close(1000);
     await this.pool.close();
     this.identities.close();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));

@@ -1,6 +1,12 @@
 import http from 'node:http';
 
-export type Handler = () => unknown | Promise<unknown>;
+/** Answers a GET with JSON; an error with a `statusCode` (e.g. 400 for a bad query) answers that status. */
+export type Handler = (query: URLSearchParams) => unknown | Promise<unknown>;
+
+/** An error the caller made: answered 400 with its message. */
+export function badRequest(message: string): Error {
+  return Object.assign(new Error(message), { statusCode: 400 });
+}
 
 /**
  * A small JSON-over-HTTP server for the admin (15000, loopback only) and health (15021) ports.
@@ -8,7 +14,8 @@ export type Handler = () => unknown | Promise<unknown>;
  */
 export async function serveJson(host: string, port: number, routes: Record<string, Handler>): Promise<http.Server> {
   const srv = http.createServer(async (req, res) => {
-    const path = (req.url ?? '/').split('?')[0]!;
+    const url = new URL(req.url ?? '/', 'http://admin');
+    const path = url.pathname;
     const route = routes[path];
     if (req.method !== 'GET' || !route) {
       res.writeHead(req.method !== 'GET' ? 405 : 404, { 'content-type': 'application/json' });
@@ -16,11 +23,11 @@ export async function serveJson(host: string, port: number, routes: Record<strin
       return;
     }
     try {
-      const body = await route();
+      const body = await route(url.searchParams);
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
     } catch (e) {
-      res.writeHead(503, { 'content-type': 'application/json' });
+      res.writeHead((e as { statusCode?: number }).statusCode ?? 503, { 'content-type': 'application/json' });
       res.end(JSON.stringify({ error: (e as Error).message }) + '\n');
     }
   });

@@ -43,3 +43,26 @@ export function connectionLogEntry(r: ConnectionRecord): Record<string, unknown>
   if (r.error) e.error = r.error;
   return e;
 }
+
+/** What one HTTP exchange adds to its connection's fields. */
+export interface ExchangeRecord {
+  method: string;
+  path: string;
+  host: string;
+  protocol: string;
+  /** 0 when no response was sent */
+  status: number;
+  grpcStatus?: string;
+}
+
+/**
+ * One access-log line per HTTP request: the connection's fields, plus `method`, `path`, `status`
+ * (DESIGN.md) and, where a policy decided, which one. Pure.
+ */
+export function requestLogEntry(r: ConnectionRecord, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): Record<string, unknown> {
+  const e = connectionLogEntry(r);
+  Object.assign(e, { method: x.method, path: x.path, authority: x.host, protocol: x.protocol, status: x.status });
+  if (x.grpcStatus !== undefined) e.grpc_status = x.grpcStatus;
+  if (policy?.policy !== undefined) e.policy = `${policy.policy}[${policy.rule}]`;
+  return e;
+}

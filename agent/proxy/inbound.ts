@@ -1,17 +1,21 @@
 /**
  * Inbound (15008): HBONE streams from other nodes' proxies, delivered to meshed pods on this node.
  * The destination proxy answers as the destination workload (its certificate, chosen by SNI),
- * records the source principal from the verified client certificate, and delivers from its own
- * sockets, the only sender a STRICT pod admits.
+ * records the source principal from the verified client certificate, and hands each stream to
+ * deliver(): protocol, authorization policy, then the pod. It delivers from its own sockets, the
+ * only sender a STRICT pod admits.
  */
+import { constants, type ServerHttp2Stream } from 'node:http2';
 import type { Logger } from '../core/log';
 import type { PodInfo } from '../config/objects';
 import { isEnrolled } from '../state/enrollment';
 import type { WorkloadStore } from '../state/store';
-import { HboneServer, type Credentials } from '../tunnel/hbone-server';
+import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
+import { splice } from '../tunnel/splice';
+import { dropEmptyWrites } from '../tunnel/stream-writev';
 import { connectionLogEntry } from './access-log';
-import { connectWithTimeout } from './connect';
+import { deliver, type Arrival, type DeliveryContext, type Downstream } from './deliver';
 
 export interface InboundOptions {
   host: string;
@@ -19,9 +23,10 @@ export interface InboundOptions {
   node: string;
   trustBundle(): string;
   store(): WorkloadStore;
-  credentials(identity: string): Credentials | undefined;
+  /** The workload's certificate; a promise while it is still being issued. */
+  credentials(identity: string): Credentials | undefined | Promise<Credentials | undefined>;
+  delivery: DeliveryContext;
   accessLog: Logger;
-  connectTimeoutMs?: number;
 }
 
 /** The meshed pod on this node that owns `ip`, or why there is none. Pure. */
@@ -31,6 +36,63 @@ export function localTarget(ip: string, node: string, store: WorkloadStore): { p
   if (pod.nodeName !== node) return { reason: `pod ${pod.namespace}/${pod.name} runs on ${pod.nodeName}, not on this node (${node})` };
   if (!isEnrolled(pod, store.namespace(pod.namespace))) return { reason: `pod ${pod.namespace}/${pod.name} is not in the mesh` };
   return { pod };
+}
+
+/**
+ * The client of a tunnelled connection as policy sees it. The source proxy states the source pod's
+ * address (`Forwarded: for=`); it is believed only when that address belongs to a pod running as
+ * the verified peer identity, so a proxy cannot claim another workload's address. Otherwise the
+ * source is the tunnel's own peer (the source node proxy). Pure.
+ */
+export function tunnelSource(store: WorkloadStore, request: StreamRequest): { ip: string; port: number; pod?: PodInfo } {
+  const claimed = request.forwardedFor;
+  const pod = claimed && store.podByIp(claimed.ip);
+  if (claimed && pod && store.identityOf(pod) === request.peerIdentity) return { ip: claimed.ip, port: claimed.port ?? 0, pod };
+  return { ip: request.remoteAddress ?? '0.0.0.0', port: request.remotePort ?? 0 };
+}
+
+/** The arrival deliver() judges, for a tunnelled stream to a local pod. Pure. */
+export function tunnelArrival(store: WorkloadStore, request: StreamRequest, pod: PodInfo): Arrival {
+  const src = tunnelSource(store, request);
+  return {
+    path: 'hbone',
+    pod,
+    conn: { sourceIp: src.ip, sourcePort: src.port, sourcePrincipal: request.peerIdentity, destinationIp: request.target.ip, destinationPort: request.target.port },
+    record: {
+      direction: 'inbound', srcIp: src.ip, srcPort: src.port,
+      ...(src.pod ? { src: store.workloadRef(src.pod) } : { srcIdentity: request.peerIdentity }),
+      dstIp: request.target.ip, dstPort: request.target.port, dst: store.workloadRef(pod),
+    },
+  };
+}
+
+/** The arrival deliver() judges, for a plaintext client outside the mesh captured on 15006: no principal. Pure. */
+export function plaintextArrival(store: WorkloadStore, f: { clientIp: string; clientPort: number; dstIp: string; dstPort: number }, pod: PodInfo): Arrival {
+  return {
+    path: 'plaintext',
+    pod,
+    conn: { sourceIp: f.clientIp, sourcePort: f.clientPort, destinationIp: f.dstIp, destinationPort: f.dstPort },
+    record: { direction: 'inbound', srcIp: f.clientIp, srcPort: f.clientPort, dstIp: f.dstIp, dstPort: f.dstPort, dst: store.workloadRef(pod) },
+  };
+}
+
+/** An HBONE stream as deliver() sees it: accepting answers 200, refusing after that resets the stream. */
+export function tunnelDownstream(tunnel: TunnelStream): Downstream {
+  let stream: ServerHttp2Stream | undefined;
+  return {
+    accept: () => {
+      stream = tunnel.accept();
+      dropEmptyWrites(stream);
+      return stream;
+    },
+    refuse: (status, reason) => {
+      if (stream === undefined) tunnel.refuse(status, reason);
+      else if (!stream.closed) stream.close(constants.NGHTTP2_CONNECT_ERROR);
+    },
+    splice: (upstream) => new Promise((resolve) => {
+      splice(stream!, upstream, (r) => resolve({ sent: r.bytesIn, received: r.bytesOut, ...(r.error === undefined ? {} : { error: new Error(r.error) }) }));
+    }),
+  };
 }
 
 /** SNI name → identity of this node's workloads, built once per state snapshot, not per handshake. */
@@ -60,7 +122,13 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
       const t = localTarget(target.ip, o.node, o.store());
       return 'pod' in t ? { allow: true } : { allow: false, reason: t.reason };
     },
-    connectTarget: (target) => connectWithTimeout(target.ip, target.port, o.connectTimeoutMs ?? 10_000),
+    serve: (request, tunnel) => {
+      const store = o.store();
+      const t = localTarget(request.target.ip, o.node, store);
+      if (!('pod' in t)) return tunnel.refuse(403, t.reason);
+      void deliver(tunnelDownstream(tunnel), tunnelArrival(store, request, t.pod), o.delivery);
+    },
+    // Streams the tunnel itself refused (not CONNECT, bad authority, no such local pod): deliver() logs the rest.
     onStream: (info) => {
       const store = o.store();
       const dst = store.podByIp(info.target?.ip ?? '');
@@ -68,11 +136,10 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
         direction: 'inbound',
         srcIp: info.remoteAddress ?? '0.0.0.0', srcPort: info.remotePort ?? 0, srcIdentity: info.peerIdentity,
         dstIp: info.target?.ip ?? '0.0.0.0', dstPort: info.target?.port ?? 0,
-        ...(dst ? { dst: { namespace: dst.namespace, name: dst.name, workload: store.workloadName(dst), identity: store.identityOf(dst), node: dst.nodeName } } : {}),
-        decision: info.status === 200 ? 'allow' : 'deny',
-        bytesSent: info.bytesIn, bytesRecv: info.bytesOut, durationMs: info.durationMs,
-        ...(info.error ? { error: info.error } : info.status !== 200 ? { error: `HTTP ${info.status}` } : {}),
-      }), 'inbound stream complete');
+        ...(dst ? { dst: store.workloadRef(dst) } : {}),
+        decision: 'deny', bytesSent: info.bytesIn, bytesRecv: info.bytesOut, durationMs: info.durationMs,
+        error: info.error ?? `HTTP ${info.status}`,
+      }), 'inbound stream refused');
     },
   });
 }

@@ -12,6 +12,7 @@ import type { Flow, OrigDst } from '../redirect/codec';
 import { flowFromAddresses } from '../redirect/codec';
 import { connectionLogEntry } from './access-log';
 import { connectWithTimeout } from './connect';
+import { deliver, socketDownstream, type DeliveryContext } from './deliver';
 import { Drainer } from './drain';
 import type { OutboundRoute } from './outbound-route';
 import { relay } from './relay';
@@ -26,7 +27,9 @@ export interface OutboundOptions {
   /** where a connection to this destination goes (pure decision over the state in force) */
   route(dstIp: string): OutboundRoute;
   /** opens an HBONE stream to the destination node, presenting the source workload's identity */
-  openTunnel(route: HboneRoute, source: WorkloadRef, target: { ip: string; port: number }): Promise<Duplex>;
+  openTunnel(route: HboneRoute, source: WorkloadRef, target: { ip: string; port: number }, client: { ip: string; port: number }): Promise<Duplex>;
+  /** delivery to this node's meshed pods (the `local` route): policy, protocol, then the pod */
+  delivery: DeliveryContext;
   accessLog: Logger;
   log: Logger;
   connectTimeoutMs?: number;
@@ -90,6 +93,15 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
       durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
       ...(fields.error ? { error: fields.error } : {}) }), msg);
 
+  if (route.kind === 'local') {
+    // This proxy is the destination's proxy too: the same delivery (and policy) as a tunnelled stream.
+    return deliver(socketDownstream(client), {
+      path: 'local',
+      pod: route.pod,
+      conn: { sourceIp: srcIp, sourcePort: srcPort, ...(src ? { sourcePrincipal: src.identity } : {}), destinationIp: orig.ip, destinationPort: orig.port },
+      record,
+    }, o.delivery);
+  }
   let upstream: Duplex;
   if (route.kind === 'unreachable' || (route.kind === 'hbone' && !src)) {
     // A meshed destination is never sent plaintext; without a source identity there is no tunnel.
@@ -99,7 +111,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   }
   if (route.kind === 'hbone') {
     try {
-      upstream = await o.openTunnel(route, src!, { ip: orig.ip, port: orig.port });
+      upstream = await o.openTunnel(route, src!, { ip: orig.ip, port: orig.port }, { ip: srcIp, port: srcPort });
     } catch (e) {
       client.resetAndDestroy();
       const err = e as Error & { code?: string };

@@ -70,7 +70,7 @@ export interface HboneServerOptions {
    * proxy answers as the destination workload. Called per handshake, so certificates can rotate;
    * undefined refuses the handshake, as does a client that sends no server name.
    */
-  identityFor(servername: string | undefined): Credentials | undefined;
+  identityFor(servername: string | undefined): Credentials | undefined | Promise<Credentials | undefined>;
   /** Whether the target may be served here at all (a local meshed pod); a refusal answers 403. */
   authorize(request: StreamRequest): Decision;
   /** Serves an authorized stream: accepts or refuses it and moves its bytes (see spliceToTarget). */
@@ -99,10 +99,16 @@ export class HboneServer {
       ...TLS13,
       ca: bundleOf(options),
       SNICallback: (servername, cb) => {
-        const context = hbone.contextFor(servername);
-        // The default context holds no certificate: the client gets a handshake_failure alert.
-        if (!context) log.info({ servername }, 'no local workload answers to this server name');
-        cb(null, context);
+        const answer = (creds: Credentials | undefined): void => {
+          const context = creds && hbone.contextFor(creds);
+          // The default context holds no certificate: the client gets a handshake_failure alert.
+          if (!context) log.info({ servername }, 'no local workload answers to this server name');
+          cb(null, context);
+        };
+        // A workload whose certificate is still being issued (a pod that just started) is waited for.
+        const creds = options.identityFor(servername);
+        if (creds instanceof Promise) creds.then(answer, () => answer(undefined));
+        else answer(creds);
       },
       requestCert: true,
       rejectUnauthorized: true,
@@ -150,9 +156,7 @@ export class HboneServer {
    * A TLS context per presented certificate, reused across handshakes until it or the trust bundle
    * rotates. The context selected by SNI is the one that verifies the client's certificate.
    */
-  private contextFor(servername: string | undefined): tls.SecureContext | undefined {
-    const creds = this.options.identityFor(servername);
-    if (!creds) return undefined;
+  private contextFor(creds: Credentials): tls.SecureContext {
     const bundle = bundleOf(this.options);
     if (bundle !== this.contextsBundle) {
       this.contexts.clear();

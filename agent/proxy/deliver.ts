@@ -1,0 +1,187 @@
+/**
+ * Delivery to a meshed pod on this node: the one path every connection into such a pod takes,
+ * whether it came through an HBONE tunnel (15008), from a pod on this node (the outbound proxy's
+ * `local` route) or from a plaintext client outside the mesh (15006). It decides the protocol,
+ * asks authorization policy about the connection (TCP) or about each request (HTTP), and opens a
+ * connection to the application only for what policy allows: the application sees nothing of
+ * what is denied.
+ */
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import type { PodInfo } from '../config/objects';
+import type { Logger } from '../core/log';
+import { declaredProtocol, type AppProtocol } from '../http/protocol';
+import type { HttpLimits } from '../http/limits';
+import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../http/serve';
+import { sniffProtocol } from '../http/sniff';
+import type { AuthzDecision, ConnectionFacts, PolicySet } from '../policy';
+import type { WorkloadStore } from '../state/store';
+import { connectionLogEntry, requestLogEntry, type ConnectionRecord } from './access-log';
+import type { LiveConnections } from './live-connections';
+import { relay, type RelayResult } from './relay';
+
+/** How a connection reached this node's proxy. */
+export type ArrivalPath = 'hbone' | 'local' | 'plaintext';
+
+/** What is known of a connection into a local meshed pod when it arrives. */
+export interface Arrival {
+  path: ArrivalPath;
+  /** the facts policy is judged on */
+  conn: ConnectionFacts;
+  /** the destination pod: on this node, in the mesh */
+  pod: PodInfo;
+  /** what its access-log lines say of the two ends */
+  record: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>;
+}
+
+/** The path-specific end of a connection: how it is accepted, refused and spliced. */
+export interface Downstream {
+  /** Accepts the connection (HBONE: answers 200) and returns its byte stream. Called at most once. */
+  accept(): Duplex;
+  /** Before accept: refuses (HBONE: `status` and `reason`; a socket: a reset). After: cuts the connection. */
+  refuse(status: number, reason: string): void;
+  /** Moves bytes both ways between the accepted downstream and `upstream` until both are done. */
+  splice(upstream: Socket): Promise<RelayResult>;
+}
+
+/** A client socket as deliver() sees it (the `local` and plaintext paths): a refusal is a reset. */
+export function socketDownstream(client: Socket): Downstream {
+  return {
+    accept: () => client,
+    refuse: () => { if (!client.destroyed) client.resetAndDestroy(); },
+    splice: (upstream) => relay(client, upstream),
+  };
+}
+
+/** The policy and settings in force; asked anew for every connection and request. */
+export interface DeliveryState {
+  store: WorkloadStore;
+  policies: PolicySet;
+  limits: HttpLimits;
+  /** how long a client on an undeclared port may stay silent before it is taken for TCP */
+  sniffMs: number;
+}
+
+export interface DeliveryContext {
+  state(): DeliveryState;
+  /**
+   * Opens one new connection to the application (`arrival.conn.destinationIp:Port`), to be read by
+   * pump() (`'pump'`: a spliced TCP connection) or by an HTTP parser (`'stream'`).
+   */
+  connect(arrival: Arrival, reader: 'pump' | 'stream'): Promise<Socket>;
+  live: LiveConnections<Arrival>;
+  accessLog: Logger;
+}
+
+/** The body Istio (Envoy's RBAC filter) answers a denied request with. */
+export const DENIED_BODY = 'RBAC: access denied';
+
+/**
+ * The protocol a Service declares for the pod's `port` (appProtocol, then Istio's port-name
+ * prefixes), from the Services selecting the pod whose targetPort is that port; undefined: sniff.
+ * A named targetPort cannot be matched (Weft does not know container port names) and is skipped.
+ */
+export function protocolForPort(store: WorkloadStore, pod: PodInfo, port: number): AppProtocol | undefined {
+  for (const svc of store.servicesSelecting(pod)) {
+    for (const p of svc.ports) {
+      if (p.protocol !== 'TCP' || p.targetPort !== port) continue;
+      const declared = declaredProtocol(p);
+      if (declared !== undefined) return declared;
+    }
+  }
+  return undefined;
+}
+
+/** The decision for a connection, or for one request on it. */
+export function judge(state: DeliveryState, a: Arrival, request?: RequestInfo): AuthzDecision {
+  const workload = { namespace: a.pod.namespace, labels: a.pod.labels };
+  return state.policies.decide(workload, a.conn, request && { method: request.method, path: request.path, host: request.host, headers: request.headers });
+}
+
+export async function deliver(down: Downstream, a: Arrival, ctx: DeliveryContext): Promise<void> {
+  const started = performance.now();
+  const state = ctx.state();
+  let protocol = protocolForPort(state.store, a.pod, a.conn.destinationPort);
+  let head: Buffer | undefined;
+  let accepted: Duplex | undefined;
+  if (protocol === undefined) {
+    accepted = down.accept();
+    try {
+      ({ protocol, head } = await sniffProtocol(accepted, state.sniffMs));
+    } catch (e) {
+      down.refuse(400, `reading the first bytes failed: ${(e as Error).message}`);
+      logConnection(ctx, a, started, { decision: 'allow', bytesSent: 0, bytesRecv: 0, error: (e as Error).message });
+      return;
+    }
+  }
+  if (protocol === 'tcp') return deliverTcp(down, accepted, head, a, ctx, started);
+  return deliverHttp(down, accepted ?? down.accept(), head, protocol, a, ctx, started);
+}
+
+async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: Buffer | undefined, a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
+  const decision = judge(ctx.state(), a);
+  if (!decision.allow) {
+    down.refuse(403, decision.reason);
+    logConnection(ctx, a, started, { decision: 'deny', bytesSent: 0, bytesRecv: 0, error: decision.reason, authz: decision });
+    return;
+  }
+  let upstream: Socket;
+  try {
+    upstream = await ctx.connect(a, 'pump');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    down.refuse(err.code === 'ETIMEDOUT' ? 504 : 503, `${err.code ?? 'error'}: ${err.message}`);
+    logConnection(ctx, a, started, { decision: 'allow', bytesSent: 0, bytesRecv: 0, error: err.message, authz: decision });
+    return;
+  }
+  if (accepted === undefined) down.accept();
+  // Bytes read while sniffing go first.
+  if (head !== undefined && head.length > 0) upstream.write(head);
+  let closedBy: string | undefined;
+  const forget = ctx.live.add({ facts: a, close: (reason) => { closedBy = reason; down.refuse(403, reason); upstream.destroy(); } });
+  const r = await down.splice(upstream);
+  forget();
+  const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;
+  logConnection(ctx, a, started, { decision: closedBy === undefined ? 'allow' : 'deny', bytesSent: r.sent + (head?.length ?? 0), bytesRecv: r.received,
+    ...(error === undefined ? {} : { error }), authz: decision });
+}
+
+async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
+  const decisions = new WeakMap<RequestInfo, AuthzDecision>();
+  const totals = { requests: 0, sent: 0, received: 0 };
+  let failure: string | undefined;
+  await serveHttp(stream, {
+    protocol,
+    ...(head === undefined ? {} : { head }),
+    limits: ctx.state().limits,
+    decide: (request): Verdict => {
+      const decision = judge(ctx.state(), a, request);
+      decisions.set(request, decision);
+      return decision.allow ? { allow: true } : { allow: false, status: 403, body: DENIED_BODY };
+    },
+    connectUpstream: () => ctx.connect(a, 'stream'),
+    onExchange: (x: ExchangeLog) => {
+      totals.requests++;
+      totals.sent += x.requestBytes;
+      totals.received += x.responseBytes;
+      const decision = decisions.get(x.request);
+      ctx.accessLog.info(requestLogEntry({ ...a.record, decision: x.verdict.allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes,
+        durationMs: x.durationMs, ...(x.error === undefined ? {} : { error: x.error }) }, x, decision), x.verdict.allow ? 'request complete' : 'request denied');
+    },
+  }).catch((e: Error) => {
+    failure = e.message;
+    down.refuse(400, e.message);
+  });
+  logConnection(ctx, a, started, { decision: 'allow', bytesSent: totals.sent, bytesRecv: totals.received, protocol, requests: totals.requests,
+    ...(failure === undefined ? {} : { error: failure }) });
+}
+
+function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
+  f: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; authz?: AuthzDecision; protocol?: string; requests?: number }): void {
+  const entry = connectionLogEntry({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
+    durationMs: performance.now() - started, ...(f.error === undefined ? {} : { error: f.error }) });
+  if (f.authz?.policy !== undefined) entry.policy = `${f.authz.policy}[${f.authz.rule}]`;
+  if (f.authz?.audit?.length) entry.audit = f.authz.audit;
+  if (f.protocol !== undefined) Object.assign(entry, { protocol: f.protocol, requests: f.requests });
+  ctx.accessLog.info(entry, f.decision === 'deny' ? 'connection denied' : 'connection complete');
+}
