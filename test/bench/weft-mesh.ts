@@ -3,6 +3,9 @@
  * on n1 and n2. The agents' stdout (the access log, one line per connection and, once the proxy
  * speaks HTTP, one per request) goes to a file: at tens of thousands of requests a second, parsing
  * it in this process would take CPU from the two cores the contenders share.
+ *
+ * WEFT_BENCH_AGENT_FLAGS adds Node.js flags to the agents, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`
+ * to see where a node proxy spends its CPU under the benchmark's load.
  */
 import { spawnSync, type ChildProcess } from 'node:child_process';
 import { closeSync, openSync, writeFileSync } from 'node:fs';
@@ -39,7 +42,8 @@ interface AgentProcess { process: ChildProcess; stderr(): string; stop(): Promis
 
 async function startAgent(node: LabNode, controlPlane: string, dataDir: string, accessLog: string): Promise<AgentProcess> {
   const out = openSync(accessLog, 'w');
-  const child = node.spawn(process.execPath, [...WEFT_NODE_FLAGS, WEFT_CLI, 'agent', '--control-plane', controlPlane, '--node', node.name,
+  const extraFlags = (process.env.WEFT_BENCH_AGENT_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = node.spawn(process.execPath, [...WEFT_NODE_FLAGS, ...extraFlags, WEFT_CLI, 'agent', '--control-plane', controlPlane, '--node', node.name,
     '--cgroup-root', node.cgroupPath, '--token-file', join(dataDir, 'bootstrap.token'), '--ca-file', join(dataDir, 'ca.pem')],
   { stdio: ['ignore', out, 'pipe'] });
   closeSync(out);
