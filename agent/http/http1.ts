@@ -1,4 +1,5 @@
 import * as http from 'node:http';
+import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { checkLimits, type HttpLimits } from './limits';
 import { checkHttp1Request, pairs, refusalCloses, statusForUpstreamError, withoutHopByHop, type BodyFraming } from './headers';
@@ -52,6 +53,10 @@ function http1ServerFor(limits: HttpLimits): http.Server {
   });
   server.maxHeadersCount = limits.maxHeaderPairs;
   server.timeout = 0;
+  // Node's default aborts the requests in flight when the client half-closes after sending them
+  // (`printf ... | nc`, a CONNECT stream's END_STREAM); a proxy answers them, then closes.
+  // (A net.Socket downstream needs allowHalfOpen for its write side to stay open meanwhile.)
+  (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
   server.on('request', (req: http.IncomingMessage, res: http.ServerResponse) => onRequest(req, res, false));
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => onRequest(req, res, true));
   server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => tunnel(req, socket, head));
@@ -82,9 +87,22 @@ export function serveHttp1(downstream: Duplex, o: ServeHttpOptions): Promise<voi
     // the stream flows: resume() in the same tick delivers them before anything newer from the
     // handle (docs/http.md; the replay tests guard the order).
     if (o.head && o.head.length > 0) downstream.unshift(o.head);
+    buffersOnly(downstream);
     server.emit('connection', downstream);
     downstream.resume();
   });
+}
+
+/**
+ * Node's http server writes its response heads as latin1 strings. An Http2Stream (an HBONE CONNECT
+ * stream as the downstream) takes writes with decodeStrings off, and a string in a batched writev
+ * reached the client as garbage (its copy freed before nghttp2 sent it; the replay test over a
+ * CONNECT stream caught it). Such a stream is told to turn strings into Buffers at write().
+ */
+function buffersOnly(downstream: Duplex): void {
+  if (downstream instanceof net.Socket) return;
+  const state = (downstream as Duplex & { _writableState?: { decodeStrings: boolean } })._writableState;
+  if (state) state.decodeStrings = true;
 }
 
 function requestInfo(req: http.IncomingMessage): RequestInfo {
