@@ -72,9 +72,11 @@ export function bodyFraming(raw: readonly string[]): BodyFraming {
  * Checks an HTTP/1 request head that Node's strict parser (llhttp) has accepted, for what it lets
  * through and a proxy must not: no Host (HTTP/1.0; the request upstream is HTTP/1.1), a second Host (RFC 9112 3.2: 400; the policy would judge one, the
  * application might use the other), a transfer coding other than `chunked` (501: the proxy could
- * not frame it), a body announced larger than maxRequestBodyBytes (413).
+ * not frame it), a body announced larger than maxRequestBodyBytes (413), more header fields than
+ * maxHeaderPairs (431; Node would drop the extra ones silently).
  */
-export function checkHttp1Request(raw: readonly string[], maxRequestBodyBytes: number | undefined): Result<BodyFraming, Refusal> {
+export function checkHttp1Request(raw: readonly string[], maxRequestBodyBytes: number | undefined, maxHeaderPairs = Infinity): Result<BodyFraming, Refusal> {
+  if (raw.length / 2 > maxHeaderPairs) return err({ status: 431, reason: `more than ${maxHeaderPairs} header fields` });
   const hosts = values(raw, 'host');
   if (hosts.length > 1) return err({ status: 400, reason: 'more than one Host header' });
   // Node requires Host of HTTP/1.1 only; the proxy speaks HTTP/1.1 upstream, where it is required (Envoy refuses such HTTP/1.0 requests too).

@@ -26,7 +26,7 @@ export async function onHttp1Tunnel(c: Http1Connection, req: http.IncomingMessag
     ex.report();
   };
   const isConnect = req.method === 'CONNECT';
-  const checked = checkHttp1Request(req.rawHeaders, c.o.limits.maxRequestBodyBytes);
+  const checked = checkHttp1Request(req.rawHeaders, c.o.limits.maxRequestBodyBytes, c.o.limits.maxHeaderPairs);
   if (!checked.ok) {
     ex.verdict = refusalVerdict(checked.error.status, checked.error.reason);
     return refuse(checked.error.status, checked.error.reason, checked.error.reason);

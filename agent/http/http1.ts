@@ -51,7 +51,9 @@ function http1ServerFor(limits: HttpLimits): http.Server {
     keepAliveTimeout: limits.idleTimeoutMs,
     connectionsCheckingInterval: tick,
   });
-  server.maxHeadersCount = limits.maxHeaderPairs;
+  // Node drops the fields past maxHeadersCount silently; one more than allowed is kept so the
+  // request can be refused (431) instead of forwarded without them.
+  server.maxHeadersCount = limits.maxHeaderPairs + 1;
   server.timeout = 0;
   // Node's default aborts the requests in flight when the client half-closes after sending them
   // (`printf ... | nc`, a CONNECT stream's END_STREAM); a proxy answers them, then closes.
@@ -120,7 +122,7 @@ function onRequest(req: http.IncomingMessage, res: http.ServerResponse, expectCo
   res.removeHeader('connection');
   res.once('close', () => ex.report());
 
-  const checked = checkHttp1Request(req.rawHeaders, c.o.limits.maxRequestBodyBytes);
+  const checked = checkHttp1Request(req.rawHeaders, c.o.limits.maxRequestBodyBytes, c.o.limits.maxHeaderPairs);
   if (!checked.ok) {
     ex.verdict = refusalVerdict(checked.error.status, checked.error.reason);
     ex.fail(checked.error.reason);

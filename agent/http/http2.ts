@@ -73,7 +73,7 @@ class Http2Connection {
         settings: { enablePush: false },
         peerMaxConcurrentStreams: l.maxConcurrentStreams,
         maxSessionMemory: l.maxSessionMemoryMiB,
-        maxHeaderListPairs: l.maxHeaderPairs * 2,
+        maxHeaderListPairs: l.maxHeaderPairs + 4,
         maxOutstandingPings: l.maxOutstandingPings,
       });
       s.on('error', () => undefined);
@@ -243,7 +243,8 @@ export function http2ServerOptions(l: HttpLimits): http2.ServerOptions {
       maxHeaderListSize: l.maxHeaderBytes,
       enablePush: false,
     },
-    maxHeaderListPairs: l.maxHeaderPairs * 2,
+    // Pairs, pseudo-headers included (:method, :path, :scheme, :authority).
+    maxHeaderListPairs: l.maxHeaderPairs + 4,
     maxSessionInvalidFrames: l.maxSessionInvalidFrames,
     maxSessionRejectedStreams: l.maxSessionRejectedStreams,
     maxSettings: l.maxSettingsEntries,

@@ -56,6 +56,19 @@ test('bad input: headers larger than maxHeaderBytes get 431', async () => {
   } finally { await proxy.close(); await app.close(); }
 });
 
+test('bad input: more header fields than maxHeaderPairs get 431 (Node alone would drop the extra ones and forward the rest)', async () => {
+  const app = await recordingApp();
+  const proxy = await startProxy({ appPort: app.port, limits: { maxHeaderPairs: 10 } });
+  try {
+    const fields = Array.from({ length: 11 }, (_, i) => `X-F${i}: ${i}\r\n`).join('');
+    const raw = await rawExchange(proxy.port, `GET / HTTP/1.1\r\nHost: a\r\n${fields}\r\n`);
+    assert.deepEqual(statuses(raw), [431]);
+    assert.equal(app.counters.connections, 0);
+    const fine = await rawExchange(proxy.port, `GET / HTTP/1.1\r\nHost: a\r\n${fields.split('\r\n').slice(0, 8).join('\r\n')}\r\nConnection: close\r\n\r\n`);
+    assert.deepEqual(statuses(fine), [200]);
+  } finally { await proxy.close(); await app.close(); }
+});
+
 test('bad input: an announced body over maxRequestBodyBytes gets 413 before anything is forwarded', async () => {
   const app = await recordingApp();
   const proxy = await startProxy({ appPort: app.port, limits: { maxRequestBodyBytes: 1000 } });
