@@ -23,8 +23,11 @@ export interface Http1Connection {
 
 /** The downstream connections each server is serving, by the Duplex handed to it. */
 const connections = new WeakMap<Duplex, Http1Connection>();
-/** One Node http server per limits object: its parser options and its timeout checker are shared. */
-const servers = new WeakMap<HttpLimits, http.Server>();
+/**
+ * One Node http server per distinct limits (by value: a caller that builds a fresh limits object
+ * per connection must not get a server, and a timeout-checking interval, per connection).
+ */
+const servers = new Map<string, http.Server>();
 
 /** Methods whose requests carry no body unless framed; Node's client would invent chunked framing for the others. */
 const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
@@ -36,7 +39,8 @@ const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE',
  * so it is started here by emitting that event (the slowloris test guards this).
  */
 function http1ServerFor(limits: HttpLimits): http.Server {
-  const existing = servers.get(limits);
+  const key = JSON.stringify(limits);
+  const existing = servers.get(key);
   if (existing) return existing;
   const checked = checkLimits(limits);
   if (!checked.ok) throw new TypeError(checked.error);
@@ -65,7 +69,7 @@ function http1ServerFor(limits: HttpLimits): http.Server {
   server.on('connect', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => tunnel(req, socket, head));
   server.on('clientError', onClientError);
   server.emit('listening');
-  servers.set(limits, server);
+  servers.set(key, server);
   return server;
 }
 

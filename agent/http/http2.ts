@@ -232,8 +232,8 @@ class Http2Connection {
   }
 }
 
-/** One Node http2 server per limits object, never listening; sessions arrive with emit('connection'). */
-const servers = new WeakMap<HttpLimits, { server: http2.Http2Server; pending: ServeHttpOptions[] }>();
+/** One Node http2 server per distinct limits (by value), never listening; sessions arrive with emit('connection'). */
+const servers = new Map<string, { server: http2.Http2Server; pending: ServeHttpOptions[] }>();
 
 /** nghttp2 and Node options from the limits, named so docs/http.md and the tests can point at each. */
 export function http2ServerOptions(l: HttpLimits): http2.ServerOptions {
@@ -256,7 +256,8 @@ export function http2ServerOptions(l: HttpLimits): http2.ServerOptions {
 }
 
 function http2ServerFor(limits: HttpLimits): { server: http2.Http2Server; pending: ServeHttpOptions[] } {
-  const existing = servers.get(limits);
+  const key = JSON.stringify(limits);
+  const existing = servers.get(key);
   if (existing) return existing;
   const checked = checkLimits(limits);
   if (!checked.ok) throw new TypeError(checked.error);
@@ -267,7 +268,7 @@ function http2ServerFor(limits: HttpLimits): { server: http2.Http2Server; pendin
     if (!o) return void session.destroy();
     new Http2Connection(o, session);
   });
-  servers.set(limits, entry);
+  servers.set(key, entry);
   return entry;
 }
 

@@ -16,5 +16,10 @@ export function serveHttp(downstream: Duplex, o: ServeHttpOptions): Promise<void
   if (o.protocol !== 'http1' && o.protocol !== 'http2') {
     return Promise.reject(new TypeError(`serveHttp: options.protocol must be 'http1' or 'http2', got ${JSON.stringify(o.protocol)}`));
   }
-  return o.protocol === 'http1' ? serveHttp1(downstream, o) : serveHttp2(downstream, o);
+  try {
+    return o.protocol === 'http1' ? serveHttp1(downstream, o) : serveHttp2(downstream, o);
+  } catch (e) {
+    // Limits that fail checkLimits(): the error names the field.
+    return Promise.reject(e);
+  }
 }

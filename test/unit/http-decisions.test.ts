@@ -140,3 +140,11 @@ test('http2ServerOptions: every HTTP/2 limit is set deliberately', () => {
     assert.equal(typeof o[k], 'number', k);
   }
 });
+
+test('serveHttp rejects limits that fail checkLimits, naming the field, and a protocol it does not serve', async () => {
+  const { PassThrough } = await import('node:stream');
+  const { serveHttp } = await import('../../agent/http/serve');
+  const base = { decide: () => ({ allow: true as const }), connectUpstream: () => Promise.reject(new Error('unused')) };
+  await assert.rejects(serveHttp(new PassThrough(), { ...base, protocol: 'http1', limits: { ...DEFAULT_HTTP_LIMITS, headersTimeoutMs: -1 } }), /HttpLimits\.headersTimeoutMs/);
+  await assert.rejects(serveHttp(new PassThrough(), { ...base, protocol: 'tcp' as 'http1', limits: DEFAULT_HTTP_LIMITS }), /options\.protocol must be 'http1' or 'http2', got "tcp"/);
+});
