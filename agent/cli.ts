@@ -2,11 +2,8 @@
 /** The `weft` command line. Subcommands and flags follow DESIGN.md; unknown flags are errors. */
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
-import { installedNodes, uninstallNode } from './redirect/datapath';
-import { runLocal } from './local';
 import { IN_POD_CREDENTIALS, readAgentCredentials } from './node/credential-files';
-import { runAgent } from './node/run-agent';
-import { PORTS } from './node/agent';
+import { PORTS } from './node/ports';
 
 const USAGE = `usage: weft <command> [flags]
 
@@ -92,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
     case 'local': {
       const f = flags(rest, { config: { type: 'string' }, node: { type: 'string' }, 'data-dir': { type: 'string' }, ...AGENT_FLAGS });
       if (!f.config) throw new Error('weft local needs --config FILE');
+      const { runLocal } = await import('./local');
       const running = await runLocal({
         config: f.config as string,
         ...(f.node ? { node: f.node as string } : {}),
@@ -133,6 +131,7 @@ async function main(argv: string[]): Promise<number> {
       for (const needed of ['control-plane', 'node']) {
         if (!f[needed]) throw new Error(`weft agent needs --${needed}`);
       }
+      const { runAgent } = await import('./node/run-agent');
       const running = await runAgent({
         controlPlane: f['control-plane'] as string,
         node: f.node as string,
@@ -170,6 +169,7 @@ async function main(argv: string[]): Promise<number> {
     }
     case 'uninstall': {
       const f = flags(rest, { node: { type: 'string' }, all: { type: 'boolean' } });
+      const { installedNodes, uninstallNode } = await import('./redirect/datapath');
       const nodes = f.all ? installedNodes() : [(f.node as string | undefined) ?? (await import('node:os')).hostname()];
       for (const n of nodes) {
         const removed = uninstallNode(n);

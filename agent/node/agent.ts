@@ -18,10 +18,9 @@ import { connectWithTimeout } from '../proxy/connect';
 import { listenInbound, localTarget, plaintextArrival } from '../proxy/inbound';
 import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/inbound-plaintext';
 import { connectTransparent } from '../proxy/transparent-socket';
-import { INBOUND_PLAINTEXT_PORT } from '../redirect/capture-routing';
 import { LiveConnections } from '../proxy/live-connections';
 import { OutboundProxy } from '../proxy/outbound';
-import { HBONE_PORT, routeOutbound } from '../proxy/outbound-route';
+import { routeOutbound } from '../proxy/outbound-route';
 import { HbonePool } from '../tunnel/hbone-pool';
 import type { HboneServer } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
@@ -34,11 +33,12 @@ import { PodCgroupResolver } from '../redirect/pod-cgroup';
 import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/enrollment';
 import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
+import { PORTS } from './ports';
 import { explainQueryOf } from './explain-command';
 import { explain } from './explain';
 import { badRequest, serveJson } from './http-endpoints';
 
-export const PORTS = { admin: 15000, outbound: 15001, inboundPlaintext: INBOUND_PLAINTEXT_PORT, hbone: HBONE_PORT, metrics: 15020, health: 15021 } as const;
+export { PORTS } from './ports';
 
 /**
  * While a pod's cgroup is not there yet, the last snapshot is applied again after 1 s, then at
