@@ -100,9 +100,9 @@ function appAnswer(r: CurlResult): Seen | undefined {
   }
 }
 
-/** A few fields of an access-log line, in a fixed order, for one readable line. */
+/** A few fields of an access-log line, in a fixed order, for one readable line (`(none)` where the line has no such field). */
 function logFields(l: Record<string, unknown>, fields: string[]): string {
-  return JSON.stringify(Object.fromEntries(fields.map((f) => [f, l[f] ?? null])));
+  return JSON.stringify(Object.fromEntries(fields.map((f) => [f, l[f] ?? '(none)'])));
 }
 
 const authz = (name: string, spec: object) => ({ apiVersion: 'security.weft.dev/v1', kind: 'AuthorizationPolicy', metadata: { name, namespace: 'shop' }, spec });
@@ -225,8 +225,8 @@ async function showMeshHop({ n1, n2, web, api, agents, outcomes }: Sandbox): Pro
     `HTTP ${r.status}; api saw the connection come from ${seen?.remote ?? '?'}, not from web (${web.ip}): the node proxies carried it`, 'HTTP 200 from another address');
   const out = await agents[0]!.waitForLog((l) => l['dst.addr'] === `${api.ip}:${APP_PORT}`);
   const inb = await agents[1]!.waitForLog((l) => l.direction === 'inbound' && l['src.identity'] !== undefined);
-  outcomes.check(out['src.identity'] === 'spiffe://cluster.local/ns/shop/sa/web' && typeof out['dst.hbone_addr'] === 'string',
-    `${n1.name} access log (outbound): ${JSON.stringify({ src: out['src.identity'], dst: out['dst.identity'], via: out['dst.hbone_addr'] })}`);
+  outcomes.check(out['src.identity'] === 'spiffe://cluster.local/ns/shop/sa/web' && out['dst.hbone_addr'] === `${n2.ip}:15008`,
+    `${n1.name} access log (outbound): ${JSON.stringify({ src: out['src.identity'], dst: out['dst.identity'], via: out['dst.hbone_addr'] })}, ${n2.name}'s HBONE port (mTLS)`);
   outcomes.check(inb['src.identity'] === 'spiffe://cluster.local/ns/shop/sa/web',
     `${n2.name} access log (inbound):  source principal verified from its certificate: ${String(inb['src.identity'])}`);
 }
@@ -292,13 +292,16 @@ async function showExplain({ n2, outcomes }: Sandbox): Promise<void> {
     { args: ['shop/web', `shop/api:${APP_PORT}`, 'POST', '/admin/users'], first: ['DENY', 'policy shop/deny-admin-post rule 0'] },
     { args: ['shop/web', `shop/api:${APP_PORT}`, 'GET', '/orders'], first: ['ALLOW', 'policy shop/allow-web-get rule 0'] },
   ];
-  for (const q of questions) {
-    say(`  $ weft explain ${q.args.join(' ')}`);
-    const r = await weftExplain(n2, q.args);
-    for (const l of (r.stdout + r.stderr).trimEnd().split('\n')) say(`    ${l}`);
-    const got = r.stdout.split('\n').slice(0, q.first.length);
-    outcomes.check(JSON.stringify(got) === JSON.stringify(q.first), `the agent answers ${q.first.join(', ')}`, `first lines ${JSON.stringify(q.first)}, got ${JSON.stringify(got)}`);
-  }
+  for (const q of questions) await showExplainAnswer(n2, q.args, q.first, outcomes);
+}
+
+/** Prints `$ weft explain ARGS` and the agent's answer as is; checks its first lines. */
+async function showExplainAnswer(node: LabNode, args: string[], first: string[], outcomes: Outcomes): Promise<void> {
+  say(`  $ weft explain ${args.join(' ')}`);
+  const r = await weftExplain(node, args);
+  for (const l of (r.stdout + r.stderr).trimEnd().split('\n')) say(`    ${l}`);
+  const got = r.stdout.split('\n').slice(0, first.length);
+  outcomes.check(JSON.stringify(got) === JSON.stringify(first), `the agent answers ${first.join(', ')}`, `first lines ${JSON.stringify(first)}, got ${JSON.stringify(got)}`);
 }
 
 /** STRICT: the enrolled pod accepts only what the node proxy delivers; legacy is dropped in the kernel. */
@@ -312,6 +315,7 @@ async function showStrict(s: Sandbox, objects: object[]): Promise<void> {
     blocked = t.code !== 0;
   }
   outcomes.check(blocked, `legacy → api: ${blocked ? 'blocked: its SYN is dropped on api\'s host-side interface, no proxy involved' : 'STILL REACHES api'}`, 'blocked');
+  await showExplainAnswer(s.n2, ['legacy/legacy', `shop/api:${APP_PORT}`], ['DENY'], outcomes);
   const again = await curl(web, `http://${api.ip}:${APP_PORT}/orders`);
   outcomes.check(again.status === 200, `web GET /orders through the mesh: HTTP ${again.status}`, 'HTTP 200');
 }
