@@ -67,15 +67,6 @@ export interface PeerAuthenticationInfo {
   portLevel: Record<number, MtlsMode>;
 }
 
-/** HTTPRoute, TrafficPolicy: recognised here, validated by their own modules. */
-export interface RawPolicyObject {
-  kind: string;
-  apiVersion: string;
-  namespace: string;
-  name: string;
-  spec: unknown;
-}
-
 export interface Snapshot {
   namespaces: NamespaceInfo[];
   pods: PodInfo[];
@@ -86,7 +77,6 @@ export interface Snapshot {
   authorizationPolicies: AuthorizationPolicyInfo[];
   /** The node proxy's limits (`ProxyConfig default`); absent: the defaults. */
   proxyConfig?: ProxyConfigInfo;
-  policies: RawPolicyObject[];
 }
 
 /** Policies in this namespace apply mesh-wide. */
@@ -99,7 +89,7 @@ export const MESH_LABEL = 'weft.dev/mesh';
 export const CGROUP_ANNOTATION = 'weft.dev/cgroup';
 
 export function emptySnapshot(): Snapshot {
-  return { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], authorizationPolicies: [], policies: [] };
+  return { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], authorizationPolicies: [] };
 }
 
 /** `namespace/name`: how pods, Services and policies are keyed and named in messages. */

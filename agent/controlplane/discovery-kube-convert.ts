@@ -1,9 +1,9 @@
 import { isIP } from 'node:net';
 import type { V1Namespace, V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
-import { Checker, isMapping } from '../config/checker';
+import { Checker } from '../config/checker';
 import type { ConfigError } from '../config/config-error';
 import type { Metadata } from '../config/metadata';
-import type { NamespaceInfo, NodeInfo, PeerAuthenticationInfo, PodInfo, RawPolicyObject, ServiceInfo, ServicePort } from '../config/objects';
+import type { NamespaceInfo, NodeInfo, PeerAuthenticationInfo, PodInfo, ServiceInfo, ServicePort } from '../config/objects';
 import { convertPeerAuthentication } from '../config/peer-authentication';
 import { DEFAULT_SERVICE_ACCOUNT } from '../config/pod';
 import { canonicalIp } from '../core/ip';
@@ -105,6 +105,3 @@ function checked<T>(kind: string, obj: CustomObject, convert: (c: Checker, obj: 
   return errors.length === 0 ? ok(info) : err(errors.map((e) => `${e.field}: ${e.message}`).join('; '));
 }
 
-export function rawPolicy(kind: string, apiVersion: string, obj: CustomObject): RawPolicyObject {
-  return { kind, apiVersion, namespace: obj.metadata?.namespace ?? '', name: obj.metadata?.name ?? '', spec: isMapping(obj.spec) ? obj.spec : {} };
-}
