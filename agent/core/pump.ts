@@ -122,6 +122,8 @@ export function pump(from: Readable, to: Writable, count: (bytes: number) => voi
     else from.resume();
     return;
   }
+  // A reader that ended before this pump was attached (a sniffer saw the client's half-close) has emitted its end.
+  if (from.readableEnded) return end();
   from.on('data', (chunk: Buffer) => {
     if (!write(chunk)) from.pause();
   });

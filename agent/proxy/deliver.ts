@@ -42,6 +42,8 @@ export interface Downstream {
   refuse(status: number, reason: string): void;
   /** Moves bytes both ways between the accepted downstream and `upstream` until both are done. */
   splice(upstream: Socket): Promise<RelayResult>;
+  /** Bytes read from and written to the accepted downstream so far (an HTTP connection's totals). */
+  bytes(): { read: number; written: number };
 }
 
 /** A client socket as deliver() sees it (the `local` and plaintext paths): a refusal is a reset. */
@@ -50,6 +52,7 @@ export function socketDownstream(client: Socket): Downstream {
     accept: () => client,
     refuse: () => { if (!client.destroyed) client.resetAndDestroy(); },
     splice: (upstream) => relay(client, upstream),
+    bytes: () => ({ read: client.bytesRead, written: client.bytesWritten }),
   };
 }
 
@@ -148,7 +151,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
 
 async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
   const decisions = new WeakMap<RequestInfo, AuthzDecision>();
-  const totals = { requests: 0, sent: 0, received: 0 };
+  let requests = 0;
   let failure: string | undefined;
   await serveHttp(stream, {
     protocol,
@@ -161,9 +164,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     },
     connectUpstream: () => ctx.connect(a, 'stream'),
     onExchange: (x: ExchangeLog) => {
-      totals.requests++;
-      totals.sent += x.requestBytes;
-      totals.received += x.responseBytes;
+      requests++;
       const decision = decisions.get(x.request);
       ctx.accessLog.info(requestLogEntry({ ...a.record, decision: x.verdict.allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes,
         durationMs: x.durationMs, ...(x.error === undefined ? {} : { error: x.error }) }, x, decision), x.verdict.allow ? 'request complete' : 'request denied');
@@ -172,7 +173,8 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     failure = e.message;
     down.refuse(400, e.message);
   });
-  logConnection(ctx, a, started, { decision: 'allow', bytesSent: totals.sent, bytesRecv: totals.received, protocol, requests: totals.requests,
+  const bytes = down.bytes();
+  logConnection(ctx, a, started, { decision: 'allow', bytesSent: bytes.read, bytesRecv: bytes.written, protocol, requests,
     ...(failure === undefined ? {} : { error: failure }) });
 }
 

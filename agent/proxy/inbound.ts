@@ -13,7 +13,7 @@ import type { WorkloadStore } from '../state/store';
 import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
 import { splice } from '../tunnel/splice';
-import { dropEmptyWrites } from '../tunnel/stream-writev';
+import { countBytes } from '../tunnel/stream-counts';
 import { connectionLogEntry } from './access-log';
 import { deliver, type Arrival, type DeliveryContext, type Downstream } from './deliver';
 
@@ -79,12 +79,14 @@ export function plaintextArrival(store: WorkloadStore, f: { clientIp: string; cl
 /** An HBONE stream as deliver() sees it: accepting answers 200, refusing after that resets the stream. */
 export function tunnelDownstream(tunnel: TunnelStream): Downstream {
   let stream: ServerHttp2Stream | undefined;
+  let bytes = (): { read: number; written: number } => ({ read: 0, written: 0 });
   return {
     accept: () => {
       stream = tunnel.accept();
-      dropEmptyWrites(stream);
+      bytes = countBytes(stream);
       return stream;
     },
+    bytes: () => bytes(),
     refuse: (status, reason) => {
       if (stream === undefined) tunnel.refuse(status, reason);
       else if (!stream.closed) stream.close(constants.NGHTTP2_CONNECT_ERROR);

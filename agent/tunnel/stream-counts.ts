@@ -4,20 +4,29 @@ type Chunk = { chunk: Buffer | string; encoding: BufferEncoding };
 type Writev = (chunks: Chunk[], cb: (error?: Error | null) => void) => void;
 
 /**
- * Node 20's Http2Stream corrupts the first string of a corked write batch (writev) that also holds
- * an empty string: the peer receives garbage in its place. Node's HTTP/1 server writes exactly such
- * a batch (response head, body, '' from end()) when it serves a response over a CONNECT stream,
- * which is how the destination proxy serves HTTP inside an HBONE tunnel. Measured with a plain
- * http2 server: cork(); write('HTTP/1.1 200 OK\r\n...', 'latin1'); write(buffer); write('');
- * uncork() delivers 16 bytes of garbage instead of the status line; without the '' it is intact.
- * Dropping empty chunks from the batch before Node sees it avoids it.
+ * Bytes read from and written to a stream by whoever uses it (an HTTP server running on it), as
+ * a socket's bytesRead/bytesWritten count them; an Http2Stream keeps no such counts itself.
  */
-export function dropEmptyWrites(stream: Http2Stream): void {
-  const s = stream as unknown as { _writev: Writev };
+export function countBytes(stream: Http2Stream): () => { read: number; written: number } {
+  const counts = { read: 0, written: 0 };
+  const length = (c: Buffer | string, encoding?: BufferEncoding): number => (typeof c === 'string' ? Buffer.byteLength(c, encoding) : c.length);
+  const s = stream as unknown as { _writev: Writev; _write: (c: Buffer | string, e: BufferEncoding, cb: (error?: Error | null) => void) => void };
+  const write = s._write;
   const writev = s._writev;
-  s._writev = function (this: unknown, chunks, cb) {
-    const kept = chunks.filter((c) => c.chunk.length > 0);
-    if (kept.length === 0) return cb(null);
-    return writev.call(this, kept, cb);
+  s._write = function (this: unknown, chunk, encoding, cb) {
+    counts.written += length(chunk, encoding);
+    return write.call(this, chunk, encoding, cb);
   };
+  s._writev = function (this: unknown, chunks, cb) {
+    for (const c of chunks) counts.written += length(c.chunk, c.encoding);
+    return writev.call(this, chunks, cb);
+  };
+  // Counted where the stream receives them (push), so that counting adds no reader of its own.
+  const r = stream as unknown as { push: (chunk: Buffer | null, encoding?: BufferEncoding) => boolean };
+  const push = r.push;
+  r.push = function (this: unknown, chunk, encoding) {
+    if (chunk) counts.read += chunk.length;
+    return push.call(this, chunk, encoding);
+  };
+  return () => counts;
 }

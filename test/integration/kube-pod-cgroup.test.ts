@@ -95,12 +95,13 @@ describe('Kubernetes mode: the agent resolves pod cgroups from pod UIDs', { skip
     assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/mesh/sa/sa-app');
   });
 
-  test('a pod of an unlabelled namespace connects directly; the proxy never sees it', async () => {
+  test('a pod of an unlabelled namespace is not redirected outbound; its plaintext to an enrolled pod is captured inbound with its own address', async () => {
     const r = await tcpRequest(plain, srv.ip, 7000, { payload: 'x' });
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(peerSeen(r.stdout), plain.ip);
-    await sleep(200);
-    assert.ok(!agent.accessLog.some((l) => String(l['src.addr']).startsWith(`${plain.ip}:`)));
+    assert.equal(peerSeen(r.stdout), plain.ip, 'the pod sees its client\'s own address');
+    const line = await agent.waitForLog((l) => String(l['src.addr']).startsWith(`${plain.ip}:`));
+    assert.equal(line.direction, 'inbound', 'captured at the destination (15006), not redirected at the source');
+    assert.equal(line['src.identity'], undefined, 'a client outside the mesh has no identity');
   });
 
   test('a pod whose cgroup is not there yet is reported pending, then captured once it appears, without a config change', async () => {
