@@ -39,7 +39,7 @@ export class OutboundProxy {
   private constructor(private readonly drainer: Drainer) {}
 
   static async listen(o: OutboundOptions): Promise<OutboundProxy> {
-    const servers = o.hosts.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true }));
+    const servers = o.hosts.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }));
     const proxy = new OutboundProxy(new Drainer(servers));
     for (const [i, srv] of servers.entries()) {
       srv.on('connection', (s) => { proxy.drainer.track(s); void handle(s, o); });
