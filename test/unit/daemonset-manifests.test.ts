@@ -106,7 +106,7 @@ test('every manifest parses, names itself, and namespaced objects are in weft-sy
   find('Namespace', 'weft-system');
   for (const o of objects) {
     assert.ok(o.apiVersion && o.kind && o.metadata?.name, `${o.file}: apiVersion, kind and metadata.name`);
-    const clusterScoped = ['Namespace', 'ClusterRole', 'ClusterRoleBinding'].includes(o.kind);
+    const clusterScoped = ['Namespace', 'ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition'].includes(o.kind);
     assert.equal(o.metadata.namespace, clusterScoped ? undefined : 'weft-system', `${o.kind} ${o.metadata.name}`);
   }
 });
@@ -189,4 +189,14 @@ test('the CLI accepts the agent\'s and the control plane\'s args as the manifest
   const cp = await run([...cpArgs, '--kubeconfig', kubeconfig]);
   assert.equal(cp.code, 1);
   assert.match(cp.stderr, new RegExp(`^weft: .*ENOENT.*${kubeconfig}`), cp.stderr);
+});
+
+test('the CRDs of Weft\'s own groups are shipped, each served at the group, version and plural the control plane watches', () => {
+  for (const [kind, plural] of [['AuthorizationPolicy', 'authorizationpolicies'], ['PeerAuthentication', 'peerauthentications']] as const) {
+    const crd = find('CustomResourceDefinition', `${plural}.security.weft.dev`);
+    assert.equal(crd.spec.names.kind, kind);
+    assert.equal(crd.spec.names.plural, plural);
+    assert.equal(crd.spec.scope, 'Namespaced');
+    assert.deepEqual(crd.spec.versions.map((v: Obj) => [v.name, v.served, v.storage]), [['v1', true, true]]);
+  }
 });
