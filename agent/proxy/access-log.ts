@@ -20,16 +20,12 @@ export interface ConnectionRecord {
   error?: string;
 }
 
-/** One access-log line per connection, with ztunnel's field names (DESIGN.md). Pure. */
-export function connectionLogEntry(r: ConnectionRecord): Record<string, unknown> {
+/** The fields a connection's log lines share for as long as it lasts: its two ends. Pure. */
+export function connectionEnds(r: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>): Record<string, unknown> {
   const e: Record<string, unknown> = {
     'src.addr': formatAddr(r.srcIp, r.srcPort),
     'dst.addr': formatAddr(r.dstIp, r.dstPort),
     direction: r.direction,
-    decision: r.decision,
-    bytes_sent: r.bytesSent,
-    bytes_recv: r.bytesRecv,
-    duration: Math.round(r.durationMs * 1000) / 1000,
   };
   if (r.src) Object.assign(e, { 'src.workload': r.src.workload, 'src.namespace': r.src.namespace, 'src.identity': r.src.identity, 'src.pod': r.src.name });
   else if (r.srcIdentity) {
@@ -40,8 +36,33 @@ export function connectionLogEntry(r: ConnectionRecord): Record<string, unknown>
   if (r.dst) Object.assign(e, { 'dst.workload': r.dst.workload, 'dst.namespace': r.dst.namespace, 'dst.identity': r.dst.identity, 'dst.pod': r.dst.name });
   if (r.dstService) e['dst.service'] = `${r.dstService.name}.${r.dstService.namespace}.svc.cluster.local`;
   if (r.hboneAddr) e['dst.hbone_addr'] = r.hboneAddr;
-  if (r.error) e.error = r.error;
   return e;
+}
+
+/** What one event on a connection (its end, or one request) reports beyond its ends. */
+export interface Outcome {
+  decision: 'allow' | 'deny';
+  bytesSent: number;
+  bytesRecv: number;
+  durationMs: number;
+  error?: string;
+}
+
+/** The fields of one outcome (never any of connectionEnds()' names). Pure. */
+export function outcomeFields(o: Outcome): Record<string, unknown> {
+  const e: Record<string, unknown> = {
+    decision: o.decision,
+    bytes_sent: o.bytesSent,
+    bytes_recv: o.bytesRecv,
+    duration: Math.round(o.durationMs * 1000) / 1000,
+  };
+  if (o.error) e.error = o.error;
+  return e;
+}
+
+/** One access-log line per connection, with ztunnel's field names (DESIGN.md). Pure. */
+export function connectionLogEntry(r: ConnectionRecord): Record<string, unknown> {
+  return Object.assign(connectionEnds(r), outcomeFields(r));
 }
 
 /** What one HTTP exchange adds to its connection's fields. */
@@ -56,12 +77,17 @@ export interface ExchangeRecord {
 }
 
 /**
- * One access-log line per HTTP request: the connection's fields, plus `method`, `path`, `status`
- * (DESIGN.md) and, where a policy decided, which one. Pure.
+ * What one HTTP request's line adds to its connection's ends (connectionEnds(), logged once per
+ * connection as a pino child's bindings): the outcome, `method`, `path`, `status` (DESIGN.md) and,
+ * where a policy decided, which one. Pure.
  */
-export function requestLogEntry(r: ConnectionRecord, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): Record<string, unknown> {
-  const e = connectionLogEntry(r);
-  Object.assign(e, { method: x.method, path: x.path, authority: x.host, protocol: x.protocol, status: x.status });
+export function requestFields(o: Outcome, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): Record<string, unknown> {
+  const e = outcomeFields(o);
+  e.method = x.method;
+  e.path = x.path;
+  e.authority = x.host;
+  e.protocol = x.protocol;
+  e.status = x.status;
   if (x.grpcStatus !== undefined) e.grpc_status = x.grpcStatus;
   if (policy?.policy !== undefined) e.policy = `${policy.policy}[${policy.rule}]`;
   return e;

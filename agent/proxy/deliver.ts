@@ -16,7 +16,7 @@ import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../
 import { sniffProtocol } from '../http/sniff';
 import type { AuthzDecision, ConnectionFacts, PolicySet } from '../policy';
 import type { WorkloadStore } from '../state/store';
-import { connectionLogEntry, requestLogEntry, type ConnectionRecord } from './access-log';
+import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
 import type { LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
 
@@ -152,6 +152,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
 async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
   const decisions = new WeakMap<RequestInfo, AuthzDecision>();
   let requests = 0;
+  let requestLog: Logger | undefined;
   let failure: string | undefined;
   await serveHttp(stream, {
     protocol,
@@ -165,9 +166,11 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     connectUpstream: () => ctx.connect(a, 'stream'),
     onExchange: (x: ExchangeLog) => {
       requests++;
-      const decision = decisions.get(x.request);
-      ctx.accessLog.info(requestLogEntry({ ...a.record, decision: x.verdict.allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes,
-        durationMs: x.durationMs, ...(x.error === undefined ? {} : { error: x.error }) }, x, decision), x.verdict.allow ? 'request complete' : 'request denied');
+      // The connection's ends are serialized once, as the bindings of a child logger; a request's line adds only its own fields.
+      requestLog ??= ctx.accessLog.child(connectionEnds(a.record));
+      const allow = x.verdict.allow;
+      requestLog.info(requestFields({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
+        ...(x.error === undefined ? {} : { error: x.error }) }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
     },
   }).catch((e: Error) => {
     failure = e.message;
