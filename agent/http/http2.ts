@@ -20,6 +20,7 @@ export const abuseChannel = channel('weft:http:abuse');
 /** One downstream HTTP/2 session and the one upstream (h2c) session its streams go to. */
 class Http2Connection {
   private upstream: Promise<http2.ClientHttp2Session> | undefined;
+  private ready: http2.ClientHttp2Session | undefined;
   private readonly resets: RateBudget;
   private readonly settings: RateBudget;
   private active = 0;
@@ -65,6 +66,12 @@ class Http2Connection {
     return this.openUpstream();
   }
 
+  /** The upstream session when it is open and usable now (a stream then goes upstream in the same tick, without a promise). */
+  private openSession(): http2.ClientHttp2Session | undefined {
+    const s = this.ready;
+    return s && !s.closed && !s.destroyed ? s : undefined;
+  }
+
   private openUpstream(): Promise<http2.ClientHttp2Session> {
     const l = this.o.limits;
     const opening = this.o.connectUpstream().then((socket) => {
@@ -77,7 +84,11 @@ class Http2Connection {
         maxOutstandingPings: l.maxOutstandingPings,
       });
       s.on('error', () => undefined);
-      s.once('goaway', () => { if (this.upstream === opening) this.upstream = undefined; });
+      s.once('goaway', () => {
+        if (this.upstream === opening) this.upstream = undefined;
+        if (this.ready === s) this.ready = undefined;
+      });
+      if (this.upstream === opening) this.ready = s;
       return s;
     });
     this.upstream = opening;
@@ -143,27 +154,28 @@ class Http2Connection {
     ex.verdict = decided.verdict;
     if (decided.error) ex.fail(decided.error);
     if (!decided.verdict.allow) return refuse(decided.verdict.status, decided.verdict.body);
-    void this.forward(stream, headers, flags, ex, trailers, () => { weReset = true; });
+    this.forward(stream, headers, flags, ex, trailers, () => { weReset = true; });
   }
 
-  private async forward(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, ex: Exchange, requestTrailers: { value?: http2.IncomingHttpHeaders }, resetting: () => void): Promise<void> {
-    let up: http2.ClientHttp2Session;
-    try {
-      up = await this.upstreamSession();
-    } catch (e) {
+  private forward(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, ex: Exchange, requestTrailers: { value?: http2.IncomingHttpHeaders }, resetting: () => void): void {
+    const open = this.openSession();
+    if (open) return this.send(open, stream, headers, flags, ex, requestTrailers, resetting);
+    this.upstreamSession().then((up) => this.send(up, stream, headers, flags, ex, requestTrailers, resetting), (e: unknown) => {
       ex.fail(e);
       if (!stream.closed && !stream.headersSent) {
         ex.status = 503;
         stream.respond({ ':status': 503, 'content-type': 'text/plain' }, { sendDate: false } as http2.ServerStreamResponseOptions);
         stream.end('upstream connect error');
       }
-      return;
-    }
+    });
+  }
+
+  private send(up: http2.ClientHttp2Session, stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, ex: Exchange, requestTrailers: { value?: http2.IncomingHttpHeaders }, resetting: () => void): void {
     if (stream.closed || stream.destroyed) return;
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0 || stream.readableEnded;
     let upReq: http2.ClientHttp2Stream;
     try {
-      upReq = up.request(h2WithoutConnectionHeaders({ ...headers }) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers: !endStream });
+      upReq = up.request(h2WithoutConnectionHeaders(headers) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers: !endStream });
     } catch (e) {
       ex.fail(e);
       resetting();
@@ -173,7 +185,7 @@ class Http2Connection {
     const limit = this.o.limits.maxRequestBodyBytes;
     let responseTrailers: http2.IncomingHttpHeaders | undefined;
     upReq.on('error', (e: Error) => ex.fail(e));
-    upReq.once('wantTrailers', () => upReq.sendTrailers(requestTrailers.value ? h2WithoutConnectionHeaders({ ...requestTrailers.value }) as http2.OutgoingHttpHeaders : {}));
+    upReq.once('wantTrailers', () => upReq.sendTrailers(requestTrailers.value ? h2WithoutConnectionHeaders(requestTrailers.value) as http2.OutgoingHttpHeaders : {}));
     if (!endStream) {
       pump(stream, upReq, (n) => {
         ex.requestBytes += n;
@@ -193,7 +205,7 @@ class Http2Connection {
       if (stream.closed || stream.destroyed) return;
       ex.status = Number(h[':status']);
       if (h['grpc-status'] !== undefined) ex.grpcStatus = String(h['grpc-status']);
-      const out = h2WithoutConnectionHeaders({ ...h }) as http2.OutgoingHttpHeaders;
+      const out = h2WithoutConnectionHeaders(h) as http2.OutgoingHttpHeaders;
       if (f & NGHTTP2_FLAG_END_STREAM) {
         // Trailers-only (gRPC errors): one HEADERS frame that ends the stream, as the application sent it.
         stream.respond(out, { endStream: true, sendDate: false } as http2.ServerStreamResponseOptions);
@@ -201,7 +213,7 @@ class Http2Connection {
       }
       stream.respond(out, { waitForTrailers: true, sendDate: false } as http2.ServerStreamResponseOptions);
       stream.once('wantTrailers', () => {
-        const t = responseTrailers ? h2WithoutConnectionHeaders({ ...responseTrailers }) as http2.OutgoingHttpHeaders : {};
+        const t = responseTrailers ? h2WithoutConnectionHeaders(responseTrailers) as http2.OutgoingHttpHeaders : {};
         stream.sendTrailers(t);
       });
       pump(upReq, stream, (n) => { ex.responseBytes += n; });
