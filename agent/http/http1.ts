@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { checkLimits, type HttpLimits } from './limits';
 import { checkHttp1Request, pairs, refusalCloses, statusForUpstreamError, withoutHopByHop, type BodyFraming } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
-import { upstreamPool } from './upstream-pool';
+import { upstreamPool, type UpstreamPool } from './upstream-pool';
 import { onHttp1Tunnel } from './http1-tunnel';
 import { rawResponse } from './tunnel';
 import type { RequestInfo, ServeHttpOptions } from './types';
@@ -12,7 +12,7 @@ import type { RequestInfo, ServeHttpOptions } from './types';
 /** What the shared server needs to serve one downstream connection. */
 export interface Http1Connection {
   o: ServeHttpOptions;
-  pool: http.Agent;
+  pool: UpstreamPool;
   /**
    * Settles when the request before has finished with the application. Requests go one at a time:
    * http.Agent counts a socket only once an asynchronous createConnection has delivered it, so two
@@ -170,7 +170,8 @@ function forward(c: Http1Connection, req: http.IncomingMessage, res: http.Server
   else if (framing.contentLength === undefined && !NO_BODY_BY_DEFAULT.has(method)) headers.push('Content-Length', '0');
   const limit = c.o.limits.maxRequestBodyBytes;
 
-  const upReq = http.request({ agent: c.pool, method, path: req.url, headers });
+  // The pool is Agent-like (what ClientRequest calls on an agent), not an http.Agent.
+  const upReq = http.request({ agent: c.pool as unknown as http.Agent, method, path: req.url, headers });
   upReq.once('close', done);
   let responded = false;
   const abort = (status: number, why: string, e?: Error): void => {
