@@ -47,6 +47,8 @@ export async function listenInboundPlaintext(o: InboundPlaintextOptions): Promis
   for (const srv of servers) {
     srv.on('connection', (socket: Socket) => {
       drainer.track(socket);
+      // Relayed replies leave as they come: Nagle would hold each behind the client's delayed ACK (as it did on 15001).
+      socket.setNoDelay(true);
       socket.on('error', () => { /* the handler reports what it relays; a socket must never throw */ });
       const facts: InboundPlaintextFacts = {
         clientIp: unmapIp(socket.remoteAddress ?? ''), clientPort: socket.remotePort ?? 0,

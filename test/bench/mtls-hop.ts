@@ -45,7 +45,10 @@ export const haproxyPair: Contender = {
 export const weft: Contender = {
   name: 'Weft',
   async start(c) {
-    const mesh = await startWeftMesh(c, { meshNamespaces: ['bench'], warmUp: [['curl', ['-sf', '-m', '5', '-o', '/dev/null', `http://${c.server.ip}:8080/`]]] });
+    // The pod's port is declared TCP, so Weft carries it at L4 like the TCP-mode HAProxy pair (http-hop.ts measures L7).
+    const service = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server', namespace: 'bench' },
+      spec: { clusterIP: 'None', selector: c.server.labels, ports: [{ name: 'tcp-bench', port: 8080, targetPort: 8080 }] } };
+    const mesh = await startWeftMesh(c, { meshNamespaces: ['bench'], extra: [service], warmUp: [['curl', ['-sf', '-m', '5', '-o', '/dev/null', `http://${c.server.ip}:8080/`]]] });
     return { host: c.server.ip, port: 8080, pids: mesh.pids, stop: mesh.stop };
   },
 };
