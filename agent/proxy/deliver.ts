@@ -42,8 +42,11 @@ export interface Downstream {
   refuse(status: number, reason: string): void;
   /** Moves bytes both ways between the accepted downstream and `upstream` until both are done. */
   splice(upstream: Socket): Promise<RelayResult>;
-  /** Bytes read from and written to the accepted downstream so far (an HTTP connection's totals). */
-  bytes(): { read: number; written: number };
+  /**
+   * Starts counting the bytes read from and written to the accepted downstream from now on (an
+   * HTTP connection's totals; a spliced one is counted by the splice).
+   */
+  countBytes(): () => { read: number; written: number };
 }
 
 /** A client socket as deliver() sees it (the `local` and plaintext paths): a refusal is a reset. */
@@ -52,7 +55,10 @@ export function socketDownstream(client: Socket): Downstream {
     accept: () => client,
     refuse: () => { if (!client.destroyed) client.resetAndDestroy(); },
     splice: (upstream) => relay(client, upstream),
-    bytes: () => ({ read: client.bytesRead, written: client.bytesWritten }),
+    countBytes: () => {
+      const [read, written] = [client.bytesRead, client.bytesWritten];
+      return () => ({ read: client.bytesRead - read, written: client.bytesWritten - written });
+    },
   };
 }
 
@@ -108,14 +114,9 @@ export async function deliver(down: Downstream, a: Arrival, ctx: DeliveryContext
   let head: Buffer | undefined;
   let accepted: Duplex | undefined;
   if (protocol === undefined) {
+    // Sniffing never fails: a connection that ends or errs before anything conclusive is TCP.
     accepted = down.accept();
-    try {
-      ({ protocol, head } = await sniffProtocol(accepted, state.sniffMs));
-    } catch (e) {
-      down.refuse(400, `reading the first bytes failed: ${(e as Error).message}`);
-      logConnection(ctx, a, started, { decision: 'allow', bytesSent: 0, bytesRecv: 0, error: (e as Error).message });
-      return;
-    }
+    ({ protocol, head } = await sniffProtocol(accepted, state.sniffMs));
   }
   if (protocol === 'tcp') return deliverTcp(down, accepted, head, a, ctx, started);
   return deliverHttp(down, accepted ?? down.accept(), head, protocol, a, ctx, started);
@@ -154,6 +155,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
   let requests = 0;
   let requestLog: Logger | undefined;
   let failure: string | undefined;
+  const counted = down.countBytes();
   await serveHttp(stream, {
     protocol,
     ...(head === undefined ? {} : { head }),
@@ -176,8 +178,8 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     failure = e.message;
     down.refuse(400, e.message);
   });
-  const bytes = down.bytes();
-  logConnection(ctx, a, started, { decision: 'allow', bytesSent: bytes.read, bytesRecv: bytes.written, protocol, requests,
+  const bytes = counted();
+  logConnection(ctx, a, started, { decision: 'allow', bytesSent: bytes.read + (head?.length ?? 0), bytesRecv: bytes.written, protocol, requests,
     ...(failure === undefined ? {} : { error: failure }) });
 }
 

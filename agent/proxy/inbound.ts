@@ -79,14 +79,9 @@ export function plaintextArrival(store: WorkloadStore, f: { clientIp: string; cl
 /** An HBONE stream as deliver() sees it: accepting answers 200, refusing after that resets the stream. */
 export function tunnelDownstream(tunnel: TunnelStream): Downstream {
   let stream: ServerHttp2Stream | undefined;
-  let bytes = (): { read: number; written: number } => ({ read: 0, written: 0 });
   return {
-    accept: () => {
-      stream = tunnel.accept();
-      bytes = countBytes(stream);
-      return stream;
-    },
-    bytes: () => bytes(),
+    accept: () => (stream = tunnel.accept()),
+    countBytes: () => countBytes(stream!),
     refuse: (status, reason) => {
       if (stream === undefined) tunnel.refuse(status, reason);
       else if (!stream.closed) stream.close(constants.NGHTTP2_CONNECT_ERROR);
