@@ -34,9 +34,8 @@ import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/e
 import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
 import { PORTS } from './ports';
-import { explainQueryOf } from './explain-command';
-import { explain } from './explain';
-import { badRequest, serveJson } from './http-endpoints';
+import { adminRoutes, healthRoutes } from './admin';
+import { serveJson } from './http-endpoints';
 
 export { PORTS } from './ports';
 
@@ -181,25 +180,15 @@ export class NodeAgent {
           }
           void deliver(socketDownstream(client), plaintextArrival(store, f, t.pod), delivery);
         } });
-      agent.servers.push(await serveJson('127.0.0.1', opts.adminPort ?? PORTS.admin, {
-        '/config_dump': () => agent.store?.snapshot,
-        '/workloads': () => agent.workloads(),
-        '/certs': () => agent.identities.status(),
-        '/redirect': () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
+      agent.servers.push(await serveJson('127.0.0.1', opts.adminPort ?? PORTS.admin, adminRoutes({
+        store: () => agent.store,
+        policies: () => agent.policies,
+        workloads: () => agent.workloads(),
+        certs: () => agent.identities.status(),
+        redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
-        '/explain': (query) => {
-          const q = explainQueryOf(query);
-          if (!q.ok) throw badRequest(q.error);
-          if (!agent.store) throw new Error('no state received from the control plane yet');
-          const answer = explain(agent.store, agent.policies, q.value);
-          if (!answer.ok) throw badRequest(answer.error);
-          return answer.value;
-        },
-      }));
-      agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, {
-        '/healthz/ready': () => { if (!agent.proxy) throw new Error('proxy not listening'); return { ready: true }; },
-        '/healthz/live': () => ({ live: true }),
-      }));
+      })));
+      agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, healthRoutes(() => agent.proxy !== undefined)));
     } catch (e) {
       await agent.stop();
       throw e;
