@@ -36,6 +36,9 @@ import { makeDirectory } from './directory';
 import { PORTS } from './ports';
 import { adminRoutes, healthRoutes } from './admin';
 import { serveJson } from './http-endpoints';
+import { MeshMetrics } from '../telemetry/metrics';
+import { registerHealth } from '../telemetry/health';
+import { serveMetrics } from '../telemetry/serve';
 
 export { PORTS } from './ports';
 
@@ -46,6 +49,8 @@ export { PORTS } from './ports';
  */
 const DEFAULT_PROXY_CONFIG = defaultProxyConfig();
 const CONNECT_TIMEOUT_MS = 10_000;
+
+const WEFT_VERSION = '0.1.0';
 
 export const PENDING_RETRY_MS = { first: 1_000, max: 10_000 } as const;
 
@@ -74,6 +79,7 @@ export interface AgentOptions {
   outboundPort?: number;
   adminPort?: number;
   healthPort?: number;
+  metricsPort?: number;
   identity: IdentitySource;
 }
 
@@ -97,6 +103,9 @@ export class NodeAgent {
   private plaintext: InboundPlaintextListener | undefined;
   private readonly pool = new HbonePool({ timeoutMs: 10_000 });
   readonly identities: IdentityManager;
+  /** Istio's standard metrics, from the proxy's telemetry events; served on 15020 */
+  readonly metrics = new MeshMetrics();
+  private stopHealth: (() => void) | undefined;
 
   private constructor(
     readonly opts: AgentOptions,
@@ -127,6 +136,7 @@ export class NodeAgent {
         'the kubepods cgroup is not under the cgroup root the socket programs attach to: pods found there cannot be captured');
     }
     try {
+      agent.metrics.subscribe();
       redirect.install(opts.cgroupRoot);
       await agent.apply(first);
       const flowFd = dp.mapFd('weft_flow_orig');
@@ -189,6 +199,12 @@ export class NodeAgent {
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
       })));
       agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, healthRoutes(() => agent.proxy !== undefined)));
+      agent.stopHealth = registerHealth(agent.metrics.registry, {
+        connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,
+        certificates: () => agent.identities.status(),
+        version: WEFT_VERSION,
+      });
+      agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();
       throw e;
@@ -212,6 +228,7 @@ export class NodeAgent {
       const desired = desiredEnrollment(snapshot, this.opts.node, cgroups);
       await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
       this.store = store;
+      this.metrics.setStore(store);
       this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
       this.recheckLive();
@@ -292,6 +309,8 @@ export class NodeAgent {
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
     await this.applying;
+    this.metrics.unsubscribe();
+    this.stopHealth?.();
     await this.proxy?.close(1000);
     await this.inbound?.close(1000);
     await this.plaintext?.close(1000);

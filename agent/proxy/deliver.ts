@@ -16,6 +16,7 @@ import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../
 import { sniffProtocol } from '../http/sniff';
 import type { AuthzDecision, ConnectionFacts, PolicySet } from '../policy';
 import type { WorkloadStore } from '../state/store';
+import { connectionClosed, connectionOpened, requestCompleted, type Reporter, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
 import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
 import type { LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
@@ -107,8 +108,30 @@ export function judge(state: DeliveryState, a: Arrival, request?: RequestInfo): 
   return state.policies.decide(workload, a.conn, request && { method: request.method, path: request.path, host: request.host, headers: request.headers });
 }
 
+/**
+ * Who reports an arrival in telemetry: its destination's proxy (this one) and, on the same-node
+ * path, the source's proxy too (this one as well). Pure.
+ */
+export function arrivalReporters(a: Arrival): readonly Reporter[] {
+  return a.path === 'local' ? BOTH_REPORTERS : DESTINATION_ONLY;
+}
+const BOTH_REPORTERS: readonly Reporter[] = ['source', 'destination'];
+const DESTINATION_ONLY: readonly Reporter[] = ['destination'];
+
+/**
+ * Istio's connection_security_policy of an arrival: mutual TLS over HBONE, and on the same-node
+ * path between meshed pods where the kernel named the source pod (its identity is known as surely
+ * as a certificate would prove it); plaintext otherwise. Pure.
+ */
+export function arrivalSecurity(a: Arrival): SecurityPolicy {
+  return a.path === 'hbone' || (a.path === 'local' && a.record.src !== undefined) ? 'mutual_tls' : 'none';
+}
+
 export async function deliver(down: Downstream, a: Arrival, ctx: DeliveryContext): Promise<void> {
   const started = performance.now();
+  if (connectionOpened.hasSubscribers) {
+    for (const reporter of arrivalReporters(a)) connectionOpened.publish({ reporter, ends: a.record, security: arrivalSecurity(a) });
+  }
   const state = ctx.state();
   let protocol = protocolForPort(state.store, a.pod, a.conn.destinationPort);
   let head: Buffer | undefined;
@@ -126,7 +149,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   const decision = judge(ctx.state(), a);
   if (!decision.allow) {
     down.refuse(403, decision.reason);
-    logConnection(ctx, a, started, { decision: 'deny', bytesSent: 0, bytesRecv: 0, error: decision.reason, authz: decision });
+    logConnection(ctx, a, started, { decision: 'deny', bytesSent: 0, bytesRecv: 0, error: decision.reason, authz: decision, flags: 'DENY' });
     return;
   }
   let upstream: Socket;
@@ -135,7 +158,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     down.refuse(err.code === 'ETIMEDOUT' ? 504 : 503, `${err.code ?? 'error'}: ${err.message}`);
-    logConnection(ctx, a, started, { decision: 'allow', bytesSent: 0, bytesRecv: 0, error: err.message, authz: decision });
+    logConnection(ctx, a, started, { decision: 'allow', bytesSent: 0, bytesRecv: 0, error: err.message, authz: decision, flags: 'CONNECT' });
     return;
   }
   if (accepted === undefined) down.accept();
@@ -147,7 +170,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   forget();
   const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;
   logConnection(ctx, a, started, { decision: closedBy === undefined ? 'allow' : 'deny', bytesSent: r.sent + (head?.length ?? 0), bytesRecv: r.received,
-    ...(error === undefined ? {} : { error }), authz: decision });
+    ...(error === undefined ? {} : { error }), authz: decision, flags: closedBy === undefined ? '-' : 'DENY' });
 }
 
 async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
@@ -173,6 +196,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
       const allow = x.verdict.allow;
       requestLog.info(requestFields({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
         ...(x.error === undefined ? {} : { error: x.error }) }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
+      if (requestCompleted.hasSubscribers) publishRequest(a, x, decisions.get(x.request));
     },
   }).catch((e: Error) => {
     failure = e.message;
@@ -184,11 +208,28 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
 }
 
 function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
-  f: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; authz?: AuthzDecision; protocol?: string; requests?: number }): void {
+  f: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; authz?: AuthzDecision; protocol?: string; requests?: number; flags?: ResponseFlags }): void {
   const entry = connectionLogEntry({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
     durationMs: performance.now() - started, ...(f.error === undefined ? {} : { error: f.error }) });
   if (f.authz?.policy !== undefined) entry.policy = `${f.authz.policy}[${f.authz.rule}]`;
   if (f.authz?.audit?.length) entry.audit = f.authz.audit;
   if (f.protocol !== undefined) Object.assign(entry, { protocol: f.protocol, requests: f.requests });
   ctx.accessLog.info(entry, f.decision === 'deny' ? 'connection denied' : 'connection complete');
+  if (connectionClosed.hasSubscribers) {
+    // bytesSent counts what the client sent (the request direction), bytesRecv what it got back.
+    for (const reporter of arrivalReporters(a)) {
+      connectionClosed.publish({ reporter, ends: a.record, security: arrivalSecurity(a), bytesFromClient: f.bytesSent, bytesToClient: f.bytesRecv, flags: f.flags ?? '-' });
+    }
+  }
+}
+
+/** One request's telemetry event, for each reporter of its arrival. */
+function publishRequest(a: Arrival, x: ExchangeLog, decision: AuthzDecision | undefined): void {
+  const ct = x.request.headers['content-type'];
+  const grpc = x.grpcStatus !== undefined || (typeof ct === 'string' && ct.startsWith('application/grpc'));
+  const flags: ResponseFlags = decision !== undefined && !decision.allow ? 'DENY' : '-';
+  for (const reporter of arrivalReporters(a)) {
+    requestCompleted.publish({ reporter, ends: a.record, security: arrivalSecurity(a), protocol: grpc ? 'grpc' : 'http', status: x.status,
+      ...(x.grpcStatus === undefined ? {} : { grpcStatus: x.grpcStatus }), requestBytes: x.requestBytes, responseBytes: x.responseBytes, durationMs: x.durationMs, flags });
+  }
 }

@@ -10,6 +10,7 @@ import { unmapIp } from '../core/ip';
 import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
 import { flowFromAddresses } from '../redirect/codec';
+import { connectionClosed, connectionOpened, type ResponseFlags } from '../telemetry/events';
 import { connectionLogEntry } from './access-log';
 import { connectWithTimeout } from './connect';
 import { deliver, socketDownstream, type DeliveryContext } from './deliver';
@@ -88,10 +89,16 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     ...(src ? { src } : {}), ...(dst ? { dst } : {}), ...(dstService ? { dstService } : {}) };
 
   const route = o.route(orig.ip);
-  const done = (fields: { bytesSent: number; bytesRecv: number; error?: string; decision?: 'allow' | 'deny' }, msg: string) =>
+  // Telemetry (source side; the `local` route is reported by deliver()): mTLS exactly when tunnelled.
+  const security = route.kind === 'hbone' ? 'mutual_tls' as const : 'none' as const;
+  const done = (fields: { bytesSent: number; bytesRecv: number; error?: string; decision?: 'allow' | 'deny'; flags?: ResponseFlags }, msg: string) => {
     o.accessLog.info(connectionLogEntry({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
       durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
       ...(fields.error ? { error: fields.error } : {}) }), msg);
+    if (connectionClosed.hasSubscribers) {
+      connectionClosed.publish({ reporter: 'source', ends: record, security, bytesFromClient: fields.bytesSent, bytesToClient: fields.bytesRecv, flags: fields.flags ?? '-' });
+    }
+  };
 
   if (route.kind === 'local') {
     // This proxy is the destination's proxy too: the same delivery (and policy) as a tunnelled stream.
@@ -102,11 +109,13 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
       record,
     }, o.delivery);
   }
+  if (connectionOpened.hasSubscribers) connectionOpened.publish({ reporter: 'source', ends: record, security });
   let upstream: Duplex;
   if (route.kind === 'unreachable' || (route.kind === 'hbone' && !src)) {
     // A meshed destination is never sent plaintext; without a source identity there is no tunnel.
     client.resetAndDestroy();
-    done({ decision: 'deny', bytesSent: 0, bytesRecv: 0, error: route.kind === 'unreachable' ? route.reason : 'source pod unknown: no identity to present' }, 'connection refused');
+    done({ decision: 'deny', bytesSent: 0, bytesRecv: 0, error: route.kind === 'unreachable' ? route.reason : 'source pod unknown: no identity to present',
+      flags: route.kind === 'unreachable' ? 'CONNECT' : 'IDENTITY_ERROR' }, 'connection refused');
     return;
   }
   if (route.kind === 'hbone') {
@@ -115,7 +124,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     } catch (e) {
       client.resetAndDestroy();
       const err = e as Error & { code?: string };
-      done({ bytesSent: 0, bytesRecv: 0, error: err.code ? `${err.code}: ${err.message}` : err.message }, 'connection failed');
+      done({ bytesSent: 0, bytesRecv: 0, error: err.code ? `${err.code}: ${err.message}` : err.message, flags: err.code === 'HBONE_FORBIDDEN' ? 'DENY' : 'CONNECT' }, 'connection failed');
       return;
     }
   } else {
@@ -124,7 +133,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     } catch (e) {
       // The client's connect already succeeded (to us); a reset is the closest thing to a refusal.
       client.resetAndDestroy();
-      done({ bytesSent: 0, bytesRecv: 0, error: (e as Error).message }, 'connection failed');
+      done({ bytesSent: 0, bytesRecv: 0, error: (e as Error).message, flags: 'CONNECT' }, 'connection failed');
       return;
     }
   }

@@ -1,0 +1,70 @@
+/**
+ * The events the proxy publishes for telemetry, on named diagnostics_channels. Metrics (and, later,
+ * logs and traces) subscribe; the proxy never calls them. A publisher builds an event only when its
+ * channel has subscribers (`channel.hasSubscribers`), so without metrics the data path pays one
+ * property read per connection or request.
+ *
+ * Every event says which proxy role reports it (`reporter`) and carries the connection's two ends as
+ * the access log records them; labels (workload, app, version, service, ...) are derived from these
+ * by the subscriber, against the state in force (labels.ts).
+ */
+import diagnostics_channel from 'node:diagnostics_channel';
+import type { ConnectionRecord } from '../proxy/access-log';
+
+/** Istio's `reporter`: `source` is the client's proxy, `destination` the server's. */
+export type Reporter = 'source' | 'destination';
+
+/** Istio's `connection_security_policy` as Weft writes it: HBONE or a same-node hop between meshed pods, or plaintext. */
+export type SecurityPolicy = 'mutual_tls' | 'none';
+
+/** ztunnel's `response_flags`: `-` for none, `DENY` (authorization policy), `CONNECT` (could not reach the destination), `IDENTITY_ERROR` (no identity to present). */
+export type ResponseFlags = '-' | 'DENY' | 'CONNECT' | 'IDENTITY_ERROR';
+
+/** The two ends of a connection, as its access-log lines record them. */
+export type ConnectionEnds = Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>;
+
+/** A connection the proxy took on (published once per connection and reporter, when its ends are known). */
+export interface ConnectionOpenedEvent {
+  reporter: Reporter;
+  ends: ConnectionEnds;
+  security: SecurityPolicy;
+}
+
+/** The end of a connection (every opened one ends exactly once, also when refused or failed). */
+export interface ConnectionClosedEvent extends ConnectionOpenedEvent {
+  /** bytes from the client towards the server (the request direction): Istio's `istio_tcp_received_bytes_total` */
+  bytesFromClient: number;
+  /** bytes from the server back to the client (the response direction): Istio's `istio_tcp_sent_bytes_total` */
+  bytesToClient: number;
+  flags: ResponseFlags;
+}
+
+/** One HTTP or gRPC request, at its end (allowed, denied by policy, or refused as malformed). */
+export interface RequestCompletedEvent extends ConnectionOpenedEvent {
+  protocol: 'http' | 'grpc';
+  /** 0 when no response was sent */
+  status: number;
+  /** the gRPC status code (`0`..`16`); undefined for plain HTTP */
+  grpcStatus?: string;
+  /** body bytes from the client */
+  requestBytes: number;
+  /** body bytes to the client */
+  responseBytes: number;
+  durationMs: number;
+  flags: ResponseFlags;
+}
+
+export const CHANNELS = {
+  connectionOpened: 'weft:proxy:connection-opened',
+  connectionClosed: 'weft:proxy:connection-closed',
+  requestCompleted: 'weft:proxy:request-completed',
+} as const;
+
+export const connectionOpened = diagnostics_channel.channel(CHANNELS.connectionOpened);
+export const connectionClosed = diagnostics_channel.channel(CHANNELS.connectionClosed);
+export const requestCompleted = diagnostics_channel.channel(CHANNELS.requestCompleted);
+
+/** Whether anyone listens: publishers check this before building an event. */
+export function telemetryWanted(): boolean {
+  return connectionClosed.hasSubscribers || requestCompleted.hasSubscribers || connectionOpened.hasSubscribers;
+}

@@ -1,0 +1,46 @@
+/**
+ * The agent's own health, in the same registry as the mesh metrics: event-loop delay, heap and RSS,
+ * live connections, certificate expiry per identity, and Istio-style build info. Values are read
+ * when Prometheus scrapes (collect), so nothing runs between scrapes but the event-loop histogram.
+ */
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { Gauge, type Registry } from 'prom-client';
+
+export interface HealthSources {
+  /** Connections the proxy holds now (all listeners). */
+  connections(): number;
+  /** Certificates held, by SPIFFE identity. */
+  certificates(): { identity: string; notAfter?: Date }[];
+  /** The Weft version, for `istio_build{component="weft",tag}`. */
+  version: string;
+}
+
+/** Registers the health gauges; the returned function stops the event-loop monitor. */
+export function registerHealth(registry: Registry, s: HealthSources, now: () => number = Date.now): () => void {
+  const r = [registry];
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
+  new Gauge({ name: 'weft_agent_event_loop_delay_seconds', help: 'Event-loop delay since the last scrape (p50, p99, max)', labelNames: ['quantile'], registers: r,
+    collect() {
+      this.set({ quantile: '0.5' }, loop.percentile(50) / 1e9);
+      this.set({ quantile: '0.99' }, loop.percentile(99) / 1e9);
+      this.set({ quantile: '1' }, loop.max / 1e9);
+      loop.reset();
+    } });
+  new Gauge({ name: 'weft_agent_memory_bytes', help: 'Memory of the agent process (rss, heap_used, heap_total)', labelNames: ['kind'], registers: r,
+    collect() {
+      const m = process.memoryUsage();
+      this.set({ kind: 'rss' }, m.rss);
+      this.set({ kind: 'heap_used' }, m.heapUsed);
+      this.set({ kind: 'heap_total' }, m.heapTotal);
+    } });
+  new Gauge({ name: 'weft_agent_connections', help: 'Connections open now: held by the outbound listener (15001) plus TCP connections delivered into local pods', registers: r,
+    collect() { this.set(s.connections()); } });
+  new Gauge({ name: 'weft_certificate_expiry_seconds', help: 'Seconds until the workload certificate expires, per identity', labelNames: ['identity'], registers: r,
+    collect() {
+      this.reset();
+      for (const c of s.certificates()) if (c.notAfter) this.set({ identity: c.identity }, Math.round((c.notAfter.getTime() - now()) / 1000));
+    } });
+  new Gauge({ name: 'istio_build', help: 'Build information', labelNames: ['component', 'tag'], registers: r }).set({ component: 'weft', tag: s.version }, 1);
+  return () => loop.disable();
+}
