@@ -1,0 +1,120 @@
+import assert from 'node:assert/strict';
+import { describe, it } from 'node:test';
+import { Registry } from 'prom-client';
+import { emptySnapshot, type PodInfo, type Snapshot } from '../../agent/config/objects';
+import { WorkloadStore } from '../../agent/state/store';
+import { connectionClosed, connectionOpened, requestCompleted, telemetryWanted, type ConnectionEnds } from '../../agent/telemetry/events';
+import { registerHealth } from '../../agent/telemetry/health';
+import { ISTIO_BUCKETS, MeshMetrics } from '../../agent/telemetry/metrics';
+
+function pod(name: string, ip: string, labels: Record<string, string>, sa: string): PodInfo {
+  return { namespace: 'shop', name, labels, annotations: {}, nodeName: 'n1', serviceAccount: sa, ips: [ip] };
+}
+const snapshot = (pods: PodInfo[]): Snapshot => ({
+  ...emptySnapshot(),
+  namespaces: [{ name: 'shop', labels: { 'weft.dev/mesh': 'enabled' } }],
+  pods,
+  services: [{ namespace: 'shop', name: 'api', labels: {}, selector: { app: 'api' }, clusterIPs: [], ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }] }],
+});
+const WEB = pod('web', '10.1.0.5', { app: 'web' }, 'web');
+const API = pod('api', '10.1.0.7', { app: 'api' }, 'api');
+const store = new WorkloadStore(snapshot([WEB, API]));
+const ends: ConnectionEnds = { direction: 'inbound', srcIp: '10.1.0.5', srcPort: 40000, src: store.workloadRef(WEB), dstIp: '10.1.0.7', dstPort: 8080, dst: store.workloadRef(API) };
+
+/** The samples of `name` in the exposition text whose labels include every one of `match`. */
+function samples(text: string, name: string, match: Record<string, string>): number[] {
+  const out: number[] = [];
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(name + '{')) continue;
+    if (Object.entries(match).every(([k, v]) => line.includes(`${k}="${v}"`))) out.push(Number(line.slice(line.lastIndexOf(' ') + 1)));
+  }
+  return out;
+}
+const one = (text: string, name: string, match: Record<string, string>): number => {
+  const s = samples(text, name, match);
+  assert.equal(s.length, 1, `${name} ${JSON.stringify(match)}: ${s.length} series\n${text.split('\n').filter((l) => l.startsWith(name)).join('\n')}`);
+  return s[0]!;
+};
+
+describe('telemetry metrics', () => {
+  it('publishers see no subscriber without metrics, and one while metrics listen', () => {
+    assert.equal(telemetryWanted(), false);
+    const m = new MeshMetrics().subscribe();
+    assert.equal(connectionClosed.hasSubscribers && requestCompleted.hasSubscribers && connectionOpened.hasSubscribers, true);
+    m.unsubscribe();
+    assert.equal(telemetryWanted(), false);
+  });
+
+  it('names, types, Envoy buckets and le formatting as istio-metrics.md says', async () => {
+    const m = new MeshMetrics().subscribe();
+    m.setStore(store);
+    try {
+      requestCompleted.publish({ reporter: 'destination', security: 'mutual_tls', ends, protocol: 'http', status: 200, requestBytes: 3, responseBytes: 700, durationMs: 7, flags: '-' });
+      connectionOpened.publish({ reporter: 'destination', security: 'mutual_tls', ends });
+      connectionClosed.publish({ reporter: 'destination', security: 'mutual_tls', ends, bytesFromClient: 11, bytesToClient: 22, flags: '-' });
+      const text = await m.metrics();
+      for (const [name, type] of [['istio_requests_total', 'counter'], ['istio_request_duration_milliseconds', 'histogram'], ['istio_request_bytes', 'histogram'],
+        ['istio_response_bytes', 'histogram'], ['istio_tcp_sent_bytes_total', 'counter'], ['istio_tcp_received_bytes_total', 'counter'],
+        ['istio_tcp_connections_opened_total', 'counter'], ['istio_tcp_connections_closed_total', 'counter']]) {
+        assert.match(text, new RegExp(`^# TYPE ${name} ${type}$`, 'm'), name);
+      }
+      const les = samples(text, 'istio_request_duration_milliseconds_bucket', { reporter: 'destination' }).length;
+      assert.equal(les, 20, '19 finite bounds and +Inf');
+      const leValues = [...text.matchAll(/^istio_request_duration_milliseconds_bucket\{.*le="([^"]+)"/gm)].map((x) => x[1]);
+      assert.deepEqual(leValues, [...ISTIO_BUCKETS.map(String), '+Inf']);
+      assert.deepEqual(leValues.slice(0, 3).concat(leValues.slice(-3)), ['0.5', '1', '5', '1800000', '3600000', '+Inf'], 'no trailing .0, no exponent');
+      const base = { reporter: 'destination', response_code: '200', connection_security_policy: 'mutual_tls', destination_service: 'api.shop.svc.cluster.local' };
+      assert.equal(one(text, 'istio_requests_total', base), 1);
+      assert.equal(one(text, 'istio_request_duration_milliseconds_bucket', { ...base, le: '5' }), 0);
+      assert.equal(one(text, 'istio_request_duration_milliseconds_bucket', { ...base, le: '10' }), 1);
+      assert.equal(one(text, 'istio_request_duration_milliseconds_sum', base), 7);
+      assert.equal(one(text, 'istio_request_duration_milliseconds_count', base), 1);
+      assert.equal(one(text, 'istio_response_bytes_bucket', { ...base, le: '500' }), 0);
+      assert.equal(one(text, 'istio_response_bytes_bucket', { ...base, le: '1000' }), 1);
+      assert.equal(one(text, 'istio_request_bytes_sum', base), 3);
+      // Istio's byte direction: received = from the client (11), sent = back to the client (22).
+      const tcp = { reporter: 'destination', request_protocol: 'tcp', response_flags: '-' };
+      assert.equal(one(text, 'istio_tcp_received_bytes_total', tcp), 11);
+      assert.equal(one(text, 'istio_tcp_sent_bytes_total', tcp), 22);
+      assert.equal(one(text, 'istio_tcp_connections_opened_total', tcp), 1);
+      assert.equal(one(text, 'istio_tcp_connections_closed_total', tcp), 1);
+      assert.doesNotMatch(text, /grpc_response_status="[^"]*".*request_protocol="tcp"/, 'TCP series carry no HTTP labels');
+      assert.match(text, /istio_requests_total\{[^}]*grpc_response_status=""/, 'plain HTTP: empty grpc_response_status');
+    } finally {
+      m.unsubscribe();
+    }
+  });
+
+  it('series of workloads that left the state are removed when a new state arrives', async () => {
+    const m = new MeshMetrics().subscribe();
+    m.setStore(store);
+    try {
+      connectionClosed.publish({ reporter: 'destination', security: 'mutual_tls', ends, bytesFromClient: 1, bytesToClient: 1, flags: '-' });
+      requestCompleted.publish({ reporter: 'destination', security: 'mutual_tls', ends, protocol: 'http', status: 200, requestBytes: 0, responseBytes: 0, durationMs: 1, flags: '-' });
+      assert.equal(m.series, 2);
+      assert.equal(m.setStore(new WorkloadStore(snapshot([WEB, API]))), 0, 'both still there');
+      assert.equal(m.setStore(new WorkloadStore(snapshot([API]))), 2, 'web left');
+      const text = await m.metrics();
+      assert.equal(samples(text, 'istio_requests_total', {}).length, 0);
+      assert.equal(samples(text, 'istio_tcp_sent_bytes_total', {}).length, 0);
+    } finally {
+      m.unsubscribe();
+    }
+  });
+
+  it('agent health: memory, connections, certificate expiry per identity, build info', async () => {
+    const registry = new Registry();
+    const stop = registerHealth(registry, { connections: () => 3, certificates: () => [{ identity: 'spiffe://cluster.local/ns/shop/sa/web', notAfter: new Date(1_000_000 + 3_600_000) }, { identity: 'spiffe://cluster.local/ns/shop/sa/none' }], version: '0.1.0' }, () => 1_000_000);
+    try {
+      const text = await registry.metrics();
+      assert.equal(one(text, 'weft_certificate_expiry_seconds', { identity: 'spiffe://cluster.local/ns/shop/sa/web' }), 3600);
+      assert.equal(samples(text, 'weft_certificate_expiry_seconds', { identity: 'spiffe://cluster.local/ns/shop/sa/none' }).length, 0, 'no certificate, no expiry');
+      assert.match(text, /^weft_agent_connections 3$/m);
+      assert.ok(one(text, 'weft_agent_memory_bytes', { kind: 'rss' }) > 0);
+      assert.equal(samples(text, 'weft_agent_event_loop_delay_seconds', {}).length, 3);
+      assert.equal(one(text, 'istio_build', { component: 'weft', tag: '0.1.0' }), 1);
+    } finally {
+      stop();
+    }
+  });
+});
