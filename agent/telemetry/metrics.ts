@@ -10,7 +10,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import { Counter, Histogram, Registry } from 'prom-client';
 import type { WorkloadStore } from '../state/store';
 import { workloadName } from '../state/workload-name';
-import { CHANNELS, type ConnectionClosedEvent, type ConnectionOpenedEvent, type RequestCompletedEvent } from './events';
+import { CHANNELS, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type RequestCompletedEvent } from './events';
 import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
 
 /** Envoy's default histogram bounds (Istio sets none of its own): ms for durations, bytes for sizes. */
@@ -30,6 +30,12 @@ export class MeshMetrics {
   private readonly tcpSeries = new Map<string, TcpLabels>();
   private readonly httpSeries = new Map<string, HttpLabels>();
   private store: WorkloadStore | undefined;
+  /**
+   * Label sets already derived for a connection's ends (the same object for every request on it),
+   * by reporter and outcome: a request on a kept-alive connection derives nothing. Dropped with the
+   * state they were derived against.
+   */
+  private derived = new WeakMap<ConnectionEnds, Map<string, { labels: HttpLabels; key: string }>>();
   private subscribed = false;
 
   private readonly onOpened = (m: unknown) => this.opened(m as ConnectionOpenedEvent);
@@ -77,6 +83,7 @@ export class MeshMetrics {
    */
   setStore(store: WorkloadStore): number {
     this.store = store;
+    this.derived = new WeakMap();
     const present = new Set(store.snapshot.pods.map((p) => `${p.namespace}/${workloadName(p)}`));
     const gone = (l: TcpLabels | HttpLabels) =>
       (l.source_workload !== UNKNOWN && !present.has(`${l.source_workload_namespace}/${l.source_workload}`)) ||
@@ -121,9 +128,17 @@ export class MeshMetrics {
   }
 
   request(ev: RequestCompletedEvent): void {
-    const l = httpLabels(ev, this.store);
-    const key = labelKey(HTTP_LABELS, l);
-    if (!this.httpSeries.has(key)) this.httpSeries.set(key, l);
+    let byOutcome = this.derived.get(ev.ends);
+    if (!byOutcome) this.derived.set(ev.ends, (byOutcome = new Map()));
+    const outcome = `${ev.reporter}|${ev.security}|${ev.protocol}|${ev.status}|${ev.grpcStatus ?? ''}|${ev.flags}`;
+    let d = byOutcome.get(outcome);
+    if (!d) {
+      const labels = httpLabels(ev, this.store);
+      d = { labels, key: labelKey(HTTP_LABELS, labels) };
+      byOutcome.set(outcome, d);
+    }
+    const l = d.labels;
+    if (!this.httpSeries.has(d.key)) this.httpSeries.set(d.key, l);
     this.requests.inc(l);
     this.duration.observe(l, ev.durationMs);
     this.requestBytes.observe(l, ev.requestBytes);
