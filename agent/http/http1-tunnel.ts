@@ -2,9 +2,16 @@ import * as http from 'node:http';
 import type { Duplex } from 'node:stream';
 import { checkHttp1Request, upgradeProtocols, withoutHopByHop } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
-import type { Http1Connection } from './http1';
 import { refuseRaw, responseHead, spliceRaw } from './tunnel';
-import type { RequestInfo } from './types';
+import type { RequestInfo, ServeHttpOptions } from './types';
+
+/** What a tunnel needs of the request that asked for it (the parsed head). */
+export interface TunnelRequest {
+  method?: string;
+  url?: string;
+  headers: RequestInfo['headers'];
+  rawHeaders: string[];
+}
 
 /**
  * An HTTP/1 request that asks to leave HTTP: `Upgrade` (WebSocket) or `CONNECT`. After the
@@ -14,7 +21,7 @@ import type { RequestInfo } from './types';
  * closed, so a refused upgrade cannot leave a blind tunnel that later requests would pass through
  * unseen (the WebSocket smuggling pattern).
  */
-export async function onHttp1Tunnel(c: Http1Connection, req: http.IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+export async function onHttp1Tunnel(c: { o: ServeHttpOptions }, req: TunnelRequest, socket: Duplex, head: Buffer): Promise<void> {
   const host = req.headers.host;
   const info: RequestInfo = { method: req.method ?? '', path: req.url ?? '', host: typeof host === 'string' ? host : '', headers: req.headers, protocol: 'http1' };
   const ex = new Exchange(info, c.o.onExchange);

@@ -1,5 +1,5 @@
 import type { Duplex } from 'node:stream';
-import { serveHttp1 } from './http1';
+import { serveHttp1Direct } from './http1-direct';
 import { serveHttp2 } from './http2';
 import type { ServeHttpOptions } from './types';
 
@@ -17,7 +17,7 @@ export function serveHttp(downstream: Duplex, o: ServeHttpOptions): Promise<void
     return Promise.reject(new TypeError(`serveHttp: options.protocol must be 'http1' or 'http2', got ${JSON.stringify(o.protocol)}`));
   }
   try {
-    return o.protocol === 'http1' ? serveHttp1(downstream, o) : serveHttp2(downstream, o);
+    return o.protocol === 'http1' ? serveHttp1Direct(downstream, o) : serveHttp2(downstream, o);
   } catch (e) {
     // Limits that fail checkLimits(): the error names the field.
     return Promise.reject(e);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { checkHttp1Request, connectionTokens, h2WithoutConnectionHeaders, refusalCloses, statusForUpstreamError, upgradeProtocols, withoutHopByHop } from '../../agent/http/headers';
-import { statusForParseError } from '../../agent/http/http1';
+import { statusForParseError } from '../../agent/http/http1-direct';
 import { http2ServerOptions } from '../../agent/http/http2';
 import { checkLimits, DEFAULT_HTTP_LIMITS, RateBudget } from '../../agent/http/limits';
 import { declaredProtocol } from '../../agent/http/protocol';

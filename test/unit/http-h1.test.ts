@@ -75,6 +75,22 @@ test('an HTTP/1.0 client is answered in HTTP/1.0 terms (no chunking) and the bod
   } finally { await proxy.close(); server.closeAllConnections(); server.close(); }
 });
 
+test('an HTTP/1.0 client that asks for keep-alive is told so and is served a second request on the connection; one whose unframed answer ends with the close is told that', async () => {
+  const server = http.createServer((req, res) => {
+    if (req.url === '/streamed') { res.write('a-'); res.end('b'); } else res.end('fixed');
+  });
+  const port = await listen(server);
+  const proxy = await startProxy({ appPort: port });
+  try {
+    const raw = await rawExchange(proxy.port, 'GET /1 HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\nGET /streamed HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n');
+    assert.deepEqual(statuses(raw), [200, 200]);
+    const [first, second] = raw.split(/(?=HTTP\/1\.1 )/);
+    assert.match(first!, /\r\nConnection: keep-alive\r\n(?:[^\r\n]+\r\n)*\r\nfixed$/);
+    assert.match(second!, /\r\nConnection: close\r\n(?:[^\r\n]+\r\n)*\r\na-b$/);
+    assert.doesNotMatch(second!, /Transfer-Encoding/i);
+  } finally { await proxy.close(); server.closeAllConnections(); server.close(); }
+});
+
 test('Expect: 100-continue is answered by the proxy once the request is allowed, and the body follows', async () => {
   const app = await echoApp();
   const proxy = await startProxy({ appPort: app.port });

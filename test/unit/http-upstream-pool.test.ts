@@ -3,7 +3,7 @@ import * as http from 'node:http';
 import { test } from 'node:test';
 import { countApp, listen, rawExchange, startProxy, statuses } from './http-fixture';
 
-/** The upstream pool (agent/http/upstream-pool.ts) when the application does not keep its connection. */
+/** The upstream connection of a downstream connection (agent/http/http1-direct.ts) when the application does not keep it. */
 
 test('an application that closes its connection after a response: the next request on the same client connection opens a new one', async () => {
   let n = 0;
