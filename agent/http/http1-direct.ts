@@ -407,7 +407,7 @@ class DirectConnection {
   }
 
   private upstreamFailed(up: Duplex, e: Error & { code?: string }): void {
-    if (this.upstream === up) this.upstream = undefined;
+    if (this.upstream === up) { this.upstream = undefined; this.upBlocked = false; }
     up.destroy();
     const p = this.queue[0];
     if (!p || p.state !== 'forwarding') return;
@@ -460,7 +460,7 @@ class DirectConnection {
     p.state = 'done';
     // The application closes, or answered before the request body was all sent: not reusable.
     if (!p.upKeepAlive || !p.complete) {
-      if (this.upstream === up) this.upstream = undefined;
+      if (this.upstream === up) { this.upstream = undefined; this.upBlocked = false; }
       up.destroy();
     }
     this.queue.shift();

@@ -5,6 +5,8 @@
  * an http2 server forwarding each stream to one h2c client session), on loopback, in front of an
  * application in another process; wrk and h2load load it as http-hop.ts does (16 connections;
  * HTTP/2 with 10 streams each). Printed: req/s and the proxy process's CPU µs per request.
+ * Beside them, Weft's own HTTP/1 layer (serveHttp: llhttp driven directly, agent/http/http1-direct.ts)
+ * in the same place, allowing everything, without a log: what it costs against Node's objects.
  *
  * `node dist/test/bench/node-http-floor.js` (about 12 s). Loopback only; the processes it starts
  * are ended when it ends, also on failure.
@@ -60,6 +62,24 @@ function load(cmd: string, args: string[], pid: number): { rps: number; usPerReq
   return { rps, usPerReq: (ticks * TICK_S * 1e6) / requests };
 }
 
+/** serveHttp as the same bare HTTP/1 proxy (allow all, no log) on 18092, from this build. */
+function weftProxy(): string {
+  const serve = JSON.stringify(require.resolve('../../agent/http/serve'));
+  const limits = JSON.stringify(require.resolve('../../agent/http/limits'));
+  return `
+const net = require('net');
+const { serveHttp } = require(${serve});
+const { DEFAULT_HTTP_LIMITS } = require(${limits});
+const connectUpstream = () => new Promise((resolve, reject) => {
+  const s = net.connect(18080, '127.0.0.1', () => { s.off('error', reject); s.setNoDelay(true); resolve(s); });
+  s.once('error', reject);
+});
+net.createServer({ allowHalfOpen: true, noDelay: true }, (sock) => {
+  sock.on('error', () => sock.destroy());
+  void serveHttp(sock, { protocol: 'http1', decide: () => ({ allow: true }), connectUpstream, limits: DEFAULT_HTTP_LIMITS });
+}).listen(18092, '127.0.0.1', () => console.log('listening'));`;
+}
+
 async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
@@ -68,9 +88,14 @@ async function main(): Promise<void> {
     children.push(proxy);
     const h1 = load('wrk', ['-t1', '-c16', `-d${WRK_SECONDS}s`, 'http://127.0.0.1:18090/'], proxy.pid!);
     const h2 = load('h2load', ['-t1', '-c16', '-m10', `-D${WRK_SECONDS}`, 'http://127.0.0.1:18091/'], proxy.pid!);
-    console.log('# Node.js http/http2 modules as a bare proxy on loopback (no TLS, tunnel, policy or log)');
-    console.log(`HTTP/1.1 | ${h1.rps.toFixed(0)} req/s | proxy CPU ${h1.usPerReq.toFixed(1)} us/req`);
-    console.log(`HTTP/2   | ${h2.rps.toFixed(0)} req/s | proxy CPU ${h2.usPerReq.toFixed(1)} us/req`);
+    proxy.kill('SIGKILL');
+    const weft = await start(weftProxy());
+    children.push(weft);
+    const w1 = load('wrk', ['-t1', '-c16', `-d${WRK_SECONDS}s`, 'http://127.0.0.1:18092/'], weft.pid!);
+    console.log('# a bare proxy on loopback (no TLS, tunnel, policy or log)');
+    console.log(`HTTP/1.1 | Node http server + Agent | ${h1.rps.toFixed(0)} req/s | proxy CPU ${h1.usPerReq.toFixed(1)} us/req`);
+    console.log(`HTTP/2   | Node http2 server + h2c session | ${h2.rps.toFixed(0)} req/s | proxy CPU ${h2.usPerReq.toFixed(1)} us/req`);
+    console.log(`HTTP/1.1 | Weft serveHttp (llhttp direct) | ${w1.rps.toFixed(0)} req/s | proxy CPU ${w1.usPerReq.toFixed(1)} us/req`);
   } finally {
     for (const c of children) c.kill('SIGKILL');
   }

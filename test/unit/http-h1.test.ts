@@ -91,6 +91,26 @@ test('an HTTP/1.0 client that asks for keep-alive is told so and is served a sec
   } finally { await proxy.close(); server.closeAllConnections(); server.close(); }
 });
 
+test('an application that answers before the proxy has sent the whole body: the answer reaches the client, and the next request on the connection is served on a new application connection', async () => {
+  const server = http.createServer((req, res) => {
+    counters.requests.push(`${req.method} ${req.url}`);
+    // Answered at once; Node's server then reads and drops the rest of the body.
+    if (req.url === '/early') return void res.end('early');
+    res.end('next');
+  });
+  const counters = countApp(server);
+  const port = await listen(server);
+  const proxy = await startProxy({ appPort: port });
+  try {
+    const size = 8 * 1024 * 1024;
+    const raw = await rawExchange(proxy.port, `POST /early HTTP/1.1\r\nHost: a\r\nContent-Length: ${size}\r\n\r\n`, Buffer.alloc(size, 120), 'GET /next HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n');
+    assert.deepEqual(statuses(raw), [200, 200], raw.slice(0, 400));
+    assert.match(raw, /early[\s\S]*next$/);
+    assert.deepEqual(counters.requests, ['POST /early', 'GET /next']);
+    assert.equal(counters.connections, 2);
+  } finally { await proxy.close(); server.closeAllConnections(); server.close(); }
+});
+
 test('Expect: 100-continue is answered by the proxy once the request is allowed, and the body follows', async () => {
   const app = await echoApp();
   const proxy = await startProxy({ appPort: app.port });
