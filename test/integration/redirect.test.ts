@@ -52,7 +52,9 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
     const ifindex = JSON.parse((await n1.exec('ip', ['-j', 'link', 'show', 'dev', b.hostIf])).stdout)[0].ifindex;
     const names = new Map(bpftoolJson(['prog', 'show']).map((p) => [p.id, String(p.name)]));
     const onIf = bpftoolJson(['link', 'show']).filter((l) => l.type !== 'cgroup').filter((l) => {
-      const fd = bpf.linkFdById(Number(l.id));
+      // A link listed a moment ago may be gone now (the agent re-syncs its tc links, other labs come and go).
+      let fd: number;
+      try { fd = bpf.linkFdById(Number(l.id)); } catch (e) { if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false; throw e; }
       try { return linkInfo(fd, `link ${l.id}`).ifindex === ifindex; } finally { closeSync(fd); }
     });
     return JSON.stringify(onIf.map((l) => names.get(l.prog_id)));
