@@ -1,4 +1,5 @@
 import { convertAuthorizationPolicy } from '../policy/convert';
+import { convertTrafficPolicy } from '../traffic/convert';
 import type { Checker, Fields } from './checker';
 import type { Metadata } from './metadata';
 import { convertNamespace } from './namespace';
@@ -59,5 +60,5 @@ export const KINDS: Readonly<Record<string, Kind>> = {
   AuthorizationPolicy: kind('security.weft.dev/v1', true, convertAuthorizationPolicy, (into, ap) => into.snapshot.authorizationPolicies.push(ap)),
   ProxyConfig: kind('config.weft.dev/v1', false, convertProxyConfig, (into, config) => { into.snapshot.proxyConfig = config; }),
   HTTPRoute: notYet('gateway.networking.k8s.io/v1', 'HTTPRoutes (routing, weighted splits, retries, timeouts)'),
-  TrafficPolicy: notYet('networking.weft.dev/v1', 'TrafficPolicies (load balancing, circuit breaking, outlier detection, faults)'),
+  TrafficPolicy: kind('networking.weft.dev/v1', true, convertTrafficPolicy, (into, tp) => { (into.snapshot.trafficPolicies ??= []).push(tp); }),
 };

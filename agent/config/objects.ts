@@ -1,4 +1,5 @@
 import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
+import type { TrafficPolicyInfo } from '../traffic/traffic-policy';
 import type { ProxyConfigInfo } from './proxy-config';
 
 /**
@@ -77,6 +78,8 @@ export interface Snapshot {
   authorizationPolicies: AuthorizationPolicyInfo[];
   /** The node proxy's limits (`ProxyConfig default`); absent: the defaults. */
   proxyConfig?: ProxyConfigInfo;
+  /** Validated TrafficPolicies (agent/traffic/convert.ts); agent/traffic/resolve.ts picks the one in force per Service port. */
+  trafficPolicies?: TrafficPolicyInfo[];
 }
 
 /** Policies in this namespace apply mesh-wide. */
