@@ -1,6 +1,7 @@
 import { convertAuthorizationPolicy } from '../policy/convert';
 import { convertTrafficPolicy } from '../traffic/convert';
 import type { Checker, Fields } from './checker';
+import { convertEndpointSlice, ENDPOINT_SLICE_FIELDS } from './endpoint-slice';
 import type { Metadata } from './metadata';
 import { convertNamespace } from './namespace';
 import { convertNode } from './node';
@@ -20,6 +21,8 @@ export interface Draft {
 export interface Kind {
   apiVersion: string;
   namespaced: boolean;
+  /** The object's top-level fields, when they are not `apiVersion, kind, metadata, spec, status` (an EndpointSlice has no spec). */
+  fields?: ReadonlySet<string>;
   /** Checks the object; the returned step adds it to a draft (parse.ts runs it only if the checks passed). */
   read(c: Checker, obj: Fields, meta: Metadata): (into: Draft) => void;
 }
@@ -58,6 +61,10 @@ export const KINDS: Readonly<Record<string, Kind>> = {
   Service: kind('v1', true, convertService, (into, svc) => into.snapshot.services.push(svc)),
   PeerAuthentication: kind('security.weft.dev/v1', true, convertPeerAuthentication, (into, pa) => into.snapshot.peerAuthentications.push(pa)),
   AuthorizationPolicy: kind('security.weft.dev/v1', true, convertAuthorizationPolicy, (into, ap) => into.snapshot.authorizationPolicies.push(ap)),
+  EndpointSlice: {
+    ...kind('discovery.k8s.io/v1', true, convertEndpointSlice, (into, slice) => (into.snapshot.endpointSlices ??= []).push(slice)),
+    fields: ENDPOINT_SLICE_FIELDS,
+  },
   ProxyConfig: kind('config.weft.dev/v1', false, convertProxyConfig, (into, config) => { into.snapshot.proxyConfig = config; }),
   HTTPRoute: notYet('gateway.networking.k8s.io/v1', 'HTTPRoutes (routing, weighted splits, retries, timeouts)'),
   TrafficPolicy: kind('networking.weft.dev/v1', true, convertTrafficPolicy, (into, tp) => { (into.snapshot.trafficPolicies ??= []).push(tp); }),

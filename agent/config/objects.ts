@@ -30,6 +30,18 @@ export interface PodInfo {
    * cgroup from it (agent/redirect/pod-cgroup.ts).
    */
   uid?: string;
+  /**
+   * The pod's `Ready` condition is True (what the EndpointSlice controller calls "serving").
+   * Absent: ready. Set (to false) only when the pod is not ready.
+   */
+  ready?: boolean;
+  /** `metadata.deletionTimestamp` is set: the pod is shutting down. Absent: not terminating. */
+  terminating?: boolean;
+  /**
+   * Named TCP container ports (`spec.containers[].ports[]` with a name): name → containerPort, what a
+   * Service's named `targetPort` resolves by. Absent: no named TCP port.
+   */
+  containerPorts?: Record<string, number>;
 }
 
 export interface NodeInfo {
@@ -57,6 +69,36 @@ export interface ServiceInfo {
   ports: ServicePort[];
 }
 
+/** One port of an EndpointSlice (`discovery.k8s.io/v1`); `name` absent for the Service's unnamed port. */
+export interface EndpointSlicePort {
+  name?: string;
+  port: number;
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  appProtocol?: string;
+}
+
+/** One endpoint of an EndpointSlice, its conditions with Kubernetes' defaults for absent ones applied. */
+export interface EndpointSliceEndpoint {
+  /** Canonical form for IPv4/IPv6 slices; hostnames for FQDN slices. */
+  addresses: string[];
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName?: string;
+  /** `targetRef.name` when the target is a Pod (in the slice's namespace). */
+  pod?: string;
+}
+
+export interface EndpointSliceInfo {
+  namespace: string;
+  name: string;
+  /** Label `kubernetes.io/service-name`: the Service whose endpoints these are. */
+  service: string;
+  addressType: 'IPv4' | 'IPv6' | 'FQDN';
+  ports: EndpointSlicePort[];
+  endpoints: EndpointSliceEndpoint[];
+}
+
 export type MtlsMode = 'STRICT' | 'PERMISSIVE' | 'UNSET' | 'DISABLE';
 
 export interface PeerAuthenticationInfo {
@@ -80,6 +122,8 @@ export interface Snapshot {
   proxyConfig?: ProxyConfigInfo;
   /** Validated TrafficPolicies (agent/traffic/convert.ts); agent/traffic/resolve.ts picks the one in force per Service port. */
   trafficPolicies?: TrafficPolicyInfo[];
+  /** Kubernetes' EndpointSlices (agent/state/endpoints.ts); absent or without one for a Service: its selector decides. */
+  endpointSlices?: EndpointSliceInfo[];
 }
 
 /** Policies in this namespace apply mesh-wide. */

@@ -38,7 +38,7 @@ export function parseConfig(text: string, source: string): Result<Snapshot, Conf
     const label = labelOf(value.kind, value.metadata, kind.namespaced, where);
     const c = new Checker(label, errors);
     if (value.apiVersion !== kind.apiVersion) c.fail('apiVersion', `must be "${kind.apiVersion}" for ${value.kind} (got ${JSON.stringify(value.apiVersion)})`);
-    c.allowOnly(value, '', ENVELOPE);
+    c.allowOnly(value, '', kind.fields ?? ENVELOPE);
     const meta = readMetadata(c, value.metadata, kind.namespaced);
     const add = kind.read(c, value, meta);
     if (meta.name !== '') {

@@ -1,19 +1,21 @@
 import {
-  CoreV1Api, CustomObjectsApi, KubeConfig, makeInformer,
-  type Informer, type KubernetesListObject, type KubernetesObject, type ObjectCache,
+  CoreV1Api, CustomObjectsApi, DiscoveryV1Api, KubeConfig, makeInformer,
+  type Informer, type KubernetesListObject, type KubernetesObject, type ObjectCache, type V1EndpointSlice,
 } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import { operationalLogger } from '../core/log';
-import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
+import type { Result } from '../core/result';
 import {
-  authorizationPolicyInfo, namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, serviceInfo, type CustomObject,
+  authorizationPolicyInfo, endpointSliceInfo, kindFragment, namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, serviceInfo, type CustomObject,
 } from './discovery-kube-convert';
 
 /**
- * The Kubernetes source: list+watch informers on Namespaces, Pods, Nodes and Services, and on the
- * policy kinds whose CRDs are installed (a missing CRD is skipped with a warning, checked once at
- * start). A burst of events becomes one snapshot. Pods carry no cgroup path (see
- * discovery-kube-convert.ts): the agent resolves it from the pod UID.
+ * The Kubernetes source: list+watch informers on Namespaces, Pods, Nodes, Services and
+ * EndpointSlices (`discovery.k8s.io/v1`), and on the policy and route kinds whose CRDs are
+ * installed (a missing CRD is skipped with a warning, checked once at start). An informer relists
+ * when its watch is too old (410 Gone) and restarts after any other error. A burst of events
+ * becomes one snapshot. Pods carry no cgroup path (see discovery-kube-convert.ts): the agent
+ * resolves it from the pod UID.
  */
 
 export interface KubeSource {
@@ -32,6 +34,7 @@ const CUSTOM_KINDS: CustomKind[] = [
   { kind: 'PeerAuthentication', group: 'security.weft.dev', version: 'v1', plural: 'peerauthentications' },
   { kind: 'AuthorizationPolicy', group: 'security.weft.dev', version: 'v1', plural: 'authorizationpolicies' },
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
+  { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'grpcroutes' },
   { kind: 'TrafficPolicy', group: 'networking.weft.dev', version: 'v1', plural: 'trafficpolicies' },
 ];
 
@@ -59,6 +62,7 @@ function statusOf(error: unknown): number | undefined {
 export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) => void): Promise<KubeSource> {
   const core = kc.makeApiClient(CoreV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
+  const discovery = kc.makeApiClient(DiscoveryV1Api);
   let closed = false;
   const timers = new Set<NodeJS.Timeout>();
   const later = (ms: number, fn: () => void): void => {
@@ -113,8 +117,9 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
   const pods = follow('pods', '/api/v1/pods', () => core.listPodForAllNamespaces());
   const nodes = follow('nodes', '/api/v1/nodes', () => core.listNode());
   const services = follow('services', '/api/v1/services', () => core.listServiceForAllNamespaces());
+  const slices = follow<V1EndpointSlice>('endpointslices.discovery.k8s.io', '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
   const customs: { kind: CustomKind; cache: Cache<KubernetesObject> }[] = [];
-  const synced = [namespaces.synced, pods.synced, nodes.synced, services.synced];
+  const synced = [namespaces.synced, pods.synced, nodes.synced, services.synced, slices.synced];
   for (const kind of CUSTOM_KINDS) {
     const list = (): Promise<KubernetesListObject<KubernetesObject>> => custom.listClusterCustomObject({ group: kind.group, version: kind.version, plural: kind.plural });
     try {
@@ -130,15 +135,13 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
     synced.push(followed.synced);
   }
 
-  const authorization = lastGoodAuthorization();
-  // Kinds DESIGN.md names that this version does not carry out: said once per object version, never silently ignored.
-  const warned = new Set<string>();
-  const notInForce = (kind: string, obj: CustomObject): void => {
-    const key = `${kind}/${obj.metadata?.namespace}/${obj.metadata?.name}@${obj.metadata?.resourceVersion}`;
-    if (warned.has(key)) return;
-    warned.add(key);
-    log.error({ object: `${kind} ${obj.metadata?.namespace}/${obj.metadata?.name}` }, `${kind} is not carried out by this version of Weft yet: the object is NOT in force`);
-  };
+  const authorization = lastGood('AuthorizationPolicy', authorizationPolicyInfo);
+  // Routes and traffic policies go through the config file's kind registry (agent/config/kinds.ts):
+  // a kind this version does not carry out yet is refused there, and so logged as not in force.
+  const fragments = new Map<string, (objects: CustomObject[]) => Partial<Snapshot>[]>();
+  for (const { kind } of customs) {
+    if (kind.kind !== 'AuthorizationPolicy' && kind.kind !== 'PeerAuthentication') fragments.set(kind.kind, lastGood(kind.kind, (obj) => kindFragment(kind.kind, obj)));
+  }
 
   function build(): Snapshot {
     const snapshot: Snapshot = {
@@ -148,20 +151,20 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
       services: services.cache.list().map(serviceInfo),
       peerAuthentications: [],
       authorizationPolicies: [],
+      endpointSlices: slices.cache.list().flatMap((s) => endpointSliceInfo(s) ?? []),
     };
     for (const { kind, cache } of customs) {
+      const objects = cache.list() as CustomObject[];
       if (kind.kind === 'AuthorizationPolicy') {
-        snapshot.authorizationPolicies = authorization(cache.list() as CustomObject[]);
-        continue;
-      }
-      for (const obj of cache.list() as CustomObject[]) {
-        if (kind.kind !== 'PeerAuthentication') {
-          notInForce(kind.kind, obj);
-          continue;
+        snapshot.authorizationPolicies = authorization(objects);
+      } else if (kind.kind === 'PeerAuthentication') {
+        for (const obj of objects) {
+          const pa = peerAuthenticationInfo(obj);
+          if (pa.ok) snapshot.peerAuthentications.push(pa.value);
+          else log.warn({ object: `${obj.metadata?.namespace}/${obj.metadata?.name}`, reason: pa.error }, 'PeerAuthentication ignored: invalid spec');
         }
-        const pa = peerAuthenticationInfo(obj);
-        if (pa.ok) snapshot.peerAuthentications.push(pa.value);
-        else log.warn({ object: `${obj.metadata?.namespace}/${obj.metadata?.name}`, reason: pa.error }, 'PeerAuthentication ignored: invalid spec');
+      } else {
+        for (const fragment of fragments.get(kind.kind)!(objects)) merge(snapshot, fragment);
       }
     }
     return snapshot;
@@ -179,28 +182,38 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
       closed = true;
       if (debounce !== undefined) clearTimeout(debounce);
       for (const t of timers) clearTimeout(t);
-      for (const { cache } of [namespaces, pods, nodes, services, ...customs]) void cache.stop();
+      for (const { cache } of [namespaces, pods, nodes, services, slices, ...customs]) void cache.stop();
     },
   };
 }
 
+/** Adds what one object contributes: lists are appended to, single values (ProxyConfig) set. */
+function merge(snapshot: Snapshot, fragment: Partial<Snapshot>): void {
+  const into = snapshot as unknown as Record<string, unknown>;
+  for (const [key, value] of Object.entries(fragment)) {
+    if (Array.isArray(value)) into[key] = [...((into[key] as unknown[] | undefined) ?? []), ...value];
+    else into[key] = value;
+  }
+}
+
 /**
- * AuthorizationPolicy objects to their validated form. The API server checks only the CRD's
- * schema, so an edit can still be invalid (a bad CIDR, a CUSTOM action): then the last valid
- * version of that object stays in force, rather than the edit silently dropping the policy
- * (which would open what an ALLOW policy closed, or what a DENY policy denied). The problem is
- * logged once per resourceVersion. An object that was never valid is not in force.
+ * Custom objects of one kind to their validated form. The API server checks only the CRD's
+ * schema, so an edit can still be invalid (a bad CIDR, a CUSTOM action, a bad route regex): then
+ * the last valid version of that object stays in force, rather than the edit silently dropping it
+ * (which would open what an ALLOW policy closed, or what a DENY policy denied, or send a route's
+ * traffic elsewhere). The problem is logged once per resourceVersion. An object that was never
+ * valid is not in force.
  */
-function lastGoodAuthorization(): (objects: CustomObject[]) => AuthorizationPolicyInfo[] {
-  const lastGood = new Map<string, AuthorizationPolicyInfo>();
+function lastGood<T>(kind: string, convert: (obj: CustomObject) => Result<T, string>): (objects: CustomObject[]) => T[] {
+  const lastGood = new Map<string, T>();
   const reported = new Map<string, string>();
   return (objects) => {
-    const out: AuthorizationPolicyInfo[] = [];
+    const out: T[] = [];
     const seen = new Set<string>();
     for (const obj of objects) {
       const key = `${obj.metadata?.namespace ?? ''}/${obj.metadata?.name ?? ''}`;
       seen.add(key);
-      const info = authorizationPolicyInfo(obj);
+      const info = convert(obj);
       if (info.ok) {
         lastGood.set(key, info.value);
         reported.delete(key);
@@ -212,10 +225,10 @@ function lastGoodAuthorization(): (objects: CustomObject[]) => AuthorizationPoli
       if (reported.get(key) !== version) {
         reported.set(key, version);
         log.error(
-          { object: `AuthorizationPolicy ${key}`, resourceVersion: version, reason: info.error },
+          { object: `${kind} ${key}`, resourceVersion: version, reason: info.error },
           previous !== undefined
-            ? `AuthorizationPolicy ${key} is invalid; its last valid version stays in force until it is fixed`
-            : `AuthorizationPolicy ${key} is invalid and has never been valid: it is not in force until it is fixed`,
+            ? `${kind} ${key} is invalid; its last valid version stays in force until it is fixed`
+            : `${kind} ${key} is invalid and has never been valid: it is not in force until it is fixed`,
         );
       }
       if (previous !== undefined) out.push(previous);

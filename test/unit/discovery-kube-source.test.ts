@@ -5,6 +5,7 @@ import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { KubeConfig } from '@kubernetes/client-node';
 import type { Snapshot } from '../../agent/config/objects';
+import { kindFragment } from '../../agent/controlplane/discovery-kube-convert';
 import { startKubeSource, type KubeSource } from '../../agent/controlplane/kube-source';
 
 /**
@@ -14,17 +15,54 @@ import { startKubeSource, type KubeSource } from '../../agent/controlplane/kube-
 
 const WAIT_MS = 5000;
 
+const HTTP_ROUTE = {
+  apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web-split', namespace: 'shop', resourceVersion: '1' },
+  spec: {
+    parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 80 }],
+    rules: [{ backendRefs: [{ name: 'web', port: 80, weight: 90 }, { name: 'web-canary', port: 80, weight: 10 }] }],
+  },
+};
+const SLICES_PATH = '/apis/discovery.k8s.io/v1/endpointslices';
 const lists: Record<string, { kind: string; items: object[] }> = {
   '/api/v1/namespaces': { kind: 'NamespaceList', items: [{ metadata: { name: 'shop', labels: { 'weft.dev/mesh': 'enabled' }, uid: 'n1' }, status: { phase: 'Active' } }] },
   '/api/v1/pods': {
     kind: 'PodList',
     items: [
-      { metadata: { name: 'web-1', namespace: 'shop', uid: 'p1', labels: { app: 'web' } }, spec: { nodeName: 'node-a', serviceAccountName: 'web', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1', podIPs: [{ ip: '10.0.0.1' }, { ip: 'fd00:0::1' }], observedGeneration: 1 } },
+      { metadata: { name: 'web-1', namespace: 'shop', uid: 'p1', labels: { app: 'web' } }, spec: { nodeName: 'node-a', serviceAccountName: 'web', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.1', podIPs: [{ ip: '10.0.0.1' }, { ip: 'fd00:0::1' }], observedGeneration: 1, conditions: [{ type: 'Ready', status: 'True' }] } },
       { metadata: { name: 'job-1', namespace: 'shop', uid: 'p2' }, spec: { nodeName: 'node-a', containers: [] }, status: { phase: 'Succeeded' } },
+      {
+        metadata: { name: 'web-old', namespace: 'shop', uid: 'p4', labels: { app: 'web' }, deletionTimestamp: '2030-01-01T00:00:00Z' },
+        spec: { nodeName: 'node-a', containers: [{ name: 'web', ports: [{ name: 'http', containerPort: 8080 }, { name: 'dns', containerPort: 53, protocol: 'UDP' }, { containerPort: 9000 }] }, { name: 'side', ports: [{ name: 'http', containerPort: 9999 }, { name: 'admin', containerPort: 15000, protocol: 'TCP' }] }] },
+        status: { phase: 'Running', podIP: '10.0.0.4', conditions: [{ type: 'Ready', status: 'True' }] },
+      },
+      { metadata: { name: 'web-new', namespace: 'shop', uid: 'p5', labels: { app: 'web' } }, spec: { nodeName: 'node-a', containers: [] }, status: { phase: 'Running', podIP: '10.0.0.5', conditions: [{ type: 'Ready', status: 'False' }, { type: 'PodScheduled', status: 'True' }] } },
     ],
   },
   '/api/v1/nodes': { kind: 'NodeList', items: [{ metadata: { name: 'node-a' }, status: { addresses: [{ type: 'InternalIP', address: '192.168.1.10' }, { type: 'Hostname', address: 'node-a' }] } }] },
   '/api/v1/services': { kind: 'ServiceList', items: [{ metadata: { name: 'web', namespace: 'shop' }, spec: { selector: { app: 'web' }, clusterIP: '10.96.0.10', clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] } }] },
+  [SLICES_PATH]: {
+    kind: 'EndpointSliceList',
+    items: [
+      {
+        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'web-v4', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+        addressType: 'IPv4',
+        ports: [{ name: 'http', port: 8080, protocol: 'TCP' }, { name: 'nonumber' }],
+        endpoints: [
+          { addresses: ['10.0.0.1'], conditions: { ready: true, serving: true, terminating: false }, nodeName: 'node-a', targetRef: { kind: 'Pod', name: 'web-1', namespace: 'shop', uid: 'p1' } },
+          { addresses: ['10.0.0.4'], conditions: { ready: false, serving: true, terminating: true }, nodeName: 'node-a', targetRef: { kind: 'Pod', name: 'web-old', namespace: 'shop' } },
+          { addresses: ['10.0.0.9'], conditions: {} },
+          { addresses: ['fd00::9'] },
+        ],
+      },
+      {
+        apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'web-v6', namespace: 'shop', labels: { 'kubernetes.io/service-name': 'web' } },
+        addressType: 'IPv6',
+        ports: [{ name: 'http', port: 8080 }],
+        endpoints: [{ addresses: ['FD00:0::1'], conditions: { ready: true }, targetRef: { kind: 'Pod', name: 'web-1' } }],
+      },
+      { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'orphan', namespace: 'shop' }, addressType: 'IPv4', ports: [], endpoints: [] },
+    ],
+  },
   '/apis/security.weft.dev/v1/peerauthentications': {
     kind: 'PeerAuthenticationList',
     items: [{ apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } }],
@@ -35,6 +73,7 @@ const lists: Record<string, { kind: string; items: object[] }> = {
   },
 };
 const AP_PATH = '/apis/security.weft.dev/v1/authorizationpolicies';
+lists['/apis/gateway.networking.k8s.io/v1/httproutes'] = { kind: 'HTTPRouteList', items: [HTTP_ROUTE] };
 const ALLOW_GET = { namespace: 'shop', name: 'allow-get', action: 'ALLOW', rules: [{ to: [{ methods: ['GET'] }] }] };
 const watchers = new Map<string, ServerResponse>();
 const server = createServer((req, res) => {
@@ -78,13 +117,34 @@ after(async () => {
 test('the first snapshot holds what the API lists, converted at the edge', () => {
   const s = source!.current();
   assert.deepEqual(s.namespaces, [{ name: 'shop', labels: { 'weft.dev/mesh': 'enabled' } }]);
-  assert.deepEqual(s.pods, [{
-    namespace: 'shop', name: 'web-1', labels: { app: 'web' }, annotations: {}, nodeName: 'node-a', serviceAccount: 'web', ips: ['10.0.0.1', 'fd00::1'], uid: 'p1',
-  }], 'terminated pods are left out; no cgroup path is made up, the UID the agent resolves it by is passed');
+  assert.deepEqual(s.pods, [
+    { namespace: 'shop', name: 'web-1', labels: { app: 'web' }, annotations: {}, nodeName: 'node-a', serviceAccount: 'web', ips: ['10.0.0.1', 'fd00::1'], uid: 'p1' },
+    {
+      namespace: 'shop', name: 'web-old', labels: { app: 'web' }, annotations: {}, nodeName: 'node-a', serviceAccount: 'default', ips: ['10.0.0.4'], uid: 'p4',
+      terminating: true, containerPorts: { http: 8080, admin: 15000 },
+    },
+    { namespace: 'shop', name: 'web-new', labels: { app: 'web' }, annotations: {}, nodeName: 'node-a', serviceAccount: 'default', ips: ['10.0.0.5'], uid: 'p5', ready: false },
+  ], 'terminated pods are left out; no cgroup path is made up, the UID the agent resolves it by is passed; '
+    + 'a pod without a True Ready condition is not ready; a deletionTimestamp marks it terminating; named TCP container ports, the first container\'s name winning');
   assert.deepEqual(s.nodes, [{ name: 'node-a', internalIPs: ['192.168.1.10'] }]);
   assert.deepEqual(s.services, [{ namespace: 'shop', name: 'web', labels: {}, selector: { app: 'web' }, clusterIPs: ['10.96.0.10'], ports: [{ name: 'http', port: 80, targetPort: 8080, protocol: 'TCP' }] }]);
   assert.deepEqual(s.peerAuthentications, [{ namespace: 'shop', name: 'strict', mode: 'STRICT', portLevel: {} }]);
   assert.deepEqual(s.authorizationPolicies, [ALLOW_GET], 'validated and normalized, as the config file does');
+  assert.deepEqual(s.endpointSlices, [
+    {
+      namespace: 'shop', name: 'web-v4', service: 'web', addressType: 'IPv4', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [
+        { addresses: ['10.0.0.1'], ready: true, serving: true, terminating: false, nodeName: 'node-a', pod: 'web-1' },
+        { addresses: ['10.0.0.4'], ready: false, serving: true, terminating: true, nodeName: 'node-a', pod: 'web-old' },
+        { addresses: ['10.0.0.9'], ready: true, serving: true, terminating: false },
+      ],
+    },
+    {
+      namespace: 'shop', name: 'web-v6', service: 'web', addressType: 'IPv6', ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [{ addresses: ['fd00::1'], ready: true, serving: true, terminating: false, pod: 'web-1' }],
+    },
+  ], 'absent conditions read as the API says (ready and serving true, terminating false); a port without a number, an address of the other family '
+    + 'and a slice without the kubernetes.io/service-name label are left out; addresses in canonical form');
 });
 
 test('a watch event becomes a new snapshot', async () => {
@@ -99,7 +159,7 @@ test('a watch event becomes a new snapshot', async () => {
     if (Date.now() > deadline) assert.fail('no snapshot after the watch event');
     await sleep(10);
   }
-  assert.deepEqual(snapshots[0]!.pods.map((p) => `${p.name}@${p.nodeName}`).sort(), ['web-1@node-a', 'web-2@node-b']);
+  assert.deepEqual(snapshots[0]!.pods.map((p) => `${p.name}@${p.nodeName}`).sort(), ['web-1@node-a', 'web-2@node-b', 'web-new@node-a', 'web-old@node-a']);
   assert.deepEqual(source!.current(), snapshots[0]);
 });
 
@@ -128,4 +188,41 @@ test('an invalid edit of an AuthorizationPolicy leaves its last valid version in
   watch.write(JSON.stringify({ type: 'DELETED', object: object('allow-get', '13', { rules: [] }) }) + '\n');
   await until('the deleted policy is gone', () => !names().includes('allow-get'));
   assert.deepEqual(names(), ['deny-all']);
+});
+
+test('EndpointSlices are watched: an added, a modified and a deleted slice each make a new snapshot', async () => {
+  await until('the EndpointSlice informer opened its watch', () => watchers.has(SLICES_PATH));
+  const watch = watchers.get(SLICES_PATH)!;
+  const slice = (name: string, resourceVersion: string, ready: boolean) => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name, namespace: 'shop', resourceVersion, labels: { 'kubernetes.io/service-name': 'api' } },
+    addressType: 'IPv4', ports: [{ name: '', port: 9090, protocol: 'TCP' }],
+    endpoints: [{ addresses: ['10.0.0.7'], conditions: { ready }, targetRef: { kind: 'Pod', name: 'api-1' } }],
+  });
+  const api = () => source!.current().endpointSlices?.find((s) => s.name === 'api-x');
+
+  watch.write(JSON.stringify({ type: 'ADDED', object: slice('api-x', '20', false) }) + '\n');
+  await until('the added slice is in the snapshot', () => api() !== undefined);
+  assert.deepEqual(api(), {
+    namespace: 'shop', name: 'api-x', service: 'api', addressType: 'IPv4', ports: [{ port: 9090, protocol: 'TCP' }],
+    endpoints: [{ addresses: ['10.0.0.7'], ready: false, serving: true, terminating: false, pod: 'api-1' }],
+  }, 'the unnamed port ("") has no name; serving absent reads as true even when ready is false (the API: nil is "true")');
+
+  watch.write(JSON.stringify({ type: 'MODIFIED', object: slice('api-x', '21', true) }) + '\n');
+  await until('the modified slice is in force', () => api()?.endpoints[0]?.ready === true);
+
+  watch.write(JSON.stringify({ type: 'DELETED', object: slice('api-x', '22', true) }) + '\n');
+  await until('the deleted slice is gone', () => api() === undefined);
+  assert.deepEqual(source!.current().endpointSlices?.map((s) => s.name), ['web-v4', 'web-v6'], 'the other slices are untouched');
+});
+
+test('an HTTPRoute is converted by the kind registry (agent/config/kinds.ts): in force exactly when the registry accepts it', () => {
+  const expected = kindFragment('HTTPRoute', HTTP_ROUTE);
+  const s = source!.current() as unknown as Record<string, unknown>;
+  if (expected.ok) {
+    assert.ok(Object.keys(expected.value).length > 0, 'an accepted route adds something to the snapshot');
+    for (const [key, value] of Object.entries(expected.value)) assert.deepEqual(s[key], value, key);
+  } else {
+    assert.doesNotMatch(JSON.stringify(s), /web-split/, `a route the registry refuses (${expected.error}) is not in force`);
+  }
 });
