@@ -347,6 +347,6 @@ metadata: { name: web-faults, namespace: shop }
 spec: {}
 `, 'test.yaml');
   assert.ok(!errors.ok);
-  assert.deepEqual(errors.error.map((e) => [e.object, e.field]), [['HTTPRoute shop/web-route', 'kind'], ['TrafficPolicy shop/web-faults', 'kind']]);
+  assert.deepEqual(errors.error.map((e) => [e.object, e.field]), [['HTTPRoute shop/web-route', 'kind'], ['TrafficPolicy shop/web-faults', 'spec.targetRefs']]);
   assert.match(errors.error[0]!.message, /not carried out by this version of Weft yet/);
 });
