@@ -2,7 +2,7 @@
  * When a case is decided. Pass: upstream's rule, RequiredConsecutiveSuccesses (3) matching answers
  * in a row within MaxTimeToConsistency (30 s), polling every 100 ms after a failure. Fail: at 30 s,
  * or earlier when waiting cannot change the outcome: the control plane refused the test's config
- * (the routes will never be in force), or the config has been in force on every agent for the
+ * (the routes will never be in force: the first failing answer decides), or the config has been in force on every agent for the
  * settle window and the case still has not passed. `settleMs: null` is upstream's timing exactly.
  */
 
@@ -34,7 +34,9 @@ export function decide(rule: ConvergenceRule, startedAt: number, now: number, ou
   for (let i = n - 1; i >= 0 && outcomes[i]; i--) run++;
   if (run >= rule.consecutive) return { verdict: 'pass', attempts: n };
   const elapsed = now - startedAt;
-  if (config.state === 'refused' && n >= 1) {
+  // Refused: the routes will never be in force; a case still gets its run of passes (it may expect
+  // what holds without them), but its first failure decides it.
+  if (config.state === 'refused' && n >= 1 && !outcomes[n - 1]) {
     return { verdict: 'fail', attempts: n, reason: `the control plane refused the test's config, so its routes are not in force: ${config.why}` };
   }
   if (elapsed >= rule.maxMs) {
