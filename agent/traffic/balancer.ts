@@ -43,8 +43,10 @@ export function inService(endpoints: readonly string[], options: BalancerOptions
 /**
  * Least request (Istio's default, Envoy's LEAST_REQUEST with choice_count 2): two different
  * endpoints drawn at random, the one with fewer requests in flight wins, the first drawn on a tie.
- * With weights, both draws are weighted and the lower (in flight + 1) / weight wins, so an idle
- * pool spreads by weight and a loaded one still avoids the busiest endpoint.
+ * With weights, Envoy's weighted rule instead: each endpoint's effective weight is weight / (in
+ * flight + 1) (active_request_bias 1), and one endpoint is drawn in proportion to it (Envoy runs an
+ * EDF schedule over the same effective weights), so an idle pool spreads exactly by weight and a
+ * loaded endpoint gets less.
  */
 export class LeastRequestBalancer implements Balancer {
   private readonly active = new Map<string, number>();
@@ -64,10 +66,7 @@ export class LeastRequestBalancer implements Balancer {
       const b = candidates[j]!;
       return this.inFlight(b) < this.inFlight(a) ? b : a;
     }
-    const a = drawWeighted(candidates, weight, random, undefined);
-    if (a === undefined) return undefined;
-    const b = drawWeighted(candidates, weight, random, a) ?? a;
-    return (this.inFlight(b) + 1) / weight(b) < (this.inFlight(a) + 1) / weight(a) ? b : a;
+    return drawWeighted(candidates, (key) => usable(weight(key)) / (this.inFlight(key) + 1), random);
   }
 
   started(key: string): void {
@@ -142,7 +141,7 @@ export class RandomBalancer implements Balancer {
     const candidates = inService(endpoints, this.options);
     const weight = this.options.weight;
     if (weight === undefined) return candidates.length === 0 ? undefined : candidates[Math.floor(random() * candidates.length)];
-    return drawWeighted(candidates, weight, random, undefined);
+    return drawWeighted(candidates, weight, random);
   }
 
   started(): void {}
@@ -157,15 +156,14 @@ export function createBalancer(kind: LoadBalancerKind, options: BalancerOptions 
   }
 }
 
-/** One key drawn by weight, `except` left out (so p2c compares two different endpoints). */
-function drawWeighted(keys: readonly string[], weight: (key: string) => number, random: Random, except: string | undefined): string | undefined {
+/** One key drawn in proportion to its weight. */
+function drawWeighted(keys: readonly string[], weight: (key: string) => number, random: Random): string | undefined {
   let total = 0;
-  for (const key of keys) if (key !== except) total += usable(weight(key));
+  for (const key of keys) total += usable(weight(key));
   if (total <= 0) return undefined;
   let point = random() * total;
   let last: string | undefined;
   for (const key of keys) {
-    if (key === except) continue;
     const w = usable(weight(key));
     if (w === 0) continue;
     if (point < w) return key;
