@@ -30,19 +30,19 @@ export function convertEndpointSlice(c: Checker, obj: Fields, meta: Metadata): E
   const serviceField = join('metadata.labels', SERVICE_NAME_LABEL);
   if (service === undefined) c.fail(serviceField, 'must be set: it names the Service whose endpoints these are');
   else c.dnsLabel(service, serviceField);
-  const addressType = c.oneOf(obj.addressType, 'addressType', ADDRESS_TYPES) ?? 'IPv4';
+  const addressType = c.oneOf(obj.addressType, 'addressType', ADDRESS_TYPES);
   return {
     namespace: meta.namespace,
     name: meta.name,
     service: service ?? '',
-    addressType,
+    addressType: addressType ?? 'IPv4',
     ports: ports(c, obj.ports),
     endpoints: endpoints(c, obj.endpoints, addressType, meta.namespace),
   };
 }
 
 /** `endpoints: null` is how `kubectl get -o yaml` shows a slice without endpoints. */
-function endpoints(c: Checker, value: unknown, addressType: EndpointSliceInfo['addressType'], namespace: string): EndpointSliceEndpoint[] {
+function endpoints(c: Checker, value: unknown, addressType: EndpointSliceInfo['addressType'] | undefined, namespace: string): EndpointSliceEndpoint[] {
   if (value === undefined || value === null) return [];
   const result: EndpointSliceEndpoint[] = [];
   (c.list(value, 'endpoints') ?? []).forEach((entry, i) => {
@@ -69,7 +69,8 @@ function endpoints(c: Checker, value: unknown, addressType: EndpointSliceInfo['a
   return result;
 }
 
-function addresses(c: Checker, value: unknown, field: string, addressType: EndpointSliceInfo['addressType']): string[] {
+/** Addresses of the slice's type; with an invalid addressType (reported already) any IP is taken, to report nothing twice. */
+function addresses(c: Checker, value: unknown, field: string, addressType: EndpointSliceInfo['addressType'] | undefined): string[] {
   const list = c.list(value, field);
   if (!list) return [];
   if (list.length === 0 || list.length > MAX_ADDRESSES) c.fail(field, `must hold 1 to ${MAX_ADDRESSES} addresses`);
@@ -83,7 +84,7 @@ function addresses(c: Checker, value: unknown, field: string, addressType: Endpo
     }
     const ip = c.ip(entry, at);
     if (ip === undefined) return;
-    if (isIP(ip) !== (addressType === 'IPv4' ? 4 : 6)) c.fail(at, `${ip} is not an ${addressType} address (addressType is ${addressType}: a dual-stack Service has one slice per family)`);
+    if (addressType !== undefined && isIP(ip) !== (addressType === 'IPv4' ? 4 : 6)) c.fail(at, `${ip} is not an ${addressType} address (addressType is ${addressType}: a dual-stack Service has one slice per family)`);
     else result.push(ip);
   });
   return result;
@@ -118,7 +119,8 @@ function ports(c: Checker, value: unknown): EndpointSlicePort[] {
       protocol: raw.protocol === undefined ? 'TCP' : (c.oneOf(raw.protocol, `${field}.protocol`, PROTOCOLS) ?? 'TCP'),
     };
     // '' is the name of the Service's one unnamed port.
-    const name = raw.name === undefined || raw.name === '' ? '' : (c.dnsLabel(raw.name, `${field}.name`) ?? '');
+    const name = raw.name === undefined || raw.name === '' ? '' : c.dnsLabel(raw.name, `${field}.name`);
+    if (name === undefined) return;
     const first = names.get(name);
     if (first !== undefined) c.fail(`${field}.name`, `${name === '' ? 'an unnamed port' : `"${name}"`} is already ${first}: port names are unique within an EndpointSlice`);
     names.set(name, field);
