@@ -21,14 +21,28 @@ export interface PodFacts {
   cgroupPath: string;
   /** set for a kubelet-style pod: its manifest carries metadata.uid instead of the cgroup annotation */
   uid?: string;
+  /** the pod's Ready condition; absent: no conditions (a Running pod without them reads as ready) */
+  ready?: boolean;
+  /** being deleted (metadata.deletionTimestamp): its endpoints are terminating */
+  terminating?: boolean;
+  /** named TCP container ports, what a Service's named targetPort resolves by */
+  containerPorts?: Record<string, number>;
 }
+
+/** What a test changes about a lab pod's state in the manifests, e.g. to make it not ready. */
+export type PodState = Pick<PodFacts, 'ready' | 'terminating' | 'containerPorts'>;
 
 export interface ManifestOptions {
   /** namespaces labelled weft.dev/mesh=enabled */
   meshNamespaces?: string[];
   /** appended as they are (Services, policies, routes, ...) */
   extra?: object[];
+  /** per pod (`namespace/name`): readiness, termination, container ports */
+  podStates?: Record<string, PodState>;
 }
+
+/** When a terminating lab pod was deleted: fixed, so the same lab state always gives the same manifests. */
+const DELETED_AT = '2000-01-01T00:00:00Z';
 
 type Obj = Record<string, unknown>;
 
@@ -49,15 +63,16 @@ function nodeObject(n: NodeFacts): Obj {
 
 function podObject(p: PodFacts): Obj {
   const ips = p.ip6 ? [p.ip, p.ip6] : [p.ip];
-  return {
-    apiVersion: 'v1',
-    kind: 'Pod',
-    metadata: p.uid
-      ? { name: p.name, namespace: p.namespace, uid: p.uid, labels: p.labels }
-      : { name: p.name, namespace: p.namespace, labels: p.labels, annotations: { 'weft.dev/cgroup': p.cgroupPath } },
-    spec: { nodeName: p.nodeName, serviceAccountName: p.serviceAccount },
-    status: { phase: 'Running', hostIP: p.hostIp, podIP: p.ip, podIPs: ips.map((ip) => ({ ip })) },
-  };
+  const metadata: Obj = p.uid
+    ? { name: p.name, namespace: p.namespace, uid: p.uid, labels: p.labels }
+    : { name: p.name, namespace: p.namespace, labels: p.labels, annotations: { 'weft.dev/cgroup': p.cgroupPath } };
+  if (p.terminating) metadata.deletionTimestamp = DELETED_AT;
+  const spec: Obj = { nodeName: p.nodeName, serviceAccountName: p.serviceAccount };
+  const ports = Object.entries(p.containerPorts ?? {});
+  if (ports.length > 0) spec.containers = [{ name: 'app', image: 'weft-lab', ports: ports.map(([name, containerPort]) => ({ name, containerPort })) }];
+  const status: Obj = { phase: 'Running', hostIP: p.hostIp, podIP: p.ip, podIPs: ips.map((ip) => ({ ip })) };
+  if (p.ready !== undefined) status.conditions = [{ type: 'Ready', status: p.ready ? 'True' : 'False' }];
+  return { apiVersion: 'v1', kind: 'Pod', metadata, spec, status };
 }
 
 /** Namespaces (every pod's plus the mesh ones), Nodes, Pods, then `extra`. */
@@ -67,7 +82,7 @@ export function manifests(nodes: NodeFacts[], pods: PodFacts[], opts: ManifestOp
   return [
     ...names.map((n) => namespaceObject(n, mesh.has(n))),
     ...nodes.map(nodeObject),
-    ...pods.map(podObject),
+    ...pods.map((p) => podObject({ ...p, ...opts.podStates?.[`${p.namespace}/${p.name}`] })),
     ...(opts.extra ?? []),
   ];
 }
