@@ -226,3 +226,17 @@ test('an HTTPRoute is converted by the kind registry (agent/config/kinds.ts): in
     assert.doesNotMatch(JSON.stringify(s), /web-split/, `a route the registry refuses (${expected.error}) is not in force`);
   }
 });
+
+test('a watch too old for the API server (410 Gone) makes the EndpointSlice informer list again, and the snapshot follows the new list', async () => {
+  await until('the EndpointSlice informer opened its watch', () => watchers.has(SLICES_PATH));
+  const watch = watchers.get(SLICES_PATH)!;
+  watchers.delete(SLICES_PATH);
+  const list = lists[SLICES_PATH]!;
+  const [v4] = list.items as { metadata: { name: string } }[];
+  // While the watch was away, web-v6 was deleted and web-v4 renamed (as a relist is the only way to learn it).
+  list.items = [{ ...v4, metadata: { ...v4!.metadata, name: 'web-v4-relisted' } }];
+  watch.write(JSON.stringify({ type: 'ERROR', object: { kind: 'Status', apiVersion: 'v1', status: 'Failure', reason: 'Expired', code: 410, message: 'too old resource version: 1 (20)' } }) + '\n');
+  watch.end();
+  await until('the relisted state is in force', () => source!.current().endpointSlices?.map((s) => s.name).join() === 'web-v4-relisted');
+  await until('the informer watches again', () => watchers.has(SLICES_PATH));
+});
