@@ -85,6 +85,8 @@ const NONE: readonly EndpointSliceInfo[] = Object.freeze([]);
 
 interface Index {
   slicesByService: Map<string, EndpointSliceInfo[]>;
+  /** Pods by namespace, by name: built on the first selector lookup, so a Service's first resolution scans its namespace only. */
+  podsByNamespace?: Map<string, PodInfo[]>;
   resolved: WeakMap<ServiceInfo, WeakMap<ServicePort, ResolvedEndpoints>>;
 }
 
@@ -112,7 +114,7 @@ function resolve(store: WorkloadStore, index: Index, service: ServiceInfo, servi
   const headless = service.clusterIPs.length === 0;
   const slices = index.slicesByService.get(objectKey(service));
   if (slices !== undefined) return frozen({ endpoints: fromSlices(store, slices, servicePort), source: 'endpointslices', headless });
-  if (Object.keys(service.selector).length > 0) return frozen({ endpoints: fromSelector(store, service, servicePort), source: 'selector', headless });
+  if (Object.keys(service.selector).length > 0) return frozen({ endpoints: fromSelector(podsIn(store, index, service.namespace), service, servicePort), source: 'selector', headless });
   return frozen({ endpoints: [], source: 'none', headless });
 }
 
@@ -156,12 +158,23 @@ function podOf(store: WorkloadStore, namespace: string, name: string | undefined
   return store.podByIp(ip);
 }
 
-function fromSelector(store: WorkloadStore, service: ServiceInfo, servicePort: ServicePort): Endpoint[] {
+function podsIn(store: WorkloadStore, index: Index, namespace: string): PodInfo[] {
+  if (index.podsByNamespace === undefined) {
+    index.podsByNamespace = new Map();
+    for (const pod of store.snapshot.pods) {
+      const list = index.podsByNamespace.get(pod.namespace);
+      if (list === undefined) index.podsByNamespace.set(pod.namespace, [pod]);
+      else list.push(pod);
+    }
+    for (const list of index.podsByNamespace.values()) list.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  }
+  return index.podsByNamespace.get(namespace) ?? [];
+}
+
+function fromSelector(pods: PodInfo[], service: ServiceInfo, servicePort: ServicePort): Endpoint[] {
   const endpoints: Endpoint[] = [];
-  const pods = store.snapshot.pods
-    .filter((p) => p.namespace === service.namespace && selectorMatches(service.selector, p.labels))
-    .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   for (const pod of pods) {
+    if (!selectorMatches(service.selector, pod.labels)) continue;
     const port = targetPortOf(pod, servicePort);
     if (port === undefined) continue;
     const serving = pod.ready !== false;
