@@ -15,6 +15,7 @@
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
+import { Duplex } from 'node:stream';
 import type { EchoSeen } from './observation';
 
 export const ECHO_PORTS = { http: 8080, tcp: 9090, grpc: 7070 } as const;
@@ -61,14 +62,29 @@ function serve(pod: string, namespace: string, done: () => void): void {
       stream.end(body);
     });
   });
-  // One port for HTTP/1.1 and h2c: the first bytes tell which.
+  // One port for HTTP/1.1 and h2c: the first bytes tell which. The HTTP/2 session reads from the
+  // socket's handle, not from its JS buffer, so it gets a Duplex that replays the first bytes.
   const web = net.createServer((socket) => {
     socket.on('error', () => undefined);
     socket.once('data', (first: Buffer) => {
-      socket.pause();
-      socket.unshift(first);
-      (first.toString('latin1', 0, H2_PREFACE.length) === H2_PREFACE ? h2 : h1).emit('connection', socket);
-      socket.resume();
+      if (first.toString('latin1', 0, H2_PREFACE.length) !== H2_PREFACE) {
+        socket.pause();
+        socket.unshift(first);
+        h1.emit('connection', socket);
+        socket.resume();
+        return;
+      }
+      const replay = new Duplex({
+        read: () => socket.resume(),
+        write: (chunk: Buffer, _enc, cb) => { socket.write(chunk, cb); },
+        final: (cb) => { socket.end(); cb(); },
+        destroy: (e, cb) => { socket.destroy(); cb(e); },
+      });
+      replay.push(first);
+      socket.on('data', (d: Buffer) => { if (!replay.push(d)) socket.pause(); });
+      socket.on('end', () => replay.push(null));
+      socket.on('close', () => replay.destroy());
+      h2.emit('connection', replay);
     });
   });
 
