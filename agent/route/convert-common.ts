@@ -83,6 +83,10 @@ export function readParentRefs(c: Checker, spec: Fields, meta: Metadata): RouteP
     c.allowOnly(raw, field, PARENT_REF);
     const group = raw.group === undefined ? 'gateway.networking.k8s.io' : raw.group;
     const kind = raw.kind === undefined ? 'Gateway' : raw.kind;
+    if (kind === 'Service' && raw.group === undefined) {
+      c.fail(`${field}.group`, 'is required for a Service: left out it defaults to gateway.networking.k8s.io (no such Service kind); write group: ""');
+      return;
+    }
     if (kind === 'Gateway' || group === 'gateway.networking.k8s.io') {
       c.fail(field, 'refers to a Gateway (the default when group and kind are left out): Weft is a mesh and has no Gateways; attach the route to a Service with group: "" and kind: Service');
       return;

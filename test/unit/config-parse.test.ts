@@ -335,7 +335,7 @@ kind: Gadget
   });
 });
 
-it('HTTPRoute and TrafficPolicy are refused with a clear error until Weft carries them out (never accepted and ignored)', () => {
+it('an HTTPRoute parentRef to a Service without group (the Gateway API defaults it to gateway.networking.k8s.io) and a TrafficPolicy without targetRefs are refused by field', () => {
   const errors = parseConfig(`apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: { name: web-route, namespace: shop }
@@ -347,6 +347,6 @@ metadata: { name: web-faults, namespace: shop }
 spec: {}
 `, 'test.yaml');
   assert.ok(!errors.ok);
-  assert.deepEqual(errors.error.map((e) => [e.object, e.field]), [['HTTPRoute shop/web-route', 'kind'], ['TrafficPolicy shop/web-faults', 'spec.targetRefs']]);
-  assert.match(errors.error[0]!.message, /not carried out by this version of Weft yet/);
+  assert.deepEqual(errors.error.map((e) => [e.object, e.field]), [['HTTPRoute shop/web-route', 'spec.parentRefs[0].group'], ['TrafficPolicy shop/web-faults', 'spec.targetRefs']]);
+  assert.match(errors.error[0]!.message, /defaults to gateway.networking.k8s.io .*write group: ""/);
 });

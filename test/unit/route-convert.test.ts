@@ -41,6 +41,8 @@ describe('HTTPRoute: rejected, by object and field', () => {
       [['spec.parentRefs[0]', /Weft is a mesh and has no Gateways/]]],
     ['a Gateway parentRef (explicit)', '  parentRefs: [{ group: gateway.networking.k8s.io, kind: Gateway, name: gw }]',
       [['spec.parentRefs[0]', /has no Gateways; attach the route to a Service/]]],
+    ['a Service parentRef without group (it defaults to the Gateway API group)', '  parentRefs: [{ kind: Service, name: web }]',
+      [['spec.parentRefs[0].group', /write group: ""/]]],
     ['no parentRefs', '  rules: [{ backendRefs: [{ name: web, port: 80 }] }]',
       [['spec.parentRefs', /needs a parentRef to a Service/]]],
     ['a duplicate parentRef', '  parentRefs: [{ group: "", kind: Service, name: web }, { group: "", kind: Service, name: web }]',
