@@ -1,4 +1,6 @@
 import { convertAuthorizationPolicy } from '../policy/convert';
+import { convertGrpcRoute } from '../route/convert-grpc';
+import { convertHttpRoute } from '../route/convert-http';
 import { convertTrafficPolicy } from '../traffic/convert';
 import type { Checker, Fields } from './checker';
 import { convertEndpointSlice, ENDPOINT_SLICE_FIELDS } from './endpoint-slice';
@@ -43,14 +45,6 @@ function kind<T>(
   };
 }
 
-/**
- * A kind DESIGN.md names that Weft does not carry out yet. It is refused, so that nobody believes
- * a route or a fault is in force when it is not.
- */
-function notYet(apiVersion: string, what: string): Kind {
-  return kind(apiVersion, true, (c) => c.fail('kind', `${what} are not carried out by this version of Weft yet; remove the object (it would not take effect)`), () => undefined);
-}
-
 export const KINDS: Readonly<Record<string, Kind>> = {
   Namespace: kind('v1', false, convertNamespace, (into, ns) => into.snapshot.namespaces.push(ns)),
   Node: kind('v1', false, convertNode, (into, node) => into.snapshot.nodes.push(node)),
@@ -66,6 +60,7 @@ export const KINDS: Readonly<Record<string, Kind>> = {
     fields: ENDPOINT_SLICE_FIELDS,
   },
   ProxyConfig: kind('config.weft.dev/v1', false, convertProxyConfig, (into, config) => { into.snapshot.proxyConfig = config; }),
-  HTTPRoute: notYet('gateway.networking.k8s.io/v1', 'HTTPRoutes (routing, weighted splits, retries, timeouts)'),
+  HTTPRoute: kind('gateway.networking.k8s.io/v1', true, convertHttpRoute, (into, route) => (into.snapshot.httpRoutes ??= []).push(route)),
+  GRPCRoute: kind('gateway.networking.k8s.io/v1', true, convertGrpcRoute, (into, route) => (into.snapshot.grpcRoutes ??= []).push(route)),
   TrafficPolicy: kind('networking.weft.dev/v1', true, convertTrafficPolicy, (into, tp) => { (into.snapshot.trafficPolicies ??= []).push(tp); }),
 };

@@ -1,4 +1,5 @@
 import type { AuthorizationPolicyInfo } from '../policy/authorization-policy';
+import type { GrpcRouteInfo, HttpRouteInfo } from '../route/route-info';
 import type { TrafficPolicyInfo } from '../traffic/traffic-policy';
 import type { ProxyConfigInfo } from './proxy-config';
 
@@ -120,6 +121,10 @@ export interface Snapshot {
   authorizationPolicies: AuthorizationPolicyInfo[];
   /** The node proxy's limits (`ProxyConfig default`); absent: the defaults. */
   proxyConfig?: ProxyConfigInfo;
+  /** Gateway API HTTPRoutes (agent/route/convert-http.ts); agents index them with a RouteIndex. Absent: none. */
+  httpRoutes?: HttpRouteInfo[];
+  /** Gateway API GRPCRoutes (agent/route/convert-grpc.ts). Absent: none. */
+  grpcRoutes?: GrpcRouteInfo[];
   /** Validated TrafficPolicies (agent/traffic/convert.ts); agent/traffic/resolve.ts picks the one in force per Service port. */
   trafficPolicies?: TrafficPolicyInfo[];
   /** Kubernetes' EndpointSlices (agent/state/endpoints.ts); absent or without one for a Service: its selector decides. */
