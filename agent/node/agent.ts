@@ -20,7 +20,14 @@ import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/
 import { connectTransparent } from '../proxy/transparent-socket';
 import { LiveConnections } from '../proxy/live-connections';
 import { OutboundProxy } from '../proxy/outbound';
-import { routeOutbound } from '../proxy/outbound-route';
+import { routeOutbound, type OutboundRoute } from '../proxy/outbound-route';
+import type { Dialer } from '../proxy/dial';
+import type { ServiceEnv } from '../proxy/service-env';
+import { planRequest } from '../proxy/service-plan';
+import { ServiceRuntime } from '../proxy/service-runtime';
+import { UpstreamPools } from '../proxy/upstream-pools';
+import type { WorkloadRef } from '../core/workload';
+import type { Duplex } from 'node:stream';
 import { HbonePool } from '../tunnel/hbone-pool';
 import type { HboneServer } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
@@ -102,6 +109,10 @@ export class NodeAgent {
   private inbound: HboneServer | undefined;
   private plaintext: InboundPlaintextListener | undefined;
   private readonly pool = new HbonePool({ timeoutMs: 10_000 });
+  /** pooled connections from the source proxy to Service endpoints */
+  private readonly upstreams = new UpstreamPools();
+  /** balancers, breakers and outlier state per Service port; outlives snapshots */
+  private readonly serviceRuntime = new ServiceRuntime();
   readonly identities: IdentityManager;
   /** Istio's standard metrics, from the proxy's telemetry events; served on 15020 */
   readonly metrics = new MeshMetrics();
@@ -156,27 +167,43 @@ export class NodeAgent {
         },
         accessLog: accessLogger(),
       });
+      const openTunnel = async (route: Extract<OutboundRoute, { kind: 'hbone' }>, source: WorkloadRef, target: { ip: string; port: number }, client: { ip: string; port: number }): Promise<Duplex> => {
+        const cert = await agent.identities.whenReady(source.identity, 5_000);
+        return agent.pool.connect({
+          sourceIdentity: source.identity,
+          credentials: { key: cert.keyPem, chain: cert.chainPem },
+          trustBundle: trustBundle(),
+          nodeAddress: { host: route.nodeAddress, port: route.port },
+          expectedPeerIdentity: route.identity,
+          servername: sniFor(route.identity),
+          target,
+          source: client,
+          traceparent: childTraceparent(),
+        });
+      };
+      const route = (ip: string) => routeOutbound(ip, opts.node, agent.store!);
+      const dialer: Dialer = { route, openTunnel, delivery, connectTimeoutMs: CONNECT_TIMEOUT_MS };
+      const services: ServiceEnv = {
+        store: () => agent.store!,
+        plan: (call, request) => planRequest(agent.store!, agent.serviceRuntime, call, request),
+        dialer,
+        runtime: agent.serviceRuntime,
+        pools: agent.upstreams,
+        delivery,
+        limits: () => agent.deliveryState().limits,
+        sniffMs: () => agent.deliveryState().sniffMs,
+        accessLog: accessLogger(),
+        log: operationalLogger('proxy'),
+      };
       agent.proxy = await OutboundProxy.listen({
         port: outboundPort,
         hosts,
         lookupOrig: (flow) => { const v = bpf.mapLookup(flowFd, encodeFlow(flow), ORIG_SIZE); return v && decodeOrig(v); },
         directory: () => agent.directory!,
-        route: (ip) => routeOutbound(ip, opts.node, agent.store!),
+        route,
         delivery,
-        openTunnel: async (route, source, target, client) => {
-          const cert = await agent.identities.whenReady(source.identity, 5_000);
-          return agent.pool.connect({
-            sourceIdentity: source.identity,
-            credentials: { key: cert.keyPem, chain: cert.chainPem },
-            trustBundle: trustBundle(),
-            nodeAddress: { host: route.nodeAddress, port: route.port },
-            expectedPeerIdentity: route.identity,
-            servername: sniFor(route.identity),
-            target,
-            source: client,
-            traceparent: childTraceparent(),
-          });
-        },
+        openTunnel,
+        services,
         accessLog: accessLogger(),
         log: operationalLogger('proxy'),
       });
@@ -228,6 +255,8 @@ export class NodeAgent {
       const desired = desiredEnrollment(snapshot, this.opts.node, cgroups);
       await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
       this.store = store;
+      this.serviceRuntime.setStore(store);
+      this.upstreams.sweep((endpoint) => store.podByIp(endpoint.slice(0, endpoint.lastIndexOf(':')).replace(/^\[|\]$/g, '')) !== undefined);
       this.metrics.setStore(store);
       this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
@@ -315,6 +344,7 @@ export class NodeAgent {
     await this.inbound?.close(1000);
     await this.plaintext?.close(1000);
     await this.pool.close();
+    this.upstreams.close();
     this.identities.close();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     this.dp.close();

@@ -33,6 +33,11 @@ export interface Arrival {
   pod: PodInfo;
   /** what its access-log lines say of the two ends */
   record: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>;
+  /**
+   * The source proxy already reports this connection's traffic itself (the Service-aware source
+   * path, which serves it request by request): the delivery reports the destination side only.
+   */
+  sourceReported?: boolean;
 }
 
 /** The path-specific end of a connection: how it is accepted, refused and spliced. */
@@ -113,7 +118,7 @@ export function judge(state: DeliveryState, a: Arrival, request?: RequestInfo): 
  * path, the source's proxy too (this one as well). Pure.
  */
 export function arrivalReporters(a: Arrival): readonly Reporter[] {
-  return a.path === 'local' ? BOTH_REPORTERS : DESTINATION_ONLY;
+  return a.path === 'local' && a.sourceReported !== true ? BOTH_REPORTERS : DESTINATION_ONLY;
 }
 const BOTH_REPORTERS: readonly Reporter[] = ['source', 'destination'];
 const DESTINATION_ONLY: readonly Reporter[] = ['destination'];

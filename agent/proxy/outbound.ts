@@ -17,6 +17,9 @@ import { deliver, socketDownstream, type DeliveryContext } from './deliver';
 import { Drainer } from './drain';
 import type { OutboundRoute } from './outbound-route';
 import { relay } from './relay';
+import type { ServiceEnv } from './service-env';
+import { handleServiceConnection } from './service-outbound';
+import { serviceTarget } from './service-target';
 
 type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
@@ -31,6 +34,8 @@ export interface OutboundOptions {
   openTunnel(route: HboneRoute, source: WorkloadRef, target: { ip: string; port: number }, client: { ip: string; port: number }): Promise<Duplex>;
   /** delivery to this node's meshed pods (the `local` route): policy, protocol, then the pod */
   delivery: DeliveryContext;
+  /** connections to a Service's cluster IP: resolved to its endpoints and balanced */
+  services: ServiceEnv;
   accessLog: Logger;
   log: Logger;
   connectTimeoutMs?: number;
@@ -83,6 +88,15 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   }
   const dir = o.directory();
   const src = dir.sourceByCgroup(orig.cgroupId);
+  const svc = serviceTarget(o.services.store(), orig.ip, orig.port);
+  if (svc.kind === 'service') return handleServiceConnection(o.services, { client, src, clientIp: srcIp, clientPort: srcPort, target: svc.target });
+  if (svc.kind === 'no-port') {
+    client.resetAndDestroy();
+    o.accessLog.info(connectionLogEntry({ direction: 'outbound', srcIp, srcPort, ...(src ? { src } : {}), dstIp: orig.ip, dstPort: orig.port,
+      dstService: { namespace: svc.service.namespace, name: svc.service.name }, decision: 'deny', bytesSent: 0, bytesRecv: 0,
+      durationMs: performance.now() - started, error: svc.reason }), 'connection refused');
+    return;
+  }
   const dst = dir.podByIp(orig.ip);
   const dstService = dir.serviceByIp(orig.ip);
   const record = { direction: 'outbound' as const, srcIp, srcPort, dstIp: orig.ip, dstPort: orig.port,

@@ -17,8 +17,15 @@ export type Reporter = 'source' | 'destination';
 /** Istio's `connection_security_policy` as Weft writes it: HBONE or a same-node hop between meshed pods, or plaintext. */
 export type SecurityPolicy = 'mutual_tls' | 'none';
 
-/** ztunnel's `response_flags`: `-` for none, `DENY` (authorization policy), `CONNECT` (could not reach the destination), `IDENTITY_ERROR` (no identity to present). */
-export type ResponseFlags = '-' | 'DENY' | 'CONNECT' | 'IDENTITY_ERROR';
+/**
+ * ztunnel's `response_flags`: `-` for none, `DENY` (authorization policy), `CONNECT` (could not
+ * reach the destination), `IDENTITY_ERROR` (no identity to present); and, for Service traffic,
+ * Envoy's conditions spelled out: `NO_HEALTHY_UPSTREAM` (UH: no usable endpoint),
+ * `UPSTREAM_OVERFLOW` (UO: circuit breaker), `UPSTREAM_TIMEOUT` (UT), `UPSTREAM_RESET` (UR),
+ * `FAULT_INJECTED` (FI: an injected abort), `NO_ROUTE` (NR: routes attached, none matched).
+ */
+export type ResponseFlags = '-' | 'DENY' | 'CONNECT' | 'IDENTITY_ERROR'
+  | 'NO_HEALTHY_UPSTREAM' | 'UPSTREAM_OVERFLOW' | 'UPSTREAM_TIMEOUT' | 'UPSTREAM_RESET' | 'FAULT_INJECTED' | 'NO_ROUTE';
 
 /** The two ends of a connection, as its access-log lines record them. */
 export type ConnectionEnds = Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>;

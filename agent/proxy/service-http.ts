@@ -1,0 +1,471 @@
+/**
+ * HTTP from a meshed pod to a Service port, served by the source proxy request by request: each
+ * request gets its plan (routes, filters, traffic policy: service-plan.ts), then an endpoint of
+ * the chosen backend (the Service port's balancer, skipping ejected endpoints), and goes there over
+ * a pooled upstream connection (HTTP/1.1 keep-alive or one HTTP/2 session per endpoint; HBONE to
+ * other nodes, deliver() on this one, plaintext to pods outside the mesh). Retries, timeouts,
+ * injected faults, circuit breaking and outlier detection are carried out here; what to do is
+ * decided elsewhere.
+ */
+import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { PassThrough, type Duplex, type Readable } from 'node:stream';
+import type { Logger } from '../core/log';
+import type { Endpoint } from '../state/endpoints';
+import { connectionClosed, connectionOpened, requestCompleted, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
+import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
+import { dial, type Dialed } from './dial';
+import type { AttemptOutcome, Backend, HeaderMap, RequestPlan } from './request-plan';
+import type { PlanRequest, ServiceConnection, ServiceEnv } from './service-env';
+import { sameFamilyFirst, servicePortKey } from './service-target';
+
+type Req = IncomingMessage | Http2ServerRequest;
+type Res = ServerResponse | Http2ServerResponse;
+
+/** Request bodies up to this size are kept so a retry or a mirror can send them again. */
+const REPLAY_LIMIT = 64 * 1024;
+
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'transfer-encoding', 'upgrade', 'te', 'http2-settings', 'host']);
+
+/** Envoy's local-reply status → gRPC status (a gRPC client reads the trailers, not the HTTP status). */
+function grpcStatusFor(httpStatus: number): number {
+  switch (httpStatus) {
+    case 400: return 13;
+    case 401: return 16;
+    case 403: return 7;
+    case 404: return 12;
+    case 429: case 502: case 503: case 504: return 14;
+    default: return 2;
+  }
+}
+
+export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, protocol: 'http1' | 'http2', head: Buffer | undefined): Promise<void> {
+  const started = performance.now();
+  const client = c.client;
+  const { service, vip, port } = c.target;
+  const svcRef = { namespace: service.namespace, name: service.name };
+  const ends = { direction: 'outbound' as const, srcIp: c.clientIp, srcPort: c.clientPort, src: c.src!, dstIp: vip, dstPort: port.port, dstService: svcRef };
+  const security: SecurityPolicy = 'mutual_tls';
+  if (connectionOpened.hasSubscribers) connectionOpened.publish({ reporter: 'source', ends, security });
+  const limits = env.limits();
+  let requests = 0;
+  const log = env.accessLog.child(connectionEnds(ends));
+  const onRequest = (req: Req, res: Res) => { requests++; void handleRequest(env, c, protocol, req, res, log); };
+  const [read0, written0] = [client.bytesRead, client.bytesWritten];
+  if (head && head.length > 0) client.unshift(head);
+  if (protocol === 'http1') {
+    const server = http.createServer({ requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs, maxHeaderSize: limits.maxHeaderBytes, noDelay: true }, onRequest);
+    server.on('upgrade', (req: IncomingMessage, socket) => { refuseRaw(socket, 501, 'Upgrade through a Service is not carried out by the source proxy yet'); log.info({ method: req.method, path: req.url }, 'upgrade refused'); });
+    server.on('connect', (req: IncomingMessage, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); log.info({ method: req.method, path: req.url }, 'CONNECT refused'); });
+    server.on('clientError', (e: Error & { code?: string }, socket) => {
+      if (!socket.writable) return void socket.destroy();
+      refuseRaw(socket, e.code === 'HPE_HEADER_OVERFLOW' ? 431 : e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400, e.message);
+    });
+    server.emit('connection', client);
+  } else {
+    const server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100 } }, onRequest);
+    server.on('sessionError', () => client.destroy());
+    server.emit('connection', client);
+  }
+  client.resume();
+  await new Promise<void>((resolve) => client.once('close', () => resolve()));
+  const sent = client.bytesRead - read0, recv = client.bytesWritten - written0;
+  env.accessLog.info({ ...connectionLogEntry({ ...ends, decision: 'allow', bytesSent: sent, bytesRecv: recv, durationMs: performance.now() - started }), protocol, requests }, 'connection complete');
+  if (connectionClosed.hasSubscribers) connectionClosed.publish({ reporter: 'source', ends, security, bytesFromClient: sent, bytesToClient: recv, flags: '-' });
+}
+
+function refuseRaw(socket: Duplex, status: number, reason: string): void {
+  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(reason) + 1}\r\nconnection: close\r\n\r\n${reason}\n`);
+}
+
+/** The request as the plan sees it: lower-case names, no pseudo-headers, hop-by-hop fields out. */
+function planRequest(req: Req, protocol: 'http1' | 'http2'): PlanRequest {
+  const headers: Record<string, string | string[] | undefined> = {};
+  for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith(':')) headers[k] = v;
+  const authority = protocol === 'http2' ? String(req.headers[':authority'] ?? req.headers.host ?? '') : String(req.headers.host ?? '');
+  const ct = req.headers['content-type'];
+  return { method: req.method ?? 'GET', path: req.url ?? '/', authority, headers, grpc: typeof ct === 'string' && ct.startsWith('application/grpc'), protocol };
+}
+
+/** The request's body, replayable when small (retries, mirrors), else streamed once. */
+async function readBody(req: Req, replay: boolean): Promise<{ replayable?: Buffer; stream?: Readable; bytes: () => number }> {
+  let bytes = 0;
+  const counted = () => bytes;
+  if (!replay) {
+    req.on('data', (d: Buffer) => { bytes += d.length; });
+    return { stream: req, bytes: counted };
+  }
+  const chunks: Buffer[] = [];
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    chunks.push(chunk);
+    bytes += chunk.length;
+    if (bytes > REPLAY_LIMIT) {
+      // Too large to keep: the rest streams, and this request gets no retry and no mirror.
+      const rest = new PassThrough();
+      for (const b of chunks) rest.write(b);
+      req.on('data', (d: Buffer) => { bytes += d.length; });
+      req.pipe(rest);
+      return { stream: rest, bytes: counted };
+    }
+  }
+  return { replayable: Buffer.concat(chunks), bytes: counted };
+}
+
+interface Answer {
+  status: number;
+  flag: ResponseFlags;
+  route?: string;
+  endpoint?: Endpoint;
+  security?: SecurityPolicy;
+  retries: number;
+  responseBytes: number;
+  grpcStatus?: string;
+  error?: string;
+}
+
+async function handleRequest(env: ServiceEnv, c: ServiceConnection, protocol: 'http1' | 'http2', req: Req, res: Res, log: Logger): Promise<void> {
+  const started = performance.now();
+  const info = planRequest(req, protocol);
+  let plan: RequestPlan;
+  try {
+    plan = env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
+  } catch (e) {
+    plan = { kind: 'respond', status: 500, body: `routing failed: ${(e as Error).message}`, flag: 'NO_ROUTE' };
+  }
+  let answer: Answer;
+  let requestBytes = () => 0;
+  if (plan.kind === 'respond') {
+    if (plan.delayMs) await sleep(plan.delayMs);
+    req.resume();
+    answer = { status: plan.status, flag: plan.flag, ...(plan.route ? { route: plan.route } : {}), retries: 0, responseBytes: respondLocal(res, plan.status, plan.body, info.grpc, plan.headers, plan.grpcStatus) };
+  } else {
+    const replay = plan.retry.attempts > 0 || plan.mirror !== undefined;
+    const body = await readBody(req, replay);
+    requestBytes = body.bytes;
+    answer = await forward(env, c, info, plan, body, res);
+  }
+  const durationMs = performance.now() - started;
+  const ep = answer.endpoint;
+  const fields = requestFields({ decision: 'allow', bytesSent: requestBytes(), bytesRecv: answer.responseBytes, durationMs, ...(answer.error ? { error: answer.error } : {}) },
+    { method: info.method, path: info.path, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, ...(answer.grpcStatus ? { grpcStatus: answer.grpcStatus } : {}) });
+  if (answer.route) fields.route = answer.route;
+  fields.retries = answer.retries;
+  if (answer.flag !== '-') fields.response_flags = answer.flag;
+  if (ep) fields.upstream = `${ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip}:${ep.port}`;
+  log.info(fields, 'request complete');
+  if (requestCompleted.hasSubscribers) {
+    const store = env.store();
+    const ends: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'> = {
+      direction: 'outbound', srcIp: c.clientIp, srcPort: c.clientPort, src: c.src!,
+      dstIp: ep?.ip ?? c.target.vip, dstPort: ep?.port ?? c.target.port.port, ...(ep?.pod ? { dst: store.workloadRef(ep.pod) } : {}),
+      dstService: { namespace: c.target.service.namespace, name: c.target.service.name },
+    };
+    requestCompleted.publish({ reporter: 'source', ends, security: answer.security ?? 'mutual_tls', protocol: info.grpc ? 'grpc' : 'http', status: answer.status,
+      ...(answer.grpcStatus === undefined ? {} : { grpcStatus: answer.grpcStatus }), requestBytes: requestBytes(), responseBytes: answer.responseBytes, durationMs, flags: answer.flag });
+  }
+}
+
+/** Answers from the proxy itself; gRPC requests get the gRPC status in a trailers-only response. */
+function respondLocal(res: Res, status: number, body: string, grpc: boolean, headers: Record<string, string> = {}, grpcStatus?: number): number {
+  if (res.headersSent) { res.destroy(); return 0; }
+  if (grpc && (status >= 400 || grpcStatus !== undefined) && res instanceof http2.Http2ServerResponse) {
+    // Trailers-only: one HEADERS frame that ends the stream.
+    try {
+      res.stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus ?? grpcStatusFor(status)), 'grpc-message': encodeURIComponent(body), ...headers }, { endStream: true });
+    } catch { res.destroy(); }
+    return 0;
+  }
+  if (grpc && status >= 400) {
+    res.writeHead(200, { 'content-type': 'application/grpc', 'grpc-status': String(grpcStatusFor(status)), 'grpc-message': encodeURIComponent(body), ...headers });
+    res.end();
+    return 0;
+  }
+  const text = body === '' ? '' : `${body}\n`;
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(text)), ...headers });
+  res.end(text);
+  return Buffer.byteLength(text);
+}
+
+/** A response head from an endpoint, its body still to come. */
+interface UpstreamResponse {
+  status: number;
+  headers: HeaderMap;
+  body: Readable;
+  /** resolves with the trailers (empty when none) when the body has ended */
+  trailers: Promise<HeaderMap>;
+  /** HTTP/2: the head ended the stream (a gRPC trailers-only answer) */
+  endStream: boolean;
+  /** abandons the response (a retry, a timeout) */
+  discard(): void;
+}
+
+async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest, plan: Extract<RequestPlan, { kind: 'forward' }>,
+  body: { replayable?: Buffer; stream?: Readable }, res: Res): Promise<Answer> {
+  const route = plan.route ? { route: plan.route } : {};
+  if (plan.delayMs) await sleep(plan.delayMs);
+  const deadline = plan.requestTimeoutMs === undefined ? undefined : performance.now() + plan.requestTimeoutMs;
+  const headers = outgoingHeaders(info.headers);
+  plan.editRequest(headers);
+  if (plan.mirror && body.replayable !== undefined && Math.random() * 100 < plan.mirror.percent) {
+    void mirror(env, c, info, plan, headers, body.replayable);
+  }
+  const key = servicePortKey(plan.backend.service, plan.backend.port.port);
+  const admitted = await env.runtime.admitRequest(key, plan.backend, info.protocol);
+  if (!admitted.ok) {
+    return { ...route, status: 503, flag: 'UPSTREAM_OVERFLOW', retries: 0, error: admitted.reason,
+      responseBytes: respondLocal(res, 503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow', info.grpc) };
+  }
+  const tried = new Set<string>();
+  let retries = 0;
+  let retryLease: { release(): void } | undefined;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const store = env.store();
+      const candidates = sameFamilyFirst(env.runtime.usableEndpoints(store, plan.backend.service, plan.backend.port), c.target.vip);
+      const ep = env.runtime.pick(key, plan.backend.service, plan.backend.port.port, candidates, tried);
+      if (!ep) {
+        const why = candidates.length === 0 ? `no ready endpoint for ${plan.backend.service.namespace}/${plan.backend.service.name}:${plan.backend.port.port}` : 'every endpoint is ejected';
+        return { ...route, status: 503, flag: 'NO_HEALTHY_UPSTREAM', retries, error: why, responseBytes: respondLocal(res, 503, 'no healthy upstream', info.grpc) };
+      }
+      tried.add(`${ep.ip}:${ep.port}`);
+      const remaining = deadline === undefined ? undefined : deadline - performance.now();
+      const tryMs = minDefined(plan.tryTimeoutMs, remaining);
+      env.runtime.started(key, ep);
+      let dialed: Dialed | undefined;
+      const r = await attemptOnce(env, c, info, plan, headers, body, ep, tryMs, (d) => { dialed = d; });
+      retryLease?.release();
+      retryLease = undefined;
+      const outcome: AttemptOutcome = 'status' in r ? { kind: 'response', status: r.status } : r.outcome;
+      env.runtime.finished(key, ep, outcomeKind(outcome));
+      const timedOut = deadline !== undefined && performance.now() >= deadline;
+      const wanted = !timedOut && attempt < plan.retry.attempts && body.replayable !== undefined && plan.retry.retryable(outcome);
+      // A retry past maxRetries or the retry budget is not made: the answer in hand stands.
+      const lease = wanted ? env.runtime.admitRetry(key) : undefined;
+      if (lease?.ok) {
+        retryLease = lease;
+        if ('status' in r) r.discard();
+        retries++;
+        const wait = plan.retry.backoffMs(retries);
+        await sleep(deadline === undefined ? wait : Math.min(wait, Math.max(0, deadline - performance.now())));
+        continue;
+      }
+      const security = dialed?.security ?? 'mutual_tls';
+      if (!('status' in r)) {
+        const timeout = r.outcome.kind === 'timeout';
+        const status = timeout ? 504 : 503;
+        const text = timeout ? 'upstream request timeout' : `upstream connect error or disconnect/reset before headers. reset reason: ${r.outcome.kind === 'connect-failure' ? 'connection failure' : 'connection termination'}`;
+        return { ...route, endpoint: ep, security, status, flag: timeout ? 'UPSTREAM_TIMEOUT' : r.outcome.kind === 'connect-failure' ? 'CONNECT' : 'UPSTREAM_RESET', retries,
+          error: r.outcome.error, responseBytes: respondLocal(res, status, text, info.grpc) };
+      }
+      return { ...route, endpoint: ep, security, retries, ...(await relayResponse(r, plan, res, deadline)) };
+    }
+  } finally {
+    retryLease?.release();
+    admitted.release();
+  }
+}
+
+function outcomeKind(o: AttemptOutcome): 'success' | '5xx' | 'gateway-error' | 'local-origin-failure' {
+  if (o.kind !== 'response') return 'local-origin-failure';
+  if (o.status === 502 || o.status === 503 || o.status === 504) return 'gateway-error';
+  return o.status >= 500 ? '5xx' : 'success';
+}
+
+function minDefined(a: number | undefined, b: number | undefined): number | undefined {
+  if (a === undefined) return b;
+  if (b === undefined) return a;
+  return Math.min(a, b);
+}
+
+/** Incoming header fields to send upstream: hop-by-hop ones out, `te: trailers` kept (gRPC). */
+function outgoingHeaders(h: Readonly<Record<string, string | string[] | undefined>>): HeaderMap {
+  const out: HeaderMap = {};
+  const conn = h.connection;
+  const listed = new Set((Array.isArray(conn) ? conn.join(',') : conn ?? '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined || HOP_BY_HOP.has(k) || listed.has(k)) continue;
+    out[k] = v;
+  }
+  if (typeof h.te === 'string' && h.te.toLowerCase().includes('trailers')) out.te = 'trailers';
+  return out;
+}
+
+type AttemptResult = UpstreamResponse | { outcome: Exclude<AttemptOutcome, { kind: 'response' }> };
+
+/** An attempt under way: its result, and how to abandon it (a per-try timeout). */
+interface Sending { result: Promise<AttemptResult>; abort(): void }
+
+/** Marks an error of opening the upstream connection (a connect failure, not a reset). */
+const DIAL_FAILED = Symbol('dial failed');
+
+/** One attempt at one endpoint, until its response head (or failure, or the per-try timeout). */
+function attemptOnce(env: ServiceEnv, c: ServiceConnection, info: PlanRequest, plan: Extract<RequestPlan, { kind: 'forward' }>, headers: HeaderMap,
+  body: { replayable?: Buffer; stream?: Readable }, ep: Endpoint, tryMs: number | undefined, onDial: (d: Dialed) => void): Promise<AttemptResult> {
+  const open = async () => {
+    try {
+      const d = await dial(env.dialer, { source: c.src!, client: { ip: c.clientIp, port: c.clientPort }, target: { ip: ep.ip, port: ep.port },
+        service: { namespace: plan.backend.service.namespace, name: plan.backend.service.name } });
+      onDial(d);
+      return d.stream;
+    } catch (e) {
+      throw Object.assign(e as Error, { [DIAL_FAILED]: true });
+    }
+  };
+  const poolKey = `${c.src!.identity}|${c.clientIp}|${ep.ip}:${ep.port}`;
+  const sending = info.protocol === 'http2' ? sendH2(env, poolKey, open, info, plan, headers, body) : sendH1(env, poolKey, open, info, plan, headers, body);
+  if (tryMs === undefined) return sending.result;
+  return new Promise((resolve) => {
+    let settled = false;
+    const timer = setTimeout(() => {
+      settled = true;
+      sending.abort();
+      resolve({ outcome: { kind: 'timeout', error: `no response head within ${Math.round(tryMs)} ms` } });
+    }, Math.max(0, tryMs));
+    void sending.result.then((r) => {
+      if (settled) { if ('status' in r) r.discard(); return; }
+      settled = true;
+      clearTimeout(timer);
+      resolve(r);
+    });
+  });
+}
+
+function failure(e: Error): { outcome: Exclude<AttemptOutcome, { kind: 'response' }> } {
+  return { outcome: (e as Error & { [DIAL_FAILED]?: boolean })[DIAL_FAILED] ? { kind: 'connect-failure', error: e.message } : { kind: 'reset', error: e.message } };
+}
+
+function sendH1(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, info: PlanRequest,
+  plan: Extract<RequestPlan, { kind: 'forward' }>, headers: HeaderMap, body: { replayable?: Buffer; stream?: Readable }): Sending {
+  const agent = env.pools.h1(poolKey, open, env.runtime.maxRequestsPerConnection(plan.backend));
+  const req = http.request({ agent, method: info.method, path: plan.path, headers: { ...headers, host: plan.authority }, setHost: false });
+  const result = new Promise<AttemptResult>((resolve) => {
+    req.on('error', (e: Error) => resolve(failure(e)));
+    req.on('response', (up: IncomingMessage) => {
+      const trailers = new Promise<HeaderMap>((done) => {
+        up.once('end', () => done(trailerMap(up.trailers)));
+        up.once('close', () => done(trailerMap(up.trailers)));
+      });
+      resolve({ status: up.statusCode ?? 502, headers: responseHeaders(up.headers), body: up, trailers, endStream: false, discard: () => { up.destroy(); } });
+    });
+  });
+  if (body.replayable !== undefined) req.end(body.replayable);
+  else body.stream!.pipe(req);
+  return { result, abort: () => req.destroy() };
+}
+
+function sendH2(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, info: PlanRequest,
+  plan: Extract<RequestPlan, { kind: 'forward' }>, headers: HeaderMap, body: { replayable?: Buffer; stream?: Readable }): Sending {
+  let stream: http2.ClientHttp2Stream | undefined;
+  let aborted = false;
+  const result = env.pools.h2(poolKey, open).then((session) => new Promise<AttemptResult>((resolve) => {
+    if (aborted) return resolve({ outcome: { kind: 'reset', error: 'aborted' } });
+    const endStream = body.replayable !== undefined && body.replayable.length === 0;
+    let s: http2.ClientHttp2Stream;
+    try {
+      s = session.request({ ...headers, ':method': info.method, ':path': plan.path, ':authority': plan.authority, ':scheme': 'http' }, { endStream });
+    } catch (e) {
+      return resolve({ outcome: { kind: 'reset', error: (e as Error).message } });
+    }
+    stream = s;
+    let answered = false;
+    s.on('error', (e: Error) => { if (!answered) resolve({ outcome: { kind: 'reset', error: e.message } }); });
+    s.on('close', () => { if (!answered) resolve({ outcome: { kind: 'reset', error: `stream closed (HTTP/2 code ${s.rstCode})` } }); });
+    s.on('response', (h, flags) => {
+      answered = true;
+      const trailers = new Promise<HeaderMap>((done) => {
+        s.once('trailers', (t) => done(trailerMap(t as Record<string, string | string[] | undefined>)));
+        s.once('close', () => done({}));
+      });
+      resolve({ status: Number(h[':status'] ?? 502), headers: responseHeaders(h as Record<string, string | string[] | undefined>), body: s, trailers,
+        endStream: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, discard: () => { if (!s.closed) s.close(http2.constants.NGHTTP2_CANCEL); } });
+    });
+    if (endStream) return;
+    if (body.replayable !== undefined) s.end(body.replayable);
+    else body.stream!.pipe(s);
+  }), (e: Error) => failure(e));
+  return { result, abort: () => { aborted = true; if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL); } };
+}
+
+function trailerMap(t: Record<string, string | string[] | undefined> | undefined): HeaderMap {
+  const out: HeaderMap = {};
+  for (const [k, v] of Object.entries(t ?? {})) if (v !== undefined && !k.startsWith(':')) out[k] = v;
+  return out;
+}
+
+function responseHeaders(h: Record<string, string | string[] | undefined>): HeaderMap {
+  const out: HeaderMap = {};
+  for (const [k, v] of Object.entries(h)) {
+    if (v === undefined || k.startsWith(':') || HOP_BY_HOP.has(k)) continue;
+    out[k] = v;
+  }
+  return out;
+}
+
+/** Sends the endpoint's response to the client, with the response filters applied. */
+async function relayResponse(r: UpstreamResponse, plan: Extract<RequestPlan, { kind: 'forward' }>, res: Res, deadline: number | undefined):
+  Promise<{ status: number; flag: ResponseFlags; responseBytes: number; grpcStatus?: string; error?: string }> {
+  const headers = { ...r.headers };
+  plan.editResponse(headers);
+  let bytes = 0;
+  let error: string | undefined;
+  let flag: ResponseFlags = '-';
+  const h2 = res instanceof http2.Http2ServerResponse;
+  if (h2) {
+    delete headers['transfer-encoding'];
+    if (r.endStream) {
+      // A head that ends the stream (gRPC trailers-only) stays one: headers with END_STREAM.
+      try { res.stream.respond({ ...headers, ':status': r.status }, { endStream: true }); } catch { res.destroy(); }
+      const grpcStatus = headers['grpc-status'];
+      return { status: r.status, flag: '-', responseBytes: 0, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }) };
+    }
+  }
+  try {
+    res.writeHead(r.status, headers as http.OutgoingHttpHeaders);
+  } catch (e) {
+    r.discard();
+    return { status: 502, flag: 'UPSTREAM_RESET', responseBytes: 0, error: `response head not forwardable: ${(e as Error).message}` };
+  }
+  if (typeof (res as ServerResponse).flushHeaders === 'function' && !h2) (res as ServerResponse).flushHeaders();
+  const timer = deadline === undefined ? undefined : setTimeout(() => {
+    error = 'request timeout while the response streamed';
+    flag = 'UPSTREAM_TIMEOUT';
+    r.discard();
+    r.body.destroy();
+    res.destroy();
+  }, Math.max(0, deadline - performance.now()));
+  await new Promise<void>((resolve) => {
+    r.body.on('data', (d: Buffer) => {
+      bytes += d.length;
+      if (!(res as ServerResponse).write(d)) { r.body.pause(); res.once('drain', () => r.body.resume()); }
+    });
+    r.body.once('end', () => resolve());
+    r.body.once('close', () => resolve());
+    r.body.once('error', (e: Error) => { error ??= e.message; resolve(); });
+    res.once('close', () => resolve());
+  });
+  clearTimeout(timer);
+  const trailers = await Promise.race([r.trailers, sleep(0).then(() => ({} as HeaderMap))]);
+  const grpcStatus = trailers['grpc-status'] ?? headers['grpc-status'];
+  if (error !== undefined && !res.writableEnded) res.destroy();
+  else if (!res.writableEnded) {
+    if (Object.keys(trailers).length > 0) res.addTrailers(trailers as http.OutgoingHttpHeaders);
+    res.end();
+  }
+  return { status: r.status, flag, responseBytes: bytes, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }), ...(error === undefined ? {} : { error }) };
+}
+
+/** RequestMirror: a copy of the request to the mirror backend, its answer ignored (Envoy's `-shadow` host). */
+async function mirror(env: ServiceEnv, c: ServiceConnection, info: PlanRequest, plan: Extract<RequestPlan, { kind: 'forward' }>, headers: HeaderMap, body: Buffer): Promise<void> {
+  const m = plan.mirror!;
+  const backend: Backend = m.backend;
+  const key = servicePortKey(backend.service, backend.port.port);
+  const ep = env.runtime.pick(key, backend.service, backend.port.port, sameFamilyFirst(env.runtime.usableEndpoints(env.store(), backend.service, backend.port), c.target.vip));
+  if (!ep) return;
+  const shadow = { ...plan, backend, authority: `${plan.authority.replace(/(:\d+)?$/, '-shadow$1')}` };
+  const r = await attemptOnce(env, c, info, shadow, headers, { replayable: body }, ep, 10_000, () => undefined);
+  if (r && 'status' in r) r.discard();
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
