@@ -18,8 +18,10 @@ export interface Balancer {
 }
 
 export interface BalancerOptions {
-  /** True while the outlier detector has `key` ejected, e.g. `(k) => detector.isEjected(k, Date.now())`. */
+  /** True while the outlier detector has `key` ejected; `OutlierDetector.balancerOptions(clock)` gives this and the two below. */
   ejected?: (key: string) => boolean;
+  /** False when no endpoint can be ejected now: `pick` then skips the scan of the list (O(1) instead of O(n)). */
+  anyEjected?: () => boolean;
   /**
    * Istio's `outlierDetection.minHealthPercent` (Envoy's panic threshold): when fewer than this
    * percentage of the endpoints are in service, ejections are ignored and every endpoint is used.
@@ -33,7 +35,7 @@ export interface BalancerOptions {
 /** The endpoints that may take traffic: the ejected ones left out, unless too few remain (panic: all). */
 export function inService(endpoints: readonly string[], options: BalancerOptions): readonly string[] {
   const ejected = options.ejected;
-  if (ejected === undefined || !endpoints.some(ejected)) return endpoints;
+  if (ejected === undefined || options.anyEjected?.() === false || !endpoints.some(ejected)) return endpoints;
   const healthy = endpoints.filter((key) => !ejected(key));
   const min = options.minHealthPercent ?? 0;
   if (min > 0 && healthy.length * 100 < min * endpoints.length) return endpoints;

@@ -1,3 +1,4 @@
+import type { BalancerOptions } from './balancer';
 import type { ResolvedTrafficPolicy } from './traffic-policy';
 
 /**
@@ -110,6 +111,19 @@ export class OutlierDetector {
   isEjected(key: string, now: number): boolean {
     const host = this.hosts.get(key);
     return host !== undefined && this.expire(key, host, now);
+  }
+
+  /**
+   * What a balancer needs to skip this detector's ejected endpoints (with Istio's minHealthPercent),
+   * reading time from `clock`. minHealthPercent is copied: after `update`, build the balancer's options again.
+   */
+  balancerOptions(clock: () => number): Pick<BalancerOptions, 'ejected' | 'anyEjected' | 'minHealthPercent'> {
+    return {
+      ejected: (key) => this.isEjected(key, clock()),
+      // Conservative: an ejection whose time is up still counts until it is looked at.
+      anyEjected: () => this.ejectedNow > 0,
+      minHealthPercent: this.settings.minHealthPercent,
+    };
   }
 
   /** Endpoints ejected at `now` (returning those whose time is up). */

@@ -1,6 +1,8 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { OutlierDetector, resolveSettings, resultOf, type OutlierEvent, type OutlierSettings } from '../../agent/traffic';
+import {
+  LeastRequestBalancer, OutlierDetector, resolveSettings, resultOf, seededRandom, type OutlierEvent, type OutlierSettings,
+} from '../../agent/traffic';
 
 /** Istio's defaults with outlierDetection on, overridden by `over`. */
 function settings(over: Partial<OutlierSettings> = {}): OutlierSettings {
@@ -157,5 +159,22 @@ describe('outlier detection: maxEjectionPercent', () => {
     d.setEndpoints(['b', 'c', 'd', 'e'], 1);
     assert.equal(d.ejectedCount(1), 1);
     assert.equal(d.record('c', '5xx', 1)?.type, 'eject');
+  });
+});
+
+describe('outlier detection with a balancer', () => {
+  it('an ejected endpoint gets no traffic while ejected and comes back after', () => {
+    let now = 0;
+    const { d } = detector({ maxEjectionPercent: 50 }, ['a', 'b', 'c']);
+    const b = new LeastRequestBalancer(d.balancerOptions(() => now));
+    const random = seededRandom(11);
+    const picks = (): Set<string | undefined> => new Set(Array.from({ length: 300 }, () => b.pick(['a', 'b', 'c'], random)));
+    assert.deepEqual(picks(), new Set(['a', 'b', 'c']));
+    fail(d, 'b', 5, now);
+    assert.deepEqual(picks(), new Set(['a', 'c']));
+    now = 29_999;
+    assert.deepEqual(picks(), new Set(['a', 'c']));
+    now = 30_000;
+    assert.deepEqual(picks(), new Set(['a', 'b', 'c']));
   });
 });
