@@ -163,8 +163,8 @@ async function main(argv: string[]): Promise<number> {
         });
         return res.json();
       };
-      const [workloads, certs, redirect] = await Promise.all([get('/workloads'), get('/certs'), get('/redirect')]);
-      console.log(JSON.stringify({ workloads, certs, redirect }, null, 2));
+      const [workloads, certs, redirect, routes, services] = await Promise.all([get('/workloads'), get('/certs'), get('/redirect'), get('/routes'), get('/services')]);
+      console.log(JSON.stringify({ workloads, certs, redirect, routes, services }, null, 2));
       return 0;
     }
     case 'uninstall': {

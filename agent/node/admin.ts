@@ -4,6 +4,9 @@
  */
 import type { Snapshot } from '../config/objects';
 import type { PolicySet } from '../policy';
+import { routesOf } from '../proxy/service-plan';
+import type { RouteStatus } from '../route';
+import { trafficPolicyConflicts } from '../traffic/resolve';
 import type { WorkloadStore } from '../state/store';
 import { explain } from './explain';
 import { explainQueryOf } from './explain-command';
@@ -16,11 +19,40 @@ export interface AdminView {
   workloads(): unknown;
   certs(): unknown;
   redirect(): unknown;
+  /** the source proxy's live state per Service port (ejections, breaker overflows) */
+  services(): unknown;
+}
+
+/**
+ * The snapshot in force, each HTTPRoute and GRPCRoute with its status (the Gateway API's Accepted
+ * and ResolvedRefs conditions, computed here as the control plane would write them in Kubernetes).
+ */
+export function configDump(store: WorkloadStore): Snapshot & { trafficPolicyConflicts: unknown[] } {
+  const routes = routesOf(store);
+  const s = store.snapshot;
+  const withStatus = <T extends Parameters<typeof routes.status>[0]>(r: T): T & { status: RouteStatus } => ({ ...r, status: routes.status(r) });
+  return {
+    ...s,
+    ...(s.httpRoutes ? { httpRoutes: s.httpRoutes.map(withStatus) } : {}),
+    ...(s.grpcRoutes ? { grpcRoutes: s.grpcRoutes.map(withStatus) } : {}),
+    trafficPolicyConflicts: trafficPolicyConflicts(s.trafficPolicies ?? []),
+  };
+}
+
+/** One line per route and parent: what `weft status` prints. */
+export function routeSummary(store: WorkloadStore): unknown[] {
+  return routesOf(store).statuses().map(({ route, status }) => ({
+    route: `${route.kind} ${route.namespace}/${route.name}`,
+    accepted: status.accepted.status === 'True' ? 'True' : `${status.accepted.status} (${status.accepted.reason}: ${status.accepted.message})`,
+    resolvedRefs: status.resolvedRefs.status === 'True' ? 'True' : `${status.resolvedRefs.status} (${status.resolvedRefs.reason}: ${status.resolvedRefs.message})`,
+  }));
 }
 
 export function adminRoutes(v: AdminView): Record<string, Handler> {
   return {
-    '/config_dump': (): Snapshot | undefined => v.store()?.snapshot,
+    '/config_dump': () => { const store = v.store(); return store && configDump(store); },
+    '/routes': () => { const store = v.store(); return store ? routeSummary(store) : []; },
+    '/services': () => v.services(),
     '/workloads': () => v.workloads(),
     '/certs': () => v.certs(),
     '/redirect': () => v.redirect(),

@@ -222,6 +222,7 @@ export class NodeAgent {
         policies: () => agent.policies,
         workloads: () => agent.workloads(),
         certs: () => agent.identities.status(),
+        services: () => agent.serviceRuntime.summary(),
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
       })));

@@ -142,6 +142,21 @@ export class ServiceRuntime {
     st.waiting.shift()?.();
   }
 
+  /** What `weft status` and the admin API show of each Service port this proxy has sent to. */
+  summary(): unknown[] {
+    const now = this.now();
+    return [...this.ports].map(([key, st]) => ({
+      servicePort: key,
+      trafficPolicy: st.policy.source ?? 'defaults',
+      ...(st.policy.ignored.length > 0 ? { ignoredTrafficPolicies: st.policy.ignored } : {}),
+      loadBalancer: st.policy.loadBalancer,
+      ejections: this.ejections.get(key) ?? 0,
+      ejectedNow: st.outlier.ejectedCount(now),
+      inUse: { connection: st.breaker.inUse('connection'), pending: st.breaker.inUse('pending'), request: st.breaker.inUse('request'), retry: st.breaker.inUse('retry') },
+      overflows: st.breaker.overflows,
+    }));
+  }
+
   maxRequestsPerConnection(backend: { service: ServiceInfo; port: ServicePort }): number {
     return this.policy(backend.service, backend.port.port).connectionPool.maxRequestsPerConnection;
   }

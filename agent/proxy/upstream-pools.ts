@@ -27,7 +27,7 @@ function socketLike(s: Duplex): Duplex {
     const end = s.end.bind(s) as (chunk?: unknown, enc?: unknown, cb?: unknown) => Duplex;
     const asBuffer = (chunk: unknown, enc: unknown) => (typeof chunk === 'string' ? Buffer.from(chunk, typeof enc === 'string' ? enc as BufferEncoding : 'utf8') : chunk);
     o.write = (chunk: unknown, enc?: unknown, cb?: unknown) => (typeof enc === 'function' ? write(asBuffer(chunk, undefined), enc) : write(asBuffer(chunk, enc), cb));
-    o.end = (chunk?: unknown, enc?: unknown, cb?: unknown) => {
+    (o as Record<string, unknown>).end = (chunk?: unknown, enc?: unknown, cb?: unknown) => {
       if (typeof chunk === 'function' || chunk === undefined) return end(chunk);
       return typeof enc === 'function' ? end(asBuffer(chunk, undefined), enc) : end(asBuffer(chunk, enc), cb);
     };

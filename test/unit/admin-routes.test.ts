@@ -31,7 +31,7 @@ test('admin /explain: answers, refuses bad questions with 400, and says when the
   assert.ok(parsed.ok);
   let store: WorkloadStore | undefined;
   const policies = new PolicySet(parsed.value.authorizationPolicies);
-  const server = await serveJson('127.0.0.1', 0, { ...adminRoutes({ store: () => store, policies: () => policies, workloads: () => [], certs: () => [], redirect: () => ({}) }), ...healthRoutes(() => store !== undefined) });
+  const server = await serveJson('127.0.0.1', 0, { ...adminRoutes({ store: () => store, policies: () => policies, workloads: () => [], certs: () => [], redirect: () => ({}), services: () => [] }), ...healthRoutes(() => store !== undefined) });
   const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
   try {
     const early = await fetch(`${base}/explain?src=10.0.0.9&dst=shop/api&port=80`);
