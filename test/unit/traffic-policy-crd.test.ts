@@ -50,7 +50,7 @@ function validate(schema: Schema, value: unknown, path: string, used: Set<string
   if (typeof value === 'number' && schema.minimum !== undefined && value < schema.minimum) out.push(`${path}: below minimum`);
   if (typeof value === 'number' && schema.maximum !== undefined && value > schema.maximum) out.push(`${path}: above maximum`);
   if (typeof value === 'string' && schema.pattern !== undefined && !new RegExp(schema.pattern, 'u').test(value)) out.push(`${path}: does not match pattern`);
-  if (Array.isArray(value) && schema.items !== undefined) value.forEach((v, i) => out.push(...validate(schema.items!, v, `${path}[]`, used)));
+  if (Array.isArray(value) && schema.items !== undefined) value.forEach((v) => out.push(...validate(schema.items!, v, `${path}[]`, used)));
   if (type === 'object') {
     const obj = value as Record<string, unknown>;
     for (const key of schema.required ?? []) if (!(key in obj)) out.push(`${path}.${key}: required by the schema`);
