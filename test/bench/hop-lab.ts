@@ -60,7 +60,8 @@ export function uninstallWeft(lab: Lab): void {
   for (const n of lab.nodes) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name], { stdio: 'ignore' });
 }
 
-async function startServer(server: LabPod, script: string): Promise<void> {
+/** Runs `script` (Node.js) in `server` and resolves once it printed a line (it listens); throws with its stderr otherwise. */
+export async function startServer(server: LabPod, script: string): Promise<void> {
   const srv = server.spawn(process.execPath, ['-e', script]);
   let err = '';
   srv.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));

@@ -58,16 +58,22 @@ const direct: Contender<HttpEndpoint> = {
   async start(c) { return { host: c.server.ip, h1Port: PORTS.h1, h2Port: PORTS.h2, pids: () => [], stop: async () => undefined }; },
 };
 
+/** Writes an HAProxy config in HTTP mode (one thread, keep-alive, `http-reuse always`) with `body` after the defaults; its path. */
+export function haproxyHttpConfig(dir: string, name: string, body: string): string {
+  const p = join(dir, name);
+  writeFileSync(p, ['global', '  nbthread 1', '  maxconn 4000', 'defaults', '  mode http', '  option http-keep-alive', '  http-reuse always',
+    '  timeout connect 5s', '  timeout client 60s', '  timeout server 60s', '  timeout http-keep-alive 60s', body].join('\n'));
+  return p;
+}
+
+/** HAProxy's TLS 1.3 settings with certificate `crt` of `dir` (hop-lab's makeCerts), verifying the peer both ways. */
+export const haproxyTls = (dir: string, crt: string): string => `ssl crt ${dir}/${crt}.pem ca-file ${dir}/ca.pem verify required ssl-min-ver TLSv1.3`;
+
 const haproxyHttpPair: Contender<HttpEndpoint> = {
   name: HAPROXY,
   async start(c) {
-    const conf = (name: string, body: string) => {
-      const p = join(c.dir, name);
-      writeFileSync(p, ['global', '  nbthread 1', '  maxconn 4000', 'defaults', '  mode http', '  option http-keep-alive', '  http-reuse always',
-        '  timeout connect 5s', '  timeout client 60s', '  timeout server 60s', '  timeout http-keep-alive 60s', body].join('\n'));
-      return p;
-    };
-    const tls = (crt: string) => `ssl crt ${c.dir}/${crt}.pem ca-file ${c.dir}/ca.pem verify required ssl-min-ver TLSv1.3`;
+    const conf = (name: string, body: string) => haproxyHttpConfig(c.dir, name, body);
+    const tls = (crt: string) => haproxyTls(c.dir, crt);
     const hop = { h1: 28443, h2: 28444 };
     const server = conf('haproxy-http-n2.cfg', [
       `frontend hop-h1\n  bind ${c.n2.ip}:${hop.h1} ${tls('server')} alpn http/1.1\n  default_backend pod-h1`,
