@@ -35,7 +35,7 @@ class Http2Connection {
     session.on('remoteSettings', () => {
       if (!this.settings.take(Date.now())) this.calm('settings-flood');
     });
-    session.on('stream', (stream, headers, flags) => this.onStream(stream, headers, flags));
+    session.on('stream', (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, raw: string[]) => { rawHeaders.set(stream, raw); this.onStream(stream, headers, flags); });
     session.once('close', () => {
       clearTimeout(this.idle);
       void this.upstream?.then((s) => s.destroy(), () => undefined);
@@ -175,7 +175,7 @@ class Http2Connection {
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0 || stream.readableEnded;
     let upReq: http2.ClientHttp2Stream;
     try {
-      upReq = up.request(h2WithoutConnectionHeaders(headers) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers: !endStream });
+      upReq = up.request(h2WithoutConnectionHeaders(withRepeatedFields(headers, rawHeaders.get(stream))) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers: !endStream });
     } catch (e) {
       ex.fail(e);
       resetting();
@@ -300,4 +300,32 @@ export function serveHttp2(downstream: Duplex, o: ServeHttpOptions): Promise<voi
       if (pending[pending.length - 1] === o) pending.pop();
     }
   });
+}
+
+/** The request's header block as received (name, value, name, value, ...), per stream. */
+const rawHeaders = new WeakMap<http2.ServerHttp2Stream, string[]>();
+
+/**
+ * Node joins a field that arrives more than once into one `a, b` value; the application must get
+ * the fields as they were sent (a header appended by a route filter is a second field, not a
+ * longer first one). Each repeated name gets its values as a list again. Pure.
+ */
+export function withRepeatedFields(headers: http2.IncomingHttpHeaders, raw: readonly string[] | undefined): http2.IncomingHttpHeaders {
+  if (raw === undefined) return headers;
+  let seen: Map<string, string[]> | undefined;
+  const first = new Map<string, string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(':')) continue;
+    const prev = first.get(name);
+    if (prev === undefined) { first.set(name, raw[i + 1]!); continue; }
+    seen ??= new Map();
+    const list = seen.get(name) ?? [prev];
+    list.push(raw[i + 1]!);
+    seen.set(name, list);
+  }
+  if (seen === undefined) return headers;
+  const out: http2.IncomingHttpHeaders = { ...headers };
+  for (const [name, values] of seen) if (name !== 'cookie') out[name] = values;
+  return out;
 }

@@ -79,12 +79,12 @@ function refuseRaw(socket: Duplex, status: number, reason: string): void {
 }
 
 /** The request as the plan sees it: lower-case names, no pseudo-headers, hop-by-hop fields out. */
-function planRequest(req: Req, protocol: 'http1' | 'http2'): PlanRequest {
+function planRequest(req: Req, protocol: 'http1' | 'http2'): PlanRequest & { rawHeaders: string[] } {
   const headers: Record<string, string | string[] | undefined> = {};
   for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith(':')) headers[k] = v;
   const authority = protocol === 'http2' ? String(req.headers[':authority'] ?? req.headers.host ?? '') : String(req.headers.host ?? '');
   const ct = req.headers['content-type'];
-  return { method: req.method ?? 'GET', path: req.url ?? '/', authority, headers, grpc: typeof ct === 'string' && ct.startsWith('application/grpc'), protocol };
+  return { method: req.method ?? 'GET', path: req.url ?? '/', authority, headers, rawHeaders: req.rawHeaders, grpc: typeof ct === 'string' && ct.startsWith('application/grpc'), protocol };
 }
 
 /** The request's body, replayable when small (retries, mirrors), else streamed once. */
@@ -199,12 +199,12 @@ interface UpstreamResponse {
   discard(): void;
 }
 
-async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest, plan: Extract<RequestPlan, { kind: 'forward' }>,
+async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest & { rawHeaders: string[] }, plan: Extract<RequestPlan, { kind: 'forward' }>,
   body: { replayable?: Buffer; stream?: Readable }, res: Res): Promise<Answer> {
   const route = plan.route ? { route: plan.route } : {};
   if (plan.delayMs) await sleep(plan.delayMs);
   const deadline = plan.requestTimeoutMs === undefined ? undefined : performance.now() + plan.requestTimeoutMs;
-  const headers = outgoingHeaders(info.headers);
+  const headers = outgoingHeaders(info.headers, info.rawHeaders);
   plan.editRequest(headers);
   if (plan.mirror && body.replayable !== undefined && Math.random() * 100 < plan.mirror.percent) {
     void mirror(env, c, info, plan, headers, body.replayable);
@@ -277,17 +277,38 @@ function minDefined(a: number | undefined, b: number | undefined): number | unde
   return Math.min(a, b);
 }
 
-/** Incoming header fields to send upstream: hop-by-hop ones out, `te: trailers` kept (gRPC). */
-function outgoingHeaders(h: Readonly<Record<string, string | string[] | undefined>>): HeaderMap {
+/**
+ * Incoming header fields to send upstream: hop-by-hop ones out, `te: trailers` kept (gRPC), a field
+ * that came more than once sent as it came (Node joins them into `a, b` in `headers`).
+ */
+function outgoingHeaders(h: Readonly<Record<string, string | string[] | undefined>>, raw: readonly string[]): HeaderMap {
   const out: HeaderMap = {};
+  const repeated = repeatedFields(raw);
   const conn = h.connection;
   const listed = new Set((Array.isArray(conn) ? conn.join(',') : conn ?? '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
   for (const [k, v] of Object.entries(h)) {
     if (v === undefined || HOP_BY_HOP.has(k) || listed.has(k)) continue;
-    out[k] = v;
+    out[k] = repeated?.get(k) ?? v;
   }
   if (typeof h.te === 'string' && h.te.toLowerCase().includes('trailers')) out.te = 'trailers';
   return out;
+}
+
+/** Names that occur more than once in a raw header list, with their values in order; undefined when none does. */
+function repeatedFields(raw: readonly string[]): Map<string, string[]> | undefined {
+  let all: Map<string, string[]> | undefined;
+  const seen = new Map<string, string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(':') || name === 'cookie' || name === 'set-cookie') continue;
+    const prev = seen.get(name);
+    if (prev === undefined) { seen.set(name, raw[i + 1]!); continue; }
+    all ??= new Map();
+    const list = all.get(name) ?? [prev];
+    list.push(raw[i + 1]!);
+    all.set(name, list);
+  }
+  return all;
 }
 
 type AttemptResult = UpstreamResponse | { outcome: Exclude<AttemptOutcome, { kind: 'response' }> };

@@ -29,6 +29,8 @@ interface PortState {
   waiting: (() => void)[];
   /** the store the policy was resolved from */
   store: WorkloadStore | undefined;
+  /** the store whose endpoints the outlier detector last saw */
+  outlierSynced?: WorkloadStore | undefined;
 }
 
 export type Admission = { ok: true; release(): void } | { ok: false; reason: string };
@@ -70,7 +72,8 @@ export class ServiceRuntime {
     const byKey = new Map<string, Endpoint>();
     for (const e of candidates) byKey.set(endpointKey(e), e);
     let keys = [...byKey.keys()];
-    if (st.policy.outlierDetection.enabled) st.outlier.setEndpoints(keys, now);
+    // The detector forgets endpoints that left the Service (once per snapshot, not per pick).
+    if (st.policy.outlierDetection.enabled && st.outlierSynced !== this.store) { st.outlier.setEndpoints(keys, now); st.outlierSynced = this.store; }
     if (exclude && exclude.size > 0) {
       const fresh = keys.filter((k) => !exclude.has(k));
       if (fresh.length > 0) keys = fresh;
@@ -187,7 +190,7 @@ export class ServiceRuntime {
 
   private makeBalancer(policy: () => ResolvedTrafficPolicy, outlier: OutlierDetector): Balancer {
     return createBalancer(policy().loadBalancer, {
-      ejected: (k) => outlier.isEjected(k, this.now()),
+      ...outlier.balancerOptions(this.now),
       // Read at each pick, so a TrafficPolicy edit takes effect without a new balancer.
       get minHealthPercent() { return policy().outlierDetection.minHealthPercent; },
     });
