@@ -1,0 +1,250 @@
+/**
+ * Traffic management through Service cluster IPs, end to end (issue 8, "What must be shown"): a
+ * meshed client pod on node 1 sends HTTP to cluster IPs; its node proxy applies HTTPRoutes
+ * (weighted backendRefs, retry, timeouts) and TrafficPolicies (retries and their budget, faults,
+ * circuit breaker, outlier detection). What the backends really received is counted by the
+ * backends themselves (test/support/traffic-apps.ts); what the proxy did, by its access log.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, LabNode, LabPod } from '../../agent/sandbox';
+import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { kernelTestBlocker } from '../support/requirements';
+import { assertShare, load, median, startBackend, type BackendHandle } from '../support/traffic-apps';
+
+const blocker = kernelTestBlocker();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const NS = 'tm';
+
+/** Service name → cluster IP. Every Service has port 80 → 8080 (HTTP). */
+const VIPS = {
+  split: '10.96.8.1', 'split-v1': '10.96.8.2', 'split-v2': '10.96.8.3',
+  'retry-route': '10.96.8.10', 'retry-policy': '10.96.8.11', 'retry-none': '10.96.8.12', budget: '10.96.8.13',
+  slow: '10.96.8.20', faults: '10.96.8.30', breaker: '10.96.8.40', trio: '10.96.8.50',
+} as const;
+type Svc = keyof typeof VIPS;
+const SELECTOR: Record<Svc, string> = {
+  split: 'v1', 'split-v1': 'v1', 'split-v2': 'v2',
+  'retry-route': 'gen', 'retry-policy': 'gen', 'retry-none': 'gen', budget: 'gen', slow: 'gen', faults: 'gen', breaker: 'gen',
+  trio: 'trio',
+};
+
+const service = (name: Svc) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: NS },
+  spec: { clusterIP: VIPS[name], selector: { app: SELECTOR[name] }, ports: [{ name: 'http', port: 80, targetPort: 8080, appProtocol: 'http' }] } });
+
+const route = (name: string, parent: Svc, rule: Record<string, unknown>) => ({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute',
+  metadata: { name, namespace: NS }, spec: { parentRefs: [{ group: '', kind: 'Service', name: parent, port: 80 }], rules: [rule] } });
+
+const policy = (name: string, target: Svc, spec: Record<string, unknown>) => ({ apiVersion: 'networking.weft.dev/v1', kind: 'TrafficPolicy',
+  metadata: { name, namespace: NS }, spec: { targetRefs: [{ group: '', kind: 'Service', name: target }], ...spec } });
+
+const OBJECTS = [
+  ...(Object.keys(VIPS) as Svc[]).map(service),
+  route('split', 'split', { backendRefs: [{ name: 'split-v1', port: 80, weight: 90 }, { name: 'split-v2', port: 80, weight: 10 }] }),
+  // The route's retry must be what retries: the Service's TrafficPolicy says no retries.
+  route('retry-route', 'retry-route', { retry: { attempts: 2, codes: [503] }, backendRefs: [{ name: 'retry-route', port: 80 }] }),
+  policy('retry-route-none', 'retry-route', { retries: { attempts: 0 } }),
+  // Three retries (the default is two), so the policy is seen to be the one in force. A request holds
+  // at most one retry lease at a time, so with minRetryConcurrency ≥ the client's concurrency (8)
+  // the budget never binds and every request gets its retries (the default budget, 3 in flight,
+  // would refuse some: measured 58 % success instead of 94 %).
+  policy('retry-policy', 'retry-policy', { retries: { attempts: 3, retryOn: '503', retryBudget: { percent: 20, minRetryConcurrency: 8 } } }),
+  policy('retry-none', 'retry-none', { retries: { attempts: 0 } }),
+  route('budget', 'budget', { retry: { attempts: 2, codes: [503] }, backendRefs: [{ name: 'budget', port: 80 }] }),
+  policy('budget', 'budget', { retries: { retryBudget: { percent: 0, minRetryConcurrency: 1 } } }),
+  route('slow', 'slow', { timeouts: { request: '300ms' }, backendRefs: [{ name: 'slow', port: 80 }] }),
+  policy('faults', 'faults', { retries: { attempts: 0 }, fault: {
+    abort: { percentage: { value: 20 }, httpStatus: 503 }, delay: { percentage: { value: 10 }, fixedDelay: '150ms' } } }),
+  policy('breaker', 'breaker', { retries: { attempts: 0 }, connectionPool: { http: { http2MaxRequests: 2 } } }),
+  policy('trio', 'trio', { retries: { attempts: 0 },
+    outlierDetection: { consecutive5xxErrors: 3, interval: '1s', baseEjectionTime: '2s', maxEjectionPercent: 50 } }),
+];
+
+const url = (svc: Svc, path: string) => `http://${VIPS[svc]}${path}`;
+
+type LogLine = Record<string, unknown>;
+
+describe('traffic management through Service cluster IPs: routes, retries, timeouts, faults, breaker, outlier detection', { skip: blocker ?? false }, () => {
+  let lab: Lab, n1: LabNode, n2: LabNode, client: LabPod;
+  let cp: AgentHandle, agent1: AgentHandle, agent2: AgentHandle;
+  let dir: string;
+  const backends: Record<string, BackendHandle> = {};
+
+  /** The source proxy's request lines for `path` (exact, query included), waiting (bounded) until there are `n`. */
+  const sourceLines = async (path: string, n: number, timeoutMs = 10_000): Promise<LogLine[]> => {
+    const pick = () => agent1.accessLog.filter((l) => l.path === path && l.direction === 'outbound' && l.retries !== undefined);
+    for (const end = Date.now() + timeoutMs; pick().length < n && Date.now() < end;) await sleep(50);
+    const lines = pick();
+    assert.equal(lines.length, n, `source proxy request lines for ${path}`);
+    return lines;
+  };
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'tmg' });
+    n1 = await lab.node('n1');
+    n2 = await lab.node('n2');
+    client = await n1.pod('client', { namespace: NS, serviceAccount: 'client' });
+    const pods = [
+      await n2.pod('gen', { namespace: NS, serviceAccount: 'gen', labels: { app: 'gen' } }),
+      await n1.pod('v1', { namespace: NS, serviceAccount: 'split', labels: { app: 'v1' } }),
+      await n2.pod('v2', { namespace: NS, serviceAccount: 'split', labels: { app: 'v2' } }),
+      await n1.pod('o1', { namespace: NS, serviceAccount: 'trio', labels: { app: 'trio' } }),
+      await n2.pod('o2', { namespace: NS, serviceAccount: 'trio', labels: { app: 'trio' } }),
+      await n2.pod('o3', { namespace: NS, serviceAccount: 'trio', labels: { app: 'trio' } }),
+    ];
+    dir = mkdtempSync(join(tmpdir(), 'weft-tmg-'));
+    const configPath = join(dir, 'mesh.yaml');
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: [NS], extra: OBJECTS }));
+    for (const p of pods) backends[p.name] = startBackend(p, 8080, join(dir, `${p.name}.ctl`));
+    await Promise.all(Object.values(backends).map((b) => b.ready));
+    const dataDir = join(dir, 'data');
+    cp = startControlPlane(n1, configPath, dataDir);
+    await cp.ready;
+    agent1 = startNodeAgent(n1, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
+    agent2 = startNodeAgent(n2, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
+    await Promise.all([agent1.ready, agent2.ready]);
+  });
+
+  after(async () => {
+    if (blocker) return;
+    for (const p of [agent1, agent2, cp]) await p?.kill('SIGKILL');
+    for (const n of [n1, n2]) if (n) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name]);
+    await lab?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a 90/10 HTTPRoute split over two Services lands within ±3 % over 2,000 requests', async () => {
+    const r = await load(client, url('split', '/split'), { count: 2000, concurrency: 8 });
+    assert.deepEqual(r.statuses, { 200: 2000 });
+    assertShare('requests answered by split-v1 (weight 90)', r.pods.v1 ?? 0, 2000, 0.9, 0.03);
+    // The backends' own counts agree with what the client saw.
+    assert.equal(backends.v1!.seen('/split').length, r.pods.v1);
+    assert.equal(backends.v2!.seen('/split').length, r.pods.v2);
+    const lines = await sourceLines('/split', 2000);
+    assert.ok(lines.every((l) => l.route === `${NS}/split[0]` && l['dst.service'] === `split.${NS}.svc.cluster.local`), JSON.stringify(lines[0]));
+  });
+
+  test('an HTTPRoute retry (attempts 2, codes [503]) turns a backend\'s 50 % 503s into 200s; without retries half fail', async () => {
+    const N = 100;
+    const r = await load(client, url('retry-route', '/retry-route?flaky=alternate'), { count: N });
+    assert.deepEqual(r.statuses, { 200: N }, 'every request succeeds on its retry');
+    const seen = backends.gen!.seen('/retry-route');
+    assert.equal(seen.length, 2 * N, 'each request took two tries');
+    assert.equal(seen.filter((s) => s.status === 503).length, N, 'half of the tries the backend saw were 503');
+    const lines = await sourceLines('/retry-route?flaky=alternate', N);
+    assert.deepEqual([...new Set(lines.map((l) => l.retries))], [1], 'the access log counts one retry per request');
+
+    // The same backend behaviour with retries turned off: the 503s reach the client.
+    const none = await load(client, url('retry-none', '/retry-none?flaky=alternate'), { count: N });
+    assert.deepEqual(none.statuses, { 200: N / 2, 503: N / 2 });
+    assert.equal(backends.gen!.seen('/retry-none').length, N);
+  });
+
+  test('TrafficPolicy retries (attempts 3, retryOn 503) turn random 50 % 503s into 1 − 0.5⁴ successes, each retry logged', async () => {
+    const N = 800;
+    const r = await load(client, url('retry-policy', '/retry-policy?flaky=50'), { count: N, concurrency: 8 });
+    assert.deepEqual(Object.keys(r.statuses).filter((s) => s !== '200' && s !== '503'), []);
+    assertShare('requests answered 200 after up to 3 retries', r.statuses[200] ?? 0, N, 1 - 0.5 ** 4, 0.03);
+    const tries = backends.gen!.seen('/retry-policy');
+    assertShare('503s among the tries the backend saw', tries.filter((s) => s.status === 503).length, tries.length, 0.5, 0.05);
+    const lines = await sourceLines('/retry-policy?flaky=50', N);
+    const retries = lines.map((l) => Number(l.retries));
+    assert.equal(retries.reduce((a, b) => a + b, 0), tries.length - N, 'the retries logged are the extra tries the backend saw');
+    assert.equal(Math.max(...retries), 3, 'some requests needed all 3 retries, none got more');
+    assert.ok(tries.length <= N * (1 + 3));
+  });
+
+  test('retries are bounded: ≤ requests × (1 + attempts) tries for an always-503 backend, and past the retry budget they stop', async () => {
+    // Sequential: one retry in flight at a time is within the budget (minRetryConcurrency 1), so every request gets both retries.
+    const N = 30;
+    const seq = await load(client, url('budget', '/budget-seq?status=503'), { count: N });
+    assert.deepEqual(seq.statuses, { 503: N });
+    assert.equal(backends.gen!.seen('/budget-seq').length, N * 3, 'tries seen by the backend = requests × (1 + attempts)');
+    assert.deepEqual([...new Set((await sourceLines('/budget-seq?status=503', N)).map((l) => l.retries))], [2]);
+
+    // A burst of C slow failures at once: the budget (0 % of requests in flight, at least 1) lets one
+    // retry be in flight at a time, so about 2 retries run instead of C × 2 = 40.
+    const C = 20;
+    const burst = await load(client, url('budget', '/budget-burst?status=503&sleep=300'), { count: C, concurrency: C, keepAlive: false });
+    assert.deepEqual(burst.statuses, { 503: C });
+    const tries = backends.gen!.seen('/budget-burst').length;
+    const lines = await sourceLines('/budget-burst?status=503&sleep=300', C);
+    const retried = lines.map((l) => Number(l.retries));
+    assert.equal(retried.reduce((a, b) => a + b, 0), tries - C, 'the retries logged are the extra tries the backend saw');
+    assert.ok(tries >= C + 1, `the budget still allows a retry (backend saw ${tries})`);
+    assert.ok(tries <= C + 2 * 2, `the backend saw ${tries} tries for ${C} requests; the retry budget allows ~${C + 2} (no budget: up to ${C * 3})`);
+    assert.ok(retried.filter((n) => n === 0).length >= C - 2, `requests refused a retry by the budget answered their first 503: ${JSON.stringify(retried)}`);
+  });
+
+  test('an HTTPRoute timeouts.request of 300ms cuts a backend sleeping 2 s: 504 at 300 ms ± 50 ms (median of 5, client side)', async () => {
+    const r = await load(client, url('slow', '/slow?sleep=2000'), { count: 5, keepAlive: false, timeoutMs: 5_000 });
+    assert.deepEqual(r.statuses, { 504: 5 });
+    const ms = r.results.map((x) => x.ms);
+    const m = median(ms);
+    assert.ok(Math.abs(m - 300) <= 50, `median ${m.toFixed(1)} ms of ${ms.map((x) => x.toFixed(1)).join(', ')}`);
+    const lines = await sourceLines('/slow?sleep=2000', 5);
+    assert.ok(lines.every((l) => l.response_flags === 'UPSTREAM_TIMEOUT' && l.status === 504), JSON.stringify(lines[0]));
+    assert.equal(backends.gen!.seen('/slow').length, 5, 'each request reached the backend before the deadline cut it');
+  });
+
+  test('injected faults (abort 20 % with 503, delay 10 % by 150ms) at their rates ±3 % over 2,000 requests; aborted requests never reach the backend', async () => {
+    const N = 2000;
+    const r = await load(client, url('faults', '/faults'), { count: N, concurrency: 16 });
+    assert.deepEqual(Object.keys(r.statuses).sort(), ['200', '503'], JSON.stringify(r.statuses));
+    const aborted = r.statuses[503]!;
+    assertShare('requests aborted with 503', aborted, N, 0.2, 0.03);
+    assert.equal(backends.gen!.seen('/faults').length, N - aborted, 'the backend saw exactly the requests that were not aborted');
+    // A delayed request takes at least the fixed delay; undelayed ones take a few ms here.
+    assertShare('requests delayed by ≥150 ms', r.results.filter((x) => x.ms >= 150).length, N, 0.1, 0.03);
+    const lines = await sourceLines('/faults', N);
+    assert.equal(lines.filter((l) => l.response_flags === 'FAULT_INJECTED').length, aborted);
+  });
+
+  test('a circuit breaker (http2MaxRequests 2) answers the excess 503 UPSTREAM_OVERFLOW at once, and the backend sees only the admitted requests', async () => {
+    const C = 10;
+    const r = await load(client, url('breaker', '/breaker?sleep=1500'), { count: C, concurrency: C, keepAlive: false });
+    assert.deepEqual(r.statuses, { 200: 2, 503: C - 2 });
+    const firstAdmittedDone = Math.min(...r.results.filter((x) => x.s === 200).map((x) => x.t1));
+    for (const x of r.results.filter((y) => y.s === 503)) {
+      assert.ok(x.t1 <= firstAdmittedDone, `an overflow was answered at ${x.t1}, after an admitted request finished at ${firstAdmittedDone}: it waited`);
+    }
+    assert.equal(backends.gen!.seen('/breaker').length, 2, 'the backend saw only the two admitted requests');
+    const lines = await sourceLines('/breaker?sleep=1500', C);
+    const overflow = lines.filter((l) => l.response_flags === 'UPSTREAM_OVERFLOW');
+    assert.equal(overflow.length, C - 2);
+    assert.match(String(overflow[0]!.error), /http2MaxRequests/);
+    // Leases were released: the Service works again.
+    const again = await load(client, url('breaker', '/breaker-after'), { count: 4, concurrency: 2 });
+    assert.deepEqual(again.statuses, { 200: 4 });
+  });
+
+  test('outlier detection ejects the endpoint answering 500, sends it nothing while ejected (2 s), and takes it back once healthy', async () => {
+    const o3 = backends.o3!;
+    o3.force(500);
+    const first = await load(client, url('trio', '/trio-1'), { count: 60 });
+    const bad = o3.seen('/trio-1');
+    assert.ok(bad.length >= 3, `o3 got ${bad.length} requests`);
+    assert.ok(bad.every((x) => x.status === 500));
+    const ejectedAt = bad[2]!.t;
+    // Nothing reached o3 for its ejection time after its third 500 in a row.
+    for (const x of bad.slice(3)) assert.ok(x.t >= ejectedAt + 2000 - 5, `o3 got a request ${x.t - ejectedAt} ms after its ejection`);
+    const whileEjected = first.results.filter((x) => x.t0 > ejectedAt + 20 && x.t1 < ejectedAt + 2000);
+    assert.ok(whileEjected.length >= 10, `${whileEjected.length} requests were sent while o3 was ejected`);
+    assert.ok(whileEjected.every((x) => x.s === 200 && (x.p === 'o1' || x.p === 'o2')), JSON.stringify(whileEjected.filter((x) => x.s !== 200 || x.p === 'o3')));
+    assert.equal(first.statuses[500], bad.length, 'the client saw exactly the 500s o3 answered');
+
+    o3.force(undefined);
+    // Back after its ejection time: 2 s (× the ejection count, had a slow run ejected it again).
+    const lastBad = bad.at(-1)!.t;
+    await sleep(Math.max(0, lastBad + 2000 * Math.ceil(bad.length / 3) + 300 - Date.now()));
+    const back = await load(client, url('trio', '/trio-2'), { count: 60 });
+    assert.deepEqual(back.statuses, { 200: 60 });
+    assert.ok((back.pods.o3 ?? 0) >= 5, `o3 serves again: ${JSON.stringify(back.pods)}`);
+    assert.equal(o3.seen('/trio-2').length, back.pods.o3);
+  });
+});
