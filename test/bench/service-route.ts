@@ -8,6 +8,9 @@
  *   (c) an HAProxy pair in HTTP mode doing the same balancing (use_backend on the header, weighted
  *       servers, retry-on 503 / retries 2) over mutual TLS 1.3 between the nodes.
  * Load: HTTP/1.1 keep-alive, wrk -t1 -c16 for WRK_SECONDS, every request with the matched header.
+ * Then, with the same Weft processes, two diagnostic rows that tell where Weft's cost lies: the
+ * cluster IP of `api-v1` (a Service without a route) and one pod IP (no Service: the pod-to-pod
+ * L7 path http-hop.ts measures).
  * Prints req/s, p50/p99, the proxies' CPU per request, the split each contender produced (counted by
  * the backends themselves), and Weft/HAProxy and Weft/direct ratios beside the targets (Weft ≥ 1.0×
  * HAProxy req/s, p99 ≤ HAProxy's); then route matching with 1,000 routes in force (routes.ts).
@@ -36,8 +39,14 @@ const ERROR_SAMPLES = 5;
 
 const header = `${TENANT_HEADER.name}: ${TENANT_HEADER.value}`;
 
-/** A contender's entry point, and what it has to say after the load (Weft: log line counts, errors). */
-interface RouteEndpoint extends Endpoint { describe?(): string }
+/**
+ * A contender's entry point, what it has to say after the load (Weft: log line counts, errors), and
+ * other entry points measured after it with the same processes, to tell where its cost lies.
+ */
+interface RouteEndpoint extends Endpoint {
+  describe?(): string;
+  diagnostics?: Array<{ label: string; host: string; port: number }>;
+}
 type Backends = LabPod[];
 
 const url = (host: string, port: number, path = '/') => `http://${host}:${port}${path}`;
@@ -72,12 +81,16 @@ const weft: Contender<RouteEndpoint> = {
     });
     return {
       host: CLUSTER_IPS.api, port: SERVICE_PORT, pids: mesh.pids, stop: mesh.stop,
+      diagnostics: [
+        { label: 'api-v1 cluster IP, no route', host: CLUSTER_IPS.v1, port: SERVICE_PORT },
+        { label: 'one pod IP, no Service', host: c.server.ip, port: BACKEND_PORT },
+      ],
       describe() {
         const requests = mesh.countLogLines('"method"');
         const failed = mesh.accessLogs.flatMap((f) => readFileSync(f, 'utf8').split('\n'))
           .filter((l) => l.includes('"method"') && (/"status":(0|5\d\d)\b/.test(l) || l.includes('"error"')));
         const sample = failed.slice(0, ERROR_SAMPLES).map((l) => `\n#   ${l}`).join('');
-        return `Weft: ${requests} per-request access-log lines over both nodes (the route is applied at L7); ${failed.length} of them failed or erred${sample}`;
+        return `Weft: ${requests} per-request access-log lines over both nodes and all of its runs (requests are handled at L7); ${failed.length} of them failed or erred${sample}`;
       },
     };
   },
@@ -113,27 +126,29 @@ async function expectStatus(c: BenchContext, name: string, target: string, withH
   }
 }
 
-async function measure(c: BenchContext, backends: Backends, contender: Contender<RouteEndpoint>): Promise<{ row: Row; note?: string }> {
+/** One wrk run against `target` with the proxies' CPU over it and the split the backends counted. */
+async function load(c: BenchContext, backends: Backends, contender: string, target: string, pids: number[]): Promise<Row> {
+  const t0 = cpuTicks(pids);
+  const res = await wrk(c.client, target, ['-H', header]);
+  const ticks = cpuTicks(pids) - t0;
+  const split = describeSplit(backends, await takeCounts(c, backends));
+  return { ...res, contender, cpuUsPerReq: pids.length ? (ticks * TICK_S * 1e6) / res.requests : NaN, split };
+}
+
+async function measure(c: BenchContext, backends: Backends, contender: Contender<RouteEndpoint>): Promise<{ rows: Row[]; note?: string }> {
   await takeCounts(c, backends);
   const ep = await contender.start(c);
-  let res: LoadResult;
-  let ticks: number;
-  let note: string | undefined;
   try {
     const target = url(ep.host, ep.port);
     await expectStatus(c, contender.name, target, true, 200);
     // the route is in force: without its header nothing matches (direct has no route)
     if (contender.name !== 'direct') await expectStatus(c, contender.name, target, false, 404);
-    const t0 = cpuTicks(ep.pids());
-    res = await wrk(c.client, target, ['-H', header]);
-    ticks = cpuTicks(ep.pids()) - t0;
-    note = ep.describe?.();
+    const rows = [await load(c, backends, contender.name, target, ep.pids())];
+    for (const d of ep.diagnostics ?? []) rows.push(await load(c, backends, `${contender.name} (${d.label})`, url(d.host, d.port), ep.pids()));
+    return { rows, note: ep.describe?.() };
   } finally {
     await ep.stop();
   }
-  const split = describeSplit(backends, await takeCounts(c, backends));
-  const cpuUsPerReq = ep.pids().length ? (ticks * TICK_S * 1e6) / res.requests : NaN;
-  return { row: { ...res, contender: contender.name, cpuUsPerReq, split }, note };
 }
 
 const times = (v: number, base: number | undefined) => (base && Number.isFinite(v) ? `${(v / base).toFixed(2)}x` : '-');
@@ -144,9 +159,9 @@ function print(rows: Row[], notes: string[]): void {
   for (const n of notes) console.log(`# ${n}`);
   const ha = rows.find((r) => r.contender === HAPROXY);
   const floor = rows.find((r) => r.contender === 'direct');
-  console.log(['contender'.padEnd(12), 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU us/req', 'failed', 'split counted by the backends'].join(' | '));
+  console.log(['contender'.padEnd(40), 'req/s', 'p50 ms', 'p99 ms', 'proxy CPU us/req', 'failed', 'split counted by the backends'].join(' | '));
   for (const r of rows) {
-    console.log([r.contender.padEnd(12), `${r.rps.toFixed(0)} (${times(r.rps, ha?.rps)})`, r.p50.toFixed(3), `${r.p99.toFixed(3)} (${times(r.p99, ha?.p99)})`,
+    console.log([r.contender.padEnd(40), `${r.rps.toFixed(0)} (${times(r.rps, ha?.rps)})`, r.p50.toFixed(3), `${r.p99.toFixed(3)} (${times(r.p99, ha?.p99)})`,
       Number.isFinite(r.cpuUsPerReq) ? `${r.cpuUsPerReq.toFixed(1)} (${times(r.cpuUsPerReq, ha?.cpuUsPerReq)})` : '-', String(r.failed), r.split].join(' | '));
   }
   const w = rows.find((r) => r.contender === 'Weft');
@@ -181,7 +196,7 @@ export async function runServiceRoute(only: string[] = []): Promise<Row[]> {
       // one contender that cannot run still leaves the others' numbers
       try {
         const m = await measure(c, backends, contender);
-        out.push(m.row);
+        out.push(...m.rows);
         if (m.note) notes.push(m.note);
       } catch (e) {
         errors.push(`${contender.name}: ${(e as Error).message}`);
