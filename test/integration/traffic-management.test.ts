@@ -118,9 +118,10 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('a 90/10 HTTPRoute split over two Services lands within ±3 % over 2,000 requests', async () => {
+  test('a 90/10 HTTPRoute split over two Services lands within ±3 % over 2,000 requests', async (t) => {
     const r = await load(client, url('split', '/split'), { count: 2000, concurrency: 8 });
     assert.deepEqual(r.statuses, { 200: 2000 });
+    t.diagnostic(`split: v1 ${r.pods.v1}, v2 ${r.pods.v2} of 2000`);
     assertShare('requests answered by split-v1 (weight 90)', r.pods.v1 ?? 0, 2000, 0.9, 0.03);
     // The backends' own counts agree with what the client saw.
     assert.equal(backends.v1!.seen('/split').length, r.pods.v1);
@@ -145,12 +146,13 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.equal(backends.gen!.seen('/retry-none').length, N);
   });
 
-  test('TrafficPolicy retries (attempts 3, retryOn 503) turn random 50 % 503s into 1 − 0.5⁴ successes, each retry logged', async () => {
+  test('TrafficPolicy retries (attempts 3, retryOn 503) turn random 50 % 503s into 1 − 0.5⁴ successes, each retry logged', async (t) => {
     const N = 800;
     const r = await load(client, url('retry-policy', '/retry-policy?flaky=50'), { count: N, concurrency: 8 });
     assert.deepEqual(Object.keys(r.statuses).filter((s) => s !== '200' && s !== '503'), []);
-    assertShare('requests answered 200 after up to 3 retries', r.statuses[200] ?? 0, N, 1 - 0.5 ** 4, 0.03);
     const tries = backends.gen!.seen('/retry-policy');
+    t.diagnostic(`TrafficPolicy retries: ${r.statuses[200]} of ${N} answered 200, backend saw ${tries.length} tries`);
+    assertShare('requests answered 200 after up to 3 retries', r.statuses[200] ?? 0, N, 1 - 0.5 ** 4, 0.03);
     assertShare('503s among the tries the backend saw', tries.filter((s) => s.status === 503).length, tries.length, 0.5, 0.05);
     const lines = await sourceLines('/retry-policy?flaky=50', N);
     const retries = lines.map((l) => Number(l.retries));
@@ -159,7 +161,7 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.ok(tries.length <= N * (1 + 3));
   });
 
-  test('retries are bounded: ≤ requests × (1 + attempts) tries for an always-503 backend, and past the retry budget they stop', async () => {
+  test('retries are bounded: ≤ requests × (1 + attempts) tries for an always-503 backend, and past the retry budget they stop', async (t) => {
     // Sequential: one retry in flight at a time is within the budget (minRetryConcurrency 1), so every request gets both retries.
     const N = 30;
     const seq = await load(client, url('budget', '/budget-seq?status=503'), { count: N });
@@ -175,28 +177,31 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     const tries = backends.gen!.seen('/budget-burst').length;
     const lines = await sourceLines('/budget-burst?status=503&sleep=300', C);
     const retried = lines.map((l) => Number(l.retries));
+    t.diagnostic(`retry budget: ${C} concurrent requests, backend saw ${tries} tries`);
     assert.equal(retried.reduce((a, b) => a + b, 0), tries - C, 'the retries logged are the extra tries the backend saw');
     assert.ok(tries >= C + 1, `the budget still allows a retry (backend saw ${tries})`);
     assert.ok(tries <= C + 2 * 2, `the backend saw ${tries} tries for ${C} requests; the retry budget allows ~${C + 2} (no budget: up to ${C * 3})`);
     assert.ok(retried.filter((n) => n === 0).length >= C - 2, `requests refused a retry by the budget answered their first 503: ${JSON.stringify(retried)}`);
   });
 
-  test('an HTTPRoute timeouts.request of 300ms cuts a backend sleeping 2 s: 504 at 300 ms ± 50 ms (median of 5, client side)', async () => {
+  test('an HTTPRoute timeouts.request of 300ms cuts a backend sleeping 2 s: 504 at 300 ms ± 50 ms (median of 5, client side)', async (t) => {
     const r = await load(client, url('slow', '/slow?sleep=2000'), { count: 5, keepAlive: false, timeoutMs: 5_000 });
     assert.deepEqual(r.statuses, { 504: 5 });
     const ms = r.results.map((x) => x.ms);
     const m = median(ms);
+    t.diagnostic(`timeout: client-side ms ${ms.map((x) => x.toFixed(1)).join(', ')}; median ${m.toFixed(1)}`);
     assert.ok(Math.abs(m - 300) <= 50, `median ${m.toFixed(1)} ms of ${ms.map((x) => x.toFixed(1)).join(', ')}`);
     const lines = await sourceLines('/slow?sleep=2000', 5);
     assert.ok(lines.every((l) => l.response_flags === 'UPSTREAM_TIMEOUT' && l.status === 504), JSON.stringify(lines[0]));
     assert.equal(backends.gen!.seen('/slow').length, 5, 'each request reached the backend before the deadline cut it');
   });
 
-  test('injected faults (abort 20 % with 503, delay 10 % by 150ms) at their rates ±3 % over 2,000 requests; aborted requests never reach the backend', async () => {
+  test('injected faults (abort 20 % with 503, delay 10 % by 150ms) at their rates ±3 % over 2,000 requests; aborted requests never reach the backend', async (t) => {
     const N = 2000;
     const r = await load(client, url('faults', '/faults'), { count: N, concurrency: 16 });
     assert.deepEqual(Object.keys(r.statuses).sort(), ['200', '503'], JSON.stringify(r.statuses));
     const aborted = r.statuses[503]!;
+    t.diagnostic(`faults: ${aborted} aborted, ${r.results.filter((x) => x.ms >= 150).length} delayed of ${N}`);
     assertShare('requests aborted with 503', aborted, N, 0.2, 0.03);
     assert.equal(backends.gen!.seen('/faults').length, N - aborted, 'the backend saw exactly the requests that were not aborted');
     // A delayed request takes at least the fixed delay; undelayed ones take a few ms here.
@@ -223,7 +228,7 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.deepEqual(again.statuses, { 200: 4 });
   });
 
-  test('outlier detection ejects the endpoint answering 500, sends it nothing while ejected (2 s), and takes it back once healthy', async () => {
+  test('outlier detection ejects the endpoint answering 500, sends it nothing while ejected (2 s), and takes it back once healthy', async (t) => {
     const o3 = backends.o3!;
     o3.force(500);
     const first = await load(client, url('trio', '/trio-1'), { count: 60 });
@@ -231,6 +236,7 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.ok(bad.length >= 3, `o3 got ${bad.length} requests`);
     assert.ok(bad.every((x) => x.status === 500));
     const ejectedAt = bad[2]!.t;
+    t.diagnostic(`outlier: o3 got ${bad.length} requests in phase 1, ${first.results.filter((x) => x.t0 > ejectedAt + 20 && x.t1 < ejectedAt + 2000).length} sent while ejected`);
     // Nothing reached o3 for its ejection time after its third 500 in a row.
     for (const x of bad.slice(3)) assert.ok(x.t >= ejectedAt + 2000 - 5, `o3 got a request ${x.t - ejectedAt} ms after its ejection`);
     const whileEjected = first.results.filter((x) => x.t0 > ejectedAt + 20 && x.t1 < ejectedAt + 2000);
