@@ -23,13 +23,13 @@ const NS = 'tm';
 /** Service name → cluster IP. Every Service has port 80 → 8080 (HTTP). */
 const VIPS = {
   split: '10.96.8.1', 'split-v1': '10.96.8.2', 'split-v2': '10.96.8.3',
-  'retry-route': '10.96.8.10', 'retry-policy': '10.96.8.11', 'retry-none': '10.96.8.12', budget: '10.96.8.13',
+  'retry-route': '10.96.8.10', 'retry-policy': '10.96.8.11', 'retry-none': '10.96.8.12', budget: '10.96.8.13', 'budget-loose': '10.96.8.14',
   slow: '10.96.8.20', faults: '10.96.8.30', breaker: '10.96.8.40', trio: '10.96.8.50',
 } as const;
 type Svc = keyof typeof VIPS;
 const SELECTOR: Record<Svc, string> = {
   split: 'v1', 'split-v1': 'v1', 'split-v2': 'v2',
-  'retry-route': 'gen', 'retry-policy': 'gen', 'retry-none': 'gen', budget: 'gen', slow: 'gen', faults: 'gen', breaker: 'gen',
+  'retry-route': 'gen', 'retry-policy': 'gen', 'retry-none': 'gen', budget: 'gen', 'budget-loose': 'gen', slow: 'gen', faults: 'gen', breaker: 'gen',
   trio: 'trio',
 };
 
@@ -56,6 +56,9 @@ const OBJECTS = [
   policy('retry-none', 'retry-none', { retries: { attempts: 0 } }),
   route('budget', 'budget', { retry: { attempts: 2, codes: [503] }, backendRefs: [{ name: 'budget', port: 80 }] }),
   policy('budget', 'budget', { retries: { retryBudget: { percent: 0, minRetryConcurrency: 1 } } }),
+  // The same route with a budget that never binds: the control for what the budget stops.
+  route('budget-loose', 'budget-loose', { retry: { attempts: 2, codes: [503] }, backendRefs: [{ name: 'budget-loose', port: 80 }] }),
+  policy('budget-loose', 'budget-loose', { retries: { retryBudget: { percent: 100, minRetryConcurrency: 100 } } }),
   route('slow', 'slow', { timeouts: { request: '300ms' }, backendRefs: [{ name: 'slow', port: 80 }] }),
   policy('faults', 'faults', { retries: { attempts: 0 }, fault: {
     abort: { percentage: { value: 20 }, httpStatus: 503 }, delay: { percentage: { value: 10 }, fixedDelay: '150ms' } } }),
@@ -182,6 +185,11 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.ok(tries >= C + 1, `the budget still allows a retry (backend saw ${tries})`);
     assert.ok(tries <= C + 2 * 2, `the backend saw ${tries} tries for ${C} requests; the retry budget allows ~${C + 2} (no budget: up to ${C * 3})`);
     assert.ok(retried.filter((n) => n === 0).length >= C - 2, `requests refused a retry by the budget answered their first 503: ${JSON.stringify(retried)}`);
+
+    // Control: the same burst where the budget cannot bind gets every retry, C × (1 + attempts) tries.
+    const loose = await load(client, url('budget-loose', '/budget-loose?status=503&sleep=300'), { count: C, concurrency: C, keepAlive: false });
+    assert.deepEqual(loose.statuses, { 503: C });
+    assert.equal(backends.gen!.seen('/budget-loose').length, C * 3);
   });
 
   test('an HTTPRoute timeouts.request of 300ms cuts a backend sleeping 2 s: 504 at 300 ms ± 50 ms (median of 5, client side)', async (t) => {
