@@ -23,6 +23,18 @@ export interface KubeSource {
   close(): void;
 }
 
+/**
+ * What the status writer (status-writer.ts) reads after every build, whether or not the snapshot
+ * changed (an invalid edit leaves the snapshot as it was, but not the object's status).
+ */
+export interface KubeObjectsView {
+  snapshot: Snapshot;
+  /** Per custom kind (HTTPRoute, GRPCRoute, TrafficPolicy, ...): the objects as the API has them, status included. */
+  objects: ReadonlyMap<string, readonly CustomObject[]>;
+  /** `Kind namespace/name` → the field-level errors of an object that failed conversion as it stands. */
+  invalid: ReadonlyMap<string, string>;
+}
+
 interface CustomKind {
   kind: string;
   group: string;
@@ -59,7 +71,7 @@ function statusOf(error: unknown): number | undefined {
 }
 
 /** Resolves once every informer has listed once; the source keeps following changes until close(). */
-export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) => void): Promise<KubeSource> {
+export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) => void, onBuilt?: (view: KubeObjectsView) => void): Promise<KubeSource> {
   const core = kc.makeApiClient(CoreV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
@@ -80,6 +92,7 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
       debounce = undefined;
       if (closed) return;
       const snapshot = build();
+      observe(snapshot);
       const json = JSON.stringify(snapshot);
       if (json === lastJson) return;
       lastJson = json;
@@ -135,12 +148,13 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
     synced.push(followed.synced);
   }
 
-  const authorization = lastGood('AuthorizationPolicy', authorizationPolicyInfo);
+  const problems = new Map<string, string>();
+  const authorization = lastGood('AuthorizationPolicy', authorizationPolicyInfo, problems);
   // Routes and traffic policies go through the config file's kind registry (agent/config/kinds.ts):
   // a kind this version does not carry out yet is refused there, and so logged as not in force.
   const fragments = new Map<string, (objects: CustomObject[]) => Partial<Snapshot>[]>();
   for (const { kind } of customs) {
-    if (kind.kind !== 'AuthorizationPolicy' && kind.kind !== 'PeerAuthentication') fragments.set(kind.kind, lastGood(kind.kind, (obj) => kindFragment(kind.kind, obj)));
+    if (kind.kind !== 'AuthorizationPolicy' && kind.kind !== 'PeerAuthentication') fragments.set(kind.kind, lastGood(kind.kind, (obj) => kindFragment(kind.kind, obj), problems));
   }
 
   function build(): Snapshot {
@@ -170,10 +184,20 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
     return snapshot;
   }
 
+  function observe(snapshot: Snapshot): void {
+    if (onBuilt === undefined) return;
+    try {
+      onBuilt({ snapshot, objects: new Map(customs.map(({ kind, cache }) => [kind.kind, cache.list() as CustomObject[]])), invalid: new Map(problems) });
+    } catch (error) {
+      log.error({ error: (error as Error)?.message ?? String(error) }, 'status of the custom objects not computed');
+    }
+  }
+
   await Promise.all(synced);
   const initial = build();
   current = initial;
   lastJson = JSON.stringify(initial);
+  observe(initial);
   log.info({ server: kc.getCurrentCluster()?.server, pods: initial.pods.length, nodes: initial.nodes.length, policyKinds: customs.map((c) => c.kind.kind) }, 'kubernetes source synced');
 
   return {
@@ -204,7 +228,7 @@ function merge(snapshot: Snapshot, fragment: Partial<Snapshot>): void {
  * traffic elsewhere). The problem is logged once per resourceVersion. An object that was never
  * valid is not in force.
  */
-function lastGood<T>(kind: string, convert: (obj: CustomObject) => Result<T, string>): (objects: CustomObject[]) => T[] {
+function lastGood<T>(kind: string, convert: (obj: CustomObject) => Result<T, string>, problems: Map<string, string>): (objects: CustomObject[]) => T[] {
   const lastGood = new Map<string, T>();
   const reported = new Map<string, string>();
   return (objects) => {
@@ -217,10 +241,12 @@ function lastGood<T>(kind: string, convert: (obj: CustomObject) => Result<T, str
       if (info.ok) {
         lastGood.set(key, info.value);
         reported.delete(key);
+        problems.delete(`${kind} ${key}`);
         out.push(info.value);
         continue;
       }
       const previous = lastGood.get(key);
+      problems.set(`${kind} ${key}`, info.error);
       const version = obj.metadata?.resourceVersion ?? '';
       if (reported.get(key) !== version) {
         reported.set(key, version);
@@ -235,6 +261,7 @@ function lastGood<T>(kind: string, convert: (obj: CustomObject) => Result<T, str
     }
     for (const key of [...lastGood.keys()]) if (!seen.has(key)) lastGood.delete(key);
     for (const key of [...reported.keys()]) if (!seen.has(key)) reported.delete(key);
+    for (const key of [...problems.keys()]) if (key.startsWith(`${kind} `) && !seen.has(key.slice(kind.length + 1))) problems.delete(key);
     return out;
   };
 }

@@ -1,10 +1,11 @@
 import { join } from 'node:path';
-import { AuthenticationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
+import { AuthenticationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import type { Authenticator } from './authenticator';
 import type { RootStore, TrustBundlePublisher } from './ca-store';
 import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
 import { loadKubeConfig, startKubeSource } from './kube-source';
+import { StatusWriter } from './status-writer';
 import { TokenReviewAuthenticator } from './tokenreview-auth';
 import { ConfigMapBundlePublisher, DEFAULT_TRUST_BUNDLE_CONFIGMAP, type ConfigMapRef } from './trust-bundle-configmap';
 
@@ -34,8 +35,16 @@ export class KubeWiring {
     return new TokenReviewAuthenticator(this.kc.makeApiClient(AuthenticationV1Api));
   }
 
-  async source(onSnapshot: (s: Snapshot) => void): Promise<{ initial: Snapshot; close(): void }> {
-    const kube = await startKubeSource(this.kc, onSnapshot);
-    return { initial: kube.current(), close: () => kube.close() };
+  /**
+   * The cluster's state as snapshots. Unless `writeStatus` is false, the status of every HTTPRoute,
+   * GRPCRoute and TrafficPolicy is written back after each build (status-writer.ts), with an Event
+   * for each invalid object.
+   */
+  async source(onSnapshot: (s: Snapshot) => void, options: { writeStatus?: boolean } = {}): Promise<{ initial: Snapshot; close(): void }> {
+    const writer = options.writeStatus === false
+      ? undefined
+      : new StatusWriter({ custom: this.kc.makeApiClient(CustomObjectsApi), core: this.kc.makeApiClient(CoreV1Api) });
+    const kube = await startKubeSource(this.kc, onSnapshot, writer && ((view) => writer.observe(view)));
+    return { initial: kube.current(), close: () => { writer?.close(); kube.close(); } };
   }
 }
