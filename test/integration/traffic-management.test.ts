@@ -70,6 +70,8 @@ const OBJECTS = [
 const url = (svc: Svc, path: string) => `http://${VIPS[svc]}${path}`;
 
 type LogLine = Record<string, unknown>;
+type Counts = Record<'connection' | 'pending' | 'request' | 'retry', number>;
+interface ServicePortState { servicePort: string; trafficPolicy: string; ejections: number; ejectedNow: number; inUse: Counts; overflows: Counts }
 
 describe('traffic management through Service cluster IPs: routes, retries, timeouts, faults, breaker, outlier detection', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, n2: LabNode, client: LabPod;
@@ -84,6 +86,16 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     const lines = pick();
     assert.equal(lines.length, n, `source proxy request lines for ${path}`);
     return lines;
+  };
+
+  /** The source proxy's live state of a Service port, from node 1's admin API (what `weft status` shows). */
+  const servicePort = async (svc: Svc): Promise<ServicePortState> => {
+    const r = await n1.exec('curl', ['-sS', '--max-time', '5', 'http://127.0.0.1:15000/services']);
+    assert.equal(r.code, 0, r.stderr);
+    const all = JSON.parse(r.stdout) as ServicePortState[];
+    const st = all.find((x) => x.servicePort === `${NS}/${svc}:80`);
+    assert.ok(st, `admin /services lists ${NS}/${svc}:80: ${r.stdout}`);
+    return st;
   };
 
   before(async () => {
@@ -186,6 +198,9 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.ok(tries <= C + 2 * 2, `the backend saw ${tries} tries for ${C} requests; the retry budget allows ~${C + 2} (no budget: up to ${C * 3})`);
     assert.ok(retried.filter((n) => n === 0).length >= C - 2, `requests refused a retry by the budget answered their first 503: ${JSON.stringify(retried)}`);
 
+    // Every request ended with a 503, so each one with fewer than 2 retries had one refused: counted.
+    assert.equal((await servicePort('budget')).overflows.retry, retried.filter((n) => n < 2).length, 'each refused retry is counted');
+
     // Control: the same burst where the budget cannot bind gets every retry, C × (1 + attempts) tries.
     const loose = await load(client, url('budget-loose', '/budget-loose?status=503&sleep=300'), { count: C, concurrency: C, keepAlive: false });
     assert.deepEqual(loose.statuses, { 503: C });
@@ -231,6 +246,10 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     const overflow = lines.filter((l) => l.response_flags === 'UPSTREAM_OVERFLOW');
     assert.equal(overflow.length, C - 2);
     assert.match(String(overflow[0]!.error), /http2MaxRequests/);
+    // Counted, and every lease given back.
+    const st = await servicePort('breaker');
+    assert.equal(st.overflows.request, C - 2);
+    assert.deepEqual(st.inUse, { connection: 0, pending: 0, request: 0, retry: 0 });
     // Leases were released: the Service works again.
     const again = await load(client, url('breaker', '/breaker-after'), { count: 4, concurrency: 2 });
     assert.deepEqual(again.statuses, { 200: 4 });
@@ -251,6 +270,7 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.ok(whileEjected.length >= 10, `${whileEjected.length} requests were sent while o3 was ejected`);
     assert.ok(whileEjected.every((x) => x.s === 200 && (x.p === 'o1' || x.p === 'o2')), JSON.stringify(whileEjected.filter((x) => x.s !== 200 || x.p === 'o3')));
     assert.equal(first.statuses[500], bad.length, 'the client saw exactly the 500s o3 answered');
+    assert.equal((await servicePort('trio')).ejections, Math.ceil(bad.length / 3), 'the ejection is counted');
 
     o3.force(undefined);
     // Back after its ejection time: 2 s (× the ejection count, had a slow run ejected it again).
