@@ -73,6 +73,28 @@ export async function startServer(server: LabPod, script: string): Promise<void>
   srv.stdout!.resume();
 }
 
+/**
+ * Measures each contender in turn. One that cannot run (say, an agent that does not start) still
+ * leaves the others' rows: its error is collected and a note says it was not measured.
+ */
+export async function measureEach<C extends { name: string }, R>(contenders: C[], measure: (contender: C) => Promise<{ rows: R[]; note?: string }>):
+  Promise<{ rows: R[]; notes: string[]; errors: string[] }> {
+  const rows: R[] = [];
+  const notes: string[] = [];
+  const errors: string[] = [];
+  for (const contender of contenders) {
+    try {
+      const m = await measure(contender);
+      rows.push(...m.rows);
+      if (m.note) notes.push(m.note);
+    } catch (e) {
+      errors.push(`${contender.name}: ${(e as Error).message}`);
+      notes.push(`${contender.name}: not measured (error below)`);
+    }
+  }
+  return { rows, notes, errors };
+}
+
 /** Builds the lab, runs `body` in it, and tears everything down also when `body` throws. */
 export async function withHopLab<T>(opts: HopLabOptions, body: (c: BenchContext) => Promise<T>): Promise<T> {
   const dir = mkdtempSync(join(tmpdir(), `weft-${opts.name}-`));

@@ -18,7 +18,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { spawnReady, stopPids, withHopLab, type BenchContext, type Contender, type Running } from './hop-lab';
+import { measureEach, spawnReady, stopPids, withHopLab, type BenchContext, type Contender, type Running } from './hop-lab';
 import { httpHopObjects, PORTS } from './http-hop-config';
 import { cpuTicks, h2load, TICK_S, WRK_SECONDS, wrk, type LoadResult } from './load';
 import { startWeftMesh } from './weft-mesh';
@@ -177,20 +177,7 @@ export async function runHttpHop(contenders: Array<Contender<HttpEndpoint>>): Pr
     server: { namespace: 'bench', serviceAccount: 'server' },
     serverScript: HTTP_SERVERS,
   }, async (c) => {
-    const rows: Row[] = [];
-    const notes: string[] = [];
-    const errors: string[] = [];
-    for (const contender of contenders) {
-      // one contender that cannot run (say, an agent that does not start) still leaves the others' numbers
-      try {
-        const m = await measure(c, contender);
-        rows.push(...m.rows);
-        if (m.note) notes.push(m.note);
-      } catch (e) {
-        errors.push(`${contender.name}: ${(e as Error).message}`);
-        notes.push(`${contender.name}: not measured (error below)`);
-      }
-    }
+    const { rows, notes, errors } = await measureEach(contenders, (contender) => measure(c, contender));
     print(rows, notes);
     for (const r of rows.filter((row) => row.failed > 0)) {
       errors.push(`${r.contender} ${r.load}: ${r.failed} of ${r.requests} requests failed, so its numbers do not compare`

@@ -22,7 +22,7 @@
  */
 import { readFileSync } from 'node:fs';
 import type { LabPod } from '../../agent/sandbox';
-import { spawnReady, startServer, stopPids, withHopLab, type BenchContext, type Contender, type Endpoint } from './hop-lab';
+import { measureEach, spawnReady, startServer, stopPids, withHopLab, type BenchContext, type Contender, type Endpoint } from './hop-lab';
 import { haproxyHttpConfig, haproxyTls } from './http-hop';
 import { cpuTicks, TICK_S, WRK_SECONDS, wrk, type LoadResult } from './load';
 import { benchRoutes } from './routes';
@@ -194,20 +194,7 @@ export async function runServiceRoute(only: string[] = []): Promise<Row[]> {
     // Weft last: its agents' enrollment outlives them until `weft uninstall`, which its stop() runs.
     const contenders = [direct(backends), haproxySplitPair(backends), weft]
       .filter((k) => only.length === 0 || only.some((o) => k.name.toLowerCase().startsWith(o)));
-    const out: Row[] = [];
-    const notes: string[] = [];
-    const errors: string[] = [];
-    for (const contender of contenders) {
-      // one contender that cannot run still leaves the others' numbers
-      try {
-        const m = await measure(c, backends, contender);
-        out.push(...m.rows);
-        if (m.note) notes.push(m.note);
-      } catch (e) {
-        errors.push(`${contender.name}: ${(e as Error).message}`);
-        notes.push(`${contender.name}: not measured (error below)`);
-      }
-    }
+    const { rows: out, notes, errors } = await measureEach(contenders, (contender) => measure(c, backends, contender));
     print(out, notes);
     for (const r of out.filter((row) => row.failed > 0)) errors.push(`${r.contender}: ${r.failed} of ${r.requests} requests failed, so its numbers do not compare`);
     if (errors.length) throw new Error(`service-route could not measure everything:\n  ${errors.join('\n  ')}`);
