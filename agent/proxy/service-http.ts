@@ -18,6 +18,7 @@ import { dial, type Dialed } from './dial';
 import type { AttemptOutcome, Backend, HeaderMap, RequestPlan } from './request-plan';
 import type { PlanRequest, ServiceConnection, ServiceEnv } from './service-env';
 import { sameFamilyFirst, servicePortKey } from './service-target';
+import { pump } from '../core/pump';
 
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
@@ -55,7 +56,7 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   if (head && head.length > 0) client.unshift(head);
   if (protocol === 'http1') {
     const server = http.createServer({ requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs, maxHeaderSize: limits.maxHeaderBytes, noDelay: true }, onRequest);
-    server.on('upgrade', (req: IncomingMessage, socket) => { refuseRaw(socket, 501, 'Upgrade through a Service is not carried out by the source proxy yet'); log.info({ method: req.method, path: req.url }, 'upgrade refused'); });
+    server.on('upgrade', (req: IncomingMessage, socket: Duplex, upgradeHead: Buffer) => { requests++; void upgrade(env, c, req, socket, upgradeHead, log); });
     server.on('connect', (req: IncomingMessage, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); log.info({ method: req.method, path: req.url }, 'CONNECT refused'); });
     server.on('clientError', (e: Error & { code?: string }, socket) => {
       if (!socket.writable) return void socket.destroy();
@@ -74,8 +75,71 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   if (connectionClosed.hasSubscribers) connectionClosed.publish({ reporter: 'source', ends, security, bytesFromClient: sent, bytesToClient: recv, flags: '-' });
 }
 
-function refuseRaw(socket: Duplex, status: number, reason: string): void {
-  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(reason) + 1}\r\nconnection: close\r\n\r\n${reason}\n`);
+/**
+ * An HTTP/1.1 Upgrade (WebSocket) to a Service: routed and filtered like any request, then the
+ * connection to the endpoint picked for it becomes a byte tunnel both ways. No retry: the
+ * endpoint's answer (101 or a refusal) goes back as it is.
+ */
+async function upgrade(env: ServiceEnv, c: ServiceConnection, req: IncomingMessage, socket: Duplex, upgradeHead: Buffer, log: Logger): Promise<void> {
+  const started = performance.now();
+  const info = planRequest(req, 'http1');
+  socket.on('error', () => undefined);
+  const done = (fields: Record<string, unknown>, msg: string) => log.info({ method: info.method, path: info.path, authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
+    duration: Math.round((performance.now() - started) * 1000) / 1000, ...fields }, msg);
+  let plan: RequestPlan;
+  try {
+    plan = env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
+  } catch (e) {
+    plan = { kind: 'respond', status: 500, body: `routing failed: ${(e as Error).message}`, flag: 'NO_ROUTE' };
+  }
+  if (plan.kind === 'respond') {
+    refuseRaw(socket, plan.status, plan.body, plan.headers);
+    return done({ status: plan.status, ...(plan.route ? { route: plan.route } : {}), response_flags: plan.flag }, 'upgrade answered by the proxy');
+  }
+  const key = servicePortKey(plan.backend.service, plan.backend.port.port);
+  const ep = env.runtime.pick(key, plan.backend.service, plan.backend.port.port, sameFamilyFirst(env.runtime.usableEndpoints(env.store(), plan.backend.service, plan.backend.port), c.target.vip));
+  if (!ep) {
+    refuseRaw(socket, 503, 'no healthy upstream');
+    return done({ status: 503, response_flags: 'NO_HEALTHY_UPSTREAM' }, 'upgrade refused');
+  }
+  let upstream: Duplex;
+  try {
+    upstream = (await dial(env.dialer, { source: c.src!, client: { ip: c.clientIp, port: c.clientPort }, target: { ip: ep.ip, port: ep.port },
+      service: { namespace: plan.backend.service.namespace, name: plan.backend.service.name } })).stream;
+  } catch (e) {
+    refuseRaw(socket, 503, `upstream connect error: ${(e as Error).message}`);
+    return done({ status: 503, response_flags: 'CONNECT', error: (e as Error).message }, 'upgrade failed');
+  }
+  // The request head as it came (Connection and Upgrade included), with the route's edits.
+  const headers: HeaderMap = {};
+  for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) {
+    const name = req.rawHeaders[i]!.toLowerCase();
+    if (name === 'host') continue;
+    const prev = headers[name];
+    headers[name] = prev === undefined ? req.rawHeaders[i + 1]! : [...(Array.isArray(prev) ? prev : [prev]), req.rawHeaders[i + 1]!];
+  }
+  plan.editRequest(headers);
+  const lines = [`${info.method} ${plan.path} HTTP/1.1`, `host: ${plan.authority}`];
+  for (const [k, v] of Object.entries(headers)) for (const value of Array.isArray(v) ? v : [v]) lines.push(`${k}: ${value}`);
+  upstream.write(Buffer.from(`${lines.join('\r\n')}\r\n\r\n`, 'latin1'));
+  if (upgradeHead.length > 0) upstream.write(upgradeHead);
+  let sent = upgradeHead.length, recv = 0, open = 2;
+  await new Promise<void>((resolve) => {
+    const closed = () => { if (--open === 0) resolve(); };
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+    upstream.once('close', () => { socket.destroy(); closed(); });
+    socket.once('close', () => { upstream.destroy(); closed(); });
+    pump(socket, upstream, (n) => { sent += n; });
+    pump(upstream, socket, (n) => { recv += n; });
+  });
+  done({ route: plan.route, upstream: `${ep.ip}:${ep.port}`, bytes_sent: sent, bytes_recv: recv }, 'upgraded connection complete');
+}
+
+function refuseRaw(socket: Duplex, status: number, reason: string, headers: Record<string, string> = {}): void {
+  const body = reason === '' ? '' : `${reason}\n`;
+  const extra = Object.entries(headers).map(([k, v]) => `${k}: ${v}\r\n`).join('');
+  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain\r\ncontent-length: ${Buffer.byteLength(body)}\r\n${extra}connection: close\r\n\r\n${body}`);
 }
 
 /** The request as the plan sees it: lower-case names, no pseudo-headers, hop-by-hop fields out. */

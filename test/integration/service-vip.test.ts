@@ -48,6 +48,32 @@ const one = () => {
 for (let i = 0; i < conc; i++) one();
 `;
 
+/** argv: pod. HTTP/1.1 on 8090 that upgrades every request to a raw echo tunnel answering `<pod>:<bytes>`. */
+const UPGRADE_SERVER = String.raw`
+const pod = process.argv[1];
+const server = require('http').createServer((req, res) => res.end('upgrade required'));
+server.on('upgrade', (req, socket) => {
+  socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: ' + req.headers.upgrade + '\r\nConnection: Upgrade\r\nx-path: ' + req.url + '\r\n\r\n');
+  socket.on('data', (d) => socket.write(pod + ':' + d));
+  socket.on('error', () => {});
+});
+server.listen(8090, () => console.log('listening'));
+`;
+
+/** argv: host, port. Upgrades, sends 'hello', prints the 101 head and the echo. */
+const UPGRADE_CLIENT = String.raw`
+const s = require('net').connect(Number(process.argv[2]), process.argv[1], () => s.write('GET /ws HTTP/1.1\r\nHost: api\r\nConnection: Upgrade\r\nUpgrade: weft-echo\r\n\r\n'));
+let got = '';
+s.on('data', (d) => {
+  got += d;
+  const end = got.indexOf('\r\n\r\n');
+  if (end >= 0 && !s.sent) { s.sent = true; s.write('hello'); }
+  if (got.includes(':hello')) { console.log(JSON.stringify({ head: got.slice(0, end), echo: got.slice(end + 4) })); process.exit(0); }
+});
+s.on('error', (e) => { console.error(e.message); process.exit(1); });
+setTimeout(() => { console.error('no echo: ' + JSON.stringify(got)); process.exit(1); }, 5000);
+`;
+
 describe('Service cluster IPs are meshed: resolved, balanced and carried over mTLS by the source proxy', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, n2: LabNode, web: LabPod, apiA: LabPod, apiB: LabPod, apiC: LabPod, old: LabPod;
   let cp: AgentHandle, agent1: AgentHandle, agent2: AgentHandle;
@@ -57,7 +83,8 @@ describe('Service cluster IPs are meshed: resolved, balanced and carried over mT
   const services = [
     { apiVersion: 'v1', kind: 'Service', metadata: { name: 'api', namespace: 'shop' }, spec: {
       clusterIP: VIP, clusterIPs: [VIP, VIP6], ipFamilies: ['IPv4', 'IPv6'], ipFamilyPolicy: 'RequireDualStack', selector: { app: 'api' },
-      ports: [{ name: 'http', port: 80, targetPort: 8080, appProtocol: 'http' }, { name: 'web', port: 81, targetPort: 'web' }, { name: 'tcp-echo', port: 7000, targetPort: 7000 }] } },
+      ports: [{ name: 'http', port: 80, targetPort: 8080, appProtocol: 'http' }, { name: 'web', port: 81, targetPort: 'web' }, { name: 'tcp-echo', port: 7000, targetPort: 7000 },
+        { name: 'http-ws', port: 82, targetPort: 8090 }] } },
     { apiVersion: 'v1', kind: 'Service', metadata: { name: 'empty', namespace: 'shop' }, spec: {
       clusterIP: EMPTY_VIP, selector: { app: 'nothing' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }, { name: 'tcp', port: 7000, targetPort: 7000 }] } },
     { apiVersion: 'v1', kind: 'Service', metadata: { name: 'old', namespace: 'legacy' }, spec: {
@@ -95,6 +122,10 @@ describe('Service cluster IPs are meshed: resolved, balanced and carried over mT
     configPath = join(dir, 'mesh.yaml');
     writeConfig();
     await Promise.all([apiA, apiB, apiC, old].flatMap((p) => [startHttpServer(p, 8080).ready, startEchoServer(p, 7000).ready]));
+    await Promise.all([apiA, apiB, apiC].map((p) => new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`upgrade server in ${p.name} not listening after 8 s`)), 8000);
+      p.spawn(process.execPath, ['-e', UPGRADE_SERVER, p.name]).stdout!.once('data', () => { clearTimeout(timer); resolve(); });
+    })));
     const dataDir = join(dir, 'data');
     cp = startControlPlane(n1, configPath, dataDir);
     await cp.ready;
@@ -166,6 +197,21 @@ describe('Service cluster IPs are meshed: resolved, balanced and carried over mT
       pods.set(m[1]!, (pods.get(m[1]!) ?? 0) + 1);
     }
     assert.deepEqual([...pods.keys()].sort(), ['api-a', 'api-b', 'api-c']);
+  });
+
+  test('an HTTP/1.1 Upgrade to a Service becomes a tunnel to one endpoint, through the proxies', async () => {
+    const pods = new Set<string>();
+    for (let i = 0; i < 12 && pods.size < 2; i++) {
+      const r = await web.exec(process.execPath, ['-e', UPGRADE_CLIENT, VIP, '82'], { timeoutMs: 8000 });
+      assert.equal(r.code, 0, r.stderr);
+      const { head, echo } = JSON.parse(r.stdout) as { head: string; echo: string };
+      assert.match(head, /^HTTP\/1\.1 101 /);
+      assert.match(head, /x-path: \/ws/i);
+      const m = /^(api-[abc]):hello$/.exec(echo);
+      assert.ok(m, echo);
+      pods.add(m[1]!);
+    }
+    assert.ok(pods.size >= 2, `upgrades spread over endpoints: ${[...pods]}`);
   });
 
   test('IPv6 cluster IP of a dual-stack Service reaches the IPv6 endpoints', async () => {
