@@ -510,7 +510,6 @@ async function relayResponse(r: UpstreamResponse, plan: Extract<RequestPlan, { k
     r.discard();
     return { status: 502, flag: 'UPSTREAM_RESET', responseBytes: 0, error: `response head not forwardable: ${(e as Error).message}` };
   }
-  if (typeof (res as ServerResponse).flushHeaders === 'function' && !h2) (res as ServerResponse).flushHeaders();
   const timer = deadline === undefined ? undefined : setTimeout(() => {
     error = 'request timeout while the response streamed';
     flag = 'UPSTREAM_TIMEOUT';
