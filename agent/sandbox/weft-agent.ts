@@ -1,6 +1,6 @@
 // Runs `weft local` for one lab node: inside the node's netns and `system` cgroup, following a
 // config file; collects its access log (stdout) and operational log (stderr).
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import type { LabNode } from './lab';
 import { WEFT_NODE_FLAGS } from '../node-flags';
@@ -38,6 +38,39 @@ export function startNodeAgent(node: LabNode, controlPlane: string, dataDir: str
 }
 
 export const CONTROL_PLANE_PORT = 15012;
+
+/** A control plane on the first node and an agent on each node, following one config file. */
+export interface MeshProcesses {
+  cp: AgentHandle;
+  /** in the order of the nodes */
+  agents: AgentHandle[];
+  /** Kills them all and removes what the agents left pinned on their nodes (also after a failed start). */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `weft controlplane` on `nodes[0]` and `weft agent` on every node, and waits until all are
+ * ready. On failure what was started is stopped before the error is thrown.
+ */
+export async function startMesh(nodes: LabNode[], configPath: string, dataDir: string): Promise<MeshProcesses> {
+  const started: AgentHandle[] = [];
+  const stop = async (): Promise<void> => {
+    for (const h of started.reverse()) await h.kill('SIGKILL').catch(() => undefined);
+    for (const n of nodes) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name]);
+  };
+  try {
+    const cp = startControlPlane(nodes[0]!, configPath, dataDir);
+    started.push(cp);
+    await cp.ready;
+    const agents = nodes.map((n) => startNodeAgent(n, `${nodes[0]!.ip}:${CONTROL_PLANE_PORT}`, dataDir));
+    started.push(...agents);
+    await Promise.all(agents.map((a) => a.ready));
+    return { cp, agents, stop };
+  } catch (e) {
+    await stop();
+    throw e;
+  }
+}
 
 function startWeft(node: LabNode, args: string[], readyText: string): AgentHandle {
   const child = node.spawn(process.execPath, [...WEFT_NODE_FLAGS, WEFT_CLI, ...args]);

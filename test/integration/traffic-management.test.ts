@@ -7,12 +7,11 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod } from '../../agent/sandbox';
-import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { startMesh, type AgentHandle, type MeshProcesses } from '../../agent/sandbox/weft-agent';
 import { kernelTestBlocker } from '../support/requirements';
 import { assertShare, load, median, startBackend, type BackendHandle } from '../support/traffic-apps';
 
@@ -75,7 +74,7 @@ interface ServicePortState { servicePort: string; trafficPolicy: string; ejectio
 
 describe('traffic management through Service cluster IPs: routes, retries, timeouts, faults, breaker, outlier detection', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, n2: LabNode, client: LabPod;
-  let cp: AgentHandle, agent1: AgentHandle, agent2: AgentHandle;
+  let mesh: MeshProcesses | undefined, agent1: AgentHandle;
   let dir: string;
   const backends: Record<string, BackendHandle> = {};
 
@@ -117,18 +116,13 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     writeFileSync(configPath, lab.yaml({ meshNamespaces: [NS], extra: OBJECTS }));
     for (const p of pods) backends[p.name] = startBackend(p, 8080, join(dir, `${p.name}.ctl`));
     await Promise.all(Object.values(backends).map((b) => b.ready));
-    const dataDir = join(dir, 'data');
-    cp = startControlPlane(n1, configPath, dataDir);
-    await cp.ready;
-    agent1 = startNodeAgent(n1, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
-    agent2 = startNodeAgent(n2, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
-    await Promise.all([agent1.ready, agent2.ready]);
+    mesh = await startMesh([n1, n2], configPath, join(dir, 'data'));
+    agent1 = mesh.agents[0]!;
   });
 
   after(async () => {
     if (blocker) return;
-    for (const p of [agent1, agent2, cp]) await p?.kill('SIGKILL');
-    for (const n of [n1, n2]) if (n) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name]);
+    await mesh?.stop();
     await lab?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
