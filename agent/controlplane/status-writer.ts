@@ -30,8 +30,22 @@ export interface StatusWriterOptions {
   retryMs?: number;
   /** Status writes in flight at once, over all objects (default 8). */
   maxInFlight?: number;
-  clock?: () => Date;
+  /** Time and timers (default: the process's); tests step through the rate limit with their own. */
+  clock?: Clock;
 }
+
+export interface Clock {
+  /** ms since the epoch. */
+  now(): number;
+  setTimeout(fn: () => void, ms: number): unknown;
+  clearTimeout(handle: unknown): void;
+}
+
+const SYSTEM_CLOCK: Clock = {
+  now: () => Date.now(),
+  setTimeout: (fn, ms) => setTimeout(fn, ms),
+  clearTimeout: (handle) => clearTimeout(handle as NodeJS.Timeout),
+};
 
 export interface StatusWriterStats {
   /** Status patches the API server accepted. */
@@ -56,7 +70,7 @@ interface Entry {
   lastStart: number;
   /** Not before this time (ms): a retry after a failure. */
   notBefore: number;
-  timer: NodeJS.Timeout | undefined;
+  timer: unknown;
 }
 
 const log = operationalLogger('status-writer');
@@ -76,7 +90,7 @@ export class StatusWriter {
   private readonly minIntervalMs: number;
   private readonly retryMs: number;
   private readonly maxInFlight: number;
-  private readonly clock: () => Date;
+  private readonly clock: Clock;
   private readonly instance = hostname();
   readonly stats: StatusWriterStats = { written: 0, superseded: 0, failed: 0, events: 0 };
 
@@ -84,16 +98,16 @@ export class StatusWriter {
     this.minIntervalMs = options.minIntervalMs ?? 1000;
     this.retryMs = options.retryMs ?? 10_000;
     this.maxInFlight = options.maxInFlight ?? 8;
-    this.clock = options.clock ?? (() => new Date());
+    this.clock = options.clock ?? SYSTEM_CLOCK;
   }
 
   /** Called after every build of the Kubernetes source (startKubeSource's onBuilt). */
   observe(view: KubeObjectsView): void {
     if (this.closed) return;
-    const plan = planStatus(view, kubeTime(this.clock()));
+    const plan = planStatus(view, kubeTime(new Date(this.clock.now())));
     for (const [id, entry] of this.entries) {
       if (plan.seen.has(id)) continue;
-      if (entry.timer !== undefined) clearTimeout(entry.timer);
+      if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer);
       entry.pending = undefined;
       if (!entry.inFlight) this.entries.delete(id);
     }
@@ -113,7 +127,7 @@ export class StatusWriter {
 
   close(): void {
     this.closed = true;
-    for (const entry of this.entries.values()) if (entry.timer !== undefined) clearTimeout(entry.timer);
+    for (const entry of this.entries.values()) if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer);
     this.entries.clear();
     this.ready.length = 0;
     this.settle();
@@ -138,9 +152,9 @@ export class StatusWriter {
 
   private schedule(id: string, entry: Entry): void {
     if (this.closed || entry.inFlight || entry.queued || entry.timer !== undefined || entry.pending === undefined) return;
-    const wait = Math.max(entry.lastStart + this.minIntervalMs, entry.notBefore) - Date.now();
+    const wait = Math.max(entry.lastStart + this.minIntervalMs, entry.notBefore) - this.clock.now();
     if (wait > 0) {
-      entry.timer = setTimeout(() => {
+      entry.timer = this.clock.setTimeout(() => {
         entry.timer = undefined;
         this.schedule(id, entry);
       }, wait);
@@ -161,7 +175,7 @@ export class StatusWriter {
       if (write === undefined) continue;
       entry.pending = undefined;
       entry.inFlight = true;
-      entry.lastStart = Date.now();
+      entry.lastStart = this.clock.now();
       entry.sent = { fromVersion: write.resourceVersion, status: canonicalJson(write.body.status) };
       this.running++;
       void this.patch(write).then((outcome) => {
@@ -173,7 +187,7 @@ export class StatusWriter {
           entry.pending = undefined;
         }
         if (outcome === 'failed') {
-          entry.notBefore = Date.now() + this.retryMs;
+          entry.notBefore = this.clock.now() + this.retryMs;
           entry.pending ??= write;
         }
         if (this.closed || !this.entries.has(id)) this.entries.delete(id);
@@ -221,7 +235,7 @@ export class StatusWriter {
     const about = object.generation !== undefined ? `generation ${object.generation}` : object.message;
     if (this.reported.get(id) === about) return;
     this.reported.set(id, about);
-    const now = this.clock();
+    const now = new Date(this.clock.now());
     const unique = (BigInt(now.getTime()) * 1_000_000n + BigInt(this.eventSeq++ % 1_000_000)).toString(16);
     const event: CoreV1Event = {
       metadata: { name: `${object.name}.${unique}`, namespace: object.namespace },
@@ -255,7 +269,7 @@ export class StatusWriter {
   private isIdle(): boolean {
     if (this.running > 0 || this.ready.length > 0) return false;
     for (const entry of this.entries.values()) {
-      if (entry.pending !== undefined && entry.notBefore <= Date.now()) return false;
+      if (entry.pending !== undefined && entry.notBefore <= this.clock.now()) return false;
     }
     return true;
   }
