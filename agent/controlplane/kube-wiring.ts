@@ -40,11 +40,11 @@ export class KubeWiring {
    * GRPCRoute and TrafficPolicy is written back after each build (status-writer.ts), with an Event
    * for each invalid object.
    */
-  async source(onSnapshot: (s: Snapshot) => void, options: { writeStatus?: boolean } = {}): Promise<{ initial: Snapshot; close(): void }> {
+  async source(onSnapshot: (s: Snapshot) => void, options: { writeStatus?: boolean } = {}): Promise<{ initial: Snapshot; close(): void; statusWriter?: StatusWriter }> {
     const writer = options.writeStatus === false
       ? undefined
       : new StatusWriter({ custom: this.kc.makeApiClient(CustomObjectsApi), core: this.kc.makeApiClient(CoreV1Api) });
     const kube = await startKubeSource(this.kc, onSnapshot, writer && ((view) => writer.observe(view)));
-    return { initial: kube.current(), close: () => { writer?.close(); kube.close(); } };
+    return { initial: kube.current(), close: () => { writer?.close(); kube.close(); }, ...(writer ? { statusWriter: writer } : {}) };
   }
 }

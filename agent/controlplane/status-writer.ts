@@ -85,6 +85,9 @@ export class StatusWriter {
   private readonly ready: string[] = [];
   private running = 0;
   private closed = false;
+  private active = true;
+  /** The last view seen while not active, for when the writer becomes active. */
+  private parked: KubeObjectsView | undefined;
   private eventSeq = 0;
   private readonly idleWaiters: (() => void)[] = [];
   private readonly minIntervalMs: number;
@@ -104,10 +107,15 @@ export class StatusWriter {
   /** Called after every build of the Kubernetes source (startKubeSource's onBuilt). */
   observe(view: KubeObjectsView): void {
     if (this.closed) return;
+    if (!this.active) {
+      this.parked = view;
+      return;
+    }
     const plan = planStatus(view, kubeTime(new Date(this.clock.now())));
     for (const [id, entry] of this.entries) {
       if (plan.seen.has(id)) continue;
       if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer);
+      entry.timer = undefined;
       entry.pending = undefined;
       if (!entry.inFlight) this.entries.delete(id);
     }
@@ -117,6 +125,29 @@ export class StatusWriter {
     for (const id of [...this.reported.keys()]) if (!invalid.has(id)) this.reported.delete(id);
     for (const object of plan.invalid) this.report(object);
     this.settle();
+  }
+
+  /**
+   * Only one control-plane replica should write (issue 10: the Lease holder). Inactive, the writer
+   * keeps the latest view and writes nothing; made active, it plans from that view at once, so a
+   * failover loses no status (what is already right is not written again).
+   */
+  setActive(active: boolean): void {
+    if (this.active === active) return;
+    this.active = active;
+    if (!active) {
+      for (const entry of this.entries.values()) {
+        if (entry.timer !== undefined) this.clock.clearTimeout(entry.timer);
+        entry.timer = undefined;
+        entry.pending = undefined;
+      }
+      this.ready.length = 0;
+      this.settle();
+      return;
+    }
+    const view = this.parked;
+    this.parked = undefined;
+    if (view !== undefined) this.observe(view);
   }
 
   /** Resolves when no write is in flight or waiting for its slot (a retry after a failure is not waited for). */
@@ -151,7 +182,7 @@ export class StatusWriter {
   }
 
   private schedule(id: string, entry: Entry): void {
-    if (this.closed || entry.inFlight || entry.queued || entry.timer !== undefined || entry.pending === undefined) return;
+    if (this.closed || !this.active || entry.inFlight || entry.queued || entry.timer !== undefined || entry.pending === undefined) return;
     const wait = Math.max(entry.lastStart + this.minIntervalMs, entry.notBefore) - this.clock.now();
     if (wait > 0) {
       entry.timer = this.clock.setTimeout(() => {

@@ -354,13 +354,13 @@ const WRITER_TEST = { timeout: 20_000 };
 
 const ROUTE_STATUS_PATH = '/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/web-split/status';
 
-async function writerOn(t: TestContext, options: { minIntervalMs?: number; retryMs?: number } = {}): Promise<{ api: FakeApi; writer: StatusWriter; clock: ManualClock }> {
+async function writerOn(t: TestContext, options: { minIntervalMs?: number; retryMs?: number } = {}): Promise<{ api: FakeApi; writer: StatusWriter; clock: ManualClock; kc: KubeConfig }> {
   const api = new FakeApi();
   const kc = await api.start(t);
   const clock = new ManualClock();
   const writer = new StatusWriter({ custom: kc.makeApiClient(CustomObjectsApi), core: kc.makeApiClient(CoreV1Api), clock, ...options });
   t.after(() => writer.close());
-  return { api, writer, clock };
+  return { api, writer, clock, kc };
 }
 
 test('the writer PATCHes the status subresource with a merge patch, once: not again while the informer still shows the old version, nor once it shows the new one', WRITER_TEST, async (t) => {
@@ -466,6 +466,28 @@ test('an invalid object gets a Warning Event (reason Invalid) once per generatio
   await writer.idle();
   await until('the second Event is created', () => writer.stats.events === 2);
   assert.equal(api.requests.filter((r) => r.method === 'POST').length, 2, 'a new generation, still invalid: one more Event');
+});
+
+test('an inactive writer (not the Lease holder) writes nothing; made active it writes from the latest view at once, and nothing that is already right', WRITER_TEST, async (t) => {
+  const { api, writer, kc } = await writerOn(t, { minIntervalMs: 0 });
+  const route = api.put('httproutes', httpRoute());
+  writer.setActive(false);
+  writer.observe(view([httpRoute({ name: 'older-view' })]));
+  writer.observe(view([route]));
+  await writer.idle();
+  assert.equal(api.requests.length, 0, 'nothing written while inactive');
+  writer.setActive(true);
+  await writer.idle();
+  assert.deepEqual(api.patches().map((p) => p.path), [ROUTE_STATUS_PATH], 'the latest view only');
+
+  // A replica taking over a status the old leader already wrote has nothing to do.
+  const standby = new StatusWriter({ custom: kc.makeApiClient(CustomObjectsApi), minIntervalMs: 0 });
+  t.after(() => standby.close());
+  standby.setActive(false);
+  standby.observe(view([api.get('httproutes', 'web-split')!]));
+  standby.setActive(true);
+  await standby.idle();
+  assert.equal(api.patches().length, 1);
 });
 
 async function until(what: string, ready: () => boolean): Promise<void> {
