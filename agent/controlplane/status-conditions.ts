@@ -61,6 +61,21 @@ export function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
+/** Equal as JSON, whatever the key order (absent and undefined are the same); cheaper than comparing canonicalJson strings. */
+export function sameJson(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (Array.isArray(a)) return Array.isArray(b) && a.length === b.length && a.every((x, i) => sameJson(x, b[i]));
+  if (!isRecord(a) || !isRecord(b)) return false;
+  let count = 0;
+  for (const k in a) {
+    if (a[k] === undefined) continue;
+    count++;
+    if (!sameJson(a[k], b[k])) return false;
+  }
+  for (const k in b) if (b[k] !== undefined) count--;
+  return count === 0;
+}
+
 /** JSON with object keys sorted, so equal content compares equal whatever the key order. */
 export function canonicalJson(value: unknown): string {
   if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;

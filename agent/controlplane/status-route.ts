@@ -1,7 +1,7 @@
 import type { ServicesByKey } from '../route/resolve';
 import type { GrpcRouteInfo, RouteInfo } from '../route/route-info';
 import { routeStatus, type RouteCondition } from '../route/route-status';
-import { canonicalJson, CONTROLLER_NAME, isRecord, settle, type Condition, type ConditionDraft } from './status-conditions';
+import { CONTROLLER_NAME, isRecord, sameJson, settle, type Condition, type ConditionDraft } from './status-conditions';
 import { generationOf, statusList, type StatusObject } from './status-object';
 
 /**
@@ -105,7 +105,7 @@ export function routeStatusPatch(obj: StatusObject, facts: RouteFacts): { metada
   const ours = existing.filter((p) => isRecord(p) && p.controllerName === CONTROLLER_NAME);
   const others = existing.filter((p) => !(isRecord(p) && p.controllerName === CONTROLLER_NAME));
   const desired = desiredRouteParents(obj, facts);
-  if (canonicalJson(ours) === canonicalJson(desired)) return undefined;
+  if (sameJson(ours, desired)) return undefined;
   const rv = obj.metadata?.resourceVersion;
   return { metadata: rv !== undefined ? { resourceVersion: rv } : {}, status: { parents: [...others, ...desired] } };
 }

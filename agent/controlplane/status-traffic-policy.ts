@@ -1,6 +1,6 @@
 import type { TrafficPolicyConflict } from '../traffic/resolve';
 import type { TrafficPolicyInfo } from '../traffic/traffic-policy';
-import { canonicalJson, isRecord, settle, type ConditionDraft } from './status-conditions';
+import { isRecord, sameJson, settle, type ConditionDraft } from './status-conditions';
 import { generationOf, statusList, type StatusObject } from './status-object';
 
 /**
@@ -49,7 +49,7 @@ export function trafficPolicyStatusPatch(obj: StatusObject, facts: TrafficPolicy
   const ours = existing.filter((c) => isRecord(c) && c.type === 'Accepted');
   const others = existing.filter((c) => !(isRecord(c) && c.type === 'Accepted'));
   const desired = settle([trafficPolicyAccepted(facts)], ours, generationOf(obj), facts.now);
-  if (canonicalJson(ours) === canonicalJson(desired)) return undefined;
+  if (sameJson(ours, desired)) return undefined;
   const rv = obj.metadata?.resourceVersion;
   return { metadata: rv !== undefined ? { resourceVersion: rv } : {}, status: { conditions: [...others, ...desired] } };
 }

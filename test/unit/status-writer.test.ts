@@ -120,6 +120,9 @@ test('no write when the object already has the status it should have; lastTransi
   const first = onlyWrite(planStatus(view([httpRoute()]), T0));
   const written = withStatus(httpRoute(), first, '2');
   assert.deepEqual(planStatus(view([written]), T1).writes, [], 'unchanged: nothing to write, even at a later time');
+  const reversed = (o: unknown): unknown => Array.isArray(o) ? o.map(reversed)
+    : typeof o === 'object' && o !== null ? Object.fromEntries(Object.entries(o).reverse().map(([k, v]) => [k, reversed(v)])) : o;
+  assert.deepEqual(planStatus(view([{ ...written, status: reversed(written.status) }]), T1).writes, [], 'the same status with its keys in another order (as the API server may return it) is unchanged');
 
   // A new generation that changes nothing else: observedGeneration follows, the transition times stay.
   const edited = { ...written, metadata: { ...written.metadata, generation: 2, resourceVersion: '3' } };
