@@ -19,6 +19,7 @@ import type { AttemptOutcome, Backend, HeaderMap, RequestPlan } from './request-
 import type { PlanRequest, ServiceConnection, ServiceEnv } from './service-env';
 import { sameFamilyFirst, servicePortKey } from './service-target';
 import { pump } from '../core/pump';
+import type { BodySink } from '../http/h1-upstream';
 
 type Req = IncomingMessage | Http2ServerRequest;
 type Res = ServerResponse | Http2ServerResponse;
@@ -151,6 +152,21 @@ function planRequest(req: Req, protocol: 'http1' | 'http2'): PlanRequest & { raw
   return { method: req.method ?? 'GET', path: req.url ?? '/', authority, headers, rawHeaders: req.rawHeaders, grpc: typeof ct === 'string' && ct.startsWith('application/grpc'), protocol };
 }
 
+const EMPTY = Buffer.alloc(0);
+
+/** The request says it has no body: HTTP/1 without Content-Length (or 0) and Transfer-Encoding; HTTP/2 with END_STREAM on its head. */
+function hasNoBody(req: Req, protocol: 'http1' | 'http2'): boolean {
+  if (protocol === 'http2') return (req as Http2ServerRequest).stream.endAfterHeaders;
+  const h = req.headers;
+  return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
+}
+
+/** A request without body: nothing to wait for, and replayable as it is. */
+function noBody(req: Req): { replayable: Buffer; bytes: () => number } {
+  req.resume();
+  return { replayable: EMPTY, bytes: () => 0 };
+}
+
 /** The request's body, replayable when small (retries, mirrors), else streamed once. */
 async function readBody(req: Req, replay: boolean): Promise<{ replayable?: Buffer; stream?: Readable; bytes: () => number }> {
   let bytes = 0;
@@ -204,7 +220,7 @@ async function handleRequest(env: ServiceEnv, c: ServiceConnection, protocol: 'h
     answer = { status: plan.status, flag: plan.flag, ...(plan.route ? { route: plan.route } : {}), retries: 0, responseBytes: respondLocal(res, plan.status, plan.body, info.grpc, plan.headers, plan.grpcStatus) };
   } else {
     const replay = plan.retry.attempts > 0 || plan.mirror !== undefined;
-    const body = await readBody(req, replay);
+    const body = hasNoBody(req, protocol) ? noBody(req) : await readBody(req, replay);
     requestBytes = body.bytes;
     answer = await forward(env, c, info, plan, body, res);
   }
@@ -250,13 +266,18 @@ function respondLocal(res: Res, status: number, body: string, grpc: boolean, hea
   return Buffer.byteLength(text);
 }
 
+/** A response body still to come: buffered until started, then given to the sink (trailers at its end). */
+interface UpstreamBody {
+  start(sink: BodySink): void;
+  pause(): void;
+  resume(): void;
+}
+
 /** A response head from an endpoint, its body still to come. */
 interface UpstreamResponse {
   status: number;
   headers: HeaderMap;
-  body: Readable;
-  /** resolves with the trailers (empty when none) when the body has ended */
-  trailers: Promise<HeaderMap>;
+  body: UpstreamBody;
   /** HTTP/2: the head ended the stream (a gRPC trailers-only answer) */
   endStream: boolean;
   /** abandons the response (a retry, a timeout) */
@@ -419,23 +440,85 @@ function failure(e: Error): { outcome: Exclude<AttemptOutcome, { kind: 'response
   return { outcome: (e as Error & { [DIAL_FAILED]?: boolean })[DIAL_FAILED] ? { kind: 'connect-failure', error: e.message } : { kind: 'reset', error: e.message } };
 }
 
+/** Methods whose requests carry no body unless framed: no `Content-Length: 0` is added for them. */
+const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
+
 function sendH1(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, info: PlanRequest,
   plan: Extract<RequestPlan, { kind: 'forward' }>, headers: HeaderMap, body: { replayable?: Buffer; stream?: Readable }): Sending {
-  const agent = env.pools.h1(poolKey, open, env.runtime.maxRequestsPerConnection(plan.backend));
-  const req = http.request({ agent, method: info.method, path: plan.path, headers: { ...headers, host: plan.authority }, setHost: false });
-  const result = new Promise<AttemptResult>((resolve) => {
-    req.on('error', (e: Error) => resolve(failure(e)));
-    req.on('response', (up: IncomingMessage) => {
-      const trailers = new Promise<HeaderMap>((done) => {
-        up.once('end', () => done(trailerMap(up.trailers)));
-        up.once('close', () => done(trailerMap(up.trailers)));
-      });
-      resolve({ status: up.statusCode ?? 502, headers: responseHeaders(up.headers), body: up, trailers, endStream: false, discard: () => { up.destroy(); } });
-    });
+  const pool = env.pools.h1(poolKey, open, env.runtime.maxRequestsPerConnection(plan.backend));
+  // Framing: a kept body by its length; a streamed one as the client framed it (length, else chunked).
+  let framing = '';
+  const hasLength = headers['content-length'] !== undefined;
+  if (body.replayable !== undefined) {
+    if (!hasLength && (body.replayable.length > 0 || !NO_BODY_BY_DEFAULT.has(info.method))) framing = `content-length: ${body.replayable.length}\r\n`;
+  } else if (!hasLength) framing = 'transfer-encoding: chunked\r\n';
+  const head = h1RequestHead(info.method, plan.path, plan.authority, headers, framing);
+  if (typeof head === 'string') return { result: Promise.resolve({ outcome: { kind: 'reset', error: head } }), abort: () => undefined };
+  const ex = pool.send({ head, ...(body.replayable !== undefined ? { replayable: body.replayable } : { stream: body.stream!, chunked: !hasLength }), isHead: info.method === 'HEAD' });
+  const result = ex.result.then((h): AttemptResult => ({ status: h.status, headers: h1ResponseHeaders(h.raw), body: h.body, endStream: false, discard: () => h.body.discard() }), failure);
+  return { result, abort: ex.abort };
+}
+
+const CRLF = /[\r\n]/;
+const BREAKS_LINE = /[\r\n \t]/;
+const BREAKS_HEAD = /[\r\n \t:]/;
+
+/** The request head to an endpoint as one Buffer; a string names a field that cannot be sent. */
+function h1RequestHead(method: string, path: string, authority: string, headers: HeaderMap, framing: string): Buffer | string {
+  if (BREAKS_LINE.test(authority) || BREAKS_LINE.test(path)) return 'request target or authority not forwardable (holds CR, LF or a space)';
+  let head = `${method} ${path} HTTP/1.1\r\nhost: ${authority}\r\n`;
+  for (const name in headers) {
+    const v = headers[name]!;
+    if (BREAKS_HEAD.test(name)) return `request header field name ${JSON.stringify(name)} not forwardable`;
+    if (typeof v === 'string') {
+      if (CRLF.test(v)) return `request header field ${name} not forwardable (its value holds CR or LF)`;
+      head += `${name}: ${v}\r\n`;
+    } else {
+      for (const one of v) {
+        if (CRLF.test(one)) return `request header field ${name} not forwardable (its value holds CR or LF)`;
+        head += `${name}: ${one}\r\n`;
+      }
+    }
+  }
+  return Buffer.from(`${head}${framing}\r\n`, 'latin1');
+}
+
+/** Response fields as received: lower-case names, hop-by-hop ones out, a repeated field kept as its values in order. */
+function h1ResponseHeaders(raw: readonly string[]): HeaderMap {
+  const out: HeaderMap = {};
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (HOP_BY_HOP.has(name) || name === '__proto__') continue;
+    const value = raw[i + 1]!;
+    const prev = out[name];
+    if (prev === undefined) out[name] = name === 'set-cookie' ? [value] : value;
+    else if (name === 'content-length' || name === 'content-type') continue;
+    else if (typeof prev === 'string') out[name] = [prev, value];
+    else prev.push(value);
+  }
+  return out;
+}
+
+/** An HTTP/2 response stream's body as an UpstreamBody. */
+function h2Body(s: http2.ClientHttp2Stream): UpstreamBody {
+  let trailers: string[] = [];
+  s.once('trailers', (t: Record<string, string | string[] | undefined>) => {
+    for (const [k, v] of Object.entries(t)) {
+      if (v === undefined || k.startsWith(':')) continue;
+      for (const one of Array.isArray(v) ? v : [v]) trailers.push(k, one);
+    }
   });
-  if (body.replayable !== undefined) req.end(body.replayable);
-  else body.stream!.pipe(req);
-  return { result, abort: () => req.destroy() };
+  return {
+    start(sink) {
+      let done = false;
+      s.on('data', (d: Buffer) => sink.data(d));
+      s.once('end', () => { if (!done) { done = true; sink.end(trailers); } });
+      s.once('close', () => { if (!done) { done = true; sink.end(trailers); } });
+      s.once('error', (e: Error) => { if (!done) { done = true; sink.error(e); } });
+    },
+    pause: () => s.pause(),
+    resume: () => s.resume(),
+  };
 }
 
 function sendH2(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, info: PlanRequest,
@@ -457,11 +540,7 @@ function sendH2(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, i
     s.on('close', () => { if (!answered) resolve({ outcome: { kind: 'reset', error: `stream closed (HTTP/2 code ${s.rstCode})` } }); });
     s.on('response', (h, flags) => {
       answered = true;
-      const trailers = new Promise<HeaderMap>((done) => {
-        s.once('trailers', (t) => done(trailerMap(t as Record<string, string | string[] | undefined>)));
-        s.once('close', () => done({}));
-      });
-      resolve({ status: Number(h[':status'] ?? 502), headers: responseHeaders(h as Record<string, string | string[] | undefined>), body: s, trailers,
+      resolve({ status: Number(h[':status'] ?? 502), headers: responseHeaders(h as Record<string, string | string[] | undefined>), body: h2Body(s),
         endStream: (flags & http2.constants.NGHTTP2_FLAG_END_STREAM) !== 0, discard: () => { if (!s.closed) s.close(http2.constants.NGHTTP2_CANCEL); } });
     });
     if (endStream) return;
@@ -471,9 +550,16 @@ function sendH2(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, i
   return { result, abort: () => { aborted = true; if (stream && !stream.closed) stream.close(http2.constants.NGHTTP2_CANCEL); } };
 }
 
-function trailerMap(t: Record<string, string | string[] | undefined> | undefined): HeaderMap {
+/** Trailer fields (a raw name/value list) as a header map; none: undefined. */
+function trailerMap(raw: readonly string[]): HeaderMap | undefined {
+  if (raw.length === 0) return undefined;
   const out: HeaderMap = {};
-  for (const [k, v] of Object.entries(t ?? {})) if (v !== undefined && !k.startsWith(':')) out[k] = v;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(':') || name === '__proto__') continue;
+    const prev = out[name];
+    out[name] = prev === undefined ? raw[i + 1]! : [...(Array.isArray(prev) ? prev : [prev]), raw[i + 1]!];
+  }
   return out;
 }
 
@@ -510,29 +596,40 @@ async function relayResponse(r: UpstreamResponse, plan: Extract<RequestPlan, { k
     r.discard();
     return { status: 502, flag: 'UPSTREAM_RESET', responseBytes: 0, error: `response head not forwardable: ${(e as Error).message}` };
   }
-  const timer = deadline === undefined ? undefined : setTimeout(() => {
-    error = 'request timeout while the response streamed';
-    flag = 'UPSTREAM_TIMEOUT';
-    r.discard();
-    r.body.destroy();
-    res.destroy();
-  }, Math.max(0, deadline - performance.now()));
-  await new Promise<void>((resolve) => {
-    r.body.on('data', (d: Buffer) => {
+  let timer: NodeJS.Timeout | undefined;
+  let trailers: HeaderMap | undefined;
+  let finished: (() => void) | undefined;
+  const over = new Promise<void>((resolve) => { finished = resolve; });
+  let settled = false;
+  const settle = () => { if (!settled) { settled = true; finished!(); } };
+  const onClose = () => settle();
+  res.once('close', onClose);
+  r.body.start({
+    data: (d: Buffer) => {
+      if (settled) return;
       bytes += d.length;
       if (!(res as ServerResponse).write(d)) { r.body.pause(); res.once('drain', () => r.body.resume()); }
-    });
-    r.body.once('end', () => resolve());
-    r.body.once('close', () => resolve());
-    r.body.once('error', (e: Error) => { error ??= e.message; resolve(); });
-    res.once('close', () => resolve());
+    },
+    end: (raw) => { trailers = trailerMap(raw); settle(); },
+    error: (e: Error) => { error ??= e.message; settle(); },
   });
+  // The body may have ended already (a small response parsed with its head): no timer for it.
+  if (!settled && deadline !== undefined) {
+    timer = setTimeout(() => {
+      error = 'request timeout while the response streamed';
+      flag = 'UPSTREAM_TIMEOUT';
+      r.discard();
+      res.destroy();
+      settle();
+    }, Math.max(0, deadline - performance.now()));
+  }
+  await over;
   clearTimeout(timer);
-  const trailers = await Promise.race([r.trailers, sleep(0).then(() => ({} as HeaderMap))]);
-  const grpcStatus = trailers['grpc-status'] ?? headers['grpc-status'];
+  res.off('close', onClose);
+  const grpcStatus = trailers?.['grpc-status'] ?? headers['grpc-status'];
   if (error !== undefined && !res.writableEnded) res.destroy();
   else if (!res.writableEnded) {
-    if (Object.keys(trailers).length > 0) res.addTrailers(trailers as http.OutgoingHttpHeaders);
+    if (trailers) res.addTrailers(trailers as http.OutgoingHttpHeaders);
     res.end();
   }
   return { status: r.status, flag, responseBytes: bytes, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }), ...(error === undefined ? {} : { error }) };
