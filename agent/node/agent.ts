@@ -45,6 +45,8 @@ import { adminRoutes, healthRoutes } from './admin';
 import { serveJson } from './http-endpoints';
 import { MeshMetrics } from '../telemetry/metrics';
 import { registerHealth } from '../telemetry/health';
+import { registerNodeState, type ControlPlaneView } from '../telemetry/node-state';
+import { registerServiceMetrics } from '../telemetry/service-metrics';
 import { serveMetrics } from '../telemetry/serve';
 
 export { PORTS } from './ports';
@@ -88,6 +90,8 @@ export interface AgentOptions {
   healthPort?: number;
   metricsPort?: number;
   identity: IdentitySource;
+  /** The control-plane watch feeding this agent, for its connection state and config generation in metrics. */
+  controlPlane?: ControlPlaneView;
 }
 
 export class NodeAgent {
@@ -232,6 +236,8 @@ export class NodeAgent {
         certificates: () => agent.identities.status(),
         version: WEFT_VERSION,
       });
+      registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
+      registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters() });
       agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();

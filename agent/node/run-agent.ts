@@ -41,6 +41,7 @@ export async function runAgent(o: RunAgentOptions): Promise<{ stop(): Promise<vo
       cgroupRoot: o.cgroupRoot ?? cgroup2Mount(),
       ...(o.kubepodsCgroup ? { kubepodsCgroup: o.kubepodsCgroup } : {}),
       bpfDir: BPF_DIR,
+      controlPlane: watch,
       ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
       identity: {
         request: (csr, validity) => requestCertificate(connection, csr, validity),

@@ -174,8 +174,10 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   const r = await down.splice(upstream);
   forget();
   const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;
+  // Closed by a policy change: the policy now in force is the one that denied it (telemetry names it).
+  const deniedBy = closedBy === undefined ? undefined : judge(ctx.state(), a);
   logConnection(ctx, a, started, { decision: closedBy === undefined ? 'allow' : 'deny', bytesSent: r.sent + (head?.length ?? 0), bytesRecv: r.received,
-    ...(error === undefined ? {} : { error }), authz: decision, flags: closedBy === undefined ? '-' : 'DENY' });
+    ...(error === undefined ? {} : { error }), authz: decision, flags: closedBy === undefined ? '-' : 'DENY', ...(deniedBy?.policy === undefined ? {} : { deniedBy: deniedBy.policy }) });
 }
 
 async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
@@ -213,7 +215,9 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
 }
 
 function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
-  f: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; authz?: AuthzDecision; protocol?: string; requests?: number; flags?: ResponseFlags }): void {
+  f: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; authz?: AuthzDecision; protocol?: string; requests?: number; flags?: ResponseFlags;
+    /** the policy that closed an allowed connection when policy changed */
+    deniedBy?: string }): void {
   const entry = connectionLogEntry({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
     durationMs: performance.now() - started, ...(f.error === undefined ? {} : { error: f.error }) });
   if (f.authz?.policy !== undefined) entry.policy = `${f.authz.policy}[${f.authz.rule}]`;
@@ -222,8 +226,10 @@ function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
   ctx.accessLog.info(entry, f.decision === 'deny' ? 'connection denied' : 'connection complete');
   if (connectionClosed.hasSubscribers) {
     // bytesSent counts what the client sent (the request direction), bytesRecv what it got back.
+    const policy = f.deniedBy ?? (f.authz !== undefined && !f.authz.allow ? f.authz.policy : undefined);
     for (const reporter of arrivalReporters(a)) {
-      connectionClosed.publish({ reporter, ends: a.record, security: arrivalSecurity(a), bytesFromClient: f.bytesSent, bytesToClient: f.bytesRecv, flags: f.flags ?? '-' });
+      connectionClosed.publish({ reporter, ends: a.record, security: arrivalSecurity(a), bytesFromClient: f.bytesSent, bytesToClient: f.bytesRecv, flags: f.flags ?? '-',
+        ...(policy === undefined ? {} : { policy }) });
     }
   }
 }
@@ -232,9 +238,11 @@ function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
 function publishRequest(a: Arrival, x: ExchangeLog, decision: AuthzDecision | undefined): void {
   const ct = x.request.headers['content-type'];
   const grpc = x.grpcStatus !== undefined || (typeof ct === 'string' && ct.startsWith('application/grpc'));
-  const flags: ResponseFlags = decision !== undefined && !decision.allow ? 'DENY' : '-';
+  const denied = decision !== undefined && !decision.allow;
+  const flags: ResponseFlags = denied ? 'DENY' : '-';
   for (const reporter of arrivalReporters(a)) {
     requestCompleted.publish({ reporter, ends: a.record, security: arrivalSecurity(a), protocol: grpc ? 'grpc' : 'http', status: x.status,
-      ...(x.grpcStatus === undefined ? {} : { grpcStatus: x.grpcStatus }), requestBytes: x.requestBytes, responseBytes: x.responseBytes, durationMs: x.durationMs, flags });
+      ...(x.grpcStatus === undefined ? {} : { grpcStatus: x.grpcStatus }), requestBytes: x.requestBytes, responseBytes: x.responseBytes, durationMs: x.durationMs, flags,
+      ...(denied && decision.policy !== undefined ? { policy: decision.policy } : {}) });
   }
 }

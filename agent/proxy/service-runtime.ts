@@ -16,6 +16,7 @@ import { CircuitBreaker } from '../traffic/circuit-breaker';
 import { RetryBudget } from '../traffic/retry';
 import { breakerLimits } from '../traffic/circuit-breaker';
 import { servicePortKey } from './service-target';
+import type { LimitKind } from '../traffic/circuit-breaker';
 
 export type EndpointResult = { kind: 'success' } | { kind: '5xx' } | { kind: 'gateway-error' } | { kind: 'local-origin-failure' } | 'success' | '5xx' | 'gateway-error' | 'local-origin-failure';
 
@@ -33,6 +34,20 @@ interface PortState {
   outlierSynced?: WorkloadStore | undefined;
 }
 
+/** One Service port's counters, for metrics (agent/telemetry/service-metrics.ts). */
+export interface ServicePortStats {
+  service: { namespace: string; name: string };
+  port: number;
+  /** retries made (each admitted retry lease) */
+  retries: number;
+  /** ejections so far */
+  ejections: number;
+  /** endpoints ejected now */
+  ejectedNow: number;
+  /** requests and connections refused by the circuit breaker, by the limit that overflowed */
+  overflows: Readonly<Record<LimitKind, number>>;
+}
+
 export type Admission = { ok: true; release(): void } | { ok: false; reason: string };
 
 const endpointKey = (e: Endpoint): string => `${e.ip}:${e.port}`;
@@ -42,6 +57,8 @@ export class ServiceRuntime {
   private store: WorkloadStore | undefined;
   /** ejections so far, by Service port key (metrics, `weft status`) */
   readonly ejections = new Map<string, number>();
+  /** retries made so far, by Service port key (metrics) */
+  private readonly retries = new Map<string, number>();
 
   constructor(private readonly now: () => number = () => performance.now(), private readonly random: () => number = Math.random) {}
 
@@ -51,7 +68,7 @@ export class ServiceRuntime {
     for (const key of this.ports.keys()) {
       const [nsName] = key.split(':') as [string];
       const [ns, name] = nsName.split('/') as [string, string];
-      if (!store.snapshot.services.some((s) => s.namespace === ns && s.name === name)) this.ports.delete(key);
+      if (!store.snapshot.services.some((s) => s.namespace === ns && s.name === name)) { this.ports.delete(key); this.retries.delete(key); }
     }
   }
 
@@ -127,6 +144,7 @@ export class ServiceRuntime {
     if (!st) return { ok: false, reason: 'no state for this Service port' };
     const lease = st.breaker.tryAcquire('retry');
     if (!lease.ok) return { ok: false, reason: lease.error.reason };
+    this.retries.set(key, (this.retries.get(key) ?? 0) + 1);
     return { ok: true, release: () => lease.value.release() };
   }
 
@@ -158,6 +176,18 @@ export class ServiceRuntime {
       inUse: { connection: st.breaker.inUse('connection'), pending: st.breaker.inUse('pending'), request: st.breaker.inUse('request'), retry: st.breaker.inUse('retry') },
       overflows: st.breaker.overflows,
     }));
+  }
+
+  /** The counters of each Service port this proxy has sent to (those of Services that are gone are dropped). */
+  stats(): ServicePortStats[] {
+    const now = this.now();
+    const out: ServicePortStats[] = [];
+    for (const [key, st] of this.ports) {
+      const { namespace, name, port } = parsePortKey(key);
+      out.push({ service: { namespace, name }, port, retries: this.retries.get(key) ?? 0, ejections: this.ejections.get(key) ?? 0,
+        ejectedNow: st.outlier.ejectedCount(now), overflows: st.breaker.overflows });
+    }
+    return out;
   }
 
   maxRequestsPerConnection(backend: { service: ServiceInfo; port: ServicePort }): number {
@@ -197,6 +227,13 @@ export class ServiceRuntime {
   }
 }
 
+
+/** `namespace/name:port` (servicePortKey) back to its parts. */
+function parsePortKey(key: string): { namespace: string; name: string; port: number } {
+  const colon = key.lastIndexOf(':');
+  const slash = key.indexOf('/');
+  return { namespace: key.slice(0, slash), name: key.slice(slash + 1, colon), port: Number(key.slice(colon + 1)) };
+}
 
 function budgetOf(policy: ResolvedTrafficPolicy): RetryBudget {
   return new RetryBudget(policy.retries.budget.percent, policy.retries.budget.minRetryConcurrency);

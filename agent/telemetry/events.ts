@@ -44,6 +44,8 @@ export interface ConnectionClosedEvent extends ConnectionOpenedEvent {
   /** bytes from the server back to the client (the response direction): Istio's `istio_tcp_sent_bytes_total` */
   bytesToClient: number;
   flags: ResponseFlags;
+  /** `namespace/name` of the AuthorizationPolicy that denied it (flags `DENY`); absent when none did by name (ALLOW policies in force, none matched) */
+  policy?: string;
 }
 
 /** One HTTP or gRPC request, at its end (allowed, denied by policy, or refused as malformed). */
@@ -59,6 +61,8 @@ export interface RequestCompletedEvent extends ConnectionOpenedEvent {
   responseBytes: number;
   durationMs: number;
   flags: ResponseFlags;
+  /** `namespace/name` of the AuthorizationPolicy that denied it (flags `DENY`); absent when none did by name (ALLOW policies in force, none matched) */
+  policy?: string;
 }
 
 export const CHANNELS = {

@@ -3,6 +3,8 @@
  * the events the proxy publishes (events.ts). Names, types, buckets and labels as
  * istio-metrics.md describes them; byte direction as Istio's (received = client → server).
  *
+ * Denials are also counted by their deciding policy (denials.ts), a Weft series Istio lacks.
+ *
  * Cardinality is bounded: label sets naming a workload that has left the state are removed when a
  * new state arrives (`setStore`).
  */
@@ -11,6 +13,7 @@ import { Counter, Histogram, Registry } from 'prom-client';
 import type { WorkloadStore } from '../state/store';
 import { workloadName } from '../state/workload-name';
 import { CHANNELS, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type RequestCompletedEvent } from './events';
+import { DenialMetrics } from './denials';
 import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
 
 /** Envoy's default histogram bounds (Istio sets none of its own): ms for durations, bytes for sizes. */
@@ -26,6 +29,7 @@ export class MeshMetrics {
   private readonly tcpReceived: Counter<string>;
   private readonly tcpOpened: Counter<string>;
   private readonly tcpClosed: Counter<string>;
+  private readonly denials: DenialMetrics;
   /** every label set written, by key, so that those of departed workloads can be removed */
   private readonly tcpSeries = new Map<string, TcpLabels>();
   private readonly httpSeries = new Map<string, HttpLabels>();
@@ -56,6 +60,7 @@ export class MeshMetrics {
     this.tcpReceived = new Counter({ name: 'istio_tcp_received_bytes_total', help: 'Bytes received from the client (client to server)', labelNames: tcp, registers: r });
     this.tcpOpened = new Counter({ name: 'istio_tcp_connections_opened_total', help: 'TCP connections opened', labelNames: tcp, registers: r });
     this.tcpClosed = new Counter({ name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', labelNames: tcp, registers: r });
+    this.denials = new DenialMetrics(registry);
   }
 
   /** Starts listening to the proxy's events. */
@@ -85,7 +90,7 @@ export class MeshMetrics {
     this.store = store;
     this.derived = new WeakMap();
     const present = new Set(store.snapshot.pods.map((p) => `${p.namespace}/${workloadName(p)}`));
-    const gone = (l: TcpLabels | HttpLabels) =>
+    const gone = (l: Pick<TcpLabels, 'source_workload' | 'source_workload_namespace' | 'destination_workload' | 'destination_workload_namespace'>) =>
       (l.source_workload !== UNKNOWN && !present.has(`${l.source_workload_namespace}/${l.source_workload}`)) ||
       (l.destination_workload !== UNKNOWN && !present.has(`${l.destination_workload_namespace}/${l.destination_workload}`));
     let removed = 0;
@@ -102,12 +107,12 @@ export class MeshMetrics {
       this.httpSeries.delete(key);
       removed++;
     }
-    return removed;
+    return removed + this.denials.prune(gone);
   }
 
-  /** How many distinct label sets are kept (TCP and HTTP). */
+  /** How many distinct label sets are kept (TCP, HTTP and denials). */
   get series(): number {
-    return this.tcpSeries.size + this.httpSeries.size;
+    return this.tcpSeries.size + this.httpSeries.size + this.denials.size;
   }
 
   /** Prometheus text exposition of everything in this registry. */
@@ -125,6 +130,7 @@ export class MeshMetrics {
     this.tcpClosed.inc(l);
     this.tcpReceived.inc(l, ev.bytesFromClient);
     this.tcpSent.inc(l, ev.bytesToClient);
+    if (ev.flags === 'DENY') this.denials.count(l, ev.policy);
   }
 
   request(ev: RequestCompletedEvent): void {
@@ -143,6 +149,7 @@ export class MeshMetrics {
     this.duration.observe(l, ev.durationMs);
     this.requestBytes.observe(l, ev.requestBytes);
     this.responseBytes.observe(l, ev.responseBytes);
+    if (ev.flags === 'DENY') this.denials.count(l, ev.policy);
   }
 
   private tcp(l: TcpLabels): TcpLabels {
