@@ -52,7 +52,8 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   const limits = env.limits();
   let requests = 0;
   const log = env.accessLog.child(connectionEnds(ends));
-  const onRequest = (req: Req, res: Res) => { requests++; void handleRequest(env, c, protocol, req, res, log); };
+  const ctx: RequestContext = { env, c, protocol, log, ends: new WeakMap(), endsNoEndpoint: undefined };
+  const onRequest = (req: Req, res: Res) => { requests++; void handleRequest(ctx, req, res); };
   const [read0, written0] = [client.bytesRead, client.bytesWritten];
   if (head && head.length > 0) client.unshift(head);
   if (protocol === 'http1') {
@@ -203,7 +204,38 @@ interface Answer {
   error?: string;
 }
 
-async function handleRequest(env: ServiceEnv, c: ServiceConnection, protocol: 'http1' | 'http2', req: Req, res: Res, log: Logger): Promise<void> {
+type RequestEnds = Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>;
+
+/** What every request of one client connection shares. */
+interface RequestContext {
+  env: ServiceEnv;
+  c: ServiceConnection;
+  protocol: 'http1' | 'http2';
+  log: Logger;
+  /**
+   * The ends of a request's telemetry event, one object per endpoint (per snapshot's Endpoint
+   * object) for the connection's life: metrics derive a label set once per ends object, not per request.
+   */
+  ends: WeakMap<Endpoint, RequestEnds>;
+  endsNoEndpoint: RequestEnds | undefined;
+}
+
+function requestEnds(ctx: RequestContext, ep: Endpoint | undefined): RequestEnds {
+  const c = ctx.c;
+  const known = ep ? ctx.ends.get(ep) : ctx.endsNoEndpoint;
+  if (known) return known;
+  const ends: RequestEnds = {
+    direction: 'outbound', srcIp: c.clientIp, srcPort: c.clientPort, src: c.src!,
+    dstIp: ep?.ip ?? c.target.vip, dstPort: ep?.port ?? c.target.port.port, ...(ep?.pod ? { dst: ctx.env.store().workloadRef(ep.pod) } : {}),
+    dstService: { namespace: c.target.service.namespace, name: c.target.service.name },
+  };
+  if (ep) ctx.ends.set(ep, ends);
+  else ctx.endsNoEndpoint = ends;
+  return ends;
+}
+
+async function handleRequest(ctx: RequestContext, req: Req, res: Res): Promise<void> {
+  const { env, c, protocol, log } = ctx;
   const started = performance.now();
   const info = planRequest(req, protocol);
   let plan: RequestPlan;
@@ -234,12 +266,7 @@ async function handleRequest(env: ServiceEnv, c: ServiceConnection, protocol: 'h
   if (ep) fields.upstream = `${ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip}:${ep.port}`;
   log.info(fields, 'request complete');
   if (requestCompleted.hasSubscribers) {
-    const store = env.store();
-    const ends: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'> = {
-      direction: 'outbound', srcIp: c.clientIp, srcPort: c.clientPort, src: c.src!,
-      dstIp: ep?.ip ?? c.target.vip, dstPort: ep?.port ?? c.target.port.port, ...(ep?.pod ? { dst: store.workloadRef(ep.pod) } : {}),
-      dstService: { namespace: c.target.service.namespace, name: c.target.service.name },
-    };
+    const ends = requestEnds(ctx, ep);
     requestCompleted.publish({ reporter: 'source', ends, security: answer.security ?? 'mutual_tls', protocol: info.grpc ? 'grpc' : 'http', status: answer.status,
       ...(answer.grpcStatus === undefined ? {} : { grpcStatus: answer.grpcStatus }), requestBytes: requestBytes(), responseBytes: answer.responseBytes, durationMs, flags: answer.flag });
   }
