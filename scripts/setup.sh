@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(clang llvm libbpf-dev libelf-dev bpftool iproute2 curl tcpdump tshark stunnel4 haproxy wrk nghttp2-client prometheus)
+packages=(clang llvm libbpf-dev libelf-dev bpftool iproute2 curl tcpdump tshark stunnel4 haproxy wrk nghttp2-client prometheus chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -11,6 +11,7 @@ import type { WorkloadStore } from '../state/store';
 import { explain } from './explain';
 import { explainQueryOf } from './explain-command';
 import { badRequest, type Handler } from './http-endpoints';
+import { LIVE_PATHS, livePage } from './live-page';
 
 export interface AdminView {
   /** the state in force; undefined before the first snapshot */
@@ -21,6 +22,8 @@ export interface AdminView {
   redirect(): unknown;
   /** the source proxy's live state per Service port (ejections, breaker overflows) */
   services(): unknown;
+  /** the live view's feed (telemetry/live-feed.ts); the page at /live draws it */
+  live?(): unknown;
 }
 
 /**
@@ -56,6 +59,11 @@ export function adminRoutes(v: AdminView): Record<string, Handler> {
     '/workloads': () => v.workloads(),
     '/certs': () => v.certs(),
     '/redirect': () => v.redirect(),
+    [LIVE_PATHS.page]: () => livePage(),
+    [LIVE_PATHS.feed]: () => {
+      if (!v.live) throw new Error('this agent keeps no live view');
+      return v.live();
+    },
     '/explain': (query) => {
       const q = explainQueryOf(query);
       if (!q.ok) throw badRequest(q.error);

@@ -44,6 +44,7 @@ import { PORTS } from './ports';
 import { adminRoutes, healthRoutes } from './admin';
 import { serveJson } from './http-endpoints';
 import { MeshMetrics } from '../telemetry/metrics';
+import { LiveView } from '../telemetry/live-view';
 import { registerHealth } from '../telemetry/health';
 import { registerNodeState, type ControlPlaneView } from '../telemetry/node-state';
 import { registerServiceMetrics } from '../telemetry/service-metrics';
@@ -120,6 +121,8 @@ export class NodeAgent {
   readonly identities: IdentityManager;
   /** Istio's standard metrics, from the proxy's telemetry events; served on 15020 */
   readonly metrics = new MeshMetrics();
+  /** who talks to whom through this proxy, for the admin port's /live page and `weft top` */
+  readonly liveView: LiveView;
   private stopHealth: (() => void) | undefined;
 
   private constructor(
@@ -130,6 +133,7 @@ export class NodeAgent {
   ) {
     this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity') });
     this.podCgroups = new PodCgroupResolver(opts.kubepodsCgroup ?? opts.cgroupRoot);
+    this.liveView = new LiveView({ node: opts.node });
   }
 
   static async start(opts: AgentOptions, first: Snapshot): Promise<NodeAgent> {
@@ -152,6 +156,7 @@ export class NodeAgent {
     }
     try {
       agent.metrics.subscribe();
+      agent.liveView.subscribe();
       redirect.install(opts.cgroupRoot);
       await agent.apply(first);
       const flowFd = dp.mapFd('weft_flow_orig');
@@ -227,6 +232,7 @@ export class NodeAgent {
         workloads: () => agent.workloads(),
         certs: () => agent.identities.status(),
         services: () => agent.serviceRuntime.summary(),
+        live: () => agent.liveView.feed(),
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
       })));
@@ -265,6 +271,7 @@ export class NodeAgent {
       this.serviceRuntime.setStore(store);
       this.upstreams.sweep((endpoint) => store.podByIp(endpoint.slice(0, endpoint.lastIndexOf(':')).replace(/^\[|\]$/g, '')) !== undefined);
       this.metrics.setStore(store);
+      this.liveView.setStore(store);
       this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
       this.recheckLive();
@@ -346,6 +353,7 @@ export class NodeAgent {
     this.retryTimer = undefined;
     await this.applying;
     this.metrics.unsubscribe();
+    this.liveView.unsubscribe();
     this.stopHealth?.();
     await this.proxy?.close(1000);
     await this.inbound?.close(1000);

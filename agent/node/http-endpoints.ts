@@ -3,6 +3,11 @@ import http from 'node:http';
 /** Answers a GET with JSON; an error with a `statusCode` (e.g. 400 for a bad query) answers that status. */
 export type Handler = (query: URLSearchParams) => unknown | Promise<unknown>;
 
+/** A handler's answer that is not JSON (the live page): sent as it is, with its content type and headers. */
+export class RawBody {
+  constructor(readonly contentType: string, readonly body: string, readonly headers: Record<string, string> = {}) {}
+}
+
 /** An error the caller made: answered 400 with its message. */
 export function badRequest(message: string): Error {
   return Object.assign(new Error(message), { statusCode: 400 });
@@ -24,6 +29,11 @@ export async function serveJson(host: string, port: number, routes: Record<strin
     }
     try {
       const body = await route(url.searchParams);
+      if (body instanceof RawBody) {
+        res.writeHead(200, { ...body.headers, 'content-type': body.contentType });
+        res.end(body.body);
+        return;
+      }
       res.writeHead(200, { 'content-type': 'application/json' });
       res.end(JSON.stringify(body, (_k, v) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
     } catch (e) {
