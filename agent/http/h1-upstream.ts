@@ -105,6 +105,11 @@ export interface UpstreamExchange {
   abort(): void;
 }
 
+/** A parse error as the operator reads it: the endpoint sent something that is not HTTP/1.1 (llhttp's code and reason). */
+function malformed(e: ParseError): Error {
+  return Object.assign(new Error(`malformed response from the endpoint: ${e.code ?? 'parse error'}${e.reason ? ` (${e.reason})` : ''}`), { code: e.code });
+}
+
 class Exchange {
   resolve!: (h: UpstreamHead) => void;
   reject!: (e: Error) => void;
@@ -142,11 +147,11 @@ class Connection {
     stream.on('data', (data: Buffer) => {
       if (!this.current) return void stream.destroy();
       const r = this.parser.execute(data);
-      if (typeof r !== 'number') this.fail(r);
+      if (typeof r !== 'number') this.fail(malformed(r));
     });
     stream.on('end', () => {
       // A body framed by the close ends here; anything else cut short is an error.
-      if (this.current) { const r = this.parser.finish(); if (r) this.fail(r); }
+      if (this.current) { const r = this.parser.finish(); if (r) this.fail(malformed(r)); }
       stream.destroy();
     });
     stream.on('error', (e: Error) => { this.error ??= e; stream.destroy(); });
