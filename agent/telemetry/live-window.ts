@@ -5,7 +5,7 @@
  * whatever the traffic. The clock is passed in, so the window is stepped in tests, not timed.
  *
  * p99 comes from the histogram: buckets grow geometrically by 2^(1/4) (~19 %) from 50 µs to about
- * 55 s, and the answer is the upper bound of the bucket holding the 99th percentile, clamped to the
+ * 74 s, and the answer is the upper bound of the bucket holding the 99th percentile, clamped to the
  * slowest request seen in the window. It is never below the true value and at most ~19 % above it
  * (exact when the slowest request is the percentile).
  */
@@ -15,7 +15,7 @@ export const LATENCY_FIRST_MS = 0.05;
 /** Growth of the bucket bounds: four buckets per doubling. */
 export const LATENCY_RATIO = 2 ** 0.25;
 /** Number of latency buckets; the last one takes everything above its lower bound. */
-export const LATENCY_BUCKETS = 80;
+export const LATENCY_BUCKETS = 84;
 
 /** The bucket a duration falls into (0 .. LATENCY_BUCKETS-1). Pure. */
 export function latencyBucket(ms: number): number {
