@@ -12,28 +12,22 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { killGroup } from '../../agent/sandbox/run';
 import { kernelTestBlocker } from '../support/requirements';
 import { RAW_CLIENT } from '../support/mesh-apps';
-import { driveTrafficMix, ECHO, scrapeSettled, SHOP, sleep, startMetricsMesh, SVC, type MetricsMesh } from '../support/metrics-mesh';
+import { driveTrafficMix, ECHO, scrapeSettled, SHOP, startMetricsMesh, SVC, type MetricsMesh } from '../support/metrics-mesh';
+import { fill, JOB, multi, prometheusMissing, startPrometheus, variableValues, type Prometheus, type Variable } from '../support/prometheus';
 
-const blocker = kernelTestBlocker() ?? (existsSync('/usr/bin/prometheus') ? undefined : '/usr/bin/prometheus missing (scripts/setup.sh installs Debian\'s prometheus)');
+const blocker = kernelTestBlocker() ?? prometheusMissing();
 if (blocker) process.stderr.write(`\n*** SKIPPING Prometheus dashboard tests: ${blocker} ***\n\n`);
 
 const REFERENCE = join(__dirname, '..', '..', '..', '..', 'shared', 'reference', 'istio-telemetry', 'istio-dashboard-queries.json');
-const PROM_ADDR = '127.0.0.1:9090'; // n1's netns loopback: no collision with a system Prometheus or another lab
-const RATE_INTERVAL = '30s'; // Grafana's $__rate_interval for a 1 s scrape interval and a short time range
 
-interface Variable { name: string; include_all?: boolean; multi?: boolean; regex?: string; custom_values?: string }
 interface Entry {
   dashboard: string; kind: string; row: string | null; panel_title: string; ref_id: string | null;
   expr: string | null; promql_parsed?: string; variable?: Variable;
 }
-interface QueryResult { status: string; error?: string; data?: { resultType: string; result: Array<{ metric: Record<string, string>; value: [number, string] }> } }
 
 /**
  * Panels that cannot show data on Weft's metrics with this traffic mix, each with why (also in
@@ -51,104 +45,20 @@ const KNOWN_NO_DATA: Array<{ dashboard: string; panels: string[]; match: RegExp;
   },
 ];
 
-/** Grafana's regex escaping of one value of a multi-value/All variable (then written inside a PromQL string). */
-const escapeValue = (v: string) => v.replace(/[\\^$*+?.()|[\]{}]/g, '\\\\$&');
-/** Grafana's rendering of a multi-value or All selection in a Prometheus query. */
-const multi = (values: string[]) => values.length === 1 ? escapeValue(values[0]!) : `(${values.map(escapeValue).join('|')})`;
-
-function fill(expr: string, vars: Record<string, string>): string {
-  return expr.replace(/\$(__rate_interval|__interval|__range|interval|[a-z]+)\b/g, (_whole, name: string) => {
-    if (name === '__rate_interval' || name === '__interval' || name === 'interval' || name === '__range') return RATE_INTERVAL;
-    const v = vars[name];
-    if (v === undefined) throw new Error(`dashboard variable $${name} not filled in: ${expr}`);
-    return v;
-  });
-}
-
-/** A dashboard variable's values from its query's result, as Grafana extracts them (its regex over each series' text). */
-function variableValues(v: Variable, r: QueryResult): string[] {
-  const re = new RegExp(v.regex!.replace(/^\/(.*)\/$/, '$1'));
-  const out = new Set<string>();
-  for (const s of r.data?.result ?? []) {
-    const text = `{${Object.entries(s.metric).map(([k, x]) => `${k}="${x}"`).join(', ')}} ${s.value[1]} ${s.value[0]}`;
-    const m = re.exec(text);
-    if (m?.[1] !== undefined) out.add(m[1]);
-  }
-  return [...out].sort();
-}
-
 interface View { label: string; chosen: Record<string, string>; qrep: string }
 
 describe('Istio dashboards through a real Prometheus', { skip: blocker ?? false }, () => {
   let mesh: MetricsMesh | undefined;
-  let prom: ChildProcess | undefined;
-  let promDir: string | undefined;
-  let promLog = '';
+  let prom: Prometheus | undefined;
   const entries: Entry[] = (JSON.parse(readFileSync(REFERENCE, 'utf8')) as Entry[]).filter((e) => e.dashboard !== 'Istio Ztunnel Dashboard');
 
-  /** Evaluates `exprs` at one instant through Prometheus's /api/v1/query, from inside n1's netns (one process for the batch). */
-  const query = async (exprs: string[]): Promise<QueryResult[]> => {
-    const script = String.raw`
-      const [addr, t, list] = process.argv.slice(1);
-      (async () => {
-        const out = [];
-        for (const q of JSON.parse(list)) {
-          try {
-            const r = await fetch('http://' + addr + '/api/v1/query', { method: 'POST', body: new URLSearchParams({ query: q, time: t }), signal: AbortSignal.timeout(5000) });
-            out.push(await r.json());
-          } catch (e) { out.push({ status: 'error', error: String(e) }); }
-        }
-        process.stdout.write(JSON.stringify(out));
-      })();`;
-    const r = await mesh!.n1.exec(process.execPath, ['-e', script, PROM_ADDR, String(Date.now() / 1000), JSON.stringify(exprs)], { timeoutMs: 30_000 });
-    assert.equal(r.code, 0, r.stderr);
-    return JSON.parse(r.stdout) as QueryResult[];
-  };
-
-  const promGet = async (path: string): Promise<{ code: number; body: string }> => {
-    const r = await mesh!.n1.exec('curl', ['-sS', '--max-time', '3', `http://${PROM_ADDR}${path}`], { timeoutMs: 5000 });
-    return { code: r.code ?? -1, body: r.stdout + r.stderr };
-  };
-
-  /** Each target's last scrape time (ms) and health. */
-  const targets = async (): Promise<Array<{ url: string; lastScrape: number; health: string; lastError: string }>> => {
-    const r = await promGet('/api/v1/targets');
-    assert.equal(r.code, 0, r.body);
-    return (JSON.parse(r.body).data.activeTargets as Array<{ scrapeUrl: string; lastScrape: string; health: string; lastError: string }>)
-      .map((t) => ({ url: t.scrapeUrl, lastScrape: Date.parse(t.lastScrape), health: t.health, lastError: t.lastError }));
-  };
-
-  /** Waits (bounded) until every target was scraped successfully after `since` (ms); returns the earliest such scrape. */
-  const scrapedAfter = async (since: number): Promise<number> => {
-    let last: Awaited<ReturnType<typeof targets>> = [];
-    for (let i = 0; i < 60; i++) {
-      last = await targets();
-      if (last.length === 2 && last.every((t) => t.health === 'up' && t.lastScrape > since)) return Math.min(...last.map((t) => t.lastScrape));
-      await sleep(200);
-    }
-    throw new Error(`Prometheus did not scrape both agents after ${new Date(since).toISOString()} within 12 s: ${JSON.stringify(last)}\n${promLog.slice(-2000)}`);
-  };
+  const query = (exprs: string[]) => prom!.query(exprs);
 
   before(async () => {
     if (blocker) return;
     mesh = await startMetricsMesh('prom');
     const { n1, n2 } = mesh;
-    promDir = mkdtempSync(join(tmpdir(), 'weft-prom-'));
-    const config = join(promDir, 'prometheus.yml');
-    writeFileSync(config, [
-      'global:', '  scrape_interval: 1s', '  scrape_timeout: 900ms', '  evaluation_interval: 1s',
-      'scrape_configs:', '  - job_name: weft-agent', '    metrics_path: /stats/prometheus',
-      '    static_configs:', `      - targets: ['${n1.ip}:15020', '${n2.ip}:15020']`, ''].join('\n'));
-    prom = n1.spawn('/usr/bin/prometheus', [`--config.file=${config}`, `--storage.tsdb.path=${join(promDir, 'data')}`,
-      `--web.listen-address=${PROM_ADDR}`, '--log.level=warn', '--storage.tsdb.retention.time=1h']);
-    prom.stdout?.setEncoding('utf8').on('data', (d: string) => { promLog += d; });
-    prom.stderr?.setEncoding('utf8').on('data', (d: string) => { promLog += d; });
-    let ready = false;
-    for (let i = 0; i < 50 && !ready && prom.exitCode === null; i++) {
-      ready = (await promGet('/-/ready')).body.includes('Ready');
-      if (!ready) await sleep(200);
-    }
-    assert.ok(ready, `Prometheus in ${n1.name}'s netns not ready on ${PROM_ADDR} after 10 s (exit ${prom.exitCode}):\n${promLog.slice(-2000)}`);
+    prom = await startPrometheus(n1, [n1, n2]);
 
     await driveTrafficMix(mesh);
     // Plus a meshed client calling a pod outside the mesh (passthrough: source reporter, TCP, none),
@@ -159,21 +69,16 @@ describe('Istio dashboards through a real Prometheus', { skip: blocker ?? false 
     assert.equal(JSON.parse(echo.stdout.trim()), ECHO, echo.stderr);
     await scrapeSettled([n1, n2]);
     // Two scrapes of both agents after the traffic has settled: rate() needs two samples.
-    const first = await scrapedAfter(Date.now());
-    await scrapedAfter(first);
+    await prom.twoScrapesFromNow();
   });
 
   after(async () => {
-    if (prom) {
-      killGroup(prom, 'SIGKILL');
-      if (prom.exitCode === null && prom.signalCode === null) await new Promise((r) => prom!.once('exit', r));
-    }
-    if (promDir) rmSync(promDir, { recursive: true, force: true });
+    await prom?.stop();
     await mesh?.close();
   });
 
   test('Prometheus scrapes both agents: up, with Istio request and TCP series from both reporters', async () => {
-    const [up, reporters] = await query(['up{job="weft-agent"}', 'count by (reporter) (istio_tcp_connections_opened_total)']);
+    const [up, reporters] = await query([`up{job="${JOB}"}`, 'count by (reporter) (istio_tcp_connections_opened_total)']);
     assert.deepEqual(up!.data!.result.map((s) => s.value[1]), ['1', '1'], JSON.stringify(up));
     assert.deepEqual(reporters!.data!.result.map((s) => s.metric.reporter).sort(), ['destination', 'source']);
   });
@@ -189,7 +94,7 @@ describe('Istio dashboards through a real Prometheus', { skip: blocker ?? false 
       const v = e.variable!;
       const [r] = await query([fill(e.promql_parsed ?? e.expr!, vars)]);
       if (r!.status !== 'success') { problems.push(`[variable $${v.name}] ${view.label}: ${r!.error}`); vars[v.name] = '.*'; continue; }
-      const values = variableValues(v, r!);
+      const values = variableValues(v.regex!, r!);
       const chosen = view.chosen[v.name];
       if (chosen !== undefined) {
         if (!values.includes(chosen)) problems.push(`[variable $${v.name}] ${view.label}: offers ${JSON.stringify(values)}, not ${chosen}`);

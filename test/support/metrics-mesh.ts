@@ -29,6 +29,8 @@ export interface MetricsMesh {
   n2: LabNode;
   /** n1: web (shop/web v1), bot (shop/bot), api1 (shop/api v2), outsider (legacy, not meshed); n2: api (shop/api v2) */
   pods: { web: LabPod; bot: LabPod; api1: LabPod; outsider: LabPod; api: LabPod };
+  /** the pods `MeshExtras.pods` added, by the names it gave them */
+  extraPods: Record<string, LabPod>;
   cp: AgentHandle;
   agents: [AgentHandle, AgentHandle];
   /** a temp directory removed by close() */
@@ -38,11 +40,19 @@ export interface MetricsMesh {
   close(): Promise<void>;
 }
 
+/** What a test adds to the standard mesh (before the control plane starts): pods and config objects. */
+export interface MeshExtras {
+  /** Creates more pods on the lab's nodes; their app is the test's to start. */
+  pods?(n1: LabNode, n2: LabNode): Promise<Record<string, LabPod>>;
+  /** More objects for the mesh config (Services, routes, policies). */
+  objects?: object[];
+}
+
 /**
  * Builds the lab `labName` and starts the control plane and both agents. On failure everything
  * built so far is torn down before the error is thrown.
  */
-export async function startMetricsMesh(labName: string): Promise<MetricsMesh> {
+export async function startMetricsMesh(labName: string, extras: MeshExtras = {}): Promise<MetricsMesh> {
   const apps: ChildProcess[] = [];
   const handles: AgentHandle[] = [];
   const dir = mkdtempSync(join(tmpdir(), `weft-${labName}-`));
@@ -74,6 +84,7 @@ export async function startMetricsMesh(labName: string): Promise<MetricsMesh> {
     const api1 = await n1.pod('api1', { namespace: SHOP, serviceAccount: 'api', labels: { app: 'api', version: 'v2' } });
     const outsider = await n1.pod('outsider', { namespace: 'legacy' });
     const api = await n2.pod('api', { namespace: SHOP, serviceAccount: 'api', labels: { app: 'api', version: 'v2' } });
+    const extraPods = extras.pods ? await extras.pods(n1, n2) : {};
     const configPath = join(dir, 'mesh.yaml');
     writeFileSync(configPath, lab.yaml({
       meshNamespaces: [SHOP],
@@ -84,6 +95,7 @@ export async function startMetricsMesh(labName: string): Promise<MetricsMesh> {
           { name: 'tcp-echo', port: 7000, targetPort: 7000 }] } },
         { apiVersion: 'security.weft.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-bot', namespace: SHOP },
           spec: { selector: { matchLabels: { app: 'api' } }, action: 'DENY', rules: [{ from: [{ source: { principals: [`cluster.local/ns/${SHOP}/sa/bot`] } }] }] } },
+        ...(extras.objects ?? []),
       ],
     }));
     for (const p of [api, api1]) await startApp(p);
@@ -96,7 +108,7 @@ export async function startMetricsMesh(labName: string): Promise<MetricsMesh> {
     const agent2 = startNodeAgent(n2, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
     handles.push(agent2);
     await Promise.all([agent1.ready, agent2.ready]);
-    return { lab, n1, n2, pods: { web, bot, api1, outsider, api }, cp, agents: [agent1, agent2], dir, startApp, close };
+    return { lab, n1, n2, pods: { web, bot, api1, outsider, api }, extraPods, cp, agents: [agent1, agent2], dir, startApp, close };
   } catch (e) {
     await close();
     throw e;

@@ -7,6 +7,9 @@ import { parseAllDocuments } from 'yaml';
 import { AGENT_SERVICE_ACCOUNT, AGENT_TOKEN_AUDIENCE } from '../../agent/controlplane/tokenreview-auth';
 import { DEFAULT_TRUST_BUNDLE_CONFIGMAP, TRUST_BUNDLE_KEY } from '../../agent/controlplane/trust-bundle-configmap';
 import { IN_POD_CREDENTIALS } from '../../agent/node/credential-files';
+import { PORTS } from '../../agent/node/ports';
+import { serveMetrics } from '../../agent/telemetry/serve';
+import { Registry } from 'prom-client';
 
 /**
  * daemonset/ is what `kubectl apply -f daemonset/` installs. Nothing here talks to a cluster: the
@@ -199,4 +202,48 @@ test('the CRDs of Weft\'s own groups are shipped, each served at the group, vers
     assert.equal(crd.spec.scope, 'Namespaced');
     assert.deepEqual(crd.spec.versions.map((v: Obj) => [v.name, v.served, v.storage]), [['v1', true, true]]);
   }
+});
+
+test('Prometheus finds the agents: scrape annotations and a named container port on the metrics port, a path the agent serves', async () => {
+  const annotations = agentSet.spec.template.metadata.annotations ?? {};
+  assert.equal(annotations['prometheus.io/scrape'], 'true');
+  assert.equal(annotations['prometheus.io/port'], String(PORTS.metrics));
+  const path: string = annotations['prometheus.io/path'];
+  assert.equal(path, '/stats/prometheus');
+  const port = agentContainer.ports.find((p: Obj) => p.containerPort === PORTS.metrics);
+  assert.equal(port?.name, 'http-monitoring', 'the metrics port is named as Istio names 15020');
+  // The annotated path is one the agent's metrics server really answers with the exposition format.
+  const registry = new Registry();
+  const srv = await serveMetrics('127.0.0.1', 0, registry);
+  try {
+    const addr = srv.address() as { port: number };
+    const r = await fetch(`http://127.0.0.1:${addr.port}${path}`);
+    assert.equal(r.status, 200);
+    assert.match(r.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/);
+  } finally {
+    await new Promise((r) => srv.close(r));
+  }
+});
+
+test('the PodMonitor (daemonset/monitoring/, for the prometheus-operator) selects the agent pods on their metrics port and path', () => {
+  const docs = parseAllDocuments(readFileSync(join(DIR, 'monitoring', 'podmonitor.yaml'), 'utf8')) as ReturnType<typeof parseAllDocuments> & unknown[];
+  assert.equal(docs.length, 1);
+  assert.deepEqual(docs[0]!.errors.map(String), []);
+  const pm = docs[0]!.toJS() as Obj;
+  assert.equal(pm.apiVersion, 'monitoring.coreos.com/v1');
+  assert.equal(pm.kind, 'PodMonitor');
+  assert.equal(pm.metadata.namespace, agentSet.metadata.namespace);
+  assert.deepEqual(pm.spec.namespaceSelector.matchNames, [agentSet.metadata.namespace]);
+  for (const [k, v] of Object.entries(pm.spec.selector.matchLabels)) assert.equal(agentSet.spec.template.metadata.labels[k], v, `selector ${k}=${v} matches the agent pods`);
+  assert.equal(pm.spec.podMetricsEndpoints.length, 1);
+  const ep = pm.spec.podMetricsEndpoints[0];
+  const port = agentContainer.ports.find((p: Obj) => p.name === ep.port);
+  assert.equal(port?.containerPort, PORTS.metrics, `PodMonitor port ${ep.port} is the agent's metrics port`);
+  assert.equal(ep.path, agentSet.spec.template.metadata.annotations['prometheus.io/path']);
+});
+
+test('daemonset/ holds only Kubernetes objects, so `kubectl apply -f daemonset/` applies: monitoring extras live in daemonset/monitoring/', () => {
+  const top = readdirSync(DIR, { withFileTypes: true }).filter((e) => e.isFile()).map((e) => e.name);
+  assert.deepEqual(top.filter((f) => /\.(json|yml)$/.test(f)), [], 'kubectl reads .json and .yml too: a dashboard there fails the apply (apiVersion/kind not set)');
+  assert.ok(existsSync(join(DIR, 'monitoring', 'weft-dashboard.json')));
 });
