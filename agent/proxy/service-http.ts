@@ -395,11 +395,15 @@ function minDefined(a: number | undefined, b: number | undefined): number | unde
  */
 function outgoingHeaders(h: Readonly<Record<string, string | string[] | undefined>>, raw: readonly string[]): HeaderMap {
   const out: HeaderMap = {};
-  const repeated = repeatedFields(raw);
+  // One raw line per name (the usual case): nothing was joined, no list to rebuild.
+  let names = 0;
+  for (const _ in h) names++;
+  const repeated = raw.length / 2 === names ? undefined : repeatedFields(raw);
   const conn = h.connection;
-  const listed = new Set((Array.isArray(conn) ? conn.join(',') : conn ?? '').split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
-  for (const [k, v] of Object.entries(h)) {
-    if (v === undefined || HOP_BY_HOP.has(k) || listed.has(k)) continue;
+  const listed = conn === undefined ? undefined : new Set((Array.isArray(conn) ? conn.join(',') : conn).split(',').map((t) => t.trim().toLowerCase()).filter(Boolean));
+  for (const k in h) {
+    const v = h[k];
+    if (v === undefined || HOP_BY_HOP.has(k) || listed?.has(k)) continue;
     out[k] = repeated?.get(k) ?? v;
   }
   if (typeof h.te === 'string' && h.te.toLowerCase().includes('trailers')) out.te = 'trailers';
@@ -602,7 +606,7 @@ function responseHeaders(h: Record<string, string | string[] | undefined>): Head
 /** Sends the endpoint's response to the client, with the response filters applied. */
 async function relayResponse(r: UpstreamResponse, plan: Extract<RequestPlan, { kind: 'forward' }>, res: Res, deadline: number | undefined):
   Promise<{ status: number; flag: ResponseFlags; responseBytes: number; grpcStatus?: string; error?: string }> {
-  const headers = { ...r.headers };
+  const headers = r.headers;
   plan.editResponse(headers);
   let bytes = 0;
   let error: string | undefined;
