@@ -27,8 +27,14 @@ commands:
                          SRC (namespace/pod, or an IP outside the mesh) to DST (namespace/pod): ALLOW or
                          DENY, the deciding policy and rule, and why. With --config FILE it evaluates that
                          file offline; otherwise it asks the running agent
-  status [--admin HOST:PORT]
-                         what the running agent has enrolled, its certificates, and what it redirected
+  status [--admin HOST:PORT] [--web]
+                         what the running agent has enrolled, its certificates, what it redirected and
+                         who talks to whom through it; --web prints the address of the live page
+                         (http://127.0.0.1:15000/live: the mesh graph with rates, success, p99, mTLS
+                         and recent denials; loopback only)
+  top [--admin HOST:PORT] [--interval S] [--once] [--limit N]
+                         the busiest pod pairs through this node's proxy, refreshed every S seconds
+                         (default 2): requests/s, success, p99, mTLS, denials, connections, bytes/s
   uninstall [--node NAME | --all]
                          remove every program, link, map and pin Weft made on this host, and the
                          inbound capture rule and route table (in the node's network namespace)`;
@@ -155,17 +161,32 @@ async function main(argv: string[]): Promise<number> {
       return out.code;
     }
     case 'status': {
-      const f = flags(rest, { admin: { type: 'string' } });
+      const f = flags(rest, { admin: { type: 'string' }, web: { type: 'boolean' } });
       const admin = (f.admin as string | undefined) ?? `127.0.0.1:${PORTS.admin}`;
+      if (f.web) {
+        const { fetchLiveFeed } = await import('./node/top-command');
+        await fetchLiveFeed(admin); // says what to check when the agent is not there
+        console.log(`http://${admin}/live`);
+        return 0;
+      }
       const get = async (path: string) => {
         const res = await fetch(`http://${admin}${path}`).catch((e: Error) => {
           throw new Error(`cannot reach the agent's admin API at ${admin} (${e.message}); is 'weft local' or 'weft agent' running on this host?`);
         });
         return res.json();
       };
-      const [workloads, certs, redirect, routes, services] = await Promise.all([get('/workloads'), get('/certs'), get('/redirect'), get('/routes'), get('/services')]);
-      console.log(JSON.stringify({ workloads, certs, redirect, routes, services }, null, 2));
+      const [workloads, certs, redirect, routes, services, live] = await Promise.all([get('/workloads'), get('/certs'), get('/redirect'), get('/routes'), get('/services'), get('/live.json')]);
+      console.log(JSON.stringify({ workloads, certs, redirect, routes, services, live }, null, 2));
       return 0;
+    }
+    case 'top': {
+      const f = flags(rest, { admin: { type: 'string' }, interval: { type: 'string' }, once: { type: 'boolean' }, limit: { type: 'string' } });
+      const { topCommand, topOptions } = await import('./node/top-command');
+      const o = topOptions(f as { admin?: string; interval?: string; once?: boolean; limit?: string }, `127.0.0.1:${PORTS.admin}`);
+      if (!o.ok) throw new Error(`weft top: ${o.error}`);
+      const stop = new AbortController();
+      process.once('SIGINT', () => stop.abort());
+      return topCommand(o.value, process.stdout, stop.signal);
     }
     case 'uninstall': {
       const f = flags(rest, { node: { type: 'string' }, all: { type: 'boolean' } });
