@@ -210,7 +210,7 @@ function drawDenials(feed, byId) {
     tr.appendChild(el('td', null, displayName(byId[d.source]) || d.source));
     tr.appendChild(el('td', null, displayName(byId[d.destination]) || d.destination));
     tr.appendChild(el('td', null, d.kind === 'request' ? 'request (' + d.status + ')' : 'connection'));
-    tr.appendChild(el('td', { class: 'policy' }, d.policy || 'not named by the proxy'));
+    tr.appendChild(el('td', { class: 'policy' }, d.policy || 'no ALLOW policy matched'));
     tr.appendChild(el('td', null, d.reporter));
     body.appendChild(tr);
   });

@@ -86,7 +86,7 @@ export function topTable(feed: LiveFeed, limit: number = TOP_DEFAULTS.limit): st
     lines.push('', 'recent denials:');
     for (const d of feed.denials.slice(0, TOP_DEFAULTS.denials)) {
       lines.push(`  ${time(d.at)}  ${name(byId.get(d.source), d.source)} -> ${name(byId.get(d.destination), d.destination)}  `
-        + `${d.kind === 'request' ? `request ${d.status ?? ''}`.trimEnd() : 'connection'}  ${d.policy ? `by ${d.policy}` : '(policy not named)'}`);
+        + `${d.kind === 'request' ? `request ${d.status ?? ''}`.trimEnd() : 'connection'}  ${d.policy ? `by ${d.policy}` : '(no ALLOW policy matched)'}`);
     }
   }
   return lines.join('\n') + '\n';

@@ -70,7 +70,7 @@ export interface LiveDenial {
   kind: 'request' | 'connection';
   /** the HTTP status answered (403), for requests */
   status?: number;
-  /** the deciding policy (`namespace/name`, with its rule when known), when the proxy's event names it */
+  /** the deciding AuthorizationPolicy (`namespace/name`); absent when none denied by name (ALLOW policies in force, none matched) */
   policy?: string;
   reporter: Reporter;
 }

@@ -72,12 +72,6 @@ export function requestFailed(ev: Pick<RequestCompletedEvent, 'status' | 'grpcSt
   return ev.flags !== '-' || ev.status === 0 || ev.status >= 500 || (ev.grpcStatus !== undefined && ev.grpcStatus !== '0');
 }
 
-/** The deciding policy, if the event names it (the proxy adds `policy` to DENY events). */
-function policyOf(ev: object): string | undefined {
-  const p = (ev as { policy?: unknown }).policy;
-  return typeof p === 'string' && p !== '' ? p : undefined;
-}
-
 /** One reporter's counts on one edge. */
 class Side {
   readonly window: RollingWindow;
@@ -231,15 +225,15 @@ export class LiveView {
     if (s === 'mutual_tls') { slot.mtls++; totals.mtls++; } else { slot.plaintext++; totals.plaintext++; }
   }
 
-  private deny(edge: Edge, ev: ConnectionOpenedEvent, kind: LiveDenial['kind'], now: number): void {
+  private deny(edge: Edge, ev: ConnectionClosedEvent | RequestCompletedEvent, kind: LiveDenial['kind'], now: number): void {
     // Once per denial: the destination's report, or the source's when the destination is another node's.
     const remote = ev.ends.dst !== undefined && ev.ends.dst.node !== this.opts.node;
     if (ev.reporter === 'source' && !remote) return;
     if (this.maxDenials === 0) return;
-    const policy = policyOf(ev);
-    const status = (ev as Partial<RequestCompletedEvent>).status;
+    const policy = ev.policy;
+    const status = 'status' in ev ? ev.status : undefined;
     this.denials.unshift({ at: now, source: edge.source.id, destination: edge.destination.id, kind, reporter: ev.reporter,
-      ...(kind === 'request' && status !== undefined ? { status } : {}), ...(policy ? { policy } : {}) });
+      ...(kind === 'request' && status !== undefined ? { status } : {}), ...(policy !== undefined && policy !== '' ? { policy } : {}) });
     if (this.denials.length > this.maxDenials) this.denials.length = this.maxDenials;
   }
 
