@@ -170,7 +170,7 @@ describe('Weft\'s own dashboard through a real Prometheus', { skip: blocker ?? f
     const views: View[] = [];
     for (const qrep of ['destination', 'source'] as const) {
       views.push({ label: `All qrep=${qrep}`, qrep });
-      for (const workload of ['api', 'web']) views.push({ label: `namespace=${SHOP} workload=${workload} qrep=${qrep}`, namespace: SHOP, workload, qrep });
+      for (const workload of ['api', 'flaky']) views.push({ label: `namespace=${SHOP} workload=${workload} qrep=${qrep}`, namespace: SHOP, workload, qrep });
     }
     const problems: string[] = [];
     const withData = new Map<string, string[]>();
