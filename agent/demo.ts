@@ -117,6 +117,22 @@ const L7_OBJECTS = [
     rules: [{ to: [{ operation: { ports: [String(APP_PORT)], methods: ['POST'], paths: ['/admin/*'] } }] }] }),
 ];
 
+/** A Service with a cluster IP, its two versions, and a GAMMA HTTPRoute splitting it 80/20 with a canary header. */
+const REVIEWS_VIP = '10.96.0.10';
+const svc = (name: string, clusterIP: string, selector: Record<string, string>) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'shop' },
+  spec: { clusterIP, selector, ports: [{ name: 'http', port: 80, targetPort: APP_PORT }] } });
+const CANARY_OBJECTS = [
+  svc('reviews', REVIEWS_VIP, { app: 'api' }),
+  svc('reviews-v1', '10.96.0.11', { app: 'api', version: 'v1' }),
+  svc('reviews-v2', '10.96.0.12', { app: 'api', version: 'v2' }),
+  { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'reviews', namespace: 'shop' }, spec: {
+    parentRefs: [{ group: '', kind: 'Service', name: 'reviews', port: 80 }],
+    rules: [
+      { matches: [{ headers: [{ name: 'x-canary', value: 'yes' }] }], backendRefs: [{ name: 'reviews-v2', port: 80 }] },
+      { backendRefs: [{ name: 'reviews-v1', port: 80, weight: 80 }, { name: 'reviews-v2', port: 80, weight: 20 }], retry: { attempts: 2, codes: [503] } },
+    ] } },
+];
+
 const STRICT = { apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'default', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } };
 
 /** What each kernel counter means, for the counters step. */
@@ -138,6 +154,8 @@ interface Sandbox {
   web: LabPod;
   legacy: LabPod;
   api: LabPod;
+  /** version v2 of api, on the client's node */
+  api2: LabPod;
   app: App;
   agents: AgentHandle[];
   /** applies these objects on top of the sandbox's Namespaces, Nodes and Pods (the file is watched) */
@@ -155,16 +173,18 @@ export async function runDemo(): Promise<number> {
   const processes: AgentHandle[] = [];
   const outcomes = new Outcomes();
   let app: App | undefined;
+  let app2: App | undefined;
   say('Weft demo: a throwaway sandbox on this machine, the mesh running on it, and what it did.');
   say('Every outcome marked ✓ was checked as it was shown; a ✗ makes the demo exit 1.');
   try {
-    step('sandbox: two nodes, three pods (network namespaces + veths + cgroups)');
+    step('sandbox: two nodes, four pods (network namespaces + veths + cgroups)');
     const n1 = await lab.node('n1');
     const n2 = await lab.node('n2');
     const web = await n1.pod('web', { namespace: 'shop', serviceAccount: 'web', labels: { app: 'web' } });
     const legacy = await n1.pod('legacy', { namespace: 'legacy', labels: { app: 'legacy' } });
-    const api = await n2.pod('api', { namespace: 'shop', serviceAccount: 'api', labels: { app: 'api' } });
-    for (const p of [web, legacy, api]) say(`  ${p.node.name}: pod ${p.namespace}/${p.name}  ip ${p.ip}`);
+    const api = await n2.pod('api', { namespace: 'shop', serviceAccount: 'api', labels: { app: 'api', version: 'v1' } });
+    const api2 = await n1.pod('api2', { namespace: 'shop', serviceAccount: 'api', labels: { app: 'api', version: 'v2' } });
+    for (const p of [web, legacy, api, api2]) say(`  ${p.node.name}: pod ${p.namespace}/${p.name}  ip ${p.ip}`);
     say('  namespace shop has weft.dev/mesh=enabled; legacy does not');
     say(`  api runs a small HTTP application on ${APP_PORT} that logs every request it sees`);
     const config = join(dir, 'mesh.yaml');
@@ -172,7 +192,8 @@ export async function runDemo(): Promise<number> {
     const apply = (extra: object[]) => writeFileSync(config, lab.yaml({ meshNamespaces: ['shop'], extra }));
     apply([]);
     app = startApp(api, APP_PORT);
-    await app.ready;
+    app2 = startApp(api2, APP_PORT);
+    await Promise.all([app.ready, app2.ready]);
 
     step(`weft controlplane on ${n1.name}, weft agent on each node`);
     const cp = startControlPlane(n1, config, dataDir);
@@ -183,8 +204,9 @@ export async function runDemo(): Promise<number> {
     await Promise.all(agents.map((a) => a.ready));
     say('  agents ready: eBPF programs attached to each node\'s cgroup tree; proxies on 15001 (outbound), 15008 (HBONE, mTLS) and 15006 (plaintext inbound)');
 
-    const s: Sandbox = { lab, n1, n2, web, legacy, api, app, agents, apply, outcomes };
+    const s: Sandbox = { lab, n1, n2, web, legacy, api, api2, app, agents, apply, outcomes };
     await showMeshHop(s);
+    await showCanary(s);
     await showPlaintextCapture(s);
     const l7 = [...L7_OBJECTS];
     await showL7Policy(s, l7);
@@ -197,6 +219,7 @@ export async function runDemo(): Promise<number> {
   } finally {
     step('teardown');
     app?.stop();
+    app2?.stop();
     for (const p of processes.reverse()) await p.kill('SIGTERM');
     for (const n of lab.nodes) {
       const u = spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name], { encoding: 'utf8' });
@@ -229,6 +252,36 @@ async function showMeshHop({ n1, n2, web, api, agents, outcomes }: Sandbox): Pro
     `${n1.name} access log (outbound): ${JSON.stringify({ src: out['src.identity'], dst: out['dst.identity'], via: out['dst.hbone_addr'] })}, ${n2.name}'s HBONE port (mTLS)`);
   outcomes.check(inb['src.identity'] === 'spiffe://cluster.local/ns/shop/sa/web',
     `${n2.name} access log (inbound):  source principal verified from its certificate: ${String(inb['src.identity'])}`);
+}
+
+/** web → the Service reviews' cluster IP: resolved, routed and balanced by web's node proxy. */
+async function showCanary({ n1, web, api, api2, agents, apply, outcomes }: Sandbox): Promise<void> {
+  step(`Service traffic: shop/reviews (cluster IP ${REVIEWS_VIP}) and a Gateway API HTTPRoute on it`);
+  say('  reviews-v1 = api (version v1, on the other node), reviews-v2 = api2 (version v2, on web\'s node)');
+  say('  HTTPRoute reviews: header x-canary: yes → reviews-v2; otherwise 80 % reviews-v1, 20 % reviews-v2, retry 503 twice');
+  apply(CANARY_OBJECTS);
+  const count = async (n: number, args: string[]): Promise<Record<string, number>> => {
+    const urls = Array.from({ length: n }, (_, i) => `http://${REVIEWS_VIP}/reviews/${i}`);
+    const r = await web.exec('curl', ['-s', '--max-time', '10', ...args, ...urls], { timeoutMs: 15_000 });
+    const pods: Record<string, number> = {};
+    for (const m of r.stdout.matchAll(/"pod":"([a-z0-9-]+)"/g)) pods[m[1]!] = (pods[m[1]!] ?? 0) + 1;
+    return pods;
+  };
+  // The route is in force once a canary request lands on v2 (the config file is watched).
+  let canary: Record<string, number> = {};
+  for (let i = 0; i < 50 && canary[api2.name] !== 5; i++) {
+    canary = await count(5, ['-H', 'x-canary: yes']);
+    if (canary[api2.name] !== 5) await new Promise((r) => setTimeout(r, 100));
+  }
+  outcomes.check(canary[api2.name] === 5, `5 requests with x-canary: yes → ${JSON.stringify(canary)}: all on v2`);
+  const split = await count(100, []);
+  const v2 = split[api2.name] ?? 0;
+  outcomes.check((split[api.name] ?? 0) + v2 === 100 && v2 >= 8 && v2 <= 35,
+    `100 requests without the header (one curl, keep-alive) → ${JSON.stringify(split)}: about 80/20, each request balanced on its own`, '80/20 split');
+  const line = await agents[0]!.waitForLog((l) => l['dst.service'] === 'reviews.shop.svc.cluster.local' && l.route !== undefined && l.upstream !== undefined);
+  outcomes.check(line.route === 'shop/reviews[0]' || line.route === 'shop/reviews[1]',
+    `${n1.name} access log (source side): ${logFields(line, ['dst.service', 'route', 'upstream', 'status', 'retries'])}`);
+  apply([]);
 }
 
 /** legacy (outside the mesh) → api: captured on api's node at 15006, api still sees legacy's own address. */

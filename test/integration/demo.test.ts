@@ -48,6 +48,8 @@ test('weft demo exits 0, shows L7 policy, plaintext capture, explain and STRICT,
   for (const line of [
     /✓ HTTP 200; api saw the connection come from \S+, not from web/,
     /✓ .* source principal verified from its certificate: spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web/,
+    /✓ 5 requests with x-canary: yes → \{"api2":5\}: all on v2/,
+    /✓ 100 requests without the header \(one curl, keep-alive\) → .*about 80\/20/,
     /✓ web GET \/orders → HTTP 200/,
     /✓ web POST \/admin\/users → HTTP 403 "RBAC: access denied"/,
     /✓ demo-n2 access log: .*"method":"POST","path":"\/admin\/users","status":403,"decision":"deny","policy":"shop\/deny-admin-post\[0\]"/,
