@@ -134,3 +134,25 @@ export function statusForUpstreamError(e: { code?: string } | undefined): number
   const code = e?.code ?? '';
   return ['ECONNREFUSED', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOENT'].includes(code) ? 503 : 502;
 }
+
+/**
+ * The names that occur more than once in a raw header list (name, value, name, value, ...), lower
+ * case, with their values in order; undefined when none does. Node joins such fields into one
+ * `a, b` value in its header objects; a proxy must send them on as they came. Pseudo-headers and
+ * cookies (joined by their own rules) are left out. Pure.
+ */
+export function repeatedFields(raw: readonly string[]): Map<string, string[]> | undefined {
+  let all: Map<string, string[]> | undefined;
+  const seen = new Map<string, string>();
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    if (name.startsWith(':') || name === 'cookie' || name === 'set-cookie') continue;
+    const prev = seen.get(name);
+    if (prev === undefined) { seen.set(name, raw[i + 1]!); continue; }
+    all ??= new Map();
+    const list = all.get(name) ?? [prev];
+    list.push(raw[i + 1]!);
+    all.set(name, list);
+  }
+  return all;
+}

@@ -3,7 +3,7 @@ import { channel } from 'node:diagnostics_channel';
 import type { Duplex } from 'node:stream';
 import { pump } from '../core/pump';
 import { checkLimits, RateBudget, type HttpLimits } from './limits';
-import { h2WithoutConnectionHeaders } from './headers';
+import { h2WithoutConnectionHeaders, repeatedFields } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
 import type { RequestInfo, ServeHttpOptions } from './types';
 
@@ -305,27 +305,11 @@ export function serveHttp2(downstream: Duplex, o: ServeHttpOptions): Promise<voi
 /** The request's header block as received (name, value, name, value, ...), per stream. */
 const rawHeaders = new WeakMap<http2.ServerHttp2Stream, string[]>();
 
-/**
- * Node joins a field that arrives more than once into one `a, b` value; the application must get
- * the fields as they were sent (a header appended by a route filter is a second field, not a
- * longer first one). Each repeated name gets its values as a list again. Pure.
- */
+/** The request's header fields, each repeated name with its values as a list again (repeatedFields). Pure. */
 export function withRepeatedFields(headers: http2.IncomingHttpHeaders, raw: readonly string[] | undefined): http2.IncomingHttpHeaders {
-  if (raw === undefined) return headers;
-  let seen: Map<string, string[]> | undefined;
-  const first = new Map<string, string>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    if (name.startsWith(':')) continue;
-    const prev = first.get(name);
-    if (prev === undefined) { first.set(name, raw[i + 1]!); continue; }
-    seen ??= new Map();
-    const list = seen.get(name) ?? [prev];
-    list.push(raw[i + 1]!);
-    seen.set(name, list);
-  }
-  if (seen === undefined) return headers;
+  const repeated = raw === undefined ? undefined : repeatedFields(raw);
+  if (repeated === undefined) return headers;
   const out: http2.IncomingHttpHeaders = { ...headers };
-  for (const [name, values] of seen) if (name !== 'cookie') out[name] = values;
+  for (const [name, values] of repeated) out[name] = values;
   return out;
 }
