@@ -60,7 +60,7 @@ const SCRIPT = String.raw`
 var SVGNS = 'http://www.w3.org/2000/svg';
 var FEED = '/live.json';
 var POLL_MS = __POLL_MS__;
-var COL_W = 320, BOX_W = 200, BOX_H = 38, ROW_H = 48, TOP = 44, LEFT = 30;
+var COL_W = 440, BOX_W = 200, BOX_H = 38, ROW_H = 48, TOP = 44, LEFT = 30;
 
 function el(tag, attrs, text) {
   var e = tag.indexOf('svg:') === 0 ? document.createElementNS(SVGNS, tag.slice(4)) : document.createElement(tag);
@@ -107,7 +107,8 @@ function layout(feed) {
     columns.push({ name: name, x: x, rows: rows });
     height = Math.max(height, y);
   });
-  return { pos: pos, columns: columns, width: LEFT * 2 + Math.max(1, names.length) * COL_W - (COL_W - BOX_W) + 60, height: height + 20 };
+  // room on the right for the labels of edges that bulge out of the last column
+  return { pos: pos, columns: columns, width: LEFT * 2 + Math.max(1, names.length) * COL_W - (COL_W - BOX_W) + 200, height: height + 20 };
 }
 
 function edgeText(e) {
@@ -142,21 +143,24 @@ function drawGraph(feed, byId) {
   feed.edges.forEach(function (e, i) {
     var a = L.pos[e.source], b = L.pos[e.destination];
     if (!a || !b) return;
-    var x1 = a.x + BOX_W, y1 = a.y + BOX_H / 2, x2, y2 = b.y + BOX_H / 2, c1, c2;
-    if (b.x > a.x) { x2 = b.x; var dx = (x2 - x1) / 2; c1 = [x1 + dx, y1]; c2 = [x2 - dx, y2]; }
-    else { x2 = b.x + BOX_W; var bulge = 60 + 14 * (i % 4); c1 = [x1 + bulge, y1]; c2 = [x2 + bulge, y2]; }
+    // between columns: from the side facing the destination to the side facing the source; within one: out and back on the right
+    var y1 = a.y + BOX_H / 2, y2 = b.y + BOX_H / 2, x1, x2, c1, c2;
+    if (b.x > a.x) { x1 = a.x + BOX_W; x2 = b.x; }
+    else if (b.x < a.x) { x1 = a.x; x2 = b.x + BOX_W; }
+    if (x1 !== undefined) { var dx = (x2 - x1) / 2; c1 = [x1 + dx, y1]; c2 = [x2 - dx, y2]; }
+    else { x1 = a.x + BOX_W; x2 = b.x + BOX_W; var bulge = 70 + 16 * (i % 4); c1 = [x1 + bulge, y1]; c2 = [x2 + bulge, y2]; }
     var d = 'M' + x1 + ',' + y1 + ' C' + c1[0] + ',' + c1[1] + ' ' + c2[0] + ',' + c2[1] + ' ' + x2 + ',' + y2;
     edgeLayer.appendChild(el('svg:path', { d: d, class: 'edge ' + e.mtls, 'data-edge': e.id, 'data-mtls': e.mtls, 'marker-end': 'url(#arrow-' + e.mtls + ')' }));
     var mx = (x1 + 3 * c1[0] + 3 * c2[0] + x2) / 8, my = (y1 + 3 * c1[1] + 3 * c2[1] + y2) / 8;
     var g = el('svg:g', { class: 'edge-tag', 'data-edge': e.id, transform: 'translate(' + mx.toFixed(1) + ',' + (my - 4).toFixed(1) + ')' });
     if (e.mtls === 'mutual_tls') {
-      var lock = el('svg:g', { class: 'lock', transform: 'translate(-9,-9)' });
+      var lock = el('svg:g', { class: 'lock', transform: 'translate(-4,-22)' });
       lock.appendChild(el('svg:rect', { x: 0, y: 4, width: 8, height: 6, rx: 1 }));
       lock.appendChild(el('svg:path', { d: 'M1.5,4 V2.5 a2.5,2.5 0 0 1 5,0 V4', fill: 'none', stroke: 'currentColor', style: 'stroke:var(--mtls)' }));
       lock.appendChild(el('svg:title', null, 'mutual TLS'));
       g.appendChild(lock);
     }
-    g.appendChild(el('svg:text', { x: 2, y: 0, class: 'edge-label ' + e.mtls }, (e.mtls === 'mutual_tls' ? '' : mtlsText(e.mtls) + ' \u00b7 ') + edgeText(e)));
+    g.appendChild(el('svg:text', { x: 0, y: 0, 'text-anchor': 'middle', class: 'edge-label ' + e.mtls }, (e.mtls === 'mutual_tls' ? '' : mtlsText(e.mtls) + ' \u00b7 ') + edgeText(e)));
     labelLayer.appendChild(g);
   });
   svg.appendChild(edgeLayer);

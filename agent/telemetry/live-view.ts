@@ -177,8 +177,8 @@ export class LiveView {
     side.totals.bytesFromClient += ev.bytesFromClient;
     side.totals.bytesToClient += ev.bytesToClient;
     if (ev.flags === 'DENY') {
-      slot.denied++;
-      side.totals.denied++;
+      slot.deniedConnections++;
+      side.totals.deniedConnections++;
       this.deny(edge, ev, 'connection', now);
     }
   }
@@ -194,8 +194,8 @@ export class LiveView {
     side.totals.requests++;
     if (requestFailed(ev)) { slot.errors++; side.totals.errors++; }
     if (ev.flags === 'DENY') {
-      slot.denied++;
-      side.totals.denied++;
+      slot.deniedRequests++;
+      side.totals.deniedRequests++;
       this.deny(edge, ev, 'request', now);
     }
     this.security(slot, side.totals, ev.security);
@@ -312,8 +312,8 @@ function summarize(e: Edge, now: number, seconds: number): LiveEdge {
       successRate: rw && rw.requests > 0 ? round((rw.requests - rw.errors) / rw.requests, 4) : null,
       p99Ms: rw?.p99Ms === undefined ? null : round(rw.p99Ms, 3),
       errors: rw?.errors ?? 0,
-      denied: rw?.denied ?? 0,
-      deniedTotal: req?.totals.denied ?? 0,
+      denied: rw?.deniedRequests ?? 0,
+      deniedTotal: req?.totals.deniedRequests ?? 0,
     },
     tcp: {
       reporter: tcpReporter,
@@ -323,7 +323,7 @@ function summarize(e: Edge, now: number, seconds: number): LiveEdge {
       bytesFromClient: tcp?.totals.bytesFromClient ?? 0,
       bytesToClient: tcp?.totals.bytesToClient ?? 0,
       bytesPerSecond: round(((tw?.bytesFromClient ?? 0) + (tw?.bytesToClient ?? 0)) / seconds, 1),
-      deniedTotal: tcp?.totals.denied ?? 0,
+      deniedTotal: tcp?.totals.deniedConnections ?? 0,
     },
     lastSeen: e.lastSeen,
   };

@@ -52,8 +52,10 @@ export interface Counts {
   requests: number;
   /** requests that failed: 5xx, no response, a non-OK gRPC status, or refused by the proxy (flags) */
   errors: number;
-  /** requests and connections refused by authorization policy */
-  denied: number;
+  /** requests refused by authorization policy */
+  deniedRequests: number;
+  /** connections refused (or closed) by authorization policy */
+  deniedConnections: number;
   connectionsOpened: number;
   connectionsClosed: number;
   /** request direction (client → server), counted when a connection closes */
@@ -66,7 +68,7 @@ export interface Counts {
 }
 
 export function zeroCounts(): Counts {
-  return { requests: 0, errors: 0, denied: 0, connectionsOpened: 0, connectionsClosed: 0, bytesFromClient: 0, bytesToClient: 0, mtls: 0, plaintext: 0 };
+  return { requests: 0, errors: 0, deniedRequests: 0, deniedConnections: 0, connectionsOpened: 0, connectionsClosed: 0, bytesFromClient: 0, bytesToClient: 0, mtls: 0, plaintext: 0 };
 }
 
 interface Slot extends Counts {

@@ -189,7 +189,9 @@ describe('live view: edges', () => {
     const local = inbound(BOT, API1);
     // same node: the proxy reports the denied request as both source and destination
     for (const reporter of ['source', 'destination'] as const) {
+      v.opened({ reporter, ends: local, security: 'mutual_tls' });
       v.request({ ...ok(local, 1, reporter), status: 403, flags: 'DENY', policy: 'shop/deny-bot' });
+      v.closed({ reporter, ends: local, security: 'mutual_tls', bytesFromClient: 80, bytesToClient: 120, flags: '-' });
     }
     step(5);
     // a tunnel to n2 refused there: the source's report is the only one this node gets
@@ -202,6 +204,7 @@ describe('live view: edges', () => {
     assert.deepEqual(f.denials[1], { at: 1_000_000, source: 'pod:shop/bot', destination: 'pod:shop/api1', kind: 'request', status: 403, policy: 'shop/deny-bot', reporter: 'destination' });
     const e = edge(f, 'pod:shop/bot', 'pod:shop/api1');
     assert.deepEqual([e.requests.total, e.requests.denied, e.requests.deniedTotal, e.requests.successRate], [1, 1, 1, 0]);
+    assert.deepEqual([e.tcp.reporter, e.tcp.opened, e.tcp.deniedTotal], ['destination', 1, 0], 'a denied request on an allowed connection is not also a denied connection');
     assert.equal(edge(f, 'pod:shop/bot', 'pod:shop/api-7f9c').tcp.deniedTotal, 1);
   });
 
