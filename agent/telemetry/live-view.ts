@@ -91,6 +91,8 @@ interface Edge {
   sides: Partial<Record<Reporter, Side>>;
   protocol: LiveEdge['protocol'];
   lastSeen: number;
+  /** left the view (evicted or idle): connections still pointing at it name their edge anew */
+  gone: boolean;
 }
 
 const PROTOCOL_RANK = { tcp: 0, http: 1, grpc: 2 } as const;
@@ -99,8 +101,8 @@ export class LiveView {
   private readonly edges = new Map<string, Edge>();
   private denials: LiveDenial[] = [];
   private store: WorkloadStore | undefined;
-  /** the ends already named, per connection (the same object for each of its requests); dropped with the state */
-  private named = new WeakMap<ConnectionEnds, Map<SecurityPolicy, ReturnType<typeof edgeEnds>>>();
+  /** the edge of each connection seen (its ends are the same object for each of its requests), by security; dropped with the state */
+  private named = new WeakMap<ConnectionEnds, Partial<Record<SecurityPolicy, Edge>>>();
   private readonly started: number;
   private readonly shape: WindowShape;
   private readonly maxEdges: number;
@@ -205,8 +207,8 @@ export class LiveView {
   /** What the admin port serves at /live.json. Drops edges idle for longer than idleMs first. */
   feed(): LiveFeed {
     const now = this.now();
-    for (const [id, e] of this.edges) {
-      if (now - e.lastSeen > this.idleMs && !hasOpen(e)) this.edges.delete(id);
+    for (const e of this.edges.values()) {
+      if (now - e.lastSeen > this.idleMs && !hasOpen(e)) this.drop(e);
     }
     const windowMs = this.shape.slotMs * this.shape.slots;
     // Before a full window has passed, rates are over the time the view has been running.
@@ -247,18 +249,26 @@ export class LiveView {
 
   private edge(ev: ConnectionOpenedEvent, now: number): Edge {
     let bySecurity = this.named.get(ev.ends);
-    if (!bySecurity) this.named.set(ev.ends, (bySecurity = new Map()));
-    let ends = bySecurity.get(ev.security);
-    if (!ends) bySecurity.set(ev.security, (ends = edgeEnds(ev.ends, ev.security, this.store)));
-    const id = `${ends.source.id} > ${ends.destination.id}`;
-    let e = this.edges.get(id);
-    if (!e) {
-      if (this.edges.size >= this.maxEdges) this.evictOne();
-      e = { id, source: ends.source, destination: ends.destination, ...(ends.service ? { service: ends.service } : {}), sides: {}, protocol: 'tcp', lastSeen: now };
-      this.edges.set(id, e);
+    if (!bySecurity) this.named.set(ev.ends, (bySecurity = {}));
+    let e = bySecurity[ev.security];
+    if (!e || e.gone) {
+      const ends = edgeEnds(ev.ends, ev.security, this.store);
+      const id = `${ends.source.id} > ${ends.destination.id}`;
+      e = this.edges.get(id);
+      if (!e) {
+        if (this.edges.size >= this.maxEdges) this.evictOne();
+        e = { id, source: ends.source, destination: ends.destination, ...(ends.service ? { service: ends.service } : {}), sides: {}, protocol: 'tcp', lastSeen: now, gone: false };
+        this.edges.set(id, e);
+      }
+      bySecurity[ev.security] = e;
     }
     e.lastSeen = now;
     return e;
+  }
+
+  private drop(e: Edge): void {
+    e.gone = true;
+    this.edges.delete(e.id);
   }
 
   /** Makes room for one edge: the longest idle without open connections, else the longest idle. */
@@ -270,7 +280,7 @@ export class LiveView {
       if (!hasOpen(e) && (!victim || e.lastSeen < victim.lastSeen)) victim = e;
     }
     const out = victim ?? fallback;
-    if (out) this.edges.delete(out.id);
+    if (out) this.drop(out);
   }
 }
 
