@@ -15,7 +15,7 @@ import { OutlierDetector } from '../traffic/outlier';
 import { CircuitBreaker } from '../traffic/circuit-breaker';
 import { RetryBudget } from '../traffic/retry';
 import { breakerLimits } from '../traffic/circuit-breaker';
-import { servicePortKey } from './service-target';
+import { sameFamilyFirst, servicePortKey } from './service-target';
 import type { LimitKind } from '../traffic/circuit-breaker';
 
 export type EndpointResult = { kind: 'success' } | { kind: '5xx' } | { kind: 'gateway-error' } | { kind: 'local-origin-failure' } | 'success' | '5xx' | 'gateway-error' | 'local-origin-failure';
@@ -50,7 +50,30 @@ export interface ServicePortStats {
 
 export type Admission = { ok: true; release(): void } | { ok: false; reason: string };
 
-const endpointKey = (e: Endpoint): string => `${e.ip}:${e.port}`;
+/** `ip:port` of an endpoint, made once per Endpoint object (a snapshot's endpoints live as long as it). */
+const endpointKeys = new WeakMap<Endpoint, string>();
+function endpointKey(e: Endpoint): string {
+  let k = endpointKeys.get(e);
+  if (k === undefined) { k = `${e.ip}:${e.port}`; endpointKeys.set(e, k); }
+  return k;
+}
+
+/** A candidate list's keys in order and its endpoints by key, built once per list (the lists are cached per snapshot). */
+interface Keyed { keys: string[]; byKey: Map<string, Endpoint> }
+const keyedLists = new WeakMap<readonly Endpoint[], Keyed>();
+function keyed(candidates: readonly Endpoint[]): Keyed {
+  let k = keyedLists.get(candidates);
+  if (k === undefined) {
+    const byKey = new Map<string, Endpoint>();
+    for (const e of candidates) byKey.set(endpointKey(e), e);
+    k = { keys: [...byKey.keys()], byKey };
+    keyedLists.set(candidates, k);
+  }
+  return k;
+}
+
+/** sameFamilyFirst of a usable-endpoint list, per list and address family (a fresh array per request would defeat the key cache). */
+const byFamily = new WeakMap<readonly Endpoint[], { v4?: readonly Endpoint[]; v6?: readonly Endpoint[] }>();
 
 export class ServiceRuntime {
   private readonly ports = new Map<string, PortState>();
@@ -81,14 +104,26 @@ export class ServiceRuntime {
     return usable(serviceEndpoints(store, service, port).endpoints);
   }
 
+  /** The usable endpoints of a Service port, those of the cluster IP's address family first (sameFamilyFirst), the same array for the same snapshot. */
+  candidates(store: WorkloadStore, service: ServiceInfo, port: ServicePort, vip: string): readonly Endpoint[] {
+    const all = this.usableEndpoints(store, service, port);
+    let fam = byFamily.get(all);
+    if (fam === undefined) { fam = {}; byFamily.set(all, fam); }
+    const v6 = vip.includes(':');
+    const known = v6 ? fam.v6 : fam.v4;
+    if (known !== undefined) return known;
+    const list = Object.freeze(sameFamilyFirst(all, vip));
+    if (v6) fam.v6 = list; else fam.v4 = list;
+    return list;
+  }
+
   /** An endpoint for a new connection or request: not ejected, not in `exclude` (tried already) when another is left. */
   pick(key: string, service: { namespace: string; name: string }, port: number, candidates: readonly Endpoint[], exclude?: ReadonlySet<string>): Endpoint | undefined {
     if (candidates.length === 0) return undefined;
     const st = this.state(key, service, port);
     const now = this.now();
-    const byKey = new Map<string, Endpoint>();
-    for (const e of candidates) byKey.set(endpointKey(e), e);
-    let keys = [...byKey.keys()];
+    const { keys: all, byKey } = keyed(candidates);
+    let keys: readonly string[] = all;
     // The detector forgets endpoints that left the Service (once per snapshot, not per pick).
     if (st.policy.outlierDetection.enabled && st.outlierSynced !== this.store) { st.outlier.setEndpoints(keys, now); st.outlierSynced = this.store; }
     if (exclude && exclude.size > 0) {
@@ -120,14 +155,18 @@ export class ServiceRuntime {
    * flight holds a connection), and when every connection is busy it waits as `pending` for one,
    * up to maxPendingRequests. Past a limit it is refused at once (503, UO). `release` when done.
    */
-  async admitRequest(key: string, backend: { service: ServiceInfo; port: ServicePort }, protocol: 'http1' | 'http2'): Promise<Admission> {
+  admitRequest(key: string, backend: { service: ServiceInfo; port: ServicePort }, protocol: 'http1' | 'http2'): Admission | Promise<Admission> {
     const st = this.state(key, backend.service, backend.port.port);
     const request = st.breaker.tryAcquire('request');
     if (!request.ok) return { ok: false, reason: request.error.reason };
     if (protocol === 'http2') return { ok: true, release: () => request.value.release() };
-    const connection = await this.connectionLease(st);
-    if (!connection.ok) { request.value.release(); return connection; }
-    return { ok: true, release: () => { request.value.release(); connection.release(); } };
+    // A connection lease at once (the usual case) needs no promise; only a pending request waits.
+    const lease = st.breaker.tryAcquire('connection');
+    if (lease.ok) return { ok: true, release: () => { request.value.release(); lease.value.release(); this.wake(st); } };
+    return this.pendingLease(st).then((connection) => {
+      if (!connection.ok) { request.value.release(); return connection; }
+      return { ok: true, release: () => { request.value.release(); connection.release(); } };
+    });
   }
 
   /** A TCP connection to the Service port, within maxConnections. */
@@ -151,6 +190,11 @@ export class ServiceRuntime {
   private async connectionLease(st: PortState): Promise<Admission> {
     const lease = st.breaker.tryAcquire('connection');
     if (lease.ok) return { ok: true, release: () => { lease.value.release(); this.wake(st); } };
+    return this.pendingLease(st);
+  }
+
+  /** No connection lease free: waits as a pending request (within maxPendingRequests) for one. */
+  private async pendingLease(st: PortState): Promise<Admission> {
     const pending = st.breaker.tryAcquire('pending');
     if (!pending.ok) return { ok: false, reason: pending.error.reason };
     // Waits (FIFO) until a connection lease is released; bounded by the request's own timeouts.
