@@ -214,6 +214,7 @@ export async function runDemo(): Promise<number> {
     await showExplain(s);
     await showStrict(s, [...l7, STRICT]);
     await showCounters(s);
+    await showLiveSummary(s);
   } catch (e) {
     outcomes.check(false, `the demo stopped: ${(e as Error).message}`);
   } finally {
@@ -391,6 +392,21 @@ async function showCounters({ n1, n2, outcomes }: Sandbox): Promise<void> {
   outcomes.check(Number(c2.strict_drop_syn) > 0, `${n2.name} dropped legacy's SYNs under STRICT (strict_drop_syn = ${c2.strict_drop_syn})`);
   const certs = await n1.exec('curl', ['-s', 'http://127.0.0.1:15000/certs'], { timeoutMs: 5000 });
   say(`  ${n1.name} workload certificates: ${JSON.stringify(JSON.parse(certs.stdout).map((c: { identity: string; notAfter: string }) => `${c.identity} until ${c.notAfter}`))}`);
+}
+
+/** The live view each agent kept while the demo ran (what `weft top` and the page at 127.0.0.1:15000/live show). */
+async function showLiveSummary({ n1, n2, outcomes }: Sandbox): Promise<void> {
+  step('live summary: requests per pod pair, mTLS and denials, as each agent saw them (weft top --once)');
+  const tops = new Map<LabNode, string>();
+  for (const n of [n1, n2]) {
+    const r = await n.exec(process.execPath, [WEFT_CLI, 'top', '--once', '--limit', '8'], { timeoutMs: 10_000 });
+    tops.set(n, r.stdout);
+    say((r.code === 0 ? r.stdout : `weft top failed: ${r.stderr}`).trimEnd().replace(/^/gm, '  '));
+  }
+  const t2 = tops.get(n2)!;
+  outcomes.check(/^shop\/web\s+shop\/api\s+mTLS\s/m.test(t2), `${n2.name} shows web → api over mTLS`);
+  outcomes.check(/by shop\/deny-admin-post$/m.test(t2), `${n2.name} lists web's denied POST with its policy shop/deny-admin-post`);
+  say('  (on a node: weft top refreshes this table; weft status --web prints the address of the live page)');
 }
 
 function weftExplain(node: LabNode, args: string[]) {
