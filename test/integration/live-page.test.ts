@@ -171,9 +171,15 @@ describe('the live page in headless chromium', { skip: blocker ?? false }, () =>
     }
   });
 
-  test('no console error, exception or failed load on the page', () => {
+  test('no console error, exception or failed load on the page (and the collector does hear one)', async () => {
     assert.deepEqual(browser!.problems, [], `problems: ${browser!.problems.join('\n')}`);
     if (browser!.warnings.length) process.stdout.write(`# warnings: ${browser!.warnings.join(' | ')}\n`);
+    // The control: an error logged by another page is collected, so the empty list above means something.
+    const probe = await browser!.open('about:blank');
+    await probe.evaluate("console.error('live-page-probe'); 1");
+    const heard: readonly string[] = browser!.problems; // the same array, filled as events arrive
+    for (let i = 0; i < 50 && !heard.some((p) => p.includes('live-page-probe')); i++) await sleep(100);
+    assert.deepEqual(heard, ['console.error: live-page-probe']);
   });
 
   test('weft top --once and weft status --web read n1\'s agent from its netns', async () => {

@@ -5,7 +5,7 @@ import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { serveJson } from '../../agent/node/http-endpoints';
-import { fetchLiveFeed, topOptions, topTable } from '../../agent/node/top-command';
+import { fetchLiveFeed, topCommand, topOptions, topTable } from '../../agent/node/top-command';
 import type { LiveEdge, LiveFeed } from '../../agent/telemetry/live-feed';
 
 const CLI = join(__dirname, '..', '..', 'agent', 'cli.js');
@@ -94,6 +94,26 @@ describe('weft top', () => {
     }
     // nothing listens there any more
     await assert.rejects(fetchLiveFeed(admin), /cannot reach the agent's admin API at 127\.0\.0\.1:\d+ .*is 'weft local' or 'weft agent' running/);
+  });
+
+  it('refreshes until stopped: one screen per interval, a failed read shown in place and retried', async () => {
+    let reads = 0;
+    let srv: http.Server | undefined;
+    try {
+      srv = await serveJson('127.0.0.1', 0, { '/live.json': () => { reads++; if (reads === 2) throw new Error('state not there yet'); return FEED; } });
+      const admin = `127.0.0.1:${(srv.address() as AddressInfo).port}`;
+      const screens: string[] = [];
+      const stop = new AbortController();
+      const out = { isTTY: false, write: (s: string) => { screens.push(s); if (screens.length === 3) stop.abort(); return true; } } as unknown as NodeJS.WriteStream;
+      const code = await topCommand({ admin, intervalMs: 200, once: false, limit: 20 }, out, stop.signal);
+      assert.equal(code, 0);
+      assert.equal(screens.length, 3, 'stopped after the third screen');
+      assert.equal(screens[0], topTable(FEED) + '\n');
+      assert.match(screens[1]!, /^weft top: the agent at 127\.0\.0\.1:\d+ answered \/live\.json with 503: state not there yet.*\n\(retrying every 0\.2 s; Ctrl-C to stop\)\n\n$/s);
+      assert.equal(screens[2], topTable(FEED) + '\n');
+    } finally {
+      await new Promise((r) => (srv ? srv.close(r) : r(undefined)));
+    }
   });
 
   it('an agent without the live view: the status and what it said', async () => {
