@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
 import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { cgroupId } from '../../agent/sandbox/cgroup';
 import { kernelTestBlocker, skipLoudly } from '../support/requirements';
 import * as bpf from '../../native/libbpf';
 import { linkInfo } from '../../agent/redirect/datapath';
@@ -212,7 +213,11 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
   });
 
   test('agent restart: enrolled pods fail closed while it is down, work after, and nothing is attached twice', async () => {
-    const linksBefore = bpftoolJson(['link', 'show']).filter((l) => l.cgroup_id !== undefined).length;
+    // Only this lab's node: other labs on the machine attach and detach links of their own meanwhile.
+    const root = String(cgroupId(n1.cgroupPath));
+    const ourLinks = () => bpftoolJson(['link', 'show']).filter((l) => l.cgroup_id !== undefined && String(l.cgroup_id) === root).length;
+    const linksBefore = ourLinks();
+    assert.ok(linksBefore > 0, 'the agent attached its socket programs to the node cgroup');
     await agent.kill('SIGKILL');
     const down = await tcpRequest(a, b.ip, 7000, { payload: 'x', timeoutMs: 3000 });
     assert.notEqual(down.code, 0, 'with the agent down, the enrolled pod must not get through un-meshed');
@@ -223,8 +228,7 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
     assert.match(agent.stderr(), /"adopted":6,"created":0/);
     const up = await curl(a, `http://${b.ip}:8080/`);
     assert.notEqual(JSON.parse(up.body).remoteAddress, a.ip);
-    const linksAfter = bpftoolJson(['link', 'show']).filter((l) => l.cgroup_id !== undefined).length;
-    assert.equal(linksAfter, linksBefore);
+    assert.equal(ourLinks(), linksBefore);
   });
 
   test('weft uninstall leaves no program, link, map, filter or pin behind', async () => {
@@ -236,14 +240,22 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
     await agent.kill('SIGTERM');
     const pinRoot = `/sys/fs/bpf/weft/${n1.name}`;
     assert.ok(existsSync(pinRoot));
+    // This node's objects, by id: the programs of the links on its cgroup and their maps (other labs
+    // on the machine have weft_ objects of their own meanwhile); its tc links are checked by
+    // netShow(), which looks at this node's interfaces only.
+    const root = String(cgroupId(n1.cgroupPath));
+    const ourLinks = bpftoolJson(['link', 'show']).filter((l) => String(l.cgroup_id) === root);
+    const progIds = new Set(ourLinks.map((l) => Number(l.prog_id)));
+    const mapIds = new Set(bpftoolJson(['prog', 'show']).filter((p) => progIds.has(Number(p.id))).flatMap((p) => (p.map_ids as number[] | undefined) ?? []));
+    assert.ok(progIds.size > 0 && mapIds.size > 0, 'the node had programs and maps before uninstall');
     const r = spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n1.name], { encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);
     assert.ok(!existsSync(pinRoot), `${pinRoot} remains: ${existsSync(pinRoot) ? readdirSync(pinRoot) : ''}`);
     // the kernel frees programs and maps after their last reference drops, asynchronously
-    const weftObjects = () => [...bpftoolJson(['prog', 'show']), ...bpftoolJson(['map', 'show'])].filter((o) => String(o.name).startsWith('weft_'));
-    for (let i = 0; i < 100 && weftObjects().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(weftObjects().map((o) => o.name), []);
-    const links = bpftoolJson(['link', 'show']).filter((l) => String(JSON.stringify(l)).includes('weft_'));
+    const left = () => [...bpftoolJson(['prog', 'show']).filter((o) => progIds.has(Number(o.id))), ...bpftoolJson(['map', 'show']).filter((o) => mapIds.has(Number(o.id)))];
+    for (let i = 0; i < 100 && left().length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(left().map((o) => o.name), []);
+    const links = bpftoolJson(['link', 'show']).filter((l) => progIds.has(Number(l.prog_id)) || String(l.cgroup_id) === root);
     assert.deepEqual(links, []);
     assert.doesNotMatch(await netShow(), /weft_/);
     const direct = await tcpRequest(a, b.ip, 7000, { payload: 'x' });
