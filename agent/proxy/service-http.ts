@@ -7,7 +7,7 @@
  * injected faults, circuit breaking and outlier detection are carried out here; what to do is
  * decided elsewhere.
  */
-import http, { type IncomingMessage, type ServerResponse } from 'node:http';
+import http from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import type { Logger } from '../core/log';
@@ -17,12 +17,58 @@ import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecor
 import { dial, type Dialed } from './dial';
 import type { AttemptOutcome, Backend, HeaderMap, RequestPlan } from './request-plan';
 import type { PlanRequest, ServiceConnection, ServiceEnv } from './service-env';
-import { sameFamilyFirst, servicePortKey } from './service-target';
+import { servicePortKey } from './service-target';
 import { pump } from '../core/pump';
 import type { BodySink } from '../http/h1-upstream';
+import { serveH1, type H1Head, type OutgoingFields } from '../http/h1-server';
 
-type Req = IncomingMessage | Http2ServerRequest;
-type Res = ServerResponse | Http2ServerResponse;
+/** A request from the client, whichever server parsed it (h1-server.ts for HTTP/1.x, Node's http2 for HTTP/2). */
+interface ClientRequest {
+  method: string;
+  url: string;
+  headers: Readonly<Record<string, string | string[] | undefined>>;
+  rawHeaders: string[];
+  /** no body framed (HTTP/2: END_STREAM on the head) */
+  bodyless: boolean;
+  body(): Readable;
+  /** the body is not wanted: read and dropped */
+  discard(): void;
+}
+
+/** The answer to the client (H1Response for HTTP/1.x, H2Response over Node's compat response). */
+interface ClientResponse {
+  readonly headersSent: boolean;
+  readonly ended: boolean;
+  writeHead(status: number, fields: OutgoingFields): void;
+  write(data: Buffer): boolean;
+  onceDrain(cb: () => void): void;
+  /** ends the response; trailer fields as a raw name/value list */
+  end(data?: Buffer, trailers?: readonly string[]): void;
+  destroy(): void;
+  /** `cb` when the client goes away before the end; returns how to stop listening */
+  onClose(cb: () => void): () => void;
+}
+
+class H2Response implements ClientResponse {
+  constructor(private readonly res: Http2ServerResponse) {}
+  get headersSent(): boolean { return this.res.headersSent; }
+  get ended(): boolean { return this.res.writableEnded; }
+  get stream(): http2.ServerHttp2Stream { return this.res.stream; }
+  writeHead(status: number, fields: OutgoingFields): void { this.res.writeHead(status, fields as http.OutgoingHttpHeaders); }
+  write(data: Buffer): boolean { return this.res.write(data); }
+  onceDrain(cb: () => void): void { this.res.once('drain', cb); }
+  end(data?: Buffer, trailers?: readonly string[]): void {
+    const t = trailers === undefined ? undefined : trailerMap(trailers);
+    if (t) this.res.addTrailers(t as http.OutgoingHttpHeaders);
+    if (data === undefined) this.res.end(); else this.res.end(data);
+  }
+  destroy(): void { this.res.destroy(); }
+  onClose(cb: () => void): () => void { this.res.once('close', cb); return () => { this.res.off('close', cb); }; }
+}
+
+function h2Request(req: Http2ServerRequest): ClientRequest {
+  return { method: req.method, url: req.url, headers: req.headers, rawHeaders: req.rawHeaders, bodyless: req.stream.endAfterHeaders, body: () => req, discard: () => { req.resume(); } };
+}
 
 /** Request bodies up to this size are kept so a retry or a mirror can send them again. */
 const REPLAY_LIMIT = 64 * 1024;
@@ -53,24 +99,21 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   let requests = 0;
   const log = env.accessLog.child(connectionEnds(ends));
   const ctx: RequestContext = { env, c, protocol, log, ends: new WeakMap(), endsNoEndpoint: undefined };
-  const onRequest = (req: Req, res: Res) => { requests++; void handleRequest(ctx, req, res); };
   const [read0, written0] = [client.bytesRead, client.bytesWritten];
-  if (head && head.length > 0) client.unshift(head);
   if (protocol === 'http1') {
-    const server = http.createServer({ requestTimeout: 0, headersTimeout: limits.headersTimeoutMs, keepAliveTimeout: limits.idleTimeoutMs, maxHeaderSize: limits.maxHeaderBytes, noDelay: true }, onRequest);
-    server.on('upgrade', (req: IncomingMessage, socket: Duplex, upgradeHead: Buffer) => { requests++; void upgrade(env, c, req, socket, upgradeHead, log); });
-    server.on('connect', (req: IncomingMessage, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); log.info({ method: req.method, path: req.url }, 'CONNECT refused'); });
-    server.on('clientError', (e: Error & { code?: string }, socket) => {
-      if (!socket.writable) return void socket.destroy();
-      refuseRaw(socket, e.code === 'HPE_HEADER_OVERFLOW' ? 431 : e.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400, e.message);
+    serveH1(client, head, { headersTimeoutMs: limits.headersTimeoutMs, idleTimeoutMs: limits.idleTimeoutMs, maxHeaderBytes: limits.maxHeaderBytes }, {
+      request: (req, res) => { requests++; void handleRequest(ctx, req, res); },
+      upgrade: (req, socket, upgradeHead) => { requests++; void upgrade(env, c, req, socket, upgradeHead, log); },
+      connect: (req, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); log.info({ method: req.method, path: req.url }, 'CONNECT refused'); },
     });
-    server.emit('connection', client);
   } else {
-    const server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100 } }, onRequest);
+    if (head && head.length > 0) client.unshift(head);
+    const server = http2.createServer({ maxSessionMemory: 64, settings: { maxConcurrentStreams: limits.maxConcurrentStreams ?? 100 } },
+      (req: Http2ServerRequest, res: Http2ServerResponse) => { requests++; void handleRequest(ctx, h2Request(req), new H2Response(res)); });
     server.on('sessionError', () => client.destroy());
     server.emit('connection', client);
+    client.resume();
   }
-  client.resume();
   await new Promise<void>((resolve) => client.once('close', () => resolve()));
   const sent = client.bytesRead - read0, recv = client.bytesWritten - written0;
   env.accessLog.info({ ...connectionLogEntry({ ...ends, decision: 'allow', bytesSent: sent, bytesRecv: recv, durationMs: performance.now() - started }), protocol, requests }, 'connection complete');
@@ -82,7 +125,7 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
  * connection to the endpoint picked for it becomes a byte tunnel both ways. No retry: the
  * endpoint's answer (101 or a refusal) goes back as it is.
  */
-async function upgrade(env: ServiceEnv, c: ServiceConnection, req: IncomingMessage, socket: Duplex, upgradeHead: Buffer, log: Logger): Promise<void> {
+async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socket: Duplex, upgradeHead: Buffer, log: Logger): Promise<void> {
   const started = performance.now();
   const info = planRequest(req, 'http1');
   socket.on('error', () => undefined);
@@ -99,7 +142,7 @@ async function upgrade(env: ServiceEnv, c: ServiceConnection, req: IncomingMessa
     return done({ status: plan.status, ...(plan.route ? { route: plan.route } : {}), response_flags: plan.flag }, 'upgrade answered by the proxy');
   }
   const key = servicePortKey(plan.backend.service, plan.backend.port.port);
-  const ep = env.runtime.pick(key, plan.backend.service, plan.backend.port.port, sameFamilyFirst(env.runtime.usableEndpoints(env.store(), plan.backend.service, plan.backend.port), c.target.vip));
+  const ep = env.runtime.pick(key, plan.backend.service, plan.backend.port.port, env.runtime.candidates(env.store(), plan.backend.service, plan.backend.port, c.target.vip));
   if (!ep) {
     refuseRaw(socket, 503, 'no healthy upstream');
     return done({ status: 503, response_flags: 'NO_HEALTHY_UPSTREAM' }, 'upgrade refused');
@@ -145,9 +188,13 @@ function refuseRaw(socket: Duplex, status: number, reason: string, headers: Reco
 }
 
 /** The request as the plan sees it: lower-case names, no pseudo-headers, hop-by-hop fields out. */
-function planRequest(req: Req, protocol: 'http1' | 'http2'): PlanRequest & { rawHeaders: string[] } {
-  const headers: Record<string, string | string[] | undefined> = {};
-  for (const [k, v] of Object.entries(req.headers)) if (!k.startsWith(':')) headers[k] = v;
+function planRequest(req: { method?: string; url?: string; headers: Readonly<Record<string, string | string[] | undefined>>; rawHeaders: string[] }, protocol: 'http1' | 'http2'): PlanRequest & { rawHeaders: string[] } {
+  let headers: Record<string, string | string[] | undefined>;
+  if (protocol === 'http1') headers = req.headers as Record<string, string | string[]>;
+  else {
+    headers = {};
+    for (const k in req.headers) if (!k.startsWith(':')) headers[k] = req.headers[k];
+  }
   const authority = protocol === 'http2' ? String(req.headers[':authority'] ?? req.headers.host ?? '') : String(req.headers.host ?? '');
   const ct = req.headers['content-type'];
   return { method: req.method ?? 'GET', path: req.url ?? '/', authority, headers, rawHeaders: req.rawHeaders, grpc: typeof ct === 'string' && ct.startsWith('application/grpc'), protocol };
@@ -155,23 +202,17 @@ function planRequest(req: Req, protocol: 'http1' | 'http2'): PlanRequest & { raw
 
 const EMPTY = Buffer.alloc(0);
 
-/** The request says it has no body: HTTP/1 without Content-Length (or 0) and Transfer-Encoding; HTTP/2 with END_STREAM on its head. */
-function hasNoBody(req: Req, protocol: 'http1' | 'http2'): boolean {
-  if (protocol === 'http2') return (req as Http2ServerRequest).stream.endAfterHeaders;
-  const h = req.headers;
-  return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
-}
-
 /** A request without body: nothing to wait for, and replayable as it is. */
-function noBody(req: Req): { replayable: Buffer; bytes: () => number } {
-  req.resume();
+function noBody(req: ClientRequest): { replayable: Buffer; bytes: () => number } {
+  req.discard();
   return { replayable: EMPTY, bytes: () => 0 };
 }
 
 /** The request's body, replayable when small (retries, mirrors), else streamed once. */
-async function readBody(req: Req, replay: boolean): Promise<{ replayable?: Buffer; stream?: Readable; bytes: () => number }> {
+async function readBody(clientReq: ClientRequest, replay: boolean): Promise<{ replayable?: Buffer; stream?: Readable; bytes: () => number }> {
   let bytes = 0;
   const counted = () => bytes;
+  const req = clientReq.body();
   if (!replay) {
     req.on('data', (d: Buffer) => { bytes += d.length; });
     return { stream: req, bytes: counted };
@@ -234,7 +275,7 @@ function requestEnds(ctx: RequestContext, ep: Endpoint | undefined): RequestEnds
   return ends;
 }
 
-async function handleRequest(ctx: RequestContext, req: Req, res: Res): Promise<void> {
+async function handleRequest(ctx: RequestContext, req: ClientRequest, res: ClientResponse): Promise<void> {
   const { env, c, protocol, log } = ctx;
   const started = performance.now();
   const info = planRequest(req, protocol);
@@ -248,11 +289,11 @@ async function handleRequest(ctx: RequestContext, req: Req, res: Res): Promise<v
   let requestBytes = () => 0;
   if (plan.kind === 'respond') {
     if (plan.delayMs) await sleep(plan.delayMs);
-    req.resume();
+    req.discard();
     answer = { status: plan.status, flag: plan.flag, ...(plan.route ? { route: plan.route } : {}), retries: 0, responseBytes: respondLocal(res, plan.status, plan.body, info.grpc, plan.headers, plan.grpcStatus) };
   } else {
     const replay = plan.retry.attempts > 0 || plan.mirror !== undefined;
-    const body = hasNoBody(req, protocol) ? noBody(req) : await readBody(req, replay);
+    const body = req.bodyless ? noBody(req) : await readBody(req, replay);
     requestBytes = body.bytes;
     answer = await forward(env, c, info, plan, body, res);
   }
@@ -273,9 +314,9 @@ async function handleRequest(ctx: RequestContext, req: Req, res: Res): Promise<v
 }
 
 /** Answers from the proxy itself; gRPC requests get the gRPC status in a trailers-only response. */
-function respondLocal(res: Res, status: number, body: string, grpc: boolean, headers: Record<string, string> = {}, grpcStatus?: number): number {
+function respondLocal(res: ClientResponse, status: number, body: string, grpc: boolean, headers: Record<string, string> = {}, grpcStatus?: number): number {
   if (res.headersSent) { res.destroy(); return 0; }
-  if (grpc && (status >= 400 || grpcStatus !== undefined) && res instanceof http2.Http2ServerResponse) {
+  if (grpc && (status >= 400 || grpcStatus !== undefined) && res instanceof H2Response) {
     // Trailers-only: one HEADERS frame that ends the stream.
     try {
       res.stream.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': String(grpcStatus ?? grpcStatusFor(status)), 'grpc-message': encodeURIComponent(body), ...headers }, { endStream: true });
@@ -287,10 +328,10 @@ function respondLocal(res: Res, status: number, body: string, grpc: boolean, hea
     res.end();
     return 0;
   }
-  const text = body === '' ? '' : `${body}\n`;
-  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(Buffer.byteLength(text)), ...headers });
+  const text = Buffer.from(body === '' ? '' : `${body}\n`);
+  res.writeHead(status, { 'content-type': 'text/plain', 'content-length': String(text.length), ...headers });
   res.end(text);
-  return Buffer.byteLength(text);
+  return text.length;
 }
 
 /** A response body still to come: buffered until started, then given to the sink (trailers at its end). */
@@ -312,7 +353,7 @@ interface UpstreamResponse {
 }
 
 async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest & { rawHeaders: string[] }, plan: Extract<RequestPlan, { kind: 'forward' }>,
-  body: { replayable?: Buffer; stream?: Readable }, res: Res): Promise<Answer> {
+  body: { replayable?: Buffer; stream?: Readable }, res: ClientResponse): Promise<Answer> {
   const route = plan.route ? { route: plan.route } : {};
   if (plan.delayMs) await sleep(plan.delayMs);
   const deadline = plan.requestTimeoutMs === undefined ? undefined : performance.now() + plan.requestTimeoutMs;
@@ -322,7 +363,8 @@ async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest 
     void mirror(env, c, info, plan, headers, body.replayable);
   }
   const key = servicePortKey(plan.backend.service, plan.backend.port.port);
-  const admitted = await env.runtime.admitRequest(key, plan.backend, info.protocol);
+  const admission = env.runtime.admitRequest(key, plan.backend, info.protocol);
+  const admitted = 'then' in admission ? await admission : admission;
   if (!admitted.ok) {
     return { ...route, status: 503, flag: 'UPSTREAM_OVERFLOW', retries: 0, error: admitted.reason,
       responseBytes: respondLocal(res, 503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow', info.grpc) };
@@ -333,7 +375,7 @@ async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest 
   try {
     for (let attempt = 0; ; attempt++) {
       const store = env.store();
-      const candidates = sameFamilyFirst(env.runtime.usableEndpoints(store, plan.backend.service, plan.backend.port), c.target.vip);
+      const candidates = env.runtime.candidates(store, plan.backend.service, plan.backend.port, c.target.vip);
       const ep = env.runtime.pick(key, plan.backend.service, plan.backend.port.port, candidates, tried);
       if (!ep) {
         const why = candidates.length === 0 ? `no ready endpoint for ${plan.backend.service.namespace}/${plan.backend.service.name}:${plan.backend.port.port}` : 'every endpoint is ejected';
@@ -603,67 +645,65 @@ function responseHeaders(h: Record<string, string | string[] | undefined>): Head
   return out;
 }
 
-/** Sends the endpoint's response to the client, with the response filters applied. */
-async function relayResponse(r: UpstreamResponse, plan: Extract<RequestPlan, { kind: 'forward' }>, res: Res, deadline: number | undefined):
+/** Sends the endpoint's response to the client, with the response filters applied; ends it from the body's end (one write for a small response). */
+function relayResponse(r: UpstreamResponse, plan: Extract<RequestPlan, { kind: 'forward' }>, res: ClientResponse, deadline: number | undefined):
   Promise<{ status: number; flag: ResponseFlags; responseBytes: number; grpcStatus?: string; error?: string }> {
   const headers = r.headers;
   plan.editResponse(headers);
-  let bytes = 0;
-  let error: string | undefined;
-  let flag: ResponseFlags = '-';
-  const h2 = res instanceof http2.Http2ServerResponse;
-  if (h2) {
+  if (res instanceof H2Response) {
     delete headers['transfer-encoding'];
     if (r.endStream) {
       // A head that ends the stream (gRPC trailers-only) stays one: headers with END_STREAM.
       try { res.stream.respond({ ...headers, ':status': r.status }, { endStream: true }); } catch { res.destroy(); }
       const grpcStatus = headers['grpc-status'];
-      return { status: r.status, flag: '-', responseBytes: 0, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }) };
+      return Promise.resolve({ status: r.status, flag: '-', responseBytes: 0, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }) });
     }
   }
   try {
-    res.writeHead(r.status, headers as http.OutgoingHttpHeaders);
+    res.writeHead(r.status, headers);
   } catch (e) {
     r.discard();
-    return { status: 502, flag: 'UPSTREAM_RESET', responseBytes: 0, error: `response head not forwardable: ${(e as Error).message}` };
+    return Promise.resolve({ status: 502, flag: 'UPSTREAM_RESET', responseBytes: 0, error: `response head not forwardable: ${(e as Error).message}` });
   }
-  let timer: NodeJS.Timeout | undefined;
-  let trailers: HeaderMap | undefined;
-  let finished: (() => void) | undefined;
-  const over = new Promise<void>((resolve) => { finished = resolve; });
-  let settled = false;
-  const settle = () => { if (!settled) { settled = true; finished!(); } };
-  const onClose = () => settle();
-  res.once('close', onClose);
-  r.body.start({
-    data: (d: Buffer) => {
+  return new Promise((resolve) => {
+    let bytes = 0;
+    let error: string | undefined;
+    let flag: ResponseFlags = '-';
+    let timer: NodeJS.Timeout | undefined;
+    let settled = false;
+    let stopListening: (() => void) | undefined;
+    const finish = (raw?: readonly string[]): void => {
       if (settled) return;
-      bytes += d.length;
-      if (!(res as ServerResponse).write(d)) { r.body.pause(); res.once('drain', () => r.body.resume()); }
-    },
-    end: (raw) => { trailers = trailerMap(raw); settle(); },
-    error: (e: Error) => { error ??= e.message; settle(); },
+      settled = true;
+      clearTimeout(timer);
+      stopListening?.();
+      const trailers = raw === undefined ? undefined : trailerMap(raw);
+      const grpcStatus = trailers?.['grpc-status'] ?? headers['grpc-status'];
+      if (error !== undefined) { if (!res.ended) res.destroy(); }
+      else if (!res.ended) res.end(undefined, trailers === undefined ? undefined : raw);
+      resolve({ status: r.status, flag, responseBytes: bytes, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }), ...(error === undefined ? {} : { error }) });
+    };
+    stopListening = res.onClose(() => finish());
+    r.body.start({
+      data: (d: Buffer) => {
+        if (settled) return;
+        bytes += d.length;
+        if (!res.write(d)) { r.body.pause(); res.onceDrain(() => r.body.resume()); }
+      },
+      end: (raw) => finish(raw),
+      error: (e: Error) => { error ??= e.message; finish(); },
+    });
+    // The body may have ended already (a small response parsed with its head): no timer for it.
+    if (!settled && deadline !== undefined) {
+      timer = setTimeout(() => {
+        error = 'request timeout while the response streamed';
+        flag = 'UPSTREAM_TIMEOUT';
+        r.discard();
+        res.destroy();
+        finish();
+      }, Math.max(0, deadline - performance.now()));
+    }
   });
-  // The body may have ended already (a small response parsed with its head): no timer for it.
-  if (!settled && deadline !== undefined) {
-    timer = setTimeout(() => {
-      error = 'request timeout while the response streamed';
-      flag = 'UPSTREAM_TIMEOUT';
-      r.discard();
-      res.destroy();
-      settle();
-    }, Math.max(0, deadline - performance.now()));
-  }
-  await over;
-  clearTimeout(timer);
-  res.off('close', onClose);
-  const grpcStatus = trailers?.['grpc-status'] ?? headers['grpc-status'];
-  if (error !== undefined && !res.writableEnded) res.destroy();
-  else if (!res.writableEnded) {
-    if (trailers) res.addTrailers(trailers as http.OutgoingHttpHeaders);
-    res.end();
-  }
-  return { status: r.status, flag, responseBytes: bytes, ...(grpcStatus === undefined ? {} : { grpcStatus: String(grpcStatus) }), ...(error === undefined ? {} : { error }) };
 }
 
 /** RequestMirror: a copy of the request to the mirror backend, its answer ignored (Envoy's `-shadow` host). */
@@ -671,7 +711,7 @@ async function mirror(env: ServiceEnv, c: ServiceConnection, info: PlanRequest, 
   const m = plan.mirror!;
   const backend: Backend = m.backend;
   const key = servicePortKey(backend.service, backend.port.port);
-  const ep = env.runtime.pick(key, backend.service, backend.port.port, sameFamilyFirst(env.runtime.usableEndpoints(env.store(), backend.service, backend.port), c.target.vip));
+  const ep = env.runtime.pick(key, backend.service, backend.port.port, env.runtime.candidates(env.store(), backend.service, backend.port, c.target.vip));
   if (!ep) return;
   const shadow = { ...plan, backend, authority: `${plan.authority.replace(/(:\d+)?$/, '-shadow$1')}` };
   const r = await attemptOnce(env, c, info, shadow, headers, { replayable: body }, ep, 10_000, () => undefined);
