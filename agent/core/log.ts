@@ -10,42 +10,88 @@ export function operationalLogger(component: string, level: string = process.env
   return pino({ level, base: { component } }, pino.destination({ fd: 2, sync: true }));
 }
 
-export function accessLogger(fd = 1): Logger {
-  return pino({ base: undefined, messageKey: 'msg' }, tickBatchedDestination(fd));
+export function accessLogger(fd = 1, batch: AccessLogBatch = {}): Logger {
+  return pino({ base: undefined, messageKey: 'msg' }, batchedDestination(fd, batch));
+}
+
+/** How long and how much the access log keeps before writing. */
+export interface AccessLogBatch {
+  /** a line waits at most this long (default 25 ms) */
+  maxDelayMs?: number;
+  /** pending lines are written at once when they reach this many characters (default 64 KiB) */
+  maxBytes?: number;
+}
+
+const flushOnExit = new Set<() => void>();
+let exitHooked = false;
+
+/**
+ * Pending lines are written when the process exits (process.exit, the end of the loop, an uncaught
+ * exception: all emit 'exit') and on SIGTERM/SIGINT; when nothing else listens for the signal it is
+ * raised again, so the process still ends by it as it would have.
+ */
+function hookExit(): void {
+  if (exitHooked) return;
+  exitHooked = true;
+  const flushAll = (): void => { for (const f of flushOnExit) f(); };
+  process.once('exit', flushAll);
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    const onSignal = (): void => {
+      flushAll();
+      if (process.listenerCount(sig) === 0) process.kill(process.pid, sig);
+    };
+    process.once(sig, onSignal);
+  }
 }
 
 /**
- * Where access-log lines go: the lines written during one turn of the event loop are joined and
- * written once, synchronously, when the turn ends (setImmediate); what is pending is written on
- * exit too. A line is never held longer than the turn that logged it.
+ * Where access-log lines go: lines are gathered and written together, synchronously, when the first
+ * of them has waited maxDelayMs or when they reach maxBytes, and on exit or SIGTERM/SIGINT. At a
+ * few thousand requests per second that is one write per ~100 lines instead of one per turn of the
+ * event loop (service-route: the per-turn `writeSync` was 7% of the source proxy's busy time and
+ * 11% of the destination's).
  *
  * It replaces an asynchronous pino destination, which hands each write to libuv's thread pool (a
  * thread woken, the write, the loop woken): with one line per HTTP request that cost the
  * destination proxy more CPU than parsing the request did (HTTP/1.1 benchmark: 133-171 us per
  * request with the log, 91-103 without). A full pipe blocks the write as pino's own synchronous
  * destination does (retrying EAGAIN), so the log cannot grow in memory behind a slow reader.
+ * What a SIGKILL or a crash of the runtime itself interrupts (at most maxDelayMs of lines) is lost.
  */
-export function tickBatchedDestination(fd: number): { write(line: string): boolean; flushSync(): void } {
+export function batchedDestination(fd: number, batch: AccessLogBatch = {}): { write(line: string): boolean; flushSync(): void; flush(cb?: (e?: Error) => void): void } {
+  const maxDelayMs = batch.maxDelayMs ?? 25;
+  const maxBytes = batch.maxBytes ?? 64 * 1024;
+  if (!(maxDelayMs >= 0) || !(maxBytes > 0)) throw new TypeError(`access log batch: maxDelayMs must be >= 0 and maxBytes > 0, got ${maxDelayMs} and ${maxBytes}`);
   const out = pino.destination({ fd, sync: true });
   let pending: string[] = [];
-  let scheduled = false;
+  let size = 0;
+  let timer: NodeJS.Timeout | undefined;
   const flushSync = (): void => {
-    scheduled = false;
+    if (timer !== undefined) { clearTimeout(timer); timer = undefined; }
     if (pending.length === 0) return;
     const lines = pending.length === 1 ? pending[0]! : pending.join('');
     pending = [];
+    size = 0;
     out.write(lines);
   };
-  process.once('exit', flushSync);
+  flushOnExit.add(flushSync);
+  hookExit();
   return {
     write(line: string): boolean {
       pending.push(line);
-      if (!scheduled) {
-        scheduled = true;
-        setImmediate(flushSync);
+      size += line.length;
+      if (size >= maxBytes) flushSync();
+      else if (timer === undefined) {
+        timer = setTimeout(flushSync, maxDelayMs);
+        timer.unref();
       }
       return true;
     },
     flushSync,
+    /** what pino's logger.flush() calls */
+    flush(cb?: (e?: Error) => void): void {
+      flushSync();
+      cb?.();
+    },
   };
 }
