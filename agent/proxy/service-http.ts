@@ -11,6 +11,7 @@ import http from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import type { Logger } from '../core/log';
+import { repeatedFields } from '../http/headers';
 import type { Endpoint } from '../state/endpoints';
 import { connectionClosed, connectionOpened, requestCompleted, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
 import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
@@ -452,22 +453,6 @@ function outgoingHeaders(h: Readonly<Record<string, string | string[] | undefine
   return out;
 }
 
-/** Names that occur more than once in a raw header list, with their values in order; undefined when none does. */
-function repeatedFields(raw: readonly string[]): Map<string, string[]> | undefined {
-  let all: Map<string, string[]> | undefined;
-  const seen = new Map<string, string>();
-  for (let i = 0; i + 1 < raw.length; i += 2) {
-    const name = raw[i]!.toLowerCase();
-    if (name.startsWith(':') || name === 'cookie' || name === 'set-cookie') continue;
-    const prev = seen.get(name);
-    if (prev === undefined) { seen.set(name, raw[i + 1]!); continue; }
-    all ??= new Map();
-    const list = all.get(name) ?? [prev];
-    list.push(raw[i + 1]!);
-    all.set(name, list);
-  }
-  return all;
-}
 
 type AttemptResult = UpstreamResponse | { outcome: Exclude<AttemptOutcome, { kind: 'response' }> };
 
