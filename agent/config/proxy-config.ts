@@ -10,11 +10,27 @@ import type { Metadata } from './metadata';
  *   spec:
  *     protocolDetectionTimeoutMs: 200   # how long a silent client on an undeclared port is waited for
  *     http: { maxHeaderBytes: 61440, maxRequestBodyBytes: 1073741824, headersTimeoutMs: 60000, ... }
+ *     tracing: { otlpEndpoint: http://otel-collector.observability:4318/v1/traces, samplingPercent: 1, serviceName: mesh }
  */
 export interface ProxyConfigInfo {
   protocolDetectionTimeoutMs: number;
   http: HttpLimits;
+  /** absent: tracing off (no spans, trace headers pass unchanged) */
+  tracing?: TracingConfig;
 }
+
+/** `spec.tracing`: spans for each HTTP hop, exported over OTLP/HTTP (docs/tracing.md). */
+export interface TracingConfig {
+  /** the OTLP/HTTP traces URL; one without a path gets `/v1/traces` */
+  otlpEndpoint: string;
+  /** the share of new traces recorded, 0..100 (default 1, as Istio); a request's own sampled flag always wins */
+  samplingPercent: number;
+  /** a fixed `service.name` for the spans; absent: `<workload>.<namespace>` of the workload each hop acts for */
+  serviceName?: string;
+}
+
+export const DEFAULT_SAMPLING_PERCENT = 1;
+const TRACING_FIELDS = new Set(['otlpEndpoint', 'samplingPercent', 'serviceName']);
 
 export const PROXY_CONFIG_NAME = 'default';
 export const DEFAULT_PROTOCOL_DETECTION_MS = 200;
@@ -23,7 +39,7 @@ export function defaultProxyConfig(): ProxyConfigInfo {
   return { protocolDetectionTimeoutMs: DEFAULT_PROTOCOL_DETECTION_MS, http: { ...DEFAULT_HTTP_LIMITS } };
 }
 
-const SPEC = new Set(['protocolDetectionTimeoutMs', 'http']);
+const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing']);
 const HTTP_FIELDS = new Set([...Object.keys(DEFAULT_HTTP_LIMITS), 'maxRequestBodyBytes']);
 
 export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): ProxyConfigInfo {
@@ -45,5 +61,33 @@ export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): Pro
   }
   const checked = checkLimits(config.http);
   if (!checked.ok) c.fail('spec.http', checked.error.replace(/HttpLimits\./g, ''));
+  if (spec.tracing !== undefined) {
+    const tracing = convertTracing(c, spec.tracing);
+    if (tracing !== undefined) config.tracing = tracing;
+  }
   return config;
+}
+
+function convertTracing(c: Checker, value: unknown): TracingConfig | undefined {
+  const t = c.mapping(value, 'spec.tracing');
+  if (t === undefined) return undefined;
+  c.allowOnly(t, 'spec.tracing', TRACING_FIELDS);
+  const endpoint = c.string(t.otlpEndpoint, 'spec.tracing.otlpEndpoint');
+  if (endpoint !== undefined) {
+    let url: URL | undefined;
+    try { url = new URL(endpoint); } catch { /* reported below */ }
+    if (url === undefined || (url.protocol !== 'http:' && url.protocol !== 'https:')) {
+      c.fail('spec.tracing.otlpEndpoint', `"${endpoint}" is not an http:// or https:// URL (e.g. http://otel-collector.observability:4318/v1/traces)`);
+      return undefined;
+    }
+  }
+  let percent = DEFAULT_SAMPLING_PERCENT;
+  if (t.samplingPercent !== undefined) {
+    const p = t.samplingPercent;
+    if (typeof p === 'number' && Number.isFinite(p) && p >= 0 && p <= 100) percent = p;
+    else { c.fail('spec.tracing.samplingPercent', 'must be a number from 0 to 100'); return undefined; }
+  }
+  const serviceName = c.optionalString(t.serviceName, 'spec.tracing.serviceName');
+  if (endpoint === undefined || (t.serviceName !== undefined && serviceName === undefined)) return undefined;
+  return { otlpEndpoint: endpoint, samplingPercent: percent, ...(serviceName === undefined ? {} : { serviceName }) };
 }

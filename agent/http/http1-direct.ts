@@ -11,6 +11,13 @@ import type { RequestInfo, ServeHttpOptions } from './types';
 /** Methods whose requests carry no body unless framed; the others get `Content-Length: 0` upstream when they announce none. */
 const NO_BODY_BY_DEFAULT = new Set(['GET', 'HEAD', 'DELETE', 'OPTIONS', 'TRACE', 'CONNECT']);
 
+/** The names of a flat name/value list. */
+function setNames(set: readonly string[]): string[] {
+  const names: string[] = [];
+  for (let i = 0; i < set.length; i += 2) names.push(set[i]!);
+  return names;
+}
+
 /** Status Node's parser errors deserve: 431 for a head over maxHeaderSize, 408 for a slow head, 400 for the rest. */
 export function statusForParseError(code: string | undefined): number {
   if (code === 'HPE_HEADER_OVERFLOW') return 431;
@@ -331,7 +338,10 @@ class DirectConnection {
     p.state = 'forwarding';
     // Envoy's default: the proxy answers 100-continue itself once the request may pass, and does not forward Expect.
     if (p.expectContinue) this.d.write(Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1'));
-    const fields = withoutHopByHop(p.raw, { drop: ['expect'] });
+    const v = p.ex.verdict;
+    const set = v.allow ? v.setHeaders : undefined;
+    const fields = withoutHopByHop(p.raw, { drop: set === undefined ? ['expect'] : ['expect', ...(v.allow && v.dropHeaders ? v.dropHeaders : []), ...setNames(set)] });
+    if (set !== undefined) fields.push(...set);
     if (p.framing.chunked) fields.push('Transfer-Encoding', 'chunked');
     else if (p.framing.contentLength === undefined && !NO_BODY_BY_DEFAULT.has(p.method)) fields.push('Content-Length', '0');
     const head = requestHead(p.method, p.url, fields);

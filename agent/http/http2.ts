@@ -5,7 +5,7 @@ import { pump } from '../core/pump';
 import { checkLimits, RateBudget, type HttpLimits } from './limits';
 import { h2WithoutConnectionHeaders, repeatedFields } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
-import type { RequestInfo, ServeHttpOptions } from './types';
+import type { RequestInfo, ServeHttpOptions, Verdict } from './types';
 
 const {
   NGHTTP2_NO_ERROR, NGHTTP2_CANCEL, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INTERNAL_ERROR, NGHTTP2_FLAG_END_STREAM, NGHTTP2_REFUSED_STREAM,
@@ -175,7 +175,7 @@ class Http2Connection {
     const endStream = (flags & NGHTTP2_FLAG_END_STREAM) !== 0 || stream.readableEnded;
     let upReq: http2.ClientHttp2Stream;
     try {
-      upReq = up.request(h2WithoutConnectionHeaders(withRepeatedFields(headers, rawHeaders.get(stream))) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers: !endStream });
+      upReq = up.request(withSetFields(h2WithoutConnectionHeaders(withRepeatedFields(headers, rawHeaders.get(stream))), ex.verdict) as http2.OutgoingHttpHeaders, { endStream, waitForTrailers: !endStream });
     } catch (e) {
       ex.fail(e);
       resetting();
@@ -300,6 +300,16 @@ export function serveHttp2(downstream: Duplex, o: ServeHttpOptions): Promise<voi
       if (pending[pending.length - 1] === o) pending.pop();
     }
   });
+}
+
+/** The header object with an allowed verdict's setHeaders in place of the fields they (and dropHeaders) name; the same object when there are none. Pure. */
+export function withSetFields(headers: http2.IncomingHttpHeaders, v: Verdict): http2.IncomingHttpHeaders {
+  if (!v.allow || v.setHeaders === undefined) return headers;
+  const out: http2.IncomingHttpHeaders = { ...headers };
+  if (v.dropHeaders) for (const name of v.dropHeaders) delete out[name];
+  const set = v.setHeaders;
+  for (let i = 0; i < set.length; i += 2) out[set[i]!] = set[i + 1]!;
+  return out;
 }
 
 /** The request's header block as received (name, value, name, value, ...), per stream. */

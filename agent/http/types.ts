@@ -13,7 +13,12 @@ export interface RequestInfo {
   protocol: 'http1' | 'http2';
 }
 
-export type Verdict = { allow: true } | { allow: false; status: number; body: string };
+/**
+ * An allowed request may name header fields to set on what the application receives
+ * (`setHeaders`: lower-case name, value, name, value, ...; each replaces every field of that name
+ * and of the names in `dropHeaders`): the tracer's context for the next hop.
+ */
+export type Verdict = { allow: true; setHeaders?: readonly string[]; dropHeaders?: readonly string[] } | { allow: false; status: number; body: string };
 
 /** One line of the access log per request (and one per request the proxy refused as malformed). */
 export interface ExchangeLog {

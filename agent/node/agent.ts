@@ -49,6 +49,7 @@ import { registerHealth } from '../telemetry/health';
 import { registerNodeState, type ControlPlaneView } from '../telemetry/node-state';
 import { registerServiceMetrics } from '../telemetry/service-metrics';
 import { serveMetrics } from '../telemetry/serve';
+import { TracingRuntime } from '../telemetry/tracing-runtime';
 
 export { PORTS } from './ports';
 
@@ -123,6 +124,8 @@ export class NodeAgent {
   readonly metrics = new MeshMetrics();
   /** who talks to whom through this proxy, for the admin port's /live page and `weft top` */
   readonly liveView: LiveView;
+  /** spans per HTTP hop over OTLP/HTTP while ProxyConfig spec.tracing is set */
+  readonly tracing: TracingRuntime;
   private stopHealth: (() => void) | undefined;
 
   private constructor(
@@ -134,6 +137,7 @@ export class NodeAgent {
     this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity') });
     this.podCgroups = new PodCgroupResolver(opts.kubepodsCgroup ?? opts.cgroupRoot);
     this.liveView = new LiveView({ node: opts.node });
+    this.tracing = new TracingRuntime({ node: opts.node, log: operationalLogger('tracing') });
   }
 
   static async start(opts: AgentOptions, first: Snapshot): Promise<NodeAgent> {
@@ -272,6 +276,7 @@ export class NodeAgent {
       this.upstreams.sweep((endpoint) => store.podByIp(endpoint.slice(0, endpoint.lastIndexOf(':')).replace(/^\[|\]$/g, '')) !== undefined);
       this.metrics.setStore(store);
       this.liveView.setStore(store);
+      this.tracing.configure(snapshot.proxyConfig?.tracing);
       this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
       this.recheckLive();
@@ -300,7 +305,8 @@ export class NodeAgent {
   /** The policy and limits in force (ProxyConfig `default`, else the defaults). */
   private deliveryState(): DeliveryState {
     const config = this.store!.snapshot.proxyConfig ?? DEFAULT_PROXY_CONFIG;
-    return { store: this.store!, policies: this.policies, limits: config.http, sniffMs: config.protocolDetectionTimeoutMs };
+    const tracer = this.tracing.tracer;
+    return { store: this.store!, policies: this.policies, limits: config.http, sniffMs: config.protocolDetectionTimeoutMs, ...(tracer === undefined ? {} : { tracer }) };
   }
 
   /** Closes the live TCP connections the policy now in force denies. */
@@ -361,6 +367,7 @@ export class NodeAgent {
     await this.pool.close();
     this.upstreams.close();
     this.identities.close();
+    await this.tracing.close();
     await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     this.dp.close();
   }

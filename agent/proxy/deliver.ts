@@ -17,6 +17,8 @@ import { sniffProtocol } from '../http/sniff';
 import type { AuthzDecision, ConnectionFacts, PolicySet } from '../policy';
 import type { WorkloadStore } from '../state/store';
 import { connectionClosed, connectionOpened, requestCompleted, type Reporter, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
+import type { ActiveSpan, Tracer } from '../telemetry/tracing';
+import { PROPAGATION_FIELDS } from '../telemetry/tracing-context';
 import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
 import type { LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
@@ -75,6 +77,8 @@ export interface DeliveryState {
   limits: HttpLimits;
   /** how long a client on an undeclared port may stay silent before it is taken for TCP */
   sniffMs: number;
+  /** tracing on (ProxyConfig spec.tracing): each request gets the destination hop's span */
+  tracer?: Tracer;
 }
 
 export interface DeliveryContext {
@@ -182,6 +186,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
 
 async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {
   const decisions = new WeakMap<RequestInfo, AuthzDecision>();
+  let spans: WeakMap<RequestInfo, ActiveSpan> | undefined;
   let requests = 0;
   let requestLog: Logger | undefined;
   let failure: string | undefined;
@@ -191,9 +196,12 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     ...(head === undefined ? {} : { head }),
     limits: ctx.state().limits,
     decide: (request): Verdict => {
-      const decision = judge(ctx.state(), a, request);
+      const state = ctx.state();
+      const decision = judge(state, a, request);
       decisions.set(request, decision);
-      return decision.allow ? { allow: true } : { allow: false, status: 403, body: DENIED_BODY };
+      const tracer = state.tracer;
+      if (tracer === undefined) return decision.allow ? ALLOWED : { allow: false, status: 403, body: DENIED_BODY };
+      return traced(tracer, request, decision, (spans ??= new WeakMap()));
     },
     connectUpstream: () => ctx.connect(a, 'stream'),
     onExchange: (x: ExchangeLog) => {
@@ -204,6 +212,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
       requestLog.info(requestFields({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
         ...(x.error === undefined ? {} : { error: x.error }) }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
       if (requestCompleted.hasSubscribers) publishRequest(a, x, decisions.get(x.request));
+      if (spans !== undefined) endSpan(spans, a, x, decisions.get(x.request));
     },
   }).catch((e: Error) => {
     failure = e.message;
@@ -212,6 +221,31 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
   const bytes = counted();
   logConnection(ctx, a, started, { decision: 'allow', bytesSent: bytes.read + (head?.length ?? 0), bytesRecv: bytes.written, protocol, requests,
     ...(failure === undefined ? {} : { error: failure }) });
+}
+
+const ALLOWED: Verdict = { allow: true };
+
+/**
+ * The destination hop's span for a request (kept in `spans` until its exchange ends) and the
+ * verdict that carries the span's context to the application (the application's parent is this
+ * proxy's span). A request whose trace is not sampled goes on unchanged.
+ */
+function traced(tracer: Tracer, request: RequestInfo, decision: AuthzDecision, spans: WeakMap<RequestInfo, ActiveSpan>): Verdict {
+  const span = tracer.start(request, 'destination');
+  if (span !== undefined) spans.set(request, span);
+  if (!decision.allow) return { allow: false, status: 403, body: DENIED_BODY };
+  return span === undefined ? ALLOWED : { allow: true, setHeaders: span.outgoing, dropHeaders: PROPAGATION_FIELDS };
+}
+
+/** Ends a request's destination span with what its exchange reported. */
+function endSpan(spans: WeakMap<RequestInfo, ActiveSpan>, a: Arrival, x: ExchangeLog, decision: AuthzDecision | undefined): void {
+  const span = spans.get(x.request);
+  if (span === undefined) return;
+  spans.delete(x.request);
+  const denied = decision !== undefined && !decision.allow;
+  span.end({ ends: a.record, security: arrivalSecurity(a), status: x.status, flags: denied ? 'DENY' : '-',
+    ...(x.grpcStatus === undefined ? {} : { grpcStatus: x.grpcStatus }), ...(denied && decision.policy !== undefined ? { policy: decision.policy } : {}),
+    requestBytes: x.requestBytes, responseBytes: x.responseBytes, ...(x.error === undefined ? {} : { error: x.error }) });
 }
 
 function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
