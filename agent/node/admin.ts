@@ -76,11 +76,22 @@ export function adminRoutes(v: AdminView): Record<string, Handler> {
   };
 }
 
-/** 15021, for kubelet probes: ready once the proxy listens. */
-export function healthRoutes(ready: () => boolean): Record<string, Handler> {
+/**
+ * 15021, for kubelet probes: ready once the proxy listens and every STRICT pod on the node is
+ * enforced. The port is the node agent's, so readiness is the node's: a STRICT pod left open
+ * makes the agent's pod not ready (visible in `kubectl get pods`, and it holds a rolling update
+ * of the DaemonSet) while liveness stays up, so the agent is not restarted for it.
+ * `?pod=<namespace>/<name>` answers for one pod.
+ */
+export function healthRoutes(ready: () => boolean, strictNotEnforced: () => Array<{ pod: string; reason: string }> = () => []): Record<string, Handler> {
   return {
-    '/healthz/ready': () => {
+    '/healthz/ready': (query) => {
       if (!ready()) throw new Error('proxy not listening');
+      const pod = query.get('pod');
+      const open = strictNotEnforced().filter((p) => pod === null || p.pod === pod);
+      if (open.length > 0) {
+        throw Object.assign(new Error(`STRICT not enforced for ${open.map((p) => `pod ${p.pod}: ${p.reason}`).join('; ')}`), { statusCode: 503, strictNotEnforced: open });
+      }
       return { ready: true };
     },
     '/healthz/live': () => ({ live: true }),

@@ -9,6 +9,9 @@ import * as bpf from '../../native/libbpf';
 import type { Snapshot } from '../config/objects';
 import type { Logger } from '../core/log';
 import { accessLogger, operationalLogger } from '../core/log';
+import type { AccessLogConfig } from '../config/proxy-config';
+import { accessLogGate, DEFAULT_ACCESS_LOG } from '../telemetry/access-log-policy';
+import { MetricsSwitch } from '../telemetry/metrics-switch';
 import type { Directory } from '../core/workload';
 import { IdentityManager, type CertificateRequester } from '../identity/manager';
 import { defaultProxyConfig } from '../config/proxy-config';
@@ -124,6 +127,11 @@ export class NodeAgent {
   readonly metrics = new MeshMetrics();
   /** who talks to whom through this proxy, for the admin port's /live page and `weft top` */
   readonly liveView: LiveView;
+  /** ProxyConfig spec.telemetry.metrics: the mesh metrics and the live view listen only while on */
+  readonly metricsSwitch: MetricsSwitch;
+  /** every access-log line of this agent, filtered by ProxyConfig spec.accessLog (the one in force at each line) */
+  readonly accessLog: Logger;
+  private accessLogConfig: AccessLogConfig = DEFAULT_ACCESS_LOG;
   /** spans per HTTP hop over OTLP/HTTP while ProxyConfig spec.tracing is set */
   readonly tracing: TracingRuntime;
   private stopHealth: (() => void) | undefined;
@@ -137,6 +145,8 @@ export class NodeAgent {
     this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity') });
     this.podCgroups = new PodCgroupResolver(opts.kubepodsCgroup ?? opts.cgroupRoot);
     this.liveView = new LiveView({ node: opts.node });
+    this.metricsSwitch = new MetricsSwitch(this.metrics.registry, [this.metrics, this.liveView]);
+    this.accessLog = accessLogger(1, {}, accessLogGate(() => this.accessLogConfig));
     this.tracing = new TracingRuntime({ node: opts.node, log: operationalLogger('tracing') });
   }
 
@@ -159,8 +169,7 @@ export class NodeAgent {
         'the kubepods cgroup is not under the cgroup root the socket programs attach to: pods found there cannot be captured');
     }
     try {
-      agent.metrics.subscribe();
-      agent.liveView.subscribe();
+      agent.metricsSwitch.start();
       redirect.install(opts.cgroupRoot);
       await agent.apply(first);
       const flowFd = dp.mapFd('weft_flow_orig');
@@ -178,7 +187,7 @@ export class NodeAgent {
           const c = agent.identities.get(id);
           return c ? material(c) : agent.identities.whenReady(id, 5_000).then(material, () => undefined);
         },
-        accessLog: accessLogger(),
+        accessLog: agent.accessLog,
       });
       const openTunnel = async (route: Extract<OutboundRoute, { kind: 'hbone' }>, source: WorkloadRef, target: { ip: string; port: number }, client: { ip: string; port: number }): Promise<Duplex> => {
         const cert = await agent.identities.whenReady(source.identity, 5_000);
@@ -205,7 +214,7 @@ export class NodeAgent {
         delivery,
         limits: () => agent.deliveryState().limits,
         sniffMs: () => agent.deliveryState().sniffMs,
-        accessLog: accessLogger(),
+        accessLog: agent.accessLog,
         log: operationalLogger('proxy'),
       };
       agent.proxy = await OutboundProxy.listen({
@@ -217,7 +226,7 @@ export class NodeAgent {
         delivery,
         openTunnel,
         services,
-        accessLog: accessLogger(),
+        accessLog: agent.accessLog,
         log: operationalLogger('proxy'),
       });
       agent.plaintext = await listenInboundPlaintext({ hosts, port: PORTS.inboundPlaintext, log: operationalLogger('inbound-plaintext'),
@@ -240,14 +249,14 @@ export class NodeAgent {
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
       })));
-      agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, healthRoutes(() => agent.proxy !== undefined)));
+      agent.servers.push(await serveJson('0.0.0.0', opts.healthPort ?? PORTS.health, healthRoutes(() => agent.proxy !== undefined, () => redirect.current().strictNotEnforced)));
       agent.stopHealth = registerHealth(agent.metrics.registry, {
         connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,
         certificates: () => agent.identities.status(),
         version: WEFT_VERSION,
       });
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
-      registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters() });
+      registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced });
       agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();
@@ -276,6 +285,9 @@ export class NodeAgent {
       this.upstreams.sweep((endpoint) => store.podByIp(endpoint.slice(0, endpoint.lastIndexOf(':')).replace(/^\[|\]$/g, '')) !== undefined);
       this.metrics.setStore(store);
       this.liveView.setStore(store);
+      this.accessLogConfig = snapshot.proxyConfig?.accessLog ?? DEFAULT_ACCESS_LOG;
+      const metricsOn = snapshot.proxyConfig?.telemetry?.metrics ?? true;
+      if (this.metricsSwitch.set(metricsOn)) this.log.info({ metrics: metricsOn }, metricsOn ? 'mesh metrics on (ProxyConfig spec.telemetry.metrics)' : 'mesh metrics off (ProxyConfig spec.telemetry.metrics): /metrics serves the agent\'s health only');
       this.tracing.configure(snapshot.proxyConfig?.tracing);
       this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
@@ -298,7 +310,7 @@ export class NodeAgent {
         ? connectTransparent({ ip: a.conn.sourceIp, port: a.conn.sourcePort }, { ip: a.conn.destinationIp, port: a.conn.destinationPort }, CONNECT_TIMEOUT_MS)
         : connectWithTimeout(a.conn.destinationIp, a.conn.destinationPort, CONNECT_TIMEOUT_MS, reader)),
       live: this.live,
-      accessLog: accessLogger(),
+      accessLog: this.accessLog,
     };
   }
 
@@ -322,17 +334,19 @@ export class NodeAgent {
   /** Logs pods that start or stop waiting for their cgroup, and keeps retrying while any waits. */
   private notePending(pending: PendingPod[], enrolled: Set<string>): void {
     const before = new Set(this.pending.map((p) => p.key));
+    // A STRICT pod not enforced is retried too: its interface may appear (or its MAC be learned) later.
+    const waiting = pending.length > 0 || this.redirect.current().strictNotEnforced.length > 0;
     const fresh = pending.filter((p) => !before.has(p.key));
     for (const p of fresh) this.log.info({ pod: p.key, uid: p.uid, reason: p.reason }, 'pod pending: its cgroup is not there yet; retrying');
     for (const key of before) {
       if (enrolled.has(key)) this.log.info({ pod: key }, 'pending pod\'s cgroup found; enrolled');
     }
     this.pending = pending;
-    if (fresh.length > 0 || pending.length === 0) {
+    if (fresh.length > 0 || !waiting) {
       this.retryDelay = PENDING_RETRY_MS.first;
       if (this.retryTimer !== undefined && fresh.length > 0) { clearTimeout(this.retryTimer); this.retryTimer = undefined; }
     }
-    if (pending.length === 0 || this.retryTimer !== undefined || this.stopped) return;
+    if (!waiting || this.retryTimer !== undefined || this.stopped) return;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = undefined;
       this.retryDelay = Math.min(this.retryDelay * 2, PENDING_RETRY_MS.max);
@@ -344,11 +358,13 @@ export class NodeAgent {
   workloads(): unknown {
     const store = this.store;
     if (!store) return [];
+    const notEnforced = new Map(this.redirect.current().strictNotEnforced.map((n) => [n.pod, n.reason]));
     return this.redirect.current().enrolled.map((e) => {
       const [ns, name] = e.key.split('/') as [string, string];
       const pod = store.pod(ns, name);
       return { pod: e.key, identity: pod && store.identityOf(pod), workload: pod && store.workloadName(pod), ips: pod?.ips,
-        mtls: e.strict ? 'STRICT' : 'PERMISSIVE', cgroupId: e.cgroupId, hostIfindex: e.ifindex };
+        mtls: e.strict ? 'STRICT' : 'PERMISSIVE', cgroupId: e.cgroupId, hostIfindex: e.ifindex,
+        ...(e.strict ? { strictEnforced: !notEnforced.has(e.key), ...(notEnforced.has(e.key) ? { strictNotEnforced: notEnforced.get(e.key) } : {}) } : {}) };
     });
   }
 

@@ -16,7 +16,7 @@ import {
   IP_KEY_SIZE, NodeDatapathConfig,
 } from './codec';
 import { Datapath } from './datapath';
-import { addressInterfaces, podInterfaces } from './interfaces';
+import { lookupPodInterfaces, type InterfaceLookup } from './interfaces';
 import { captureAddresses, captureInterfaces, DesiredPod, planEnrollment, planSet } from './plan';
 
 export interface PodToEnroll {
@@ -31,11 +31,23 @@ export interface RedirectState {
   /** inbound plaintext capture: the pod addresses captured and the interfaces watched (tcx ingress) */
   capture: { addresses: string[]; interfaces: number[] };
   problems: string[];
+  /**
+   * STRICT pods whose host-side interface could not be found, so nothing refuses plaintext from
+   * outside the mesh: an error shown in `weft status`, the admin API, metrics and readiness.
+   */
+  strictNotEnforced: StrictNotEnforced[];
+}
+
+export interface StrictNotEnforced {
+  /** namespace/name */
+  pod: string;
+  reason: string;
 }
 
 export class RedirectManager {
   private byCgroup = new Map<bigint, string>();
-  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, problems: [] };
+  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, problems: [], strictNotEnforced: [] };
+  private lastNotEnforced = '';
 
   constructor(private readonly dp: Datapath, private readonly cfg: NodeDatapathConfig, private readonly log: Logger) {}
 
@@ -65,28 +77,40 @@ export class RedirectManager {
 
   async reconcile(pods: PodToEnroll[]): Promise<RedirectState> {
     const problems: string[] = [];
-    const anyCaptured = pods.some((p) => !p.strict);
-    const [ifaces, own] = await Promise.all([
-      pods.length > 0 ? podInterfaces() : new Map<string, number>(),
-      anyCaptured ? addressInterfaces() : new Map<string, number>(),
-    ]);
+    const strictNotEnforced: StrictNotEnforced[] = [];
+    const present = pods.filter((p) => {
+      if (existsSync(p.cgroupPath)) return true;
+      problems.push(`pod ${p.key}: cgroup ${p.cgroupPath} does not exist; not enrolled`);
+      if (p.strict) strictNotEnforced.push({ pod: p.key, reason: `its cgroup ${p.cgroupPath} does not exist, so the pod is not enrolled` });
+      return false;
+    });
+    const uplinkIps = [this.cfg.proxyIp4, this.cfg.proxyIp6].filter((ip): ip is string => !!ip);
+    const found: InterfaceLookup = present.length > 0
+      ? await lookupPodInterfaces(present, uplinkIps)
+      : { pods: new Map(), addressIfindex: new Map(), podLinks: [] };
     const desired: DesiredPod[] = [];
-    for (const p of pods) {
-      if (!existsSync(p.cgroupPath)) {
-        problems.push(`pod ${p.key}: cgroup ${p.cgroupPath} does not exist; not enrolled`);
-        continue;
+    const moreStrict: number[] = [];
+    for (const p of present) {
+      const iface = found.pods.get(p.key);
+      const ifindex = iface?.ok ? iface.ifindexes[0]! : null;
+      const id = cgroupId(p.cgroupPath);
+      if (p.strict && iface?.ok && id !== this.cfg.proxyCgroupId) moreStrict.push(...iface.ifindexes);
+      if (p.strict && !iface?.ok) {
+        const reason = `no host-side interface found (${iface?.reason ?? 'not looked up'})`;
+        strictNotEnforced.push({ pod: p.key, reason });
+        problems.push(`pod ${p.key}: STRICT NOT ENFORCED: ${reason}; plaintext from outside the mesh is not refused`);
       }
-      const ifindex = p.ips.map((ip) => ifaces.get(canonicalIp(ip))).find((x) => x !== undefined) ?? null;
-      if (p.strict && ifindex === null) problems.push(`pod ${p.key}: STRICT but no host route to ${p.ips.join(', ')} on this node; inbound not enforced`);
-      desired.push({ key: p.key, cgroupId: cgroupId(p.cgroupPath), strict: p.strict, ifindex, ips: p.ips.map(canonicalIp) });
+      desired.push({ key: p.key, cgroupId: id, strict: p.strict, ifindex, ips: p.ips.map(canonicalIp) });
     }
     const podsFd = this.dp.mapFd('weft_pods');
     const inKernel = bpf.mapKeys(podsFd, 8).map(decodeCgroupKey);
     const plan = planEnrollment(desired, inKernel, this.cfg.proxyCgroupId);
     for (const id of plan.addCgroups) bpf.mapUpdate(podsFd, encodeCgroupKey(id), encodePod());
     for (const id of plan.removeCgroups) bpf.mapDelete(podsFd, encodeCgroupKey(id));
-    const tc = this.dp.syncStrictInterfaces(plan.strictIfindexes);
-    const capture = this.syncCapture(captureAddresses(desired, this.cfg.proxyCgroupId), ifaces, own);
+    // A pod whose addresses sit behind several interfaces (one per family) is judged on each.
+    const strictIfindexes = [...new Set([...plan.strictIfindexes, ...moreStrict])].sort((a, b) => a - b);
+    const tc = this.dp.syncStrictInterfaces(strictIfindexes);
+    const capture = this.syncCapture(captureAddresses(desired, this.cfg.proxyCgroupId), found.podLinks, found.addressIfindex);
     if (desired.some((d) => d.cgroupId === this.cfg.proxyCgroupId)) {
       problems.push('a pod shares the node proxy\'s cgroup; it is not enrolled (the proxy must never capture itself)');
     }
@@ -96,6 +120,7 @@ export class RedirectManager {
         .map((d) => ({ key: d.key, cgroupId: d.cgroupId.toString(), strict: d.strict, ifindex: d.ifindex })),
       capture: { addresses: capture.addresses, interfaces: capture.interfaces },
       problems,
+      strictNotEnforced,
     };
     if (plan.addCgroups.length || plan.removeCgroups.length || tc.attached.length || tc.detached.length || capture.changed) {
       this.log.info({ enrolled: plan.addCgroups.length, unenrolled: plan.removeCgroups.length,
@@ -103,6 +128,11 @@ export class RedirectManager {
         captureAttached: capture.attached, captureDetached: capture.detached }, 'redirect state changed');
     }
     for (const p of problems) this.log.warn(p);
+    const notEnforced = JSON.stringify(strictNotEnforced);
+    if (notEnforced !== this.lastNotEnforced && strictNotEnforced.length > 0) {
+      this.log.error({ strictNotEnforced }, 'STRICT is not enforced for some pods: plaintext from outside the mesh reaches them (see /redirect strictNotEnforced)');
+    }
+    this.lastNotEnforced = notEnforced;
     return this.state;
   }
 
@@ -110,14 +140,14 @@ export class RedirectManager {
    * Makes weft_capture hold exactly `addresses` and the capture program watch the node's uplinks
    * (the interfaces holding the node proxy's addresses) and every pod interface on this node.
    */
-  private syncCapture(addresses: string[], podIfaces: Map<string, number>, own: Map<string, number>) {
+  private syncCapture(addresses: string[], podIfaces: number[], own: Map<string, number>) {
     const fd = this.dp.mapFd('weft_capture');
     const plan = planSet(addresses, bpf.mapKeys(fd, IP_KEY_SIZE).map(decodeIpKey));
     for (const ip of plan.add) bpf.mapUpdate(fd, encodeIpKey(ip), encodeCapture());
     for (const ip of plan.remove) bpf.mapDelete(fd, encodeIpKey(ip));
     const uplinks = [this.cfg.proxyIp4, this.cfg.proxyIp6].flatMap((ip) => (ip ? [own.get(canonicalIp(ip))] : []))
       .filter((i): i is number => i !== undefined);
-    const interfaces = captureInterfaces(addresses, uplinks, podIfaces.values());
+    const interfaces = captureInterfaces(addresses, uplinks, podIfaces);
     const tcx = this.dp.syncCaptureInterfaces(interfaces);
     return { addresses, interfaces, ...tcx, changed: plan.add.length + plan.remove.length + tcx.attached.length + tcx.detached.length > 0 };
   }

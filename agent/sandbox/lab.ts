@@ -24,6 +24,11 @@ const BASE_SYSCTLS = {
   'net.ipv4.conf.default.rp_filter': 2,
 };
 
+export interface NodeOptions {
+  /** How the node wires its pods (addresses.ts Wiring); default 'ptp' */
+  wiring?: addr.Wiring;
+}
+
 export interface PodOptions {
   namespace?: string;
   serviceAccount?: string;
@@ -147,6 +152,8 @@ export class LabNode extends Place {
     readonly ip6: string,
     readonly cgroupPath: string,
     protected readonly tracker: ProcessTracker,
+    /** how this node wires its pods */
+    readonly wiring: addr.Wiring = 'ptp',
   ) {
     super();
     this.systemCgroupPath = path.join(cgroupPath, 'system');
@@ -166,10 +173,12 @@ export class LabNode extends Place {
     if (!MEMBER_NAME.test(name)) throw new Error(`pod name '${name}' must match ${MEMBER_NAME}`);
     if (this.lab.pods().some((p) => p.name === name)) throw new Error(`pod '${name}' already exists in lab ${this.lab.name}`);
     const k = this.pods.length + 1;
-    if (k > addr.MAX_PER_LEVEL) throw new Error(`node ${this.name} already has ${addr.MAX_PER_LEVEL} pods`);
+    const max = this.wiring === 'subnet' ? addr.MAX_SUBNET_PODS : this.wiring === 'bridge' ? addr.MAX_PER_LEVEL - 1 : addr.MAX_PER_LEVEL;
+    if (k > max) throw new Error(`node ${this.name} already has ${max} pods (wiring ${this.wiring})`);
+    if (opts.ipv6 && this.wiring === 'subnet') throw new Error(`pod '${name}': ipv6 is not offered with wiring 'subnet' (node ${this.name}); use 'ptp' or 'bridge'`);
     const ns = `${this.netns}-${name}`;
     const hostIf = addr.hostIfName(this.lab.index, this.index, k);
-    const ip = addr.podIp4(this.index, k);
+    const ip = this.wiring === 'subnet' ? addr.subnetPodIp4(this.index, k) : addr.podIp4(this.index, k);
     const ip6 = opts.ipv6 ? addr.podIp6(this.index, k) : undefined;
     const uid = opts.kubelet ? (opts.kubelet.uid ?? crypto.randomUUID()) : undefined;
     const kubelet = opts.kubelet && kubeletCgroups({ ...opts.kubelet, uid: uid! });
@@ -178,21 +187,7 @@ export class LabNode extends Place {
 
     await addNetns(ns);
     await sysctl(ns, BASE_SYSCTLS);
-    await ipBatch(this.netns, [
-      `link add ${hostIf} type veth peer name eth0 netns ${ns}`,
-      `link set ${hostIf} up`,
-      `route add ${ip}/32 dev ${hostIf}`,
-      ...(ip6 ? [`addr add ${addr.GATEWAY6}/64 dev ${hostIf} nodad`, `route add ${ip6}/128 dev ${hostIf}`] : []),
-    ]);
-    await sysctl(this.netns, { [`net.ipv4.conf.${hostIf}.proxy_arp`]: 1 });
-    await ipBatch(ns, [
-      'link set lo up',
-      'link set eth0 up',
-      `addr add ${ip}/32 dev eth0`,
-      `route add ${addr.GATEWAY4} dev eth0 scope link`,
-      `route add default via ${addr.GATEWAY4} dev eth0`,
-      ...(ip6 ? [`addr add ${ip6}/128 dev eth0 nodad`, `route add default via ${addr.GATEWAY6} dev eth0`] : []),
-    ]);
+    await this.wire(ns, hostIf, k, ip, ip6);
     fs.mkdirSync(processCgroupPath, { recursive: true });
     const pod = new LabPod(
       {
@@ -203,6 +198,37 @@ export class LabNode extends Place {
     );
     this.pods.push(pod);
     return pod;
+  }
+
+  /** The pod's veth and addresses on both sides, as this node's wiring lays them out. */
+  private async wire(ns: string, hostIf: string, k: number, ip: string, ip6: string | undefined): Promise<void> {
+    const veth = [`link add ${hostIf} type veth peer name eth0 netns ${ns}`];
+    const podSide = ['link set lo up', 'link set eth0 up'];
+    if (this.wiring === 'ptp') {
+      await ipBatch(this.netns, [...veth,
+        `link set ${hostIf} up`,
+        `route add ${ip}/32 dev ${hostIf}`,
+        ...(ip6 ? [`addr add ${addr.GATEWAY6}/64 dev ${hostIf} nodad`, `route add ${ip6}/128 dev ${hostIf}`] : []),
+      ]);
+      await sysctl(this.netns, { [`net.ipv4.conf.${hostIf}.proxy_arp`]: 1 });
+      await ipBatch(ns, [...podSide,
+        `addr add ${ip}/32 dev eth0`,
+        `route add ${addr.GATEWAY4} dev eth0 scope link`,
+        `route add default via ${addr.GATEWAY4} dev eth0`,
+        ...(ip6 ? [`addr add ${ip6}/128 dev eth0 nodad`, `route add default via ${addr.GATEWAY6} dev eth0`] : []),
+      ]);
+    } else if (this.wiring === 'subnet') {
+      const gw = addr.subnetGateway4(this.index, k);
+      await ipBatch(this.netns, [...veth, `addr add ${gw}/30 dev ${hostIf}`, `link set ${hostIf} up`]);
+      await ipBatch(ns, [...podSide, `addr add ${ip}/30 dev eth0`, `route add default via ${gw} dev eth0`]);
+    } else {
+      await ipBatch(this.netns, [...veth, `link set ${hostIf} master ${addr.BRIDGE} up`]);
+      await ipBatch(ns, [...podSide,
+        `addr add ${ip}/24 dev eth0`,
+        `route add default via ${addr.bridgeGateway4(this.index)} dev eth0`,
+        ...(ip6 ? [`addr add ${ip6}/64 dev eth0 nodad`, `route add default via ${addr.bridgeGateway6(this.index)} dev eth0`] : []),
+      ]);
+    }
   }
 
   facts(): NodeFacts {
@@ -261,7 +287,9 @@ export class Lab {
     if (this.closing || this.closedSync) throw new Error(`lab ${this.name} is closed`);
   }
 
-  async node(short: string): Promise<LabNode> {
+  async node(short: string, opts: NodeOptions = {}): Promise<LabNode> {
+    const wiring = opts.wiring ?? 'ptp';
+    if (!addr.WIRINGS.includes(wiring)) throw new Error(`node '${short}': wiring '${String(wiring)}' must be one of ${addr.WIRINGS.join(', ')}`);
     this.assertOpen();
     if (!MEMBER_NAME.test(short)) throw new Error(`node name '${short}' must match ${MEMBER_NAME}`);
     const name = `${this.name}-${short}`;
@@ -270,7 +298,7 @@ export class Lab {
     if (i > addr.MAX_PER_LEVEL) throw new Error(`lab ${this.name} already has ${addr.MAX_PER_LEVEL} nodes`);
     const ns = `${registry.labNetnsPrefix(this.index)}${short}`;
     const node = new LabNode(
-      this, name, i, ns, addr.nodeIp4(this.index, i), addr.nodeIp6(this.index, i), path.join(this.cgroupPath, short), this.tracker,
+      this, name, i, ns, addr.nodeIp4(this.index, i), addr.nodeIp6(this.index, i), path.join(this.cgroupPath, short), this.tracker, wiring,
     );
     this.record.nodes.push(name);
     registry.saveRecord(this.record);
@@ -287,6 +315,13 @@ export class Lab {
       `addr add ${node.ip6}/64 dev eth0 nodad`,
       `addr add ${addr.GATEWAY4}/32 dev lo`,
       ...this.nodes.flatMap((other) => node.routesTo(other)),
+      // 'bridge': the pods' L2 segment and its gateway (the connected /24 routes the node's pods there)
+      ...(wiring === 'bridge' ? [
+        `link add ${addr.BRIDGE} type bridge mcast_snooping 0`,
+        `addr add ${addr.bridgeGateway4(i)}/24 dev ${addr.BRIDGE}`,
+        `addr add ${addr.bridgeGateway6(i)}/64 dev ${addr.BRIDGE} nodad`,
+        `link set ${addr.BRIDGE} up`,
+      ] : []),
     ]);
     for (const other of this.nodes) await ipBatch(other.netns, other.routesTo(node));
     fs.mkdirSync(node.systemCgroupPath, { recursive: true });

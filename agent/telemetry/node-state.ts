@@ -19,6 +19,8 @@ export interface NodeStateSources {
   controlPlane?: ControlPlaneView;
   /** The kernel counters of the redirect programs by reason (the admin API's `/redirect` `counters`). */
   redirectCounters(): Record<string, bigint | number>;
+  /** STRICT pods on this node whose enforcement could not be attached (the admin API's `/redirect` `strictNotEnforced`). */
+  strictNotEnforced?(): Array<{ pod: string }>;
 }
 
 export function registerNodeState(registry: Registry, s: NodeStateSources): void {
@@ -35,4 +37,12 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
       this.reset();
       for (const [reason, n] of Object.entries(s.redirectCounters())) this.inc({ reason }, Number(n));
     } });
+  const notEnforced = s.strictNotEnforced;
+  if (notEnforced) {
+    new Gauge({ name: 'weft_strict_not_enforced', help: '1 for each STRICT pod on this node whose host-side interface was not found: plaintext from outside the mesh is NOT refused for it (see the admin API\'s /redirect strictNotEnforced for the reason)', labelNames: ['pod'], registers: r,
+      collect() {
+        this.reset();
+        for (const { pod } of notEnforced()) this.set({ pod }, 1);
+      } });
+  }
 }
