@@ -117,7 +117,7 @@ function known(c: Checker, value: Fields, field: string, allowed: ReadonlySet<st
   const refused = UNSUPPORTED[block] ?? {};
   const rest: Fields = {};
   for (const [key, entry] of Object.entries(value)) {
-    const why = refused[key];
+    const why = Object.hasOwn(refused, key) ? refused[key] : undefined; // not `constructor` or `__proto__` from Object.prototype
     if (why !== undefined) c.fail(join(field, key), why);
     else rest[key] = entry;
   }
