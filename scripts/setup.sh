@@ -26,3 +26,7 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund --loglevel=error
 fi
 node scripts/build.mjs
+
+# The real Kubernetes control plane the integration tests start (etcd, kube-apiserver,
+# kube-controller-manager, kubectl), built from source once per machine and cached outside the repo.
+bash scripts/kube-tools.sh >/dev/null
