@@ -11,13 +11,41 @@ import type { Metadata } from './metadata';
  *     protocolDetectionTimeoutMs: 200   # how long a silent client on an undeclared port is waited for
  *     http: { maxHeaderBytes: 61440, maxRequestBodyBytes: 1073741824, headersTimeoutMs: 60000, ... }
  *     tracing: { otlpEndpoint: http://otel-collector.observability:4318/v1/traces, samplingPercent: 1, serviceName: mesh }
+ *     accessLog: { enabled: true, level: all, samplingPercent: 100 }   # level: all | errors | denials
+ *     telemetry: { metrics: true }   # false: no Istio request/TCP metrics and no live view, only the agent's health
  */
 export interface ProxyConfigInfo {
   protocolDetectionTimeoutMs: number;
   http: HttpLimits;
   /** absent: tracing off (no spans, trace headers pass unchanged) */
   tracing?: TracingConfig;
+  /** absent: every line (telemetry/access-log-policy.ts DEFAULT_ACCESS_LOG) */
+  accessLog?: AccessLogConfig;
+  /** absent: metrics on */
+  telemetry?: TelemetryConfig;
 }
+
+/** Which access-log lines are kept: `all`; `errors` (status >= 400, no response, a response flag, an error, and denials); `denials`. */
+export type AccessLogLevel = 'all' | 'errors' | 'denials';
+const ACCESS_LOG_LEVELS: readonly AccessLogLevel[] = ['all', 'errors', 'denials'];
+
+/** `spec.accessLog` (docs/metrics.md, "Access log and telemetry switches"). */
+export interface AccessLogConfig {
+  /** false: no access-log line at all (default true) */
+  enabled: boolean;
+  /** default `all` */
+  level: AccessLogLevel;
+  /** the share of successful lines kept, 0..100 (default 100); errors and denials are never sampled away */
+  samplingPercent: number;
+}
+
+/** `spec.telemetry`: switches applied from each snapshot, without restart. */
+export interface TelemetryConfig {
+  /** false: the proxy's Istio metrics and live view stop listening; /metrics serves the agent's health only (default true) */
+  metrics: boolean;
+}
+const ACCESS_LOG_FIELDS = new Set(['enabled', 'level', 'samplingPercent']);
+const TELEMETRY_FIELDS = new Set(['metrics']);
 
 /** `spec.tracing`: spans for each HTTP hop, exported over OTLP/HTTP (docs/tracing.md). */
 export interface TracingConfig {
@@ -39,7 +67,7 @@ export function defaultProxyConfig(): ProxyConfigInfo {
   return { protocolDetectionTimeoutMs: DEFAULT_PROTOCOL_DETECTION_MS, http: { ...DEFAULT_HTTP_LIMITS } };
 }
 
-const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing']);
+const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing', 'accessLog', 'telemetry']);
 const HTTP_FIELDS = new Set([...Object.keys(DEFAULT_HTTP_LIMITS), 'maxRequestBodyBytes']);
 
 export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): ProxyConfigInfo {
@@ -65,7 +93,30 @@ export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): Pro
     const tracing = convertTracing(c, spec.tracing);
     if (tracing !== undefined) config.tracing = tracing;
   }
+  if (spec.accessLog !== undefined) config.accessLog = convertAccessLog(c, spec.accessLog);
+  if (spec.telemetry !== undefined) {
+    const t = c.optionalMapping(spec.telemetry, 'spec.telemetry');
+    c.allowOnly(t, 'spec.telemetry', TELEMETRY_FIELDS);
+    config.telemetry = { metrics: t.metrics === undefined ? true : c.boolean(t.metrics, 'spec.telemetry.metrics') ?? true };
+  }
   return config;
+}
+
+function convertAccessLog(c: Checker, value: unknown): AccessLogConfig {
+  const a = c.optionalMapping(value, 'spec.accessLog');
+  c.allowOnly(a, 'spec.accessLog', ACCESS_LOG_FIELDS);
+  const out: AccessLogConfig = { enabled: true, level: 'all', samplingPercent: 100 };
+  if (a.enabled !== undefined) out.enabled = c.boolean(a.enabled, 'spec.accessLog.enabled') ?? true;
+  if (a.level !== undefined) {
+    if (ACCESS_LOG_LEVELS.includes(a.level as AccessLogLevel)) out.level = a.level as AccessLogLevel;
+    else c.fail('spec.accessLog.level', `must be one of ${ACCESS_LOG_LEVELS.join(', ')}, got ${JSON.stringify(a.level)}`);
+  }
+  if (a.samplingPercent !== undefined) {
+    const p = a.samplingPercent;
+    if (typeof p === 'number' && Number.isFinite(p) && p >= 0 && p <= 100) out.samplingPercent = p;
+    else c.fail('spec.accessLog.samplingPercent', `must be a number from 0 to 100 (the share of successful lines kept), got ${JSON.stringify(p)}`);
+  }
+  return out;
 }
 
 function convertTracing(c: Checker, value: unknown): TracingConfig | undefined {

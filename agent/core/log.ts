@@ -10,8 +10,44 @@ export function operationalLogger(component: string, level: string = process.env
   return pino({ level, base: { component } }, pino.destination({ fd: 2, sync: true }));
 }
 
-export function accessLogger(fd = 1, batch: AccessLogBatch = {}): Logger {
-  return pino({ base: undefined, messageKey: 'msg' }, batchedDestination(fd, batch));
+export function accessLogger(fd = 1, batch: AccessLogBatch = {}, gate?: AccessLogGate): Logger {
+  const logger = pino({ base: undefined, messageKey: 'msg' }, batchedDestination(fd, batch));
+  if (gate !== undefined) gateAccessLog(logger, gate);
+  return logger;
+}
+
+/** What a call site knows about a line it is about to write: enough to tell a success from a failure or a denial. */
+export interface AccessLineFacts {
+  decision: 'allow' | 'deny';
+  /** an HTTP request's status; 0 when no response was sent */
+  status?: number;
+  /** Istio's response flags, '-' for none */
+  flags?: string;
+  error?: string;
+}
+
+/** Says whether a line is written (telemetry/access-log-policy.ts builds it from ProxyConfig spec.accessLog). */
+export type AccessLogGate = (facts: AccessLineFacts) => boolean;
+
+const GATE = Symbol('weft.accessLogGate');
+type Gated = Logger & { [GATE]?: AccessLogGate };
+
+/**
+ * Installs (or with undefined removes) the gate of an access logger. pino's child loggers inherit
+ * it through their prototype, so one set on the root applies to the children of live connections too.
+ */
+export function gateAccessLog(logger: Logger, gate: AccessLogGate | undefined): void {
+  (logger as Gated)[GATE] = gate;
+}
+
+/**
+ * Asked by every access-log call site before it builds its line: true when the line is wanted (no
+ * gate: always). A dropped line costs this call and the facts object, not the line's fields,
+ * their serialization or the write.
+ */
+export function wantsLine(logger: Logger, facts: AccessLineFacts): boolean {
+  const gate = (logger as Gated)[GATE];
+  return gate === undefined || gate(facts);
 }
 
 /** How long and how much the access log keeps before writing. */

@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { PodInfo } from '../config/objects';
-import type { Logger } from '../core/log';
+import { wantsLine, type Logger } from '../core/log';
 import { declaredProtocol, type AppProtocol } from '../http/protocol';
 import type { HttpLimits } from '../http/limits';
 import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../http/serve';
@@ -206,11 +206,13 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     connectUpstream: () => ctx.connect(a, 'stream'),
     onExchange: (x: ExchangeLog) => {
       requests++;
-      // The connection's ends are serialized once, as the bindings of a child logger; a request's line adds only its own fields.
-      requestLog ??= ctx.accessLog.child(connectionEnds(a.record));
       const allow = x.verdict.allow;
-      requestLog.info(requestFields({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
-        ...(x.error === undefined ? {} : { error: x.error }) }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
+      if (wantsLine(ctx.accessLog, { decision: allow ? 'allow' : 'deny', status: x.status, ...(x.error === undefined ? {} : { error: x.error }) })) {
+        // The connection's ends are serialized once, as the bindings of a child logger; a request's line adds only its own fields.
+        requestLog ??= ctx.accessLog.child(connectionEnds(a.record));
+        requestLog.info(requestFields({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
+          ...(x.error === undefined ? {} : { error: x.error }) }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
+      }
       if (requestCompleted.hasSubscribers) publishRequest(a, x, decisions.get(x.request));
       if (spans !== undefined) endSpan(spans, a, x, decisions.get(x.request));
     },
@@ -252,12 +254,14 @@ function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
   f: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; authz?: AuthzDecision; protocol?: string; requests?: number; flags?: ResponseFlags;
     /** the policy that closed an allowed connection when policy changed */
     deniedBy?: string }): void {
-  const entry = connectionLogEntry({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
-    durationMs: performance.now() - started, ...(f.error === undefined ? {} : { error: f.error }) });
-  if (f.authz?.policy !== undefined) entry.policy = `${f.authz.policy}[${f.authz.rule}]`;
-  if (f.authz?.audit?.length) entry.audit = f.authz.audit;
-  if (f.protocol !== undefined) Object.assign(entry, { protocol: f.protocol, requests: f.requests });
-  ctx.accessLog.info(entry, f.decision === 'deny' ? 'connection denied' : 'connection complete');
+  if (wantsLine(ctx.accessLog, f)) {
+    const entry = connectionLogEntry({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
+      durationMs: performance.now() - started, ...(f.error === undefined ? {} : { error: f.error }) });
+    if (f.authz?.policy !== undefined) entry.policy = `${f.authz.policy}[${f.authz.rule}]`;
+    if (f.authz?.audit?.length) entry.audit = f.authz.audit;
+    if (f.protocol !== undefined) Object.assign(entry, { protocol: f.protocol, requests: f.requests });
+    ctx.accessLog.info(entry, f.decision === 'deny' ? 'connection denied' : 'connection complete');
+  }
   if (connectionClosed.hasSubscribers) {
     // bytesSent counts what the client sent (the request direction), bytesRecv what it got back.
     const policy = f.deniedBy ?? (f.authz !== undefined && !f.authz.allow ? f.authz.policy : undefined);

@@ -5,7 +5,7 @@
  */
 import net, { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import type { Logger } from '../core/log';
+import { wantsLine, type Logger } from '../core/log';
 import { unmapIp } from '../core/ip';
 import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
@@ -92,9 +92,11 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   if (svc.kind === 'service') return handleServiceConnection(o.services, { client, src, clientIp: srcIp, clientPort: srcPort, target: svc.target });
   if (svc.kind === 'no-port') {
     client.resetAndDestroy();
-    o.accessLog.info(connectionLogEntry({ direction: 'outbound', srcIp, srcPort, ...(src ? { src } : {}), dstIp: orig.ip, dstPort: orig.port,
-      dstService: { namespace: svc.service.namespace, name: svc.service.name }, decision: 'deny', bytesSent: 0, bytesRecv: 0,
-      durationMs: performance.now() - started, error: svc.reason }), 'connection refused');
+    if (wantsLine(o.accessLog, { decision: 'deny' })) {
+      o.accessLog.info(connectionLogEntry({ direction: 'outbound', srcIp, srcPort, ...(src ? { src } : {}), dstIp: orig.ip, dstPort: orig.port,
+        dstService: { namespace: svc.service.namespace, name: svc.service.name }, decision: 'deny', bytesSent: 0, bytesRecv: 0,
+        durationMs: performance.now() - started, error: svc.reason }), 'connection refused');
+    }
     return;
   }
   const dst = dir.podByIp(orig.ip);
@@ -106,9 +108,11 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   // Telemetry (source side; the `local` route is reported by deliver()): mTLS exactly when tunnelled.
   const security = route.kind === 'hbone' ? 'mutual_tls' as const : 'none' as const;
   const done = (fields: { bytesSent: number; bytesRecv: number; error?: string; decision?: 'allow' | 'deny'; flags?: ResponseFlags }, msg: string) => {
-    o.accessLog.info(connectionLogEntry({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
-      durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
-      ...(fields.error ? { error: fields.error } : {}) }), msg);
+    if (wantsLine(o.accessLog, { ...fields, decision: fields.decision ?? 'allow' })) {
+      o.accessLog.info(connectionLogEntry({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
+        durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
+        ...(fields.error ? { error: fields.error } : {}) }), msg);
+    }
     if (connectionClosed.hasSubscribers) {
       connectionClosed.publish({ reporter: 'source', ends: record, security, bytesFromClient: fields.bytesSent, bytesToClient: fields.bytesRecv, flags: fields.flags ?? '-' });
     }

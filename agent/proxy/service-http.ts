@@ -10,7 +10,7 @@
 import http from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
-import type { Logger } from '../core/log';
+import { wantsLine, type Logger } from '../core/log';
 import { repeatedFields } from '../http/headers';
 import type { Endpoint } from '../state/endpoints';
 import { connectionClosed, connectionOpened, requestCompleted, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
@@ -105,7 +105,7 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
     serveH1(client, head, { headersTimeoutMs: limits.headersTimeoutMs, idleTimeoutMs: limits.idleTimeoutMs, maxHeaderBytes: limits.maxHeaderBytes }, {
       request: (req, res) => { requests++; void handleRequest(ctx, req, res); },
       upgrade: (req, socket, upgradeHead) => { requests++; void upgrade(env, c, req, socket, upgradeHead, log); },
-      connect: (req, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); log.info({ method: req.method, path: req.url }, 'CONNECT refused'); },
+      connect: (req, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); if (wantsLine(log, { decision: 'allow', status: 405 })) log.info({ method: req.method, path: req.url }, 'CONNECT refused'); },
     });
   } else {
     if (head && head.length > 0) client.unshift(head);
@@ -117,7 +117,9 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   }
   await new Promise<void>((resolve) => client.once('close', () => resolve()));
   const sent = client.bytesRead - read0, recv = client.bytesWritten - written0;
-  env.accessLog.info({ ...connectionLogEntry({ ...ends, decision: 'allow', bytesSent: sent, bytesRecv: recv, durationMs: performance.now() - started }), protocol, requests }, 'connection complete');
+  if (wantsLine(env.accessLog, { decision: 'allow' })) {
+    env.accessLog.info({ ...connectionLogEntry({ ...ends, decision: 'allow', bytesSent: sent, bytesRecv: recv, durationMs: performance.now() - started }), protocol, requests }, 'connection complete');
+  }
   if (connectionClosed.hasSubscribers) connectionClosed.publish({ reporter: 'source', ends, security, bytesFromClient: sent, bytesToClient: recv, flags: '-' });
 }
 
@@ -130,8 +132,11 @@ async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socke
   const started = performance.now();
   const info = planRequest(req, 'http1');
   socket.on('error', () => undefined);
-  const done = (fields: Record<string, unknown>, msg: string) => log.info({ method: info.method, path: info.path, authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
-    duration: Math.round((performance.now() - started) * 1000) / 1000, ...fields }, msg);
+  const done = (fields: { status?: number; response_flags?: string; error?: string; [k: string]: unknown }, msg: string): void => {
+    if (!wantsLine(log, { decision: 'allow', status: fields.status, flags: fields.response_flags, error: fields.error })) return;
+    log.info({ method: info.method, path: info.path, authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
+      duration: Math.round((performance.now() - started) * 1000) / 1000, ...fields }, msg);
+  };
   let plan: RequestPlan;
   try {
     plan = env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
@@ -300,13 +305,15 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
   }
   const durationMs = performance.now() - started;
   const ep = answer.endpoint;
-  const fields = requestFields({ decision: 'allow', bytesSent: requestBytes(), bytesRecv: answer.responseBytes, durationMs, ...(answer.error ? { error: answer.error } : {}) },
-    { method: info.method, path: info.path, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, ...(answer.grpcStatus ? { grpcStatus: answer.grpcStatus } : {}) });
-  if (answer.route) fields.route = answer.route;
-  fields.retries = answer.retries;
-  if (answer.flag !== '-') fields.response_flags = answer.flag;
-  if (ep) fields.upstream = `${ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip}:${ep.port}`;
-  log.info(fields, 'request complete');
+  if (wantsLine(log, { decision: 'allow', status: answer.status, flags: answer.flag, ...(answer.error ? { error: answer.error } : {}) })) {
+    const fields = requestFields({ decision: 'allow', bytesSent: requestBytes(), bytesRecv: answer.responseBytes, durationMs, ...(answer.error ? { error: answer.error } : {}) },
+      { method: info.method, path: info.path, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, ...(answer.grpcStatus ? { grpcStatus: answer.grpcStatus } : {}) });
+    if (answer.route) fields.route = answer.route;
+    fields.retries = answer.retries;
+    if (answer.flag !== '-') fields.response_flags = answer.flag;
+    if (ep) fields.upstream = `${ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip}:${ep.port}`;
+    log.info(fields, 'request complete');
+  }
   if (requestCompleted.hasSubscribers) {
     const ends = requestEnds(ctx, ep);
     requestCompleted.publish({ reporter: 'source', ends, security: answer.security ?? 'mutual_tls', protocol: info.grpc ? 'grpc' : 'http', status: answer.status,

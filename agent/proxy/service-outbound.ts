@@ -10,6 +10,7 @@ import { declaredProtocol } from '../http/protocol';
 import { sniffProtocol } from '../http/sniff';
 import { connectionClosed, connectionOpened, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
 import { connectionLogEntry, type ConnectionRecord } from './access-log';
+import { wantsLine } from '../core/log';
 import { deliver, socketDownstream } from './deliver';
 import { relay } from './relay';
 import { sameFamilyFirst, servicePortKey } from './service-target';
@@ -36,8 +37,10 @@ async function serviceTcp(env: ServiceEnv, c: ServiceConnection, head: Buffer | 
   const base = { direction: 'outbound' as const, srcIp: c.clientIp, srcPort: c.clientPort, ...(c.src ? { src: c.src } : {}), dstService: svcRef };
   const finish = (record: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>, security: SecurityPolicy,
     f: { decision: 'allow' | 'deny'; sent: number; recv: number; error?: string; flags: ResponseFlags }, msg: string, opened: boolean) => {
-    env.accessLog.info(connectionLogEntry({ ...record, decision: f.decision, bytesSent: f.sent, bytesRecv: f.recv, durationMs: performance.now() - started,
-      ...(f.error ? { error: f.error } : {}) }), msg);
+    if (wantsLine(env.accessLog, f)) {
+      env.accessLog.info(connectionLogEntry({ ...record, decision: f.decision, bytesSent: f.sent, bytesRecv: f.recv, durationMs: performance.now() - started,
+        ...(f.error ? { error: f.error } : {}) }), msg);
+    }
     if (connectionClosed.hasSubscribers) {
       if (!opened && connectionOpened.hasSubscribers) connectionOpened.publish({ reporter: 'source', ends: record, security });
       connectionClosed.publish({ reporter: 'source', ends: record, security, bytesFromClient: f.sent, bytesToClient: f.recv, flags: f.flags });
