@@ -13,9 +13,15 @@ const FIXED64 = 1;
 const LEN = 2;
 const FIXED32 = 5;
 
+function varintSize(v: number): number {
+  let n = 1;
+  while (v > 0x7f) { n++; v = Math.floor(v / 128); }
+  return n;
+}
+
 /** A growing byte buffer with protobuf's primitive writers. */
 class ProtoWriter {
-  private buf = Buffer.allocUnsafe(1024);
+  private buf = Buffer.allocUnsafe(64 * 1024);
   length = 0;
 
   private ensure(n: number): void {
@@ -44,13 +50,32 @@ class ProtoWriter {
 
   string(field: number, s: string): void {
     this.tag(field, LEN);
+    // Short ASCII (nearly every key and value here) is copied in JS: Buffer#write costs a native call each.
+    if (s.length < 128) {
+      this.ensure(s.length + 1);
+      const buf = this.buf;
+      const at = this.length + 1;
+      let i = 0;
+      for (; i < s.length; i++) {
+        const c = s.charCodeAt(i);
+        if (c > 0x7f) break;
+        buf[at + i] = c;
+      }
+      if (i === s.length) { buf[this.length] = i; this.length = at + i; return; }
+    }
     const n = Buffer.byteLength(s);
     this.varint(n);
     this.ensure(n);
     this.length += this.buf.write(s, this.length, 'utf8');
   }
 
-  hex(field: number, h: string): void { this.bytes(field, Buffer.from(h, 'hex')); }
+  hex(field: number, h: string): void {
+    this.tag(field, LEN);
+    const n = h.length >> 1;
+    this.varint(n);
+    this.ensure(n);
+    this.length += this.buf.write(h, this.length, n, 'hex');
+  }
 
   fixed64(field: number, v: bigint): void {
     this.tag(field, FIXED64);
@@ -73,11 +98,22 @@ class ProtoWriter {
     this.length += 8;
   }
 
-  /** A nested message: written by `body` into its own writer, then length-prefixed here. */
+  /**
+   * A nested message: `body` writes it in place, then it moves up by the size of its length prefix
+   * (one buffer for the whole request; no writer or buffer per message).
+   */
   message(field: number, body: (w: ProtoWriter) => void): void {
-    const inner = new ProtoWriter();
-    body(inner);
-    this.bytes(field, inner.finish());
+    this.tag(field, LEN);
+    const start = this.length;
+    body(this);
+    const len = this.length - start;
+    const prefix = varintSize(len);
+    this.ensure(prefix);
+    this.buf.copyWithin(start + prefix, start, this.length);
+    const end = this.length + prefix;
+    this.length = start;
+    this.varint(len);
+    this.length = end;
   }
 
   finish(): Buffer { return this.buf.subarray(0, this.length); }
