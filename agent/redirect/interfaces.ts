@@ -111,11 +111,13 @@ async function routeBatch(ips: string[]): Promise<InterfaceFacts['routes']> {
   return parseRouteBatch(ips, r.stdout, r.stderr);
 }
 
+/**
+ * One `ip` per probe: `ip neigh` exits at its first failure even with -batch -force. A managed
+ * entry is kept resolved by the kernel, so a STALE one is probed again too, and the pod's answer
+ * re-teaches a bridge whose forwarding entry aged out.
+ */
 async function startProbes(probes: Probe[]): Promise<void> {
-  // Deleting first makes the kernel resolve again even when a stale entry exists, so the pod's
-  // answer re-teaches a bridge whose forwarding entry aged out.
-  const lines = probes.flatMap((p) => [`neigh del ${p.ip} dev ${p.bridge}`, `neigh replace ${p.ip} dev ${p.bridge} managed`]);
-  await run('ip', ['-force', '-batch', '-'], lines.join('\n') + '\n');
+  await Promise.all(probes.map((p) => run('ip', ['neigh', 'replace', p.ip, 'dev', p.bridge, 'managed'])));
 }
 
 /**
@@ -123,9 +125,8 @@ async function startProbes(probes: Probe[]): Promise<void> {
  * removes an unresolved one, so no managed entry keeps probing a pod that has gone.
  */
 async function stopProbes(probes: Probe[], neighbours: InterfaceFacts['neighbours']): Promise<void> {
-  const lines = probes.map((p) => {
+  await Promise.all(probes.map((p) => {
     const mac = neighbours.find((n) => n.ip === p.ip && n.dev === p.bridge)?.mac;
-    return mac ? `neigh replace ${p.ip} dev ${p.bridge} lladdr ${mac} nud stale` : `neigh del ${p.ip} dev ${p.bridge}`;
-  });
-  await run('ip', ['-force', '-batch', '-'], lines.join('\n') + '\n');
+    return run('ip', mac ? ['neigh', 'replace', p.ip, 'dev', p.bridge, 'lladdr', mac, 'nud', 'stale'] : ['neigh', 'del', p.ip, 'dev', p.bridge]);
+  }));
 }
