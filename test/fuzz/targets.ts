@@ -15,6 +15,8 @@ const TARGETS: Record<string, () => FuzzTarget> = {
   'discovery-wire': () => (require('./target-discovery-wire') as typeof import('./target-discovery-wire')).target,
   'config-yaml': () => (require('./target-config-yaml') as typeof import('./target-config-yaml')).target,
   'config-objects': () => (require('./target-config-objects') as typeof import('./target-config-objects')).target,
+  'http1-serve': () => (require('./target-http1-serve') as typeof import('./target-http1-serve')).target,
+  'csr': () => (require('./target-csr') as typeof import('./target-csr')).target,
 };
 
 export const TARGET_NAMES: readonly string[] = Object.keys(TARGETS);
