@@ -32,7 +32,15 @@ export function convertPeerAuthentication(c: Checker, obj: Fields, meta: Metadat
     for (const [key, value] of Object.entries(ports)) {
       const field = `spec.portLevelMtls[${key}]`;
       const port = c.port(/^\d+$/.test(key) ? Number(key) : key, field);
-      if (port !== undefined) info.portLevel[port] = mode(c, value, field);
+      if (port === undefined) continue;
+      const m = mode(c, value, field);
+      // STRICT is enforced per pod, at its host-side interface (bpf/weft_tc.c judges the sender,
+      // not the port), so a per-port mode would be shown by `weft explain` but not carried out.
+      if (m !== 'UNSET') {
+        c.fail(`${field}.mode`, `${m} for port ${port} is not enforced by Weft: the mode applies to the whole pod ` +
+          '(STRICT is enforced at the pod\'s interface, for every port). Set spec.mtls.mode for the workload, or move the port to a workload of its own');
+      }
+      info.portLevel[port] = m;
     }
   }
   return info;

@@ -62,7 +62,7 @@ spec:
   selector: { matchLabels: { app: web } }
   mtls: { mode: STRICT }
   portLevelMtls:
-    8081: { mode: PERMISSIVE }
+    8081: { mode: UNSET }
 ---
 apiVersion: security.weft.dev/v1
 kind: AuthorizationPolicy
@@ -119,7 +119,7 @@ describe('parseConfig: valid streams', () => {
       { name: 'grpc', port: 9090, targetPort: 'grpc', protocol: 'TCP' },
     ]);
     assert.deepEqual(s.peerAuthentications, [
-      { namespace: 'shop', name: 'strict-web', matchLabels: { app: 'web' }, mode: 'STRICT', portLevel: { 8081: 'PERMISSIVE' } },
+      { namespace: 'shop', name: 'strict-web', matchLabels: { app: 'web' }, mode: 'STRICT', portLevel: { 8081: 'UNSET' } },
     ]);
     assert.deepEqual(s.authorizationPolicies, [
       { namespace: 'shop', name: 'allow-frontend', action: 'ALLOW', rules: [{ from: [{ principals: ['x'] }] }] },
@@ -286,6 +286,17 @@ apiVersion: v1\nkind: Service\nmetadata: { name: web }\nspec: { ports: [{ port: 
       { object: 'PeerAuthentication default/pa', field: 'spec.mtls.mode', message: /must be one of UNSET, DISABLE, PERMISSIVE, STRICT/ },
       { object: 'PeerAuthentication default/pa', field: 'spec.portLevelMtls', message: /needs spec.selector.matchLabels/ },
       { object: 'PeerAuthentication default/pa', field: 'spec.portLevelMtls[99999]', message: /port number/ },
+    ]);
+  });
+
+  it('rejects a port-level mode, which the datapath would not carry out (STRICT is per pod)', () => {
+    const spec = (entries: string) => `apiVersion: security.weft.dev/v1\nkind: PeerAuthentication\nmetadata: { name: pa }\nspec:\n  selector: { matchLabels: { app: web } }\n  mtls: { mode: STRICT }\n  portLevelMtls: { ${entries} }\n`;
+    assertErrors(spec('8081: { mode: PERMISSIVE }, 9090: { mode: DISABLE }'), [
+      { object: 'PeerAuthentication default/pa', field: 'spec.portLevelMtls[8081].mode', message: /PERMISSIVE for port 8081 is not enforced by Weft: the mode applies to the whole pod/ },
+      { object: 'PeerAuthentication default/pa', field: 'spec.portLevelMtls[9090].mode', message: /DISABLE for port 9090 is not enforced/ },
+    ]);
+    assertErrors(spec('8081: { mode: STRICT }'), [
+      { object: 'PeerAuthentication default/pa', field: 'spec.portLevelMtls[8081].mode', message: /STRICT for port 8081 is not enforced/ },
     ]);
   });
 
