@@ -4,23 +4,28 @@
  * as Istio's validation does, a duration must be a whole number of milliseconds.
  */
 
-const UNIT_MS: Record<string, number> = { h: 3_600_000, m: 60_000, s: 1000, ms: 1, us: 0.001, 'µs': 0.001, ns: 0.000001 };
-const PART = /(\d+(?:\.\d*)?|\.\d+)(h|ms|m|s|us|µs|ns)/y;
+/** Nanoseconds per unit: the sum is kept in exact integer nanoseconds (as Go's time.Duration). */
+const UNIT_NS: Record<string, bigint> = { h: 3_600_000_000_000n, m: 60_000_000_000n, s: 1_000_000_000n, ms: 1_000_000n, us: 1000n, 'µs': 1000n, ns: 1n };
+const PART = /(\d*)(?:\.(\d*))?(h|ms|m|s|us|µs|ns)/y;
+const NS_PER_MS = 1_000_000n;
 
 /** Milliseconds, or undefined when `text` is not a duration (a bare number has no unit and is refused). */
 export function parseDurationMs(text: string): number | undefined {
   if (text === '' || text.length > 64) return undefined;
   let at = 0;
-  let total = 0;
+  let total = 0n;
   while (at < text.length) {
     PART.lastIndex = at;
     const m = PART.exec(text);
     if (m === null) return undefined;
-    total += Number(m[1]) * UNIT_MS[m[2]!]!;
+    const [, whole = '', fraction = '', unit] = m;
+    if (whole === '' && fraction === '') return undefined;
+    const perUnit = UNIT_NS[unit!]!;
+    // Decimal arithmetic, not floating point (`4204142.002s` is exactly 4204142002 ms); below a nanosecond is dropped, as Go does.
+    total += BigInt(whole || '0') * perUnit + (fraction === '' ? 0n : (BigInt(fraction) * perUnit) / 10n ** BigInt(fraction.length));
     at = PART.lastIndex;
   }
-  // Sums of fractions (`0.1s` is 100.00000000000001 ms in floating point): round to the nanosecond.
-  return Math.round(total * 1e6) / 1e6;
+  return total % NS_PER_MS === 0n ? Number(total / NS_PER_MS) : Number(total) / 1e6;
 }
 
 /** `1500` → `1.5s`, `100` → `100ms`: how a resolved duration is shown back to an operator. */
