@@ -214,6 +214,7 @@ export class NodeAgent {
         delivery,
         limits: () => agent.deliveryState().limits,
         sniffMs: () => agent.deliveryState().sniffMs,
+        tracer: () => agent.tracing.tracer,
         accessLog: agent.accessLog,
         log: operationalLogger('proxy'),
       };

@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from '../core/log';
 import type { WorkloadRef } from '../core/workload';
 import type { HttpLimits } from '../http/limits';
+import type { Tracer } from '../telemetry/tracing';
 import type { WorkloadStore } from '../state/store';
 import type { DeliveryContext } from './deliver';
 import type { Dialer } from './dial';
@@ -23,6 +24,8 @@ export interface ServiceEnv {
   sniffMs(): number;
   accessLog: Logger;
   log: Logger;
+  /** spans for the source hop; undefined while tracing is off */
+  tracer(): Tracer | undefined;
 }
 
 export interface PlanCall {

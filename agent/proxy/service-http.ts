@@ -12,6 +12,7 @@ import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:h
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { wantsLine, type Logger } from '../core/log';
 import { repeatedFields } from '../http/headers';
+import type { ActiveSpan } from '../telemetry/tracing';
 import type { Endpoint } from '../state/endpoints';
 import { connectionClosed, connectionOpened, requestCompleted, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
 import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
@@ -285,6 +286,8 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
   const { env, c, protocol, log } = ctx;
   const started = performance.now();
   const info = planRequest(req, protocol);
+  // The source hop's span (when tracing is on and the trace is sampled); its context goes upstream.
+  const span = env.tracer()?.start({ method: info.method, path: info.path, host: info.authority, headers: info.headers, protocol }, 'source');
   let plan: RequestPlan;
   try {
     plan = env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
@@ -301,7 +304,7 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
     const replay = plan.retry.attempts > 0 || plan.mirror !== undefined;
     const body = req.bodyless ? noBody(req) : await readBody(req, replay);
     requestBytes = body.bytes;
-    answer = await forward(env, c, info, plan, body, res);
+    answer = await forward(env, c, info, plan, body, res, span);
   }
   const durationMs = performance.now() - started;
   const ep = answer.endpoint;
@@ -313,6 +316,11 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
     if (answer.flag !== '-') fields.response_flags = answer.flag;
     if (ep) fields.upstream = `${ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip}:${ep.port}`;
     log.info(fields, 'request complete');
+  }
+  if (span !== undefined) {
+    span.end({ ends: requestEnds(ctx, ep), security: answer.security ?? 'mutual_tls', status: answer.status, flags: answer.flag,
+      ...(answer.grpcStatus === undefined ? {} : { grpcStatus: answer.grpcStatus }), requestBytes: requestBytes(), responseBytes: answer.responseBytes,
+      ...(answer.error === undefined ? {} : { error: answer.error }) });
   }
   if (requestCompleted.hasSubscribers) {
     const ends = requestEnds(ctx, ep);
@@ -361,12 +369,13 @@ interface UpstreamResponse {
 }
 
 async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest & { rawHeaders: string[] }, plan: Extract<RequestPlan, { kind: 'forward' }>,
-  body: { replayable?: Buffer; stream?: Readable }, res: ClientResponse): Promise<Answer> {
+  body: { replayable?: Buffer; stream?: Readable }, res: ClientResponse, span?: ActiveSpan): Promise<Answer> {
   const route = plan.route ? { route: plan.route } : {};
   if (plan.delayMs) await sleep(plan.delayMs);
   const deadline = plan.requestTimeoutMs === undefined ? undefined : performance.now() + plan.requestTimeoutMs;
   const headers = outgoingHeaders(info.headers, info.rawHeaders);
   plan.editRequest(headers);
+  span?.inject(headers);
   if (plan.mirror && body.replayable !== undefined && Math.random() * 100 < plan.mirror.percent) {
     void mirror(env, c, info, plan, headers, body.replayable);
   }

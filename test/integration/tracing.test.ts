@@ -244,8 +244,7 @@ describe('tracing: spans for each proxy hop at an OTLP/HTTP endpoint', { skip: b
     assert.equal(spans.filter((s) => s.traceId === id).length, 0);
   });
 
-  test('Service traffic: the source proxy\'s CLIENT span is the parent of the destination\'s SERVER span',
-    { todo: 'passes once agent/proxy/service-http.ts starts and ends the source span (docs/tracing.md, "Wiring the source hop")' }, async () => {
+  test('Service traffic: the source proxy\'s CLIENT span is the parent of the destination\'s SERVER span', async () => {
     extra.push({ apiVersion: 'v1', kind: 'Service', metadata: { name: 'api', namespace: 'shop' }, spec: {
       clusterIP: '10.96.0.80', selector: { app: 'api' }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] } });
     writeConfig();
