@@ -9,9 +9,9 @@
  * Cardinality: source workload × destination workload × deciding policy × protocol, for workloads
  * still in the state (pruned with Istio's series) and policies in the config.
  */
-import { Counter, type Registry } from 'prom-client';
 import type { HttpLabels, TcpLabels } from './labels';
 import { labelKey } from './labels';
+import { CounterSeries, pushCounterFamily, SeriesTable, type Family } from './series';
 
 export const DENIAL_LABELS = [
   'reporter', 'source_workload', 'source_workload_namespace', 'destination_workload', 'destination_workload_namespace', 'policy', 'request_protocol',
@@ -37,34 +37,32 @@ export function denialLabels(l: TcpLabels | HttpLabels, policy: string | undefin
   };
 }
 
-export class DenialMetrics {
-  private readonly denials: Counter<string>;
-  /** every label set written, by key, so that those of departed workloads can be removed */
-  private readonly series = new Map<string, DenialLabels>();
+export const DENIALS_FAMILY: Family = { name: 'weft_authorization_denials_total',
+  help: 'Requests and TCP connections denied by authorization policy, by the deciding policy (default-deny: ALLOW policies in force, none matched)', type: 'counter' };
 
-  constructor(registry: Registry) {
-    this.denials = new Counter({ name: 'weft_authorization_denials_total', help: 'Requests and TCP connections denied by authorization policy, by the deciding policy (default-deny: ALLOW policies in force, none matched)',
-      labelNames: [...DENIAL_LABELS], registers: [registry] });
-  }
+/** The denial counter, kept with Istio's series (series.ts) and written out with them. */
+export class DenialMetrics {
+  private readonly series = new SeriesTable<CounterSeries<DenialLabels>>((l) => new CounterSeries(l));
 
   /** One denial (a request, or a TCP connection) with the Istio labels already derived for it. */
   count(l: TcpLabels | HttpLabels, policy: string | undefined): void {
     const d = denialLabels(l, policy);
-    const key = labelKey(DENIAL_LABELS, d);
-    if (!this.series.has(key)) this.series.set(key, d);
-    this.denials.inc(d);
+    this.series.get(labelKey(DENIAL_LABELS, d), d).inc();
   }
 
   /** Removes the series `gone` says name a departed workload; returns how many. */
   prune(gone: (l: Pick<TcpLabels, 'source_workload' | 'source_workload_namespace' | 'destination_workload' | 'destination_workload_namespace'>) => boolean): number {
-    let removed = 0;
-    for (const [key, d] of this.series) {
-      if (!gone(d)) continue;
-      this.denials.remove(d);
-      this.series.delete(key);
-      removed++;
-    }
-    return removed;
+    return this.series.prune(gone);
+  }
+
+  /** Forgets every series (metrics switched off). */
+  clear(): void {
+    this.series.clear();
+  }
+
+  /** Appends the family (header and samples) to `out`. */
+  render(out: string[]): void {
+    pushCounterFamily(out, DENIALS_FAMILY, this.series, (s) => s.value);
   }
 
   get size(): number {

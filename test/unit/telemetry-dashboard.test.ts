@@ -25,17 +25,19 @@ const panels = dashboard.panels.filter((p) => p.type !== 'row');
 const targets = panels.flatMap((p) => (p.targets ?? []).map((t) => ({ panel: p.title, ...t })));
 const BUILTIN = new Set(['__rate_interval', '__interval', '__range', 'interval']);
 
-/** Every metric name an agent exports (a histogram's as its _bucket, _sum and _count series). */
+/** Every metric name an agent exports (a histogram's as its _bucket, _sum and _count series), read from the # TYPE lines /metrics serves. */
 async function exported(): Promise<Set<string>> {
-  const m = new MeshMetrics();
+  const m = new MeshMetrics().subscribe();
   const stop = registerHealth(m.registry, { connections: () => 0, certificates: () => [], version: 'test' });
   registerServiceMetrics(m.registry, () => []);
   registerNodeState(m.registry, { controlPlane: { connected: () => true, lastVersion: () => 1 }, redirectCounters: () => ({}) });
+  const text = await m.registry.metrics();
   stop();
+  m.unsubscribe();
   const names = new Set<string>();
-  for (const metric of await m.registry.getMetricsAsJSON()) {
-    if (String(metric.type) === 'histogram') for (const s of ['_bucket', '_sum', '_count']) names.add(metric.name + s);
-    else names.add(metric.name);
+  for (const [, name, type] of text.matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+    if (type === 'histogram') for (const s of ['_bucket', '_sum', '_count']) names.add(name! + s);
+    else names.add(name!);
   }
   return names;
 }
