@@ -1,4 +1,5 @@
 import pino from 'pino';
+import { jsonString, membersOf } from './json-text';
 
 /**
  * Two streams: operational logs go to stderr, access logs (one JSON line per connection or
@@ -10,10 +11,48 @@ export function operationalLogger(component: string, level: string = process.env
   return pino({ level, base: { component } }, pino.destination({ fd: 2, sync: true }));
 }
 
-export function accessLogger(fd = 1, batch: AccessLogBatch = {}, gate?: AccessLogGate): Logger {
-  const logger = pino({ base: undefined, messageKey: 'msg' }, batchedDestination(fd, batch));
-  if (gate !== undefined) gateAccessLog(logger, gate);
-  return logger;
+/**
+ * An access log: one JSON line per connection or request, the same lines pino wrote
+ * (`{"level":30,"time":<ms>,...,"msg":"..."}`, so pino's tools still read them), written without
+ * pino and without an object per line. A call site passes the line's members as JSON text
+ * (core/json-text.ts; proxy/access-log.ts builds them): a connection's ends are serialized once
+ * and each request line appends its own few fields to them. At one line per HTTP request, pino's
+ * way (an object of ~10 fields per line, walked and serialized after the child's bindings) cost
+ * more proxy CPU than the rest of the request's telemetry (docs/metrics.md, "Access log cost").
+ */
+export class AccessLog {
+  /** @internal the gate and destination shared with every child */
+  constructor(readonly sink: AccessSink, private readonly prefix = '') {}
+
+  /** Writes one line: `{"level":30,"time":<now>` + the prefix + `members` + `,"msg":<msg>}`. */
+  write(members: string, msg: string): void {
+    this.sink.out.write(`{"level":30,"time":${Date.now()}${this.prefix}${members},"msg":${jsonString(msg)}}\n`);
+  }
+
+  /** Writes one line from an object's fields (undefined skipped): for rare lines whose fields vary. */
+  info(fields: Record<string, unknown>, msg: string): void {
+    this.write(membersOf(fields), msg);
+  }
+
+  /** A log whose lines start with these members (written once here, not per line), sharing gate and destination. */
+  child(bindings: Record<string, unknown> | string): AccessLog {
+    return new AccessLog(this.sink, this.prefix + (typeof bindings === 'string' ? bindings : membersOf(bindings)));
+  }
+
+  /** Writes what is pending now. */
+  flush(): void {
+    this.sink.out.flushSync();
+  }
+}
+
+/** What an access log and its children share. */
+export interface AccessSink {
+  gate: AccessLogGate | undefined;
+  readonly out: BatchedDestination;
+}
+
+export function accessLogger(fd = 1, batch: AccessLogBatch = {}, gate?: AccessLogGate): AccessLog {
+  return new AccessLog({ gate, out: batchedDestination(fd, batch) });
 }
 
 /** What a call site knows about a line it is about to write: enough to tell a success from a failure or a denial. */
@@ -29,15 +68,12 @@ export interface AccessLineFacts {
 /** Says whether a line is written (telemetry/access-log-policy.ts builds it from ProxyConfig spec.accessLog). */
 export type AccessLogGate = (facts: AccessLineFacts) => boolean;
 
-const GATE = Symbol('weft.accessLogGate');
-type Gated = Logger & { [GATE]?: AccessLogGate };
-
 /**
- * Installs (or with undefined removes) the gate of an access logger. pino's child loggers inherit
- * it through their prototype, so one set on the root applies to the children of live connections too.
+ * Installs (or with undefined removes) the gate of an access log; it applies to its children
+ * (the logs of live connections) too, as they share it.
  */
-export function gateAccessLog(logger: Logger, gate: AccessLogGate | undefined): void {
-  (logger as Gated)[GATE] = gate;
+export function gateAccessLog(log: AccessLog, gate: AccessLogGate | undefined): void {
+  log.sink.gate = gate;
 }
 
 /**
@@ -45,8 +81,8 @@ export function gateAccessLog(logger: Logger, gate: AccessLogGate | undefined): 
  * gate: always). A dropped line costs this call and the facts object, not the line's fields,
  * their serialization or the write.
  */
-export function wantsLine(logger: Logger, facts: AccessLineFacts): boolean {
-  const gate = (logger as Gated)[GATE];
+export function wantsLine(log: AccessLog, facts: AccessLineFacts): boolean {
+  const gate = log.sink.gate;
   return gate === undefined || gate(facts);
 }
 
@@ -80,6 +116,14 @@ function hookExit(): void {
   }
 }
 
+/** Where access-log lines are written (batchedDestination()). */
+export interface BatchedDestination {
+  write(line: string): boolean;
+  flushSync(): void;
+  /** what pino's logger.flush() called */
+  flush(cb?: (e?: Error) => void): void;
+}
+
 /**
  * Where access-log lines go: lines are gathered and written together, synchronously, when the first
  * of them has waited maxDelayMs or when they reach maxBytes, and on exit or SIGTERM/SIGINT. At a
@@ -94,7 +138,7 @@ function hookExit(): void {
  * destination does (retrying EAGAIN), so the log cannot grow in memory behind a slow reader.
  * What a SIGKILL or a crash of the runtime itself interrupts (at most maxDelayMs of lines) is lost.
  */
-export function batchedDestination(fd: number, batch: AccessLogBatch = {}): { write(line: string): boolean; flushSync(): void; flush(cb?: (e?: Error) => void): void } {
+export function batchedDestination(fd: number, batch: AccessLogBatch = {}): BatchedDestination {
   const maxDelayMs = batch.maxDelayMs ?? 25;
   const maxBytes = batch.maxBytes ?? 64 * 1024;
   if (!(maxDelayMs >= 0) || !(maxBytes > 0)) throw new TypeError(`access log batch: maxDelayMs must be >= 0 and maxBytes > 0, got ${maxDelayMs} and ${maxBytes}`);

@@ -7,7 +7,7 @@ import type http from 'node:http';
 import { isAbsolute, relative } from 'node:path';
 import * as bpf from '../../native/libbpf';
 import type { Snapshot } from '../config/objects';
-import type { Logger } from '../core/log';
+import type { AccessLog, Logger } from '../core/log';
 import { accessLogger, operationalLogger } from '../core/log';
 import type { AccessLogConfig } from '../config/proxy-config';
 import { accessLogGate, DEFAULT_ACCESS_LOG } from '../telemetry/access-log-policy';
@@ -130,7 +130,7 @@ export class NodeAgent {
   /** ProxyConfig spec.telemetry.metrics: the mesh metrics and the live view listen only while on */
   readonly metricsSwitch: MetricsSwitch;
   /** every access-log line of this agent, filtered by ProxyConfig spec.accessLog (the one in force at each line) */
-  readonly accessLog: Logger;
+  readonly accessLog: AccessLog;
   private accessLogConfig: AccessLogConfig = DEFAULT_ACCESS_LOG;
   /** spans per HTTP hop over OTLP/HTTP while ProxyConfig spec.tracing is set */
   readonly tracing: TracingRuntime;

@@ -1,4 +1,5 @@
 import { formatAddr } from '../core/ip';
+import { numMember, strMember, valueMember } from '../core/json-text';
 import type { WorkloadRef } from '../core/workload';
 
 export interface ConnectionRecord {
@@ -20,23 +21,29 @@ export interface ConnectionRecord {
   error?: string;
 }
 
-/** The fields a connection's log lines share for as long as it lasts: its two ends. Pure. */
-export function connectionEnds(r: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>): Record<string, unknown> {
-  const e: Record<string, unknown> = {
-    'src.addr': formatAddr(r.srcIp, r.srcPort),
-    'dst.addr': formatAddr(r.dstIp, r.dstPort),
-    direction: r.direction,
-  };
-  if (r.src) Object.assign(e, { 'src.workload': r.src.workload, 'src.namespace': r.src.namespace, 'src.identity': r.src.identity, 'src.pod': r.src.name });
+/** A connection's two ends: what its lines share for as long as it lasts. */
+export type ConnectionEnds = Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>;
+
+/**
+ * A connection's ends as access-log members (core/json-text.ts: `,"src.addr":"…",…`), ztunnel's
+ * field names (DESIGN.md): built once per connection, then shared by each of its lines. Pure.
+ */
+export function endsMembers(r: ConnectionEnds): string {
+  let m = strMember('src.addr', formatAddr(r.srcIp, r.srcPort)) + strMember('dst.addr', formatAddr(r.dstIp, r.dstPort)) + strMember('direction', r.direction);
+  if (r.src) m += workloadMembers('src', r.src);
   else if (r.srcIdentity) {
-    e['src.identity'] = r.srcIdentity;
+    m += strMember('src.identity', r.srcIdentity);
     const ns = /\/ns\/([^/]+)\/sa\//.exec(r.srcIdentity)?.[1];
-    if (ns) e['src.namespace'] = ns;
+    if (ns) m += strMember('src.namespace', ns);
   }
-  if (r.dst) Object.assign(e, { 'dst.workload': r.dst.workload, 'dst.namespace': r.dst.namespace, 'dst.identity': r.dst.identity, 'dst.pod': r.dst.name });
-  if (r.dstService) e['dst.service'] = `${r.dstService.name}.${r.dstService.namespace}.svc.cluster.local`;
-  if (r.hboneAddr) e['dst.hbone_addr'] = r.hboneAddr;
-  return e;
+  if (r.dst) m += workloadMembers('dst', r.dst);
+  if (r.dstService) m += strMember('dst.service', `${r.dstService.name}.${r.dstService.namespace}.svc.cluster.local`);
+  if (r.hboneAddr) m += strMember('dst.hbone_addr', r.hboneAddr);
+  return m;
+}
+
+function workloadMembers(end: 'src' | 'dst', w: WorkloadRef): string {
+  return strMember(`${end}.workload`, w.workload) + strMember(`${end}.namespace`, w.namespace) + strMember(`${end}.identity`, w.identity) + strMember(`${end}.pod`, w.name);
 }
 
 /** What one event on a connection (its end, or one request) reports beyond its ends. */
@@ -48,21 +55,16 @@ export interface Outcome {
   error?: string;
 }
 
-/** The fields of one outcome (never any of connectionEnds()' names). Pure. */
-export function outcomeFields(o: Outcome): Record<string, unknown> {
-  const e: Record<string, unknown> = {
-    decision: o.decision,
-    bytes_sent: o.bytesSent,
-    bytes_recv: o.bytesRecv,
-    duration: Math.round(o.durationMs * 1000) / 1000,
-  };
-  if (o.error) e.error = o.error;
-  return e;
+/** The members of one outcome (never any of endsMembers()' names). Pure. */
+export function outcomeMembers(o: Outcome): string {
+  const m = strMember('decision', o.decision) + numMember('bytes_sent', o.bytesSent) + numMember('bytes_recv', o.bytesRecv)
+    + numMember('duration', Math.round(o.durationMs * 1000) / 1000);
+  return o.error ? m + strMember('error', o.error) : m;
 }
 
-/** One access-log line per connection, with ztunnel's field names (DESIGN.md). Pure. */
-export function connectionLogEntry(r: ConnectionRecord): Record<string, unknown> {
-  return Object.assign(connectionEnds(r), outcomeFields(r));
+/** One access-log line's members per connection: its ends and its outcome. Pure. */
+export function connectionMembers(r: ConnectionRecord): string {
+  return endsMembers(r) + outcomeMembers(r);
 }
 
 /** What one HTTP exchange adds to its connection's fields. */
@@ -77,18 +79,54 @@ export interface ExchangeRecord {
 }
 
 /**
- * What one HTTP request's line adds to its connection's ends (connectionEnds(), logged once per
- * connection as a pino child's bindings): the outcome, `method`, `path`, `status` (DESIGN.md) and,
- * where a policy decided, which one. Pure.
+ * What one HTTP request's line adds to its connection's ends (endsMembers(), built once per
+ * connection): the outcome, `method`, `path`, `status` (DESIGN.md) and, where a policy decided,
+ * which one. Pure.
  */
-export function requestFields(o: Outcome, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): Record<string, unknown> {
-  const e = outcomeFields(o);
-  e.method = x.method;
-  e.path = x.path;
-  e.authority = x.host;
-  e.protocol = x.protocol;
-  e.status = x.status;
-  if (x.grpcStatus !== undefined) e.grpc_status = x.grpcStatus;
-  if (policy?.policy !== undefined) e.policy = `${policy.policy}[${policy.rule}]`;
-  return e;
+export function requestMembers(o: Outcome, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): string {
+  let m = outcomeMembers(o) + strMember('method', x.method) + strMember('path', x.path) + strMember('authority', x.host) + strMember('protocol', x.protocol)
+    + numMember('status', x.status);
+  if (x.grpcStatus !== undefined) m += strMember('grpc_status', x.grpcStatus);
+  if (policy?.policy !== undefined) m += strMember('policy', `${policy.policy}[${policy.rule}]`);
+  return m;
+}
+
+/** What the Service path (service-http.ts) knows of a request beyond its exchange. */
+export interface ServiceRequestExtras {
+  route?: string;
+  retries: number;
+  /** Istio's response flags, '-' for none (then not written) */
+  flag: string;
+  upstream?: { ip: string; port: number };
+}
+
+/** A Service request's line beyond its connection's ends: requestMembers(), then `route`, `retries`, `response_flags`, `upstream`. Pure. */
+export function serviceRequestMembers(o: Outcome, x: ExchangeRecord, s: ServiceRequestExtras): string {
+  let m = requestMembers(o, x);
+  if (s.route) m += strMember('route', s.route);
+  m += numMember('retries', s.retries);
+  if (s.flag !== '-') m += strMember('response_flags', s.flag);
+  if (s.upstream) m += strMember('upstream', `${s.upstream.ip.includes(':') ? `[${s.upstream.ip}]` : s.upstream.ip}:${s.upstream.port}`);
+  return m;
+}
+
+/** What a destination's connection line (deliver.ts) adds to connectionMembers(). */
+export interface DeliveredExtras {
+  /** the deciding policy (`namespace/name`) and its rule */
+  policy?: string;
+  rule?: number;
+  /** matching AUDIT policies */
+  audit?: string[];
+  /** set for HTTP connections, with the count of their requests */
+  protocol?: string;
+  requests?: number;
+}
+
+/** A destination's connection line: connectionMembers(), then `policy`, `audit`, `protocol`, `requests`. Pure. */
+export function deliveredConnectionMembers(r: ConnectionRecord, e: DeliveredExtras): string {
+  let m = connectionMembers(r);
+  if (e.policy !== undefined) m += strMember('policy', `${e.policy}[${e.rule}]`);
+  if (e.audit?.length) m += valueMember('audit', e.audit);
+  if (e.protocol !== undefined) m += strMember('protocol', e.protocol) + valueMember('requests', e.requests);
+  return m;
 }

@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { PodInfo } from '../config/objects';
-import { wantsLine, type Logger } from '../core/log';
+import { wantsLine, type AccessLog } from '../core/log';
 import { declaredProtocol, type AppProtocol } from '../http/protocol';
 import type { HttpLimits } from '../http/limits';
 import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../http/serve';
@@ -19,7 +19,7 @@ import type { WorkloadStore } from '../state/store';
 import { connectionClosed, connectionOpened, requestCompleted, type Reporter, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
 import type { ActiveSpan, Tracer } from '../telemetry/tracing';
 import { PROPAGATION_FIELDS } from '../telemetry/tracing-context';
-import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
+import { deliveredConnectionMembers, endsMembers, requestMembers, type ConnectionRecord } from './access-log';
 import type { LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
 
@@ -89,7 +89,7 @@ export interface DeliveryContext {
    */
   connect(arrival: Arrival, reader: 'pump' | 'stream'): Promise<Socket>;
   live: LiveConnections<Arrival>;
-  accessLog: Logger;
+  accessLog: AccessLog;
 }
 
 /** The body Istio (Envoy's RBAC filter) answers a denied request with. */
@@ -188,7 +188,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
   const decisions = new WeakMap<RequestInfo, AuthzDecision>();
   let spans: WeakMap<RequestInfo, ActiveSpan> | undefined;
   let requests = 0;
-  let requestLog: Logger | undefined;
+  let ends: string | undefined;
   let failure: string | undefined;
   const counted = down.countBytes();
   await serveHttp(stream, {
@@ -208,10 +208,10 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
       requests++;
       const allow = x.verdict.allow;
       if (wantsLine(ctx.accessLog, { decision: allow ? 'allow' : 'deny', status: x.status, ...(x.error === undefined ? {} : { error: x.error }) })) {
-        // The connection's ends are serialized once, as the bindings of a child logger; a request's line adds only its own fields.
-        requestLog ??= ctx.accessLog.child(connectionEnds(a.record));
-        requestLog.info(requestFields({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
-          ...(x.error === undefined ? {} : { error: x.error }) }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
+        // The connection's ends are serialized once; a request's line adds only its own fields.
+        ends ??= endsMembers(a.record);
+        ctx.accessLog.write(ends + requestMembers({ decision: allow ? 'allow' : 'deny', bytesSent: x.requestBytes, bytesRecv: x.responseBytes, durationMs: x.durationMs,
+          error: x.error }, x, decisions.get(x.request)), allow ? 'request complete' : 'request denied');
       }
       if (requestCompleted.hasSubscribers) publishRequest(a, x, decisions.get(x.request));
       if (spans !== undefined) endSpan(spans, a, x, decisions.get(x.request));
@@ -255,12 +255,9 @@ function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
     /** the policy that closed an allowed connection when policy changed */
     deniedBy?: string }): void {
   if (wantsLine(ctx.accessLog, f)) {
-    const entry = connectionLogEntry({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
-      durationMs: performance.now() - started, ...(f.error === undefined ? {} : { error: f.error }) });
-    if (f.authz?.policy !== undefined) entry.policy = `${f.authz.policy}[${f.authz.rule}]`;
-    if (f.authz?.audit?.length) entry.audit = f.authz.audit;
-    if (f.protocol !== undefined) Object.assign(entry, { protocol: f.protocol, requests: f.requests });
-    ctx.accessLog.info(entry, f.decision === 'deny' ? 'connection denied' : 'connection complete');
+    ctx.accessLog.write(deliveredConnectionMembers({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
+      durationMs: performance.now() - started, error: f.error },
+    { policy: f.authz?.policy, rule: f.authz?.rule, audit: f.authz?.audit, protocol: f.protocol, requests: f.requests }), f.decision === 'deny' ? 'connection denied' : 'connection complete');
   }
   if (connectionClosed.hasSubscribers) {
     // bytesSent counts what the client sent (the request direction), bytesRecv what it got back.

@@ -6,7 +6,7 @@
  * only sender a STRICT pod admits.
  */
 import { constants, type ServerHttp2Stream } from 'node:http2';
-import type { Logger } from '../core/log';
+import { wantsLine, type AccessLog } from '../core/log';
 import type { PodInfo } from '../config/objects';
 import { isEnrolled } from '../state/enrollment';
 import type { WorkloadStore } from '../state/store';
@@ -14,7 +14,7 @@ import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } 
 import { sniFor } from '../tunnel/sni';
 import { splice } from '../tunnel/splice';
 import { countBytes } from '../tunnel/stream-counts';
-import { connectionLogEntry } from './access-log';
+import { connectionMembers } from './access-log';
 import { deliver, type Arrival, type DeliveryContext, type Downstream } from './deliver';
 
 export interface InboundOptions {
@@ -26,7 +26,7 @@ export interface InboundOptions {
   /** The workload's certificate; a promise while it is still being issued. */
   credentials(identity: string): Credentials | undefined | Promise<Credentials | undefined>;
   delivery: DeliveryContext;
-  accessLog: Logger;
+  accessLog: AccessLog;
 }
 
 /** The meshed pod on this node that owns `ip`, or why there is none. Pure. */
@@ -127,15 +127,17 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
     },
     // Streams the tunnel itself refused (not CONNECT, bad authority, no such local pod): deliver() logs the rest.
     onStream: (info) => {
+      const error = info.error ?? `HTTP ${info.status}`;
+      if (!wantsLine(o.accessLog, { decision: 'deny', status: info.status, error })) return;
       const store = o.store();
       const dst = store.podByIp(info.target?.ip ?? '');
-      o.accessLog.info(connectionLogEntry({
+      o.accessLog.write(connectionMembers({
         direction: 'inbound',
         srcIp: info.remoteAddress ?? '0.0.0.0', srcPort: info.remotePort ?? 0, srcIdentity: info.peerIdentity,
         dstIp: info.target?.ip ?? '0.0.0.0', dstPort: info.target?.port ?? 0,
         ...(dst ? { dst: store.workloadRef(dst) } : {}),
         decision: 'deny', bytesSent: info.bytesIn, bytesRecv: info.bytesOut, durationMs: info.durationMs,
-        error: info.error ?? `HTTP ${info.status}`,
+        error,
       }), 'inbound stream refused');
     },
   });

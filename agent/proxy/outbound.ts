@@ -5,13 +5,13 @@
  */
 import net, { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { wantsLine, type Logger } from '../core/log';
+import { wantsLine, type AccessLog, type Logger } from '../core/log';
 import { unmapIp } from '../core/ip';
 import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
 import { flowFromAddresses } from '../redirect/codec';
 import { connectionClosed, connectionOpened, type ResponseFlags } from '../telemetry/events';
-import { connectionLogEntry } from './access-log';
+import { connectionMembers } from './access-log';
 import { connectWithTimeout } from './connect';
 import { deliver, socketDownstream, type DeliveryContext } from './deliver';
 import { Drainer } from './drain';
@@ -36,7 +36,7 @@ export interface OutboundOptions {
   delivery: DeliveryContext;
   /** connections to a Service's cluster IP: resolved to its endpoints and balanced */
   services: ServiceEnv;
-  accessLog: Logger;
+  accessLog: AccessLog;
   log: Logger;
   connectTimeoutMs?: number;
 }
@@ -93,7 +93,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   if (svc.kind === 'no-port') {
     client.resetAndDestroy();
     if (wantsLine(o.accessLog, { decision: 'deny' })) {
-      o.accessLog.info(connectionLogEntry({ direction: 'outbound', srcIp, srcPort, ...(src ? { src } : {}), dstIp: orig.ip, dstPort: orig.port,
+      o.accessLog.write(connectionMembers({ direction: 'outbound', srcIp, srcPort, ...(src ? { src } : {}), dstIp: orig.ip, dstPort: orig.port,
         dstService: { namespace: svc.service.namespace, name: svc.service.name }, decision: 'deny', bytesSent: 0, bytesRecv: 0,
         durationMs: performance.now() - started, error: svc.reason }), 'connection refused');
     }
@@ -109,9 +109,9 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   const security = route.kind === 'hbone' ? 'mutual_tls' as const : 'none' as const;
   const done = (fields: { bytesSent: number; bytesRecv: number; error?: string; decision?: 'allow' | 'deny'; flags?: ResponseFlags }, msg: string) => {
     if (wantsLine(o.accessLog, { ...fields, decision: fields.decision ?? 'allow' })) {
-      o.accessLog.info(connectionLogEntry({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
+      o.accessLog.write(connectionMembers({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
         durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
-        ...(fields.error ? { error: fields.error } : {}) }), msg);
+        error: fields.error }), msg);
     }
     if (connectionClosed.hasSubscribers) {
       connectionClosed.publish({ reporter: 'source', ends: record, security, bytesFromClient: fields.bytesSent, bytesToClient: fields.bytesRecv, flags: fields.flags ?? '-' });

@@ -1,5 +1,5 @@
 import type { Socket } from 'node:net';
-import type { Logger } from '../core/log';
+import type { AccessLog, Logger } from '../core/log';
 import type { WorkloadRef } from '../core/workload';
 import type { HttpLimits } from '../http/limits';
 import type { Tracer } from '../telemetry/tracing';
@@ -22,7 +22,7 @@ export interface ServiceEnv {
   delivery: DeliveryContext;
   limits(): HttpLimits;
   sniffMs(): number;
-  accessLog: Logger;
+  accessLog: AccessLog;
   log: Logger;
   /** spans for the source hop; undefined while tracing is off */
   tracer(): Tracer | undefined;

@@ -10,12 +10,13 @@
 import http from 'node:http';
 import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
-import { wantsLine, type Logger } from '../core/log';
+import { wantsLine, type AccessLog } from '../core/log';
+import { numMember, strMember } from '../core/json-text';
 import { repeatedFields } from '../http/headers';
 import type { ActiveSpan } from '../telemetry/tracing';
 import type { Endpoint } from '../state/endpoints';
 import { connectionClosed, connectionOpened, requestCompleted, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
-import { connectionEnds, connectionLogEntry, requestFields, type ConnectionRecord } from './access-log';
+import { connectionMembers, endsMembers, serviceRequestMembers, type ConnectionRecord } from './access-log';
 import { dial, type Dialed } from './dial';
 import type { AttemptOutcome, Backend, HeaderMap, RequestPlan } from './request-plan';
 import type { PlanRequest, ServiceConnection, ServiceEnv } from './service-env';
@@ -99,14 +100,16 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   if (connectionOpened.hasSubscribers) connectionOpened.publish({ reporter: 'source', ends, security });
   const limits = env.limits();
   let requests = 0;
-  const log = env.accessLog.child(connectionEnds(ends));
+  // The connection's ends are serialized once, at its first line written (never when every line is dropped).
+  let connLog: AccessLog | undefined;
+  const log = (): AccessLog => (connLog ??= env.accessLog.child(endsMembers(ends)));
   const ctx: RequestContext = { env, c, protocol, log, ends: new WeakMap(), endsNoEndpoint: undefined };
   const [read0, written0] = [client.bytesRead, client.bytesWritten];
   if (protocol === 'http1') {
     serveH1(client, head, { headersTimeoutMs: limits.headersTimeoutMs, idleTimeoutMs: limits.idleTimeoutMs, maxHeaderBytes: limits.maxHeaderBytes }, {
       request: (req, res) => { requests++; void handleRequest(ctx, req, res); },
       upgrade: (req, socket, upgradeHead) => { requests++; void upgrade(env, c, req, socket, upgradeHead, log); },
-      connect: (req, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); if (wantsLine(log, { decision: 'allow', status: 405 })) log.info({ method: req.method, path: req.url }, 'CONNECT refused'); },
+      connect: (req, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); if (wantsLine(env.accessLog, { decision: 'allow', status: 405 })) log().info({ method: req.method, path: req.url }, 'CONNECT refused'); },
     });
   } else {
     if (head && head.length > 0) client.unshift(head);
@@ -119,7 +122,8 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
   await new Promise<void>((resolve) => client.once('close', () => resolve()));
   const sent = client.bytesRead - read0, recv = client.bytesWritten - written0;
   if (wantsLine(env.accessLog, { decision: 'allow' })) {
-    env.accessLog.info({ ...connectionLogEntry({ ...ends, decision: 'allow', bytesSent: sent, bytesRecv: recv, durationMs: performance.now() - started }), protocol, requests }, 'connection complete');
+    env.accessLog.write(connectionMembers({ ...ends, decision: 'allow', bytesSent: sent, bytesRecv: recv, durationMs: performance.now() - started })
+      + strMember('protocol', protocol) + numMember('requests', requests), 'connection complete');
   }
   if (connectionClosed.hasSubscribers) connectionClosed.publish({ reporter: 'source', ends, security, bytesFromClient: sent, bytesToClient: recv, flags: '-' });
 }
@@ -129,13 +133,13 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
  * connection to the endpoint picked for it becomes a byte tunnel both ways. No retry: the
  * endpoint's answer (101 or a refusal) goes back as it is.
  */
-async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socket: Duplex, upgradeHead: Buffer, log: Logger): Promise<void> {
+async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socket: Duplex, upgradeHead: Buffer, log: () => AccessLog): Promise<void> {
   const started = performance.now();
   const info = planRequest(req, 'http1');
   socket.on('error', () => undefined);
   const done = (fields: { status?: number; response_flags?: string; error?: string; [k: string]: unknown }, msg: string): void => {
-    if (!wantsLine(log, { decision: 'allow', status: fields.status, flags: fields.response_flags, error: fields.error })) return;
-    log.info({ method: info.method, path: info.path, authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
+    if (!wantsLine(env.accessLog, { decision: 'allow', status: fields.status, flags: fields.response_flags, error: fields.error })) return;
+    log().info({ method: info.method, path: info.path, authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
       duration: Math.round((performance.now() - started) * 1000) / 1000, ...fields }, msg);
   };
   let plan: RequestPlan;
@@ -259,7 +263,8 @@ interface RequestContext {
   env: ServiceEnv;
   c: ServiceConnection;
   protocol: 'http1' | 'http2';
-  log: Logger;
+  /** the connection's access log (its ends as every line's first members), made at its first line */
+  log: () => AccessLog;
   /**
    * The ends of a request's telemetry event, one object per endpoint (per snapshot's Endpoint
    * object) for the connection's life: metrics derive a label set once per ends object, not per request.
@@ -308,14 +313,10 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
   }
   const durationMs = performance.now() - started;
   const ep = answer.endpoint;
-  if (wantsLine(log, { decision: 'allow', status: answer.status, flags: answer.flag, ...(answer.error ? { error: answer.error } : {}) })) {
-    const fields = requestFields({ decision: 'allow', bytesSent: requestBytes(), bytesRecv: answer.responseBytes, durationMs, ...(answer.error ? { error: answer.error } : {}) },
-      { method: info.method, path: info.path, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, ...(answer.grpcStatus ? { grpcStatus: answer.grpcStatus } : {}) });
-    if (answer.route) fields.route = answer.route;
-    fields.retries = answer.retries;
-    if (answer.flag !== '-') fields.response_flags = answer.flag;
-    if (ep) fields.upstream = `${ep.ip.includes(':') ? `[${ep.ip}]` : ep.ip}:${ep.port}`;
-    log.info(fields, 'request complete');
+  if (wantsLine(env.accessLog, { decision: 'allow', status: answer.status, flags: answer.flag, ...(answer.error ? { error: answer.error } : {}) })) {
+    log().write(serviceRequestMembers({ decision: 'allow', bytesSent: requestBytes(), bytesRecv: answer.responseBytes, durationMs, error: answer.error },
+      { method: info.method, path: info.path, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, grpcStatus: answer.grpcStatus || undefined },
+      { route: answer.route, retries: answer.retries, flag: answer.flag, upstream: ep }), 'request complete');
   }
   if (span !== undefined) {
     span.end({ ends: requestEnds(ctx, ep), security: answer.security ?? 'mutual_tls', status: answer.status, flags: answer.flag,

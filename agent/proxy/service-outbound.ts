@@ -9,7 +9,7 @@
 import { declaredProtocol } from '../http/protocol';
 import { sniffProtocol } from '../http/sniff';
 import { connectionClosed, connectionOpened, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
-import { connectionLogEntry, type ConnectionRecord } from './access-log';
+import { connectionMembers, type ConnectionRecord } from './access-log';
 import { wantsLine } from '../core/log';
 import { deliver, socketDownstream } from './deliver';
 import { relay } from './relay';
@@ -38,8 +38,8 @@ async function serviceTcp(env: ServiceEnv, c: ServiceConnection, head: Buffer | 
   const finish = (record: Omit<ConnectionRecord, 'decision' | 'bytesSent' | 'bytesRecv' | 'durationMs' | 'error'>, security: SecurityPolicy,
     f: { decision: 'allow' | 'deny'; sent: number; recv: number; error?: string; flags: ResponseFlags }, msg: string, opened: boolean) => {
     if (wantsLine(env.accessLog, f)) {
-      env.accessLog.info(connectionLogEntry({ ...record, decision: f.decision, bytesSent: f.sent, bytesRecv: f.recv, durationMs: performance.now() - started,
-        ...(f.error ? { error: f.error } : {}) }), msg);
+      env.accessLog.write(connectionMembers({ ...record, decision: f.decision, bytesSent: f.sent, bytesRecv: f.recv, durationMs: performance.now() - started,
+        error: f.error }), msg);
     }
     if (connectionClosed.hasSubscribers) {
       if (!opened && connectionOpened.hasSubscribers) connectionOpened.publish({ reporter: 'source', ends: record, security });
