@@ -19,6 +19,15 @@ ETCD_DIR="$ROOT/etcd-$ETCD_VERSION"
 
 log() { echo "kube-tools: $*" >&2; }
 
+mkdir -p "$ROOT"
+# One build at a time per machine: a second run (another checkout's setup, a parallel `npm test`)
+# waits for the first and then finds the binaries in place.
+exec 9>"$ROOT/.lock"
+if ! flock -n 9; then
+  log "another kube-tools build holds $ROOT/.lock; waiting for it"
+  flock 9
+fi
+
 command -v go >/dev/null || { log "go is not installed; the Kubernetes tools are built from source with it"; exit 1; }
 
 # Kubernetes' go.mod replaces every k8s.io/<staging module> with ./staging/src/...; a module
@@ -64,8 +73,8 @@ EOF
   (cd "$work" && GOFLAGS=-mod=mod go mod tidy)
   log "kubernetes $KUBE_VERSION: compiling kube-apiserver, kube-controller-manager, kubectl (one go build, shared packages; cold takes many minutes)"
   local start=$SECONDS
-  local tmpbin="$KUBE_DIR.partial"
-  rm -rf "$tmpbin" && mkdir -p "$tmpbin"
+  local tmpbin
+  tmpbin="$(mktemp -d "$KUBE_DIR.partial.XXXXXX")"
   (cd "$work" && nice -n 10 go build -trimpath -ldflags='-s -w' -o "$tmpbin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   mv "$tmpbin"/* "$KUBE_DIR/" && rmdir "$tmpbin"
@@ -95,8 +104,8 @@ EOF
   (cd "$work" && GOFLAGS=-mod=mod go get "go.etcd.io/etcd/server/v3@$ETCD_VERSION" && GOFLAGS=-mod=mod go mod tidy)
   log "etcd $ETCD_VERSION: compiling"
   local start=$SECONDS
-  (cd "$work" && nice -n 10 go build -trimpath -ldflags='-s -w' -o "$ETCD_DIR/etcd.partial" go.etcd.io/etcd/server/v3)
-  mv "$ETCD_DIR/etcd.partial" "$ETCD_DIR/etcd"
+  (cd "$work" && nice -n 10 go build -trimpath -ldflags='-s -w' -o "$ETCD_DIR/etcd.partial.$$" go.etcd.io/etcd/server/v3)
+  mv "$ETCD_DIR/etcd.partial.$$" "$ETCD_DIR/etcd"
   log "etcd $ETCD_VERSION: built in $((SECONDS - start)) s"
 }
 
