@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { jsonString, membersOf } from './json-text';
+import { flattened, jsonString, membersOf } from './json-text';
 
 /**
  * Two streams: operational logs go to stderr, access logs (one JSON line per connection or
@@ -36,7 +36,7 @@ export class AccessLog {
 
   /** A log whose lines start with these members (written once here, not per line), sharing gate and destination. */
   child(bindings: Record<string, unknown> | string): AccessLog {
-    return new AccessLog(this.sink, this.prefix + (typeof bindings === 'string' ? bindings : membersOf(bindings)));
+    return new AccessLog(this.sink, flattened(this.prefix + (typeof bindings === 'string' ? bindings : membersOf(bindings))));
   }
 
   /** Writes what is pending now. */

@@ -1,5 +1,5 @@
 import { formatAddr } from '../core/ip';
-import { numMember, strMember, valueMember } from '../core/json-text';
+import { flattened, jsonNumber, jsonString, numMember, strMember, valueMember } from '../core/json-text';
 import type { WorkloadRef } from '../core/workload';
 
 export interface ConnectionRecord {
@@ -39,7 +39,7 @@ export function endsMembers(r: ConnectionEnds): string {
   if (r.dst) m += workloadMembers('dst', r.dst);
   if (r.dstService) m += strMember('dst.service', `${r.dstService.name}.${r.dstService.namespace}.svc.cluster.local`);
   if (r.hboneAddr) m += strMember('dst.hbone_addr', r.hboneAddr);
-  return m;
+  return flattened(m);
 }
 
 function workloadMembers(end: 'src' | 'dst', w: WorkloadRef): string {
@@ -57,9 +57,9 @@ export interface Outcome {
 
 /** The members of one outcome (never any of endsMembers()' names). Pure. */
 export function outcomeMembers(o: Outcome): string {
-  const m = strMember('decision', o.decision) + numMember('bytes_sent', o.bytesSent) + numMember('bytes_recv', o.bytesRecv)
-    + numMember('duration', Math.round(o.durationMs * 1000) / 1000);
-  return o.error ? m + strMember('error', o.error) : m;
+  const m = `,"decision":${jsonString(o.decision)},"bytes_sent":${jsonNumber(o.bytesSent)},"bytes_recv":${jsonNumber(o.bytesRecv)},"duration":${
+    jsonNumber(Math.round(o.durationMs * 1000) / 1000)}`;
+  return o.error ? `${m},"error":${jsonString(o.error)}` : m;
 }
 
 /** One access-log line's members per connection: its ends and its outcome. Pure. */
@@ -84,8 +84,8 @@ export interface ExchangeRecord {
  * which one. Pure.
  */
 export function requestMembers(o: Outcome, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): string {
-  let m = outcomeMembers(o) + strMember('method', x.method) + strMember('path', x.path) + strMember('authority', x.host) + strMember('protocol', x.protocol)
-    + numMember('status', x.status);
+  let m = `${outcomeMembers(o)},"method":${jsonString(x.method)},"path":${jsonString(x.path)},"authority":${jsonString(x.host)},"protocol":${
+    jsonString(x.protocol)},"status":${jsonNumber(x.status)}`;
   if (x.grpcStatus !== undefined) m += strMember('grpc_status', x.grpcStatus);
   if (policy?.policy !== undefined) m += strMember('policy', `${policy.policy}[${policy.rule}]`);
   return m;
