@@ -11,7 +11,9 @@
  */
 import type { HttpLabels, TcpLabels } from './labels';
 import { labelKey } from './labels';
-import { CounterSeries, pushCounterFamily, SeriesTable, type Family } from './series';
+import type { Family } from './exposition';
+import type { ExpositionWriter } from './exposition-writer';
+import { CounterSeries, SeriesTable, writeCounterFamily, type Pause } from './series';
 
 export const DENIAL_LABELS = [
   'reporter', 'source_workload', 'source_workload_namespace', 'destination_workload', 'destination_workload_namespace', 'policy', 'request_protocol',
@@ -60,9 +62,9 @@ export class DenialMetrics {
     this.series.clear();
   }
 
-  /** Appends the family (header and samples) to `out`. */
-  render(out: string[]): void {
-    pushCounterFamily(out, DENIALS_FAMILY, this.series, (s) => s.value);
+  /** Writes the family (header and samples). */
+  render(w: ExpositionWriter, pause?: Pause): Promise<void> {
+    return writeCounterFamily(w, DENIALS_FAMILY, this.series, (s) => s.value, pause);
   }
 
   get size(): number {

@@ -26,7 +26,8 @@ import { CHANNELS, type ConnectionClosedEvent, type ConnectionEnds, type Connect
 import { DenialMetrics } from './denials';
 import { ExpositionRegistry } from './exposition-registry';
 import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
-import { FAMILIES, HttpSeries, pushCounterFamily, pushHistogramFamily, SeriesTable, TcpSeries } from './series';
+import type { ExpositionWriter } from './exposition-writer';
+import { FAMILIES, HttpSeries, SeriesTable, TcpSeries, writeCounterFamily, writeHistogramFamily, type Pause } from './series';
 
 export { ISTIO_BUCKETS } from './series';
 
@@ -53,7 +54,7 @@ export class MeshMetrics {
 
   constructor(registry: ExpositionRegistry = new ExpositionRegistry()) {
     this.registry = registry;
-    registry.addSource({ render: (out) => this.render(out) });
+    registry.addSource({ render: (w, pause) => this.render(w, pause) });
   }
 
   /** Starts listening to the proxy's events; the Istio families are on /metrics from now on. */
@@ -129,18 +130,22 @@ export class MeshMetrics {
     if (ev.flags === 'DENY') this.denials.count(s.labels, ev.policy);
   }
 
-  /** Writes the Istio families (only while subscribed), then the denials. */
-  private render(out: string[]): void {
+  /**
+   * Writes the Istio families (only while subscribed), then the denials. With `pause`, between
+   * slices of series: what is counted meanwhile shows in the families not yet written (each
+   * series' buckets, sum and count are written together, so a histogram stays consistent).
+   */
+  private async render(w: ExpositionWriter, pause?: Pause): Promise<void> {
     if (!this.subscribed) return;
-    pushCounterFamily(out, FAMILIES.requests, this.http, (s) => s.requests);
-    pushHistogramFamily(out, FAMILIES.duration, this.http, 0);
-    pushHistogramFamily(out, FAMILIES.requestBytes, this.http, 1);
-    pushHistogramFamily(out, FAMILIES.responseBytes, this.http, 2);
-    pushCounterFamily(out, FAMILIES.tcpSent, this.tcpSeries, (s) => s.sent);
-    pushCounterFamily(out, FAMILIES.tcpReceived, this.tcpSeries, (s) => s.received);
-    pushCounterFamily(out, FAMILIES.tcpOpened, this.tcpSeries, (s) => s.opened);
-    pushCounterFamily(out, FAMILIES.tcpClosed, this.tcpSeries, (s) => s.closed);
-    this.denials.render(out);
+    await writeCounterFamily(w, FAMILIES.requests, this.http, (s) => s.requests, pause);
+    await writeHistogramFamily(w, FAMILIES.duration, this.http, 0, pause);
+    await writeHistogramFamily(w, FAMILIES.requestBytes, this.http, 1, pause);
+    await writeHistogramFamily(w, FAMILIES.responseBytes, this.http, 2, pause);
+    await writeCounterFamily(w, FAMILIES.tcpSent, this.tcpSeries, (s) => s.sent, pause);
+    await writeCounterFamily(w, FAMILIES.tcpReceived, this.tcpSeries, (s) => s.received, pause);
+    await writeCounterFamily(w, FAMILIES.tcpOpened, this.tcpSeries, (s) => s.opened, pause);
+    await writeCounterFamily(w, FAMILIES.tcpClosed, this.tcpSeries, (s) => s.closed, pause);
+    await this.denials.render(w, pause);
   }
 
   private outcomes(ends: ConnectionEnds): Map<string, HttpSeries<HttpLabels> | TcpSeries<TcpLabels>> {

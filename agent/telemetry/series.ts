@@ -3,13 +3,14 @@
  * per label set, holding plain numbers (counters) and typed arrays (histogram buckets), with the
  * label set's exposition text (`reporter="source",...`) rendered once, when the record is made.
  * Counting a request is then a few additions and a search through 19 bounds; prom-client would
- * hash 25 labels for each of 4 metrics. Written out at scrape (exposition.ts), in prom-client's
- * text, families in a fixed order, each with one `# HELP` / `# TYPE`.
+ * hash 25 labels for each of 4 metrics. Written out at scrape (exposition.ts) straight into
+ * Buffers, in prom-client's text, each family with one `# HELP` / `# TYPE`.
  *
  * Values prom-client would refuse (a counter going down, a non-finite observation) are not
  * counted: a telemetry subscriber must not throw into the proxy's publish().
  */
-import { bucketPrefixes, familyHeader, pushHistogram, labelPairs, sampleLine, type FamilyType } from './exposition';
+import { encodeLabels, histogramOpen, writeHeader, writeHistogram, writeSample, type EncodedLabels, type Family } from './exposition';
+import type { ExpositionWriter } from './exposition-writer';
 
 /** Envoy's default histogram bounds (Istio sets none of its own): ms for durations, bytes for sizes. */
 export const ISTIO_BUCKETS = [0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000] as const;
@@ -23,9 +24,6 @@ export function bucketOf(v: number): number {
   return i;
 }
 
-/** A family's name, HELP text and type, as /metrics shows them. */
-export interface Family { name: string; help: string; type: FamilyType }
-
 export const FAMILIES = {
   requests: { name: 'istio_requests_total', help: 'Requests, counted at their end', type: 'counter' },
   duration: { name: 'istio_request_duration_milliseconds', help: 'Request duration in milliseconds', type: 'histogram' },
@@ -37,15 +35,15 @@ export const FAMILIES = {
   tcpClosed: { name: 'istio_tcp_connections_closed_total', help: 'TCP connections closed', type: 'counter' },
 } as const satisfies Record<string, Family>;
 
-/** A label set's record: its labels (for pruning) and their exposition text. */
-export interface Series<L> { readonly labels: L; readonly pairs: string }
+/** A label set's record: its labels (for pruning) and their exposition text, encoded once. */
+export interface Series<L> { readonly labels: L; readonly text: EncodedLabels }
 
 /** `n` is a sample a counter may add (finite, not negative). */
 const countable = (n: number): boolean => n >= 0 && n !== Infinity;
 
 /** One HTTP/gRPC label set: istio_requests_total and the three histograms. */
 export class HttpSeries<L extends Record<string, string> = Record<string, string>> implements Series<L> {
-  readonly pairs: string;
+  readonly text: EncodedLabels;
   requests = 0;
   /** per histogram (duration, request bytes, response bytes): SLOTS non-cumulative bucket counts */
   readonly buckets = new Float64Array(3 * SLOTS);
@@ -53,7 +51,7 @@ export class HttpSeries<L extends Record<string, string> = Record<string, string
   readonly sums = new Float64Array(6);
 
   constructor(readonly labels: L) {
-    this.pairs = labelPairs(labels);
+    this.text = encodeLabels(labels);
   }
 
   /** One request at its end. */
@@ -74,14 +72,14 @@ export class HttpSeries<L extends Record<string, string> = Record<string, string
 
 /** One TCP label set: the four connection counters (all present from the first event, as Istio's). */
 export class TcpSeries<L extends Record<string, string> = Record<string, string>> implements Series<L> {
-  readonly pairs: string;
+  readonly text: EncodedLabels;
   opened = 0;
   closed = 0;
   received = 0;
   sent = 0;
 
   constructor(readonly labels: L) {
-    this.pairs = labelPairs(labels);
+    this.text = encodeLabels(labels);
   }
 
   open(): void {
@@ -97,11 +95,11 @@ export class TcpSeries<L extends Record<string, string> = Record<string, string>
 
 /** One counter's label set. */
 export class CounterSeries<L extends Record<string, string> = Record<string, string>> implements Series<L> {
-  readonly pairs: string;
+  readonly text: EncodedLabels;
   value = 0;
 
   constructor(readonly labels: L) {
-    this.pairs = labelPairs(labels);
+    this.text = encodeLabels(labels);
   }
 
   inc(n = 1): void {
@@ -146,18 +144,34 @@ export class SeriesTable<S extends Series<Record<string, string>>> {
   }
 }
 
-/** Appends a counter family (a blank line unless first, the header, one line per record) to `out`. */
-export function pushCounterFamily<S extends Series<Record<string, string>>>(out: string[], f: Family, table: SeriesTable<S>, value: (s: S) => number): void {
-  if (out.length > 0) out.push('');
-  out.push(familyHeader(f.name, f.help, f.type));
-  for (const s of table.values()) out.push(sampleLine(f.name, s.pairs, value(s)));
+/**
+ * Called between slices of a family's series while writing (a scrape of 1,000 pod pairs takes
+ * ~200 ms of the event loop the proxy shares): resolves when the writing may go on.
+ */
+export type Pause = () => Promise<void>;
+/** series written between pauses: ~64 histogram series are ~1.2 MiB, a millisecond or two */
+export const SLICE = 64;
+
+/** Writes a counter family: its header, then one sample per record. */
+export async function writeCounterFamily<S extends Series<Record<string, string>>>(w: ExpositionWriter, f: Family, table: SeriesTable<S>, value: (s: S) => number, pause?: Pause): Promise<void> {
+  writeHeader(w, f);
+  const open = `${f.name}{`;
+  let n = 0;
+  for (const s of table.values()) {
+    writeSample(w, open, f.name, s.text, value(s));
+    if (pause && ++n % (SLICE * 16) === 0) await pause();
+  }
 }
 
-const PREFIXES = bucketPrefixes(ISTIO_BUCKETS);
+const OPEN = {} as Record<string, ReturnType<typeof histogramOpen>>;
 
-/** Appends histogram `h` (0 duration, 1 request bytes, 2 response bytes) of every HTTP record to `out`. */
-export function pushHistogramFamily<L extends Record<string, string>>(out: string[], f: Family, table: SeriesTable<HttpSeries<L>>, h: 0 | 1 | 2): void {
-  if (out.length > 0) out.push('');
-  out.push(familyHeader(f.name, f.help, f.type));
-  for (const s of table.values()) pushHistogram(out, f.name, PREFIXES, s.pairs, s.buckets, h * SLOTS, s.sums[h * 2]!, s.sums[h * 2 + 1]!);
+/** Writes histogram `h` (0 duration, 1 request bytes, 2 response bytes) of every HTTP record. */
+export async function writeHistogramFamily<L extends Record<string, string>>(w: ExpositionWriter, f: Family, table: SeriesTable<HttpSeries<L>>, h: 0 | 1 | 2, pause?: Pause): Promise<void> {
+  writeHeader(w, f);
+  const open = (OPEN[f.name] ??= histogramOpen(f.name, ISTIO_BUCKETS));
+  let n = 0;
+  for (const s of table.values()) {
+    writeHistogram(w, open, s.text, s.buckets, h * SLOTS, s.sums[h * 2]!, s.sums[h * 2 + 1]!);
+    if (pause && ++n % SLICE === 0) await pause();
+  }
 }
