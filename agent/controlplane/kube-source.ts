@@ -12,7 +12,8 @@ import {
 /**
  * The Kubernetes source: list+watch informers on Namespaces, Pods, Nodes, Services and
  * EndpointSlices (`discovery.k8s.io/v1`), and on the policy and route kinds whose CRDs are
- * installed (a missing CRD is skipped with a warning, checked once at start). An informer relists
+ * installed. A kind whose CRD is missing at start is checked again every CRD_POLL_MS (a list that
+ * answers 404 until the CRD is installed) and followed from then on, without a restart. An informer relists
  * when its watch is too old (410 Gone) and restarts after any other error. A burst of events
  * becomes one snapshot. Pods carry no cgroup path (see discovery-kube-convert.ts): the agent
  * resolves it from the pod UID.
@@ -52,6 +53,8 @@ const CUSTOM_KINDS: CustomKind[] = [
 
 const DEBOUNCE_MS = 100;
 const RETRY_MS = 5_000;
+/** How often a kind whose CRD is missing is looked for again (a list that answers 404 until it exists). */
+const CRD_POLL_MS = 2_000;
 
 const log = operationalLogger('kube-source');
 
@@ -133,28 +136,47 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
   const slices = follow<V1EndpointSlice>('endpointslices.discovery.k8s.io', '/apis/discovery.k8s.io/v1/endpointslices', () => discovery.listEndpointSliceForAllNamespaces());
   const customs: { kind: CustomKind; cache: Cache<KubernetesObject> }[] = [];
   const synced = [namespaces.synced, pods.synced, nodes.synced, services.synced, slices.synced];
-  for (const kind of CUSTOM_KINDS) {
-    const list = (): Promise<KubernetesListObject<KubernetesObject>> => custom.listClusterCustomObject({ group: kind.group, version: kind.version, plural: kind.plural });
-    try {
-      await list();
-    } catch (error) {
-      if (statusOf(error) === 404) {
-        log.warn({ kind: kind.kind, group: kind.group }, `no ${kind.plural}.${kind.group} CRD: ${kind.kind} objects are ignored until the control plane restarts after it is installed`);
-        continue;
-      }
-    }
-    const followed = follow(`${kind.plural}.${kind.group}`, `/apis/${kind.group}/${kind.version}/${kind.plural}`, list);
-    customs.push({ kind, cache: followed.cache });
-    synced.push(followed.synced);
-  }
-
   const problems = new Map<string, string>();
   const authorization = lastGood('AuthorizationPolicy', authorizationPolicyInfo, problems);
   // Routes and traffic policies go through the config file's kind registry (agent/config/kinds.ts):
   // a kind this version does not carry out yet is refused there, and so logged as not in force.
   const fragments = new Map<string, (objects: CustomObject[]) => Partial<Snapshot>[]>();
-  for (const { kind } of customs) {
+  const listOf = (kind: CustomKind) => (): Promise<KubernetesListObject<KubernetesObject>> =>
+    custom.listClusterCustomObject({ group: kind.group, version: kind.version, plural: kind.plural });
+  const followCustom = (kind: CustomKind): Promise<void> => {
+    const followed = follow(`${kind.plural}.${kind.group}`, `/apis/${kind.group}/${kind.version}/${kind.plural}`, listOf(kind));
+    customs.push({ kind, cache: followed.cache });
     if (kind.kind !== 'AuthorizationPolicy' && kind.kind !== 'PeerAuthentication') fragments.set(kind.kind, lastGood(kind.kind, (obj) => kindFragment(kind.kind, obj), problems));
+    return followed.synced;
+  };
+  /** Looks for a missing kind's CRD every CRD_POLL_MS; once it lists, follows it and rebuilds. */
+  const awaitCrd = (kind: CustomKind): void => {
+    later(CRD_POLL_MS, () => {
+      listOf(kind)().then(
+        () => {
+          if (closed) return;
+          log.info({ kind: kind.kind, group: kind.group }, `${kind.plural}.${kind.group} CRD installed: following ${kind.kind} objects`);
+          void followCustom(kind).then(changed);
+        },
+        (error: unknown) => {
+          if (closed) return;
+          if (statusOf(error) !== 404) log.warn({ kind: kind.kind, error: (error as Error)?.message ?? String(error) }, `looking for the ${kind.plural}.${kind.group} CRD failed; trying again`);
+          awaitCrd(kind);
+        },
+      );
+    });
+  };
+  for (const kind of CUSTOM_KINDS) {
+    try {
+      await listOf(kind)();
+    } catch (error) {
+      if (statusOf(error) === 404) {
+        log.warn({ kind: kind.kind, group: kind.group }, `no ${kind.plural}.${kind.group} CRD: ${kind.kind} objects are ignored until it is installed (looked for every ${CRD_POLL_MS / 1000} s)`);
+        awaitCrd(kind);
+        continue;
+      }
+    }
+    synced.push(followCustom(kind));
   }
 
   function build(): Snapshot {

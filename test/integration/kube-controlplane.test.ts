@@ -1,0 +1,292 @@
+/**
+ * The real `weft controlplane` (the CLI, its production @kubernetes/client-node code) against a real
+ * kube-apiserver, etcd and kube-controller-manager (test/support/kube-cluster.ts). It runs as the
+ * weft-controlplane ServiceAccount with a token the API server issued (TokenRequest) and the RBAC of
+ * daemonset/rbac.yaml, so a missing permission fails here. The test plays the kubelet: it binds
+ * pods to a Node (the Binding subresource, as the scheduler does) and writes their IPs and
+ * readiness through the status subresource. The controller manager makes the EndpointSlices.
+ * An agent's discovery stream (agent/node/discovery-client.ts, with the bootstrap token an agent
+ * outside Kubernetes presents) must see what the API server holds.
+ *
+ * Latencies (status write to the agent's snapshot) are printed as diagnostics, not asserted: speed
+ * belongs to benchmarks.
+ */
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
+import type { Snapshot } from '../../agent/config/objects';
+import { operationalLogger } from '../../agent/core/log';
+import { watchControlPlane, type DiscoveryWatch } from '../../agent/node/discovery-client';
+import { freePort, startKubeCluster, type KubeCluster } from '../support/kube-cluster';
+
+const ROOT = join(__dirname, '..', '..', '..');
+const CLI = join(ROOT, 'dist', 'agent', 'cli.js');
+const GATEWAY_CRDS = join(ROOT, 'test', 'fixtures', 'gateway-api-routes-crds.yaml');
+const WAIT_MS = 30_000;
+const NS = 'shop';
+const NODE = 'node-a';
+const POD_IP = '10.244.1.5';
+const silent = operationalLogger('kube-controlplane-test', 'silent');
+
+let cluster: KubeCluster;
+let core: CoreV1Api;
+let custom: CustomObjectsApi;
+let dir: string;
+let cp: ChildProcess | undefined;
+let cpOutput = '';
+let watch: DiscoveryWatch | undefined;
+let latest: Snapshot | undefined;
+/** When each snapshot arrived (ms), to measure how long a change takes to reach the agent. */
+let latestAt = 0;
+
+async function kubectl(args: string[], stdin?: string): Promise<string> {
+  const r = await cluster.kubectl(args, stdin);
+  if (r.code !== 0) assert.fail(`kubectl ${args.join(' ')} exited ${r.code}: ${r.stderr.trim()}`);
+  return r.stdout;
+}
+
+const apply = (obj: object): Promise<string> => kubectl(['apply', '--server-side', '--field-manager=weft-test', '-f', '-'], JSON.stringify(obj));
+
+async function waitFor<T>(what: string, probe: () => T | undefined | Promise<T | undefined>): Promise<T> {
+  const deadline = Date.now() + WAIT_MS;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) {
+      assert.fail(`timed out after ${WAIT_MS / 1000} s waiting for ${what}\n--- control plane output (last 40 lines) ---\n${cpOutput.trimEnd().split('\n').slice(-40).join('\n')}`);
+    }
+    await sleep(20);
+  }
+}
+
+/** Waits until the agent's latest snapshot satisfies `check`; resolves with the value and when that snapshot arrived. */
+async function snapshotWhere<T>(what: string, check: (s: Snapshot) => T | undefined): Promise<{ value: T; at: number }> {
+  return waitFor(what, () => {
+    if (latest === undefined) return undefined;
+    const value = check(latest);
+    return value === undefined || value === false ? undefined : { value, at: latestAt };
+  });
+}
+
+const sliceEndpoints = (s: Snapshot, service: string) =>
+  (s.endpointSlices ?? []).filter((e) => e.namespace === NS && e.service === service).flatMap((e) => e.endpoints);
+
+function podStatus(ready: boolean): object {
+  const now = new Date().toISOString();
+  return {
+    status: {
+      phase: 'Running',
+      podIP: POD_IP,
+      podIPs: [{ ip: POD_IP }],
+      hostIP: '10.0.5.1',
+      startTime: now,
+      conditions: [
+        { type: 'PodScheduled', status: 'True', lastTransitionTime: now },
+        { type: 'Initialized', status: 'True', lastTransitionTime: now },
+        { type: 'ContainersReady', status: ready ? 'True' : 'False', lastTransitionTime: now },
+        { type: 'Ready', status: ready ? 'True' : 'False', lastTransitionTime: now },
+      ],
+    },
+  };
+}
+
+before(async () => {
+  cluster = await startKubeCluster({ name: 'k8s2' });
+  process.stderr.write(`kube-controlplane: Kubernetes ${cluster.versions.kubernetes}, etcd ${cluster.versions.etcd}; startup ${JSON.stringify(cluster.startup)}\n`);
+  const kc = cluster.kubeConfig();
+  core = kc.makeApiClient(CoreV1Api);
+  custom = kc.makeApiClient(CustomObjectsApi);
+  dir = mkdtempSync(join(tmpdir(), 'weft-kube-controlplane-'));
+
+  // Installed as an operator would: namespace, Weft's CRDs, RBAC. The Gateway API route CRDs come
+  // later, after the control plane started (a test below).
+  for (const file of ['namespace.yaml', 'crds.yaml', 'rbac.yaml']) await kubectl(['apply', '--server-side', '-f', join(ROOT, 'daemonset', file)]);
+  await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', join(ROOT, 'daemonset', 'crds.yaml')]);
+
+  // The control plane's own identity: a token for its ServiceAccount from the TokenRequest API.
+  const token = (await kubectl(['create', 'token', 'weft-controlplane', '-n', 'weft-system', '--duration=2h'])).trim();
+  const kubeconfig = join(dir, 'controlplane.kubeconfig');
+  writeFileSync(kubeconfig, [
+    'apiVersion: v1', 'kind: Config',
+    `clusters: [{ name: test, cluster: { server: "${cluster.server}", certificate-authority-data: "${Buffer.from(cluster.caPem).toString('base64')}" } }]`,
+    `users: [{ name: weft-controlplane, user: { token: "${token}" } }]`,
+    'contexts: [{ name: test, context: { cluster: test, user: weft-controlplane } }]',
+    'current-context: test', '',
+  ].join('\n'), { mode: 0o600 });
+
+  const dataDir = join(dir, 'data');
+  const port = await freePort();
+  cp = spawn(process.execPath, [CLI, 'controlplane', `--kubeconfig=${kubeconfig}`, `--listen=127.0.0.1:${port}`, `--data-dir=${dataDir}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, WEFT_LOG_LEVEL: 'info' },
+  });
+  const collect = (c: Buffer): void => { cpOutput += c.toString('utf8'); };
+  cp.stdout!.on('data', collect);
+  cp.stderr!.on('data', collect);
+  let exited: number | null | undefined;
+  cp.once('exit', (code) => { exited = code; });
+  await waitFor('the control plane to be ready', () => {
+    if (exited !== undefined) assert.fail(`weft controlplane exited (${exited}):\n${cpOutput}`);
+    return cpOutput.includes('"control plane ready"') || undefined;
+  });
+
+  const caPem = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
+  const bootstrap = readFileSync(join(dataDir, 'bootstrap.token'), 'utf8').trim();
+  watch = watchControlPlane({ address: `127.0.0.1:${port}`, caPem, token: bootstrap, node: NODE }, (s) => {
+    latest = s;
+    latestAt = Date.now();
+  }, silent);
+});
+
+after(async () => {
+  watch?.close();
+  if (cp && cp.exitCode === null && cp.signalCode === null) {
+    const gone = new Promise((resolve) => cp!.once('exit', resolve));
+    cp.kill('SIGTERM');
+    if (await Promise.race([gone.then(() => true), sleep(10_000).then(() => false)]) === false) {
+      cp.kill('SIGKILL');
+      await gone;
+    }
+  }
+  await cluster?.close();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+test('the control plane, as its ServiceAccount under daemonset/rbac.yaml, keeps its CA root in the weft-ca Secret and publishes the trust bundle ConfigMap', async () => {
+  await waitFor('the agent\'s first snapshot', () => latest);
+  const secret = await core.readNamespacedSecret({ namespace: 'weft-system', name: 'weft-ca' });
+  assert.ok(Object.keys(secret.data ?? {}).length > 0, 'weft-system/weft-ca is empty');
+  const bundle = await core.readNamespacedConfigMap({ namespace: 'weft-system', name: 'weft-trust-bundle' });
+  const pems = Object.values(bundle.data ?? {}).join('\n');
+  assert.match(pems, /BEGIN CERTIFICATE/);
+  assert.ok(!/PRIVATE KEY/.test(pems), 'the trust bundle ConfigMap holds a private key');
+});
+
+test('a meshed namespace, a Node, a pod bound and given its IP by the test (as the kubelet) and a Service reach the agent, with the EndpointSlice the controller manager made', async () => {
+  await apply({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: NS, labels: { 'weft.dev/mesh': 'enabled' } } });
+  await apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: NODE, labels: { 'kubernetes.io/hostname': NODE } } });
+  await kubectl(['patch', 'node', NODE, '--subresource=status', '--type=merge', '-p', JSON.stringify({
+    status: { addresses: [{ type: 'InternalIP', address: '10.0.5.1' }, { type: 'Hostname', address: NODE }],
+      conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'the test plays the kubelet', lastHeartbeatTime: new Date().toISOString(), lastTransitionTime: new Date().toISOString() }] },
+  })]);
+  // The ServiceAccount admission plugin refuses a pod whose ServiceAccount does not exist.
+  await apply({ apiVersion: 'v1', kind: 'ServiceAccount', metadata: { name: 'web', namespace: NS } });
+  await waitFor('namespace shop to be usable', async () => (await cluster.kubectl(['get', 'serviceaccount', 'web', '-n', NS])).code === 0 || undefined);
+  await apply({
+    apiVersion: 'v1', kind: 'Pod', metadata: { name: 'web-1', namespace: NS, labels: { app: 'web' } },
+    spec: { serviceAccountName: 'web', containers: [{ name: 'web', image: 'weft.test/web:1', ports: [{ name: 'http', containerPort: 8080 }] }] },
+  });
+  // Scheduling: the Binding subresource sets spec.nodeName, as kube-scheduler does.
+  await core.createNamespacedPodBinding({ namespace: NS, name: 'web-1', body: { metadata: { name: 'web-1' }, target: { apiVersion: 'v1', kind: 'Node', name: NODE } } });
+  await kubectl(['patch', 'pod', 'web-1', '-n', NS, '--subresource=status', '--type=merge', '-p', JSON.stringify(podStatus(true))]);
+  await apply({
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: NS },
+    spec: { selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http' }] },
+  });
+
+  const { value: s } = await snapshotWhere('the pod, the Service and a ready endpoint in the agent\'s snapshot', (snap) => {
+    const pod = snap.pods.find((p) => p.namespace === NS && p.name === 'web-1' && p.ips.includes(POD_IP));
+    const svc = snap.services.find((v) => v.namespace === NS && v.name === 'web' && v.clusterIPs.length > 0);
+    const ready = sliceEndpoints(snap, 'web').some((e) => e.addresses.includes(POD_IP) && e.ready);
+    return pod && svc && ready ? snap : undefined;
+  });
+  const pod = s.pods.find((p) => p.name === 'web-1')!;
+  assert.equal(pod.nodeName, NODE);
+  assert.equal(pod.serviceAccount, 'web');
+  assert.deepEqual(pod.containerPorts, { http: 8080 });
+  assert.ok(pod.uid && /^[0-9a-f-]{36}$/.test(pod.uid), `pod uid ${pod.uid}`);
+  const svc = s.services.find((v) => v.name === 'web')!;
+  assert.match(svc.clusterIPs[0]!, /^10\.96\./, 'ClusterIP from --service-cluster-ip-range');
+  assert.deepEqual(svc.selector, { app: 'web' });
+  const slice = (s.endpointSlices ?? []).find((e) => e.namespace === NS && e.service === 'web')!;
+  assert.equal(slice.addressType, 'IPv4');
+  assert.deepEqual(slice.ports.map((p) => [p.name, p.port]), [['http', 8080]], 'the controller resolved the named targetPort');
+  const endpoint = slice.endpoints.find((e) => e.addresses.includes(POD_IP))!;
+  assert.deepEqual({ ready: endpoint.ready, serving: endpoint.serving, terminating: endpoint.terminating, nodeName: endpoint.nodeName, pod: endpoint.pod },
+    { ready: true, serving: true, terminating: false, nodeName: NODE, pod: 'web-1' });
+  assert.ok(s.namespaces.some((n) => n.name === NS && n.labels['weft.dev/mesh'] === 'enabled'));
+  const node = s.nodes.find((n) => n.name === NODE);
+  assert.ok(node, 'the Node is in the snapshot');
+});
+
+test('a pod turning not ready (its status subresource) is followed through the EndpointSlice to the agent, and back', async (t) => {
+  for (const ready of [false, true]) {
+    const written = Date.now();
+    await kubectl(['patch', 'pod', 'web-1', '-n', NS, '--subresource=status', '--type=merge', '-p', JSON.stringify(podStatus(ready))]);
+    const { at } = await snapshotWhere(`the endpoint ${POD_IP} ready=${ready} in the agent's snapshot`, (snap) =>
+      sliceEndpoints(snap, 'web').some((e) => e.addresses.includes(POD_IP) && e.ready === ready && e.serving === ready) || undefined);
+    t.diagnostic(`pod status ready=${ready} written -> agent snapshot with the EndpointSlice changed: ${at - written} ms`);
+  }
+});
+
+test('flipping the namespace label reaches the agent', async (t) => {
+  for (const value of ['disabled', 'enabled']) {
+    const written = Date.now();
+    await kubectl(['label', 'namespace', NS, `weft.dev/mesh=${value}`, '--overwrite']);
+    const { at } = await snapshotWhere(`namespace ${NS} labelled ${value}`, (snap) => snap.namespaces.some((n) => n.name === NS && n.labels['weft.dev/mesh'] === value) || undefined);
+    t.diagnostic(`namespace label ${value} -> agent snapshot: ${at - written} ms`);
+  }
+});
+
+test('a TrafficPolicy on the Service is in the snapshot and gets Accepted with its observedGeneration', async () => {
+  await apply({ apiVersion: 'networking.weft.dev/v1', kind: 'TrafficPolicy', metadata: { name: 'web-lb', namespace: NS },
+    spec: { targetRefs: [{ group: '', kind: 'Service', name: 'web' }], loadBalancer: { simple: 'ROUND_ROBIN' } } });
+  await snapshotWhere('the TrafficPolicy in the snapshot', (snap) => (snap.trafficPolicies ?? []).some((p) => p.namespace === NS && p.name === 'web-lb') || undefined);
+  await waitFor('TrafficPolicy status Accepted=True', async () => {
+    const obj = await custom.getNamespacedCustomObject({ group: 'networking.weft.dev', version: 'v1', namespace: NS, plural: 'trafficpolicies', name: 'web-lb' }) as
+      { metadata: { generation: number }; status?: { conditions?: { type: string; status: string; observedGeneration?: number }[] } };
+    const accepted = obj.status?.conditions?.find((c) => c.type === 'Accepted');
+    return accepted?.status === 'True' && accepted.observedGeneration === obj.metadata.generation ? true : undefined;
+  });
+});
+
+interface RouteObject {
+  metadata: { generation: number };
+  status?: { parents?: { controllerName: string; parentRef: { kind?: string; name: string }; conditions: { type: string; status: string; reason: string; observedGeneration?: number }[] }[] };
+}
+
+async function routeConditions(): Promise<{ generation: number; conditions: Record<string, { status: string; reason: string; observedGeneration?: number }> } | undefined> {
+  const obj = await custom.getNamespacedCustomObject({ group: 'gateway.networking.k8s.io', version: 'v1', namespace: NS, plural: 'httproutes', name: 'web-route' }) as RouteObject;
+  const parent = obj.status?.parents?.find((p) => p.controllerName === 'weft.dev/mesh-controller' && p.parentRef.name === 'web' && p.parentRef.kind === 'Service');
+  if (!parent) return undefined;
+  return { generation: obj.metadata.generation, conditions: Object.fromEntries(parent.conditions.map((c) => [c.type, c])) };
+}
+
+test('the HTTPRoute CRD installed after the control plane started is picked up without a restart; an HTTPRoute to the Service gets Accepted and ResolvedRefs with its observedGeneration', async (t) => {
+  const installed = Date.now();
+  await kubectl(['apply', '--server-side', '-f', GATEWAY_CRDS]);
+  await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', GATEWAY_CRDS]);
+  const route = (matches: object[]) => ({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web-route', namespace: NS },
+    spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 80 }], rules: [{ matches, backendRefs: [{ name: 'web', port: 80 }] }] },
+  });
+  await apply(route([{ path: { type: 'PathPrefix', value: '/' } }]));
+  const { at } = await snapshotWhere('the HTTPRoute in the agent\'s snapshot', (snap) => (snap.httpRoutes ?? []).some((r) => r.namespace === NS && r.name === 'web-route') || undefined);
+  t.diagnostic(`CRD installed -> route in the agent's snapshot: ${at - installed} ms`);
+
+  for (const generation of [1, 2]) {
+    if (generation === 2) await apply(route([{ path: { type: 'PathPrefix', value: '/api' } }]));
+    const status = await waitFor(`HTTPRoute status for generation ${generation}`, async () => {
+      const s = await routeConditions();
+      return s && s.generation === generation && s.conditions.Accepted?.observedGeneration === generation && s.conditions.ResolvedRefs?.observedGeneration === generation ? s : undefined;
+    });
+    assert.equal(status.conditions.Accepted!.status, 'True', JSON.stringify(status));
+    assert.equal(status.conditions.ResolvedRefs!.status, 'True', JSON.stringify(status));
+  }
+  await snapshotWhere('the edited route in force', (snap) => JSON.stringify(snap.httpRoutes ?? []).includes('/api') || undefined);
+});
+
+test('deleting the pod: it turns terminating (graceful deletion of a bound pod), then the kubelet\'s final delete removes it from the snapshot and the EndpointSlice', async () => {
+  await kubectl(['delete', 'pod', 'web-1', '-n', NS, '--wait=false']);
+  await snapshotWhere('the pod terminating and its endpoint not ready', (snap) =>
+    (snap.pods.some((p) => p.name === 'web-1' && p.terminating === true) && sliceEndpoints(snap, 'web').every((e) => !e.ready)) || undefined);
+  // The kubelet confirms the containers are gone: deletion with grace period 0.
+  await kubectl(['delete', 'pod', 'web-1', '-n', NS, '--grace-period=0', '--force']);
+  await snapshotWhere('the pod and its endpoint gone', (snap) =>
+    (!snap.pods.some((p) => p.namespace === NS && p.name === 'web-1') && !sliceEndpoints(snap, 'web').some((e) => e.addresses.includes(POD_IP))) || undefined);
+});
