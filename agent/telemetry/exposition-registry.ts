@@ -18,19 +18,6 @@ export interface ExpositionSource {
   render(w: ExpositionWriter, pause?: Pause): Promise<void>;
 }
 
-/** Resolves when `out` drains or closes (a scraper that goes away while its socket is full never drains it). */
-function drained(out: Writable): Promise<void> {
-  return new Promise((resolve) => {
-    const done = () => {
-      out.off('drain', done);
-      out.off('close', done);
-      resolve();
-    };
-    out.on('drain', done);
-    out.on('close', done);
-  });
-}
-
 export class ExpositionRegistry extends Registry {
   private readonly sources: ExpositionSource[] = [];
 
@@ -61,16 +48,27 @@ export class ExpositionRegistry extends Registry {
     const base = await super.metrics();
     const out = open();
     let full = false;
-    const w = new ExpositionWriter((chunk) => { if (!out.write(chunk)) full = true; });
-    await this.write(w, base, async () => {
-      if (full) {
-        full = false;
-        await drained(out);
-      } else {
-        await yieldToLoop();
-      }
-      if (out.destroyed) throw new Error('the scraper went away');
-    });
+    // A scraper that hangs up closes the output; one whose socket is full never drains it then.
+    let closed = false;
+    let wake: (() => void) | undefined;
+    const onClose = () => { closed = true; wake?.(); };
+    const onDrain = () => wake?.();
+    out.on('close', onClose).on('drain', onDrain);
+    const w = new ExpositionWriter((chunk) => { if (!closed && !out.write(chunk)) full = true; });
+    try {
+      await this.write(w, base, async () => {
+        if (full && !closed) {
+          full = false;
+          await new Promise<void>((resolve) => { wake = resolve; });
+          wake = undefined;
+        } else {
+          await yieldToLoop();
+        }
+        if (closed || out.destroyed) throw new Error('the scraper went away');
+      });
+    } finally {
+      out.off('close', onClose).off('drain', onDrain);
+    }
     const n = w.length;
     for (const c of w.end()) out.write(c);
     out.end();
