@@ -33,7 +33,9 @@ command -v go >/dev/null || { log "go is not installed; the Kubernetes tools are
 # Kubernetes' go.mod replaces every k8s.io/<staging module> with ./staging/src/...; a module
 # that requires k8s.io/kubernetes must replace them with the published v0.<minor>.<patch> tags.
 build_kube() {
-  if [ -x "$KUBE_DIR/kube-apiserver" ] && [ -x "$KUBE_DIR/kube-controller-manager" ] && [ -x "$KUBE_DIR/kubectl" ]; then
+  # Present, and stamped with its release (a build without the -X flags says v0.0.0-master).
+  if [ -x "$KUBE_DIR/kube-apiserver" ] && [ -x "$KUBE_DIR/kube-controller-manager" ] && [ -x "$KUBE_DIR/kubectl" ] \
+    && [ "$("$KUBE_DIR/kube-apiserver" --version 2>/dev/null)" = "Kubernetes $KUBE_VERSION" ]; then
     log "kubernetes $KUBE_VERSION present in $KUBE_DIR"
     return
   fi
@@ -75,7 +77,13 @@ EOF
   local start=$SECONDS
   local tmpbin
   tmpbin="$(mktemp -d "$KUBE_DIR.partial.XXXXXX")"
-  (cd "$work" && nice -n 10 go build -trimpath -ldflags='-s -w' -o "$tmpbin/" \
+  # The version stamp Kubernetes' own build (hack/lib/version.sh) puts in: /version, `kubectl version`.
+  local minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
+  local ldflags="-s -w"
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    ldflags+=" -X $pkg.gitVersion=$KUBE_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitTreeState=clean"
+  done
+  (cd "$work" && nice -n 10 go build -trimpath -ldflags="$ldflags" -o "$tmpbin/" \
     k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager k8s.io/kubernetes/cmd/kubectl)
   mv "$tmpbin"/* "$KUBE_DIR/" && rmdir "$tmpbin"
   log "kubernetes $KUBE_VERSION: built in $((SECONDS - start)) s"
