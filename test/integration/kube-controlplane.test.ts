@@ -281,6 +281,21 @@ test('the HTTPRoute CRD installed after the control plane started is picked up w
   await snapshotWhere('the edited route in force', (snap) => JSON.stringify(snap.httpRoutes ?? []).includes('/api') || undefined);
 });
 
+test('after the API server restarts, the control plane\'s watches come back: a change made then reaches the agent, and what was there stays', async (t) => {
+  const before = latest!;
+  const restarted = Date.now();
+  await cluster.restartApiServer();
+  t.diagnostic(`API server restarted (stop + /readyz) in ${Date.now() - restarted} ms`);
+  const changed = Date.now();
+  await kubectl(['label', 'namespace', NS, 'weft.test/after-restart=yes']);
+  const { at } = await snapshotWhere('a namespace label written after the restart', (snap) => snap.namespaces.some((n) => n.name === NS && n.labels['weft.test/after-restart'] === 'yes') || undefined);
+  t.diagnostic(`label written after the restart -> agent snapshot: ${at - changed} ms (the informers reconnect after their retry delay)`);
+  const s = latest!;
+  for (const key of ['pods', 'services', 'endpointSlices', 'httpRoutes', 'trafficPolicies'] as const) {
+    assert.deepEqual((s[key] ?? []).map((o) => o.name).sort(), (before[key] ?? []).map((o) => o.name).sort(), `${key} changed across the restart`);
+  }
+});
+
 test('deleting the pod: it turns terminating (graceful deletion of a bound pod), then the kubelet\'s final delete removes it from the snapshot and the EndpointSlice', async () => {
   await kubectl(['delete', 'pod', 'web-1', '-n', NS, '--wait=false']);
   await snapshotWhere('the pod terminating and its endpoint not ready', (snap) =>
