@@ -2,26 +2,23 @@
  * ProxyConfig `spec.telemetry.metrics`, applied from each snapshot without a restart.
  *
  * Off: the mesh metrics and the live view stop listening to the proxy's events (publishers build an
- * event only while someone listens, so the proxy then builds none), and the Istio series leave the
- * registry: /metrics serves the agent's health only, and `weft_telemetry_metrics_enabled 0` says why
- * the request and TCP series are missing. Frozen counters would read as "no traffic".
+ * event only while someone listens, so the proxy then builds none); MeshMetrics forgets its Istio
+ * series when it unsubscribes, so /metrics serves the agent's health only, and
+ * `weft_telemetry_metrics_enabled 0` says why the request and TCP series are missing. Frozen
+ * counters would read as "no traffic".
  * On again: they listen and count from zero, as after an agent restart (Prometheus' rate() takes it
  * for a counter reset).
  */
-import { Gauge, type Metric, type Registry } from 'prom-client';
+import { Gauge, type Registry } from 'prom-client';
 
 /** What listens to the proxy's events (MeshMetrics, LiveView). */
 export interface Listener { subscribe(): unknown; unsubscribe(): void }
 
 export class MetricsSwitch {
-  /** the mesh metrics' own series (taken when nothing else is registered yet), moved out while off */
-  private readonly series: Metric[];
   private on = true;
   private readonly gauge: Gauge;
 
-  /** Call before anything but the mesh metrics is in `registry`: what is there then is what the switch hides. */
-  constructor(private readonly registry: Registry, private readonly listeners: Listener[]) {
-    this.series = registry.getMetricsAsArray().map((m) => registry.getSingleMetric(m.name)!);
+  constructor(registry: Registry, private readonly listeners: Listener[]) {
     this.gauge = new Gauge({ name: 'weft_telemetry_metrics_enabled',
       help: '1 while the Istio request and TCP metrics are collected; 0: switched off by ProxyConfig spec.telemetry.metrics, /metrics then holds the agent\'s health only',
       registers: [registry] });
@@ -40,16 +37,7 @@ export class MetricsSwitch {
     if (on === this.on) return false;
     this.on = on;
     this.gauge.set(on ? 1 : 0);
-    if (on) {
-      for (const m of this.series) {
-        m.reset();
-        this.registry.registerMetric(m);
-      }
-      for (const l of this.listeners) l.subscribe();
-    } else {
-      for (const l of this.listeners) l.unsubscribe();
-      for (const m of this.series) this.registry.removeSingleMetric((m as unknown as { name: string }).name);
-    }
+    for (const l of this.listeners) { if (on) l.subscribe(); else l.unsubscribe(); }
     return true;
   }
 
