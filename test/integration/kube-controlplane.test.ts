@@ -18,8 +18,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import * as grpc from '@grpc/grpc-js';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { Snapshot } from '../../agent/config/objects';
+import { decodeVersionedSnapshot, encodeJson, WATCH_PATH } from '../../agent/controlplane/discovery-wire';
 import { operationalLogger } from '../../agent/core/log';
 import { watchControlPlane, type DiscoveryWatch } from '../../agent/node/discovery-client';
 import { freePort, startKubeCluster, type KubeCluster } from '../support/kube-cluster';
@@ -43,6 +45,8 @@ let watch: DiscoveryWatch | undefined;
 let latest: Snapshot | undefined;
 /** When each snapshot arrived (ms), to measure how long a change takes to reach the agent. */
 let latestAt = 0;
+let cpAddress = '';
+let cpCaPem = '';
 
 async function kubectl(args: string[], stdin?: string): Promise<string> {
   const r = await cluster.kubectl(args, stdin);
@@ -136,6 +140,8 @@ before(async () => {
   });
 
   const caPem = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
+  cpAddress = `127.0.0.1:${port}`;
+  cpCaPem = caPem;
   const bootstrap = readFileSync(join(dataDir, 'bootstrap.token'), 'utf8').trim();
   watch = watchControlPlane({ address: `127.0.0.1:${port}`, caPem, token: bootstrap, node: NODE }, (s) => {
     latest = s;
@@ -294,6 +300,53 @@ test('after the API server restarts, the control plane\'s watches come back: a c
   for (const key of ['pods', 'services', 'endpointSlices', 'httpRoutes', 'trafficPolicies'] as const) {
     assert.deepEqual((s[key] ?? []).map((o) => o.name).sort(), (before[key] ?? []).map((o) => o.name).sort(), `${key} changed across the restart`);
   }
+});
+
+/** One Watch call with this token for this node: its first snapshot's pod names, or the status it was refused with. */
+function watchOnce(token: string, node: string): Promise<{ pods: string[] } | { code: grpc.status; details: string }> {
+  const client = new grpc.Client(cpAddress, grpc.credentials.createSsl(Buffer.from(cpCaPem)));
+  const metadata = new grpc.Metadata();
+  metadata.set('authorization', `Bearer ${token}`);
+  metadata.set('weft-node', node);
+  const stream = client.makeServerStreamRequest(WATCH_PATH, encodeJson, decodeVersionedSnapshot, { node }, metadata, { deadline: Date.now() + WAIT_MS });
+  return new Promise((resolve) => {
+    stream.on('data', (v: ReturnType<typeof decodeVersionedSnapshot>) => {
+      resolve(v.ok ? { pods: v.value.snapshot.pods.map((p) => `${p.namespace}/${p.name}`) } : { code: grpc.status.INTERNAL, details: `undecodable snapshot: ${v.error}` });
+      stream.cancel();
+      client.close();
+    });
+    stream.on('error', (e: grpc.ServiceError) => { client.close(); resolve({ code: e.code, details: e.details }); });
+  });
+}
+
+test('an agent authenticates with a pod-bound ServiceAccount token from the API server (TokenRequest, audience weft), TokenReview decides; another audience, another node and a deleted pod\'s token are refused', async () => {
+  const agentPod = 'weft-agent-a';
+  await apply({ apiVersion: 'v1', kind: 'Pod', metadata: { name: agentPod, namespace: 'weft-system', labels: { app: 'weft-agent' } },
+    spec: { serviceAccountName: 'weft-agent', nodeName: NODE, containers: [{ name: 'agent', image: 'weft.test/agent:1' }] } });
+  const token = async (audience: string): Promise<string> =>
+    (await kubectl(['create', 'token', 'weft-agent', '-n', 'weft-system', `--audience=${audience}`, '--bound-object-kind=Pod', `--bound-object-name=${agentPod}`, '--duration=1h'])).trim();
+  const weft = await token('weft');
+
+  const accepted = await watchOnce(weft, NODE);
+  assert.ok('pods' in accepted, `the agent's token was refused: ${JSON.stringify(accepted)}`);
+  assert.ok(accepted.pods.includes(`${NS}/web-1`), JSON.stringify(accepted));
+
+  const otherAudience = await watchOnce(await token('https://kubernetes.default.svc.cluster.local'), NODE);
+  assert.ok('code' in otherAudience && otherAudience.code === grpc.status.UNAUTHENTICATED, JSON.stringify(otherAudience));
+  assert.match(otherAudience.details, /audience weft/);
+
+  const otherNode = await watchOnce(weft, 'node-b');
+  assert.ok('code' in otherNode && otherNode.code === grpc.status.PERMISSION_DENIED, JSON.stringify(otherNode));
+  assert.match(otherNode.details, new RegExp(`for node ${NODE}, not node-b`));
+
+  // The kubelet's final delete: the pod is gone, and so is the token's validity (it was bound to that pod's UID).
+  await kubectl(['delete', 'pod', agentPod, '-n', 'weft-system', '--grace-period=0', '--force']);
+  const afterDelete = await waitFor('the deleted pod\'s token to be refused', async () => {
+    const r = await watchOnce(weft, NODE);
+    return 'code' in r ? r : undefined;
+  });
+  assert.equal(afterDelete.code, grpc.status.UNAUTHENTICATED, JSON.stringify(afterDelete));
+  assert.match(afterDelete.details, /did not accept the token/);
 });
 
 test('deleting the pod: it turns terminating (graceful deletion of a bound pod), then the kubelet\'s final delete removes it from the snapshot and the EndpointSlice', async () => {
