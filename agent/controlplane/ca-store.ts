@@ -1,3 +1,4 @@
+import { unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { err, ok, type Result } from '../core/result';
 import { readIfExists, writeFileAtomic } from './data-dir';
@@ -74,7 +75,11 @@ export class DataDirRootStore implements RootStore {
   /** One process owns a data directory: there is no one to lose a race to. */
   async create(root: Required<StoredRoot>): Promise<Result<boolean, string>> {
     const written = this.writeFiles([[this.keyName, root.keyPem, 0o600], [this.bundleName, root.bundlePem, 0o644]]);
-    return written.ok ? ok(true) : written;
+    if (written.ok) return ok(true);
+    // Neither existed (read() said so): a key without its bundle would refuse every later start
+    // (halfPresent), so a first start that could not finish (a full disk) takes the key back.
+    try { unlinkSync(this.keyName); } catch { /* never written */ }
+    return written;
   }
 
   /**
@@ -93,7 +98,7 @@ export class DataDirRootStore implements RootStore {
       try {
         writeFileAtomic(path, data, mode);
       } catch (error) {
-        return err(`cannot write ${path}: ${(error as Error).message}`);
+        return err((error as Error).message); // names the path and what to do (writeFileAtomic)
       }
     }
     return ok(undefined);
