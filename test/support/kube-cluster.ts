@@ -77,14 +77,30 @@ interface Managed {
 
 const live = new Set<ChildProcess>();
 let exitHookInstalled = false;
+/** Temporary folders of clusters not closed yet. */
+const liveDirs = new Set<string>();
+function killAll(): void {
+  for (const child of live) {
+    try { child.kill('SIGKILL'); } catch { /* already gone */ }
+  }
+  for (const dir of liveDirs) rmSync(dir, { recursive: true, force: true });
+}
+/**
+ * On exit, and on SIGINT/SIGTERM (a cancelled test run), the components die with the test process.
+ * A signal is raised again afterwards when nothing else handles it, so the process still ends as it would have.
+ */
 function installExitHook(): void {
   if (exitHookInstalled) return;
   exitHookInstalled = true;
-  process.on('exit', () => {
-    for (const child of live) {
-      try { child.kill('SIGKILL'); } catch { /* already gone */ }
-    }
-  });
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    const onSignal = (): void => {
+      killAll();
+      process.removeListener(signal, onSignal);
+      if (process.listenerCount(signal) === 0) process.kill(process.pid, signal);
+    };
+    process.on(signal, onSignal);
+  }
 }
 
 export function kubeToolsMissing(): string | null {
@@ -197,12 +213,14 @@ export async function startKubeCluster(options: KubeClusterOptions = {}): Promis
   installExitHook();
   const started = Date.now();
   const dir = mkdtempSync(join(tmpdir(), `weft-kube-${options.name ?? 'kube'}-`));
+  liveDirs.add(dir);
   const processes: Managed[] = [];
   let apiserver: Managed | undefined;
   const cleanup = async (): Promise<void> => {
     // Controllers first, the store last, so nothing logs a storm of connection errors on the way down.
     for (const p of [...processes].reverse()) await stop(p);
     rmSync(dir, { recursive: true, force: true });
+    liveDirs.delete(dir);
   };
   try {
     const pki: KubePki = await createKubePki({ dns: ['localhost', 'kubernetes', 'kubernetes.default', 'kubernetes.default.svc'], ips: ['127.0.0.1', '10.96.0.1'] });
