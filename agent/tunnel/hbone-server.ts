@@ -175,9 +175,12 @@ export class HboneServer {
   private admit(session: http2.ServerHttp2Session): void {
     const socket = session.socket as tls.TLSSocket;
     const identity = spiffeIdOf(socket.getPeerCertificate());
-    session.on('error', (e) => log.debug({ remote: socket.remoteAddress, reason: e.message }, 'session error'));
+    // Read now: once the session is closed its socket proxy throws ERR_HTTP2_SOCKET_UNBOUND on any
+    // access, and a session that errors as it closes (a peer agent killed -9) would crash this one.
+    const remote = socket.remoteAddress;
+    session.on('error', (e) => log.debug({ remote, reason: e.message }, 'session error'));
     if (!identity.ok) {
-      log.warn({ remote: socket.remoteAddress, reason: identity.error }, 'closed a session whose client certificate carries no valid SPIFFE ID');
+      log.warn({ remote, reason: identity.error }, 'closed a session whose client certificate carries no valid SPIFFE ID');
       session.destroy();
       return;
     }
