@@ -79,3 +79,28 @@ export const requestCompleted = diagnostics_channel.channel(CHANNELS.requestComp
 export function telemetryWanted(): boolean {
   return connectionClosed.hasSubscribers || requestCompleted.hasSubscribers || connectionOpened.hasSubscribers;
 }
+
+/** A telemetry consumer: what it does with each of the proxy's events. */
+export interface TelemetryConsumer {
+  opened(ev: ConnectionOpenedEvent): void;
+  closed(ev: ConnectionClosedEvent): void;
+  request(ev: RequestCompletedEvent): void;
+}
+
+/**
+ * Subscribes a consumer to the three channels (metrics, the live view, ...); returns what
+ * unsubscribes it. While nobody is subscribed the proxy builds no events.
+ */
+export function subscribeTelemetry(c: TelemetryConsumer): () => void {
+  const onOpened = (m: unknown) => c.opened(m as ConnectionOpenedEvent);
+  const onClosed = (m: unknown) => c.closed(m as ConnectionClosedEvent);
+  const onRequest = (m: unknown) => c.request(m as RequestCompletedEvent);
+  diagnostics_channel.subscribe(CHANNELS.connectionOpened, onOpened);
+  diagnostics_channel.subscribe(CHANNELS.connectionClosed, onClosed);
+  diagnostics_channel.subscribe(CHANNELS.requestCompleted, onRequest);
+  return () => {
+    diagnostics_channel.unsubscribe(CHANNELS.connectionOpened, onOpened);
+    diagnostics_channel.unsubscribe(CHANNELS.connectionClosed, onClosed);
+    diagnostics_channel.unsubscribe(CHANNELS.requestCompleted, onRequest);
+  };
+}

@@ -14,10 +14,9 @@
  * Memory is bounded: at most `maxEdges` edges (the longest idle without open connections goes
  * first), each a fixed ring of slots; idle edges are dropped after `idleMs`; `maxDenials` denials.
  */
-import diagnostics_channel from 'node:diagnostics_channel';
 import type { WorkloadRef } from '../core/workload';
 import type { WorkloadStore } from '../state/store';
-import { CHANNELS, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type Reporter, type RequestCompletedEvent, type SecurityPolicy } from './events';
+import { subscribeTelemetry, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type Reporter, type RequestCompletedEvent, type SecurityPolicy } from './events';
 import type { LiveDenial, LiveEdge, LiveFeed, LiveVertex } from './live-feed';
 import { DEFAULT_WINDOW, RollingWindow, zeroCounts, type Counts, type WindowShape } from './live-window';
 
@@ -109,11 +108,9 @@ export class LiveView {
   private readonly maxDenials: number;
   private readonly idleMs: number;
   private readonly now: () => number;
-  private subscribed = false;
+  /** set while subscribed: what unsubscribes */
+  private unsubscribeAll: (() => void) | undefined;
 
-  private readonly onOpened = (m: unknown) => this.opened(m as ConnectionOpenedEvent);
-  private readonly onClosed = (m: unknown) => this.closed(m as ConnectionClosedEvent);
-  private readonly onRequest = (m: unknown) => this.request(m as RequestCompletedEvent);
 
   constructor(private readonly opts: LiveViewOptions) {
     this.shape = opts.window ?? DEFAULT_WINDOW;
@@ -128,20 +125,14 @@ export class LiveView {
   }
 
   subscribe(): this {
-    if (this.subscribed) return this;
-    diagnostics_channel.subscribe(CHANNELS.connectionOpened, this.onOpened);
-    diagnostics_channel.subscribe(CHANNELS.connectionClosed, this.onClosed);
-    diagnostics_channel.subscribe(CHANNELS.requestCompleted, this.onRequest);
-    this.subscribed = true;
+    this.unsubscribeAll ??= subscribeTelemetry(this);
     return this;
   }
 
   unsubscribe(): void {
-    if (!this.subscribed) return;
-    diagnostics_channel.unsubscribe(CHANNELS.connectionOpened, this.onOpened);
-    diagnostics_channel.unsubscribe(CHANNELS.connectionClosed, this.onClosed);
-    diagnostics_channel.unsubscribe(CHANNELS.requestCompleted, this.onRequest);
-    this.subscribed = false;
+    if (this.unsubscribeAll === undefined) return;
+    this.unsubscribeAll();
+    this.unsubscribeAll = undefined;
   }
 
   /** The state ends are named against (plaintext clients by address, Services by cluster IP). */

@@ -19,10 +19,9 @@
  * Cardinality is bounded: label sets naming a workload that has left the state are removed when a
  * new state arrives (`setStore`).
  */
-import diagnostics_channel from 'node:diagnostics_channel';
 import type { WorkloadStore } from '../state/store';
 import { workloadName } from '../state/workload-name';
-import { CHANNELS, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type RequestCompletedEvent } from './events';
+import { subscribeTelemetry, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type RequestCompletedEvent } from './events';
 import { DenialMetrics } from './denials';
 import { ExpositionRegistry } from './exposition-registry';
 import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
@@ -46,11 +45,9 @@ export class MeshMetrics {
    * state they were derived against and when the records are forgotten.
    */
   private derived = new WeakMap<ConnectionEnds, Map<string, HttpSeries<HttpLabels> | TcpSeries<TcpLabels>>>();
-  private subscribed = false;
+  /** set while subscribed: what unsubscribes */
+  private unsubscribeAll: (() => void) | undefined;
 
-  private readonly onOpened = (m: unknown) => this.opened(m as ConnectionOpenedEvent);
-  private readonly onClosed = (m: unknown) => this.closed(m as ConnectionClosedEvent);
-  private readonly onRequest = (m: unknown) => this.request(m as RequestCompletedEvent);
 
   constructor(registry: ExpositionRegistry = new ExpositionRegistry()) {
     this.registry = registry;
@@ -59,11 +56,7 @@ export class MeshMetrics {
 
   /** Starts listening to the proxy's events; the Istio families are on /metrics from now on. */
   subscribe(): this {
-    if (this.subscribed) return this;
-    diagnostics_channel.subscribe(CHANNELS.connectionOpened, this.onOpened);
-    diagnostics_channel.subscribe(CHANNELS.connectionClosed, this.onClosed);
-    diagnostics_channel.subscribe(CHANNELS.requestCompleted, this.onRequest);
-    this.subscribed = true;
+    this.unsubscribeAll ??= subscribeTelemetry(this);
     return this;
   }
 
@@ -72,11 +65,9 @@ export class MeshMetrics {
    * forgets every Istio and denial series: they leave /metrics until subscribe() counts again from zero.
    */
   unsubscribe(): void {
-    if (!this.subscribed) return;
-    diagnostics_channel.unsubscribe(CHANNELS.connectionOpened, this.onOpened);
-    diagnostics_channel.unsubscribe(CHANNELS.connectionClosed, this.onClosed);
-    diagnostics_channel.unsubscribe(CHANNELS.requestCompleted, this.onRequest);
-    this.subscribed = false;
+    if (this.unsubscribeAll === undefined) return;
+    this.unsubscribeAll();
+    this.unsubscribeAll = undefined;
     this.http.clear();
     this.tcpSeries.clear();
     this.denials.clear();
@@ -136,7 +127,7 @@ export class MeshMetrics {
    * series' buckets, sum and count are written together, so a histogram stays consistent).
    */
   private async render(w: ExpositionWriter, pause?: Pause): Promise<void> {
-    if (!this.subscribed) return;
+    if (this.unsubscribeAll === undefined) return;
     await writeCounterFamily(w, FAMILIES.requests, this.http, (s) => s.requests, pause);
     await writeHistogramFamily(w, FAMILIES.duration, this.http, 0, pause);
     await writeHistogramFamily(w, FAMILIES.requestBytes, this.http, 1, pause);
