@@ -43,6 +43,10 @@ interface Pending {
   framing: BodyFraming;
   /** the proxy answers it itself (deny, refusal); `closes`: the connection closes after the answer */
   refusal?: { status: number; body: string; closes: boolean };
+  /** sent on a kept-alive application connection (which the application may be closing just then) */
+  onReused?: boolean;
+  /** already sent again once after such a connection closed before answering */
+  resent?: boolean;
   /** Upgrade or CONNECT: the connection becomes a tunnel at its turn; `head` is what followed the request head */
   tunnel?: { head: Buffer };
   /** 'queued' waits for its turn; 'forwarding' is at the application; 'done' is answered */
@@ -337,7 +341,7 @@ class DirectConnection {
   private forward(p: Pending): void {
     p.state = 'forwarding';
     // Envoy's default: the proxy answers 100-continue itself once the request may pass, and does not forward Expect.
-    if (p.expectContinue) this.d.write(Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1'));
+    if (p.expectContinue && !p.resent) this.d.write(Buffer.from('HTTP/1.1 100 Continue\r\n\r\n', 'latin1'));
     const v = p.ex.verdict;
     const set = v.allow ? v.setHeaders : undefined;
     const fields = withoutHopByHop(p.raw, { drop: set === undefined ? ['expect'] : ['expect', ...(v.allow && v.dropHeaders ? v.dropHeaders : []), ...setNames(set)] });
@@ -346,7 +350,8 @@ class DirectConnection {
     else if (p.framing.contentLength === undefined && !NO_BODY_BY_DEFAULT.has(p.method)) fields.push('Content-Length', '0');
     const head = requestHead(p.method, p.url, fields);
     const up = this.upstream;
-    if (up && !up.destroyed && up.writable) return this.send(p, head);
+    if (up && !up.destroyed && up.writable) { p.onReused = true; return this.send(p, head); }
+    p.onReused = false;
     this.upstream = undefined;
     this.opening = true;
     this.o.connectUpstream().then((socket) => {
@@ -412,15 +417,25 @@ class DirectConnection {
       this.upstream = undefined;
       this.upBlocked = false;
       const p = this.queue[0];
-      if (p && p.state === 'forwarding') this.upstreamFailed(up, this.upError ?? new Error('upstream closed the connection'));
+      if (p && p.state === 'forwarding') this.upstreamFailed(up, this.upError ?? new Error('upstream closed the connection'), true);
     });
   }
 
-  private upstreamFailed(up: Duplex, e: Error & { code?: string }): void {
+  private upstreamFailed(up: Duplex, e: Error & { code?: string }, closed = false): void {
     if (this.upstream === up) { this.upstream = undefined; this.upBlocked = false; }
     up.destroy();
     const p = this.queue[0];
     if (!p || p.state !== 'forwarding') return;
+    // A kept-alive application connection that closes before answering was most likely being closed
+    // by the application as idle when the request went out (its keep-alive timeout): a request
+    // without a body is sent once more on a new connection, as HTTP/1.1 allows for such a race
+    // (RFC 9112 9.3.1), instead of answering 502.
+    if (closed && p.onReused && !p.resent && !p.responded && !p.informational && p.complete && p.ex.requestBytes === 0 && !p.framing.chunked && (p.framing.contentLength ?? 0) === 0) {
+      p.resent = true;
+      p.state = 'queued';
+      this.forward(p);
+      return;
+    }
     p.ex.fail(p.responded ? 'upstream closed the response early' : e);
     if (p.responded) return void this.d.destroy();
     this.abort(p, statusForUpstreamError(e), 'upstream reset before response');
