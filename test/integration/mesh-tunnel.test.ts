@@ -84,7 +84,7 @@ describe('mTLS tunnels between node proxies', { skip: blocker ?? false }, () => 
   test('curl from a pod on node 1 reaches a pod on node 2; the wire carries TLS to 15008 and never the payload', async () => {
     const marker = `secret-${randomBytes(8).toString('hex')}`;
     const pcap = join(dir, 'wire.pcap');
-    const capture = n2.spawn('tcpdump', ['-i', 'eth0', '-U', '-s', '0', '-w', pcap, 'tcp']);
+    const capture = n2.spawn('tcpdump', ['--immediate-mode', '-i', 'eth0', '-U', '-s', '0', '-w', pcap, 'tcp']);
     await sleep(700);
     const r = await curl(a, `http://${b.ip}:8080/${marker}`);
     await sleep(300);

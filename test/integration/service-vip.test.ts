@@ -152,8 +152,13 @@ describe('Service cluster IPs are meshed: resolved, balanced and carried over mT
   test('across nodes the request travels inside mTLS: the payload never crosses the wire, TLS goes to 15008', async () => {
     const marker = `svc-secret-${randomBytes(8).toString('hex')}`;
     const pcap = join(dir, 'wire.pcap');
-    const capture = n2.spawn('tcpdump', ['-i', 'eth0', '-U', '-s', '0', '-w', pcap, 'tcp']);
-    await sleep(700);
+    const capture = n2.spawn('tcpdump', ['--immediate-mode', '-i', 'eth0', '-U', '-s', '0', '-w', pcap, 'tcp']);
+    // Capture only once tcpdump says it listens (bounded), not after a fixed sleep: a loaded host starts it late.
+    let said = '';
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, 5000);
+      capture.stderr!.setEncoding('utf8').on('data', (d: string) => { said += d; if (d.includes('listening on')) { clearTimeout(timer); resolve(); } });
+    });
     const seen = new Set<string>();
     for (let i = 0; i < 12 && seen.size < 3; i++) {
       const res = await curl(web, `http://${VIP}/${marker}`);
@@ -167,7 +172,7 @@ describe('Service cluster IPs are meshed: resolved, balanced and carried over mT
     const wire = readFileSync(pcap);
     assert.equal(wire.includes(Buffer.from(marker)), false, 'the request crossed the wire in the clear');
     const tshark = (filter: string) => spawnSync('tshark', ['-r', pcap, '-Y', filter, '-T', 'fields', '-e', 'frame.number'], { encoding: 'utf8' }).stdout.trim();
-    assert.notEqual(tshark('tcp.dstport == 15008'), '', 'tunnel traffic to 15008');
+    assert.notEqual(tshark('tcp.dstport == 15008'), '', `tunnel traffic to 15008; the capture holds: ${spawnSync('tshark', ['-r', pcap, '-T', 'fields', '-e', 'ip.src', '-e', 'tcp.srcport', '-e', 'ip.dst', '-e', 'tcp.dstport'], { encoding: 'utf8' }).stdout.split('\n').slice(0, 8).join(' | ')} (${wire.length} bytes); tcpdump said: ${said}`);
     assert.equal(tshark('http'), '', 'no plaintext HTTP between the nodes');
     assert.equal(tshark(`ip.dst == ${VIP}`), '', 'nothing was sent to the cluster IP');
   });
