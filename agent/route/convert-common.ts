@@ -1,4 +1,4 @@
-import { join, type Checker, type Fields } from '../config/checker';
+import { isMapping, join, type Checker, type Fields } from '../config/checker';
 import type { Metadata } from '../config/metadata';
 import type {
   BackendObjectRef, BackendRefInfo, HeaderModifier, PathModifier, RequestMirror, RequestRedirect, RouteFilter, RouteParentRef,
@@ -403,4 +403,27 @@ function mirror(c: Checker, fields: Fields, field: string, routeNamespace: strin
     else [numerator, denominator] = [n as number, d as number];
   }
   return ref === undefined ? undefined : { backendRef: ref, numerator, denominator };
+}
+
+/** `metadata.creationTimestamp` (RFC 3339), used for precedence between routes. */
+export function readCreationTimestamp(c: Checker, obj: Fields): number | undefined {
+  const value = isMapping(obj.metadata) ? obj.metadata.creationTimestamp : undefined;
+  if (value === undefined || value === null) return undefined;
+  const ms = typeof value === 'string' ? Date.parse(value) : value instanceof Date ? value.getTime() : NaN;
+  if (Number.isFinite(ms)) return ms;
+  c.fail('metadata.creationTimestamp', `${JSON.stringify(value)} is not an RFC 3339 time such as 2024-05-01T10:00:00Z`);
+  return undefined;
+}
+
+/** What HTTPRoute and GRPCRoute share above their rules: who they are, their parents, hostnames and age. */
+export function readRouteCommon(c: Checker, obj: Fields, spec: Fields, meta: Metadata):
+  { namespace: string; name: string; parentRefs: RouteParentRef[]; hostnames: string[]; creationTimestamp?: number } {
+  const created = readCreationTimestamp(c, obj);
+  return {
+    namespace: meta.namespace,
+    name: meta.name,
+    parentRefs: readParentRefs(c, spec, meta),
+    hostnames: readHostnames(c, spec),
+    ...(created === undefined ? {} : { creationTimestamp: created }),
+  };
 }

@@ -1,10 +1,9 @@
 import { join, type Checker, type Fields } from '../config/checker';
 import type { Metadata } from '../config/metadata';
 import {
-  boundedList, checkRegex, MAX_MATCHES_PER_ROUTE, MAX_MATCHES_PER_RULE, MAX_RULES, readBackendRefs, readFilters, readHostnames,
-  readParentRefs, readValueMatches,
+  boundedList, checkRegex, MAX_MATCHES_PER_ROUTE, MAX_MATCHES_PER_RULE, MAX_RULES, readBackendRefs, readFilters, readRouteCommon,
+  readValueMatches,
 } from './convert-common';
-import { readCreationTimestamp } from './convert-http';
 import type { GrpcMethodMatch, GrpcRouteInfo, GrpcRouteMatch, GrpcRouteRule, ValueMatchType } from './route-info';
 
 /**
@@ -22,16 +21,7 @@ const METHOD_NAME = /^[A-Za-z_][A-Za-z_0-9]*$/;
 export function convertGrpcRoute(c: Checker, obj: Fields, meta: Metadata): GrpcRouteInfo {
   const spec = c.optionalMapping(obj.spec, 'spec');
   c.allowOnly(spec, 'spec', SPEC);
-  const route: GrpcRouteInfo = {
-    kind: 'GRPCRoute',
-    namespace: meta.namespace,
-    name: meta.name,
-    parentRefs: readParentRefs(c, spec, meta),
-    hostnames: readHostnames(c, spec),
-    rules: [],
-  };
-  const created = readCreationTimestamp(c, obj);
-  if (created !== undefined) route.creationTimestamp = created;
+  const route: GrpcRouteInfo = { kind: 'GRPCRoute', ...readRouteCommon(c, obj, spec, meta), rules: [] };
   const names = new Set<string>();
   let totalMatches = 0;
   boundedList(c, spec.rules, 'spec.rules', MAX_RULES).forEach((entry, i) => {

@@ -1,8 +1,8 @@
-import { isMapping, join, type Checker, type Fields } from '../config/checker';
+import { join, type Checker, type Fields } from '../config/checker';
 import type { Metadata } from '../config/metadata';
 import {
-  boundedList, checkRegex, MAX_MATCHES_PER_ROUTE, MAX_MATCHES_PER_RULE, MAX_RULES, readBackendRefs, readFilters, readHostnames,
-  readParentRefs, readValueMatches,
+  boundedList, checkRegex, MAX_MATCHES_PER_ROUTE, MAX_MATCHES_PER_RULE, MAX_RULES, readBackendRefs, readFilters, readRouteCommon,
+  readValueMatches,
 } from './convert-common';
 import { readDuration } from './duration';
 import type { HttpRouteInfo, HttpRouteMatch, HttpRouteRule, PathMatchType, RouteRetry, RouteTimeouts } from './route-info';
@@ -27,16 +27,7 @@ const PATH_CHARS = /^(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+$/;
 export function convertHttpRoute(c: Checker, obj: Fields, meta: Metadata): HttpRouteInfo {
   const spec = c.optionalMapping(obj.spec, 'spec');
   c.allowOnly(spec, 'spec', SPEC);
-  const route: HttpRouteInfo = {
-    kind: 'HTTPRoute',
-    namespace: meta.namespace,
-    name: meta.name,
-    parentRefs: readParentRefs(c, spec, meta),
-    hostnames: readHostnames(c, spec),
-    rules: [],
-  };
-  const created = readCreationTimestamp(c, obj);
-  if (created !== undefined) route.creationTimestamp = created;
+  const route: HttpRouteInfo = { kind: 'HTTPRoute', ...readRouteCommon(c, obj, spec, meta), rules: [] };
   if (spec.rules === undefined) {
     // The API server's default: one rule matching every path, with no backend (answered 500).
     route.rules.push({ matches: [defaultMatch()], filters: [], backendRefs: [], timeouts: {} });
@@ -57,16 +48,6 @@ export function convertHttpRoute(c: Checker, obj: Fields, meta: Metadata): HttpR
   });
   if (totalMatches > MAX_MATCHES_PER_ROUTE) c.fail('spec.rules', `has ${totalMatches} matches in all; the Gateway API allows at most ${MAX_MATCHES_PER_ROUTE} per route`);
   return route;
-}
-
-/** `metadata.creationTimestamp` (RFC 3339), used for precedence between routes. */
-export function readCreationTimestamp(c: Checker, obj: Fields): number | undefined {
-  const value = isMapping(obj.metadata) ? obj.metadata.creationTimestamp : undefined;
-  if (value === undefined || value === null) return undefined;
-  const ms = typeof value === 'string' ? Date.parse(value) : value instanceof Date ? value.getTime() : NaN;
-  if (Number.isFinite(ms)) return ms;
-  c.fail('metadata.creationTimestamp', `${JSON.stringify(value)} is not an RFC 3339 time such as 2024-05-01T10:00:00Z`);
-  return undefined;
 }
 
 function defaultMatch(): HttpRouteMatch {
