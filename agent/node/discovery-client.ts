@@ -4,6 +4,7 @@ import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot
 import type { Logger } from '../core/log';
 import type { Result } from '../core/result';
 import { current, type Live } from '../identity/cert-client';
+import { SNAPSHOT_TYPE_URL, TERMINATION_REASONS, terminationReason, type StreamEnding, type TerminationReason } from '../telemetry/control-plane-stream';
 
 export interface DiscoveryConnection {
   /** host:port; the host must be in the control plane's serving certificate. */
@@ -21,6 +22,10 @@ export interface DiscoveryWatch {
   connected(): boolean;
   /** Version of the last snapshot applied; 0 before the first. */
   lastVersion(): number;
+  /** Streams ended (not by close()), by ztunnel's reason (telemetry/control-plane-stream.ts). */
+  terminations(): Readonly<Record<TerminationReason, number>>;
+  /** Messages received, by type URL. */
+  messages(): Readonly<Record<string, number>>;
 }
 
 const INITIAL_BACKOFF_MS = 250;
@@ -67,13 +72,16 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
   let backoff = INITIAL_BACKOFF_MS;
   let isConnected = false;
   let lastVersion = 0;
+  const terminations = Object.fromEntries(TERMINATION_REASONS.map((r) => [r, 0])) as Record<TerminationReason, number>;
+  let snapshots = 0;
   /** The last failure reported, so a control plane that stays away is logged once. */
   let reported: string | undefined;
   let closed = false;
 
-  const disconnected = (reason: string): void => {
+  const disconnected = (reason: string, ending: StreamEnding): void => {
     call = undefined;
     if (closed) return;
+    terminations[terminationReason(ending)]++;
     if (isConnected) log.warn({ ...where, reason, lastVersion }, 'lost the control plane; keeping the last snapshot and reconnecting');
     else if (reported !== reason) log.warn({ ...where, reason }, 'cannot watch the control plane; retrying with backoff');
     isConnected = false;
@@ -91,15 +99,16 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     const stream = channel().makeServerStreamRequest(WATCH_PATH, encodeJson, decodeVersionedSnapshot, { node: connection.node }, metadata);
     call = stream;
     let ended = false;
-    const end = (reason: string): void => {
+    let delivered = false;
+    const end = (reason: string, ending: StreamEnding): void => {
       if (ended) return;
       ended = true;
-      if (call === stream) disconnected(reason);
+      if (call === stream) disconnected(reason, ending);
     };
     stream.on('data', (message: Result<VersionedSnapshot, string>) => {
       if (!message.ok) {
         stream.cancel();
-        end(`the control plane sent ${message.error}`);
+        end(`the control plane sent ${message.error}`, { kind: 'unreadable' });
         return;
       }
       if (!isConnected) log.info({ ...where, version: message.value.version }, 'watching the control plane');
@@ -107,10 +116,12 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       reported = undefined;
       backoff = INITIAL_BACKOFF_MS;
       lastVersion = message.value.version;
+      delivered = true;
+      snapshots++;
       onSnapshot(message.value.snapshot);
     });
-    stream.on('error', (error: grpc.ServiceError) => end(`${grpc.status[error.code] ?? error.code}: ${error.details}`));
-    stream.on('end', () => end('the control plane ended the stream'));
+    stream.on('error', (error: grpc.ServiceError) => end(`${grpc.status[error.code] ?? error.code}: ${error.details}`, { kind: 'status', code: error.code, delivered }));
+    stream.on('end', () => end('the control plane ended the stream', { kind: 'end' }));
   }
 
   open();
@@ -123,5 +134,7 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     },
     connected: () => isConnected,
     lastVersion: () => lastVersion,
+    terminations: () => terminations,
+    messages: () => ({ [SNAPSHOT_TYPE_URL]: snapshots }),
   };
 }

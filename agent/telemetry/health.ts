@@ -1,10 +1,12 @@
 /**
  * The agent's own health, in the same registry as the mesh metrics: event-loop delay, heap and RSS,
- * live connections, certificate expiry per identity, and Istio-style build info. Values are read
- * when Prometheus scrapes (collect), so nothing runs between scrapes but the event-loop histogram.
+ * live connections, certificate expiry per identity, Istio-style build info, and the process's
+ * open fds and TCP sockets (process-resources.ts). Values are read when Prometheus scrapes
+ * (collect), so nothing runs between scrapes but the event-loop histogram.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { Gauge, type Registry } from 'prom-client';
+import { registerProcessResources } from './process-resources';
 
 export interface HealthSources {
   /** Connections the proxy holds now (all listeners). */
@@ -41,6 +43,7 @@ export function registerHealth(registry: Registry, s: HealthSources, now: () => 
       this.reset();
       for (const c of s.certificates()) if (c.notAfter) this.set({ identity: c.identity }, Math.round((c.notAfter.getTime() - now()) / 1000));
     } });
+  registerProcessResources(registry);
   new Gauge({ name: 'istio_build', help: 'Build information', labelNames: ['component', 'tag'], registers: r }).set({ component: 'weft', tag: s.version }, 1);
   return () => loop.disable();
 }

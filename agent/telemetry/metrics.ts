@@ -9,7 +9,8 @@
  * Weft's own registry (exposition-registry.ts) at scrape, after prom-client's families (the agent's
  * health and Weft's gauges), which stay in prom-client.
  *
- * Denials are also counted by their deciding policy (denials.ts), a Weft series Istio lacks.
+ * Denials are also counted by their deciding policy (denials.ts), a Weft series Istio lacks, and
+ * the connections each local pod holds open now (pod-connections.ts) from the same connection events.
  *
  * Listening and showing go together: while subscribed the Istio families are on /metrics; after
  * unsubscribe() (ProxyConfig `spec.telemetry.metrics: false`, the agent's stop) they are forgotten
@@ -23,6 +24,7 @@ import type { WorkloadStore } from '../state/store';
 import { workloadName } from '../state/workload-name';
 import { subscribeTelemetry, type ConnectionClosedEvent, type ConnectionEnds, type ConnectionOpenedEvent, type RequestCompletedEvent } from './events';
 import { DenialMetrics } from './denials';
+import { PodConnections } from './pod-connections';
 import { ExpositionRegistry } from './exposition-registry';
 import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
 import type { ExpositionWriter } from './exposition-writer';
@@ -38,6 +40,8 @@ export class MeshMetrics {
   private readonly http = new SeriesTable<HttpSeries<HttpLabels>>((l) => new HttpSeries(l));
   private readonly tcpSeries = new SeriesTable<TcpSeries<TcpLabels>>((l) => new TcpSeries(l));
   private readonly denials = new DenialMetrics();
+  /** `weft_pod_open_connections`: connections open now per local pod */
+  readonly podConnections: PodConnections;
   private store: WorkloadStore | undefined;
   /**
    * Records already derived for a connection's ends (the same object for every request on it), by
@@ -51,6 +55,7 @@ export class MeshMetrics {
 
   constructor(registry: ExpositionRegistry = new ExpositionRegistry()) {
     this.registry = registry;
+    this.podConnections = new PodConnections(registry);
     registry.addSource({ render: (w, pause) => this.render(w, pause) });
   }
 
@@ -71,6 +76,7 @@ export class MeshMetrics {
     this.http.clear();
     this.tcpSeries.clear();
     this.denials.clear();
+    this.podConnections.clear();
     this.derived = new WeakMap();
   }
 
@@ -85,6 +91,7 @@ export class MeshMetrics {
     const gone = (l: Named) =>
       (l.source_workload !== UNKNOWN && !present.has(`${l.source_workload_namespace}/${l.source_workload}`)) ||
       (l.destination_workload !== UNKNOWN && !present.has(`${l.destination_workload_namespace}/${l.destination_workload}`));
+    this.podConnections.prune(new Set(store.snapshot.pods.map((p) => `${p.namespace}/${p.name}`)));
     return this.tcpSeries.prune(gone) + this.http.prune(gone) + this.denials.prune(gone);
   }
 
@@ -100,12 +107,14 @@ export class MeshMetrics {
 
   opened(ev: ConnectionOpenedEvent): void {
     this.tcp(ev, '-').open();
+    this.podConnections.opened(ev);
   }
 
   closed(ev: ConnectionClosedEvent): void {
     // The close carries the outcome; its labels (response_flags) may differ from the open's, as in ztunnel.
     const s = this.tcp(ev, ev.flags);
     s.close(ev.bytesFromClient, ev.bytesToClient);
+    this.podConnections.closed(ev);
     if (ev.flags === 'DENY') this.denials.count(s.labels, ev.policy);
   }
 

@@ -3,8 +3,15 @@
  * to the control plane, which config generation does it hold, and what the redirect programs in
  * the kernel counted (redirected connects, strict-mode drops, ...), by reason. Read at scrape
  * (collect); nothing runs between scrapes.
+ *
+ * Where Weft has ztunnel's concept, the same facts are also exported under ztunnel's names, types and
+ * labels, so that Istio's ztunnel dashboard reads the agent unchanged (docs/metrics.md):
+ * `istio_xds_connection_terminations_total{reason}` and `istio_xds_message_total{url}` (the discovery
+ * stream), `workload_manager_active_proxy_count` (pods this node's proxy serves: enrolled) and
+ * `workload_manager_pending_proxy_count` (pods waiting for their cgroup).
  */
 import { Counter, Gauge, type Registry } from 'prom-client';
+import { TERMINATION_REASONS, type TerminationReason } from './control-plane-stream';
 
 /** The control-plane watch as the agent sees it (discovery-client.ts's DiscoveryWatch has this shape). */
 export interface ControlPlaneView {
@@ -12,6 +19,10 @@ export interface ControlPlaneView {
   connected(): boolean;
   /** Version of the last snapshot received from the control plane; 0 before the first. */
   lastVersion(): number;
+  /** Streams to the control plane that ended, by ztunnel's reason (absent: the counter is not exported). */
+  terminations?(): Readonly<Record<TerminationReason, number>>;
+  /** Messages received from the control plane, by type URL (absent: the counter is not exported). */
+  messages?(): Readonly<Record<string, number>>;
 }
 
 export interface NodeStateSources {
@@ -21,6 +32,10 @@ export interface NodeStateSources {
   redirectCounters(): Record<string, bigint | number>;
   /** STRICT pods on this node whose enforcement could not be attached (the admin API's `/redirect` `strictNotEnforced`). */
   strictNotEnforced?(): Array<{ pod: string }>;
+  /** Local pods the proxy serves now: enrolled, their traffic captured (ztunnel's active proxies). */
+  enrolledPods?(): number;
+  /** Local enrolled pods waiting for their cgroup to appear (ztunnel's pending proxies). */
+  pendingPods?(): number;
 }
 
 export function registerNodeState(registry: Registry, s: NodeStateSources): void {
@@ -31,12 +46,39 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
       collect() { this.set(cp.connected() ? 1 : 0); } });
     new Gauge({ name: 'weft_agent_config_generation', help: 'Version of the last config snapshot received from the control plane (the same on every agent once they agree)', registers: r,
       collect() { this.set(cp.lastVersion()); } });
+    const terminations = cp.terminations?.bind(cp);
+    if (terminations) {
+      // Every reason from the start (at 0): rate() over a series that appears with its first increment misses that increment.
+      new Counter({ name: 'istio_xds_connection_terminations_total', help: 'Streams to the control plane that ended (ztunnel\'s reasons: ConnectionError, Error, Reconnect, Complete); the agent reconnects with backoff and keeps the last snapshot meanwhile', labelNames: ['reason'], registers: r,
+        collect() {
+          const n = terminations();
+          this.reset();
+          for (const reason of TERMINATION_REASONS) this.inc({ reason }, n[reason]);
+        } });
+    }
+    const messages = cp.messages?.bind(cp);
+    if (messages) {
+      new Counter({ name: 'istio_xds_message_total', help: 'Messages received from the control plane, by type URL (each Weft message is the whole desired state)', labelNames: ['url'], registers: r,
+        collect() {
+          this.reset();
+          for (const [url, n] of Object.entries(messages())) this.inc({ url }, n);
+        } });
+    }
   }
   new Counter({ name: 'weft_redirect_events_total', help: 'What the redirect programs in the kernel counted, by reason (as the admin API\'s /redirect counters)', labelNames: ['reason'], registers: r,
     collect() {
       this.reset();
       for (const [reason, n] of Object.entries(s.redirectCounters())) this.inc({ reason }, Number(n));
     } });
+  const { enrolledPods, pendingPods } = s;
+  if (enrolledPods) {
+    new Gauge({ name: 'workload_manager_active_proxy_count', help: 'Pods on this node the proxy serves now: enrolled in the mesh, their traffic captured (ztunnel\'s name)', registers: r,
+      collect() { this.set(enrolledPods()); } });
+  }
+  if (pendingPods) {
+    new Gauge({ name: 'workload_manager_pending_proxy_count', help: 'Enrolled pods on this node waiting for their cgroup (the kubelet creates it shortly after the API shows the pod); retried (ztunnel\'s name)', registers: r,
+      collect() { this.set(pendingPods()); } });
+  }
   const notEnforced = s.strictNotEnforced;
   if (notEnforced) {
     new Gauge({ name: 'weft_strict_not_enforced', help: '1 for each STRICT pod on this node whose host-side interface was not found: plaintext from outside the mesh is NOT refused for it (see the admin API\'s /redirect strictNotEnforced for the reason)', labelNames: ['pod'], registers: r,

@@ -1,0 +1,90 @@
+/**
+ * Connections open now per local pod, from the proxy's connection events (events.ts): a shared node
+ * proxy must tell which pod holds what. `weft_pod_open_connections{pod_namespace, pod_name,
+ * direction}`: `outbound` counts the connections a pod on this node opened that the proxy holds
+ * (captured on 15001: to pods, Services, passthrough), `inbound` the connections the proxy delivers
+ * into a pod on this node (over HBONE, from a pod on the same node, from a plaintext client). A
+ * connection between two pods of this node counts once for each.
+ *
+ * Exact: every opened event is paired with its close by the connection's ends (the same object for
+ * both) and reporter; a close whose open was not seen (listening started in between) changes
+ * nothing. A pod's series exists from its first connection and goes when the pod leaves the state
+ * (prune); a connection of a pod gone closing later changes only the record that was removed.
+ *
+ * Labels are `pod_namespace`/`pod_name`, not `namespace`/`pod`: the prometheus-operator's scrape
+ * sets `namespace` and `pod` to the agent's own (a scraped label of the same name would be renamed
+ * `exported_pod`), and so does the ztunnel view (`pod="ztunnel-..."`).
+ */
+import { Gauge, type Registry } from 'prom-client';
+import type { ConnectionEnds, ConnectionOpenedEvent } from './events';
+
+export type Direction = 'inbound' | 'outbound';
+
+/** The local pod a connection event is about and in which direction: the source pod for the source proxy, the destination pod for the destination proxy. Pure. */
+export function localPodOf(ev: ConnectionOpenedEvent): { namespace: string; name: string; direction: Direction } | undefined {
+  const w = ev.reporter === 'source' ? ev.ends.src : ev.ends.dst;
+  return w && { namespace: w.namespace, name: w.name, direction: ev.reporter === 'source' ? 'outbound' : 'inbound' };
+}
+
+interface PodCount { namespace: string; name: string; inbound: number; outbound: number }
+
+export class PodConnections {
+  private readonly pods = new Map<string, PodCount>();
+  /** each open connection's record(s), by its ends: what its close takes back */
+  private open = new WeakMap<ConnectionEnds, Array<{ count: PodCount; direction: Direction }>>();
+
+  constructor(registry: Registry) {
+    const pods = this.pods;
+    new Gauge({ name: 'weft_pod_open_connections', help: 'Connections open now per pod on this node: outbound (the pod opened them, the proxy holds them), inbound (the proxy delivers them into the pod)',
+      labelNames: ['pod_namespace', 'pod_name', 'direction'], registers: [registry],
+      collect() {
+        this.reset();
+        for (const c of pods.values()) {
+          this.set({ pod_namespace: c.namespace, pod_name: c.name, direction: 'inbound' }, c.inbound);
+          this.set({ pod_namespace: c.namespace, pod_name: c.name, direction: 'outbound' }, c.outbound);
+        }
+      } });
+  }
+
+  opened(ev: ConnectionOpenedEvent): void {
+    const local = localPodOf(ev);
+    if (!local) return;
+    const key = `${local.namespace}/${local.name}`;
+    let count = this.pods.get(key);
+    if (!count) this.pods.set(key, (count = { namespace: local.namespace, name: local.name, inbound: 0, outbound: 0 }));
+    count[local.direction]++;
+    let list = this.open.get(ev.ends);
+    if (!list) this.open.set(ev.ends, (list = []));
+    list.push({ count, direction: local.direction });
+  }
+
+  closed(ev: ConnectionOpenedEvent): void {
+    const local = localPodOf(ev);
+    const list = local && this.open.get(ev.ends);
+    if (!local || !list) return;
+    const i = list.findIndex((o) => o.direction === local.direction);
+    if (i < 0) return;
+    list[i]!.count[local.direction]--;
+    list.splice(i, 1);
+    if (list.length === 0) this.open.delete(ev.ends);
+  }
+
+  /** Removes the series of pods not in `present` (`namespace/name`); returns how many pods were removed. */
+  prune(present: ReadonlySet<string>): number {
+    let n = 0;
+    for (const key of this.pods.keys()) if (!present.has(key)) { this.pods.delete(key); n++; }
+    return n;
+  }
+
+  /** Forgets everything (listening stopped: counts of connections whose close will not be seen would only drift). */
+  clear(): void {
+    this.pods.clear();
+    this.open = new WeakMap();
+  }
+
+  /** The open connections of a pod now (tests, the admin API). */
+  get(namespace: string, name: string): { inbound: number; outbound: number } | undefined {
+    const c = this.pods.get(`${namespace}/${name}`);
+    return c && { inbound: c.inbound, outbound: c.outbound };
+  }
+}
