@@ -257,7 +257,8 @@ export class NodeAgent {
         version: WEFT_VERSION,
       });
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
-      registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced });
+      registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced,
+        enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length });
       agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();
