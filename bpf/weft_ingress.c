@@ -8,8 +8,15 @@
  *                        proxy's socket for its 4-tuple (bpf_skc_lookup_tcp) or, for a SYN, to the
  *                        transparent listener on the inbound plaintext port (15006). No listener
  *                        (agent down): the SYN is dropped, so nothing reaches the pod un-meshed.
- *   from a captured pod  the pod's reply to a captured client goes to the proxy's transparent
- *                        upstream socket (bound to the client's address), not to the client.
+ *   from an enrolled pod the pod's reply to a connection the proxy opened from its client's
+ *                        address (a transparent upstream socket: a plaintext client's, or a meshed
+ *                        source pod's on this node or another) goes to that socket, not to the
+ *                        client: found by the reply's 4-tuple (bpf_skc_lookup_tcp). Segments no
+ *                        proxy socket holds (the pod's own connections) pass untouched.
+ *
+ * weft_capture holds every enrolled pod address of this node; a STRICT pod's entry has
+ * WEFT_CAPTURE_REPLIES_ONLY: its inbound plaintext is not captured (its tc egress enforcement
+ * drops it), only its replies are steered, so source preservation works towards STRICT pods too.
  *
  * A packet handed to a socket (bpf_sk_assign) also gets the capture mark: an ip rule sends marked
  * packets to a table whose default route is `local ... dev lo`, so the kernel delivers them here
@@ -186,7 +193,7 @@ static __always_inline int is_node_address(struct packet *p, struct weft_config 
 	       p->dst.addr[2] == cfg->proxy_ip6[2] && p->dst.addr[3] == cfg->proxy_ip6[3];
 }
 
-static __always_inline int from_captured_pod(struct __sk_buff *skb, struct packet *p, struct weft_config *cfg)
+static __always_inline int from_enrolled_pod(struct __sk_buff *skb, struct packet *p, struct weft_config *cfg)
 {
 	if (is_node_address(p, cfg))
 		return TCX_PASS; /* delivered locally anyway */
@@ -206,7 +213,8 @@ int weft_capture_ingress(struct __sk_buff *skb)
 	struct weft_config *cfg = config();
 	if (!cfg)
 		return TCX_PASS;
-	if (bpf_map_lookup_elem(&weft_capture, &p.dst)) {
+	struct weft_capture *to = bpf_map_lookup_elem(&weft_capture, &p.dst);
+	if (to && !(to->flags & WEFT_CAPTURE_REPLIES_ONLY)) {
 		if (r == P_UNPARSED) {
 			count(WEFT_CTR_CAPTURE_DROP_UNPARSED);
 			return TCX_DROP;
@@ -214,8 +222,11 @@ int weft_capture_ingress(struct __sk_buff *skb)
 		return to_captured_pod(skb, &p, cfg);
 	}
 	if (r == P_TCP && bpf_map_lookup_elem(&weft_capture, &p.src))
-		return from_captured_pod(skb, &p, cfg);
+		return from_enrolled_pod(skb, &p, cfg);
 	return TCX_PASS;
 }
+
+/* Keeps enum weft_capture_flag in the object's BTF, where the agent's generated layout reads it from. */
+const volatile enum weft_capture_flag weft_capture_flag_anchor = WEFT_CAPTURE_REPLIES_ONLY;
 
 char _license[] SEC("license") = "Dual BSD/GPL";

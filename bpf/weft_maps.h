@@ -54,8 +54,9 @@ struct weft_flow {
 };
 
 /*
- * Key of weft_capture: an address of an enrolled, non-STRICT pod on this node, whose inbound
- * plaintext TCP the node proxy captures at tc ingress (bpf/weft_ingress.c). Presence means captured.
+ * Key of weft_capture: an address of an enrolled pod on this node (bpf/weft_ingress.c). Without
+ * flags the node proxy captures the pod's inbound plaintext TCP at tc ingress; every entry's
+ * replies to the proxy's transparent upstream sockets (source address preservation) go to them.
  */
 struct weft_ip {
 	__u32 addr[4];
@@ -64,8 +65,13 @@ struct weft_ip {
 };
 
 struct weft_capture {
-	__u32 flags;
+	__u32 flags;              /* enum weft_capture_flag */
 	__u32 reserved;
+};
+
+enum weft_capture_flag {
+	/* a STRICT pod: inbound plaintext is not captured (tc egress drops it); its replies are steered */
+	WEFT_CAPTURE_REPLIES_ONLY = 1,
 };
 
 /*

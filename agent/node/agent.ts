@@ -17,10 +17,10 @@ import { IdentityManager, type CertificateRequester } from '../identity/manager'
 import { defaultProxyConfig } from '../config/proxy-config';
 import { PolicySet } from '../policy';
 import { deliver, judge, socketDownstream, type Arrival, type DeliveryContext, type DeliveryState } from '../proxy/deliver';
-import { connectWithTimeout } from '../proxy/connect';
 import { listenInbound, localTarget, plaintextArrival } from '../proxy/inbound';
 import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/inbound-plaintext';
-import { connectTransparent } from '../proxy/transparent-socket';
+import { connectToPod } from '../proxy/upstream-connect';
+import { canonicalIp } from '../core/ip';
 import { LiveConnections } from '../proxy/live-connections';
 import { OutboundProxy } from '../proxy/outbound';
 import { routeOutbound, type OutboundRoute } from '../proxy/outbound-route';
@@ -305,12 +305,21 @@ export class NodeAgent {
 
   /** The policy in force and how connections into this node's pods are delivered. */
   private delivery(): DeliveryContext {
+    // The pod sees its client's own address (source preservation: proxy/source-address.ts).
+    const nodeIps = new Set((this.opts.nodeIps ?? this.latest?.nodes.find((n) => n.name === this.opts.node)?.internalIPs ?? []).map(canonicalIp));
+    const fellBack = new Set<string>();
+    const upstream = {
+      steered: (ip: string) => this.redirect.steersReplies(ip), nodeIps, timeoutMs: CONNECT_TIMEOUT_MS,
+      onFallback: (a: Arrival, e: Error & { code?: string }) => {
+        if (fellBack.has(e.code ?? '')) return; // once per cause: a port collision is routine, EPERM a setup fault
+        fellBack.add(e.code ?? '');
+        this.log.warn({ src: `${a.conn.sourceIp}:${a.conn.sourcePort}`, dst: `${a.conn.destinationIp}:${a.conn.destinationPort}`, err: e.message },
+          'connecting from the client\'s address failed; this connection comes from the node\'s address (logged once per cause)');
+      },
+    };
     return {
       state: () => this.deliveryState(),
-      // A plaintext client's connection reaches the pod from the client's own address.
-      connect: (a, reader) => (a.path === 'plaintext'
-        ? connectTransparent({ ip: a.conn.sourceIp, port: a.conn.sourcePort }, { ip: a.conn.destinationIp, port: a.conn.destinationPort }, CONNECT_TIMEOUT_MS)
-        : connectWithTimeout(a.conn.destinationIp, a.conn.destinationPort, CONNECT_TIMEOUT_MS, reader)),
+      connect: (a, reader) => connectToPod(a, reader, upstream),
       live: this.live,
       accessLog: this.accessLog,
     };
@@ -370,8 +379,13 @@ export class NodeAgent {
     });
   }
 
-  /** Stops serving; pinned kernel state stays (enrolled pods fail closed until an agent is back). */
-  async stop(): Promise<void> {
+  /**
+   * Stops serving; pinned kernel state stays (enrolled pods fail closed until an agent is back, or
+   * a successor agent already serves them: docs/upgrade.md). Every listener closes at once (a
+   * successor's take the new connections); established connections and tunnel sessions get
+   * `graceMs` to end before they are cut.
+   */
+  async stop(graceMs = 1_000): Promise<void> {
     this.stopped = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);
     this.retryTimer = undefined;
@@ -379,14 +393,14 @@ export class NodeAgent {
     this.metrics.unsubscribe();
     this.liveView.unsubscribe();
     this.stopHealth?.();
-    await this.proxy?.close(1000);
-    await this.inbound?.close(1000);
-    await this.plaintext?.close(1000);
+    const open = (this.proxy?.connections ?? 0) + this.live.size;
+    if (graceMs > 1_000) this.log.info({ connections: open, graceMs }, 'draining: listeners closed, established connections may finish');
+    await Promise.all([this.proxy?.close(graceMs), this.inbound?.close(graceMs), this.plaintext?.close(graceMs),
+      ...this.servers.map((s) => new Promise((r) => s.close(r)))]);
     await this.pool.close();
     this.upstreams.close();
     this.identities.close();
     await this.tracing.close();
-    await Promise.all(this.servers.map((s) => new Promise((r) => s.close(r))));
     this.dp.close();
   }
 }

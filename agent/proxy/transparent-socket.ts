@@ -7,7 +7,10 @@
  *                        and the client's as remoteAddress/remotePort.
  *   connectTransparent   the upstream connection to the pod, bound to the CLIENT's address and port,
  *                        so the pod sees its client (source preserved); the pod's replies come back
- *                        to this socket because the ingress program assigns them to it.
+ *                        to this socket because the ingress program assigns them to it. Used for
+ *                        plaintext clients (15006) and for meshed sources on this node and on others
+ *                        (source-address.ts decides). When that port is taken for this destination
+ *                        it connects from the same address and a port the kernel picks.
  *
  * Both need CAP_NET_ADMIN. They are created by the proxy process, so they live in the proxy's
  * cgroup: the socket programs and STRICT enforcement treat them as the proxy's.
@@ -23,10 +26,17 @@
 import net from 'node:net';
 import { canonicalIp, familyOf, formatAddr, ipBytes } from '../core/ip';
 import * as libc from '../../native/libc';
+import { isSourceCollision, sourcePortAttempts } from './source-address';
+import { listenShared } from './shared-listener';
 
 export interface Endpoint { ip: string; port: number }
 
 const BACKLOG = 511;
+/**
+ * linux/in.h: a bind to port 0 reserves no port; connect() picks one unique for the 4-tuple, so
+ * one pod address can hold many connections to different pods (the pod's own ports go further).
+ */
+const IP_BIND_ADDRESS_NO_PORT = 24;
 
 type TransparentError = Error & { code?: string };
 
@@ -44,11 +54,13 @@ function explain(e: unknown, what: string): TransparentError {
 }
 
 /** A TCP socket with IP(V6)_TRANSPARENT and SO_REUSEADDR set, bound to `local`; closed again on failure. */
-function boundTransparent(local: Endpoint, opts: { v6only: boolean }): number {
+function boundTransparent(local: Endpoint, opts: { v6only: boolean; connecting?: boolean }): number {
   const family = familyOf(local.ip);
   const fd = libc.tcpSocket(family);
   try {
     libc.setsockoptInt(fd, libc.SOL_SOCKET, libc.SO_REUSEADDR, 1, 'SO_REUSEADDR');
+    // port 0 on a connecting socket: the kernel chooses at connect (the IP level option holds for IPv6 sockets too)
+    if (local.port === 0 && opts.connecting === true) libc.setsockoptInt(fd, libc.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1, 'IP_BIND_ADDRESS_NO_PORT');
     if (family === 4) libc.setsockoptInt(fd, libc.SOL_IP, libc.IP_TRANSPARENT, 1, 'IP_TRANSPARENT');
     else {
       libc.setsockoptInt(fd, libc.SOL_IPV6, libc.IPV6_TRANSPARENT, 1, 'IPV6_TRANSPARENT');
@@ -63,40 +75,44 @@ function boundTransparent(local: Endpoint, opts: { v6only: boolean }): number {
 }
 
 /**
- * A transparent listener on `host`:`port`. An IPv6 host listens for IPv6 only (IPV6_V6ONLY), so
+ * A transparent listener on `host`:`port`, shared with a successor agent (SO_REUSEPORT). An IPv6 host listens for IPv6 only (IPV6_V6ONLY), so
  * '0.0.0.0' and '::' can listen on the same port side by side. The server is made with
  * allowHalfOpen and pauseOnConnect: a handler decides before any byte is read.
  */
 export async function listenTransparent(host: string, port: number): Promise<net.Server> {
-  const where = `transparent listener on ${formatAddr(host, port)}`;
-  let fd: number;
-  try {
-    fd = boundTransparent({ ip: host, port }, { v6only: true });
-    try { libc.listen(fd, BACKLOG, formatAddr(host, port)); } catch (e) { libc.close(fd); throw e; }
-  } catch (e) {
-    throw explain(e, where);
-  }
   const server = net.createServer({ allowHalfOpen: true, pauseOnConnect: true });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', (e) => { libc.close(fd); reject(explain(e, where)); });
-    server.listen({ fd, backlog: BACKLOG }, () => { server.removeAllListeners('error'); resolve(); });
-  });
+  // SO_REUSEPORT too (shared-listener.ts): a successor agent listens beside this one during an upgrade.
+  await listenShared(server, { host, port, ipv6Only: true, transparent: true, backlog: BACKLOG });
   return server;
 }
 
 /**
  * Connects to `remote` from `local` (the client's own address and port) through a transparent
  * socket. Resolves with a half-open-capable socket (allowHalfOpen, noDelay) once connected; fails
- * with ETIMEDOUT after `timeoutMs`, or with the connect error (ECONNREFUSED, ...).
+ * with ETIMEDOUT after `timeoutMs`, or with the connect error (ECONNREFUSED, ...). When the port is
+ * taken for this destination (EADDRINUSE at bind, EADDRNOTAVAIL at connect: the same 4-tuple is
+ * still held, e.g. in TIME_WAIT) it tries again from the same address and a port the kernel picks;
+ * only when that fails too does it fail, with the last error (code kept).
  */
-export function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number): Promise<net.Socket> {
+export async function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number): Promise<net.Socket> {
+  const ports = sourcePortAttempts(local.port);
+  for (let i = 0; ; i++) {
+    try {
+      return await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs);
+    } catch (e) {
+      if (i + 1 >= ports.length || !isSourceCollision((e as TransparentError).code)) throw e;
+    }
+  }
+}
+
+function connectTransparentOnce(local: Endpoint, remote: Endpoint, timeoutMs: number): Promise<net.Socket> {
   const what = `transparent connect from ${formatAddr(local.ip, local.port)} to ${formatAddr(remote.ip, remote.port)}`;
   if (familyOf(local.ip) !== familyOf(remote.ip)) {
     return Promise.reject(Object.assign(new Error(`${what}: the client and the pod address are of different families`), { code: 'EAFNOSUPPORT' }));
   }
   let fd: number;
   try {
-    fd = boundTransparent(local, { v6only: true });
+    fd = boundTransparent(local, { v6only: true, connecting: true });
   } catch (e) {
     return Promise.reject(explain(e, what));
   }

@@ -17,7 +17,9 @@ import {
 } from './codec';
 import { Datapath } from './datapath';
 import { lookupPodInterfaces, type InterfaceLookup } from './interfaces';
-import { captureAddresses, captureInterfaces, DesiredPod, planEnrollment, planSet } from './plan';
+import { captureAddresses, DesiredPod, planEnrollment } from './plan';
+import { captureEntries, ingressInterfaces, planCaptureEntries, steeredPods, type Steering } from './reply-steering';
+import { weft_capture } from '../core/bpf-layout.generated';
 
 export interface PodToEnroll {
   key: string;
@@ -30,6 +32,12 @@ export interface RedirectState {
   enrolled: Array<{ key: string; cgroupId: string; strict: boolean; ifindex: number | null }>;
   /** inbound plaintext capture: the pod addresses captured and the interfaces watched (tcx ingress) */
   capture: { addresses: string[]; interfaces: number[] };
+  /**
+   * Source address preservation: the pod addresses whose replies the ingress program brings back
+   * to the proxy's transparent sockets (the proxy connects to them from their client's address),
+   * and the pods it does not preserve sources for, with the reason.
+   */
+  replies: Steering;
   problems: string[];
   /**
    * STRICT pods whose host-side interface could not be found, so nothing refuses plaintext from
@@ -46,7 +54,8 @@ export interface StrictNotEnforced {
 
 export class RedirectManager {
   private byCgroup = new Map<bigint, string>();
-  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, problems: [], strictNotEnforced: [] };
+  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, replies: { addresses: [], notSteered: [] }, problems: [], strictNotEnforced: [] };
+  private steered = new Set<string>();
   private lastNotEnforced = '';
 
   constructor(private readonly dp: Datapath, private readonly cfg: NodeDatapathConfig, private readonly log: Logger) {}
@@ -69,6 +78,11 @@ export class RedirectManager {
   /** The pod (namespace/name) a captured connection came from, by the cgroup id the kernel recorded. */
   podForCgroup(id: bigint): string | undefined {
     return this.byCgroup.get(id);
+  }
+
+  /** Whether the replies of the pod at `ip` (canonical) reach the proxy's transparent sockets. */
+  steersReplies(ip: string): boolean {
+    return this.steered.has(ip);
   }
 
   current(): RedirectState {
@@ -110,7 +124,10 @@ export class RedirectManager {
     // A pod whose addresses sit behind several interfaces (one per family) is judged on each.
     const strictIfindexes = [...new Set([...plan.strictIfindexes, ...moreStrict])].sort((a, b) => a - b);
     const tc = this.dp.syncStrictInterfaces(strictIfindexes);
-    const capture = this.syncCapture(captureAddresses(desired, this.cfg.proxyCgroupId), found.podLinks, found.addressIfindex);
+    const capture = this.syncCapture(captureEntries(desired, this.cfg.proxyCgroupId), found.podLinks, found.addressIfindex);
+    const replies = steeredPods(desired.filter((d) => d.cgroupId !== this.cfg.proxyCgroupId)
+      .map((d) => ({ key: d.key, ips: d.ips ?? [], iface: found.pods.get(d.key) })), new Set(capture.interfaces));
+    this.steered = new Set(replies.addresses);
     if (desired.some((d) => d.cgroupId === this.cfg.proxyCgroupId)) {
       problems.push('a pod shares the node proxy\'s cgroup; it is not enrolled (the proxy must never capture itself)');
     }
@@ -118,13 +135,14 @@ export class RedirectManager {
     this.state = {
       enrolled: desired.filter((d) => d.cgroupId !== this.cfg.proxyCgroupId)
         .map((d) => ({ key: d.key, cgroupId: d.cgroupId.toString(), strict: d.strict, ifindex: d.ifindex })),
-      capture: { addresses: capture.addresses, interfaces: capture.interfaces },
+      capture: { addresses: captureAddresses(desired, this.cfg.proxyCgroupId), interfaces: capture.interfaces },
+      replies,
       problems,
       strictNotEnforced,
     };
     if (plan.addCgroups.length || plan.removeCgroups.length || tc.attached.length || tc.detached.length || capture.changed) {
       this.log.info({ enrolled: plan.addCgroups.length, unenrolled: plan.removeCgroups.length,
-        strictAttached: tc.attached, strictDetached: tc.detached, captured: capture.addresses.length,
+        strictAttached: tc.attached, strictDetached: tc.detached, captured: captureAddresses(desired, this.cfg.proxyCgroupId).length, steered: replies.addresses.length,
         captureAttached: capture.attached, captureDetached: capture.detached }, 'redirect state changed');
     }
     for (const p of problems) this.log.warn(p);
@@ -137,19 +155,20 @@ export class RedirectManager {
   }
 
   /**
-   * Makes weft_capture hold exactly `addresses` and the capture program watch the node's uplinks
-   * (the interfaces holding the node proxy's addresses) and every pod interface on this node.
+   * Makes weft_capture hold exactly `entries` (every enrolled pod address; STRICT ones flagged
+   * replies-only) and the ingress program watch the interfaces ingressInterfaces() names.
    */
-  private syncCapture(addresses: string[], podIfaces: number[], own: Map<string, number>) {
+  private syncCapture(entries: Map<string, number>, podIfaces: number[], own: Map<string, number>) {
     const fd = this.dp.mapFd('weft_capture');
-    const plan = planSet(addresses, bpf.mapKeys(fd, IP_KEY_SIZE).map(decodeIpKey));
-    for (const ip of plan.add) bpf.mapUpdate(fd, encodeIpKey(ip), encodeCapture());
+    const have = new Map(bpf.mapKeys(fd, IP_KEY_SIZE).map((k) => [decodeIpKey(k), bpf.mapLookup(fd, k, weft_capture.size)?.readUInt32LE(weft_capture.fields.flags.offset) ?? -1] as const));
+    const plan = planCaptureEntries(entries, have);
+    for (const [ip, flags] of plan.put) bpf.mapUpdate(fd, encodeIpKey(ip), encodeCapture(flags));
     for (const ip of plan.remove) bpf.mapDelete(fd, encodeIpKey(ip));
     const uplinks = [this.cfg.proxyIp4, this.cfg.proxyIp6].flatMap((ip) => (ip ? [own.get(canonicalIp(ip))] : []))
       .filter((i): i is number => i !== undefined);
-    const interfaces = captureInterfaces(addresses, uplinks, podIfaces);
+    const interfaces = ingressInterfaces(entries, uplinks, podIfaces);
     const tcx = this.dp.syncCaptureInterfaces(interfaces);
-    return { addresses, interfaces, ...tcx, changed: plan.add.length + plan.remove.length + tcx.attached.length + tcx.detached.length > 0 };
+    return { interfaces, ...tcx, changed: plan.put.length + plan.remove.length + tcx.attached.length + tcx.detached.length > 0 };
   }
 
   /** Counters from the programs: why they redirected, answered or dropped. */

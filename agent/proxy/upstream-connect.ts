@@ -1,0 +1,33 @@
+/**
+ * Opens the delivering proxy's connection to a meshed pod on this node, from the client's own
+ * address where source-address.ts says the source is preserved (a transparent socket), from the
+ * node's address otherwise. Source preservation never fails a connection: when the client's
+ * address cannot be used (its port and an ephemeral one both taken for this destination, or the
+ * agent lacks CAP_NET_ADMIN) the connection is made from the node's address and the fallback is
+ * reported through `onFallback`.
+ */
+import type { Socket } from 'node:net';
+import { connectWithTimeout } from './connect';
+import type { Arrival } from './deliver';
+import { isSourceCollision, upstreamSource, type SourceEnv } from './source-address';
+import { connectTransparent } from './transparent-socket';
+
+export interface UpstreamEnv extends SourceEnv {
+  timeoutMs: number;
+  /** the client's address could not be used for `a`; the connection comes from the node instead */
+  onFallback?(a: Arrival, error: Error & { code?: string }): void;
+}
+
+export async function connectToPod(a: Arrival, reader: 'pump' | 'stream', env: UpstreamEnv): Promise<Socket> {
+  const dst = { ip: a.conn.destinationIp, port: a.conn.destinationPort };
+  const src = upstreamSource(a, env);
+  if (!src.preserve) return connectWithTimeout(dst.ip, dst.port, env.timeoutMs, reader);
+  try {
+    return await connectTransparent(src.source, dst, env.timeoutMs);
+  } catch (e) {
+    const err = e as Error & { code?: string };
+    if (!isSourceCollision(err.code) && err.code !== 'EPERM') throw e;
+    env.onFallback?.(a, err);
+    return connectWithTimeout(dst.ip, dst.port, env.timeoutMs, reader);
+  }
+}

@@ -1,0 +1,183 @@
+/**
+ * Source address preservation on real namespaces, eBPF and transparent sockets: an application on
+ * a meshed pod sees its client pod's own address and port, as without the mesh, whether the client
+ * is on another node (HBONE: the port stated in `Forwarded: for=`) or on the same node (the
+ * client's own socket), towards STRICT and PERMISSIVE pods. The delivering proxy connects from the
+ * client's address (IP_TRANSPARENT) and the ingress program on the pod's interface hands the pod's
+ * replies back to that socket. STRICT still refuses plaintext from outside the mesh; a taken
+ * source port is replaced by another, never a failed connection; everything is removed afterwards.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, LabNode, LabPod, startEchoServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
+import { startMesh, type MeshProcesses } from '../../agent/sandbox/weft-agent';
+import { kernelTestBlocker } from '../support/requirements';
+
+const blocker = kernelTestBlocker();
+const ECHO_PORT = 7000;
+
+/**
+ * Opens `n` connections at once from this pod (each from `localPort` when given), reads the echo
+ * server's first line (`echo <pod> peer=<addr>:<port>`) on each, and prints one JSON array of
+ * { local, line } or { local, error }. Bounded: every socket has a timeout.
+ */
+const CLIENTS = `
+const net = require('net');
+const [host, port, n, localPort] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4] || 0)];
+const out = []; let left = n;
+const done = (r) => { out.push(r); if (--left === 0) console.log(JSON.stringify(out)); };
+for (let i = 0; i < n; i++) {
+  const s = net.connect({ host, port, ...(localPort ? { localPort } : {}) });
+  let buf = '', local = 0, over = false;
+  const finish = (r) => { if (over) return; over = true; s.destroy(); done({ local, ...r }); };
+  s.setTimeout(8000, () => finish({ error: 'timeout' }));
+  s.on('connect', () => { local = s.localPort; });
+  s.on('data', (d) => { buf += d; const nl = buf.indexOf('\\n'); if (nl >= 0) finish({ line: buf.slice(0, nl) }); });
+  s.on('error', (e) => finish({ error: e.code || e.message }));
+  s.on('close', () => finish({ error: 'closed before a line' }));
+}`;
+
+interface Seen { local: number; ip?: string; port?: number; pod?: string; error?: string }
+
+/** `n` concurrent connections from `from` to `host`:ECHO_PORT; what each server saw of its peer. */
+async function connections(from: LabPod, host: string, n = 1, localPort = 0): Promise<Seen[]> {
+  const r = await from.exec(process.execPath, ['-e', CLIENTS, host, String(ECHO_PORT), String(n), String(localPort)], { timeoutMs: 20_000 });
+  assert.equal(r.code, 0, r.stderr);
+  return (JSON.parse(r.stdout) as Array<{ local: number; line?: string; error?: string }>).map((c) => {
+    const m = c.line && /^echo (\S+) peer=(.+):(\d+)$/.exec(c.line);
+    return m ? { local: c.local, pod: m[1]!, ip: m[2]!, port: Number(m[3]) } : { local: c.local, error: c.error ?? `unexpected line ${JSON.stringify(c.line)}` };
+  });
+}
+
+describe('source address preservation', { skip: blocker ?? false }, () => {
+  let lab: Lab, n1: LabNode, n2: LabNode;
+  let client: LabPod, near: LabPod, guard: LabPod, far: LabPod, outsider1: LabPod, outsider2: LabPod;
+  let mesh: MeshProcesses;
+  let dir: string;
+  const servers: ServerHandle[] = [];
+  const strict = { apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'locked' }, spec: { mtls: { mode: 'STRICT' } } };
+  const redirectState = async (node: LabNode) =>
+    JSON.parse((await node.exec('curl', ['-s', 'http://127.0.0.1:15000/redirect'], { timeoutMs: 5000 })).stdout);
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'src11' });
+    n1 = await lab.node('n1');
+    n2 = await lab.node('n2');
+    client = await n1.pod('client', { namespace: 'shop', serviceAccount: 'sa-client', ipv6: true });
+    near = await n1.pod('near', { namespace: 'shop', serviceAccount: 'sa-near', ipv6: true });
+    guard = await n1.pod('guard', { namespace: 'locked', serviceAccount: 'sa-guard', ipv6: true });
+    far = await n2.pod('far', { namespace: 'locked', serviceAccount: 'sa-far', ipv6: true });
+    outsider1 = await n1.pod('outsider1', { namespace: 'outside', ipv6: true });
+    outsider2 = await n2.pod('outsider2', { namespace: 'outside', ipv6: true });
+    dir = mkdtempSync(join(tmpdir(), 'weft-src11-'));
+    const configPath = join(dir, 'mesh.yaml');
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked'], extra: [strict] }));
+    for (const p of [near, guard, far, outsider1, outsider2]) servers.push(startEchoServer(p, ECHO_PORT, { family: 6 }));
+    await Promise.all(servers.map((s) => s.ready));
+    mesh = await startMesh([n1, n2], configPath, join(dir, 'data'));
+  });
+
+  after(async () => {
+    if (blocker) return;
+    await mesh?.stop();
+    const netns = [n1, n2, ...(n1?.pods ?? []), ...(n2?.pods ?? [])].filter(Boolean).map((p) => p.netns);
+    const nodes = [n1, n2].filter(Boolean).map((n) => n.name);
+    await lab?.close();
+    rmSync(dir, { recursive: true, force: true });
+    // Cleanup is part of what is tested: no namespace (so no veth, route, rule or tc link) and no pinned object is left.
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    for (const ns of netns) assert.ok(!left.split('\n').some((l) => l.split(' ')[0] === ns), `netns ${ns} left behind`);
+    for (const n of nodes) assert.equal(existsSync(`/sys/fs/bpf/weft/${n}`), false, `pinned objects of ${n} left behind`);
+  });
+
+  const cases = [
+    ['across nodes (HBONE) to a STRICT pod', () => far, 'far', 4],
+    ['across nodes (HBONE) to a STRICT pod over IPv6', () => far, 'far', 6],
+    ['on the same node to a PERMISSIVE pod', () => near, 'near', 4],
+    ['on the same node to a STRICT pod', () => guard, 'guard', 4],
+    ['on the same node to a STRICT pod over IPv6', () => guard, 'guard', 6],
+  ] as const;
+  for (const [label, target, name, family] of cases) {
+    test(`${label}: the application sees the client pod's own address and port`, async () => {
+      const dst = family === 4 ? target().ip : target().ip6!;
+      const src = family === 4 ? client.ip : client.ip6!;
+      const [c] = await connections(client, dst);
+      assert.equal(c!.error, undefined, `connection failed: ${JSON.stringify(c)}`);
+      assert.equal(c!.pod, name);
+      assert.equal(c!.ip, src, 'the application sees the client pod, not the node proxy');
+      assert.equal(c!.port, c!.local, 'and the client\'s own port (free here)');
+      const destinationAgent = mesh.agents[target().node === n1 ? 0 : 1]!;
+      const srcAddr = family === 4 ? `${src}:${c!.local}` : `[${src}]:${c!.local}`;
+      const line = await destinationAgent.waitForLog((l) => l['src.addr'] === srcAddr && String(l['dst.addr']).endsWith(`:${ECHO_PORT}`) && l.decision === 'allow');
+      assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/shop/sa/sa-client');
+    });
+  }
+
+  for (const [label, target] of [['across nodes', () => far], ['on the same node', () => guard]] as const) {
+    test(`50 concurrent connections from one pod ${label} are all delivered, each seen from the pod's address and its own port`, async () => {
+      const all = await connections(client, target().ip, 50);
+      assert.equal(all.length, 50);
+      const failed = all.filter((c) => c.error !== undefined);
+      assert.deepEqual(failed, [], 'every connection delivered');
+      assert.deepEqual(all.filter((c) => c.ip !== client.ip), [], 'every one from the client pod\'s address');
+      assert.deepEqual(all.filter((c) => c.port !== c.local), [], 'every one from its own port');
+      assert.equal(new Set(all.map((c) => c.port)).size, 50);
+    });
+  }
+
+  test('a STRICT destination still refuses plaintext from a pod outside the mesh, on its node and from another', async () => {
+    for (const [from, to] of [[outsider1, guard], [outsider2, far], [outsider1, far]] as const) {
+      const r = await tcpRequest(from, to.ip, ECHO_PORT, { payload: 'x', timeoutMs: 1500 }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
+      assert.ok(r.code !== 0 || !r.stdout.includes('echo'), `plaintext from ${from.name} reached ${to.name}: ${r.stdout}`);
+    }
+  });
+
+  test('a source port taken on the destination node: the connection comes from the same address and another port', async () => {
+    // A listener in n1's namespace holds client.ip:PORT (a node process bound there, with ip_nonlocal_bind).
+    const PORT = 45999;
+    execFileSync('ip', ['netns', 'exec', n1.netns, 'sysctl', '-q', '-w', 'net.ipv4.ip_nonlocal_bind=1']);
+    const holder = n1.spawn(process.execPath, ['-e', `require('net').createServer().listen(${PORT}, '${client.ip}', () => console.log('held'))`]);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout!.once('data', () => resolve());
+        holder.once('exit', (code) => reject(new Error(`the port holder exited (${code})`)));
+      });
+      const [c] = await connections(client, guard.ip, 1, PORT);
+      assert.equal(c!.error, undefined, `connection failed: ${JSON.stringify(c)}`);
+      assert.equal(c!.local, PORT, 'the client used the port asked for');
+      assert.equal(c!.ip, client.ip);
+      assert.notEqual(c!.port, PORT, 'the proxy moved to another port');
+    } finally {
+      holder.kill('SIGKILL');
+      execFileSync('ip', ['netns', 'exec', n1.netns, 'sysctl', '-q', '-w', 'net.ipv4.ip_nonlocal_bind=0']);
+    }
+  });
+
+  test('traffic the proxy did not open is left alone: pods outside the mesh talk directly, a meshed pod reaches an outside one', async () => {
+    const [direct] = await connections(outsider2, outsider1.ip);
+    assert.equal(direct!.error, undefined, JSON.stringify(direct));
+    assert.equal(direct!.ip, outsider2.ip);
+    const [passthrough] = await connections(client, outsider2.ip);
+    assert.equal(passthrough!.error, undefined, JSON.stringify(passthrough));
+    assert.equal(passthrough!.pod, 'outsider2');
+  });
+
+  test('/redirect names the steered addresses, including the STRICT pods\'; the kernel counted steered replies', async () => {
+    const s2 = await redirectState(n2);
+    assert.ok(s2.replies.addresses.includes(far.ip) && s2.replies.addresses.includes(far.ip6), JSON.stringify(s2.replies));
+    assert.deepEqual(s2.replies.notSteered, []);
+    assert.ok(!s2.capture.addresses.includes(far.ip), 'a STRICT pod is not captured, only its replies are steered');
+    assert.ok(Number(s2.counters.capture_reply) > 0, JSON.stringify(s2.counters));
+    const s1 = await redirectState(n1);
+    for (const p of [client, near, guard]) assert.ok(s1.replies.addresses.includes(p.ip), `${p.name}: ${JSON.stringify(s1.replies)}`);
+    // the uplink is watched because PERMISSIVE pods are captured on n1; on n2 only pods are enrolled STRICT
+    const uplink = (n: LabNode) => JSON.parse(execFileSync('ip', ['-n', n.netns, '-j', 'link', 'show', 'dev', 'eth0'], { encoding: 'utf8' }))[0].ifindex as number;
+    assert.ok(s1.capture.interfaces.includes(uplink(n1)));
+    assert.ok(!s2.capture.interfaces.includes(uplink(n2)), JSON.stringify(s2.capture));
+  });
+});

@@ -1,0 +1,184 @@
+/**
+ * Source address preservation: the pure decisions (which address and port the delivering proxy
+ * connects from, which pods' replies are steered, what weft_capture holds) and the port fallback
+ * of connectTransparent on real loopback sockets (a taken port is replaced, never a failed
+ * connection). The packet path is proven on real namespaces in test/integration/source-address.test.ts.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { isSourceCollision, sourcePortAttempts, upstreamSource, type SourceEnv } from '../../agent/proxy/source-address';
+import { connectTransparent } from '../../agent/proxy/transparent-socket';
+import type { Arrival } from '../../agent/proxy/deliver';
+import { captureEntries, ingressInterfaces, planCaptureEntries, steeredPods } from '../../agent/redirect/reply-steering';
+import type { DesiredPod } from '../../agent/redirect/plan';
+import { weft_capture_flag } from '../../agent/core/bpf-layout.generated';
+
+const REPLIES_ONLY = weft_capture_flag.WEFT_CAPTURE_REPLIES_ONLY;
+const SRC = { namespace: 'shop', name: 'client', workload: 'client', identity: 'spiffe://cluster.local/ns/shop/sa/client' };
+
+function arrival(path: Arrival['path'], sourceIp: string, sourcePort: number, destinationIp = '10.244.2.5', verified = true): Pick<Arrival, 'path' | 'conn' | 'record'> {
+  return {
+    path,
+    conn: { sourceIp, sourcePort, destinationIp, destinationPort: 8080 },
+    record: { direction: 'inbound', srcIp: sourceIp, srcPort: sourcePort, dstIp: destinationIp, dstPort: 8080, ...(verified ? { src: SRC } : {}) } as Arrival['record'],
+  };
+}
+const env = (steered: string[] = ['10.244.2.5', 'fd00:244:2::5'], nodeIps: string[] = ['172.30.2.1']): SourceEnv =>
+  ({ steered: (ip) => steered.includes(ip), nodeIps: new Set(nodeIps) });
+
+describe('upstreamSource: where the delivering proxy connects from', () => {
+  test('across nodes: the source pod the tunnel stated and the peer identity vouches for, with its port', () => {
+    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 41000), env()), { preserve: true, source: { ip: '10.244.1.7', port: 41000 } });
+  });
+
+  test('across nodes: an unverified Forwarded claim (the source is the peer proxy) is not used: the node connects', () => {
+    const r = upstreamSource(arrival('hbone', '172.30.1.1', 50000, '10.244.2.5', false), env());
+    assert.equal(r.preserve, false);
+    assert.match((r as { reason: string }).reason, /did not state a source pod/);
+  });
+
+  test('same node: the client socket\'s own address and port', () => {
+    assert.deepEqual(upstreamSource(arrival('local', '10.244.2.9', 35000), env()), { preserve: true, source: { ip: '10.244.2.9', port: 35000 } });
+  });
+
+  test('IPv6 is kept canonical; an IPv4 client of an IPv6 pod (different families) is not preserved', () => {
+    assert.deepEqual(upstreamSource(arrival('hbone', 'FD00:244:1:0::7', 41000, 'fd00:244:2::5'), env()), { preserve: true, source: { ip: 'fd00:244:1::7', port: 41000 } });
+    assert.equal(upstreamSource(arrival('hbone', '10.244.1.7', 41000, 'fd00:244:2::5'), env()).preserve, false);
+  });
+
+  test('a destination whose replies are not steered (no ingress program, a bridge) gets the node\'s address', () => {
+    const r = upstreamSource(arrival('local', '10.244.2.9', 35000), env([]));
+    assert.equal(r.preserve, false);
+    assert.match((r as { reason: string }).reason, /not steered/);
+  });
+
+  test('plaintext clients keep their address whatever the steering (their destination is captured)', () => {
+    assert.deepEqual(upstreamSource(arrival('plaintext', '10.244.3.3', 45000, '10.244.2.5', false), env([])), { preserve: true, source: { ip: '10.244.3.3', port: 45000 } });
+  });
+
+  test('never from the pod\'s own address, the node\'s address, or an unknown one; a port out of range becomes 0 (kernel picks)', () => {
+    assert.equal(upstreamSource(arrival('local', '10.244.2.5', 35000), env()).preserve, false);
+    assert.equal(upstreamSource(arrival('local', '172.30.2.1', 35000), env()).preserve, false);
+    assert.equal(upstreamSource(arrival('hbone', '0.0.0.0', 0), env()).preserve, false);
+    assert.equal(upstreamSource(arrival('hbone', 'not-an-ip', 1), env()).preserve, false);
+    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 0), env()), { preserve: true, source: { ip: '10.244.1.7', port: 0 } });
+    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 70000), env()), { preserve: true, source: { ip: '10.244.1.7', port: 0 } });
+  });
+});
+
+test('port choice: the client\'s port first, then one the kernel picks; only address collisions move on', () => {
+  assert.deepEqual(sourcePortAttempts(41000), [41000, 0]);
+  assert.deepEqual(sourcePortAttempts(0), [0]);
+  assert.equal(isSourceCollision('EADDRINUSE'), true);
+  assert.equal(isSourceCollision('EADDRNOTAVAIL'), true);
+  for (const code of ['ECONNREFUSED', 'ETIMEDOUT', 'EPERM', undefined]) assert.equal(isSourceCollision(code), false);
+});
+
+describe('reply steering decisions', () => {
+  const pod = (key: string, cgroupId: bigint, strict: boolean, ips: string[]): DesiredPod => ({ key, cgroupId, strict, ifindex: null, ips });
+
+  test('weft_capture holds every enrolled address: PERMISSIVE captured (0), STRICT replies only; never the proxy\'s cgroup', () => {
+    const entries = captureEntries([pod('a', 1n, false, ['10.0.0.1']), pod('b', 2n, true, ['10.0.0.2', 'fd00::2']), pod('p', 9n, true, ['10.0.0.9'])], 9n);
+    assert.deepEqual([...entries].sort(), [['10.0.0.1', 0], ['10.0.0.2', REPLIES_ONLY], ['fd00::2', REPLIES_ONLY]]);
+    // one address claimed by both kinds (a stale snapshot): it stays captured
+    assert.deepEqual([...captureEntries([pod('a', 1n, true, ['10.0.0.1']), pod('b', 2n, false, ['10.0.0.1'])], 9n)], [['10.0.0.1', 0]]);
+  });
+
+  test('a pod turning STRICT rewrites its entry\'s flags; gone addresses are removed; unchanged ones untouched', () => {
+    const want = new Map([['10.0.0.1', REPLIES_ONLY], ['10.0.0.2', 0]]);
+    const have = new Map([['10.0.0.1', 0], ['10.0.0.2', 0], ['10.0.0.3', 0]]);
+    assert.deepEqual(planCaptureEntries(want, have), { put: [['10.0.0.1', REPLIES_ONLY]], remove: ['10.0.0.3'] });
+    assert.deepEqual(planCaptureEntries(want, want), { put: [], remove: [] });
+  });
+
+  test('ingress interfaces: uplinks only while something is captured; pod interfaces while any pod is enrolled', () => {
+    assert.deepEqual(ingressInterfaces(new Map([['10.0.0.1', 0]]), [2], [7, 5, 2]), [2, 5, 7]);
+    assert.deepEqual(ingressInterfaces(new Map([['10.0.0.1', REPLIES_ONLY]]), [2], [7, 5]), [5, 7]);
+    assert.deepEqual(ingressInterfaces(new Map(), [2], [5]), []);
+  });
+
+  test('steered: routed veths carrying the program; a bridged pod, an unresolved one and an unattached one are named with why', () => {
+    const ok = (ifindexes: number[], port?: string) => ({ ok: true as const, ifindexes, hops: ifindexes.map((i) => ({ ip: 'x', dev: port ? 'cni0' : `veth${i}`, ...(port ? { port } : {}) })) });
+    const r = steeredPods([
+      { key: 'ns/a', ips: ['10.0.0.1', 'fd00::1'], iface: ok([5]) },
+      { key: 'ns/b', ips: ['10.0.0.2'], iface: ok([6], 'veth6') },
+      { key: 'ns/c', ips: ['10.0.0.3'], iface: { ok: false, reason: 'a gateway answered', probes: [] } },
+      { key: 'ns/d', ips: ['10.0.0.4'], iface: ok([8]) },
+      { key: 'ns/e', ips: ['10.0.0.5'], iface: undefined },
+    ], new Set([5, 6]));
+    assert.deepEqual(r.addresses, ['10.0.0.1', 'fd00::1']);
+    assert.deepEqual(r.notSteered.map((n) => n.pod), ['ns/b', 'ns/c', 'ns/d', 'ns/e']);
+    assert.match(r.notSteered[0]!.reason, /bridge/);
+    assert.match(r.notSteered[1]!.reason, /a gateway answered/);
+    assert.match(r.notSteered[2]!.reason, /not attached/);
+  });
+});
+
+describe('connectTransparent on loopback: a taken source port is replaced, the connection still made', () => {
+  let server: net.Server;
+  let port = 0;
+  const seen: Array<{ ip: string; port: number }> = [];
+  const open: net.Socket[] = [];
+
+  before(async () => {
+    server = net.createServer((s) => { seen.push({ ip: s.remoteAddress!, port: s.remotePort! }); s.on('error', () => undefined); open.push(s); });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    port = (server.address() as net.AddressInfo).port;
+  });
+  after(async () => {
+    for (const s of open) s.destroy();
+    await new Promise((r) => server.close(r));
+  });
+
+  const accepted = async (n: number) => {
+    for (let i = 0; i < 200 && seen.length < n; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(seen.length, n, 'the server accepted the connection');
+    return seen[n - 1]!;
+  };
+
+  test('a free port is used as asked', async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.4', r));
+    const free = (probe.address() as net.AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    const s = await connectTransparent({ ip: '127.0.0.4', port: free }, { ip: '127.0.0.1', port }, 5000);
+    open.push(s);
+    assert.deepEqual(await accepted(1), { ip: '127.0.0.4', port: free });
+  });
+
+  test('the port held by a listener (EADDRINUSE at bind): same address, another port', async () => {
+    const holder = net.createServer();
+    await new Promise<void>((r) => holder.listen(0, '127.0.0.5', r));
+    const held = (holder.address() as net.AddressInfo).port;
+    try {
+      const s = await connectTransparent({ ip: '127.0.0.5', port: held }, { ip: '127.0.0.1', port }, 5000);
+      open.push(s);
+      const got = await accepted(2);
+      assert.equal(got.ip, '127.0.0.5');
+      assert.notEqual(got.port, held);
+    } finally {
+      await new Promise((r) => holder.close(r));
+    }
+  });
+
+  test('the same 4-tuple already connected (EADDRNOTAVAIL at connect): same address, another port', async () => {
+    const first = await connectTransparent({ ip: '127.0.0.6', port: 0 }, { ip: '127.0.0.1', port }, 5000);
+    open.push(first);
+    const taken = first.localPort!;
+    const s = await connectTransparent({ ip: '127.0.0.6', port: taken }, { ip: '127.0.0.1', port }, 5000);
+    open.push(s);
+    const got = await accepted(4);
+    assert.equal(got.ip, '127.0.0.6');
+    assert.notEqual(got.port, taken);
+    assert.equal(s.localAddress, '127.0.0.6');
+  });
+
+  test('a refused connection is not retried as a collision: it fails with ECONNREFUSED', async () => {
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const closedPort = (probe.address() as net.AddressInfo).port;
+    await new Promise((r) => probe.close(r));
+    await assert.rejects(connectTransparent({ ip: '127.0.0.7', port: 0 }, { ip: '127.0.0.1', port: closedPort }, 5000), { code: 'ECONNREFUSED' });
+  });
+});
