@@ -8,7 +8,7 @@ import { PORTS } from './node/ports';
 const USAGE = `usage: weft <command> [flags]
 
 commands:
-  local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
+  local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS] [--drain-grace SECONDS]
                          control plane and node agent in one process, following FILE
   controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--serving-name NAME]...
                [--ca-secret NAMESPACE/NAME] [--trust-bundle-configmap NAMESPACE/NAME]
@@ -17,10 +17,13 @@ commands:
                          trust bundle published in a ConfigMap (default weft-system/weft-trust-bundle).
                          --serving-name adds a DNS name or IP agents dial (e.g. its Service's) to its
                          certificate, beside the host name and local addresses
-  agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS]
+  agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS] [--drain-grace SECONDS]
                          the node agent, fed by a control plane. Both files are read again as they
                          change; in a pod they default to the projected token and trust-bundle mounts
-                         of daemonset/agent.yaml (${IN_POD_CREDENTIALS.tokenFile}, ${IN_POD_CREDENTIALS.caFile})
+                         of daemonset/agent.yaml (${IN_POD_CREDENTIALS.tokenFile}, ${IN_POD_CREDENTIALS.caFile}).
+                         Every listener is shared (SO_REUSEPORT) with a successor agent started for the
+                         same node; on SIGTERM the agent stops accepting and lets its connections finish
+                         for --drain-grace seconds (default 30) before it exits (docs/upgrade.md)
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
   explain SRC DST[:PORT] [METHOD PATH] [--host H] [--header NAME=VALUE]... [--config FILE | --admin HOST:PORT]
                          what the proxy decides for a connection (or, with METHOD PATH, a request) from
@@ -45,16 +48,22 @@ function flags(args: string[], options: Flags): Record<string, string | string[]
   return parseArgs({ args, options, strict: true, allowPositionals: false }).values as never;
 }
 
-const AGENT_FLAGS: Flags = { 'cgroup-root': { type: 'string' }, 'kubepods-cgroup': { type: 'string' }, 'node-ip': { type: 'string', multiple: true }, 'cert-ttl': { type: 'string' } };
+const AGENT_FLAGS: Flags = { 'cgroup-root': { type: 'string' }, 'kubepods-cgroup': { type: 'string' }, 'node-ip': { type: 'string', multiple: true }, 'cert-ttl': { type: 'string' },
+  'drain-grace': { type: 'string' } };
 
-function agentFlags(f: Record<string, string | string[] | boolean | undefined>): { cgroupRoot?: string; kubepodsCgroup?: string; nodeIps?: string[]; certTtlSeconds?: number } {
+function agentFlags(f: Record<string, string | string[] | boolean | undefined>): { cgroupRoot?: string; kubepodsCgroup?: string; nodeIps?: string[]; certTtlSeconds?: number; drainGraceMs?: number } {
   const ttl = f['cert-ttl'] === undefined ? undefined : Number(f['cert-ttl']);
   if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 10)) throw new Error(`--cert-ttl must be a whole number of seconds, at least 10 (got ${String(f['cert-ttl'])})`);
+  const grace = f['drain-grace'] === undefined ? undefined : Number(f['drain-grace']);
+  if (grace !== undefined && !(Number.isFinite(grace) && grace >= 0 && grace <= 3600 && f['drain-grace'] !== '')) {
+    throw new Error(`--drain-grace must be a number of seconds from 0 to 3600 (got ${JSON.stringify(f['drain-grace'])}); keep it below the pod's terminationGracePeriodSeconds`);
+  }
   return {
     ...(f['cgroup-root'] ? { cgroupRoot: f['cgroup-root'] as string } : {}),
     ...(f['kubepods-cgroup'] ? { kubepodsCgroup: f['kubepods-cgroup'] as string } : {}),
     ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
     ...(ttl ? { certTtlSeconds: ttl } : {}),
+    ...(grace !== undefined ? { drainGraceMs: Math.round(grace * 1000) } : {}),
   };
 }
 
@@ -78,11 +87,19 @@ function agentCredentials(tokenFile: string | undefined, caFile: string | undefi
   }
 }
 
+/**
+ * The first SIGTERM, SIGINT or SIGHUP stops gracefully: an agent closes its listeners (a successor
+ * agent on the same node takes the new connections) and drains (--drain-grace). A second signal
+ * exits at once, cutting what is left; pinned kernel state stays either way.
+ */
 function onSignals(stop: () => Promise<void>): void {
   let stopping = false;
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
     process.on(sig, () => {
-      if (stopping) return;
+      if (stopping) {
+        console.error(JSON.stringify({ msg: `second ${sig} while draining: exiting now, open connections are cut` }));
+        process.exit(1);
+      }
       stopping = true;
       stop().then(() => process.exit(0), (e) => { console.error(e); process.exit(1); });
     });

@@ -18,6 +18,8 @@ export interface LocalOptions {
   dataDir?: string;
   listen?: string;
   certTtlSeconds?: number;
+  /** how long the agent lets connections finish on stop (run-agent.ts) */
+  drainGraceMs?: number;
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/weft';
@@ -34,6 +36,7 @@ export async function runLocal(o: LocalOptions): Promise<{ stop(): Promise<void>
       ...(o.kubepodsCgroup ? { kubepodsCgroup: o.kubepodsCgroup } : {}),
       ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
       ...(o.certTtlSeconds ? { certTtlSeconds: o.certTtlSeconds } : {}),
+      ...(o.drainGraceMs !== undefined ? { drainGraceMs: o.drainGraceMs } : {}),
     });
     return { async stop() { await agent.stop(); await cp.close(); } };
   } catch (e) {

@@ -26,6 +26,9 @@ const SOCK_CLOEXEC = 0o2000000;
 
 export const SOL_SOCKET = 1;
 export const SO_REUSEADDR = 2;
+export const SO_REUSEPORT = 15;
+/** attaches a BPF_PROG_TYPE_SK_REUSEPORT program (by fd) to the socket's reuseport group */
+export const SO_ATTACH_REUSEPORT_EBPF = 52;
 export const SOL_IP = 0;
 export const IP_TRANSPARENT = 19;
 export const SOL_IPV6 = 41;

@@ -1,4 +1,5 @@
 import http from 'node:http';
+import { listenShared } from '../proxy/shared-listener';
 
 /** Answers a GET with JSON; an error with a `statusCode` (e.g. 400 for a bad query) answers that status. */
 export type Handler = (query: URLSearchParams) => unknown | Promise<unknown>;
@@ -41,9 +42,6 @@ export async function serveJson(host: string, port: number, routes: Record<strin
       res.end(JSON.stringify({ error: (e as Error).message }) + '\n');
     }
   });
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', reject);
-    srv.listen({ host, port }, () => { srv.off('error', reject); resolve(); });
-  });
+  await listenShared(srv, { host, port }); // shared with a successor agent during an upgrade
   return srv;
 }

@@ -8,6 +8,7 @@ import type { Snapshot } from '../config/objects';
 import { operationalLogger } from '../core/log';
 import { requestCertificate } from '../identity/cert-client';
 import { cgroup2Mount } from '../redirect/cgroup';
+import { loadMigrateProgram } from '../proxy/shared-listener';
 import type { AgentCredentials } from './credential-files';
 import { watchControlPlane } from './discovery-client';
 import { NodeAgent } from './agent';
@@ -25,16 +26,33 @@ export interface RunAgentOptions {
   kubepodsCgroup?: string;
   nodeIps?: string[];
   certTtlSeconds?: number;
+  /**
+   * How long stop() lets established connections finish after the listeners closed (an upgrade's
+   * drain, docs/upgrade.md); default DEFAULT_DRAIN_GRACE_MS.
+   */
+  drainGraceMs?: number;
 }
 
-export async function runAgent(o: RunAgentOptions): Promise<{ stop(): Promise<void> }> {
+/** Default drain: the DaemonSet's terminationGracePeriodSeconds (35) minus a margin for exiting. */
+export const DEFAULT_DRAIN_GRACE_MS = 30_000;
+
+export interface RunningAgent {
+  /** Stops applying state, closes the listeners, lets connections finish within `graceMs` (default: the option), then exits cleanly. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export async function runAgent(o: RunAgentOptions): Promise<RunningAgent> {
   const log = operationalLogger('agent');
   const connection = { address: o.controlPlane, caPem: o.caPem, token: o.token, node: o.node };
   let agent: NodeAgent | undefined;
   let resolveFirst!: (s: Snapshot) => void;
   const first = new Promise<Snapshot>((r) => { resolveFirst = r; });
-  const watch = watchControlPlane(connection, (s) => { if (agent) void agent.apply(s); else resolveFirst(s); }, log);
+  // The newest snapshot: one that arrives while the agent is starting is applied once it has started.
+  let latest: Snapshot | undefined;
+  const watch = watchControlPlane(connection, (s) => { latest = s; if (agent) void agent.apply(s); else resolveFirst(s); }, log);
   try {
+    // Every listener shares its port with a successor agent; this program keeps a closing listener's queue.
+    loadMigrateProgram(BPF_DIR);
     log.info({ controlPlane: o.controlPlane, node: o.node }, 'waiting for the first snapshot from the control plane');
     agent = await NodeAgent.start({
       node: o.node,
@@ -49,14 +67,15 @@ export async function runAgent(o: RunAgentOptions): Promise<{ stop(): Promise<vo
         ...(o.certTtlSeconds ? { validitySeconds: o.certTtlSeconds } : {}),
       },
     }, await first);
+    if (latest !== undefined && latest !== await first) void agent.apply(latest);
   } catch (e) {
     watch.close();
     throw e;
   }
   return {
-    async stop() {
+    async stop(graceMs) {
       watch.close();
-      await agent?.stop();
+      await agent?.stop(graceMs ?? o.drainGraceMs ?? DEFAULT_DRAIN_GRACE_MS);
     },
   };
 }

@@ -20,6 +20,7 @@ import { relay } from './relay';
 import type { ServiceEnv } from './service-env';
 import { handleServiceConnection } from './service-outbound';
 import { serviceTarget } from './service-target';
+import { listenShared } from './shared-listener';
 
 type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
@@ -49,10 +50,7 @@ export class OutboundProxy {
     const proxy = new OutboundProxy(new Drainer(servers));
     for (const [i, srv] of servers.entries()) {
       srv.on('connection', (s) => { proxy.drainer.track(s); void handle(s, o); });
-      await new Promise<void>((resolve, reject) => {
-        srv.once('error', reject);
-        srv.listen({ host: o.hosts[i], port: o.port, ipv6Only: o.hosts[i]!.includes(':') }, () => { srv.off('error', reject); resolve(); });
-      });
+      await listenShared(srv, { host: o.hosts[i]!, port: o.port, ipv6Only: o.hosts[i]!.includes(':') });
     }
     return proxy;
   }

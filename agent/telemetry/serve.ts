@@ -12,6 +12,7 @@ import type { Writable } from 'node:stream';
 import { pipeline } from 'node:stream';
 import zlib from 'node:zlib';
 import type { Registry } from 'prom-client';
+import { listenShared } from '../proxy/shared-listener';
 import { ExpositionRegistry } from './exposition-registry';
 
 /** Whether an Accept-Encoding header admits gzip (`gzip`, `gzip;q=0.5`, `*`; not `gzip;q=0`). Pure. */
@@ -64,9 +65,10 @@ export async function serveMetrics(host: string, port: number, registry: Registr
       res.end(`collecting metrics failed: ${e.message}\n`);
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    srv.once('error', (e: NodeJS.ErrnoException) => reject(new Error(`metrics port ${host}:${port}: ${e.code ?? ''} ${e.message} (is another agent running on this node?)`)));
-    srv.listen({ host, port }, () => { srv.removeAllListeners('error'); resolve(); });
-  });
+  try {
+    await listenShared(srv, { host, port }); // shared with a successor agent during an upgrade
+  } catch (e) {
+    throw new Error(`metrics port: ${(e as Error).message}`, { cause: e });
+  }
   return srv;
 }

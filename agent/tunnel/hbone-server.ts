@@ -2,6 +2,7 @@ import * as http2 from 'node:http2';
 import { isIP, type AddressInfo, type Socket } from 'node:net';
 import * as tls from 'node:tls';
 import { canonicalIp, unmapIp } from '../core/ip';
+import { listenShared } from '../proxy/shared-listener';
 import { operationalLogger } from '../core/log';
 import { parseAuthority, type TunnelTarget } from './authority';
 import { REASON_HEADER } from './hbone-error';
@@ -124,13 +125,8 @@ export class HboneServer {
     });
     server.on('session', (session) => hbone.admit(session));
     server.on('stream', (stream, headers) => hbone.handle(stream, headers));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.port, options.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    // SO_REUSEPORT: a successor agent listens beside this one during an upgrade (docs/upgrade.md).
+    await listenShared(server, { host: options.host, port: options.port });
     return hbone;
   }
 
