@@ -172,7 +172,11 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     assert.ok(s2.replies.addresses.includes(far.ip) && s2.replies.addresses.includes(far.ip6), JSON.stringify(s2.replies));
     assert.deepEqual(s2.replies.notSteered, []);
     assert.ok(!s2.capture.addresses.includes(far.ip), 'a STRICT pod is not captured, only its replies are steered');
-    assert.ok(Number(s2.counters.capture_reply) > 0, JSON.stringify(s2.counters));
+    const [c] = await connections(client, far.ip);
+    assert.equal(c!.ip, client.ip, JSON.stringify(c));
+    const after2 = await redirectState(n2);
+    // the SYN-ACK, the echo line and the FIN at least: the pod's replies went to the proxy's socket, not towards n1
+    assert.ok(Number(after2.counters.capture_reply) >= Number(s2.counters.capture_reply) + 3, `${JSON.stringify(s2.counters)} -> ${JSON.stringify(after2.counters)}`);
     const s1 = await redirectState(n1);
     for (const p of [client, near, guard]) assert.ok(s1.replies.addresses.includes(p.ip), `${p.name}: ${JSON.stringify(s1.replies)}`);
     // the uplink is watched because PERMISSIVE pods are captured on n1; on n2 only pods are enrolled STRICT
