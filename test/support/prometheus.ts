@@ -7,9 +7,10 @@
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseAllDocuments } from 'yaml';
 import type { LabNode } from '../../agent/sandbox';
 import { killGroup } from '../../agent/sandbox/run';
 
@@ -45,18 +46,19 @@ export interface Prometheus {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** One Prometheus `scrape_configs` entry (written as JSON, which is YAML). */
+export interface ScrapeJob { job_name: string; [field: string]: unknown }
+
 /**
  * Starts Prometheus in `node`'s netns scraping `scrapeNodes`' agents (metrics path as the agent
- * manifest's annotation says) and waits (bounded) until it is ready. On failure it is stopped
- * before the error is thrown.
+ * manifest's annotation says; or with `job`, that scrape configuration, e.g. podMonitorJob()'s) and
+ * waits (bounded) until it is ready. On failure it is stopped before the error is thrown.
  */
-export async function startPrometheus(node: LabNode, scrapeNodes: LabNode[]): Promise<Prometheus> {
+export async function startPrometheus(node: LabNode, scrapeNodes: LabNode[], job?: ScrapeJob): Promise<Prometheus> {
   const dir = mkdtempSync(join(tmpdir(), 'weft-prom-'));
   const config = join(dir, 'prometheus.yml');
-  writeFileSync(config, [
-    'global:', '  scrape_interval: 1s', '  scrape_timeout: 900ms', '  evaluation_interval: 1s',
-    'scrape_configs:', `  - job_name: ${JOB}`, '    metrics_path: /stats/prometheus',
-    '    static_configs:', `      - targets: [${scrapeNodes.map((n) => `'${n.ip}:15020'`).join(', ')}]`, ''].join('\n'));
+  const scrape: ScrapeJob = job ?? { job_name: JOB, metrics_path: '/stats/prometheus', static_configs: [{ targets: scrapeNodes.map((n) => `${n.ip}:15020`) }] };
+  writeFileSync(config, JSON.stringify({ global: { scrape_interval: '1s', scrape_timeout: '900ms', evaluation_interval: '1s' }, scrape_configs: [scrape] }, null, 1));
   let log = '';
   let prom: ChildProcess | undefined;
   const stop = async () => {
@@ -163,3 +165,89 @@ export function variableValues(regex: string, r: QueryResult): string[] {
 
 /** Grafana's `query_result(expr)` variable query is the instant query `expr`. */
 export const variableExpr = (query: string) => query.replace(/^query_result\(([\s\S]*)\)$/, '$1');
+
+type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** The Kubernetes objects of a YAML file (every document); a document with errors throws naming the file. */
+export function readManifests(file: string): Obj[] {
+  return parseAllDocuments(readFileSync(file, 'utf8')).map((d, i) => {
+    if (d.errors.length > 0) throw new Error(`${file} document ${i + 1}: ${d.errors.map(String).join('; ')}`);
+    return d.toJS() as Obj;
+  });
+}
+
+/** A relabeling as the prometheus-operator writes it into Prometheus' config (camelCase fields to snake_case, action lower-cased). */
+export function relabelConfig(r: Obj): Obj {
+  const out: Obj = {};
+  const names: Record<string, string> = { sourceLabels: 'source_labels', separator: 'separator', targetLabel: 'target_label', regex: 'regex',
+    modulus: 'modulus', replacement: 'replacement', action: 'action' };
+  for (const [k, v] of Object.entries(r)) {
+    const name = names[k];
+    if (name === undefined) throw new Error(`relabeling field ${k} is not one the prometheus-operator knows: ${JSON.stringify(r)}`);
+    out[name] = k === 'action' ? String(v).toLowerCase() : v;
+  }
+  return out;
+}
+
+const sanitize = (name: string) => name.replace(/[^a-zA-Z0-9_]/g, '_');
+
+/**
+ * The Kubernetes service-discovery meta labels Prometheus gives the target of an agent pod on
+ * `node` (pod `weft-agent-<node>` of daemonset/agent.yaml's DaemonSet, its metrics port), for
+ * podMonitorJob()'s static targets.
+ */
+export function agentPodMeta(daemonSetFile: string, node: LabNode): { address: string; labels: Record<string, string> } {
+  const ds = readManifests(daemonSetFile).find((o) => o.kind === 'DaemonSet');
+  assert.ok(ds, `${daemonSetFile} has no DaemonSet`);
+  const tpl = ds.spec.template;
+  const container = (tpl.spec.containers as Obj[])[0]!;
+  const port = (container.ports as Obj[]).find((p) => p.containerPort === 15020);
+  assert.ok(port, `${daemonSetFile}: the agent container has no port 15020`);
+  const labels: Record<string, string> = {
+    __meta_kubernetes_namespace: ds.metadata.namespace,
+    __meta_kubernetes_pod_name: `${ds.metadata.name}-${node.name}`,
+    __meta_kubernetes_pod_node_name: node.name,
+    __meta_kubernetes_pod_container_name: container.name,
+    __meta_kubernetes_pod_container_port_name: port.name,
+    __meta_kubernetes_pod_container_port_number: String(port.containerPort),
+  };
+  for (const [k, v] of Object.entries(tpl.metadata.labels as Record<string, string>)) {
+    labels[`__meta_kubernetes_pod_label_${sanitize(k)}`] = v;
+    labels[`__meta_kubernetes_pod_labelpresent_${sanitize(k)}`] = 'true';
+  }
+  return { address: `${node.ip}:${port.containerPort}`, labels };
+}
+
+/**
+ * The scrape configuration the prometheus-operator generates for a PodMonitor's first endpoint
+ * (the part Weft's files use: selector and port kept by relabeling, the namespace/container/pod/
+ * job/endpoint target labels, then the file's relabelings and metricRelabelings), with static
+ * targets carrying the meta labels Kubernetes discovery would give them (agentPodMeta). A wrong
+ * selector, port, relabeling or metric relabeling in the file shows in what Prometheus scrapes.
+ * The scrape interval is the test's (1 s), not the file's.
+ */
+export function podMonitorJob(podMonitor: Obj, targets: Array<{ address: string; labels: Record<string, string> }>): ScrapeJob {
+  assert.equal(podMonitor.kind, 'PodMonitor');
+  const { name, namespace } = podMonitor.metadata as { name: string; namespace: string };
+  const ep = (podMonitor.spec.podMetricsEndpoints as Obj[])[0]!;
+  const keep = Object.entries(podMonitor.spec.selector.matchLabels as Record<string, string>).map(([k, v]) => ({ action: 'keep',
+    source_labels: [`__meta_kubernetes_pod_label_${sanitize(k)}`, `__meta_kubernetes_pod_labelpresent_${sanitize(k)}`], regex: `(${v});true` }));
+  return {
+    job_name: `podMonitor/${namespace}/${name}/0`,
+    honor_labels: ep.honorLabels ?? false,
+    metrics_path: ep.path ?? '/metrics',
+    static_configs: targets.map((t) => ({ targets: [t.address], labels: t.labels })),
+    relabel_configs: [
+      ...keep,
+      { action: 'keep', source_labels: ['__meta_kubernetes_namespace'], regex: (podMonitor.spec.namespaceSelector?.matchNames as string[] ?? [namespace]).join('|') },
+      { action: 'keep', source_labels: ['__meta_kubernetes_pod_container_port_name'], regex: ep.port },
+      { source_labels: ['__meta_kubernetes_namespace'], target_label: 'namespace' },
+      { source_labels: ['__meta_kubernetes_pod_container_name'], target_label: 'container' },
+      { source_labels: ['__meta_kubernetes_pod_name'], target_label: 'pod' },
+      { target_label: 'job', replacement: `${namespace}/${name}` },
+      { target_label: 'endpoint', replacement: ep.port },
+      ...((ep.relabelings ?? []) as Obj[]).map(relabelConfig),
+    ],
+    metric_relabel_configs: ((ep.metricRelabelings ?? []) as Obj[]).map(relabelConfig),
+  };
+}
