@@ -42,6 +42,7 @@ const f = {
   mapDeleteElem: lib.func('bpf_map_delete_elem', 'int', ['int', 'void *']),
   mapGetNextKey: lib.func('bpf_map_get_next_key', 'int', ['int', 'void *', 'void *']),
   progTestRunOpts: lib.func('bpf_prog_test_run_opts', 'int', ['int', 'void *']),
+  progAttach: lib.func('bpf_prog_attach', 'int', ['int', 'int', 'int', 'uint32_t']),
 };
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v as number, k]));
@@ -126,6 +127,14 @@ export function linkCreate(progFd: number, target: number, attachType: number, s
 
 export function linkUpdate(linkFd: number, progFd: number, subject: string): void {
   check(f.linkUpdate(linkFd, progFd, null), 'bpf_link_update', subject);
+}
+
+/** BPF_SK_SKB_STREAM_VERDICT: a sockmap/sockhash program run for each skb its sockets receive. */
+export const BPF_SK_SKB_STREAM_VERDICT = 5;
+
+/** bpf_prog_attach: attaches a program to a target fd (for sk_skb programs, a sockmap or sockhash). */
+export function progAttach(progFd: number, targetFd: number, attachType: number, subject: string): void {
+  check(f.progAttach(progFd, targetFd, attachType, 0), 'bpf_prog_attach', subject);
 }
 
 export function objGet(path: string): number {

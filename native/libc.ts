@@ -1,6 +1,7 @@
 /**
- * The FFI boundary to libc (koffi), for the one thing Node cannot do itself: sockets with
- * IP_TRANSPARENT / IPV6_TRANSPARENT set before bind. Thin wrappers over socket, setsockopt, bind,
+ * The FFI boundary to libc (koffi), for what Node cannot do itself: sockets with
+ * IP_TRANSPARENT / IPV6_TRANSPARENT set before bind, and the socket facts same-node splicing reads
+ * (SO_COOKIE, TCP_INFO, SIOCOUTQ). Thin wrappers over socket, setsockopt, getsockopt, ioctl, bind,
  * listen and close; each turns -1 + errno into a thrown LibcError that names the call, its subject
  * and the errno (its name and libc's text), so the caller can say what to check.
  */
@@ -15,6 +16,8 @@ const f = {
   bind: lib.func('int bind(int fd, const void *addr, uint32_t addrlen)'),
   listen: lib.func('int listen(int fd, int backlog)'),
   close: lib.func('int close(int fd)'),
+  getsockopt: lib.func('int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)'),
+  ioctlInt: lib.func('int ioctl(int fd, unsigned long request, _Out_ int *value)'),
   strerror: lib.func('const char *strerror(int errnum)'),
 };
 
@@ -34,6 +37,12 @@ export const IP_TRANSPARENT = 19;
 export const SOL_IPV6 = 41;
 export const IPV6_V6ONLY = 26;
 export const IPV6_TRANSPARENT = 75;
+export const SO_RCVLOWAT = 18;
+export const SO_COOKIE = 57;
+export const IPPROTO_TCP = 6;
+export const TCP_INFO = 11;
+/** ioctl: bytes in a TCP socket's send queue not yet acknowledged by the peer (write_seq - snd_una) */
+export const SIOCOUTQ = 0x5411;
 
 const errnoNames = new Map<number, string>(Object.entries(osConstants.errno).map(([k, v]) => [v as number, k]));
 
@@ -91,4 +100,24 @@ export function listen(fd: number, backlog: number, subject: string): void {
 /** Closes an fd that was never handed to Node (after a failed setup step). */
 export function close(fd: number): void {
   f.close(fd);
+}
+
+/** getsockopt() into a buffer of `size` bytes; returns the bytes the kernel filled. */
+export function getsockopt(fd: number, level: number, name: number, size: number, subject: string): Buffer {
+  const value = Buffer.alloc(size);
+  const len = [size];
+  check(f.getsockopt(fd, level, name, value, len), 'getsockopt', subject);
+  return value.subarray(0, len[0]);
+}
+
+/** A socket's cookie (SO_COOKIE): the kernel's unique, never reused id of the socket. */
+export function socketCookie(fd: number, subject: string): bigint {
+  return getsockopt(fd, SOL_SOCKET, SO_COOKIE, 8, subject).readBigUInt64LE(0);
+}
+
+/** An ioctl that answers one int (SIOCOUTQ, SIOCINQ). */
+export function ioctlInt(fd: number, request: number, subject: string): number {
+  const out = [0];
+  check(f.ioctlInt(fd, request, out), 'ioctl', subject);
+  return out[0]!;
 }

@@ -1,0 +1,55 @@
+/**
+ * The pure decisions of same-node splicing (splice.ts does the I/O): which connections are
+ * spliced, when a direction's bytes have all left, and what the access log counts. Tested without
+ * sockets (test/unit/splice-decision.test.ts).
+ */
+import type { AppProtocol } from '../http/protocol';
+
+export type SpliceChoice = { splice: true } | { splice: false; reason: string };
+
+export interface SpliceFacts {
+  /** how the connection reached the proxy: only `local` (both pods on this node) is spliced */
+  path: 'hbone' | 'local' | 'plaintext';
+  /** the protocol delivery settled on: HTTP is served request by request, never spliced */
+  protocol: AppProtocol;
+  /** whether policy allowed the connection */
+  allowed: boolean;
+  /** ProxyConfig spec.sameNodeSplice (default on) */
+  enabled: boolean;
+  /** the kernel side loaded (bpf/weft_splice.c) */
+  kernel: boolean;
+  /** the client side is a socket of this process (not a tunnel stream) */
+  socket: boolean;
+}
+
+/**
+ * Spliced: a same-node connection, plain TCP (no HTTP: no request to judge, route or report),
+ * allowed by L4 policy, with the kernel side loaded and the switch on. Everything else is relayed.
+ */
+export function chooseSplice(f: SpliceFacts): SpliceChoice {
+  if (!f.enabled) return { splice: false, reason: 'ProxyConfig spec.sameNodeSplice is false' };
+  if (!f.kernel) return { splice: false, reason: 'the kernel side of splicing is not loaded' };
+  if (f.path !== 'local') return { splice: false, reason: `arrived over ${f.path}, not from a pod on this node` };
+  if (f.protocol !== 'tcp') return { splice: false, reason: `${f.protocol}: requests are judged, routed and reported one by one` };
+  if (!f.allowed) return { splice: false, reason: 'denied' };
+  if (!f.socket) return { splice: false, reason: 'the client side is not a socket' };
+  return { splice: true };
+}
+
+/**
+ * A direction is flushed when its destination socket has taken into its send queue everything the
+ * kernel redirected to it plus what this process wrote after the splice began. `base` is the
+ * socket's queued count when the splice began; `queued` is its count now (both acked + SIOCOUTQ).
+ */
+export function directionFlushed(base: bigint, redirected: bigint, extra: number, queued: bigint): boolean {
+  return queued - base >= redirected + BigInt(extra);
+}
+
+/**
+ * The access log's counts of a spliced connection: what this process moved before the splice
+ * (and any bytes the kernel left to it), plus what the kernel moved. `sent` is from the client,
+ * `received` back to it.
+ */
+export function splicedTotals(user: { sent: number; recv: number }, extra: { sent: number; recv: number }, moved: { fromA: bigint; fromB: bigint }): { sent: number; received: number } {
+  return { sent: user.sent + extra.sent + Number(moved.fromA), received: user.recv + extra.recv + Number(moved.fromB) };
+}

@@ -1,0 +1,166 @@
+/**
+ * Same-node splicing: after the proxy has authorized a plain TCP connection between two pods of
+ * this node, the client's accepted socket and the upstream socket to the destination pod are
+ * handed to the kernel (splice-kernel.ts), which moves the bytes between them without waking this
+ * process. What stays here: the handover (bytes this process already read go first), half-close
+ * (a FIN on one side becomes end() on the other once every byte the kernel redirected is in the
+ * other's send queue), errors and the byte counts for the access log (docs/splice.md).
+ */
+import type { Socket } from 'node:net';
+import * as libc from '../../native/libc';
+import type { RelayResult } from './relay';
+import { relay } from './relay';
+import { directionFlushed, splicedTotals } from './splice-decision';
+import type { SpliceKernel } from './splice-kernel';
+
+/** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
+const TCPI_BYTES_ACKED = 120;
+const TCP_INFO_READ = 136;
+const EMPTY = Buffer.alloc(0);
+
+interface StreamHandle { fd?: number; reading?: boolean; readStop(): number; readStart(): number }
+const handleOf = (s: Socket): StreamHandle | undefined => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
+
+/** The socket's fd, when Node exposes one (a TCP socket on Linux does). */
+export function socketFd(s: Socket): number | undefined {
+  const fd = handleOf(s)?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * Bytes this socket has taken into its send queue so far: acknowledged (tcpi_bytes_acked) plus not
+ * yet acknowledged (SIOCOUTQ). Only differences are used (the SYN may count as one).
+ */
+export function bytesQueued(fd: number): bigint {
+  const info = libc.getsockopt(fd, libc.IPPROTO_TCP, libc.TCP_INFO, TCP_INFO_READ, `fd ${fd} TCP_INFO`);
+  if (info.length < TCPI_BYTES_ACKED + 8) throw new Error(`TCP_INFO of fd ${fd} is ${info.length} bytes: the kernel has no tcpi_bytes_acked`);
+  return info.readBigUInt64LE(TCPI_BYTES_ACKED) + BigInt(libc.ioctlInt(fd, libc.SIOCOUTQ, `fd ${fd} SIOCOUTQ`));
+}
+
+/** Stops this process reading `s` and returns what Node had read but nobody consumed yet. */
+function takeOver(s: Socket): Buffer[] {
+  s.pause();
+  const chunks: Buffer[] = [];
+  for (let c = s.read() as Buffer | null; c !== null; c = s.read() as Buffer | null) chunks.push(c);
+  const h = handleOf(s);
+  if (h?.reading) {
+    h.reading = false;
+    h.readStop();
+  }
+  return chunks;
+}
+
+/**
+ * Lets this process read `s` again (EOF, errors, and any bytes the kernel leaves to it). Readable's
+ * own resume() cannot: the read() calls in takeOver() left its `reading` flag set with the handle
+ * stopped, so it would never ask the handle again.
+ */
+function readAgain(s: Socket): void {
+  s.resume();
+  const h = handleOf(s);
+  if (h !== undefined && !h.reading && !s.destroyed) {
+    h.reading = true;
+    h.readStart();
+  }
+}
+
+const ended = (s: Socket): boolean => s.readableEnded || (s as unknown as { _readableState: { ended: boolean } })._readableState.ended;
+
+/** Resolves once everything written to `s` so far is in the kernel's send queue. */
+function flushed(s: Socket): Promise<void> {
+  if (s.writableLength === 0) return Promise.resolve();
+  return new Promise((resolve) => s.write(EMPTY, () => resolve()));
+}
+
+export interface SpliceOptions {
+  kernel: SpliceKernel;
+  /** told once per connection whether it was spliced, and why not */
+  onOutcome?: (spliced: boolean, reason?: string) => void;
+}
+
+/**
+ * Moves bytes both ways between `down` (the client's accepted socket) and `up` (a plain socket,
+ * not a pooled one, to the destination pod) until both directions are done, in the kernel. When
+ * the handover cannot happen (a side already ended, or the kernel refuses a socket) it relays in
+ * user space instead: the caller gets the same RelayResult either way.
+ */
+export async function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
+  const fromDown = takeOver(down);
+  const fromUp = takeOver(up);
+  let userSent = 0, userRecv = 0;
+  for (const c of fromDown) { up.write(c); userSent += c.length; }
+  for (const c of fromUp) { down.write(c); userRecv += c.length; }
+  const fallback = async (reason: string): Promise<RelayResult> => {
+    o.onOutcome?.(false, reason);
+    const r = await relay(down, up);
+    return { ...r, sent: r.sent + userSent, received: r.received + userRecv };
+  };
+  if (ended(down) || ended(up)) return fallback('a side had already ended');
+  await Promise.all([flushed(up), flushed(down)]);
+  const fdDown = socketFd(down), fdUp = socketFd(up);
+  if (down.destroyed || up.destroyed || fdDown === undefined || fdUp === undefined) return fallback('a socket closed during the handover');
+  let a, b;
+  try {
+    a = { fd: fdDown, cookie: libc.socketCookie(fdDown, 'client socket') };
+    b = { fd: fdUp, cookie: libc.socketCookie(fdUp, 'upstream socket') };
+    const base = { down: bytesQueued(fdDown), up: bytesQueued(fdUp) };
+    o.kernel.add(a, b);
+    // Bytes that arrived while neither this process nor the program read them wait in the receive
+    // queue; setting SO_RCVLOWAT runs the socket's data_ready, which is now the verdict program.
+    libc.setsockoptInt(fdDown, libc.SOL_SOCKET, libc.SO_RCVLOWAT, 1, 'client socket SO_RCVLOWAT');
+    libc.setsockoptInt(fdUp, libc.SOL_SOCKET, libc.SO_RCVLOWAT, 1, 'upstream socket SO_RCVLOWAT');
+    o.onOutcome?.(true);
+    return await spliced(down, up, a.cookie, b.cookie, base, o.kernel, { sent: userSent, recv: userRecv });
+  } catch (e) {
+    if (a && b) o.kernel.forget(a.cookie, b.cookie);
+    return fallback(`the kernel refused the splice: ${(e as Error).message}`);
+  }
+}
+
+/** The life of a spliced pair: this process sees only EOFs, errors and (rarely) bytes the kernel left to it. */
+function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { down: bigint; up: bigint }, kernel: SpliceKernel,
+  user: { sent: number; recv: number }): Promise<RelayResult> {
+  return new Promise((resolve) => {
+    let error: Error | undefined;
+    let closed = 0;
+    // Bytes the kernel left to this process (the program found no peer entry or the peer gone).
+    let extraSent = 0, extraRecv = 0;
+    const onClose = (): void => {
+      if (++closed < 2) return;
+      const moved = kernel.forget(cDown, cUp);
+      resolve({ ...splicedTotals(user, { sent: extraSent, recv: extraRecv }, moved), ...(error ? { error } : {}) });
+    };
+    down.on('error', (e: Error) => { error ??= e; up.destroy(); });
+    up.on('error', (e: Error) => { error ??= e; if (!down.destroyed) down.resetAndDestroy(); });
+    down.once('close', onClose);
+    up.once('close', onClose);
+    down.on('data', (c: Buffer) => { extraSent += c.length; up.write(c); });
+    up.on('data', (c: Buffer) => { extraRecv += c.length; down.write(c); });
+    // A FIN from one side ends the other once the kernel has queued every byte it redirected.
+    const finish = (from: Socket, fromCookie: bigint, to: Socket, toBase: bigint, extra: () => number): void => {
+      let delay = 0;
+      const check = (): void => {
+        if (to.destroyed || to.writableEnded) return;
+        const fd = socketFd(to);
+        if (fd === undefined) return;
+        let done: boolean;
+        try {
+          done = to.writableLength === 0 && directionFlushed(toBase, kernel.redirected(fromCookie), extra(), bytesQueued(fd));
+        } catch (e) {
+          error ??= e as Error;
+          to.destroy();
+          return;
+        }
+        if (done) return void to.end();
+        // Usually done within a tick or two; a slow receiver may take long: back off to 50 ms.
+        delay = Math.min(50, delay === 0 ? 1 : delay * 2);
+        setTimeout(check, delay);
+      };
+      from.once('end', check);
+    };
+    finish(down, cDown, up, base.up, () => extraSent);
+    finish(up, cUp, down, base.down, () => extraRecv);
+    readAgain(down);
+    readAgain(up);
+  });
+}
