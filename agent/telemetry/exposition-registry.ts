@@ -9,7 +9,7 @@
  */
 import type { Writable } from 'node:stream';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
-import { Registry } from 'prom-client';
+import { Registry } from './prom-classes';
 import { ExpositionWriter } from './exposition-writer';
 import type { Pause } from './series';
 

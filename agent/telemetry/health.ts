@@ -5,7 +5,7 @@
  * (collect), so nothing runs between scrapes but the event-loop histogram.
  */
 import { monitorEventLoopDelay } from 'node:perf_hooks';
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from './prom-classes';
 import { registerProcessResources } from './process-resources';
 
 export interface HealthSources {

@@ -9,7 +9,7 @@
  * On again: they listen and count from zero, as after an agent restart (Prometheus' rate() takes it
  * for a counter reset).
  */
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from './prom-classes';
 
 /** What listens to the proxy's events (MeshMetrics, LiveView). */
 export interface Listener { subscribe(): unknown; unsubscribe(): void }

@@ -10,7 +10,7 @@
  * stream), `workload_manager_active_proxy_count` (pods this node's proxy serves: enrolled) and
  * `workload_manager_pending_proxy_count` (pods waiting for their cgroup).
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from './prom-classes';
 import { TERMINATION_REASONS, type TerminationReason } from './control-plane-stream';
 
 /** The control-plane watch as the agent sees it (discovery-client.ts's DiscoveryWatch has this shape). */

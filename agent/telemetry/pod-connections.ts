@@ -15,7 +15,7 @@
  * sets `namespace` and `pod` to the agent's own (a scraped label of the same name would be renamed
  * `exported_pod`), and so does the ztunnel view (`pod="ztunnel-..."`).
  */
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from './prom-classes';
 import type { ConnectionEnds, ConnectionOpenedEvent } from './events';
 
 export type Direction = 'inbound' | 'outbound';

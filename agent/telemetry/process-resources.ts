@@ -6,7 +6,7 @@
  * plane). Read from /proc at scrape; nothing runs between scrapes. The parsers are pure.
  */
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
-import { Gauge, type Registry } from 'prom-client';
+import { Gauge, type Registry } from './prom-classes';
 
 /** The inode of each `socket:[N]` among fd link targets. Pure. */
 export function socketInodes(links: Iterable<string>): Set<string> {

@@ -7,7 +7,7 @@
  * Cardinality: one series per Service port the proxy has sent to (and per breaker limit), for
  * Services still in the state; the runtime drops the ports of Services that are gone.
  */
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from './prom-classes';
 import type { ServicePortStats } from '../proxy/service-runtime';
 import { serviceHost } from './labels';
 
