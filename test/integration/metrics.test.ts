@@ -2,12 +2,18 @@
  * Istio's standard metrics on 15020, end to end on real namespaces: two nodes, a control plane and
  * an agent per node, a known traffic mix (HTTP allowed and denied, gRPC, one TCP echo, a same-node
  * pair, a plaintext client outside the mesh), then each node's /metrics scraped from inside its
- * netns and the exact counts asserted per label set, for both reporters.
+ * netns and the exact counts asserted per label set, for both reporters. Then the agent's own
+ * health: ztunnel's series (workload manager, xDS stream, fds, sockets) with one pod waiting for its
+ * cgroup and a control-plane restart, and the connections each local pod holds open while a client
+ * holds some, back to 0 when it lets go.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import type { LabNode } from '../../agent/sandbox';
-import { driveTrafficMix, ECHO, ID, MIX, scrapeSettled, SHOP, startMetricsMesh, SVC, type MetricsMesh, type Sample } from '../support/metrics-mesh';
+import type { ChildProcess } from 'node:child_process';
+import type { LabNode, LabPod } from '../../agent/sandbox';
+import { killGroup } from '../../agent/sandbox/run';
+import { SNAPSHOT_TYPE_URL, TERMINATION_REASONS } from '../../agent/telemetry/control-plane-stream';
+import { driveTrafficMix, ECHO, HOLD_CLIENT, ID, MIX, scrapeNode, scrapeSettled, SHOP, sleep, startMetricsMesh, SVC, type MetricsMesh, type Sample } from '../support/metrics-mesh';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
@@ -31,7 +37,11 @@ describe('Istio metrics on 15020', { skip: blocker ?? false }, () => {
 
   before(async () => {
     if (blocker) return;
-    mesh = await startMetricsMesh('metrics');
+    mesh = await startMetricsMesh('obs9metrics', {
+      // enrolled (mesh namespace, this node) but known by UID only, whose cgroup never appears: pending on n2
+      objects: (_n1, n2) => [{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'waiting', namespace: SHOP, uid: '6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b', labels: { app: 'waiting' } },
+        spec: { nodeName: n2.name, serviceAccountName: 'waiting' }, status: { phase: 'Running', podIP: '10.244.2.200' } }],
+    });
     ({ n1, n2 } = mesh);
     await driveTrafficMix(mesh);
     // Connections end shortly after their clients exit: scrape (bounded) until every opened one has closed on both nodes.
@@ -126,5 +136,101 @@ describe('Istio metrics on 15020', { skip: blocker ?? false }, () => {
     }
     const expiry = value(n1, 'weft_certificate_expiry_seconds', { identity: ID('web') });
     assert.ok(expiry > 0, `web's certificate expires in ${expiry} s`);
+  });
+
+  /** Sum of `name`'s samples whose labels include `match`, in one scrape. */
+  const sum = (samples: Sample[], name: string, match: Record<string, string> = {}) =>
+    samples.filter((x) => x.name === name && Object.entries(match).every(([k, v]) => x.labels[k] === v)).reduce((a, x) => a + x.value, 0);
+
+  test('ztunnel\'s own series: pods served and pending, discovery messages by type URL, terminations by reason from 0, open fds and TCP sockets', () => {
+    // n1: web, bot, api1 (outsider's namespace is not meshed); n2: api, and `waiting` whose cgroup is not there
+    for (const [node, active, pending] of [[n1, 3, 0], [n2, 1, 1]] as const) {
+      assert.equal(value(node, 'workload_manager_active_proxy_count', {}), active, node.name);
+      assert.equal(value(node, 'workload_manager_pending_proxy_count', {}), pending, node.name);
+      assert.ok(value(node, 'istio_xds_message_total', { url: SNAPSHOT_TYPE_URL }) >= 1, `${node.name}: at least the first snapshot`);
+      assert.equal(scraped.get(node)!.filter((x) => x.name === 'istio_xds_message_total').length, 1, 'one type URL: every message is the whole state');
+      for (const reason of TERMINATION_REASONS) assert.equal(value(node, 'istio_xds_connection_terminations_total', { reason }), 0, `${node.name} ${reason}`);
+      const fds = value(node, 'process_open_fds', {});
+      const sockets = value(node, 'istio_tcp_sockets_open', {});
+      // listeners 15000, 15001, 15006, 15008, 15020, 15021 and the control-plane stream at least; every socket is an fd
+      assert.ok(sockets >= 7 && fds > sockets && value(node, 'process_max_fds', {}) >= fds, `${node.name}: fds ${fds}, TCP sockets ${sockets}`);
+    }
+  });
+
+  test('open connections per local pod: exact by direction while a client holds them, back to 0 when it lets go', async () => {
+    const { web, api, api1 } = mesh.pods;
+    const pc = (samples: Sample[], pod: LabPod, direction: string) =>
+      samples.filter((x) => x.name === 'weft_pod_open_connections' && x.labels.pod_namespace === SHOP && x.labels.pod_name === pod.name && x.labels.direction === direction);
+    const holders: ChildProcess[] = [];
+    const hold = async (pod: LabPod, target: LabPod, count: number) => {
+      const child = pod.spawn(process.execPath, ['-e', HOLD_CLIENT, target.ip, '7000', String(count)]);
+      holders.push(child);
+      let out = '';
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`${pod.name} → ${target.name}: not holding ${count} connections after 10 s: ${out}`)), 10_000);
+        child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
+        child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; if (out.includes(`held ${count}`)) { clearTimeout(timer); resolve(); } });
+        child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`holder in ${pod.name} exited ${code}: ${out}`)); });
+      });
+    };
+    try {
+      const before1 = await scrapeNode(n1), before2 = await scrapeNode(n2);
+      for (const [samples, pod] of [[before1, web], [before1, api1], [before2, api]] as const) {
+        for (const d of ['inbound', 'outbound']) assert.ok(pc(samples, pod, d).every((x) => x.value === 0), `${pod.name} ${d} before: ${JSON.stringify(pc(samples, pod, d))}`);
+      }
+      await hold(web, api, 3); // across nodes: web's proxy holds 3 outbound, api's 3 inbound
+      await hold(web, api1, 2); // same node: the one proxy holds 2 outbound for web and 2 inbound for api1
+      const held1 = await scrapeNode(n1), held2 = await scrapeNode(n2);
+      const exact = (samples: Sample[], pod: LabPod, direction: string, n: number) => {
+        const s = pc(samples, pod, direction);
+        assert.equal(s.length, 1, `${pod.name} ${direction}: ${JSON.stringify(s)}`);
+        assert.equal(s[0]!.value, n, `${pod.name} ${direction}`);
+      };
+      exact(held1, web, 'outbound', 5);
+      exact(held1, web, 'inbound', 0);
+      exact(held1, api1, 'inbound', 2);
+      exact(held1, api1, 'outbound', 0);
+      exact(held2, api, 'inbound', 3);
+      exact(held2, api, 'outbound', 0);
+      assert.equal(sum(held1, 'weft_pod_open_connections'), 7, 'nothing else on n1');
+      assert.equal(sum(held2, 'weft_pod_open_connections'), 3, 'nothing else on n2');
+      // The proxy's sockets: on n1 at least web's 5 accepted and the 2 to api1; on n2 at least the 3 to api.
+      assert.ok(sum(held1, 'istio_tcp_sockets_open') >= sum(before1, 'istio_tcp_sockets_open') + 7, `n1 sockets ${sum(before1, 'istio_tcp_sockets_open')} → ${sum(held1, 'istio_tcp_sockets_open')}`);
+      assert.ok(sum(held2, 'istio_tcp_sockets_open') >= sum(before2, 'istio_tcp_sockets_open') + 3, `n2 sockets ${sum(before2, 'istio_tcp_sockets_open')} → ${sum(held2, 'istio_tcp_sockets_open')}`);
+
+      for (const h of holders) h.stdin!.end();
+      await Promise.all(holders.map((h) => (h.exitCode !== null ? undefined : new Promise((r) => h.once('exit', r)))));
+      assert.deepEqual(holders.map((h) => h.exitCode), [0, 0]);
+      // The proxy sees each close shortly after the client's: scrape (bounded) until every count is 0.
+      let after1: Sample[] = [], after2: Sample[] = [];
+      for (let i = 0; i < 50; i++) {
+        [after1, after2] = [await scrapeNode(n1), await scrapeNode(n2)];
+        if (sum(after1, 'weft_pod_open_connections') === 0 && sum(after2, 'weft_pod_open_connections') === 0) break;
+        await sleep(100);
+      }
+      for (const [samples, pod, d] of [[after1, web, 'outbound'], [after1, api1, 'inbound'], [after2, api, 'inbound']] as const) exact(samples, pod, d, 0);
+    } finally {
+      for (const h of holders) if (h.exitCode === null) killGroup(h, 'SIGKILL');
+    }
+  });
+
+  test('a control-plane restart: each agent counts one Reconnect (its stream had delivered), reconnects, and receives the state again', async () => {
+    const before = [await scrapeNode(n1), await scrapeNode(n2)];
+    await mesh.restartControlPlane();
+    // Bounded: the agents retry with backoff (250 ms doubling, at most 10 s); connected again with a new message.
+    let now: Sample[][] = [];
+    for (let i = 0; i < 60; i++) {
+      now = [await scrapeNode(n1), await scrapeNode(n2)];
+      if (now.every((s, k) => sum(s, 'weft_agent_control_plane_connected') === 1 && sum(s, 'istio_xds_message_total') > sum(before[k]!, 'istio_xds_message_total'))) break;
+      await sleep(250);
+    }
+    [n1, n2].forEach((node, k) => {
+      const t = (reason: string) => sum(now[k]!, 'istio_xds_connection_terminations_total', { reason });
+      assert.equal(sum(now[k]!, 'weft_agent_control_plane_connected'), 1, `${node.name} reconnected`);
+      assert.ok(sum(now[k]!, 'istio_xds_message_total', { url: SNAPSHOT_TYPE_URL }) > sum(before[k]!, 'istio_xds_message_total', { url: SNAPSHOT_TYPE_URL }), `${node.name}: a snapshot from the new control plane`);
+      assert.equal(t('Reconnect'), 1, `${node.name}: the open stream went away once`);
+      assert.equal(t('Error') + t('Complete'), 0, `${node.name}: ${JSON.stringify(TERMINATION_REASONS.map((r) => [r, t(r)]))}`);
+      // (attempts while the control plane was down count as ConnectionError: as many as the backoff allowed, maybe none)
+    });
   });
 });

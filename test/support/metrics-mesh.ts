@@ -37,6 +37,8 @@ export interface MetricsMesh {
   dir: string;
   /** Starts mesh-apps' APP_SERVER in `pod` (bounded wait until it listens); close() kills it. */
   startApp(pod: LabPod): Promise<void>;
+  /** Kills the control plane (SIGKILL) and starts it again on the same config and data directory; resolves once it is ready. */
+  restartControlPlane(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -44,8 +46,8 @@ export interface MetricsMesh {
 export interface MeshExtras {
   /** Creates more pods on the lab's nodes; their app is the test's to start. */
   pods?(n1: LabNode, n2: LabNode): Promise<Record<string, LabPod>>;
-  /** More objects for the mesh config (Services, routes, policies). */
-  objects?: object[];
+  /** More objects for the mesh config (Services, routes, policies); a function gets the nodes (for a Pod's spec.nodeName). */
+  objects?: object[] | ((n1: LabNode, n2: LabNode) => object[]);
 }
 
 /**
@@ -95,20 +97,28 @@ export async function startMetricsMesh(labName: string, extras: MeshExtras = {})
           { name: 'tcp-echo', port: 7000, targetPort: 7000 }] } },
         { apiVersion: 'security.weft.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'deny-bot', namespace: SHOP },
           spec: { selector: { matchLabels: { app: 'api' } }, action: 'DENY', rules: [{ from: [{ source: { principals: [`cluster.local/ns/${SHOP}/sa/bot`] } }] }] } },
-        ...(extras.objects ?? []),
+        ...(typeof extras.objects === 'function' ? extras.objects(n1, n2) : extras.objects ?? []),
       ],
     }));
     for (const p of [api, api1]) await startApp(p);
     const dataDir = join(dir, 'data');
-    const cp = startControlPlane(n1, configPath, dataDir);
+    let cp = startControlPlane(n1, configPath, dataDir);
     handles.push(cp);
     await cp.ready;
+    const restartControlPlane = async () => {
+      await cp.kill('SIGKILL');
+      cp = startControlPlane(n1, configPath, dataDir);
+      handles.push(cp);
+      mesh.cp = cp;
+      await cp.ready;
+    };
     const agent1 = startNodeAgent(n1, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
     handles.push(agent1);
     const agent2 = startNodeAgent(n2, `${n1.ip}:${CONTROL_PLANE_PORT}`, dataDir);
     handles.push(agent2);
     await Promise.all([agent1.ready, agent2.ready]);
-    return { lab, n1, n2, pods: { web, bot, api1, outsider, api }, extraPods, cp, agents: [agent1, agent2], dir, startApp, close };
+    const mesh: MetricsMesh = { lab, n1, n2, pods: { web, bot, api1, outsider, api }, extraPods, cp, agents: [agent1, agent2], dir, startApp, restartControlPlane, close };
+    return mesh;
   } catch (e) {
     await close();
     throw e;
@@ -176,3 +186,32 @@ export async function scrapeSettled(nodes: LabNode[]): Promise<Map<LabNode, Samp
   }
   return out;
 }
+
+/**
+ * Run in a pod with `node -e HOLD_CLIENT <ip> <port> <count>`: opens `count` TCP connections to an
+ * echo server, checks each echoes a line (so each is carried end to end), prints `held <count>`,
+ * then keeps them open until its stdin ends (or 30 s pass), closes them all and exits 0.
+ */
+export const HOLD_CLIENT = String.raw`
+const net = require('node:net');
+const [ip, port, count] = process.argv.slice(1);
+const socks = [];
+const bail = setTimeout(() => { console.error('held for 30 s without release'); process.exit(3); }, 30000);
+const one = (i) => new Promise((resolve, reject) => {
+  const s = net.connect(Number(port), ip);
+  socks.push(s);
+  let got = '';
+  s.setEncoding('utf8');
+  s.on('error', reject);
+  s.on('data', (d) => { got += d; if (got.includes('\n')) resolve(); });
+  s.on('connect', () => s.write('hold ' + i + '\n'));
+});
+Promise.all(Array.from({ length: Number(count) }, (_, i) => one(i))).then(() => {
+  process.stdout.write('held ' + count + '\n');
+  process.stdin.resume();
+  process.stdin.on('end', () => {
+    for (const s of socks) s.end();
+    Promise.all(socks.map((s) => new Promise((r) => s.once('close', r)))).then(() => { clearTimeout(bail); process.exit(0); });
+  });
+}, (e) => { console.error(String(e)); process.exit(2); });
+`;
