@@ -1,0 +1,277 @@
+/**
+ * Hitless agent upgrades on real namespaces, cgroups and eBPF (issue 12, point 1; docs/upgrade.md).
+ * A DaemonSet rolling update with maxSurge 1, played on the netns lab: for a node, a successor
+ * `weft agent` starts with the same flags while the old one runs; once it says it is ready the old
+ * one gets SIGTERM, closes its listeners and drains. Three rounds, each upgrading the client's node
+ * and then the server's node, under a steady load: wrk over keep-alive connections, a loop of new
+ * connections (cross-node and same-node), and one long-lived 1 GiB stream checked byte-exact.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, LabNode, LabPod } from '../../agent/sandbox';
+import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { cgroupId } from '../../agent/sandbox/cgroup';
+import { pinRootFor } from '../../agent/redirect/bpffs';
+import { kernelTestBlocker } from '../support/requirements';
+import { startPeerLogServer, startSteadyLoad, type LoadSample, type PeerLogServer } from '../support/load-steady';
+
+const blocker = kernelTestBlocker();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const ROUNDS = 3;
+/** the old agents' drain grace: longer than the load, so an old agent that exits on its own has drained, not cut */
+const GRACE_S = 120;
+const STREAM_BYTES = 1024 * 1024 * 1024;
+/** the stream's pace, so that it spans all the upgrades (1 GiB in about 24 s) */
+const STREAM_RATE = 45 * 1024 * 1024;
+/** how long the load runs on the new agents after each replacement */
+const SETTLE_MS = 1_500;
+const WRK_SECONDS = 30;
+
+/** Sends STREAM_BYTES (1 MiB chunks, each stamped with its index) at a bounded rate; prints their sha256. */
+const STREAM_SERVER = `
+const net = require('net'), crypto = require('crypto');
+const [port, total, rate] = process.argv.slice(1).map(Number);
+const CHUNK = 1 << 20;
+net.createServer((sock) => {
+  const block = crypto.randomBytes(CHUNK), hash = crypto.createHash('sha256');
+  let i = 0; const t0 = Date.now();
+  sock.on('error', (e) => console.log(JSON.stringify({ error: e.message, sent: i * CHUNK })));
+  sock.resume();
+  const pump = () => {
+    while (i < total / CHUNK) {
+      const due = t0 + (i * CHUNK / rate) * 1000;
+      if (Date.now() < due) return void setTimeout(pump, due - Date.now());
+      const c = Buffer.from(block); c.writeBigUInt64LE(BigInt(i)); hash.update(c); i++;
+      if (!sock.write(c)) return void sock.once('drain', pump);
+    }
+    sock.end(() => { console.log(JSON.stringify({ sent: i * CHUNK, sha256: hash.digest('hex') })); process.exit(0); });
+  };
+  pump();
+}).listen(port, '0.0.0.0', () => console.log('listening'));`;
+
+/** Reads the stream to its end; prints how many bytes arrived and their sha256. */
+const STREAM_CLIENT = `
+const net = require('net'), crypto = require('crypto');
+const [host, port] = process.argv.slice(1);
+const hash = crypto.createHash('sha256'); let received = 0; const t0 = Date.now();
+const s = net.connect(Number(port), host, () => { s.write('stream\\n'); console.error('connected'); });
+s.on('data', (d) => { hash.update(d); received += d.length; });
+s.on('end', () => { console.log(JSON.stringify({ received, sha256: hash.digest('hex'), ms: Date.now() - t0 })); s.end(); });
+s.on('error', (e) => { console.log(JSON.stringify({ error: e.code || e.message, received })); process.exit(1); });`;
+
+function bpftoolJson(args: string[]): Array<Record<string, unknown>> {
+  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
+}
+
+function listTree(dir: string, prefix = ''): string[] {
+  return readdirSync(dir).sort().flatMap((n) => {
+    const p = join(dir, n);
+    return statSync(p).isDirectory() ? [`${prefix}${n}/`, ...listTree(p, `${prefix}${n}/`)] : [`${prefix}${n}`];
+  });
+}
+
+/**
+ * What one lab node has attached in the kernel, by facts that belong to it alone: the links on its
+ * cgroup, the programs attached there per attach type, its pins and the links behind them.
+ */
+function attachments(node: LabNode) {
+  const root = String(cgroupId(node.cgroupPath));
+  const cgroupLinks = bpftoolJson(['link', 'show']).filter((l) => String(l.cgroup_id) === root);
+  const perType = new Map<string, number>();
+  for (const p of bpftoolJson(['cgroup', 'show', node.cgroupPath])) perType.set(String(p.attach_type), (perType.get(String(p.attach_type)) ?? 0) + 1);
+  const pinRoot = pinRootFor(node.name);
+  const pins = existsSync(pinRoot) ? listTree(pinRoot) : [];
+  const pinnedLinks = pins.filter((p) => /^(links|tc|ingress)\/[^/]+$/.test(p))
+    .map((p) => { const l = bpftoolJson(['link', 'show', 'pinned', join(pinRoot, p)]) as unknown as Record<string, unknown>; return { pin: p, id: Number(l.id), progId: Number(l.prog_id) }; });
+  return {
+    cgroupLinkIds: cgroupLinks.map((l) => Number(l.id)).sort((a, b) => a - b),
+    perType: Object.fromEntries([...perType].sort()),
+    pins,
+    pinnedLinkIds: pinnedLinks.map((l) => `${l.pin}=${l.id}`),
+    progIds: new Set(pinnedLinks.map((l) => l.progId)),
+  };
+}
+
+/** wrk's summary: requests, non-2xx answers and socket errors. */
+function parseWrk(out: string) {
+  const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses:\s+(\d+)/.exec(out)?.[1] ?? 0);
+  const sock = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(out);
+  return { requests, non2xx, socketErrors: sock ? { connect: Number(sock[1]), read: Number(sock[2]), write: Number(sock[3]), timeout: Number(sock[4]) } : { connect: 0, read: 0, write: 0, timeout: 0 } };
+}
+
+/** The whole output of a process once it exits (bounded). */
+function outputOf(child: ChildProcess, what: string, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  let stdout = '', stderr = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => { stdout += d; });
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => { stderr += d; });
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => { child.kill('SIGKILL'); reject(new Error(`${what} did not finish within ${timeoutMs} ms:\n${stdout}\n${stderr}`)); }, timeoutMs);
+    child.once('exit', (code) => { clearTimeout(timer); resolve({ code, stdout, stderr }); });
+  });
+}
+
+interface Exit { code: number | null; signal: NodeJS.Signals | null; at: number }
+
+describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
+  let lab: Lab, n1: LabNode, n2: LabNode, client: LabPod, server: LabPod, local: LabPod;
+  let cp: AgentHandle;
+  let dir: string, dataDir: string;
+  /** every agent started, to kill on the way out whatever happened */
+  const started: AgentHandle[] = [];
+  const exits = new Map<AgentHandle, Promise<Exit>>();
+  const current = new Map<LabNode, AgentHandle>();
+  const servers: PeerLogServer[] = [];
+  const others: ChildProcess[] = [];
+  const cpAddress = () => `${n1.ip}:${CONTROL_PLANE_PORT}`;
+
+  const startAgent = (node: LabNode): AgentHandle => {
+    const h = startNodeAgent(node, cpAddress(), dataDir, ['--drain-grace', String(GRACE_S)]);
+    started.push(h);
+    exits.set(h, new Promise((r) => h.process.once('exit', (code, signal) => r({ code, signal, at: Date.now() }))));
+    return h;
+  };
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'upg12' });
+    n1 = await lab.node('n1');
+    n2 = await lab.node('n2');
+    client = await n1.pod('c', { namespace: 'shop', serviceAccount: 'sa-c' });
+    local = await n1.pod('l', { namespace: 'shop', serviceAccount: 'sa-l' });
+    server = await n2.pod('s', { namespace: 'shop', serviceAccount: 'sa-s' });
+    dir = mkdtempSync(join(tmpdir(), 'weft-upg12-'));
+    dataDir = join(dir, 'data');
+    const configPath = join(dir, 'mesh.yaml');
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'] }));
+    servers.push(startPeerLogServer(server, 8080), startPeerLogServer(local, 8080));
+    await Promise.all(servers.map((s) => s.ready));
+    cp = startControlPlane(n1, configPath, dataDir);
+    started.push(cp);
+    await cp.ready;
+    for (const n of [n1, n2]) current.set(n, startAgent(n));
+    await Promise.all([...current.values()].map((a) => a.ready));
+  });
+
+  after(async () => {
+    if (blocker) return;
+    for (const p of others) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    for (const h of started) await h.kill('SIGKILL');
+    for (const n of [n1, n2]) if (n) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name]);
+    for (const s of servers) await s.stop();
+    await lab?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test(`${ROUNDS} rounds of upgrades on both nodes under wrk, new connections and a 1 GiB stream: no failed request, the stream byte-exact, no duplicate attachment`, { timeout: 300_000 }, async () => {
+    // The mesh works before anything is replaced.
+    const probe = startSteadyLoad(client, [`http://${server.ip}:8080/warm`, `http://${local.ip}:8080/warm`]);
+    await probe.running;
+    for (let i = 0; i < 50 && !(probe.samples.filter((s) => s.ok).length >= 4); i++) await sleep(100);
+    const warm = await probe.stop();
+    assert.ok(warm.some((s) => s.ok), `the mesh serves before the upgrades: ${JSON.stringify(warm.slice(-3))}`);
+
+    const before = { n1: attachments(n1), n2: attachments(n2) };
+    for (const b of Object.values(before)) assert.ok(b.cgroupLinkIds.length === 6 && b.progIds.size > 0, `the agents attached their programs: ${JSON.stringify(b)}`);
+    const seenProgs = new Set([...before.n1.progIds, ...before.n2.progIds]);
+
+    const streamServer = server.spawn(process.execPath, ['-e', STREAM_SERVER, '9000', String(STREAM_BYTES), String(STREAM_RATE)]);
+    others.push(streamServer);
+    const streamSent = outputOf(streamServer, 'the stream server', 240_000);
+    for (let i = 0; i < 50; i++) { if ((await server.exec('ss', ['-tlnH', 'sport = :9000'])).stdout.trim()) break; await sleep(100); }
+    const streamClient = client.spawn(process.execPath, ['-e', STREAM_CLIENT, server.ip, '9000']);
+    others.push(streamClient);
+    const streamGot = outputOf(streamClient, 'the stream client', 240_000);
+    const wrk = client.spawn('wrk', ['-t1', '-c4', `-d${WRK_SECONDS}s`, `http://${server.ip}:8080/wrk`]);
+    others.push(wrk);
+    const wrkDone = outputOf(wrk, 'wrk', (WRK_SECONDS + 30) * 1000);
+    const load = startSteadyLoad(client, [`http://${server.ip}:8080/cross`, `http://${local.ip}:8080/same`], { pauseMs: 10, timeoutMs: 5_000 });
+    const replaced: Array<{ node: string; old: AgentHandle; startMs: number; signalled: number }> = [];
+    let samples: LoadSample[] = [];
+    try {
+      await load.running;
+      await sleep(1_000);
+      for (let round = 0; round < ROUNDS; round++) {
+        for (const node of [n1, n2]) {
+          const old = current.get(node)!;
+          const t0 = Date.now();
+          const next = startAgent(node);
+          await next.ready;
+          const startMs = Date.now() - t0;
+          old.process.kill('SIGTERM');
+          replaced.push({ node: node.name, old, startMs, signalled: Date.now() });
+          current.set(node, next);
+          for (const id of attachments(node).progIds) seenProgs.add(id);
+          await sleep(SETTLE_MS);
+        }
+      }
+    } finally {
+      samples = await load.stop();
+    }
+    const wrkOut = await wrkDone;
+    const [got, sent] = await Promise.all([streamGot, streamSent]);
+
+    // Zero failed requests: wrk's errors and non-2xx, and every request of the new-connection and keep-alive loops.
+    const w = parseWrk(wrkOut.stdout);
+    assert.ok(w.requests > 0, `wrk ran: ${wrkOut.stdout}${wrkOut.stderr}`);
+    assert.deepEqual({ non2xx: w.non2xx, ...w.socketErrors }, { non2xx: 0, connect: 0, read: 0, write: 0, timeout: 0 }, `wrk saw failures:\n${wrkOut.stdout}`);
+    const failed = samples.filter((s) => !s.ok);
+    const loops = new Set(samples.map((s) => s.loop));
+    assert.equal(loops.size, 4, `four loops ran: ${[...loops]}`);
+    const during = samples.filter((s) => s.start >= replaced[0]!.signalled - 2_000 && s.end <= replaced.at(-1)!.signalled);
+    assert.ok(during.length > 100, `the loops ran across the upgrades (${during.length} requests)`);
+    const why = () => current.get(n1)!.accessLog.filter((l) => l.error).slice(-3).map((l) => JSON.stringify(l)).join('\n');
+    assert.deepEqual(failed.slice(0, 5), [], `${failed.length} of ${samples.length} requests failed\n${why()}`);
+
+    // The long stream: every byte, in order, once.
+    const gotLine = JSON.parse(got.stdout.trim().split('\n').at(-1) ?? '{}') as { received?: number; sha256?: string; ms?: number };
+    const sentLine = JSON.parse(sent.stdout.trim().split('\n').at(-1) ?? '{}') as { sent?: number; sha256?: string };
+    assert.equal(sentLine.sent, STREAM_BYTES, `the server sent it all: ${sent.stdout}`);
+    assert.equal(gotLine.received, STREAM_BYTES, `the client received it all: ${got.stdout}${got.stderr}`);
+    assert.equal(gotLine.sha256, sentLine.sha256, 'the stream arrived byte-exact');
+    assert.ok(gotLine.ms! > (replaced.at(-1)!.signalled - replaced[0]!.signalled), 'the stream spanned the upgrades');
+
+    // Every old agent drained and exited by itself (exit 0), long before the grace period would have cut.
+    const drains: number[] = [];
+    for (const r of replaced) {
+      let timer: NodeJS.Timeout | undefined;
+      const exit = await Promise.race([exits.get(r.old)!, new Promise<undefined>((res) => { timer = setTimeout(res, (GRACE_S + 10) * 1000); })]);
+      clearTimeout(timer);
+      assert.ok(exit, `the old agent of ${r.node} exited`);
+      assert.equal(exit.code, 0, `the old agent of ${r.node} exited cleanly:\n${r.old.stderr().slice(-2000)}`);
+      assert.ok(exit.at - r.signalled < GRACE_S * 1000, 'it drained before the grace period');
+      assert.doesNotMatch(r.old.stderr(), /"level":(50|60)/, `the old agent of ${r.node} logged no error`);
+      drains.push(exit.at - r.signalled);
+    }
+
+    // No duplicate kernel attachments: the same links (adopted, never attached twice), one program per
+    // cgroup attach type, the same pins, and no link anywhere runs a program of a replaced agent.
+    const afterState = { n1: attachments(n1), n2: attachments(n2) };
+    for (const k of ['n1', 'n2'] as const) {
+      assert.deepEqual(afterState[k].cgroupLinkIds, before[k].cgroupLinkIds, `${k}: the cgroup links are the same ones`);
+      assert.deepEqual(afterState[k].pinnedLinkIds, before[k].pinnedLinkIds, `${k}: the pinned links are the same ones`);
+      assert.deepEqual(afterState[k].pins, before[k].pins, `${k}: the same pins`);
+      assert.ok(Object.values(afterState[k].perType).every((n) => n === 1), `${k}: one program per attach type on the node's cgroup: ${JSON.stringify(afterState[k].perType)}`);
+      assert.equal(Object.keys(afterState[k].perType).length, 6, `${k}: ${JSON.stringify(afterState[k].perType)}`);
+    }
+    const live = new Set([...afterState.n1.progIds, ...afterState.n2.progIds]);
+    const stale = () => {
+      const links = bpftoolJson(['link', 'show']).filter((l) => seenProgs.has(Number(l.prog_id)) && !live.has(Number(l.prog_id)));
+      const progs = new Set(bpftoolJson(['prog', 'show']).map((p) => Number(p.id)));
+      return { links: links.map((l) => l.id), progs: [...seenProgs].filter((id) => !live.has(id) && progs.has(id)) };
+    };
+    for (let i = 0; i < 100 && stale().progs.length > 0; i++) await sleep(50);
+    assert.deepEqual(stale(), { links: [], progs: [] }, 'links or programs of replaced agents are still in the kernel');
+    assert.ok(seenProgs.size > live.size, 'each successor loaded programs of its own (the check above looked at something)');
+
+    const sorted = (xs: number[]) => [...xs].sort((a, b) => a - b);
+    const starts = sorted(replaced.map((r) => r.startMs));
+    process.stdout.write(`# upgrade: ${replaced.length} agent replacements; successor start->ready ms median ${starts[starts.length >> 1]}, max ${starts.at(-1)}; `
+      + `SIGTERM->exit ms ${sorted(drains).join(' ')}; wrk ${w.requests} requests, 0 failed; loops ${samples.length} requests, 0 failed; `
+      + `stream 1 GiB in ${gotLine.ms} ms, sha256 equal\n`);
+  });
+});
