@@ -239,7 +239,7 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
     const drains: number[] = [];
     for (const r of replaced) {
       let timer: NodeJS.Timeout | undefined;
-      const exit = await Promise.race([exits.get(r.old)!, new Promise<undefined>((res) => { timer = setTimeout(res, (GRACE_S + 10) * 1000); })]);
+      const exit = await Promise.race([exits.get(r.old)!, new Promise<undefined>((res) => { timer = setTimeout(() => res(undefined), (GRACE_S + 10) * 1000); })]);
       clearTimeout(timer);
       assert.ok(exit, `the old agent of ${r.node} exited`);
       assert.equal(exit.code, 0, `the old agent of ${r.node} exited cleanly:\n${r.old.stderr().slice(-2000)}`);
