@@ -1,4 +1,5 @@
 import { checkLimits, DEFAULT_HTTP_LIMITS, type HttpLimits } from '../http/limits';
+import { DEFAULT_FAIRNESS, FAIRNESS_BOUNDS, type FairnessConfig } from '../proxy/fairness';
 import type { Checker, Fields } from './checker';
 import type { Metadata } from './metadata';
 
@@ -13,6 +14,8 @@ import type { Metadata } from './metadata';
  *     tracing: { otlpEndpoint: http://otel-collector.observability:4318/v1/traces, samplingPercent: 1, serviceName: mesh }
  *     accessLog: { enabled: true, level: all, samplingPercent: 100 }   # level: all | errors | denials
  *     telemetry: { metrics: true }   # false: no Istio request/TCP metrics and no live view, only the agent's health
+ *     sameNodeSplice: true   # false: same-node TCP connections are relayed in user space, not spliced in the kernel (docs/splice.md)
+ *     fairness: { maxConnectionsPerPod: 1024, maxPendingPerPod: 128, readBudgetBytes: 262144, overloadLagMs: 20, shedMs: 200 }   # docs/fairness.md
  */
 export interface ProxyConfigInfo {
   protocolDetectionTimeoutMs: number;
@@ -23,6 +26,10 @@ export interface ProxyConfigInfo {
   accessLog?: AccessLogConfig;
   /** absent: metrics on */
   telemetry?: TelemetryConfig;
+  /** absent: on. false: same-node plain TCP is relayed by the proxy instead of spliced in the kernel (docs/splice.md) */
+  sameNodeSplice?: boolean;
+  /** absent: DEFAULT_FAIRNESS (proxy/fairness.ts); given, every field it leaves out keeps its default */
+  fairness?: FairnessConfig;
 }
 
 /** Which access-log lines are kept: `all`; `errors` (status >= 400, no response, a response flag, an error, and denials); `denials`. */
@@ -67,7 +74,8 @@ export function defaultProxyConfig(): ProxyConfigInfo {
   return { protocolDetectionTimeoutMs: DEFAULT_PROTOCOL_DETECTION_MS, http: { ...DEFAULT_HTTP_LIMITS } };
 }
 
-const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing', 'accessLog', 'telemetry']);
+const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing', 'accessLog', 'telemetry', 'sameNodeSplice', 'fairness']);
+const FAIRNESS_FIELDS = new Set(Object.keys(DEFAULT_FAIRNESS));
 const HTTP_FIELDS = new Set([...Object.keys(DEFAULT_HTTP_LIMITS), 'maxRequestBodyBytes']);
 
 export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): ProxyConfigInfo {
@@ -99,7 +107,27 @@ export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): Pro
     c.allowOnly(t, 'spec.telemetry', TELEMETRY_FIELDS);
     config.telemetry = { metrics: t.metrics === undefined ? true : c.boolean(t.metrics, 'spec.telemetry.metrics') ?? true };
   }
+  if (spec.fairness !== undefined) config.fairness = convertFairness(c, spec.fairness);
+  if (spec.sameNodeSplice !== undefined) {
+    const on = c.boolean(spec.sameNodeSplice, 'spec.sameNodeSplice');
+    if (on !== undefined) config.sameNodeSplice = on;
+  }
   return config;
+}
+
+/** `spec.fairness`: whole numbers within FAIRNESS_BOUNDS; what is absent keeps its default. */
+function convertFairness(c: Checker, value: unknown): FairnessConfig {
+  const f = c.optionalMapping(value, 'spec.fairness');
+  c.allowOnly(f, 'spec.fairness', FAIRNESS_FIELDS);
+  const out: FairnessConfig = { ...DEFAULT_FAIRNESS };
+  for (const key of Object.keys(DEFAULT_FAIRNESS) as Array<keyof FairnessConfig>) {
+    const v = f[key];
+    if (v === undefined) continue;
+    const [min, max] = FAIRNESS_BOUNDS[key];
+    if (Number.isSafeInteger(v) && (v as number) >= min && (v as number) <= max) out[key] = v as number;
+    else c.fail(`spec.fairness.${key}`, `must be a whole number from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  }
+  return out;
 }
 
 function convertAccessLog(c: Checker, value: unknown): AccessLogConfig {

@@ -20,6 +20,9 @@ import { deliver, judge, socketDownstream, type Arrival, type DeliveryContext, t
 import { listenInbound, localTarget, plaintextArrival } from '../proxy/inbound';
 import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/inbound-plaintext';
 import { connectToPod } from '../proxy/upstream-connect';
+import { DEFAULT_FAIRNESS } from '../proxy/fairness';
+import { arrivalAccount, FairShare } from '../proxy/fairness-share';
+import { registerOverloadShed } from '../telemetry/overload-shed';
 import { canonicalIp } from '../core/ip';
 import { LiveConnections } from '../proxy/live-connections';
 import { OutboundProxy } from '../proxy/outbound';
@@ -135,6 +138,9 @@ export class NodeAgent {
   /** spans per HTTP hop over OTLP/HTTP while ProxyConfig spec.tracing is set */
   readonly tracing: TracingRuntime;
   private stopHealth: (() => void) | undefined;
+  /** per-pod limits, read budgets and overload shedding (ProxyConfig spec.fairness, docs/fairness.md) */
+  readonly fairness = new FairShare(() => this.store?.snapshot.proxyConfig?.fairness ?? DEFAULT_FAIRNESS,
+    (account, lagMs, c) => this.log.warn({ account: account.key, lagMs: Math.round(lagMs), shedMs: c.shedMs }, 'proxy overloaded (event-loop lag above spec.fairness.overloadLagMs): the noisiest pod is shed, its new connections refused and its reads held'));
 
   private constructor(
     readonly opts: AgentOptions,
@@ -229,6 +235,7 @@ export class NodeAgent {
         services,
         accessLog: agent.accessLog,
         log: operationalLogger('proxy'),
+        fairness: agent.fairness.start(),
       });
       agent.plaintext = await listenInboundPlaintext({ hosts, port: PORTS.inboundPlaintext, log: operationalLogger('inbound-plaintext'),
         onConnection: (client, f) => {
@@ -256,6 +263,9 @@ export class NodeAgent {
         certificates: () => agent.identities.status(),
         version: WEFT_VERSION,
       });
+      const stopShed = registerOverloadShed(agent.metrics.registry);
+      const stopHealth = agent.stopHealth;
+      agent.stopHealth = () => { stopHealth(); stopShed(); agent.fairness.stop(); };
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
       registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced,
         enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length });
@@ -319,7 +329,10 @@ export class NodeAgent {
     };
     return {
       state: () => this.deliveryState(),
-      connect: (a, reader) => connectToPod(a, reader, upstream),
+      connect: (a, reader) => connectToPod(a, reader, upstream).then((s) => {
+        this.fairness.attachUpstream(s, `${a.conn.sourceIp}:${a.conn.sourcePort}`, () => arrivalAccount(a));
+        return s;
+      }),
       live: this.live,
       accessLog: this.accessLog,
     };

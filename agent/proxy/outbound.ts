@@ -15,6 +15,7 @@ import { connectionMembers } from './access-log';
 import { connectWithTimeout } from './connect';
 import { deliver, socketDownstream, type DeliveryContext } from './deliver';
 import { Drainer } from './drain';
+import { podAccount, type FairShare, type Ticket } from './fairness-share';
 import type { OutboundRoute } from './outbound-route';
 import { relay } from './relay';
 import type { ServiceEnv } from './service-env';
@@ -40,6 +41,8 @@ export interface OutboundOptions {
   accessLog: AccessLog;
   log: Logger;
   connectTimeoutMs?: number;
+  /** per-pod limits, read budgets and overload shedding (fairness-share.ts); absent: none */
+  fairness?: FairShare;
 }
 
 export class OutboundProxy {
@@ -86,8 +89,28 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   }
   const dir = o.directory();
   const src = dir.sourceByCgroup(orig.cgroupId);
+  let ticket: Ticket | undefined;
+  if (o.fairness && src) {
+    // Charged to the source pod: its limits, and both directions' reads against its budget.
+    const admitted = o.fairness.admit(podAccount(src), `${srcIp}:${srcPort}`);
+    if (!admitted.ok) {
+      client.resetAndDestroy();
+      if (wantsLine(o.accessLog, { decision: 'deny', error: admitted.refusal.detail })) {
+        o.accessLog.write(connectionMembers({ direction: 'outbound', srcIp, srcPort, src, dstIp: orig.ip, dstPort: orig.port, decision: 'deny', bytesSent: 0, bytesRecv: 0,
+          durationMs: performance.now() - started, error: admitted.refusal.detail }), 'connection refused');
+      }
+      return;
+    }
+    ticket = admitted.ticket;
+    o.fairness.gate(client, ticket.account);
+    client.once('close', ticket.close);
+  }
   const svc = serviceTarget(o.services.store(), orig.ip, orig.port);
-  if (svc.kind === 'service') return handleServiceConnection(o.services, { client, src, clientIp: srcIp, clientPort: srcPort, target: svc.target });
+  if (svc.kind === 'service') {
+    // Served request by request: not counted as pending while it waits for its first request.
+    ticket?.ready();
+    return handleServiceConnection(o.services, { client, src, clientIp: srcIp, clientPort: srcPort, target: svc.target });
+  }
   if (svc.kind === 'no-port') {
     client.resetAndDestroy();
     if (wantsLine(o.accessLog, { decision: 'deny' })) {
@@ -137,6 +160,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   if (route.kind === 'hbone') {
     try {
       upstream = await o.openTunnel(route, src!, { ip: orig.ip, port: orig.port }, { ip: srcIp, port: srcPort });
+      ticket?.ready();
     } catch (e) {
       client.resetAndDestroy();
       const err = e as Error & { code?: string };
@@ -146,6 +170,8 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   } else {
     try {
       upstream = await connectWithTimeout(orig.ip, orig.port, o.connectTimeoutMs ?? 10_000);
+      ticket?.ready();
+      if (ticket) o.fairness!.gate(upstream as Socket, ticket.account);
     } catch (e) {
       // The client's connect already succeeded (to us); a reset is the closest thing to a refusal.
       client.resetAndDestroy();

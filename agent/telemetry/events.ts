@@ -65,15 +65,25 @@ export interface RequestCompletedEvent extends ConnectionOpenedEvent {
   policy?: string;
 }
 
+/** A connection the proxy refused to keep its pods' share fair (proxy/fairness.ts): a per-pod limit, or its pod shed under overload. */
+export interface OverloadShedEvent {
+  namespace: string;
+  /** the pod (or, for an account that is not a pod, its identity or address) */
+  pod: string;
+  reason: 'max_connections' | 'max_pending' | 'overload';
+}
+
 export const CHANNELS = {
   connectionOpened: 'weft:proxy:connection-opened',
   connectionClosed: 'weft:proxy:connection-closed',
   requestCompleted: 'weft:proxy:request-completed',
+  overloadShed: 'weft:proxy:overload-shed',
 } as const;
 
 export const connectionOpened = diagnostics_channel.channel(CHANNELS.connectionOpened);
 export const connectionClosed = diagnostics_channel.channel(CHANNELS.connectionClosed);
 export const requestCompleted = diagnostics_channel.channel(CHANNELS.requestCompleted);
+export const overloadShed = diagnostics_channel.channel(CHANNELS.overloadShed);
 
 /** Whether anyone listens: publishers check this before building an event. */
 export function telemetryWanted(): boolean {

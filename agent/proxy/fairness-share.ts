@@ -1,0 +1,289 @@
+/**
+ * Fair sharing of the node proxy between accounts (fairness.ts says what an account is and holds
+ * the decisions). Three mechanisms, all per account:
+ *
+ * - Admission: a new connection is refused (reset) when its account holds maxConnectionsPerPod, has
+ *   maxPendingPerPod being set up, or is shed; every refusal is published on the overload-shed
+ *   channel (`weft_overload_shed_total{namespace,pod,reason}`) and the caller writes its access-log line.
+ * - Reads: each socket of the account is gated below Node's stream layer (its handle's onread), so
+ *   every reader (pump, the HTTP parser, a sniffer) is covered alike. Once the account has read
+ *   readBudgetBytes in this turn of the event loop, its sockets stop reading until the next turn:
+ *   libuv otherwise reads up to 32 x 64 KiB from one socket per wakeup, and a turn spent moving one
+ *   pod's bulk delays every other pod's bytes by as much.
+ * - Overload: the event loop's lag is sampled every LAG_SAMPLE_MS. Above overloadLagMs the noisiest
+ *   account (fairness.ts chooseShed) is shed for shedMs: its reads are held and its new connections
+ *   refused, so the proxy stops spending the CPU it gets on it and serves the others first.
+ */
+import type { Socket } from 'node:net';
+import type { Arrival } from './deliver';
+import { overloadShed, type OverloadShedEvent } from '../telemetry/events';
+import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, noiseAt, CONNECTION_COST_BYTES, type Admission, type FairnessConfig, type Noise, type ShedReason } from './fairness';
+
+/** An account as telemetry names it. */
+export interface AccountRef {
+  /** unique: `namespace/pod`, `identity`, or an address */
+  key: string;
+  namespace: string;
+  /** the pod's name; for an account that is not a pod, its identity or address */
+  pod: string;
+}
+
+/** The libuv stream handle under a net.Socket, as far as the gate uses it (Node 20 internals). */
+interface StreamHandle {
+  onread: (...args: unknown[]) => unknown;
+  readonly bytesRead: number;
+  reading: boolean;
+  readStart(): number;
+  readStop(): number;
+}
+
+interface Held { socket: Socket; handle: StreamHandle }
+
+interface Account {
+  ref: AccountRef;
+  open: number;
+  pending: number;
+  noise: Noise;
+  turnBytes: number;
+  held: Held[];
+  /** shed until this time (performance.now()), 0: not shed */
+  shedUntil: number;
+}
+
+/** A connection admitted for an account: tell it when its upstream is open, and when it ends. */
+export interface Ticket {
+  readonly account: AccountRef;
+  /** set up: no longer pending (idempotent) */
+  ready(): void;
+  /** ended (idempotent; also ends pending) */
+  close(): void;
+}
+
+export const LAG_SAMPLE_MS = 10;
+/** Accounts with nothing open whose noise decayed below this are forgotten (bounded memory). */
+const FORGET_BELOW = 1;
+
+const handleOf = (s: Socket): StreamHandle | undefined => {
+  const h = (s as unknown as { _handle?: StreamHandle | null })._handle;
+  return h && typeof h.onread === 'function' && typeof h.readStop === 'function' ? h : undefined;
+};
+
+export class FairShare {
+  private readonly accounts = new Map<string, Account>();
+  /** accounts that read in this turn, reset at its end */
+  private readonly touched = new Set<Account>();
+  private turnScheduled = false;
+  private turnNow = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private lastSample = 0;
+  private samples = 0;
+  /** tickets of outbound connections by client address, for the upstream opened on their behalf */
+  private readonly byClient = new Map<string, { ticket: Ticket; account: Account }>();
+  /** the largest lag seen since the last read of `maxLag()` */
+  private lagMax = 0;
+
+  constructor(
+    private readonly config: () => FairnessConfig = () => DEFAULT_FAIRNESS,
+    private readonly onShed: (account: AccountRef, lagMs: number, c: FairnessConfig) => void = () => undefined,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** Starts sampling the event loop's lag (unref'd: it keeps nothing alive). */
+  start(): this {
+    if (this.timer) return this;
+    this.lastSample = this.now();
+    this.timer = setInterval(() => this.sample(), LAG_SAMPLE_MS);
+    this.timer.unref();
+    return this;
+  }
+
+  stop(): void {
+    if (this.timer) clearInterval(this.timer);
+    this.timer = undefined;
+  }
+
+  /** The largest event-loop lag sampled since the last call (ms). */
+  maxLag(): number {
+    const m = this.lagMax;
+    this.lagMax = 0;
+    return m;
+  }
+
+  /**
+   * Takes on (or refuses) a new connection of `ref`. A refusal is published (overload-shed
+   * channel); the caller resets the connection and logs it. `client` (`ip:port`) lets the upstream
+   * opened later for this connection find its ticket (attachUpstream).
+   */
+  admit(ref: AccountRef, client?: string): { ok: true; ticket: Ticket } | { ok: false; refusal: Extract<Admission, { admit: false }> } {
+    const c = this.config();
+    const a = this.account(ref);
+    const now = this.now();
+    const shed = a.shedUntil > now;
+    const decision = admitConnection(ref.key, { open: a.open, pending: a.pending, shed }, c);
+    a.noise = addNoise(a.noise, now, CONNECTION_COST_BYTES);
+    if (!decision.admit) {
+      this.publish(a.ref, decision.reason);
+      return { ok: false, refusal: decision };
+    }
+    a.open++;
+    a.pending++;
+    let pending = true;
+    let open = true;
+    const ticket: Ticket = {
+      account: a.ref,
+      ready: () => { if (pending) { pending = false; a.pending--; } },
+      close: () => {
+        ticket.ready();
+        if (open) { open = false; a.open--; }
+        if (client !== undefined && this.byClient.get(client)?.ticket === ticket) this.byClient.delete(client);
+      },
+    };
+    if (client !== undefined) this.byClient.set(client, { ticket, account: a });
+    return { ok: true, ticket };
+  }
+
+  /** Gates a socket's reads by `ref`'s budget (both directions of a connection are charged to its opener). */
+  gate(socket: Socket, ref: AccountRef): void {
+    this.gateAccount(socket, this.account(ref));
+  }
+
+  /**
+   * An upstream socket opened for a connection from `client` (`ip:port`): it is charged to the
+   * account of that connection's ticket (which is set up now), else to `fallback`.
+   */
+  attachUpstream(socket: Socket, client: string, fallback: () => AccountRef): void {
+    const t = this.byClient.get(client);
+    if (t) {
+      t.ticket.ready();
+      this.gateAccount(socket, t.account);
+    } else {
+      this.gateAccount(socket, this.account(fallback()));
+    }
+  }
+
+  /** Open and pending connections and whether it is shed, per account (admin and tests). */
+  snapshot(): Array<{ account: string; open: number; pending: number; shed: boolean; noise: number }> {
+    const now = this.now();
+    return [...this.accounts.values()].map((a) => ({ account: a.ref.key, open: a.open, pending: a.pending, shed: a.shedUntil > now, noise: Math.round(noiseAt(a.noise, now)) }));
+  }
+
+  private account(ref: AccountRef): Account {
+    let a = this.accounts.get(ref.key);
+    if (!a) {
+      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, turnBytes: 0, held: [], shedUntil: 0 };
+      this.accounts.set(ref.key, a);
+    }
+    return a;
+  }
+
+  private gateAccount(socket: Socket, a: Account): void {
+    const h = handleOf(socket);
+    if (!h) return;
+    let last = h.bytesRead;
+    const read = h.onread;
+    const charge = (): void => {
+      const total = h.bytesRead;
+      const n = total - last;
+      last = total;
+      if (n > 0) this.charge(a, n, socket, h);
+    };
+    h.onread = function gatedRead(this: unknown, ...args: unknown[]): unknown {
+      const r = read.apply(this, args);
+      charge();
+      return r;
+    };
+  }
+
+  private charge(a: Account, n: number, socket: Socket, h: StreamHandle): void {
+    if (!this.turnScheduled) {
+      this.turnScheduled = true;
+      this.turnNow = this.now();
+      setImmediate(this.endTurn);
+    }
+    this.touched.add(a);
+    a.turnBytes += n;
+    a.noise = addNoise(a.noise, this.turnNow, n);
+    const shed = a.shedUntil > this.turnNow;
+    if (!shed && a.turnBytes < this.config().readBudgetBytes) return;
+    if (socket.destroyed) return;
+    h.readStop();
+    a.held.push({ socket, handle: h });
+  }
+
+  private readonly endTurn = (): void => {
+    this.turnScheduled = false;
+    const now = this.now();
+    for (const a of this.touched) {
+      a.turnBytes = 0;
+      if (a.shedUntil <= now) this.release(a);
+    }
+    this.touched.clear();
+  };
+
+  private release(a: Account): void {
+    if (a.held.length === 0) return;
+    const held = a.held;
+    a.held = [];
+    // Node still believes it reads such a socket (`reading`); one it stopped itself meanwhile (backpressure) it restarts itself.
+    for (const { socket, handle } of held) if (!socket.destroyed && handle.reading) handle.readStart();
+  }
+
+  private sample(): void {
+    const now = this.now();
+    const lag = Math.max(0, now - this.lastSample - LAG_SAMPLE_MS);
+    this.lastSample = now;
+    if (lag > this.lagMax) this.lagMax = lag;
+    const c = this.config();
+    if (isOverloaded(lag, c)) this.shedNoisiest(now, lag, c);
+    for (const a of this.accounts.values()) if (a.shedUntil > 0 && a.shedUntil <= now) { a.shedUntil = 0; this.release(a); }
+    if (++this.samples % 100 === 0) this.forget(now);
+  }
+
+  private shedNoisiest(now: number, lag: number, c: FairnessConfig): void {
+    const scores = new Map<string, number>();
+    for (const a of this.accounts.values()) {
+      if (a.shedUntil > now) return; // one account at a time: the noisiest is shed already
+      const s = noiseAt(a.noise, now);
+      if (s >= FORGET_BELOW) scores.set(a.ref.key, s);
+    }
+    const key = chooseShed(scores);
+    const a = key === undefined ? undefined : this.accounts.get(key);
+    if (!a) return;
+    a.shedUntil = now + c.shedMs;
+    this.onShed(a.ref, lag, c);
+  }
+
+  private forget(now: number): void {
+    for (const [key, a] of this.accounts) {
+      if (a.open === 0 && a.pending === 0 && a.held.length === 0 && a.shedUntil <= now && noiseAt(a.noise, now) < FORGET_BELOW) this.accounts.delete(key);
+    }
+  }
+
+  private publish(ref: AccountRef, reason: ShedReason): void {
+    if (!overloadShed.hasSubscribers) return;
+    const ev: OverloadShedEvent = { namespace: ref.namespace, pod: ref.pod, reason };
+    overloadShed.publish(ev);
+  }
+}
+
+/** The account of a source pod. */
+export function podAccount(p: { namespace: string; name: string }): AccountRef {
+  return { key: `${p.namespace}/${p.name}`, namespace: p.namespace, pod: p.name };
+}
+
+/** The account of a peer known only by its SPIFFE identity (an inbound tunnel whose source pod is not known here). */
+export function identityAccount(identity: string): AccountRef {
+  return { key: identity, namespace: /\/ns\/([^/]+)\//.exec(identity)?.[1] ?? '', pod: identity };
+}
+
+/** The account of a client outside the mesh, by its address. */
+export function addressAccount(ip: string): AccountRef {
+  return { key: ip, namespace: '', pod: ip };
+}
+
+/** The account a delivery into a local pod is charged to when no outbound ticket names it: the source pod, the peer identity, or the client address. */
+export function arrivalAccount(a: Arrival): AccountRef {
+  if (a.record.src) return podAccount(a.record.src);
+  if (a.record.srcIdentity) return identityAccount(a.record.srcIdentity);
+  return addressAccount(a.conn.sourceIp);
+}

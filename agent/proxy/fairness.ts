@@ -1,0 +1,127 @@
+/**
+ * Fairness between the pods that share this node's proxy (docs/fairness.md): the decisions, pure and
+ * tested without sockets. fairness-share.ts applies them to live connections.
+ *
+ * A connection is charged to one account, the party that opened it: the source pod on the outbound
+ * listener (15001, by the cgroup the kernel recorded), the verified peer (source pod, else the
+ * peer's identity) on the tunnel (15008), the client address on plaintext capture (15006). Both
+ * directions of a connection are charged to it, so a pod downloading in bulk pays for its
+ * download, not its server.
+ */
+
+/** `ProxyConfig spec.fairness` with the defaults filled in. */
+export interface FairnessConfig {
+  /** connections one account may hold open at once; the next is refused (reset). */
+  maxConnectionsPerPod: number;
+  /** connections of one account still being set up (redirect lookup, upstream connect or tunnel handshake) */
+  maxPendingPerPod: number;
+  /** bytes read for one account in one turn of the event loop before its sockets wait for the next turn */
+  readBudgetBytes: number;
+  /** event-loop lag (ms) above which the proxy is overloaded and sheds the noisiest account */
+  overloadLagMs: number;
+  /** how long a shed account's new connections are refused and its reads held (ms) */
+  shedMs: number;
+}
+
+/**
+ * Defaults that protect without getting in the way of a normal pod: a thousand connections and
+ * 128 being set up at once is more than an ordinary workload holds, and bounds what one pod can
+ * pin; 256 KiB per turn is four socket reads (the bulk path reads 64 KiB at a time), so a bulk
+ * stream still moves ~10 Gb/s at a turn every 200 us; a lag of 20 ms is several times the proxy's own latency.
+ */
+export const DEFAULT_FAIRNESS: Readonly<FairnessConfig> = Object.freeze({
+  maxConnectionsPerPod: 1024,
+  maxPendingPerPod: 128,
+  readBudgetBytes: 256 * 1024,
+  overloadLagMs: 20,
+  shedMs: 200,
+});
+
+/** The bounds each field is checked against (ProxyConfig validation and tests share them). */
+export const FAIRNESS_BOUNDS: Readonly<Record<keyof FairnessConfig, readonly [number, number]>> = Object.freeze({
+  maxConnectionsPerPod: [1, 1_000_000],
+  maxPendingPerPod: [1, 1_000_000],
+  readBudgetBytes: [4096, 1 << 30],
+  overloadLagMs: [1, 60_000],
+  shedMs: [1, 60_000],
+});
+
+/** Why a connection was refused or an account shed: the `reason` label of `weft_overload_shed_total`. */
+export type ShedReason = 'max_connections' | 'max_pending' | 'overload';
+
+/** What the proxy knows of one account when a new connection of it arrives. */
+export interface AccountLoad {
+  open: number;
+  pending: number;
+  /** the account is shed now (overload) */
+  shed: boolean;
+}
+
+export type Admission = { admit: true } | { admit: false; reason: ShedReason; detail: string };
+
+/**
+ * Whether a new connection of `account` is taken on. A shed account is refused first (the overload
+ * is what the operator must see), then the pending limit, then the open one. Pure.
+ */
+export function admitConnection(account: string, load: AccountLoad, c: FairnessConfig): Admission {
+  if (load.shed) {
+    return { admit: false, reason: 'overload', detail: `proxy overloaded (event-loop lag above spec.fairness.overloadLagMs ${c.overloadLagMs} ms): ${account} is the noisiest and is shed for ${c.shedMs} ms` };
+  }
+  if (load.pending >= c.maxPendingPerPod) {
+    return { admit: false, reason: 'max_pending', detail: `${account} has ${load.pending} connections being set up (spec.fairness.maxPendingPerPod ${c.maxPendingPerPod})` };
+  }
+  if (load.open >= c.maxConnectionsPerPod) {
+    return { admit: false, reason: 'max_connections', detail: `${account} holds ${load.open} connections (spec.fairness.maxConnectionsPerPod ${c.maxConnectionsPerPod})` };
+  }
+  return { admit: true };
+}
+
+/**
+ * What one account costs the proxy recently: bytes moved plus a weight per new connection, decayed
+ * with a half-life (an exponentially weighted sum), so a pod that went quiet stops being noisy.
+ */
+export interface Noise {
+  score: number;
+  /** when `score` was last brought up to date (ms) */
+  at: number;
+}
+
+/** The half-life of an account's noise score (ms). */
+export const NOISE_HALF_LIFE_MS = 1000;
+/** A new connection costs the proxy about what moving this many bytes does (accept, lookup, policy, upstream connect, logs). */
+export const CONNECTION_COST_BYTES = 64 * 1024;
+
+/** `n` decayed to `now`, plus `add`. Pure. */
+export function addNoise(n: Noise, now: number, add: number): Noise {
+  const dt = Math.max(0, now - n.at);
+  return { score: n.score * Math.pow(2, -dt / NOISE_HALF_LIFE_MS) + add, at: now };
+}
+
+/** `n`'s score as of `now`. Pure. */
+export function noiseAt(n: Noise, now: number): number {
+  return addNoise(n, now, 0).score;
+}
+
+/**
+ * The account to shed when the proxy is overloaded: the noisiest, when it is noisier than every
+ * other by at least `margin` times and some other account is active (shedding the only pod being
+ * served protects nobody; two equally busy pods are not one starving the other). Pure.
+ */
+export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2): string | undefined {
+  let top: string | undefined;
+  let best = 0;
+  let second = 0;
+  let active = 0;
+  for (const [account, score] of scores) {
+    if (score <= 0) continue;
+    active++;
+    if (score > best) { second = best; best = score; top = account; } else if (score > second) second = score;
+  }
+  if (active < 2 || top === undefined) return undefined;
+  return best >= margin * second ? top : undefined;
+}
+
+/** Whether an event-loop lag sample means overload. Pure. */
+export function isOverloaded(lagMs: number, c: FairnessConfig): boolean {
+  return lagMs > c.overloadLagMs;
+}

@@ -1,0 +1,161 @@
+// Fairness between pods in the node proxy (agent/proxy/fairness.ts, fairness-share.ts): the pure
+// decisions (limits, the shedding choice, the noise score), ProxyConfig spec.fairness, and the
+// read gate on real loopback sockets (bytes per turn of the event loop).
+import assert from 'node:assert/strict';
+import diagnostics_channel from 'node:diagnostics_channel';
+import net from 'node:net';
+import { test } from 'node:test';
+import { parseConfig } from '../../agent/config/parse';
+import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, NOISE_HALF_LIFE_MS, noiseAt, type FairnessConfig } from '../../agent/proxy/fairness';
+import { addressAccount, arrivalAccount, FairShare, identityAccount, podAccount } from '../../agent/proxy/fairness-share';
+import type { Arrival } from '../../agent/proxy/deliver';
+import { CHANNELS, type OverloadShedEvent } from '../../agent/telemetry/events';
+
+const config = (over: Partial<FairnessConfig> = {}): FairnessConfig => ({ ...DEFAULT_FAIRNESS, ...over });
+
+test('admitConnection: a shed account is refused first, then the pending limit, then the open limit; below them it is admitted', () => {
+  const c = config({ maxConnectionsPerPod: 4, maxPendingPerPod: 2 });
+  assert.deepEqual(admitConnection('shop/web', { open: 3, pending: 1, shed: false }, c), { admit: true });
+  const shed = admitConnection('shop/web', { open: 9, pending: 9, shed: true }, c);
+  assert.equal(shed.admit, false);
+  assert.equal(!shed.admit && shed.reason, 'overload');
+  assert.match(!shed.admit ? shed.detail : '', /overloadLagMs 20 ms\): shop\/web is the noisiest and is shed for 200 ms/);
+  const pending = admitConnection('shop/web', { open: 2, pending: 2, shed: false }, c);
+  assert.equal(!pending.admit && pending.reason, 'max_pending');
+  assert.match(!pending.admit ? pending.detail : '', /shop\/web has 2 connections being set up \(spec\.fairness\.maxPendingPerPod 2\)/);
+  const open = admitConnection('shop/web', { open: 4, pending: 0, shed: false }, c);
+  assert.equal(!open.admit && open.reason, 'max_connections');
+  assert.match(!open.admit ? open.detail : '', /shop\/web holds 4 connections \(spec\.fairness\.maxConnectionsPerPod 4\)/);
+});
+
+test('chooseShed: the noisiest account when it is at least twice as noisy as every other and someone else is active; none otherwise', () => {
+  assert.equal(chooseShed(new Map([['noisy', 1e8], ['quiet', 2e5]])), 'noisy');
+  assert.equal(chooseShed(new Map([['quiet', 2e5], ['noisy', 1e8], ['other', 3e5]])), 'noisy', 'order does not matter');
+  assert.equal(chooseShed(new Map([['noisy', 1e8]])), undefined, 'the only pod being served is not shed: that protects nobody');
+  assert.equal(chooseShed(new Map([['a', 1e8], ['b', 0.6e8]])), undefined, 'two comparably busy pods: neither starves the other');
+  assert.equal(chooseShed(new Map([['a', 1e8], ['b', 0.5e8]])), 'a', 'exactly twice as noisy');
+  assert.equal(chooseShed(new Map([['a', 1e8], ['b', 0]])), undefined, 'an account with no noise is not active');
+  assert.equal(chooseShed(new Map()), undefined);
+});
+
+test('noise: bytes and connections add up and decay by half each half-life', () => {
+  let n = { score: 0, at: 1000 };
+  n = addNoise(n, 1000, 4096);
+  n = addNoise(n, 1000, 4096);
+  assert.equal(n.score, 8192);
+  assert.equal(noiseAt(n, 1000 + NOISE_HALF_LIFE_MS), 4096);
+  assert.equal(noiseAt(n, 1000 + 2 * NOISE_HALF_LIFE_MS), 2048);
+  assert.equal(noiseAt(n, 500), 8192, 'a clock read before the last update does not inflate the score');
+});
+
+test('isOverloaded: lag strictly above the threshold', () => {
+  assert.equal(isOverloaded(20, config({ overloadLagMs: 20 })), false);
+  assert.equal(isOverloaded(20.5, config({ overloadLagMs: 20 })), true);
+});
+
+const proxyConfig = (spec: string) => parseConfig(`apiVersion: config.weft.dev/v1\nkind: ProxyConfig\nmetadata: { name: default }\nspec: ${spec}\n`, 'p.yaml');
+
+test('ProxyConfig spec.fairness: fields by name, the defaults for what is absent; absent altogether: none set (the defaults apply)', () => {
+  const some = proxyConfig('{ fairness: { maxConnectionsPerPod: 64, overloadLagMs: 50 } }');
+  assert.ok(some.ok, JSON.stringify(!some.ok && some.error));
+  assert.deepEqual(some.value.proxyConfig?.fairness, { ...DEFAULT_FAIRNESS, maxConnectionsPerPod: 64, overloadLagMs: 50 });
+  const empty = proxyConfig('{ fairness: {} }');
+  assert.ok(empty.ok);
+  assert.deepEqual(empty.value.proxyConfig?.fairness, DEFAULT_FAIRNESS);
+  const none = proxyConfig('{}');
+  assert.ok(none.ok);
+  assert.equal(none.value.proxyConfig?.fairness, undefined);
+});
+
+test('ProxyConfig spec.fairness: unknown fields, bad values and a non-mapping are refused naming the field', () => {
+  const bad = proxyConfig('{ fairness: { maxConnectionsPerPod: 0, maxPendingPerPod: 1.5, readBudgetBytes: "1MiB", overloadLagMs: -1, shedMs: 100000, maxConnections: 5 } }');
+  assert.ok(!bad.ok);
+  const fields = bad.error.map((e) => `${e.field}: ${e.message}`);
+  const has = (re: RegExp) => assert.ok(fields.some((f) => re.test(f)), `${re}\n${fields.join('\n')}`);
+  has(/^spec\.fairness\.maxConnectionsPerPod: must be a whole number from 1 to 1000000, got 0/);
+  has(/^spec\.fairness\.maxPendingPerPod: must be a whole number from 1 to 1000000, got 1\.5/);
+  has(/^spec\.fairness\.readBudgetBytes: must be a whole number from 4096 to 1073741824, got "1MiB"/);
+  has(/^spec\.fairness\.overloadLagMs: must be a whole number from 1 to 60000, got -1/);
+  has(/^spec\.fairness\.shedMs: must be a whole number from 1 to 60000, got 100000/);
+  has(/^spec\.fairness\.maxConnections: unknown field/);
+  assert.ok(bad.error.every((e) => e.object.includes('ProxyConfig')), JSON.stringify(bad.error));
+  const notMapping = proxyConfig('{ fairness: strict }');
+  assert.ok(!notMapping.ok);
+  assert.ok(notMapping.error.some((e) => e.field === 'spec.fairness' && /mapping/.test(e.message)), JSON.stringify(notMapping.error));
+});
+
+test('accounts: a pod by namespace/name, a peer by identity (its namespace from the SPIFFE ID), a client by address; an arrival picks the most specific', () => {
+  assert.deepEqual(podAccount({ namespace: 'shop', name: 'web-1' }), { key: 'shop/web-1', namespace: 'shop', pod: 'web-1' });
+  assert.deepEqual(identityAccount('spiffe://cluster.local/ns/shop/sa/web'), { key: 'spiffe://cluster.local/ns/shop/sa/web', namespace: 'shop', pod: 'spiffe://cluster.local/ns/shop/sa/web' });
+  assert.deepEqual(addressAccount('10.0.0.9'), { key: '10.0.0.9', namespace: '', pod: '10.0.0.9' });
+  const base = { path: 'hbone', pod: {}, conn: { sourceIp: '10.0.0.9', sourcePort: 1, destinationIp: '10.0.0.2', destinationPort: 80 } } as unknown as Arrival;
+  const src = { namespace: 'shop', name: 'web-1', workload: 'web', identity: 'spiffe://cluster.local/ns/shop/sa/web', node: 'n1' };
+  assert.equal(arrivalAccount({ ...base, record: { direction: 'inbound', srcIp: '10.0.0.9', srcPort: 1, dstIp: '10.0.0.2', dstPort: 80, src } }).key, 'shop/web-1');
+  assert.equal(arrivalAccount({ ...base, record: { direction: 'inbound', srcIp: '10.0.0.9', srcPort: 1, dstIp: '10.0.0.2', dstPort: 80, srcIdentity: src.identity } }).key, src.identity);
+  assert.equal(arrivalAccount({ ...base, record: { direction: 'inbound', srcIp: '10.0.0.9', srcPort: 1, dstIp: '10.0.0.2', dstPort: 80 } }).key, '10.0.0.9');
+});
+
+test('FairShare.admit: open and pending are counted per account, a ticket ends pending once and closes once, refusals are published by reason', () => {
+  const seen: OverloadShedEvent[] = [];
+  const onShed = (m: unknown) => seen.push(m as OverloadShedEvent);
+  diagnostics_channel.subscribe(CHANNELS.overloadShed, onShed);
+  try {
+    const share = new FairShare(() => config({ maxConnectionsPerPod: 3, maxPendingPerPod: 2 }));
+    const web = podAccount({ namespace: 'shop', name: 'web' });
+    const t1 = share.admit(web, '10.0.0.1:1000');
+    const t2 = share.admit(web, '10.0.0.1:1001');
+    assert.ok(t1.ok && t2.ok);
+    const third = share.admit(web);
+    assert.ok(!third.ok && third.refusal.reason === 'max_pending', JSON.stringify(third));
+    t1.ticket.ready();
+    t1.ticket.ready();
+    const t3 = share.admit(web);
+    assert.ok(t3.ok, 'one of two pending is set up: room for another');
+    t2.ticket.ready();
+    t3.ticket.ready();
+    const fourth = share.admit(web);
+    assert.ok(!fourth.ok && fourth.refusal.reason === 'max_connections', JSON.stringify(fourth));
+    const other = share.admit(podAccount({ namespace: 'shop', name: 'api' }));
+    assert.ok(other.ok, 'another pod has its own limits');
+    t1.ticket.close();
+    t1.ticket.close();
+    assert.ok(share.admit(web).ok, 'a closed connection frees its place, once');
+    const { noise, ...counts } = share.snapshot().find((a) => a.account === 'shop/web')!;
+    assert.deepEqual(counts, { account: 'shop/web', open: 3, pending: 1, shed: false });
+    assert.ok(noise > 0, 'each connection adds to its account\'s noise');
+    assert.deepEqual(seen, [{ namespace: 'shop', pod: 'web', reason: 'max_pending' }, { namespace: 'shop', pod: 'web', reason: 'max_connections' }]);
+  } finally {
+    diagnostics_channel.unsubscribe(CHANNELS.overloadShed, onShed);
+  }
+});
+
+/** Reads `bytes` from a loopback server through a socket gated by `share`; returns the most bytes read in one turn of the event loop. */
+async function readThroughGate(share: FairShare | undefined, bytes: number): Promise<{ total: number; maxPerTurn: number }> {
+  const server = net.createServer((s) => s.end(Buffer.alloc(bytes, 1)));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const c = net.connect((server.address() as net.AddressInfo).port, '127.0.0.1');
+    share?.gate(c, podAccount({ namespace: 'shop', name: 'bulk' }));
+    let total = 0, inTurn = 0, maxPerTurn = 0, turns = 0;
+    const turn = () => { maxPerTurn = Math.max(maxPerTurn, inTurn); inTurn = 0; if (++turns < 1_000_000 && !c.destroyed) setImmediate(turn); };
+    setImmediate(turn);
+    c.on('data', (d: Buffer) => { total += d.length; inTurn += d.length; });
+    await new Promise<void>((resolve, reject) => { c.on('end', resolve); c.on('error', reject); });
+    maxPerTurn = Math.max(maxPerTurn, inTurn);
+    c.destroy();
+    return { total, maxPerTurn };
+  } finally {
+    server.close();
+  }
+}
+
+test('FairShare.gate: a bulk socket reads at most the budget per turn of the event loop (plus one read), and every byte still arrives', async () => {
+  const bytes = 16 << 20;
+  const gated = await readThroughGate(new FairShare(() => config({ readBudgetBytes: 64 * 1024 })), bytes);
+  assert.equal(gated.total, bytes);
+  assert.ok(gated.maxPerTurn <= 128 * 1024, `at most the budget plus one 64 KiB read per turn, read ${gated.maxPerTurn}`);
+  // The same transfer ungated shows what the gate bounds: libuv reads a ready socket many times per wakeup.
+  const free = await readThroughGate(undefined, bytes);
+  assert.equal(free.total, bytes);
+  assert.ok(free.maxPerTurn > gated.maxPerTurn, `ungated ${free.maxPerTurn} per turn against gated ${gated.maxPerTurn}`);
+});
