@@ -4,7 +4,8 @@
  * which has HTTP denied by policy shop/deny-bot) plus Service traffic through cluster IPs on node 1's
  * source proxy: an HTTPRoute retrying 503s on a Service with outlier detection (a request answered
  * 503 everywhere: one endpoint ejected, two retries made) and one on a Service whose TrafficPolicy
- * allows no retry (the retry overflows the circuit breaker). Prometheus scrapes both agents; then
+ * allows no retry (the retry overflows the circuit breaker). Prometheus scrapes both agents as the
+ * shipped podmonitor.yaml says (translated into the prometheus-operator's scrape config); then
  *   - the new weft_* series hold what the traffic made (cross-checked with the backends' own counts
  *     and the admin API), and
  *   - every query of the dashboard, with its variables filled in as Grafana would for the test's
@@ -18,13 +19,14 @@ import { join } from 'node:path';
 import { curl } from '../../agent/sandbox';
 import { kernelTestBlocker } from '../support/requirements';
 import { driveTrafficMix, MIX, scrapeSettled, SHOP, sleep, startMetricsMesh, type MetricsMesh } from '../support/metrics-mesh';
-import { fill, multi, prometheusMissing, startPrometheus, variableExpr, variableValues, type Prometheus, type QueryResult } from '../support/prometheus';
+import { agentPodMeta, fill, multi, podMonitorJob, prometheusMissing, readManifests, startPrometheus, variableExpr, variableValues, type Prometheus, type QueryResult } from '../support/prometheus';
 import { startBackend, type BackendHandle } from '../support/traffic-apps';
 
 const blocker = kernelTestBlocker() ?? prometheusMissing();
 if (blocker) process.stderr.write(`\n*** SKIPPING Weft dashboard test: ${blocker} ***\n\n`);
 
-const DASHBOARD = join(__dirname, '..', '..', '..', 'daemonset', 'monitoring', 'weft-dashboard.json');
+const DAEMONSET = join(__dirname, '..', '..', '..', 'daemonset');
+const DASHBOARD = join(DAEMONSET, 'monitoring', 'weft-dashboard.json');
 const VIPS = { flaky: '10.96.9.1', tight: '10.96.9.2' } as const;
 const FQDN = (name: keyof typeof VIPS) => `${name}.${SHOP}.svc.cluster.local`;
 
@@ -77,7 +79,7 @@ describe('Weft\'s own dashboard through a real Prometheus', { skip: blocker ?? f
   before(async () => {
     if (blocker) return;
     dir = mkdtempSync(join(tmpdir(), 'weft-dsh-'));
-    mesh = await startMetricsMesh('dsh', {
+    mesh = await startMetricsMesh('obs9dsh', {
       objects: OBJECTS,
       pods: async (_n1, n2) => ({
         flaky1: await n2.pod('flaky1', { namespace: SHOP, serviceAccount: 'flaky', labels: { app: 'flaky' } }),
@@ -87,7 +89,10 @@ describe('Weft\'s own dashboard through a real Prometheus', { skip: blocker ?? f
     const { n1, n2 } = mesh;
     for (const p of Object.values(mesh.extraPods)) backends.push(startBackend(p, 8080, join(dir, `${p.name}.ctl`)));
     await Promise.all(backends.map((b) => b.ready));
-    prom = await startPrometheus(n1, [n1, n2]);
+    // Scraped as the shipped PodMonitor says (translated into the prometheus-operator's scrape config).
+    const podMonitor = readManifests(join(DAEMONSET, 'monitoring', 'podmonitor.yaml')).find((o) => o.kind === 'PodMonitor');
+    assert.ok(podMonitor, 'daemonset/monitoring/podmonitor.yaml holds a PodMonitor');
+    prom = await startPrometheus(n1, [n1, n2], podMonitorJob(podMonitor, [n1, n2].map((n) => agentPodMeta(join(DAEMONSET, 'agent.yaml'), n))));
 
     await driveTrafficMix(mesh);
     const { web } = mesh.pods;
@@ -141,6 +146,17 @@ describe('Weft\'s own dashboard through a real Prometheus', { skip: blocker ?? f
     assert.equal(generations.length, 2);
     assert.ok(generations[0]! > 0 && generations[0] === generations[1], `generations ${generations}`);
     assert.ok(await single(`sum(weft_redirect_events_total{reason="redirect4", instance="${mesh!.n1.ip}:15020"})`) > 0);
+    // Open connections per pod agree, on each node and in each direction, with the Istio TCP series of the same scrape:
+    // opened minus closed (the source proxy keeps pooled connections to the Service endpoints open, so not all are 0).
+    for (const node of [mesh!.n1.name, mesh!.n2.name]) {
+      for (const [direction, reporter] of [['inbound', 'destination'], ['outbound', 'source']]) {
+        const open = await single(`sum(weft_pod_open_connections{direction="${direction}", node="${node}"}) or vector(0)`);
+        const tcp = await single(`(sum(istio_tcp_connections_opened_total{reporter="${reporter}", node="${node}"}) or vector(0)) - (sum(istio_tcp_connections_closed_total{reporter="${reporter}", node="${node}"}) or vector(0))`);
+        assert.equal(open, tcp, `${node} ${direction}: per-pod gauge ${open}, Istio opened - closed ${tcp}`);
+      }
+    }
+    assert.equal(await single(`count(weft_pod_open_connections{pod_namespace="${SHOP}", pod_name="web", direction="outbound", node="${mesh!.n1.name}"})`), 1);
+    assert.equal(await single(`count(weft_pod_open_connections{pod_namespace="${SHOP}", pod_name="flaky1", direction="inbound", node="${mesh!.n2.name}"})`), 1);
   });
 
   /** Each query variable's values (its query evaluated, its regex applied) and the value Grafana renders for the view's choice. */
