@@ -109,12 +109,12 @@ describe('process resources from /proc', () => {
   });
 
   test('istio_tcp_sockets_open sees a listener this process opens and closes', async () => {
-    const before = openTcpSockets();
+    const before = await openTcpSockets();
     const srv = net.createServer();
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    const during = openTcpSockets();
+    const during = await openTcpSockets();
     await new Promise((r) => srv.close(r));
-    const after = openTcpSockets();
+    const after = await openTcpSockets();
     assert.equal(during, before + 1, `${before} → ${during}`);
     assert.equal(after, before);
   });
