@@ -326,7 +326,8 @@ describe('an unwritable or full data directory', { skip: blocker ?? false }, () 
       let r = await curl(pod, `http://${peer.ip}:8080/`);
       for (let i = 0; i < 20 && r.status !== 200; i++) { await sleep(100); r = await curl(pod, `http://${peer.ip}:8080/`); }
       assert.equal(r.status, 200, r.stderr);
-      assert.notEqual(JSON.parse(r.body).remoteAddress, pod.ip, 'through the proxy');
+      assert.equal(JSON.parse(r.body).remoteAddress, pod.ip, 'the destination sees its client (source preserved)');
+      await h.waitForLog((l) => l['dst.addr'] === `${peer.ip}:8080` && l.direction === 'outbound'); // through the proxy
     } finally {
       await h.kill('SIGKILL');
       await server.stop();

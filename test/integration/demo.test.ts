@@ -46,7 +46,7 @@ test('weft demo exits 0, shows L7 policy, plaintext capture, explain and STRICT,
   assert.equal(r.code, 0, `weft demo exited ${r.code}:\n${out}\n${r.stderr}`);
   assert.doesNotMatch(out, /^ *✗/m, out);
   for (const line of [
-    /✓ HTTP 200; api saw the connection come from \S+, not from web/,
+    /✓ HTTP 200; api saw the connection come from \S+: web's own address/,
     /✓ .* source principal verified from its certificate: spiffe:\/\/cluster\.local\/ns\/shop\/sa\/web/,
     /✓ 5 requests with x-canary: yes → \{"api2":5\}: all on v2/,
     /✓ 100 requests without the header \(one curl, keep-alive\) → .*about 80\/20/,

@@ -88,7 +88,7 @@ describe('Kubernetes mode: the agent resolves pod cgroups from pod UIDs', { skip
     assert.equal(r.status, 200, r.stderr);
     const body = JSON.parse(r.body);
     assert.equal(body.pod, 'srv');
-    assert.notEqual(body.remoteAddress, app.ip, 'the destination sees the node proxy, not the client: the connection was steered');
+    assert.equal(body.remoteAddress, app.ip, 'the destination sees its client (source preserved); the access-log line below shows it was steered');
     const line = await agent.waitForLog((l) => l['dst.addr'] === `${srv.ip}:8080` && l.direction === 'outbound');
     assert.equal(line['src.pod'], 'app', 'attributed by the enrolled pod cgroup the kernel recorded');
     assert.equal(line['src.namespace'], 'mesh');
@@ -125,7 +125,7 @@ describe('Kubernetes mode: the agent resolves pod cgroups from pod UIDs', { skip
 
     const r = await tcpRequest(late, srv.ip, 7000, { payload: 'x' });
     assert.equal(r.code, 0, r.stderr);
-    assert.notEqual(peerSeen(r.stdout), late.ip, 'captured: the destination sees the node proxy');
-    await agent.waitForLog((l) => l['dst.addr'] === `${srv.ip}:7000` && l['src.pod'] === 'late');
+    assert.equal(peerSeen(r.stdout), late.ip, 'the destination sees its client (source preserved)');
+    await agent.waitForLog((l) => l['dst.addr'] === `${srv.ip}:7000` && l['src.pod'] === 'late' && l.direction === 'outbound'); // captured at the source
   });
 });
