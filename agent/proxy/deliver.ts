@@ -22,6 +22,8 @@ import { PROPAGATION_FIELDS } from '../telemetry/tracing-context';
 import { deliveredConnectionMembers, endsMembers, requestMembers, type ConnectionRecord } from './access-log';
 import type { LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
+import type { Splicer } from './splice';
+import { chooseSplice } from './splice-decision';
 
 /** How a connection reached this node's proxy. */
 export type ArrivalPath = 'hbone' | 'local' | 'plaintext';
@@ -55,12 +57,15 @@ export interface Downstream {
    * HTTP connection's totals; a spliced one is counted by the splice).
    */
   countBytes(): () => { read: number; written: number };
+  /** The client's socket, when the downstream is one (the `local` and plaintext paths): what same-node splicing hands to the kernel. */
+  socket?: Socket;
 }
 
 /** A client socket as deliver() sees it (the `local` and plaintext paths): a refusal is a reset. */
 export function socketDownstream(client: Socket): Downstream {
   return {
     accept: () => client,
+    socket: client,
     refuse: () => { if (!client.destroyed) client.resetAndDestroy(); },
     splice: (upstream) => relay(client, upstream),
     countBytes: () => {
@@ -90,6 +95,8 @@ export interface DeliveryContext {
   connect(arrival: Arrival, reader: 'pump' | 'stream'): Promise<Socket>;
   live: LiveConnections<Arrival>;
   accessLog: AccessLog;
+  /** Same-node splicing in the kernel (splice.ts); undefined while it is off or not loaded. */
+  splicer?(): Splicer | undefined;
 }
 
 /** The body Istio (Envoy's RBAC filter) answers a denied request with. */
@@ -161,9 +168,12 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
     logConnection(ctx, a, started, { decision: 'deny', bytesSent: 0, bytesRecv: 0, error: decision.reason, authz: decision, flags: 'DENY' });
     return;
   }
+  const splicer = ctx.splicer?.();
+  const spliceIt = chooseSplice({ path: a.path, protocol: 'tcp', allowed: true, available: splicer !== undefined, socket: down.socket !== undefined }).splice;
   let upstream: Socket;
   try {
-    upstream = await ctx.connect(a, 'pump');
+    // A spliced upstream is read by the kernel, not by pump(): an ordinary socket.
+    upstream = await ctx.connect(a, spliceIt ? 'stream' : 'pump');
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     down.refuse(err.code === 'ETIMEDOUT' ? 504 : 503, `${err.code ?? 'error'}: ${err.message}`);
@@ -175,7 +185,7 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   if (head !== undefined && head.length > 0) upstream.write(head);
   let closedBy: string | undefined;
   const forget = ctx.live.add({ facts: a, close: (reason) => { closedBy = reason; down.refuse(403, reason); upstream.destroy(); } });
-  const r = await down.splice(upstream);
+  const r = spliceIt ? await splicer!(down.socket!, upstream) : await down.splice(upstream);
   forget();
   const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;
   // Closed by a policy change: the policy now in force is the one that denied it (telemetry names it).

@@ -14,10 +14,8 @@ export interface SpliceFacts {
   protocol: AppProtocol;
   /** whether policy allowed the connection */
   allowed: boolean;
-  /** ProxyConfig spec.sameNodeSplice (default on) */
-  enabled: boolean;
-  /** the kernel side loaded (bpf/weft_splice.c) */
-  kernel: boolean;
+  /** the kernel side is loaded and ProxyConfig spec.sameNodeSplice is not false */
+  available: boolean;
   /** the client side is a socket of this process (not a tunnel stream) */
   socket: boolean;
 }
@@ -27,8 +25,7 @@ export interface SpliceFacts {
  * allowed by L4 policy, with the kernel side loaded and the switch on. Everything else is relayed.
  */
 export function chooseSplice(f: SpliceFacts): SpliceChoice {
-  if (!f.enabled) return { splice: false, reason: 'ProxyConfig spec.sameNodeSplice is false' };
-  if (!f.kernel) return { splice: false, reason: 'the kernel side of splicing is not loaded' };
+  if (!f.available) return { splice: false, reason: 'splicing is off (ProxyConfig spec.sameNodeSplice) or its kernel side is not loaded' };
   if (f.path !== 'local') return { splice: false, reason: `arrived over ${f.path}, not from a pod on this node` };
   if (f.protocol !== 'tcp') return { splice: false, reason: `${f.protocol}: requests are judged, routed and reported one by one` };
   if (!f.allowed) return { splice: false, reason: 'denied' };

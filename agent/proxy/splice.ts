@@ -11,14 +11,16 @@ import * as libc from '../../native/libc';
 import type { RelayResult } from './relay';
 import { relay } from './relay';
 import { directionFlushed, splicedTotals } from './splice-decision';
-import type { SpliceKernel } from './splice-kernel';
+import type { SpliceEnd, SpliceKernel } from './splice-kernel';
 
 /** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
 const TCPI_BYTES_ACKED = 120;
 const TCP_INFO_READ = 136;
 const EMPTY = Buffer.alloc(0);
+/** Handover rounds before giving up and relaying (each flushes what the previous one found). */
+const MAX_HANDOVER_ROUNDS = 8;
 
-interface StreamHandle { fd?: number; reading?: boolean; readStop(): number; readStart(): number }
+interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
 const handleOf = (s: Socket): StreamHandle | undefined => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
 
 /** The socket's fd, when Node exposes one (a TCP socket on Linux does). */
@@ -37,7 +39,11 @@ export function bytesQueued(fd: number): bigint {
   return info.readBigUInt64LE(TCPI_BYTES_ACKED) + BigInt(libc.ioctlInt(fd, libc.SIOCOUTQ, `fd ${fd} SIOCOUTQ`));
 }
 
-/** Stops this process reading `s` and returns what Node had read but nobody consumed yet. */
+/**
+ * Stops this process reading `s` and returns what Node had read but nobody consumed yet. The
+ * stream's own `reading` flag is cleared with the handle's, so a later resume() or read() (ours,
+ * or relay()'s when the splice falls back) starts the handle again.
+ */
 function takeOver(s: Socket): Buffer[] {
   s.pause();
   const chunks: Buffer[] = [];
@@ -47,21 +53,8 @@ function takeOver(s: Socket): Buffer[] {
     h.reading = false;
     h.readStop();
   }
+  (s as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
   return chunks;
-}
-
-/**
- * Lets this process read `s` again (EOF, errors, and any bytes the kernel leaves to it). Readable's
- * own resume() cannot: the read() calls in takeOver() left its `reading` flag set with the handle
- * stopped, so it would never ask the handle again.
- */
-function readAgain(s: Socket): void {
-  s.resume();
-  const h = handleOf(s);
-  if (h !== undefined && !h.reading && !s.destroyed) {
-    h.reading = true;
-    h.readStart();
-  }
 }
 
 const ended = (s: Socket): boolean => s.readableEnded || (s as unknown as { _readableState: { ended: boolean } })._readableState.ended;
@@ -71,6 +64,9 @@ function flushed(s: Socket): Promise<void> {
   if (s.writableLength === 0) return Promise.resolve();
   return new Promise((resolve) => s.write(EMPTY, () => resolve()));
 }
+
+/** Splices a same-node connection (spliceSockets with this node's kernel side bound). */
+export type Splicer = (client: Socket, upstream: Socket) => Promise<RelayResult>;
 
 export interface SpliceOptions {
   kernel: SpliceKernel;
@@ -85,36 +81,47 @@ export interface SpliceOptions {
  * user space instead: the caller gets the same RelayResult either way.
  */
 export async function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
-  const fromDown = takeOver(down);
-  const fromUp = takeOver(up);
   let userSent = 0, userRecv = 0;
-  for (const c of fromDown) { up.write(c); userSent += c.length; }
-  for (const c of fromUp) { down.write(c); userRecv += c.length; }
   const fallback = async (reason: string): Promise<RelayResult> => {
     o.onOutcome?.(false, reason);
     const r = await relay(down, up);
     return { ...r, sent: r.sent + userSent, received: r.received + userRecv };
   };
-  if (ended(down) || ended(up)) return fallback('a side had already ended');
-  await Promise.all([flushed(up), flushed(down)]);
+  // What this process has read goes first, written into the kernel before the sockets are spliced.
+  // Another reader may start a handle again while a write is flushed (the fairness gate does), so
+  // it is taken over until a turn finds nothing new; the splice follows in that same turn, before
+  // libuv can read again.
+  for (let round = 0; ; round++) {
+    const fromDown = takeOver(down);
+    const fromUp = takeOver(up);
+    for (const c of fromDown) { up.write(c); userSent += c.length; }
+    for (const c of fromUp) { down.write(c); userRecv += c.length; }
+    if (ended(down) || ended(up)) return fallback('a side had already ended');
+    if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
+    if (fromDown.length === 0 && fromUp.length === 0 && up.writableLength === 0 && down.writableLength === 0) break;
+    if (round === MAX_HANDOVER_ROUNDS) return fallback(`bytes still arriving in user space after ${round} handover rounds`);
+    await Promise.all([flushed(up), flushed(down)]);
+  }
   const fdDown = socketFd(down), fdUp = socketFd(up);
-  if (down.destroyed || up.destroyed || fdDown === undefined || fdUp === undefined) return fallback('a socket closed during the handover');
-  let a, b;
+  if (fdDown === undefined || fdUp === undefined) return fallback('a socket has no file descriptor');
+  let a: SpliceEnd | undefined, b: SpliceEnd | undefined;
+  let base: { down: bigint; up: bigint };
   try {
     a = { fd: fdDown, cookie: libc.socketCookie(fdDown, 'client socket') };
     b = { fd: fdUp, cookie: libc.socketCookie(fdUp, 'upstream socket') };
-    const base = { down: bytesQueued(fdDown), up: bytesQueued(fdUp) };
+    base = { down: bytesQueued(fdDown), up: bytesQueued(fdUp) };
     o.kernel.add(a, b);
     // Bytes that arrived while neither this process nor the program read them wait in the receive
     // queue; setting SO_RCVLOWAT runs the socket's data_ready, which is now the verdict program.
     libc.setsockoptInt(fdDown, libc.SOL_SOCKET, libc.SO_RCVLOWAT, 1, 'client socket SO_RCVLOWAT');
     libc.setsockoptInt(fdUp, libc.SOL_SOCKET, libc.SO_RCVLOWAT, 1, 'upstream socket SO_RCVLOWAT');
-    o.onOutcome?.(true);
-    return await spliced(down, up, a.cookie, b.cookie, base, o.kernel, { sent: userSent, recv: userRecv });
   } catch (e) {
+    // Nothing was redirected yet unless the kick failed, which only follows a successful add().
     if (a && b) o.kernel.forget(a.cookie, b.cookie);
     return fallback(`the kernel refused the splice: ${(e as Error).message}`);
   }
+  o.onOutcome?.(true);
+  return spliced(down, up, a.cookie, b.cookie, base, o.kernel, { sent: userSent, recv: userRecv });
 }
 
 /** The life of a spliced pair: this process sees only EOFs, errors and (rarely) bytes the kernel left to it. */
@@ -160,7 +167,7 @@ function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { d
     };
     finish(down, cDown, up, base.up, () => extraSent);
     finish(up, cUp, down, base.down, () => extraRecv);
-    readAgain(down);
-    readAgain(up);
+    down.resume();
+    up.resume();
   });
 }

@@ -1,0 +1,347 @@
+/**
+ * Same-node splicing end to end (docs/splice.md): one lab node running `weft local`, a client and
+ * a STRICT server pod on it. A plain TCP connection between them is spliced in the kernel after
+ * the proxy authorized it: 1 GiB each way arrives byte-exact with half-close, the access log
+ * counts every byte, STRICT admits the spliced bytes (they leave through the proxy's socket), HTTP
+ * is not spliced, ProxyConfig can turn splicing off, a policy that now needs L7 closes a spliced
+ * connection, and the agent leaves no splice map or program behind.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Lab, LabNode, LabPod, curl } from '../../agent/sandbox';
+import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { kernelTestBlocker } from '../support/requirements';
+
+const blocker = kernelTestBlocker();
+if (blocker) process.stderr.write(`\n*** SKIPPING splice tests: ${blocker} ***\n\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+const GiB = 2 ** 30;
+const PORTS = { bulk: 7100, echo: 7101, http: 8080 };
+
+/**
+ * argv: bulk port, echo port, http port. bulk: reads until the client's FIN (hashing), then sends
+ * as many fresh random bytes as it read (hashing) and ends; prints one JSON line per connection
+ * once it closes. echo: echoes. http: answers 200.
+ */
+const SERVER = String.raw`
+const net = require('net'), http = require('http'), crypto = require('crypto');
+const [bulkPort, echoPort, httpPort] = process.argv.slice(1).map(Number);
+function send(s, n, hash, done) {
+  let left = n;
+  const more = () => {
+    while (left > 0) {
+      const c = crypto.randomFillSync(Buffer.allocUnsafe(Math.min(left, 1 << 20)));
+      left -= c.length; hash.update(c);
+      if (!s.write(c)) return void s.once('drain', more);
+    }
+    s.end(); done();
+  };
+  more();
+}
+net.createServer({ allowHalfOpen: true }, (s) => {
+  const rin = crypto.createHash('sha256'), rout = crypto.createHash('sha256');
+  let got = 0, sent = 0, outSha = '';
+  s.on('data', (c) => { got += c.length; rin.update(c); });
+  s.on('end', () => send(s, got, rout, () => { sent = got; outSha = rout.digest('hex'); }));
+  s.on('error', () => {});
+  s.on('close', () => console.log(JSON.stringify({ ev: 'bulk', got, gotSha: rin.digest('hex'), sent, sentSha: outSha, peer: s.remoteAddress })));
+}).listen(bulkPort, () => {
+  net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(echoPort, () => {
+    http.createServer((q, r) => r.end('ok')).listen(httpPort, () => console.log('listening'));
+  });
+});`;
+
+/** argv: host, port, bytes. Sends that many random bytes, half-closes, reads until the server's FIN; prints one JSON line. */
+const BULK_CLIENT = String.raw`
+const net = require('net'), crypto = require('crypto');
+const [host, port, bytes] = process.argv.slice(1);
+const s = net.connect({ host, port: Number(port), allowHalfOpen: true });
+const rout = crypto.createHash('sha256'), rin = crypto.createHash('sha256');
+let left = Number(bytes), got = 0;
+s.on('data', (c) => { got += c.length; rin.update(c); });
+s.on('connect', () => {
+  const more = () => {
+    while (left > 0) {
+      const c = crypto.randomFillSync(Buffer.allocUnsafe(Math.min(left, 1 << 20)));
+      left -= c.length; rout.update(c);
+      if (!s.write(c)) return void s.once('drain', more);
+    }
+    s.end();
+  };
+  more();
+});
+s.on('end', () => { console.log(JSON.stringify({ sent: Number(bytes) - left, sentSha: rout.digest('hex'), got, gotSha: rin.digest('hex') })); s.destroy(); });
+s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });`;
+
+/** argv: host, port. Pings every 100 ms; prints 'open' at the first echo and 'closed <why>' when the connection ends. */
+const HOLD_CLIENT = String.raw`
+const [host, port] = process.argv.slice(1);
+const s = require('net').connect(Number(port), host);
+let opened = false, echoed = 0;
+const t = setInterval(() => s.write('ping\n'), 100);
+s.on('data', (d) => { echoed += d.length; if (!opened) { opened = true; console.log('open'); } });
+const done = (why) => { clearInterval(t); console.log('closed ' + why + ' ' + echoed); process.exit(0); };
+s.on('close', () => done('close')); s.on('error', (e) => done(e.code || e.message));
+setTimeout(() => { console.log('still-open'); process.exit(0); }, 30000);`;
+
+interface SpliceState { sockets: number; counters: Record<string, string> }
+
+describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
+  let lab: Lab, n1: LabNode, cli: LabPod, srv: LabPod;
+  let server: ChildProcess;
+  const serverLines: Array<Record<string, unknown>> = [];
+  let agent: AgentHandle;
+  let dir: string, configPath: string;
+  const extra = new Map<string, object>();
+
+  const config = () => lab.yaml({
+    meshNamespaces: ['mesh'],
+    extra: [{
+      apiVersion: 'v1', kind: 'Service', metadata: { name: 'srv', namespace: 'mesh' },
+      spec: { clusterIP: 'None', selector: { app: 'srv' }, ports: [
+        { name: 'tcp-bulk', port: PORTS.bulk, targetPort: PORTS.bulk },
+        { name: 'tcp-echo', port: PORTS.echo, targetPort: PORTS.echo },
+        { name: 'http', port: PORTS.http, targetPort: PORTS.http },
+      ] },
+    },
+    { apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'mesh' }, spec: { mtls: { mode: 'STRICT' } } },
+    ...extra.values()],
+  });
+  const admin = async (path: string): Promise<Record<string, unknown>> => {
+    const r = await n1.exec('curl', ['-sf', `http://127.0.0.1:15000${path}`], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Record<string, unknown>;
+  };
+  const splice = async (): Promise<SpliceState> => {
+    const s = (await admin('/redirect')).splice as SpliceState | null;
+    assert.ok(s, 'the agent has no kernel side for splicing (see its log: "same-node splicing off")');
+    return s;
+  };
+  const redirected = async () => BigInt((await splice()).counters.redirected!);
+  const bulk = async (bytes: number) => {
+    const before = serverLines.length;
+    const r = await cli.exec(process.execPath, ['-e', BULK_CLIENT, srv.ip, String(PORTS.bulk), String(bytes)], { timeoutMs: 240_000 });
+    assert.equal(r.code, 0, r.stderr);
+    const client = JSON.parse(r.stdout.trim()) as { sent: number; sentSha: string; got: number; gotSha: string };
+    for (let i = 0; i < 100 && serverLines.length === before; i++) await sleep(50);
+    const seen = serverLines[before];
+    assert.ok(seen, 'the server did not report the connection');
+    return { client, server: seen as { got: number; gotSha: string; sent: number; sentSha: string; peer: string } };
+  };
+  /** The first access-log line from index `from` on that matches (bounded wait). */
+  const nextLine = async (from: number, pred: (l: Record<string, unknown>) => boolean) => {
+    for (let i = 0; i < 100; i++) {
+      const line = agent.accessLog.slice(from).find(pred);
+      if (line) return line;
+      await sleep(50);
+    }
+    assert.fail(`no access-log line from index ${from} on matched: ${JSON.stringify(agent.accessLog.slice(from))}`);
+  };
+  /** Writes the config and waits (bounded) until the agent judges TCP from cli to srv as `expect`. */
+  const enforce = async (expect: 'ALLOW' | 'DENY') => {
+    writeFileSync(configPath, config());
+    let last = '';
+    for (let i = 0; i < 100; i++) {
+      last = (await n1.exec(process.execPath, [WEFT_CLI, 'explain', 'mesh/cli', `mesh/srv:${PORTS.echo}`], { timeoutMs: 5000 })).stdout;
+      if (last.startsWith(expect)) return;
+      await sleep(100);
+    }
+    assert.fail(`the agent did not take the new policy: ${last}`);
+  };
+  /**
+   * Splice maps and programs a process holds, by id: its fds' fdinfo names the map_id/prog_id
+   * (bpftool here cannot list pids), bpftool names the object (kernel names stop at 15 chars).
+   */
+  const heldBy = (pid: number): Array<{ kind: 'map' | 'prog'; id: number; name: string }> => {
+    const ids = { map: new Set<number>(), prog: new Set<number>() };
+    for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+      let info: string;
+      try { info = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'); } catch { continue; }
+      const m = /^(map|prog)_id:\s*(\d+)$/m.exec(info);
+      if (m) ids[m[1] as 'map' | 'prog'].add(Number(m[2]));
+    }
+    const out: Array<{ kind: 'map' | 'prog'; id: number; name: string }> = [];
+    for (const kind of ['map', 'prog'] as const) {
+      const objs = JSON.parse(execFileSync('bpftool', ['-j', kind, 'show'], { encoding: 'utf8' }) || '[]') as Array<{ id: number; name?: string }>;
+      for (const o of objs) if (ids[kind].has(o.id) && o.name?.startsWith('weft_splice')) out.push({ kind, id: o.id, name: o.name });
+    }
+    return out;
+  };
+  const exists = (kind: 'map' | 'prog', id: number) => spawnSync('bpftool', [kind, 'show', 'id', String(id)]).status === 0;
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'spl11' });
+    n1 = await lab.node('n1');
+    cli = await n1.pod('cli', { namespace: 'mesh', serviceAccount: 'cli', labels: { app: 'cli' } });
+    srv = await n1.pod('srv', { namespace: 'mesh', serviceAccount: 'srv', labels: { app: 'srv' } });
+    dir = mkdtempSync(join(tmpdir(), 'weft-spl11-'));
+    configPath = join(dir, 'mesh.yaml');
+    writeFileSync(configPath, config());
+    server = srv.spawn(process.execPath, ['-e', SERVER, String(PORTS.bulk), String(PORTS.echo), String(PORTS.http)]);
+    await new Promise<void>((resolve, reject) => {
+      let out = '';
+      const timer = setTimeout(() => reject(new Error('the server pod\'s application did not listen within 8 s')), 8000);
+      server.stdout!.setEncoding('utf8').on('data', (d: string) => {
+        out += d;
+        const lines = out.split('\n');
+        out = lines.pop()!;
+        for (const l of lines) {
+          if (l === 'listening') { clearTimeout(timer); resolve(); } else if (l.trim()) serverLines.push(JSON.parse(l) as Record<string, unknown>);
+        }
+      });
+    });
+    agent = startLocalAgent(n1, configPath);
+    await agent.ready;
+  });
+
+  after(async () => {
+    if (blocker) return;
+    await agent?.kill('SIGKILL');
+    if (n1) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n1.name]);
+    await lab?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a spliced connection moves 1 GiB each way byte-exact with half-close, into a STRICT pod; the access log counts every byte', async () => {
+    const strictDropsBefore = (await admin('/redirect')).counters as Record<string, string>;
+    const before = await redirected();
+    const logged = agent.accessLog.length;
+    const { client, server: seen } = await bulk(GiB);
+    assert.equal(client.sent, GiB);
+    assert.equal(seen.got, GiB, 'the server got every byte the client sent before its FIN');
+    assert.equal(seen.gotSha, client.sentSha, 'client -> server bytes arrived in order, unchanged');
+    assert.equal(client.got, GiB, 'the client got every byte the server sent after its half-close');
+    assert.equal(client.gotSha, seen.sentSha, 'server -> client bytes arrived in order, unchanged');
+    // The kernel moved them: at 64 KiB per skb at most, 2 GiB is more than 32768 redirected skbs.
+    const moved = (await redirected()) - before;
+    assert.ok(moved >= 32768n, `the kernel redirected only ${moved} skbs: the bytes went through user space`);
+    const line = await nextLine(logged, (l) => l['dst.addr'] === `${srv.ip}:${PORTS.bulk}`);
+    assert.equal(line.bytes_sent, GiB, `access log: ${JSON.stringify(line)}`);
+    assert.equal(line.bytes_recv, GiB, `access log: ${JSON.stringify(line)}`);
+    assert.equal(line.decision, 'allow');
+    assert.equal(line.error, undefined);
+    const after = (await admin('/redirect')).counters as Record<string, string>;
+    assert.equal(after.strict_drop_data, strictDropsBefore.strict_drop_data, 'STRICT dropped data segments during the spliced transfer');
+    assert.equal((await splice()).sockets, 0, 'the spliced sockets left the sockhash when the connection closed');
+  });
+
+  test('small exchanges with half-close: each byte count is exact in the access log', async () => {
+    for (const bytes of [0, 1, 1000, 65536 + 7]) {
+      const logged = agent.accessLog.length;
+      const { client, server: seen } = await bulk(bytes);
+      assert.equal(seen.got, bytes);
+      assert.equal(client.got, bytes);
+      assert.equal(client.gotSha, seen.sentSha);
+      assert.equal(seen.gotSha, client.sentSha);
+      const line = await nextLine(logged, (l) => l['dst.addr'] === `${srv.ip}:${PORTS.bulk}`);
+      assert.equal(line.bytes_sent, bytes);
+      assert.equal(line.bytes_recv, bytes);
+    }
+  });
+
+  test('HTTP between the same pods is not spliced (its requests are judged and reported one by one)', async () => {
+    const before = await redirected();
+    const r = await curl(cli, `http://${srv.ip}:${PORTS.http}/x`);
+    assert.equal(r.status, 200, r.stderr);
+    const line = await agent.waitForLog((l) => l.path === '/x');
+    assert.equal(line.status, 200);
+    assert.equal(await redirected(), before, 'an HTTP connection went through the kernel splice');
+  });
+
+  test('ProxyConfig spec.sameNodeSplice: false relays in user space, with the same exact bytes', async () => {
+    extra.set('proxy-config', { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { sameNodeSplice: false } });
+    writeFileSync(configPath, config());
+    try {
+      // Bounded wait until the agent has the new config: a connection is then relayed (no redirected skbs).
+      let relayed = false;
+      for (let i = 0; i < 50 && !relayed; i++) {
+        const before = await redirected();
+        const { client, server: seen } = await bulk(256 * 1024);
+        assert.equal(client.gotSha, seen.sentSha);
+        assert.equal(seen.gotSha, client.sentSha);
+        relayed = (await redirected()) === before;
+        if (!relayed) await sleep(100);
+      }
+      assert.ok(relayed, 'connections were still spliced after spec.sameNodeSplice: false');
+      const before = await redirected();
+      const logged = agent.accessLog.length;
+      const { client, server: seen } = await bulk(64 * 2 ** 20);
+      assert.equal(client.gotSha, seen.sentSha);
+      assert.equal(seen.gotSha, client.sentSha);
+      assert.equal(await redirected(), before);
+      const line = await nextLine(logged, (l) => l['dst.addr'] === `${srv.ip}:${PORTS.bulk}`);
+      assert.equal(line.bytes_recv, 64 * 2 ** 20);
+    } finally {
+      extra.delete('proxy-config');
+      writeFileSync(configPath, config());
+    }
+  });
+
+  test('a spliced connection that a new L7 policy now needs is closed, and new ones are refused', async () => {
+    // Wait until splicing is back on (the previous test turned it off): an echo exchange is spliced.
+    for (let i = 0; i < 50; i++) {
+      const before = await redirected();
+      await bulk(1000);
+      if ((await redirected()) > before) break;
+      await sleep(100);
+    }
+    const holder = cli.spawn(process.execPath, ['-e', HOLD_CLIENT, srv.ip, String(PORTS.echo)]);
+    let out = '';
+    holder.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
+    const exited = new Promise<void>((r) => holder.once('exit', () => r()));
+    for (let i = 0; i < 50 && !out.includes('open'); i++) await sleep(100);
+    assert.ok(out.includes('open'), `the echo connection did not open: ${out}`);
+    assert.equal((await splice()).sockets, 2, 'the echo connection is spliced (two sockets in the sockhash)');
+    // An ALLOW policy whose only rule needs HTTP (a method): a plain TCP connection matches no rule.
+    extra.set('l7', { apiVersion: 'security.weft.dev/v1', kind: 'AuthorizationPolicy', metadata: { name: 'get-only', namespace: 'mesh' },
+      spec: { selector: { matchLabels: { app: 'srv' } }, action: 'ALLOW', rules: [{ to: [{ operation: { methods: ['GET'] } }] }] } });
+    try {
+      await enforce('DENY');
+      await exited;
+      assert.match(out, /closed /, `the spliced connection was not closed: ${out}`);
+      const closed = await agent.waitForLog((l) => l['dst.addr'] === `${srv.ip}:${PORTS.echo}` && typeof l.error === 'string' && l.error.includes('policy now denies'));
+      assert.equal(closed.decision, 'deny');
+      // What the access log counts is what the echo server sent back (the client counted the same).
+      const echoed = Number(/closed \S+ (\d+)/.exec(out)?.[1]);
+      assert.equal(closed.bytes_recv, echoed, `the client got ${echoed} bytes, the log says ${closed.bytes_recv}`);
+      assert.equal((await splice()).sockets, 0, 'the closed connection left the sockhash');
+      const before = await redirected();
+      const again = await cli.exec(process.execPath, ['-e', BULK_CLIENT, srv.ip, String(PORTS.bulk), '10'], { timeoutMs: 10_000 });
+      assert.notEqual(again.code, 0, 'a new TCP connection was let through');
+      assert.equal(await redirected(), before);
+    } finally {
+      extra.delete('l7');
+      await enforce('ALLOW');
+    }
+  });
+
+  test('the splice maps and program belong to the agent process and go with it; nothing is pinned', async () => {
+    const held = heldBy(agent.process.pid!);
+    const names = held.map((o) => `${o.kind} ${o.name}`).sort();
+    // the maps' names as the kernel keeps them (15 characters)
+    assert.deepEqual(names, ['map weft_splice_act', 'map weft_splice_cou', 'map weft_splice_pee', 'map weft_splice_soc', 'prog weft_splice_verdict'],
+      `the running agent's splice objects: ${names.join(', ')}`);
+    const pinRoot = `/sys/fs/bpf/weft/${n1.name}`;
+    const pins = existsSync(pinRoot) ? readdirSync(pinRoot, { recursive: true }).map(String) : [];
+    assert.deepEqual(pins.filter((p) => p.includes('splice')), [], 'a splice object is pinned');
+    await agent.kill('SIGTERM');
+    // The kernel frees an object once its last reference is gone (bounded wait for deferred frees).
+    let left = held;
+    for (let i = 0; i < 50 && left.length > 0; i++) {
+      left = left.filter((o) => exists(o.kind, o.id));
+      if (left.length > 0) await sleep(100);
+    }
+    assert.deepEqual(left, [], 'splice objects outlived the agent');
+    agent = startLocalAgent(n1, configPath);
+    await agent.ready;
+    const { client, server: seen } = await bulk(1 << 20);
+    assert.equal(client.gotSha, seen.sentSha, 'a restarted agent splices again');
+    assert.ok((await splice()).counters.redirected !== '0');
+  });
+});
