@@ -3,7 +3,7 @@
  * nodes, started as the harness starts them (agent/node-flags.ts), and their memory read from /proc
  *   - idle: started, warmed up (workload certificates issued), nothing flowing;
  *   - after the benchmark: 1 GiB bulk, wrk keep-alive and connection-per-request, as mtls-hop.ts;
- *   - with 10,000 idle connections from client pods on n1 to a pod on n2, each proven alive with a
+ *   - with 10,000 idle connections from ten client pods on n1 (1,000 each) to a pod on n2, each proven alive with a
  *     one-byte echo; per connection is (with − after the benchmark) / 10,000;
  *   - after those connections closed (what stays).
  * Targets: <= 64 MiB idle, <= 96 MiB after the benchmark, <= 160 MiB with 10,000 idle connections.
@@ -23,7 +23,8 @@ import { startWeftMesh } from './weft-mesh';
 import { formatMemory, holdIdleConnections, IDLE_ECHO_SERVER, processMemory, shares, type IdleHolder, type ProcessMemory } from '../support/idle-connections';
 
 const CONNECTIONS = Number(process.env.WEFT_MEMORY_CONNECTIONS ?? 10_000);
-const CLIENT_PODS = 4;
+/** 1,000 connections per pod: the proxy admits at most spec.fairness.maxConnectionsPerPod (1,024 by default) from one pod. */
+const CLIENT_PODS = 10;
 const IDLE_PORT = 9000;
 const SETTLE_MS = 3_000;
 const TARGETS = { idle: 64, afterLoad: 96, idleConnections: 160 };
@@ -41,6 +42,8 @@ function accessLogErrors(files: string[]): string {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Where the run is, on stderr with the time: the 10,000 connections take minutes on a busy host. */
+const progress = (what: string) => process.stderr.write(`# memory bench ${new Date().toISOString()} ${what}\n`);
 
 /** A request from each client pod until it works (bounded): the agent refuses a workload's tunnels until its certificate is issued. */
 async function warmUp(pods: LabPod[], url: string): Promise<void> {
@@ -99,29 +102,34 @@ async function main(): Promise<void> {
       const read = () => pids.map(processMemory);
       await sleep(SETTLE_MS);
       const idle = read();
+      progress(`idle read (agents ${pids.join(', ')}); loading`);
 
-      const bulk = await clients[0]!.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download}', `${base}/bulk?bytes=${BULK_BYTES}`], { timeoutMs: 120_000 });
-      if (Number(bulk.stdout) !== BULK_BYTES) throw new Error(`bulk moved ${bulk.stdout} of ${BULK_BYTES} bytes: ${bulk.stderr}`);
+      const bulk = await clients[0]!.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download} %{speed_download}', `${base}/bulk?bytes=${BULK_BYTES}`], { timeoutMs: 120_000 });
+      const [size, speed] = bulk.stdout.trim().split(' ').map(Number);
+      if (size !== BULK_BYTES) throw new Error(`bulk moved ${bulk.stdout} of ${BULK_BYTES} bytes: ${bulk.stderr}`);
       const ka = await wrk(clients[0]!, `${base}/`, []);
       const close = await wrk(clients[0]!, `${base}/`, ['-H', 'Connection: close']);
       await sleep(SETTLE_MS);
       const afterLoad = read();
+      progress(`after-load read; opening ${CONNECTIONS} idle connections`);
 
       const perPod = shares(CONNECTIONS, CLIENT_PODS);
-      holders.push(...clients.map((p, i) => holdIdleConnections(p, server.ip, IDLE_PORT, perPod[i]!, { phaseTimeoutMs: 600_000 })));
+      holders.push(...clients.map((p, i) => holdIdleConnections(p, server.ip, IDLE_PORT, perPod[i]!, { phaseTimeoutMs: 600_000, inflight: 32 })));
       const held = await Promise.all(holders.map((h) => h.held));
       const opened = held.reduce((s, r) => s + r.ok, 0);
       if (opened !== CONNECTIONS) throw new Error(`only ${opened} of ${CONNECTIONS} idle connections echoed: ${JSON.stringify(held)}\n${accessLogErrors(mesh.accessLogs)}`);
       await sleep(SETTLE_MS);
       const withIdle = read();
+      progress(`read with ${opened} idle connections; pinging them`);
       const pinged = await Promise.all(holders.map((h) => h.ping()));
       const alive = pinged.reduce((s, r) => s + r.ok, 0);
       for (const h of holders.splice(0)) await h.stop();
       await sleep(SETTLE_MS);
       const released = read();
+      progress('read after the connections closed');
 
       console.log(`\n# memory per agent: two nodes, ${CONNECTIONS} idle connections from ${CLIENT_PODS} pods on n1 to one pod on n2 (${alive} still echoing when measured); MiB`);
-      console.log(`# bare node in a pod: ${formatMemory(floor)}; load: ${BULK_BYTES / 2 ** 20} MiB bulk, keep-alive ${ka.rps.toFixed(0)} req/s, new-conn ${close.rps.toFixed(0)} req/s`);
+      console.log(`# bare node in a pod: ${formatMemory(floor)}; load: ${BULK_BYTES / 2 ** 20} MiB bulk at ${((speed! * 8) / 1e9).toFixed(2)} Gb/s, keep-alive ${ka.rps.toFixed(0)} req/s, new-conn ${close.rps.toFixed(0)} req/s`);
       console.log(['agent'.padEnd(8), `idle (<= ${TARGETS.idle})`, `after benchmark (<= ${TARGETS.afterLoad})`, `${CONNECTIONS} idle conns (<= ${TARGETS.idleConnections})`, 'per conn KiB', 'after they closed', 'anon/file with conns'].join(' | '));
       const mark = (v: number, limit: number) => `${v.toFixed(1)}${v <= limit ? '' : ' OVER'}`;
       pids.forEach((_, i) => {

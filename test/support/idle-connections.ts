@@ -3,7 +3,8 @@
  *
  * An echo server (one process in the destination pod) and holders (one process per client pod):
  * a holder opens its share of the connections with a bounded number of connects in flight, proves
- * each one works end to end (it writes one byte and waits for the same byte back), then keeps them
+ * each one works end to end (it writes one byte and waits for the same byte back; one refused while
+ * being set up, as a proxy shedding load refuses, is tried again a few times), then keeps them
  * all open and idle until told to check them again (`ping`: one more byte each way on every
  * connection) or to stop. The per-process open-files limit here is 20,000, so the connections are
  * spread over several holders and a test keeps each process (holders, server, each agent) below it.
@@ -68,13 +69,26 @@ const openOne = (deadline) => new Promise((resolve) => {
     roundTrip(s, 1, deadline).then((ok) => { if (ok) socks.push(s); else s.destroy(); resolve(ok); });
   });
 });
-const report = (phase, ok, failed) => process.stdout.write(JSON.stringify({ phase, ok, failed, errors }) + '\\n');
+const report = (phase, ok, failed, extra) => process.stdout.write(JSON.stringify({ phase, ok, failed, errors, ...extra }) + '\\n');
+// A connection refused while being set up (a proxy shedding load or at a per-pod limit resets it)
+// is tried again after a pause, as a client would, up to RETRIES times; the report counts the retries
+// (errors counts every failed attempt, retried ones included).
+const RETRIES = 10;
+let retries = 0;
 (async () => {
   const deadline = Date.now() + phaseMs;
   let next = 0, ok = 0, failed = 0;
-  const worker = async () => { while (next < count) { next++; if (await openOne(deadline)) ok++; else failed++; } };
+  const one = async () => {
+    for (let attempt = 0; ; attempt++) {
+      if (await openOne(deadline)) return true;
+      if (attempt >= RETRIES || Date.now() >= deadline) return false;
+      retries++;
+      await new Promise((r) => setTimeout(r, 100 * (attempt + 1)));
+    }
+  };
+  const worker = async () => { while (next < count) { next++; if (await one()) ok++; else failed++; } };
   await Promise.all(Array.from({ length: Math.min(inflight, count) }, worker));
-  report('held', ok, failed);
+  report('held', ok, failed, { retries });
   const rl = require('readline').createInterface({ input: process.stdin });
   rl.on('line', async (l) => {
     if (l.trim() !== 'ping') return;
@@ -89,7 +103,7 @@ const report = (phase, ok, failed) => process.stdout.write(JSON.stringify({ phas
 process.on('SIGTERM', () => { for (const s of socks) s.destroy(); process.exit(0); });`;
 
 /** What a holder says after a phase: connections that passed the one-byte round trip, those that did not, and why. */
-export interface HolderReport { phase: 'held' | 'ping'; ok: number; failed: number; errors: Record<string, number> }
+export interface HolderReport { phase: 'held' | 'ping'; ok: number; failed: number; errors: Record<string, number>; /** connections refused while set up and tried again (held only) */ retries?: number }
 
 export interface IdleHolder {
   readonly pod: LabPod;
