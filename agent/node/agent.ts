@@ -145,7 +145,8 @@ export class NodeAgent {
   private splicer: Splicer | undefined;
   /** per-pod limits, read budgets and overload shedding (ProxyConfig spec.fairness, docs/fairness.md) */
   readonly fairness = new FairShare(() => this.store?.snapshot.proxyConfig?.fairness ?? DEFAULT_FAIRNESS,
-    (account, lagMs, c) => this.log.warn({ account: account.key, lagMs: Math.round(lagMs), shedMs: c.shedMs }, 'proxy overloaded (event-loop lag above spec.fairness.overloadLagMs): the noisiest pod is shed, its new connections refused and its reads held'));
+    (account, lagMs, c, sheds, shedMs) => this.log.warn({ account: account.key, lagMs: Math.round(lagMs), overloadLagMs: c.overloadLagMs, shedMs, sheds },
+      'proxy overloaded (event-loop lag above spec.fairness.overloadLagMs): the noisiest pod is shed, its new connections refused and its reads held (reported at most every 10 s; sheds: how many since)'));
 
   private constructor(
     readonly opts: AgentOptions,

@@ -17,7 +17,7 @@
 import type { Socket } from 'node:net';
 import type { Arrival } from './deliver';
 import { overloadShed, type OverloadShedEvent } from '../telemetry/events';
-import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, noiseAt, CONNECTION_COST_BYTES, type Admission, type FairnessConfig, type Noise, type ShedReason } from './fairness';
+import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, noiseAt, shedDuration, CONNECTION_COST_BYTES, type Admission, type FairnessConfig, type Noise, type ShedReason } from './fairness';
 
 /** An account as telemetry names it. */
 export interface AccountRef {
@@ -48,6 +48,11 @@ interface Account {
   held: Held[];
   /** shed until this time (performance.now()), 0: not shed */
   shedUntil: number;
+  /** the last shed: how long it lasted and when it ended (shedDuration) */
+  lastShed?: { ms: number; endedAt: number };
+  /** sheds not yet reported, and when one was last reported (the report is rate-limited) */
+  unreported: number;
+  reportedAt: number;
 }
 
 /** A connection admitted for an account: tell it when its upstream is open, and when it ends. */
@@ -60,6 +65,10 @@ export interface Ticket {
 }
 
 export const LAG_SAMPLE_MS = 10;
+/** A shed account is reported (onShed) at most this often; the report says how many sheds it covers. */
+const REPORT_EVERY_MS = 10_000;
+/** Connections refused while their pod is shed are reset when the shed ends, at most this many held at once (then at once). */
+const MAX_TARPIT = 1024;
 /** Accounts with nothing open whose noise decayed below this are forgotten (bounded memory). */
 const FORGET_BELOW = 1;
 
@@ -81,10 +90,12 @@ export class FairShare {
   private readonly byClient = new Map<string, { ticket: Ticket; account: Account }>();
   /** the largest lag seen since the last read of `maxLag()` */
   private lagMax = 0;
+  /** refused connections of shed accounts waiting for their reset */
+  private tarpitted = 0;
 
   constructor(
     private readonly config: () => FairnessConfig = () => DEFAULT_FAIRNESS,
-    private readonly onShed: (account: AccountRef, lagMs: number, c: FairnessConfig) => void = () => undefined,
+    private readonly onShed: (account: AccountRef, lagMs: number, c: FairnessConfig, sheds: number, shedMs: number) => void = () => undefined,
     private readonly now: () => number = () => performance.now(),
   ) {}
 
@@ -111,8 +122,8 @@ export class FairShare {
 
   /**
    * Takes on (or refuses) a new connection of `ref`. A refusal is published (overload-shed
-   * channel); the caller resets the connection and logs it. `client` (`ip:port`) lets the upstream
-   * opened later for this connection find its ticket (attachUpstream).
+   * channel); the caller refuses the connection with refuse() and logs it. `client` (`ip:port`)
+   * lets the upstream opened later for this connection find its ticket (attachUpstream).
    */
   admit(ref: AccountRef, client?: string): { ok: true; ticket: Ticket } | { ok: false; refusal: Extract<Admission, { admit: false }> } {
     const c = this.config();
@@ -140,6 +151,20 @@ export class FairShare {
     };
     if (client !== undefined) this.byClient.set(client, { ticket, account: a });
     return { ok: true, ticket };
+  }
+
+  /**
+   * Resets a refused connection: at once for a limit; for a shed account when its shed ends (the
+   * socket is not read meanwhile), so a client that reconnects as soon as it is reset cannot turn
+   * refusals into a busy loop for the proxy while it is overloaded. At most MAX_TARPIT wait.
+   */
+  refuse(socket: Socket, ref: AccountRef, reason: ShedReason): void {
+    const until = this.accounts.get(ref.key)?.shedUntil ?? 0;
+    const wait = reason === 'overload' ? until - this.now() : 0;
+    if (wait <= 0 || this.tarpitted >= MAX_TARPIT) return void (socket.destroyed || socket.resetAndDestroy());
+    this.tarpitted++;
+    const timer = setTimeout(() => { if (!socket.destroyed) socket.resetAndDestroy(); }, Math.ceil(wait));
+    socket.once('close', () => { clearTimeout(timer); this.tarpitted--; });
   }
 
   /** Gates a socket's reads by `ref`'s budget (both directions of a connection are charged to its opener). */
@@ -170,7 +195,7 @@ export class FairShare {
   private account(ref: AccountRef): Account {
     let a = this.accounts.get(ref.key);
     if (!a) {
-      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, turnBytes: 0, held: [], shedUntil: 0 };
+      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, turnBytes: 0, held: [], shedUntil: 0, unreported: 0, reportedAt: -Infinity };
       this.accounts.set(ref.key, a);
     }
     return a;
@@ -235,7 +260,13 @@ export class FairShare {
     if (lag > this.lagMax) this.lagMax = lag;
     const c = this.config();
     if (isOverloaded(lag, c)) this.shedNoisiest(now, lag, c);
-    for (const a of this.accounts.values()) if (a.shedUntil > 0 && a.shedUntil <= now) { a.shedUntil = 0; this.release(a); }
+    for (const a of this.accounts.values()) {
+      if (a.shedUntil > 0 && a.shedUntil <= now) {
+        if (a.lastShed) a.lastShed.endedAt = a.shedUntil;
+        a.shedUntil = 0;
+        this.release(a);
+      }
+    }
     if (++this.samples % 100 === 0) this.forget(now);
   }
 
@@ -249,8 +280,15 @@ export class FairShare {
     const key = chooseShed(scores);
     const a = key === undefined ? undefined : this.accounts.get(key);
     if (!a) return;
-    a.shedUntil = now + c.shedMs;
-    this.onShed(a.ref, lag, c);
+    const ms = shedDuration(a.lastShed, now, c);
+    a.shedUntil = now + ms;
+    a.lastShed = { ms, endedAt: a.shedUntil };
+    a.unreported++;
+    if (now - a.reportedAt >= REPORT_EVERY_MS) {
+      this.onShed(a.ref, lag, c, a.unreported, ms);
+      a.unreported = 0;
+      a.reportedAt = now;
+    }
   }
 
   private forget(now: number): void {

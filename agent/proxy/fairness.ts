@@ -121,6 +121,21 @@ export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2): str
   return best >= margin * second ? top : undefined;
 }
 
+/** A shed account shed again this soon after its last shed ended is shed for twice as long, up to this many times shedMs. */
+export const MAX_SHED_FACTOR = 8;
+
+/**
+ * How long an account is shed now, given how long its last shed lasted and when that ended: shedMs
+ * the first time; twice the last when the overload came back within shedMs of the release (the
+ * noisy pod brought it back at once), up to MAX_SHED_FACTOR x shedMs. Under a lasting overload the
+ * noisy pod then runs in short bursts between long pauses, and each burst is what its neighbours
+ * wait behind. Pure.
+ */
+export function shedDuration(last: { ms: number; endedAt: number } | undefined, now: number, c: FairnessConfig): number {
+  if (last === undefined || now - last.endedAt > c.shedMs) return c.shedMs;
+  return Math.min(last.ms * 2, MAX_SHED_FACTOR * c.shedMs);
+}
+
 /** Whether an event-loop lag sample means overload. Pure. */
 export function isOverloaded(lagMs: number, c: FairnessConfig): boolean {
   return lagMs > c.overloadLagMs;

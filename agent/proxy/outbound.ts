@@ -94,7 +94,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     // Charged to the source pod: its limits, and both directions' reads against its budget.
     const admitted = o.fairness.admit(podAccount(src), `${srcIp}:${srcPort}`);
     if (!admitted.ok) {
-      client.resetAndDestroy();
+      o.fairness.refuse(client, podAccount(src), admitted.refusal.reason);
       if (wantsLine(o.accessLog, { decision: 'deny', error: admitted.refusal.detail })) {
         o.accessLog.write(connectionMembers({ direction: 'outbound', srcIp, srcPort, src, dstIp: orig.ip, dstPort: orig.port, decision: 'deny', bytesSent: 0, bytesRecv: 0,
           durationMs: performance.now() - started, error: admitted.refusal.detail }), 'connection refused');
