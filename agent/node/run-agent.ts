@@ -9,6 +9,7 @@ import { operationalLogger } from '../core/log';
 import { requestCertificate } from '../identity/cert-client';
 import { cgroup2Mount } from '../redirect/cgroup';
 import { loadMigrateProgram } from '../proxy/shared-listener';
+import { ensureBpffs, pinRootFor } from '../redirect/bpffs';
 import type { AgentCredentials } from './credential-files';
 import { watchControlPlane } from './discovery-client';
 import { NodeAgent } from './agent';
@@ -52,7 +53,8 @@ export async function runAgent(o: RunAgentOptions): Promise<RunningAgent> {
   const watch = watchControlPlane(connection, (s) => { latest = s; if (agent) void agent.apply(s); else resolveFirst(s); }, log);
   try {
     // Every listener shares its port with a successor agent; this program keeps a closing listener's queue.
-    loadMigrateProgram(BPF_DIR);
+    ensureBpffs();
+    loadMigrateProgram(BPF_DIR, pinRootFor(o.node));
     log.info({ controlPlane: o.controlPlane, node: o.node }, 'waiting for the first snapshot from the control plane');
     agent = await NodeAgent.start({
       node: o.node,

@@ -6,11 +6,13 @@
  * socket is made through libc (native/libc.ts), bound and listening there, and handed to Node by
  * file descriptor, as transparent-socket.ts does for IP_TRANSPARENT.
  *
- * Connections queued in a closing listener (accepted by the kernel, not yet by the process, or
- * still in the handshake) would be reset when it closes. loadMigrateProgram() loads
- * bpf/weft_reuseport.o, an SK_REUSEPORT program of attach type SELECT_OR_MIGRATE; attached to each
- * group, it makes the kernel move them to a live listener of the group instead.
+ * loadMigrateProgram() loads bpf/weft_reuseport.o, an SK_REUSEPORT program of attach type
+ * SELECT_OR_MIGRATE, attached to each group: new connections go to the newest agent's listener
+ * (each listener is put in the node's pinned weft_listeners map under its port's slot), and the
+ * connections queued in a closing listener (accepted by the kernel, not yet by the process, or
+ * still in the handshake) are moved to it instead of being reset.
  */
+import { mkdirSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import * as bpf from '../../native/libbpf';
@@ -19,7 +21,17 @@ import { familyOf, formatAddr, ipBytes } from '../core/ip';
 
 export const MIGRATE_OBJECT = 'weft_reuseport.o';
 const MIGRATE_PROGRAM = 'weft_reuseport_migrate';
+const LISTENERS_MAP = 'weft_listeners';
 const BACKLOG = 511;
+/** bpf/weft_reuseport.c: ports with a slot in weft_listeners (two each: IPv4, IPv6) */
+const PORT_BASE = 15000;
+const PORT_SLOTS = 64;
+
+/** The slot of weft_listeners a listener on `port` takes (IPv6 sockets the odd one), or undefined: not steered. Pure. */
+export function listenerSlot(port: number, family: 4 | 6): number | undefined {
+  if (!Number.isInteger(port) || port < PORT_BASE || port >= PORT_BASE + PORT_SLOTS) return undefined;
+  return ((port - PORT_BASE) << 1) | (family === 6 ? 1 : 0);
+}
 
 export interface SharedListenSpec {
   /** '0.0.0.0', '::' or a single address */
@@ -32,21 +44,24 @@ export interface SharedListenSpec {
   backlog?: number;
 }
 
-let migrate: { obj: bpf.ObjectHandle; fd: number } | undefined;
+let migrate: { obj: bpf.ObjectHandle; fd: number; listeners: number | undefined } | undefined;
 
 /**
  * Loads the migrate program from `bpfDir` once per process; every shared listener opened after
- * this attaches it to its group (replacing the predecessor's copy). Idempotent.
+ * this attaches it to its group (replacing the predecessor's copy) and takes its port's slot in
+ * the weft_listeners map pinned under `pinRoot` (the node's: every agent of the node shares it).
+ * Without a pin root the map is this process's own. Idempotent.
  */
-export function loadMigrateProgram(bpfDir: string): void {
+export function loadMigrateProgram(bpfDir: string, pinRoot: string | null = null): void {
   if (migrate) return;
   const path = join(bpfDir, MIGRATE_OBJECT);
-  const obj = bpf.openObject(path, null);
+  if (pinRoot !== null) mkdirSync(pinRoot, { recursive: true });
+  const obj = bpf.openObject(path, pinRoot);
   try {
     bpf.loadObject(obj);
     const fd = bpf.programFds(obj).get(MIGRATE_PROGRAM);
     if (fd === undefined) throw new Error(`${path} has no program ${MIGRATE_PROGRAM}; rebuild (node scripts/build.mjs)`);
-    migrate = { obj, fd };
+    migrate = { obj, fd, listeners: bpf.mapFds(obj).get(LISTENERS_MAP) };
   } catch (e) {
     bpf.closeObject(obj);
     throw new Error(`loading the listener migrate program failed: ${(e as Error).message}. Without it an agent upgrade resets connections queued in the old agent's listeners`, { cause: e });
@@ -94,6 +109,15 @@ export function sharedListenerFd(spec: SharedListenSpec): number {
     libc.listen(fd, spec.backlog ?? BACKLOG, formatAddr(spec.host, spec.port));
     // After bind the socket is in its port's group: attaching replaces the group's program.
     if (migrate) libc.setsockoptInt(fd, libc.SOL_SOCKET, libc.SO_ATTACH_REUSEPORT_EBPF, migrate.fd, 'SO_ATTACH_REUSEPORT_EBPF');
+    // Newest wins: from now on new connections to this port come here (the kernel drops the entry when the socket closes).
+    const slot = listenerSlot(spec.port, family);
+    if (migrate?.listeners !== undefined && slot !== undefined) {
+      const key = Buffer.alloc(4);
+      key.writeUInt32LE(slot);
+      const value = Buffer.alloc(8);
+      value.writeBigUInt64LE(BigInt(fd));
+      bpf.mapUpdate(migrate.listeners, key, value);
+    }
     return fd;
   } catch (e) {
     libc.close(fd);

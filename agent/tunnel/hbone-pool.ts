@@ -59,7 +59,22 @@ export class HbonePool {
     return n;
   }
 
+  /**
+   * Opens a CONNECT stream. A stream the peer refused unprocessed (REFUSED_STREAM: opened as the peer
+   * sent GOAWAY, e.g. an agent draining for an upgrade) is sent again on another session, at most
+   * twice: RFC 9113 8.7 makes that safe, and a new session reaches the node's successor agent.
+   */
   async connect(request: ConnectRequest): Promise<Duplex> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.connectOnce(request);
+      } catch (e) {
+        if (attempt >= 2 || (e as { refusedStream?: boolean }).refusedStream !== true) throw e;
+      }
+    }
+  }
+
+  private async connectOnce(request: ConnectRequest): Promise<Duplex> {
     const expected = new Set(typeof request.expectedPeerIdentity === 'string' ? [request.expectedPeerIdentity] : request.expectedPeerIdentity);
     const node = hostPort(request.nodeAddress);
     const target = formatAuthority(request.target);
@@ -187,11 +202,13 @@ export class HbonePool {
       });
       stream.once('error', (e) => {
         clearTimeout(timer);
-        reject(new HboneError('HBONE_PROTOCOL', `CONNECT ${where.target} via ${where.node} failed: ${e.message}`));
+        const err = new HboneError('HBONE_PROTOCOL', `CONNECT ${where.target} via ${where.node} failed: ${e.message}`);
+        reject(stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? Object.assign(err, { refusedStream: true }) : err);
       });
       stream.once('close', () => {
         clearTimeout(timer);
-        reject(new HboneError('HBONE_PROTOCOL', `node proxy ${where.node} closed CONNECT ${where.target} without an answer (HTTP/2 code ${stream.rstCode})`));
+        const err = new HboneError('HBONE_PROTOCOL', `node proxy ${where.node} closed CONNECT ${where.target} without an answer (HTTP/2 code ${stream.rstCode})`);
+        reject(stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? Object.assign(err, { refusedStream: true }) : err);
       });
     });
   }
