@@ -25,6 +25,8 @@ import { arrivalAccount, FairShare } from '../proxy/fairness-share';
 import { registerOverloadShed } from '../telemetry/overload-shed';
 import { canonicalIp } from '../core/ip';
 import { LiveConnections } from '../proxy/live-connections';
+import { spliceSockets, type Splicer } from '../proxy/splice';
+import { SpliceKernel } from '../proxy/splice-kernel';
 import { OutboundProxy } from '../proxy/outbound';
 import { routeOutbound, type OutboundRoute } from '../proxy/outbound-route';
 import type { Dialer } from '../proxy/dial';
@@ -140,9 +142,13 @@ export class NodeAgent {
   /** spans per HTTP hop over OTLP/HTTP while ProxyConfig spec.tracing is set */
   readonly tracing: TracingRuntime;
   private stopHealth: (() => void) | undefined;
+  /** same-node splicing's kernel side (docs/splice.md); undefined when the kernel refused it */
+  private spliceKernel: SpliceKernel | undefined;
+  private splicer: Splicer | undefined;
   /** per-pod limits, read budgets and overload shedding (ProxyConfig spec.fairness, docs/fairness.md) */
   readonly fairness = new FairShare(() => this.store?.snapshot.proxyConfig?.fairness ?? DEFAULT_FAIRNESS,
-    (account, lagMs, c) => this.log.warn({ account: account.key, lagMs: Math.round(lagMs), shedMs: c.shedMs }, 'proxy overloaded (event-loop lag above spec.fairness.overloadLagMs): the noisiest pod is shed, its new connections refused and its reads held'));
+    (account, lagMs, c, sheds, shedMs) => this.log.warn({ account: account.key, lagMs: Math.round(lagMs), overloadLagMs: c.overloadLagMs, shedMs, sheds },
+      'proxy overloaded (event-loop lag above spec.fairness.overloadLagMs): the noisiest pod is shed, its new connections refused and its reads held (reported at most every 10 s; sheds: how many since)'));
 
   private constructor(
     readonly opts: AgentOptions,
@@ -172,6 +178,13 @@ export class NodeAgent {
     const outboundPort = opts.outboundPort ?? PORTS.outbound;
     const redirect = new RedirectManager(dp, { proxyIp4, proxyIp6, outboundPort, proxyCgroupId }, log);
     const agent = new NodeAgent(opts, dp, redirect, log);
+    try {
+      const kernel = SpliceKernel.load(opts.bpfDir);
+      agent.spliceKernel = kernel;
+      agent.splicer = (client, upstream) => spliceSockets(client, upstream, { kernel });
+    } catch (e) {
+      log.warn({ err: (e as Error).message }, 'same-node splicing off');
+    }
     if (opts.kubepodsCgroup !== undefined && !isWithin(opts.kubepodsCgroup, opts.cgroupRoot)) {
       log.warn({ kubepodsCgroup: opts.kubepodsCgroup, cgroupRoot: opts.cgroupRoot },
         'the kubepods cgroup is not under the cgroup root the socket programs attach to: pods found there cannot be captured');
@@ -260,7 +273,8 @@ export class NodeAgent {
         services: () => agent.serviceRuntime.summary(),
         live: () => agent.liveView.feed(),
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
-          kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters() }),
+          kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters(),
+          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, counters: agent.spliceKernel.counters() } : null }),
       })));
       agent.stopHealth = registerHealth(agent.metrics.registry, {
         connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,
@@ -340,6 +354,8 @@ export class NodeAgent {
       }),
       live: this.live,
       accessLog: this.accessLog,
+      // ProxyConfig spec.sameNodeSplice (default on), asked per connection.
+      splicer: () => (this.store?.snapshot.proxyConfig?.sameNodeSplice === false ? undefined : this.splicer),
     };
   }
 
@@ -419,6 +435,7 @@ export class NodeAgent {
     this.upstreams.close();
     this.identities.close();
     await this.tracing.close();
+    this.spliceKernel?.close();
     this.dp.close();
   }
 }
