@@ -1,6 +1,6 @@
 /**
  * The agent's own health, in the same registry as the mesh metrics: event-loop delay, heap and RSS,
- * live connections, certificate expiry per identity, Istio-style build info, and the process's
+ * live connections (in all and per local pod), certificate expiry per identity, Istio-style build info, and the process's
  * open fds and TCP sockets (process-resources.ts). Values are read when Prometheus scrapes
  * (collect), so nothing runs between scrapes but the event-loop histogram.
  */
@@ -15,6 +15,8 @@ export interface HealthSources {
   certificates(): { identity: string; notAfter?: Date }[];
   /** The Weft version, for `istio_build{component="weft",tag}`. */
   version: string;
+  /** Connections open now per local pod (MeshMetrics' PodConnections); absent: the gauge has no series. */
+  podConnections?(): Iterable<{ namespace: string; name: string; inbound: number; outbound: number }>;
 }
 
 /** Registers the health gauges; the returned function stops the event-loop monitor. */
@@ -42,6 +44,15 @@ export function registerHealth(registry: Registry, s: HealthSources, now: () => 
     collect() {
       this.reset();
       for (const c of s.certificates()) if (c.notAfter) this.set({ identity: c.identity }, Math.round((c.notAfter.getTime() - now()) / 1000));
+    } });
+  new Gauge({ name: 'weft_pod_open_connections', help: 'Connections open now per pod on this node: outbound (the pod opened them, its node proxy holds them), inbound (the node proxy delivers them into the pod)',
+    labelNames: ['pod_namespace', 'pod_name', 'direction'], registers: r,
+    collect() {
+      this.reset();
+      for (const c of s.podConnections?.() ?? []) {
+        this.set({ pod_namespace: c.namespace, pod_name: c.name, direction: 'inbound' }, c.inbound);
+        this.set({ pod_namespace: c.namespace, pod_name: c.name, direction: 'outbound' }, c.outbound);
+      }
     } });
   registerProcessResources(registry);
   new Gauge({ name: 'istio_build', help: 'Build information', labelNames: ['component', 'tag'], registers: r }).set({ component: 'weft', tag: s.version }, 1);

@@ -40,8 +40,8 @@ export class MeshMetrics {
   private readonly http = new SeriesTable<HttpSeries<HttpLabels>>((l) => new HttpSeries(l));
   private readonly tcpSeries = new SeriesTable<TcpSeries<TcpLabels>>((l) => new TcpSeries(l));
   private readonly denials = new DenialMetrics();
-  /** `weft_pod_open_connections`: connections open now per local pod */
-  readonly podConnections: PodConnections;
+  /** connections open now per local pod (exported by health.ts as `weft_pod_open_connections`, a prom-client gauge) */
+  readonly podConnections = new PodConnections();
   private store: WorkloadStore | undefined;
   /**
    * Records already derived for a connection's ends (the same object for every request on it), by
@@ -55,7 +55,6 @@ export class MeshMetrics {
 
   constructor(registry: ExpositionRegistry = new ExpositionRegistry()) {
     this.registry = registry;
-    this.podConnections = new PodConnections(registry);
     registry.addSource({ render: (w, pause) => this.render(w, pause) });
   }
 

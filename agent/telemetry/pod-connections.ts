@@ -15,7 +15,6 @@
  * sets `namespace` and `pod` to the agent's own (a scraped label of the same name would be renamed
  * `exported_pod`), and so does the ztunnel view (`pod="ztunnel-..."`).
  */
-import { Gauge, type Registry } from './prom-classes';
 import type { ConnectionEnds, ConnectionOpenedEvent } from './events';
 
 export type Direction = 'inbound' | 'outbound';
@@ -26,24 +25,17 @@ export function localPodOf(ev: ConnectionOpenedEvent): { namespace: string; name
   return w && { namespace: w.namespace, name: w.name, direction: ev.reporter === 'source' ? 'outbound' : 'inbound' };
 }
 
-interface PodCount { namespace: string; name: string; inbound: number; outbound: number }
+/** One pod's connections open now. */
+export interface PodCount { readonly namespace: string; readonly name: string; inbound: number; outbound: number }
 
 export class PodConnections {
   private readonly pods = new Map<string, PodCount>();
   /** each open connection's record(s), by its ends: what its close takes back */
   private open = new WeakMap<ConnectionEnds, Array<{ count: PodCount; direction: Direction }>>();
 
-  constructor(registry: Registry) {
-    const pods = this.pods;
-    new Gauge({ name: 'weft_pod_open_connections', help: 'Connections open now per pod on this node: outbound (the pod opened them, the proxy holds them), inbound (the proxy delivers them into the pod)',
-      labelNames: ['pod_namespace', 'pod_name', 'direction'], registers: [registry],
-      collect() {
-        this.reset();
-        for (const c of pods.values()) {
-          this.set({ pod_namespace: c.namespace, pod_name: c.name, direction: 'inbound' }, c.inbound);
-          this.set({ pod_namespace: c.namespace, pod_name: c.name, direction: 'outbound' }, c.outbound);
-        }
-      } });
+  /** Every pod's counts now (read at scrape by health.ts's `weft_pod_open_connections`). */
+  counts(): Iterable<Readonly<PodCount>> {
+    return this.pods.values();
   }
 
   opened(ev: ConnectionOpenedEvent): void {

@@ -11,6 +11,7 @@ import { status } from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
 import { terminationReason, TERMINATION_REASONS, type StreamEnding } from '../../agent/telemetry/control-plane-stream';
 import type { ConnectionOpenedEvent } from '../../agent/telemetry/events';
+import { registerHealth } from '../../agent/telemetry/health';
 import { PodConnections } from '../../agent/telemetry/pod-connections';
 import { maxOpenFiles, openTcpSockets, socketInodes, tcpInodes } from '../../agent/telemetry/process-resources';
 import { registerNodeState } from '../../agent/telemetry/node-state';
@@ -46,7 +47,8 @@ describe('PodConnections: connections open per local pod', () => {
 
   test('source events count the source pod outbound, destination events the destination pod inbound; a same-node pair counts once for each', async () => {
     const r = new Registry();
-    const pc = new PodConnections(r);
+    const pc = new PodConnections();
+    const stop = registerHealth(r, { connections: () => 0, certificates: () => [], version: 'test', podConnections: () => pc.counts() });
     const local = ends('web', 'api');
     const cross = ends('web', 'remote');
     pc.opened(ev('source', local));
@@ -65,10 +67,11 @@ describe('PodConnections: connections open per local pod', () => {
     pc.closed(ev('source', local));
     pc.closed(ev('source', cross));
     assert.deepEqual([pc.get('shop', 'web'), pc.get('shop', 'api')], [{ inbound: 0, outbound: 0 }, { inbound: 0, outbound: 0 }]);
+    stop();
   });
 
   test('a close without its open (listening began mid-connection), a second close, or an unknown source pod change nothing', () => {
-    const pc = new PodConnections(new Registry());
+    const pc = new PodConnections();
     const a = ends('web', 'api');
     pc.opened(ev('source', a));
     pc.closed(ev('source', ends('web', 'api'))); // another connection's ends: its open was not seen
@@ -81,7 +84,7 @@ describe('PodConnections: connections open per local pod', () => {
   });
 
   test('a pod leaving the state takes its series; its connections closing later do not touch a new pod of the same name', () => {
-    const pc = new PodConnections(new Registry());
+    const pc = new PodConnections();
     const old = ends('web', 'api');
     pc.opened(ev('source', old));
     assert.equal(pc.prune(new Set(['shop/api'])), 1);
