@@ -280,6 +280,7 @@ export class NodeAgent {
         connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,
         certificates: () => agent.identities.status(),
         version: WEFT_VERSION,
+        podConnections: () => agent.metrics.podConnections.counts(),
       });
       const stopShed = registerOverloadShed(agent.metrics.registry);
       const stopHealth = agent.stopHealth;
