@@ -4,6 +4,7 @@ import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';
 import { IN_POD_CREDENTIALS, readAgentCredentials } from './node/credential-files';
 import { PORTS } from './node/ports';
+import { parseDrainGrace } from './node/drain-grace';
 
 const USAGE = `usage: weft <command> [flags]
 
@@ -54,16 +55,14 @@ const AGENT_FLAGS: Flags = { 'cgroup-root': { type: 'string' }, 'kubepods-cgroup
 function agentFlags(f: Record<string, string | string[] | boolean | undefined>): { cgroupRoot?: string; kubepodsCgroup?: string; nodeIps?: string[]; certTtlSeconds?: number; drainGraceMs?: number } {
   const ttl = f['cert-ttl'] === undefined ? undefined : Number(f['cert-ttl']);
   if (ttl !== undefined && !(Number.isInteger(ttl) && ttl >= 10)) throw new Error(`--cert-ttl must be a whole number of seconds, at least 10 (got ${String(f['cert-ttl'])})`);
-  const grace = f['drain-grace'] === undefined ? undefined : Number(f['drain-grace']);
-  if (grace !== undefined && !(Number.isFinite(grace) && grace >= 0 && grace <= 3600 && f['drain-grace'] !== '')) {
-    throw new Error(`--drain-grace must be a number of seconds from 0 to 3600 (got ${JSON.stringify(f['drain-grace'])}); keep it below the pod's terminationGracePeriodSeconds`);
-  }
+  const grace = f['drain-grace'] === undefined ? undefined : parseDrainGrace(f['drain-grace'] as string);
+  if (grace && !grace.ok) throw new Error(grace.error);
   return {
     ...(f['cgroup-root'] ? { cgroupRoot: f['cgroup-root'] as string } : {}),
     ...(f['kubepods-cgroup'] ? { kubepodsCgroup: f['kubepods-cgroup'] as string } : {}),
     ...(f['node-ip'] ? { nodeIps: f['node-ip'] as string[] } : {}),
     ...(ttl ? { certTtlSeconds: ttl } : {}),
-    ...(grace !== undefined ? { drainGraceMs: Math.round(grace * 1000) } : {}),
+    ...(grace?.ok ? { drainGraceMs: grace.value } : {}),
   };
 }
 

@@ -13,6 +13,7 @@ import { ensureBpffs, pinRootFor } from '../redirect/bpffs';
 import type { AgentCredentials } from './credential-files';
 import { watchControlPlane } from './discovery-client';
 import { NodeAgent } from './agent';
+import { DEFAULT_DRAIN_GRACE_MS } from './drain-grace';
 
 export const BPF_DIR = join(__dirname, '..', '..', 'bpf');
 
@@ -34,8 +35,7 @@ export interface RunAgentOptions {
   drainGraceMs?: number;
 }
 
-/** Default drain: the DaemonSet's terminationGracePeriodSeconds (35) minus a margin for exiting. */
-export const DEFAULT_DRAIN_GRACE_MS = 30_000;
+export { DEFAULT_DRAIN_GRACE_MS } from './drain-grace';
 
 export interface RunningAgent {
   /** Stops applying state, closes the listeners, lets connections finish within `graceMs` (default: the option), then exits cleanly. */

@@ -8,6 +8,7 @@ import { AGENT_SERVICE_ACCOUNT, AGENT_TOKEN_AUDIENCE } from '../../agent/control
 import { DEFAULT_TRUST_BUNDLE_CONFIGMAP, TRUST_BUNDLE_KEY } from '../../agent/controlplane/trust-bundle-configmap';
 import { IN_POD_CREDENTIALS } from '../../agent/node/credential-files';
 import { PORTS } from '../../agent/node/ports';
+import { DEFAULT_DRAIN_GRACE_MS, parseDrainGrace } from '../../agent/node/drain-grace';
 import { serveMetrics } from '../../agent/telemetry/serve';
 import { Registry } from 'prom-client';
 
@@ -192,6 +193,18 @@ test('the CLI accepts the agent\'s and the control plane\'s args as the manifest
   const cp = await run([...cpArgs, '--kubeconfig', kubeconfig]);
   assert.equal(cp.code, 1);
   assert.match(cp.stderr, new RegExp(`^weft: .*ENOENT.*${kubeconfig}`), cp.stderr);
+});
+
+test('the agent rolls out hitlessly: a surge pod per node, none unavailable, and a grace period longer than its drain', () => {
+  // docs/upgrade.md: the new agent starts beside the old one (shared ports), the old pod goes only once the new one is ready.
+  assert.equal(agentSet.spec.updateStrategy.type, 'RollingUpdate');
+  assert.deepEqual(agentSet.spec.updateStrategy.rollingUpdate, { maxSurge: 1, maxUnavailable: 0 });
+  const drainMs = agentFlags['drain-grace'] ? (parseDrainGrace(one(agentFlags, 'drain-grace')) as { ok: true; value: number }).value : DEFAULT_DRAIN_GRACE_MS;
+  const graceS: number = agentPod.terminationGracePeriodSeconds ?? 30;
+  assert.ok(graceS * 1000 >= drainMs + 5_000, `terminationGracePeriodSeconds (${graceS}) leaves the agent its drain (${drainMs} ms) and 5 s to exit`);
+  // Readiness is what lets the rollout go on: it must be the agent's own health port, which answers not ready until every listener is up.
+  assert.equal(agentContainer.readinessProbe.httpGet.port, PORTS.health);
+  assert.equal(agentContainer.readinessProbe.httpGet.path, '/healthz/ready');
 });
 
 test('the CRDs of Weft\'s own groups are shipped, each served at the group, version and plural the control plane watches', () => {

@@ -1,0 +1,101 @@
+/**
+ * The pieces of a hitless upgrade that need no kernel program (docs/upgrade.md): the drain grace
+ * flag, the listener slots the reuseport program steers by, shared listeners on loopback, and the
+ * drain helper every listener uses (close stops accepting, live connections finish).
+ */
+import assert from 'node:assert/strict';
+import net from 'node:net';
+import { test } from 'node:test';
+import { DEFAULT_DRAIN_GRACE_MS, parseDrainGrace } from '../../agent/node/drain-grace';
+import { PORTS } from '../../agent/node/ports';
+import { listenerSlot, listenShared, sharedListenerFd } from '../../agent/proxy/shared-listener';
+import { Drainer } from '../../agent/proxy/drain';
+import * as libc from '../../native/libc';
+
+test('--drain-grace: seconds (fractions too) to milliseconds; anything else is refused naming the flag', () => {
+  assert.deepEqual(parseDrainGrace('30'), { ok: true, value: 30_000 });
+  assert.deepEqual(parseDrainGrace('0'), { ok: true, value: 0 });
+  assert.deepEqual(parseDrainGrace('2.5'), { ok: true, value: 2_500 });
+  for (const bad of ['', ' ', '-1', 'abc', '3601', 'Infinity', 'NaN']) {
+    const r = parseDrainGrace(bad);
+    assert.equal(r.ok, false, bad);
+    if (!r.ok) assert.match(r.error, /^--drain-grace must be a number of seconds from 0 to 3600/);
+  }
+  assert.equal(DEFAULT_DRAIN_GRACE_MS, 30_000);
+});
+
+test('every agent port has a listener slot of its own per family; other ports are not steered', () => {
+  const slots = Object.values(PORTS).flatMap((p) => [listenerSlot(p, 4), listenerSlot(p, 6)]);
+  assert.ok(slots.every((s) => s !== undefined && s >= 0 && s < 128), JSON.stringify(slots));
+  assert.equal(new Set(slots).size, slots.length, 'no two listeners share a slot');
+  assert.equal(listenerSlot(15001, 4), 2);
+  assert.equal(listenerSlot(15001, 6), 3);
+  for (const p of [0, 80, 14999, 15064, 65535, 15001.5]) assert.equal(listenerSlot(p, 4), undefined, String(p));
+});
+
+async function listening(server: net.Server): Promise<number> {
+  return (server.address() as net.AddressInfo).port;
+}
+
+function ask(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = net.connect(port, '127.0.0.1');
+    let got = '';
+    c.on('data', (d) => { got += d; });
+    c.on('end', () => { resolve(got); c.destroy(); });
+    c.on('error', reject);
+  });
+}
+
+test('two agents listen on one port at once (SO_REUSEPORT): both serve; after one closes, the other serves every new connection', async () => {
+  const first = net.createServer((s) => s.end('first'));
+  await listenShared(first, { host: '127.0.0.1', port: 0 });
+  const port = await listening(first);
+  const second = net.createServer((s) => s.end('second'));
+  await listenShared(second, { host: '127.0.0.1', port });
+  const seen = new Set<string>();
+  for (let i = 0; i < 200 && seen.size < 2; i++) seen.add(await ask(port));
+  assert.deepEqual([...seen].sort(), ['first', 'second'], 'the kernel spreads new connections over both');
+  await new Promise((r) => first.close(r));
+  for (let i = 0; i < 20; i++) assert.equal(await ask(port), 'second');
+  await new Promise((r) => second.close(r));
+});
+
+test('a port held without SO_REUSEPORT is refused with the address and what to check', async () => {
+  const plain = net.createServer();
+  await new Promise<void>((r) => plain.listen({ host: '127.0.0.1', port: 0 }, r));
+  const port = await listening(plain);
+  try {
+    assert.throws(() => sharedListenerFd({ host: '127.0.0.1', port }), (e: Error & { code?: string }) => {
+      assert.equal(e.code, 'EADDRINUSE');
+      assert.match(e.message, new RegExp(`^listener on 127\\.0\\.0\\.1:${port}: .*EADDRINUSE.*without SO_REUSEPORT`));
+      return true;
+    });
+  } finally {
+    await new Promise((r) => plain.close(r));
+  }
+  const fd = sharedListenerFd({ host: '127.0.0.1', port: 0 });
+  libc.close(fd);
+});
+
+test('drain: close() stops accepting at once, an established connection keeps working and ends on its own before the grace', async () => {
+  const server = net.createServer();
+  const drainer = new Drainer([server]);
+  server.on('connection', (s) => { drainer.track(s); s.on('data', (d) => s.write(d)); s.on('end', () => s.end()); });
+  await listenShared(server, { host: '127.0.0.1', port: 0 });
+  const port = await listening(server);
+  const client = net.connect(port, '127.0.0.1');
+  await new Promise((r) => client.once('connect', r));
+  for (let i = 0; i < 50 && drainer.connections === 0; i++) await new Promise((r) => setImmediate(r));
+  assert.equal(drainer.connections, 1);
+  let closed = false;
+  const closing = drainer.close(60_000).then(() => { closed = true; });
+  await assert.rejects(ask(port), (e: NodeJS.ErrnoException) => e.code === 'ECONNREFUSED', 'no new connection is accepted while draining');
+  client.write('still here');
+  const echo = await new Promise<string>((r) => client.once('data', (d) => r(String(d))));
+  assert.equal(echo, 'still here', 'the established connection is served while draining');
+  assert.equal(closed, false, 'the drain waits for it');
+  client.end();
+  await closing;
+  assert.equal(drainer.connections, 0);
+});
