@@ -13,12 +13,13 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, LabNode, LabPod, startEchoServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
+import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
 import { startMesh, type MeshProcesses } from '../../agent/sandbox/weft-agent';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
 const ECHO_PORT = 7000;
+const HTTP_PORT = 8080;
 
 /**
  * Opens `n` connections at once from this pod (each from `localPort` when given), reads the echo
@@ -78,6 +79,7 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     const configPath = join(dir, 'mesh.yaml');
     writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked'], extra: [strict] }));
     for (const p of [near, guard, far, outsider1, outsider2]) servers.push(startEchoServer(p, ECHO_PORT, { family: 6 }));
+    for (const p of [guard, far]) servers.push(startHttpServer(p, HTTP_PORT));
     await Promise.all(servers.map((s) => s.ready));
     mesh = await startMesh([n1, n2], configPath, join(dir, 'data'));
   });
@@ -117,6 +119,16 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
       assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/shop/sa/sa-client');
     });
   }
+
+  test('HTTP (parsed by the proxy, a connection of its own to the application) across nodes and on the same node: the application sees the client pod', async () => {
+    for (const target of [far, guard]) {
+      const r = await curl(client, `http://${target.ip}:${HTTP_PORT}/who`);
+      assert.equal(r.status, 200, r.stderr);
+      const body = JSON.parse(r.body);
+      assert.equal(body.pod, target.name);
+      assert.equal(body.remoteAddress, client.ip, `${target.name} saw ${body.remoteAddress}`);
+    }
+  });
 
   for (const [label, target] of [['across nodes', () => far], ['on the same node', () => guard]] as const) {
     test(`50 concurrent connections from one pod ${label} are all delivered, each seen from the pod's address and its own port`, async () => {
