@@ -136,7 +136,11 @@ export async function driveTrafficMix(mesh: MetricsMesh): Promise<void> {
   assert.deepEqual([r.hello.hello, r.count.code, r.fail.code], ['weft', 0, 7]);
   const echo = await web.exec(process.execPath, ['-e', RAW_CLIENT, api.ip, '7000', JSON.stringify(ECHO)], { timeoutMs: 8000 });
   assert.equal(JSON.parse(echo.stdout.trim()), ECHO);
-  for (let i = 0; i < MIX.local; i++) assert.equal((await curl(web, `http://${api1.ip}:8080/local/${i}`)).status, 200);
+  for (let i = 0; i < MIX.local; i++) {
+    const r = await curl(web, `http://${api1.ip}:8080/local/${i}`);
+    // (says why when it fails: the same-node path is the one most often changed)
+    assert.equal(r.status, 200, `same node web → api1: curl exit ${r.code}: ${r.stderr.trim()}\nn1 agent's log (last lines):\n${mesh.agents[0].stderr().split('\n').slice(-15).join('\n')}`);
+  }
   assert.equal((await curl(outsider, `http://${api.ip}:8080/plain`)).status, 200);
 }
 
