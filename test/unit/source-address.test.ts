@@ -12,7 +12,12 @@ import { connectTransparent } from '../../agent/proxy/transparent-socket';
 import type { Arrival } from '../../agent/proxy/deliver';
 import { captureEntries, ingressInterfaces, planCaptureEntries, steeredPods } from '../../agent/redirect/reply-steering';
 import type { DesiredPod } from '../../agent/redirect/plan';
-import { weft_capture_flag } from '../../agent/core/bpf-layout.generated';
+import { weft_capture_flag, weft_counter } from '../../agent/core/bpf-layout.generated';
+import { join } from 'node:path';
+import * as bpf from '../../native/libbpf';
+import { encodeCapture, encodeConfig, encodeIpKey } from '../../agent/redirect/codec';
+import { kernelTestBlocker, skipLoudly } from '../support/requirements';
+import { ipv4, tcp4, tcpHeader } from '../support/packets';
 
 const REPLIES_ONLY = weft_capture_flag.WEFT_CAPTURE_REPLIES_ONLY;
 const SRC = { namespace: 'shop', name: 'client', workload: 'client', identity: 'spiffe://cluster.local/ns/shop/sa/client' };
@@ -180,5 +185,67 @@ describe('connectTransparent on loopback: a taken source port is replaced, the c
     const closedPort = (probe.address() as net.AddressInfo).port;
     await new Promise((r) => probe.close(r));
     await assert.rejects(connectTransparent({ ip: '127.0.0.7', port: 0 }, { ip: '127.0.0.1', port: closedPort }, 5000), { code: 'ECONNREFUSED' });
+  });
+});
+
+/**
+ * The ingress program with a STRICT pod's entry (replies only), through BPF_PROG_TEST_RUN: its
+ * inbound plaintext is not captured (the SYN, even a fragment, passes to its tc egress enforcement),
+ * and its segments that no proxy socket holds pass untouched. Handing a reply to the proxy's socket
+ * needs real tc ingress (bpf_sk_assign refuses a test-run packet): the lab test shows it.
+ */
+describe('weft_capture_ingress with replies-only entries (BPF_PROG_TEST_RUN)', () => {
+  const blocker = kernelTestBlocker();
+  // test/support/packets.ts sends from 10.244.2.1:40000 to 10.244.1.1:8080
+  const SRC = '10.244.2.1', DST = '10.244.1.1';
+  const PASS = 0;
+  let obj: bpf.ObjectHandle | undefined;
+  let prog = -1, captureFd = -1, countersFd = -1;
+  const counters = () => Object.keys(weft_counter).filter((n) => n.startsWith('WEFT_CTR_CAPTURE')).map((n) => {
+    const k = Buffer.alloc(4); k.writeUInt32LE(weft_counter[n as keyof typeof weft_counter]);
+    return bpf.mapLookup(countersFd, k, 8)!.readBigUInt64LE(0);
+  });
+  const run = (pkt: Buffer) => {
+    const before = counters();
+    const verdict = bpf.progTestRun(prog, pkt).retval;
+    return { verdict, moved: counters().some((v, i) => v !== before[i]) };
+  };
+
+  before(() => {
+    if (blocker) return;
+    obj = bpf.openObject(join(__dirname, '../../bpf/weft_ingress.o'), null); // unpinned: nothing outlives the test
+    bpf.loadObject(obj);
+    prog = bpf.programFds(obj).get('weft_capture_ingress')!;
+    const maps = bpf.mapFds(obj);
+    captureFd = maps.get('weft_capture')!;
+    countersFd = maps.get('weft_counters')!;
+    bpf.mapUpdate(maps.get('weft_config')!, Buffer.alloc(4), encodeConfig({
+      proxyIp4: '172.30.9.1', proxyIp6: null, outboundPort: 15001, proxyCgroupId: 1n, inboundPlaintextPort: 1, captureMark: 0x2000,
+    }));
+  });
+  after(() => { if (obj) bpf.closeObject(obj); });
+
+  test('a SYN or a fragment to a STRICT pod is not captured: it passes, uncounted (a captured pod\'s would be dropped here, no listener)', (t) => {
+    if (blocker) return skipLoudly(t, blocker);
+    bpf.mapUpdate(captureFd, encodeIpKey(DST), encodeCapture(REPLIES_ONLY));
+    try {
+      assert.deepEqual(run(tcp4({ syn: true })), { verdict: PASS, moved: false });
+      assert.deepEqual(run(ipv4(6, tcpHeader({ syn: true }), { fragOffset: 0x2000 })), { verdict: PASS, moved: false });
+      bpf.mapUpdate(captureFd, encodeIpKey(DST), encodeCapture(0));
+      assert.notEqual(run(tcp4({ syn: true })).verdict, PASS, 'the same SYN to a captured (PERMISSIVE) pod is taken');
+    } finally {
+      bpf.mapDelete(captureFd, encodeIpKey(DST));
+    }
+  });
+
+  test('a STRICT pod\'s segment that no proxy socket holds (its own connection) passes untouched', (t) => {
+    if (blocker) return skipLoudly(t, blocker);
+    bpf.mapUpdate(captureFd, encodeIpKey(SRC), encodeCapture(REPLIES_ONLY));
+    try {
+      assert.deepEqual(run(tcp4({ syn: true, ack: true })), { verdict: PASS, moved: false });
+      assert.deepEqual(run(tcp4({ ack: true }, Buffer.from('reply'))), { verdict: PASS, moved: false });
+    } finally {
+      bpf.mapDelete(captureFd, encodeIpKey(SRC));
+    }
   });
 });
