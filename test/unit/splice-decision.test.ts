@@ -1,0 +1,62 @@
+// The pure parts of same-node splicing (docs/splice.md): which connections are spliced, when a
+// direction's redirected bytes have all been queued (half-close waits for it), the access log's
+// counts, the peer-map codec, and ProxyConfig spec.sameNodeSplice.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { parseConfig } from '../../agent/config/parse';
+import { chooseSplice, directionFlushed, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
+import { decodePeer, encodePeer } from '../../agent/proxy/splice-kernel';
+
+const SPLICED: SpliceFacts = { path: 'local', protocol: 'tcp', allowed: true, available: true, socket: true };
+
+test('chooseSplice: only an allowed same-node plain TCP connection, with splicing available, is spliced; each refusal says why', () => {
+  assert.deepEqual(chooseSplice(SPLICED), { splice: true });
+  const cases: Array<[Partial<SpliceFacts>, RegExp]> = [
+    [{ path: 'hbone' }, /arrived over hbone/],
+    [{ path: 'plaintext' }, /arrived over plaintext/],
+    [{ protocol: 'http1' }, /http1: requests are judged/],
+    [{ protocol: 'http2' }, /http2: requests are judged/],
+    [{ allowed: false }, /denied/],
+    [{ available: false }, /sameNodeSplice/],
+    [{ socket: false }, /not a socket/],
+  ];
+  for (const [change, why] of cases) {
+    const c = chooseSplice({ ...SPLICED, ...change });
+    assert.equal(c.splice, false, JSON.stringify(change));
+    assert.match((c as { reason: string }).reason, why, JSON.stringify(change));
+  }
+});
+
+test('directionFlushed: the peer must have queued everything redirected plus what the proxy wrote after the splice', () => {
+  // base: the socket had queued 1001 (1000 bytes + the SYN) when the splice began.
+  assert.equal(directionFlushed(1001n, 0n, 0, 1001n), true, 'nothing redirected: flushed at once');
+  assert.equal(directionFlushed(1001n, 5000n, 0, 6000n), false, 'one byte still in the psock queue');
+  assert.equal(directionFlushed(1001n, 5000n, 0, 6001n), true);
+  assert.equal(directionFlushed(1001n, 5000n, 10, 6001n), false, 'bytes the kernel left to the proxy count too');
+  assert.equal(directionFlushed(1001n, 5000n, 10, 6011n), true);
+  assert.equal(directionFlushed(0n, 2n ** 40n, 0, 2n ** 40n), true, 'beyond 2^32: counts are 64-bit');
+});
+
+test('splicedTotals: the access log adds what the proxy moved before the splice to what the kernel moved', () => {
+  assert.deepEqual(splicedTotals({ sent: 10, recv: 0 }, { sent: 0, recv: 0 }, { fromA: 2n ** 30n, fromB: 5n }), { sent: 2 ** 30 + 10, received: 5 });
+  assert.deepEqual(splicedTotals({ sent: 0, recv: 7 }, { sent: 3, recv: 1 }, { fromA: 0n, fromB: 0n }), { sent: 3, received: 8 });
+});
+
+test('peer map codec: the cookie of the peer and the byte count round-trip at the BTF offsets', () => {
+  const v = encodePeer(0x1122334455667788n, 2n ** 33n + 1n);
+  assert.equal(v.length, 16);
+  assert.deepEqual(decodePeer(v), { peerCookie: 0x1122334455667788n, bytes: 2n ** 33n + 1n });
+});
+
+test('ProxyConfig spec.sameNodeSplice: absent is on, false turns it off, anything else is refused by field', () => {
+  const doc = (v: string) => `apiVersion: config.weft.dev/v1\nkind: ProxyConfig\nmetadata: { name: default }\nspec: { ${v} }\n`;
+  const absent = parseConfig(doc('protocolDetectionTimeoutMs: 50'), 'p.yaml');
+  assert.ok(absent.ok);
+  assert.equal(absent.value.proxyConfig?.sameNodeSplice, undefined);
+  const off = parseConfig(doc('sameNodeSplice: false'), 'p.yaml');
+  assert.ok(off.ok);
+  assert.equal(off.value.proxyConfig?.sameNodeSplice, false);
+  const bad = parseConfig(doc('sameNodeSplice: "no"'), 'p.yaml');
+  assert.ok(!bad.ok);
+  assert.ok(bad.error.some((e) => e.field === 'spec.sameNodeSplice'), JSON.stringify(bad.error));
+});
