@@ -57,6 +57,17 @@ export function connectPooled(options: net.TcpNetConnectOpts): Socket {
 }
 
 /**
+ * connectPooled's reading for a socket made from `options` before it connects (a socket made
+ * through libc and handed over by fd: the proxy's transparent upstream sockets). Node's Socket
+ * constructor takes `onread` as net.connect does; the types only list it for connect.
+ */
+export function pooledSocket(options: net.SocketConstructorOpts): Socket {
+  const socket = new net.Socket({ ...options, onread: { buffer: takeReadBuffer, callback: onPooledRead as OnReadOpts['callback'] } } as net.SocketConstructorOpts);
+  (socket as PooledSocket)[kPooledReads] = { queued: [] };
+  return socket;
+}
+
+/**
  * Moves bytes from `from` to `to` like pipe() (backpressure: a writer holding PUMP_BUDGET unsent
  * bytes pauses the reader; the reader's end ends the writer), counting them, and gathering the
  * chunks that arrive in one turn of the event loop into one write. A TLS/HTTP/2 tunnel hands data over in pieces of at most one

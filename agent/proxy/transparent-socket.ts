@@ -26,6 +26,7 @@
 import net from 'node:net';
 import { canonicalIp, familyOf, formatAddr, ipBytes } from '../core/ip';
 import * as libc from '../../native/libc';
+import { pooledSocket } from '../core/pump';
 import { isSourceCollision, sourcePortAttempts } from './source-address';
 import { listenShared } from './shared-listener';
 
@@ -92,20 +93,21 @@ export async function listenTransparent(host: string, port: number): Promise<net
  * with ETIMEDOUT after `timeoutMs`, or with the connect error (ECONNREFUSED, ...). When the port is
  * taken for this destination (EADDRINUSE at bind, EADDRNOTAVAIL at connect: the same 4-tuple is
  * still held, e.g. in TIME_WAIT) it tries again from the same address and a port the kernel picks;
- * only when that fails too does it fail, with the last error (code kept).
+ * only when that fails too does it fail, with the last error (code kept). A socket only pump()
+ * will read (`reader: 'pump'`) reads into pooled buffers, as connectWithTimeout's does.
  */
-export async function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number): Promise<net.Socket> {
+export async function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number, reader: 'pump' | 'stream' = 'stream'): Promise<net.Socket> {
   const ports = sourcePortAttempts(local.port);
   for (let i = 0; ; i++) {
     try {
-      return await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs);
+      return await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs, reader);
     } catch (e) {
       if (i + 1 >= ports.length || !isSourceCollision((e as TransparentError).code)) throw e;
     }
   }
 }
 
-function connectTransparentOnce(local: Endpoint, remote: Endpoint, timeoutMs: number): Promise<net.Socket> {
+function connectTransparentOnce(local: Endpoint, remote: Endpoint, timeoutMs: number, reader: 'pump' | 'stream'): Promise<net.Socket> {
   const what = `transparent connect from ${formatAddr(local.ip, local.port)} to ${formatAddr(remote.ip, remote.port)}`;
   if (familyOf(local.ip) !== familyOf(remote.ip)) {
     return Promise.reject(Object.assign(new Error(`${what}: the client and the pod address are of different families`), { code: 'EAFNOSUPPORT' }));
@@ -119,7 +121,8 @@ function connectTransparentOnce(local: Endpoint, remote: Endpoint, timeoutMs: nu
   return new Promise((resolve, reject) => {
     let s: net.Socket;
     try {
-      s = new net.Socket({ fd, readable: true, writable: true, allowHalfOpen: true });
+      const options = { fd, readable: true, writable: true, allowHalfOpen: true };
+      s = reader === 'pump' ? pooledSocket(options) : new net.Socket(options);
     } catch (e) {
       libc.close(fd);
       reject(explain(e, what));

@@ -23,7 +23,7 @@ export async function connectToPod(a: Arrival, reader: 'pump' | 'stream', env: U
   const src = upstreamSource(a, env);
   if (!src.preserve) return connectWithTimeout(dst.ip, dst.port, env.timeoutMs, reader);
   try {
-    return await connectTransparent(src.source, dst, env.timeoutMs);
+    return await connectTransparent(src.source, dst, env.timeoutMs, reader);
   } catch (e) {
     const err = e as Error & { code?: string };
     if (!isSourceCollision(err.code) && err.code !== 'EPERM') throw e;

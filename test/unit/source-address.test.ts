@@ -7,6 +7,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
+import { Writable } from 'node:stream';
+import { pump } from '../../agent/core/pump';
 import { isSourceCollision, sourcePortAttempts, upstreamSource, type SourceEnv } from '../../agent/proxy/source-address';
 import { connectTransparent } from '../../agent/proxy/transparent-socket';
 import type { Arrival } from '../../agent/proxy/deliver';
@@ -177,6 +179,25 @@ describe('connectTransparent on loopback: a taken source port is replaced, the c
     assert.equal(got.ip, '127.0.0.6');
     assert.notEqual(got.port, taken);
     assert.equal(s.localAddress, '127.0.0.6');
+  });
+
+  test('a socket for pump() reads into pooled buffers (no \'data\' events) and pump() moves every byte of a server that speaks first', async () => {
+    const payload = Buffer.alloc(300_000, 7);
+    const talker = net.createServer((c) => { c.on('error', () => undefined); c.end(payload); });
+    await new Promise<void>((r) => talker.listen(0, '127.0.0.1', r));
+    try {
+      const s = await connectTransparent({ ip: '127.0.0.10', port: 0 }, { ip: '127.0.0.1', port: (talker.address() as net.AddressInfo).port }, 5000, 'pump');
+      let dataEvents = 0;
+      s.on('data', () => dataEvents++);
+      const got: Buffer[] = [];
+      const sink = new Writable({ write: (chunk: Buffer, _e, cb) => { got.push(Buffer.from(chunk)); cb(); } });
+      await new Promise<void>((resolve) => { sink.on('finish', resolve); pump(s, sink); });
+      s.destroy();
+      assert.equal(Buffer.concat(got).equals(payload), true, 'every byte, in order');
+      assert.equal(dataEvents, 0, 'read through the pooled buffers, not as data events');
+    } finally {
+      await new Promise((r) => talker.close(r));
+    }
   });
 
   test('a refused connection is not retried as a collision: it fails with ECONNREFUSED', async () => {
