@@ -7,10 +7,13 @@
  * - hbone: accept → HbonePool.connect() to an HboneServer in this same process on the node's
  *   address (HTTP/2 CONNECT over mutual TLS 1.3, real workload certificates from a real
  *   CertificateAuthority, SNI and SAN checks as the agent does them) → relay(); the server side
- *   splices the stream into its own connection to pod B, as the inbound proxy does.
+ *   splices the stream into its own connection to pod B, as the inbound proxy does;
+ * - splice: accept → connectWithTimeout(pod B, an ordinary socket) → spliceSockets(): the two
+ *   sockets spliced in the kernel (bpf/weft_splice.c), what the proxy does for an allowed same-node
+ *   TCP connection (docs/splice.md).
  *
  * Neither writes access logs or looks up redirect records: both are the same for the two paths.
- * Usage: same-node-relay.js <node ip> <pod B ip> <pod B port> <data dir> <plain port> <hbone port> <tunnel port>
+ * Usage: same-node-relay.js <node ip> <pod B ip> <pod B port> <data dir> <plain port> <hbone port> <tunnel port> <splice port>
  * Prints one JSON line `{"ready":true}` when listening; answers `stats` on stdin with a JSON line.
  */
 import net, { type Socket } from 'node:net';
@@ -19,7 +22,10 @@ import type { Duplex } from 'node:stream';
 import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { generateWorkloadKey } from '../../agent/identity/keys';
 import { connectWithTimeout } from '../../agent/proxy/connect';
+import { join } from 'node:path';
 import { relay } from '../../agent/proxy/relay';
+import { spliceSockets } from '../../agent/proxy/splice';
+import { SpliceKernel } from '../../agent/proxy/splice-kernel';
 import { HbonePool } from '../../agent/tunnel/hbone-pool';
 import { HboneServer, type Credentials, spliceToTarget } from '../../agent/tunnel/hbone-server';
 import { sniFor } from '../../agent/tunnel/sni';
@@ -47,16 +53,17 @@ function listen(host: string, port: number, onConnection: (s: Socket) => void): 
 }
 
 async function main(): Promise<void> {
-  const [nodeIp, podIp, podPortArg, dataDir, plainArg, hboneArg, tunnelArg] = process.argv.slice(2);
-  if (!nodeIp || !podIp || !dataDir || !tunnelArg) throw new Error('usage: same-node-relay <node ip> <pod ip> <pod port> <data dir> <plain port> <hbone port> <tunnel port>');
-  const [podPort, plainPort, hbonePort, tunnelPort] = [podPortArg, plainArg, hboneArg, tunnelArg].map(Number) as [number, number, number, number];
+  const [nodeIp, podIp, podPortArg, dataDir, plainArg, hboneArg, tunnelArg, spliceArg] = process.argv.slice(2);
+  if (!nodeIp || !podIp || !dataDir || !tunnelArg || !spliceArg) throw new Error('usage: same-node-relay <node ip> <pod ip> <pod port> <data dir> <plain port> <hbone port> <tunnel port> <splice port>');
+  const [podPort, plainPort, hbonePort, tunnelPort, splicePort] = [podPortArg, plainArg, hboneArg, tunnelArg, spliceArg].map(Number) as [number, number, number, number, number];
+  const kernel = SpliceKernel.load(join(__dirname, '..', '..', 'bpf'));
   const ca = await CertificateAuthority.loadOrCreate({ dataDir, trustDomain: 'cluster.local' });
   if (!ca.ok) throw new Error(ca.error);
   const trustBundle = ca.value.trustBundlePem();
   const client = await issue(ca.value, CLIENT_ID);
   const server = await issue(ca.value, SERVER_ID);
   const serverSni = sniFor(SERVER_ID);
-  const stats = { plain: 0, hbone: 0, streams: 0, streamErrors: 0, relayErrors: 0, peers: new Set<string>() };
+  const stats = { plain: 0, hbone: 0, splice: 0, spliced: 0, streams: 0, streamErrors: 0, relayErrors: 0, peers: new Set<string>() };
 
   const tunnel = await HboneServer.listen({
     host: nodeIp,
@@ -82,7 +89,20 @@ async function main(): Promise<void> {
     const r = await relay(s, upstream);
     if (r.error) stats.relayErrors++;
   };
+  const spliceOne = async (s: Socket): Promise<void> => {
+    let upstream: Socket;
+    try {
+      upstream = await connectWithTimeout(podIp, podPort, 10_000, 'stream');
+    } catch {
+      stats.relayErrors++;
+      s.resetAndDestroy();
+      return;
+    }
+    const r = await spliceSockets(s, upstream, { kernel, onOutcome: (spliced) => { if (spliced) stats.spliced++; } });
+    if (r.error) stats.relayErrors++;
+  };
   const servers = [
+    await listen(nodeIp, splicePort, (s) => { stats.splice++; void spliceOne(s); }),
     await listen(nodeIp, plainPort, (s) => { stats.plain++; void carry(s, () => connectWithTimeout(podIp, podPort, 10_000)); }),
     await listen(nodeIp, hbonePort, (s) => {
       stats.hbone++;
@@ -103,11 +123,12 @@ async function main(): Promise<void> {
     pool.destroy();
     tunnel.destroy();
     for (const s of servers) s.close();
+    kernel.close();
     process.exit(0);
   };
   process.once('SIGTERM', stop);
   createInterface({ input: process.stdin }).on('line', (line) => {
-    if (line.trim() === 'stats') console.log(JSON.stringify({ ...stats, peers: [...stats.peers], sessions: pool.sessionCount }));
+    if (line.trim() === 'stats') console.log(JSON.stringify({ ...stats, peers: [...stats.peers], sessions: pool.sessionCount, kernel: kernel.counters() }, (_k, v) => (typeof v === 'bigint' ? Number(v) : v)));
   });
   console.log(JSON.stringify({ ready: true }));
 }

@@ -8,10 +8,16 @@
  *   (b′) a bench proxy (same-node-relay.ts) relaying plainly, as the outbound proxy does for 'local';
  *   (c)  the same bench proxy carrying the bytes through a real HBONE hop on the node: its
  *        HbonePool to its own HboneServer on the node's address, mutual TLS 1.3 with workload
- *        certificates from a real CertificateAuthority, then to pod B.
+ *        certificates from a real CertificateAuthority, then to pod B;
+ *   (d′) the same bench proxy splicing its two sockets in the kernel (spliceSockets, bpf/weft_splice.c);
+ *   (e)  Weft with pod B's port declared TCP (a Service port named tcp-*): L4 only, so the
+ *        connection is spliced in the kernel after authorization (docs/splice.md);
+ *   (e′) the same with ProxyConfig spec.sameNodeSplice: false: relayed in user space.
  *
- * (c) against (b′) is the cost of the TLS hop and nothing else (same process, same relay code, no
- * capture or access logs in either); (b) against (a) is the whole mesh, for context. Prints bulk
+ * (c) and (d′) against (b′) are the cost of the TLS hop and the gain of splicing and nothing else
+ * (same process, no capture or access logs); (b), (e) and (e′) against (a) are the whole mesh:
+ * same-node spliced vs relayed vs direct (issue 11.4 targets (e) >= 0.5x direct in bulk and
+ * >= 0.7x in keep-alive). HTTP over a port declared TCP is opaque bytes to Weft. Prints bulk
  * Gb/s with the proxy's CPU seconds per GiB, keep-alive req/s with p50/p99 (wrk), new-connection-
  * per-request req/s, the proxy's CPU µs per request, and the ratios.
  */
@@ -26,7 +32,7 @@ import { startLocalAgent, WEFT_CLI } from '../../agent/sandbox/weft-agent';
 import { BULK_BYTES, cpuTicks, HTTP_SERVER, TICK_S, WRK_SECONDS, wrk } from './load';
 import { CLIENT_ID } from './same-node-relay';
 
-const PORTS = { pod: 8080, plain: 15101, hbone: 15102, tunnel: 15108 };
+const PORTS = { pod: 8080, plain: 15101, hbone: 15102, tunnel: 15108, splice: 15103 };
 
 interface Row {
   name: string;
@@ -70,7 +76,7 @@ async function measure(name: string, client: LabPod, base: string, pids: number[
 /** The bench proxy (b′ and c) inside the node; resolves once it listens. */
 async function startRelay(node: LabNode, server: LabPod, dataDir: string): Promise<{ process: ChildProcess; stats(): Promise<Record<string, unknown>>; stop(): Promise<void> }> {
   const child = node.spawn(process.execPath, [...WEFT_NODE_FLAGS, join(__dirname, 'same-node-relay.js'), node.ip, server.ip,
-    String(PORTS.pod), dataDir, String(PORTS.plain), String(PORTS.hbone), String(PORTS.tunnel)]);
+    String(PORTS.pod), dataDir, String(PORTS.plain), String(PORTS.hbone), String(PORTS.tunnel), String(PORTS.splice)]);
   let err = '';
   child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
   const lines: string[] = [];
@@ -91,9 +97,7 @@ async function startRelay(node: LabNode, server: LabPod, dataDir: string): Promi
   };
 }
 
-function report(rows: Row[]): void {
-  const [direct, weft, plain, hbone] = rows as [Row, Row, Row, Row];
-  const baseline = new Map([[weft, direct], [hbone, plain]]);
+function report(rows: Row[], baseline: Map<Row, Row>): void {
   const cell = (r: Row, v: (r: Row) => number, digits: number) => {
     const value = v(r);
     if (Number.isNaN(value)) return '—';
@@ -101,24 +105,51 @@ function report(rows: Row[]): void {
     const bv = b && v(b);
     return value.toFixed(digits) + (bv && !Number.isNaN(bv) ? ` (${(value / bv).toFixed(2)}x)` : '');
   };
-  console.log(`\n# same-node pod A -> pod B: ${BULK_BYTES / 2 ** 20} MiB bulk, wrk -t1 -c16 -d${WRK_SECONDS}s; (b) against (a), (c) against (b'), all in this run`);
-  console.log(['path'.padEnd(30), 'bulk Gb/s', 'proxy CPU s/GiB', 'keep-alive req/s', 'p50 ms', 'p99 ms', 'proxy CPU us/req', 'new-conn req/s', 'proxy CPU us/new-conn req'].join(' | '));
+  console.log(`\n# same-node pod A -> pod B: ${BULK_BYTES / 2 ** 20} MiB bulk, wrk -t1 -c16 -d${WRK_SECONDS}s; Weft rows against (a), bench proxy rows against (b'), all in this run`);
+  console.log(['path'.padEnd(44), 'bulk Gb/s', 'proxy CPU s/GiB', 'keep-alive req/s', 'p50 ms', 'p99 ms', 'proxy CPU us/req', 'new-conn req/s', 'proxy CPU us/new-conn req'].join(' | '));
   for (const r of rows) {
-    console.log([r.name.padEnd(30), cell(r, (x) => x.gbps, 2), cell(r, (x) => x.cpuSPerGiB, 2), cell(r, (x) => x.kaRps, 0), cell(r, (x) => x.p50, 3),
+    console.log([r.name.padEnd(44), cell(r, (x) => x.gbps, 2), cell(r, (x) => x.cpuSPerGiB, 2), cell(r, (x) => x.kaRps, 0), cell(r, (x) => x.p50, 3),
       cell(r, (x) => x.p99, 3), cell(r, (x) => x.kaCpuUsPerReq, 1), cell(r, (x) => x.closeRps, 0), cell(r, (x) => x.closeCpuUsPerReq, 1)].join(' | '));
   }
-  const x = (a: number, b: number) => `${(a / b).toFixed(2)}x`;
-  console.log(`TLS hop (c)/(b'): bulk ${x(hbone.gbps, plain.gbps)}, CPU per GiB ${x(hbone.cpuSPerGiB, plain.cpuSPerGiB)}, keep-alive req/s ${x(hbone.kaRps, plain.kaRps)}, ` +
-    `CPU per request ${x(hbone.kaCpuUsPerReq, plain.kaCpuUsPerReq)}, new-conn req/s ${x(hbone.closeRps, plain.closeRps)}, CPU per new-conn request ${x(hbone.closeCpuUsPerReq, plain.closeCpuUsPerReq)}`);
+}
+
+/** Ratios of two rows, one line. */
+function ratios(label: string, a: Row, b: Row): void {
+  const x = (p: number, q: number) => `${(p / q).toFixed(2)}x`;
+  console.log(`${label}: bulk ${x(a.gbps, b.gbps)}, CPU per GiB ${x(a.cpuSPerGiB, b.cpuSPerGiB)}, keep-alive req/s ${x(a.kaRps, b.kaRps)}, ` +
+    `CPU per request ${x(a.kaCpuUsPerReq, b.kaCpuUsPerReq)}, new-conn req/s ${x(a.closeRps, b.closeRps)}, CPU per new-conn request ${x(a.closeCpuUsPerReq, b.closeCpuUsPerReq)}`);
+}
+
+/** Runs `weft local` on `node` with `yaml`, measures through it, and checks which same-node path it took. */
+async function measureWeft(name: string, node: LabNode, dir: string, yaml: string, a: LabPod, b: LabPod, expect: 'http' | 'spliced' | 'relayed'): Promise<Row> {
+  const config = join(dir, `mesh-${expect}.yaml`);
+  writeFileSync(config, yaml);
+  const agent = startLocalAgent(node, config);
+  try {
+    await agent.ready;
+    const row = await measure(name, a, `http://${b.ip}:${PORTS.pod}`, [agent.process.pid!]);
+    const lines = agent.accessLog.filter((l) => l['dst.addr'] === `${b.ip}:${PORTS.pod}`);
+    if (lines.length === 0) throw new Error(`${name}: the run did not go through the node proxy`);
+    if (lines.some((l) => l['dst.hbone_addr'] !== undefined)) throw new Error(`${name}: the run took a tunnel, not the same-node path`);
+    if (lines.some((l) => l.method !== undefined) !== (expect === 'http')) throw new Error(`${name}: the proxy ${expect === 'http' ? 'saw no' : 'saw'} HTTP requests`);
+    const r = await node.exec('curl', ['-sf', 'http://127.0.0.1:15000/redirect'], { timeoutMs: 5000 });
+    const splice = (JSON.parse(r.stdout) as { splice: { counters: Record<string, string> } | null }).splice;
+    const redirected = Number(splice?.counters.redirected ?? 0);
+    if ((redirected > 0) !== (expect === 'spliced')) throw new Error(`${name}: ${redirected} skbs were spliced in the kernel, expected ${expect}`);
+    return row;
+  } finally {
+    await agent.kill('SIGTERM');
+  }
 }
 
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'weft-same-node-bench-'));
-  const lab = await Lab.create({ name: 'samenode' });
+  // WEFT_BENCH_LAB: another lab name, when someone else may be running this bench on the host
+  const lab = await Lab.create({ name: process.env.WEFT_BENCH_LAB ?? 'samenode' });
   try {
     const node = await lab.node('n1');
     const a = await node.pod('client', { namespace: 'bench', serviceAccount: 'client' });
-    const b = await node.pod('server', { namespace: 'bench', serviceAccount: 'server' });
+    const b = await node.pod('server', { namespace: 'bench', serviceAccount: 'server', labels: { app: 'server' } });
     const srv = b.spawn(process.execPath, ['-e', HTTP_SERVER]);
     await new Promise<void>((r) => srv.stdout!.once('data', () => r()));
     const rows: Row[] = [];
@@ -129,25 +160,31 @@ async function main(): Promise<void> {
     const relay = await startRelay(node, b, join(dir, 'relay-ca'));
     const plain = await measure("(b') bench proxy, plain relay", a, `http://${node.ip}:${PORTS.plain}`, [relay.process.pid!]);
     const hbone = await measure('(c) bench proxy, HBONE mTLS', a, `http://${node.ip}:${PORTS.hbone}`, [relay.process.pid!]);
+    const benchSplice = await measure("(d') bench proxy, kernel splice", a, `http://${node.ip}:${PORTS.splice}`, [relay.process.pid!]);
     const stats = await relay.stats();
     await relay.stop();
-    if (!((stats.plain as number) > 0 && (stats.hbone as number) > 0 && (stats.streams as number) > 0 && (stats.peers as string[]).includes(CLIENT_ID))) {
+    if (!((stats.plain as number) > 0 && (stats.hbone as number) > 0 && (stats.streams as number) > 0 && (stats.peers as string[]).includes(CLIENT_ID) &&
+      (stats.spliced as number) > 0 && (stats.kernel as Record<string, number>).redirected! > 0)) {
       throw new Error(`the bench proxy did not carry both paths as meant: ${JSON.stringify(stats)}`);
     }
 
-    const config = join(dir, 'mesh.yaml');
-    writeFileSync(config, lab.yaml({ meshNamespaces: ['bench'] }));
-    const agent = startLocalAgent(node, config);
-    await agent.ready;
-    const weft = await measure('(b) Weft as shipped (no TLS)', a, `http://${b.ip}:${PORTS.pod}`, [agent.process.pid!]);
-    const line = agent.accessLog.find((l) => l['dst.addr'] === `${b.ip}:${PORTS.pod}`);
-    await agent.kill('SIGTERM');
-    if (!line) throw new Error('the Weft run did not go through the node proxy');
-    if (line['dst.hbone_addr'] !== undefined) throw new Error(`the Weft run took a tunnel, not the same-node path: ${JSON.stringify(line)}`);
+    const http = lab.yaml({ meshNamespaces: ['bench'] });
+    const weft = await measureWeft('(b) Weft as shipped (HTTP, no TLS)', node, dir, http, a, b, 'http');
+    // Pod B's port declared TCP: no L7 feature applies, so the connection is spliced after authorization.
+    const tcpService = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server', namespace: 'bench' },
+      spec: { clusterIP: 'None', selector: { app: 'server' }, ports: [{ name: 'tcp-web', port: PORTS.pod, targetPort: PORTS.pod }] } };
+    const spliced = await measureWeft('(e) Weft, port declared TCP: spliced', node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService] }), a, b, 'spliced');
+    const relayOff = { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { sameNodeSplice: false } };
+    const relayed = await measureWeft("(e') Weft, port declared TCP: relayed", node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService, relayOff] }), a, b, 'relayed');
 
-    rows.push(weft, plain, hbone);
-    report(rows);
-    console.log(`bench proxy: ${stats.plain} plain and ${stats.hbone} HBONE connections, ${stats.streams} CONNECT streams over ${stats.sessions} pooled session(s), ` +
+    rows.push(weft, spliced, relayed, plain, benchSplice, hbone);
+    report(rows, new Map([[weft, rows[0]!], [spliced, rows[0]!], [relayed, rows[0]!], [hbone, plain], [benchSplice, plain]]));
+    ratios("same-node spliced (e) / direct (a)", spliced, rows[0]!);
+    ratios("same-node relayed (e') / direct (a)", relayed, rows[0]!);
+    ratios("spliced (e) / relayed (e')", spliced, relayed);
+    ratios("TLS hop (c)/(b')", hbone, plain);
+    ratios("bench splice (d')/(b')", benchSplice, plain);
+    console.log(`bench proxy: ${stats.plain} plain, ${stats.hbone} HBONE and ${stats.splice} splice connections (${stats.spliced} spliced), ${stats.streams} CONNECT streams over ${stats.sessions} pooled session(s), ` +
       `${stats.streamErrors} streams and ${stats.relayErrors} relays ended in error (wrk cuts its connections when it stops)`);
   } finally {
     // only this lab's node: other labs may have agents on this host
