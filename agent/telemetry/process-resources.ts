@@ -52,10 +52,10 @@ async function tcpInodesSliced(text: string, into: Set<string>): Promise<void> {
   }
 }
 
-/** The soft limit of open files from /proc/self/limits (`Max open files  <soft>  <hard>  files`); undefined if unlimited or absent. Pure. */
+/** The soft limit of open files from /proc/self/limits (`Max open files  <soft>  <hard>  files`): Infinity if unlimited, undefined if absent. Pure. */
 export function maxOpenFiles(limits: string): number | undefined {
-  const m = /^Max open files\s+(\d+)\s/m.exec(limits);
-  return m ? Number(m[1]) : undefined;
+  const m = /^Max open files\s+(\d+|unlimited)\s/m.exec(limits);
+  return m ? (m[1] === 'unlimited' ? Infinity : Number(m[1])) : undefined;
 }
 
 /** The link targets of this process's open fds, BATCH at a time (an fd closed meanwhile is skipped). */

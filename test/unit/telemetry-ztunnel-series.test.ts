@@ -108,7 +108,8 @@ describe('process resources from /proc', () => {
     ].join('\n');
     assert.deepEqual([...tcpInodes(tcp)], ['4242']);
     assert.equal(maxOpenFiles('Limit                     Soft Limit           Hard Limit           Units\nMax open files            1048576              1048576              files\n'), 1048576);
-    assert.equal(maxOpenFiles('Max open files            unlimited            unlimited            files\n'), undefined);
+    assert.equal(maxOpenFiles('Max open files            unlimited            unlimited            files\n'), Infinity);
+    assert.equal(maxOpenFiles('Max processes             63704                63704                processes\n'), undefined);
   });
 
   test('istio_tcp_sockets_open sees a listener this process opens and closes', async () => {
