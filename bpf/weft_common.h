@@ -23,6 +23,29 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } weft_config SEC(".maps");
 
+/*
+ * The cgroups of every node proxy of this node that is alive (key: cgroup id, value: the agent's
+ * pid), beside weft_config.proxy_cgroup_id (the newest). During an upgrade the old and the new
+ * agent run at once, in different cgroups in Kubernetes (two pods): both are the proxy, to STRICT
+ * enforcement and to the capture skip, until the old one has drained (docs/upgrade.md).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_proxy_cgroups SEC(".maps");
+
+static __always_inline int is_proxy_cgroup(struct weft_config *cfg, __u64 id)
+{
+	if (!id)
+		return 0;
+	if (cfg && id == cfg->proxy_cgroup_id)
+		return 1;
+	return bpf_map_lookup_elem(&weft_proxy_cgroups, &id) != 0;
+}
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, WEFT_CTR_MAX);

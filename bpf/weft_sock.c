@@ -74,7 +74,7 @@ static __always_inline __u64 enrolled_cgroup(void)
 	if (found) {
 		/* the node proxy must never capture itself, even if an ancestor of its cgroup is enrolled */
 		struct weft_config *cfg = config();
-		if (cfg && cfg->proxy_cgroup_id == self)
+		if (is_proxy_cgroup(cfg, self))
 			return 0;
 	}
 	return found;

@@ -68,7 +68,7 @@ int weft_strict_egress(struct __sk_buff *skb)
 {
 	struct weft_config *cfg = config();
 	__u64 sender = bpf_skb_cgroup_id(skb);
-	if (cfg && sender && sender == cfg->proxy_cgroup_id) {
+	if (is_proxy_cgroup(cfg, sender)) {
 		count(WEFT_CTR_STRICT_PASS_PROXY);
 		return TCX_PASS;
 	}

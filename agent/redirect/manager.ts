@@ -16,6 +16,7 @@ import {
   IP_KEY_SIZE, NodeDatapathConfig,
 } from './codec';
 import { Datapath } from './datapath';
+import { registerProxyCgroup } from './proxy-cgroups';
 import { lookupPodInterfaces, type InterfaceLookup } from './interfaces';
 import { captureAddresses, DesiredPod, planEnrollment } from './plan';
 import { captureEntries, ingressInterfaces, planCaptureEntries, steeredPods, type Steering } from './reply-steering';
@@ -66,6 +67,9 @@ export class RedirectManager {
    */
   install(cgroupRoot: string): void {
     const cfg = { ...this.cfg, captureMark: this.cfg.captureMark ?? CAPTURE.mark };
+    // Before the config names this agent: a predecessor still draining stays the proxy too (docs/upgrade.md).
+    const proxies = registerProxyCgroup(this.dp.mapFd('weft_proxy_cgroups'), this.dp.mapFd('weft_config'), this.cfg.proxyCgroupId);
+    if (proxies.put.length > 1 || proxies.remove.length > 0) this.log.info({ added: proxies.put.map((p) => String(p.cgroupId)), removed: proxies.remove.map(String) }, 'node proxy cgroups updated');
     bpf.mapUpdate(this.dp.mapFd('weft_config'), Buffer.alloc(4), encodeConfig(cfg));
     const r = this.dp.attachSockPrograms(cgroupRoot);
     this.log.info({ cgroupRoot, ...r, pinRoot: this.dp.pinRoot }, 'socket programs attached');

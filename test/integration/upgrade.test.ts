@@ -5,16 +5,19 @@
  * one gets SIGTERM, closes its listeners and drains. Three rounds, each upgrading the client's node
  * and then the server's node, under a steady load: wrk over keep-alive connections, a loop of new
  * connections (cross-node and same-node), and one long-lived 1 GiB stream checked byte-exact.
+ * Every agent runs in a cgroup of its own, as two agent pods do in Kubernetes, and every pod is
+ * STRICT: the old agent's sockets must stay admitted while it drains beside its successor.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod } from '../../agent/sandbox';
 import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { cgroupId } from '../../agent/sandbox/cgroup';
+import { inNetnsAndCgroup } from '../../agent/sandbox/netns';
 import { pinRootFor } from '../../agent/redirect/bpffs';
 import { kernelTestBlocker } from '../support/requirements';
 import { startPeerLogServer, startSteadyLoad, type LoadSample, type PeerLogServer } from '../support/load-steady';
@@ -129,8 +132,17 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
   const others: ChildProcess[] = [];
   const cpAddress = () => `${n1.ip}:${CONTROL_PLANE_PORT}`;
 
+  /** cgroups made for the agents (each in its own, as each agent pod is), removed on the way out */
+  const agentCgroups: string[] = [];
   const startAgent = (node: LabNode): AgentHandle => {
-    const h = startNodeAgent(node, cpAddress(), dataDir, ['--drain-grace', String(GRACE_S)]);
+    const cgroup = join(node.cgroupPath, `agent-${agentCgroups.length}`);
+    mkdirSync(cgroup);
+    agentCgroups.push(cgroup);
+    // The node as startNodeAgent sees it, but spawning into the agent's own cgroup.
+    const place = Object.assign(Object.create(node) as LabNode, {
+      spawn: (cmd: string, args: string[]) => { const [c, a] = inNetnsAndCgroup(node.netns, cgroup, cmd, args); return spawn(c, a, { stdio: ['ignore', 'pipe', 'pipe'] }); },
+    });
+    const h = startNodeAgent(place, cpAddress(), dataDir, ['--drain-grace', String(GRACE_S)]);
     started.push(h);
     exits.set(h, new Promise((r) => h.process.once('exit', (code, signal) => r({ code, signal, at: Date.now() }))));
     return h;
@@ -147,7 +159,8 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
     dir = mkdtempSync(join(tmpdir(), 'weft-upg12-'));
     dataDir = join(dir, 'data');
     const configPath = join(dir, 'mesh.yaml');
-    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'] }));
+    const strict = { apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } };
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'], extra: [strict] }));
     servers.push(startPeerLogServer(server, 8080), startPeerLogServer(local, 8080));
     await Promise.all(servers.map((s) => s.ready));
     cp = startControlPlane(n1, configPath, dataDir);
@@ -162,6 +175,7 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
     for (const p of others) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
     for (const h of started) await h.kill('SIGKILL');
     for (const n of [n1, n2]) if (n) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name]);
+    for (const cg of agentCgroups) { try { rmdirSync(cg); } catch { /* the lab's removal reports it */ } }
     for (const s of servers) await s.stop();
     await lab?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
@@ -177,6 +191,7 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
 
     const before = { n1: attachments(n1), n2: attachments(n2) };
     for (const b of Object.values(before)) assert.ok(b.cgroupLinkIds.length === 6 && b.progIds.size > 0, `the agents attached their programs: ${JSON.stringify(b)}`);
+    for (const b of Object.values(before)) assert.ok(b.pins.some((p) => /^tc\/\d+$/.test(p)), `STRICT is enforced on the pods (tcx egress pinned): ${b.pins.join(' ')}`);
     const seenProgs = new Set([...before.n1.progIds, ...before.n2.progIds]);
 
     const streamServer = server.spawn(process.execPath, ['-e', STREAM_SERVER, '9000', String(STREAM_BYTES), String(STREAM_RATE)]);

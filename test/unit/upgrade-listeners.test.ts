@@ -10,6 +10,7 @@ import { DEFAULT_DRAIN_GRACE_MS, parseDrainGrace } from '../../agent/node/drain-
 import { PORTS } from '../../agent/node/ports';
 import { listenerSlot, listenShared, sharedListenerFd } from '../../agent/proxy/shared-listener';
 import { Drainer } from '../../agent/proxy/drain';
+import { planProxyCgroups } from '../../agent/redirect/proxy-cgroups';
 import * as libc from '../../native/libc';
 
 test('--drain-grace: seconds (fractions too) to milliseconds; anything else is refused naming the flag', () => {
@@ -98,4 +99,20 @@ test('drain: close() stops accepting at once, an established connection keeps wo
   client.end();
   await closing;
   assert.equal(drainer.connections, 0);
+});
+
+test('proxy cgroups: a starting agent adds itself and the predecessor its config names, and drops agents that are gone', () => {
+  const alive = (pid: number) => pid === 100 || pid === 200;
+  // First agent of a node: only itself.
+  assert.deepEqual(planProxyCgroups([], 11n, 100, undefined, alive), { put: [{ cgroupId: 11n, pid: 100 }], remove: [] });
+  // A successor beside a draining predecessor that registered itself: both stay.
+  assert.deepEqual(planProxyCgroups([{ cgroupId: 11n, pid: 100 }], 22n, 200, 11n, alive), { put: [{ cgroupId: 22n, pid: 200 }], remove: [] });
+  // The next upgrade: the predecessor's agent is gone (pid 100 dead here), so is its entry.
+  assert.deepEqual(planProxyCgroups([{ cgroupId: 11n, pid: 300 }, { cgroupId: 22n, pid: 200 }], 33n, 400, 22n, alive),
+    { put: [{ cgroupId: 33n, pid: 400 }], remove: [11n] });
+  // Upgrading from an agent without the map: the config's cgroup is kept (pid unknown) for this upgrade, dropped at the next.
+  assert.deepEqual(planProxyCgroups([], 22n, 200, 11n, alive), { put: [{ cgroupId: 22n, pid: 200 }, { cgroupId: 11n, pid: 0 }], remove: [] });
+  assert.deepEqual(planProxyCgroups([{ cgroupId: 11n, pid: 0 }, { cgroupId: 22n, pid: 200 }], 33n, 400, 22n, alive), { put: [{ cgroupId: 33n, pid: 400 }], remove: [11n] });
+  // An agent restarted in the same cgroup (the lab, a container restart) keeps one entry.
+  assert.deepEqual(planProxyCgroups([{ cgroupId: 11n, pid: 100 }], 11n, 200, 11n, alive), { put: [{ cgroupId: 11n, pid: 200 }], remove: [] });
 });
