@@ -1,11 +1,16 @@
 /**
  * V8 flags every long-running Weft process is started with (the harness, `weft demo`, the bin
- * script's shebang, and the image's ENTRYPOINT (so the DaemonSet) repeat them: keep them in step).
+ * script's shebang, and the image's ENTRYPOINT (so the DaemonSet) repeat them: keep them in step;
+ * test/unit/memory-limits.test.ts checks the ENTRYPOINT and the demo script).
  *
  * The young generation's semi-spaces grow to 16 MiB each by default. The proxy's garbage is almost
  * all short-lived (per-chunk buffers, per-connection objects), so a large young generation only
- * holds more of it: on the two-node mTLS benchmark the two agents' RSS after 1 GiB plus 10 s of wrk
- * was 455 MiB at the default, 257 MiB at 4 MiB and 213 MiB at 2 MiB, while bulk and req/s were
- * within run-to-run noise at 4 MiB and lower at 2 MiB (docs/mesh.md).
+ * holds more of it. Two agents' RSS after the two-node mTLS benchmark: 455 MiB at the default,
+ * 257 MiB at 4 MiB (docs/mesh.md). Per agent after the memory benchmark (1 GiB bulk, wrk keep-alive
+ * and connection-per-request, test/bench/memory.ts), in three runs each: 106-118 MiB at 4 MiB,
+ * 84-100 at 2 MiB, 85-94 at 1 MiB, against the 96 MiB target; idle 69-71 at 4 MiB, 67-68 at 1 MiB.
+ * The agents' CPU per request did not differ beyond the noise of that shared host (docs/memory.md).
+ * The old generation's limit is the deployment's to set, beside the container's memory limit
+ * (daemonset/agent.yaml, NODE_OPTIONS): a flag here would override it.
  */
-export const WEFT_NODE_FLAGS = ['--max-semi-space-size=4'];
+export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1'];
