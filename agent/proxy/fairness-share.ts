@@ -48,6 +48,11 @@ interface Account {
   held: Held[];
   /** shed until this time (performance.now()), 0: not shed */
   shedUntil: number;
+  /**
+   * After a shed, until this time: the account's budget is per lag sample (LAG_SAMPLE_MS), not per
+   * turn, so it cannot make the proxy busy without a pause again the moment it is released.
+   */
+  probationUntil: number;
   /** the last shed: how long it lasted and when it ended (shedDuration) */
   lastShed?: { ms: number; endedAt: number };
   /** sheds not yet reported, and when one was last reported (the report is rate-limited) */
@@ -65,6 +70,8 @@ export interface Ticket {
 }
 
 export const LAG_SAMPLE_MS = 10;
+/** How long an account stays on probation after a shed, in multiples of that shed's length. */
+const PROBATION_FACTOR = 4;
 /** A shed account is reported (onShed) at most this often; the report says how many sheds it covers. */
 const REPORT_EVERY_MS = 10_000;
 /** Connections refused while their pod is shed are reset when the shed ends, at most this many held at once (then at once). */
@@ -130,12 +137,15 @@ export class FairShare {
     const a = this.account(ref);
     const now = this.now();
     const shed = a.shedUntil > now;
-    const decision = admitConnection(ref.key, { open: a.open, pending: a.pending, shed }, c);
+    // On probation a new connection costs a whole sample's budget: connections, not bytes, are what a flood spends the proxy on.
+    const probation = !shed && a.probationUntil > now;
+    const decision = admitConnection(ref.key, { open: a.open, pending: a.pending, shed, throttled: probation && a.turnBytes >= c.readBudgetBytes }, c);
     a.noise = addNoise(a.noise, now, CONNECTION_COST_BYTES);
     if (!decision.admit) {
       this.publish(a.ref, decision.reason);
       return { ok: false, refusal: decision };
     }
+    if (probation) a.turnBytes += c.readBudgetBytes;
     a.open++;
     a.pending++;
     let pending = true;
@@ -159,8 +169,10 @@ export class FairShare {
    * refusals into a busy loop for the proxy while it is overloaded. At most MAX_TARPIT wait.
    */
   refuse(socket: Socket, ref: AccountRef, reason: ShedReason): void {
-    const until = this.accounts.get(ref.key)?.shedUntil ?? 0;
-    const wait = reason === 'overload' ? until - this.now() : 0;
+    const a = this.accounts.get(ref.key);
+    const now = this.now();
+    // Shed: until the shed ends; on probation: a shed's length at most.
+    const wait = reason !== 'overload' || !a ? 0 : a.shedUntil > now ? a.shedUntil - now : Math.min(a.probationUntil - now, a.lastShed?.ms ?? 0);
     if (wait <= 0 || this.tarpitted >= MAX_TARPIT) return void (socket.destroyed || socket.resetAndDestroy());
     this.tarpitted++;
     const timer = setTimeout(() => { if (!socket.destroyed) socket.resetAndDestroy(); }, Math.ceil(wait));
@@ -195,7 +207,7 @@ export class FairShare {
   private account(ref: AccountRef): Account {
     let a = this.accounts.get(ref.key);
     if (!a) {
-      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, turnBytes: 0, held: [], shedUntil: 0, unreported: 0, reportedAt: -Infinity };
+      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, turnBytes: 0, held: [], shedUntil: 0, probationUntil: 0, unreported: 0, reportedAt: -Infinity };
       this.accounts.set(ref.key, a);
     }
     return a;
@@ -239,6 +251,8 @@ export class FairShare {
     this.turnScheduled = false;
     const now = this.now();
     for (const a of this.touched) {
+      // On probation the budget is per lag sample: sample() resets and releases.
+      if (a.probationUntil > now) continue;
       a.turnBytes = 0;
       if (a.shedUntil <= now) this.release(a);
     }
@@ -264,6 +278,10 @@ export class FairShare {
       if (a.shedUntil > 0 && a.shedUntil <= now) {
         if (a.lastShed) a.lastShed.endedAt = a.shedUntil;
         a.shedUntil = 0;
+      }
+      if (a.shedUntil === 0 && (a.probationUntil > 0 || a.held.length > 0)) {
+        if (a.probationUntil <= now) a.probationUntil = 0;
+        a.turnBytes = 0;
         this.release(a);
       }
     }
@@ -282,6 +300,7 @@ export class FairShare {
     if (!a) return;
     const ms = shedDuration(a.lastShed, now, c);
     a.shedUntil = now + ms;
+    a.probationUntil = a.shedUntil + PROBATION_FACTOR * ms;
     a.lastShed = { ms, endedAt: a.shedUntil };
     a.unreported++;
     if (now - a.reportedAt >= REPORT_EVERY_MS) {

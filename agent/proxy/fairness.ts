@@ -55,6 +55,8 @@ export interface AccountLoad {
   pending: number;
   /** the account is shed now (overload) */
   shed: boolean;
+  /** the account is on probation after a shed and has used this sample's budget (bytes or a new connection) */
+  throttled?: boolean;
 }
 
 export type Admission = { admit: true } | { admit: false; reason: ShedReason; detail: string };
@@ -66,6 +68,9 @@ export type Admission = { admit: true } | { admit: false; reason: ShedReason; de
 export function admitConnection(account: string, load: AccountLoad, c: FairnessConfig): Admission {
   if (load.shed) {
     return { admit: false, reason: 'overload', detail: `proxy overloaded (event-loop lag above spec.fairness.overloadLagMs ${c.overloadLagMs} ms): ${account} is the noisiest and is shed for ${c.shedMs} ms` };
+  }
+  if (load.throttled === true) {
+    return { admit: false, reason: 'overload', detail: `proxy overloaded: ${account} was shed and may open one connection or read spec.fairness.readBudgetBytes ${c.readBudgetBytes} per 10 ms until it has been calm for a while` };
   }
   if (load.pending >= c.maxPendingPerPod) {
     return { admit: false, reason: 'max_pending', detail: `${account} has ${load.pending} connections being set up (spec.fairness.maxPendingPerPod ${c.maxPendingPerPod})` };

@@ -23,6 +23,9 @@ test('admitConnection: a shed account is refused first, then the pending limit, 
   const pending = admitConnection('shop/web', { open: 2, pending: 2, shed: false }, c);
   assert.equal(!pending.admit && pending.reason, 'max_pending');
   assert.match(!pending.admit ? pending.detail : '', /shop\/web has 2 connections being set up \(spec\.fairness\.maxPendingPerPod 2\)/);
+  const throttled = admitConnection('shop/web', { open: 0, pending: 0, shed: false, throttled: true }, c);
+  assert.equal(!throttled.admit && throttled.reason, 'overload');
+  assert.match(!throttled.admit ? throttled.detail : '', /shop\/web was shed and may open one connection or read spec\.fairness\.readBudgetBytes 262144 per 10 ms/);
   const open = admitConnection('shop/web', { open: 4, pending: 0, shed: false }, c);
   assert.equal(!open.admit && open.reason, 'max_connections');
   assert.match(!open.admit ? open.detail : '', /shop\/web holds 4 connections \(spec\.fairness\.maxConnectionsPerPod 4\)/);
