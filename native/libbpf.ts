@@ -40,6 +40,7 @@ const f = {
   mapUpdateElem: lib.func('bpf_map_update_elem', 'int', ['int', 'void *', 'void *', 'uint64_t']),
   mapLookupElem: lib.func('bpf_map_lookup_elem', 'int', ['int', 'void *', 'void *']),
   mapDeleteElem: lib.func('bpf_map_delete_elem', 'int', ['int', 'void *']),
+  mapLookupAndDeleteElem: lib.func('bpf_map_lookup_and_delete_elem', 'int', ['int', 'void *', 'void *']),
   mapGetNextKey: lib.func('bpf_map_get_next_key', 'int', ['int', 'void *', 'void *']),
   progTestRunOpts: lib.func('bpf_prog_test_run_opts', 'int', ['int', 'void *']),
   progAttach: lib.func('bpf_prog_attach', 'int', ['int', 'int', 'int', 'uint32_t']),
@@ -178,6 +179,15 @@ export function mapDelete(fd: number, key: Buffer): boolean {
   if (rc === -2) return false;
   check(rc, 'bpf_map_delete_elem', `fd ${fd}`);
   return true;
+}
+
+/** Looks a key up and deletes it in one call (hash maps); null when absent. */
+export function mapLookupAndDelete(fd: number, key: Buffer, valueSize: number): Buffer | null {
+  const value = Buffer.alloc(valueSize);
+  const rc = f.mapLookupAndDeleteElem(fd, key, value);
+  if (rc === -2) return null; // ENOENT
+  check(rc, 'bpf_map_lookup_and_delete_elem', `fd ${fd}`);
+  return value;
 }
 
 export function mapKeys(fd: number, keySize: number): Buffer[] {

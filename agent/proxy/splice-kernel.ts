@@ -94,21 +94,23 @@ export class SpliceKernel {
   }
 
   /**
-   * Unsplices the pair (a closed socket has already left the sockhashes; an open one leaves them
-   * here) and returns what the kernel moved from each.
+   * Unsplices the pair and returns what the kernel moved from each. A socket leaves both sockhashes
+   * by itself when it closes (the kernel unlinks it), so `open` false skips those deletes: a
+   * closed pair costs two map calls.
    */
-  forget(a: bigint, b: bigint): { fromA: bigint; fromB: bigint } {
-    const out = { fromA: 0n, fromB: 0n };
-    if (this.closed) return out;
-    for (const c of [a, b]) {
-      bpf.mapDelete(this.active, cookieKey(c));
-      bpf.mapDelete(this.socks, cookieKey(c));
+  forget(a: bigint, b: bigint, open = true): { fromA: bigint; fromB: bigint } {
+    if (this.closed) return { fromA: 0n, fromB: 0n };
+    if (open) {
+      for (const c of [a, b]) {
+        bpf.mapDelete(this.active, cookieKey(c));
+        bpf.mapDelete(this.socks, cookieKey(c));
+      }
     }
-    out.fromA = this.redirected(a);
-    out.fromB = this.redirected(b);
-    bpf.mapDelete(this.peers, cookieKey(a));
-    bpf.mapDelete(this.peers, cookieKey(b));
-    return out;
+    const take = (c: bigint): bigint => {
+      const v = bpf.mapLookupAndDelete(this.peers, cookieKey(c), weft_splice_peer.size);
+      return v === null ? 0n : decodePeer(v).bytes;
+    };
+    return { fromA: take(a), fromB: take(b) };
   }
 
   /** Spliced sockets right now (two per connection). */

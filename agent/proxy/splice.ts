@@ -19,6 +19,8 @@ const TCP_INFO_READ = 136;
 const EMPTY = Buffer.alloc(0);
 /** Handover rounds before giving up and relaying (each flushes what the previous one found). */
 const MAX_HANDOVER_ROUNDS = 8;
+/** Half-close: checks in the next turns of the event loop before falling back to timers. */
+const IMMEDIATE_CHECKS = 8;
 
 interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
 const handleOf = (s: Socket): StreamHandle | undefined => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
@@ -134,7 +136,7 @@ function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { d
     let extraSent = 0, extraRecv = 0;
     const onClose = (): void => {
       if (++closed < 2) return;
-      const moved = kernel.forget(cDown, cUp);
+      const moved = kernel.forget(cDown, cUp, false);
       resolve({ ...splicedTotals(user, { sent: extraSent, recv: extraRecv }, moved), ...(error ? { error } : {}) });
     };
     down.on('error', (e: Error) => { error ??= e; up.destroy(); });
@@ -145,7 +147,7 @@ function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { d
     up.on('data', (c: Buffer) => { extraRecv += c.length; down.write(c); });
     // A FIN from one side ends the other once the kernel has queued every byte it redirected.
     const finish = (from: Socket, fromCookie: bigint, to: Socket, toBase: bigint, extra: () => number): void => {
-      let delay = 0;
+      let tries = 0;
       const check = (): void => {
         if (to.destroyed || to.writableEnded) return;
         const fd = socketFd(to);
@@ -159,9 +161,10 @@ function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { d
           return;
         }
         if (done) return void to.end();
-        // Usually done within a tick or two; a slow receiver may take long: back off to 50 ms.
-        delay = Math.min(50, delay === 0 ? 1 : delay * 2);
-        setTimeout(check, delay);
+        // The kernel's worker usually sends within microseconds: a few turns of the event loop,
+        // then timers backing off to 50 ms (a slow receiver may take long).
+        if (++tries <= IMMEDIATE_CHECKS) return void setImmediate(check);
+        setTimeout(check, Math.min(50, 2 ** (tries - IMMEDIATE_CHECKS - 1)));
       };
       from.once('end', check);
     };
