@@ -13,7 +13,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { LabNode, LabPod } from '../../agent/sandbox';
 import { killGroup } from '../../agent/sandbox/run';
 import { SNAPSHOT_TYPE_URL, TERMINATION_REASONS } from '../../agent/telemetry/control-plane-stream';
-import { driveTrafficMix, ECHO, HOLD_CLIENT, ID, MIX, scrapeNode, scrapeSettled, SHOP, sleep, startMetricsMesh, SVC, type MetricsMesh, type Sample } from '../support/metrics-mesh';
+import { driveTrafficMix, ECHO, HOLD_CLIENT, ID, MIX, NO_OVERLOAD_SHEDDING, scrapeNode, scrapeSettled, SHOP, sleep, startMetricsMesh, SVC, type MetricsMesh, type Sample } from '../support/metrics-mesh';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
@@ -39,7 +39,7 @@ describe('Istio metrics on 15020', { skip: blocker ?? false }, () => {
     if (blocker) return;
     mesh = await startMetricsMesh('obs9metrics', {
       // enrolled (mesh namespace, this node) but known by UID only, whose cgroup never appears: pending on n2
-      objects: (_n1, n2) => [{ apiVersion: 'v1', kind: 'Pod', metadata: { name: 'waiting', namespace: SHOP, uid: '6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b', labels: { app: 'waiting' } },
+      objects: (_n1, n2) => [NO_OVERLOAD_SHEDDING, { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'waiting', namespace: SHOP, uid: '6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b', labels: { app: 'waiting' } },
         spec: { nodeName: n2.name, serviceAccountName: 'waiting' }, status: { phase: 'Running', podIP: '10.244.2.200' } }],
     });
     ({ n1, n2 } = mesh);
@@ -170,7 +170,7 @@ describe('Istio metrics on 15020', { skip: blocker ?? false }, () => {
         const timer = setTimeout(() => reject(new Error(`${pod.name} → ${target.name}: not holding ${count} connections after 10 s: ${out}`)), 10_000);
         child.stderr!.setEncoding('utf8').on('data', (d: string) => { out += d; });
         child.stdout!.setEncoding('utf8').on('data', (d: string) => { out += d; if (out.includes(`held ${count}`)) { clearTimeout(timer); resolve(); } });
-        child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`holder in ${pod.name} exited ${code}: ${out}`)); });
+        child.once('exit', (code) => { clearTimeout(timer); reject(new Error(`holder ${pod.name} → ${target.name} exited ${code}: ${out}\nn1 agent's log (last lines):\n${mesh.agents[0].stderr().split('\n').slice(-10).join('\n')}`)); });
       });
     };
     try {

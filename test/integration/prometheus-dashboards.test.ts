@@ -21,7 +21,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { kernelTestBlocker } from '../support/requirements';
 import { RAW_CLIENT } from '../support/mesh-apps';
-import { driveTrafficMix, ECHO, scrapeSettled, SHOP, startMetricsMesh, SVC, type MetricsMesh } from '../support/metrics-mesh';
+import { driveTrafficMix, ECHO, NO_OVERLOAD_SHEDDING, scrapeSettled, SHOP, startMetricsMesh, SVC, type MetricsMesh } from '../support/metrics-mesh';
 import { agentPodMeta, fill, multi, podMonitorJob, prometheusMissing, readManifests, startPrometheus, variableValues, type Prometheus, type Variable } from '../support/prometheus';
 
 const blocker = kernelTestBlocker() ?? prometheusMissing();
@@ -78,7 +78,7 @@ describe('Istio dashboards through a real Prometheus', { skip: blocker ?? false 
 
   before(async () => {
     if (blocker) return;
-    mesh = await startMetricsMesh('obs9prom');
+    mesh = await startMetricsMesh('obs9prom', { objects: [NO_OVERLOAD_SHEDDING] });
     const { n1, n2 } = mesh;
     const view = readManifests(ZTUNNEL_VIEW).find((o) => o.kind === 'PodMonitor');
     assert.ok(view, `${ZTUNNEL_VIEW} holds no PodMonitor`);

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { curl } from '../../agent/sandbox';
 import { kernelTestBlocker } from '../support/requirements';
-import { driveTrafficMix, MIX, scrapeSettled, SHOP, sleep, startMetricsMesh, type MetricsMesh } from '../support/metrics-mesh';
+import { driveTrafficMix, MIX, NO_OVERLOAD_SHEDDING, scrapeSettled, SHOP, sleep, startMetricsMesh, type MetricsMesh } from '../support/metrics-mesh';
 import { agentPodMeta, fill, multi, podMonitorJob, prometheusMissing, readManifests, startPrometheus, variableExpr, variableValues, type Prometheus, type QueryResult } from '../support/prometheus';
 import { startBackend, type BackendHandle } from '../support/traffic-apps';
 
@@ -80,7 +80,7 @@ describe('Weft\'s own dashboard through a real Prometheus', { skip: blocker ?? f
     if (blocker) return;
     dir = mkdtempSync(join(tmpdir(), 'weft-dsh-'));
     mesh = await startMetricsMesh('obs9dsh', {
-      objects: OBJECTS,
+      objects: [...OBJECTS, NO_OVERLOAD_SHEDDING],
       pods: async (_n1, n2) => ({
         flaky1: await n2.pod('flaky1', { namespace: SHOP, serviceAccount: 'flaky', labels: { app: 'flaky' } }),
         flaky2: await n2.pod('flaky2', { namespace: SHOP, serviceAccount: 'flaky', labels: { app: 'flaky' } }),

@@ -42,6 +42,14 @@ export interface MetricsMesh {
   close(): Promise<void>;
 }
 
+/**
+ * A ProxyConfig for tests that count what the mesh carried, not how it behaves under overload: the
+ * default overload detection (spec.fairness.overloadLagMs 20 ms) shed the busiest pod on a loaded
+ * shared host (the agent logged "proxy overloaded", lag 38 ms), and the mix's requests and held
+ * connections from web were reset (curl status 0, ECONNRESET). 60 s of lag is never reached.
+ */
+export const NO_OVERLOAD_SHEDDING = { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { fairness: { overloadLagMs: 60_000 } } };
+
 /** What a test adds to the standard mesh (before the control plane starts): pods and config objects. */
 export interface MeshExtras {
   /** Creates more pods on the lab's nodes; their app is the test's to start. */
