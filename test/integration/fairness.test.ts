@@ -84,7 +84,8 @@ const loop = () => {
   s.on('connect', () => s.end('GET /flood HTTP/1.1\\r\\nHost: f\\r\\nConnection: close\\r\\n\\r\\n'));
   s.resume(); s.on('error', () => { errs++; }); s.on('close', () => { done++; setImmediate(loop); });
 };
-for (let j = 0; j < k; j++) loop();`;
+for (let j = 0; j < k; j++) loop();
+console.error('flooding');`;
 
 /**
  * The limits walk (ProxyConfig maxConnectionsPerPod 3, maxPendingPerPod 2): A is set up by a
@@ -98,16 +99,18 @@ const out = {};
 const open = (name) => new Promise((resolve) => {
   const s = net.connect({ host: ip, port: 8080 });
   s.on('error', (e) => { out[name] = e.code; });
-  s.on('close', () => { out[name] ??= 'closed'; });
+  s.on('close', () => { out[name] ??= 'closed'; resolve(s); });
   s.on('connect', () => resolve(s));
 });
 const request = (s, name) => new Promise((resolve) => {
+  if (s.destroyed) return resolve();
   let buf = '';
-  const onData = (d) => { buf += d; if (buf.includes('\\r\\n\\r\\nok')) { s.off('data', onData); out[name] = 'ok'; resolve(); } };
-  s.on('data', onData); s.once('close', resolve);
+  const timer = setTimeout(() => { out[name] ??= 'no answer within 5 s'; resolve(); }, 5000);
+  const onData = (d) => { buf += d; if (buf.includes('\\r\\n\\r\\nok')) { s.off('data', onData); clearTimeout(timer); out[name] = 'ok'; resolve(); } };
+  s.on('data', onData); s.once('close', () => { clearTimeout(timer); resolve(); });
   s.write('GET /limits HTTP/1.1\\r\\nHost: l\\r\\n\\r\\n');
 });
-const refused = (s, name) => new Promise((resolve) => { if (s.destroyed) return resolve(); s.once('close', resolve); setTimeout(() => { out[name] ??= 'not refused within 5 s'; resolve(); }, 5000); });
+const refused = (s, name) => new Promise((resolve) => { if (s.destroyed) return resolve(); const t = setTimeout(() => { out[name] ??= 'not refused within 5 s'; resolve(); }, 5000); s.once('close', () => { clearTimeout(t); resolve(); }); });
 (async () => {
   const a = await open('A'); await request(a, 'A');
   const b = await open('B'); const c = await open('C');
@@ -160,6 +163,10 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
     const bulkExit = new Promise<void>((r) => bulk.once('exit', () => r()));
     let value: T;
     try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`the flood in ${s.noisy.name} did not start within 10 s`)), 10_000);
+        flood.stderr!.once('data', () => { clearTimeout(timer); resolve(); });
+      });
       await sleep(1000); // the noise at full strength before the quiet pod is measured
       value = await f();
     } finally {
@@ -230,11 +237,11 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
 
   test('per-pod limits from ProxyConfig spec.fairness: past maxPendingPerPod and maxConnectionsPerPod a connection is reset, counted in weft_overload_shed_total and logged', async () => {
     // The backend's port is declared HTTP, so a connection waits (pending) for its first request before the proxy connects upstream.
-    // Shedding off (a lag threshold of a minute): the noisy pod, still the noisiest after the first test, is judged by its limits alone.
+    // The walk runs from the quiet pod (never shed) with shedding off (a lag threshold of a minute): its limits alone judge it.
     writeConfig([
       { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { fairness: { maxConnectionsPerPod: 3, maxPendingPerPod: 2, overloadLagMs: 60000 } } },
-      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'noisy-be', namespace: 'mesh' },
-        spec: { clusterIP: 'None', selector: { app: 'mesh-noisy-be' }, ports: [{ name: 'http', port: 8080, targetPort: 8080 }] } },
+      { apiVersion: 'v1', kind: 'Service', metadata: { name: 'quiet-be', namespace: 'mesh' },
+        spec: { clusterIP: 'None', selector: { app: 'mesh-quiet-be' }, ports: [{ name: 'http', port: 8080, targetPort: 8080 }] } },
     ]);
     let dump = '';
     const taken = () => /"maxPendingPerPod":\s*2\b/.test(dump);
@@ -246,9 +253,9 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
     await sleep(2000); // a shed begun before the change runs out (at most 8 x shedMs = 1.6 s)
     const metric = async () => (await node.exec('curl', ['-s', '--max-time', '5', `http://${node.ip}:15020/metrics`], { timeoutMs: 8000 })).stdout;
     const count = (text: string, reason: string) =>
-      Number(new RegExp(`^weft_overload_shed_total\\{namespace="mesh",pod="mesh-noisy",reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+      Number(new RegExp(`^weft_overload_shed_total\\{namespace="mesh",pod="mesh-quiet",reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
     const before = await metric();
-    const r = await mesh.noisy.exec(process.execPath, ['-e', LIMITS, mesh.noisyBackend.ip], { timeoutMs: 30_000 });
+    const r = await mesh.quiet.exec(process.execPath, ['-e', LIMITS, mesh.quietBackend.ip], { timeoutMs: 40_000 });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(JSON.parse(r.stdout), { A: 'ok', B: 'ok', C: 'ok', D: 'ECONNRESET', E: 'ECONNRESET' },
       `${r.stdout}\n${agent.accessLog.filter((l) => String(l.error).includes('spec.fairness')).slice(-5).map((l) => JSON.stringify(l)).join('\n')}`);
@@ -256,8 +263,8 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
     assert.equal(count(text, 'max_pending') - count(before, 'max_pending'), 1, text.split('\n').filter((l) => l.includes('shed')).join('\n'));
     assert.equal(count(text, 'max_connections') - count(before, 'max_connections'), 1);
     await agent.waitForLog((l) => /spec\.fairness\.maxPendingPerPod 2/.test(String(l.error)) && l['src.workload'] !== undefined && l.decision === 'deny');
-    await agent.waitForLog((l) => /mesh\/mesh-noisy holds 3 connections \(spec\.fairness\.maxConnectionsPerPod 3\)/.test(String(l.error)));
-    // Another pod has limits of its own: the quiet pod is served meanwhile.
-    assert.ok((await quiet(mesh, 20)).length === 20);
+    await agent.waitForLog((l) => /mesh\/mesh-quiet holds 3 connections \(spec\.fairness\.maxConnectionsPerPod 3\)/.test(String(l.error)));
+    // Its connections closed, the pod is under its limits again.
+    assert.equal((await quiet(mesh, 20)).length, 20);
   });
 });
