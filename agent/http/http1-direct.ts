@@ -454,6 +454,8 @@ class DirectConnection {
     p.resChunked = hasBody && !lengthKnown && !p.http10;
     // An HTTP/1.0 client learns where an unframed body ends from the close.
     if (hasBody && !lengthKnown && p.http10) p.closeAfter = true;
+    // Draining: the client reconnects (to the successor) for its next request; never with pipelined requests waiting.
+    if (!p.closeAfter && this.queue.length === 1 && this.o.draining?.() === true) p.closeAfter = true;
     const out = withoutHopByHop(raw, p.resChunked ? {} : { drop: ['trailer'] });
     if (p.resChunked) out.push('Transfer-Encoding', 'chunked');
     // A client that asked to close knows; one that expected to keep the connection is told.

@@ -54,4 +54,10 @@ export interface ServeHttpOptions {
   connectUpstream(): Promise<Duplex>;
   onExchange?(log: ExchangeLog): void;
   limits: HttpLimits;
+  /**
+   * The proxy is draining (an agent upgrade, docs/upgrade.md): an HTTP/1.1 response then carries
+   * `Connection: close` and the connection closes after it, so the client's next request opens a
+   * new connection, which reaches the successor agent. Asked at every response head.
+   */
+  draining?(): boolean;
 }

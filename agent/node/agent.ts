@@ -355,6 +355,7 @@ export class NodeAgent {
       }),
       live: this.live,
       accessLog: this.accessLog,
+      draining: () => this.stopped,
       // ProxyConfig spec.sameNodeSplice (default on), asked per connection.
       splicer: () => (this.store?.snapshot.proxyConfig?.sameNodeSplice === false ? undefined : this.splicer),
     };

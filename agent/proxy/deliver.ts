@@ -95,6 +95,8 @@ export interface DeliveryContext {
   connect(arrival: Arrival, reader: 'pump' | 'stream'): Promise<Socket>;
   live: LiveConnections<Arrival>;
   accessLog: AccessLog;
+  /** the agent is draining (docs/upgrade.md): HTTP/1.1 clients are asked to reconnect after their response */
+  draining?(): boolean;
   /** Same-node splicing in the kernel (splice.ts); undefined while it is off or not loaded. */
   splicer?(): Splicer | undefined;
 }
@@ -205,6 +207,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     protocol,
     ...(head === undefined ? {} : { head }),
     limits: ctx.state().limits,
+    ...(ctx.draining ? { draining: ctx.draining } : {}),
     decide: (request): Verdict => {
       const state = ctx.state();
       const decision = judge(state, a, request);

@@ -32,7 +32,8 @@ const STREAM_BYTES = 1024 * 1024 * 1024;
 const STREAM_RATE = 45 * 1024 * 1024;
 /** how long the load runs on the new agents after each replacement */
 const SETTLE_MS = 1_500;
-const WRK_SECONDS = 30;
+/** wrk runs until the upgrades are done (it is stopped with SIGINT, and prints its summary); this bounds it */
+const WRK_SECONDS = 240;
 
 /** Sends STREAM_BYTES (1 MiB chunks, each stamped with its index) at a bounded rate; prints their sha256. */
 const STREAM_SERVER = `
@@ -226,6 +227,7 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
       }
     } finally {
       samples = await load.stop();
+      wrk.kill('SIGINT');
     }
     const wrkOut = await wrkDone;
     const [got, sent] = await Promise.all([streamGot, streamSent]);
@@ -234,6 +236,11 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
     const w = parseWrk(wrkOut.stdout);
     assert.ok(w.requests > 0, `wrk ran: ${wrkOut.stdout}${wrkOut.stderr}`);
     assert.deepEqual({ non2xx: w.non2xx, ...w.socketErrors }, { non2xx: 0, connect: 0, read: 0, write: 0, timeout: 0 }, `wrk saw failures:\n${wrkOut.stdout}`);
+    // Keep-alive connections move: a draining agent answers HTTP/1.1 with Connection: close, so wrk's
+    // connections follow each upgrade; the newest agent on the server's node serves wrk too.
+    const newest = current.get(n2)!;
+    const wrkServed = newest.accessLog.filter((l) => l.path === '/wrk').length;
+    assert.ok(wrkServed > 0, `the last agent on node 2 served wrk's requests (${wrkServed}): its keep-alive connections reconnected to it`);
     const failed = samples.filter((s) => !s.ok);
     const loops = new Set(samples.map((s) => s.loop));
     assert.equal(loops.size, 4, `four loops ran: ${[...loops]}`);
@@ -287,6 +294,6 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
     const starts = sorted(replaced.map((r) => r.startMs));
     process.stdout.write(`# upgrade: ${replaced.length} agent replacements; successor start->ready ms median ${starts[starts.length >> 1]}, max ${starts.at(-1)}; `
       + `SIGTERM->exit ms ${sorted(drains).join(' ')}; wrk ${w.requests} requests, 0 failed; loops ${samples.length} requests, 0 failed; `
-      + `stream 1 GiB in ${gotLine.ms} ms, sha256 equal\n`);
+      + `stream 1 GiB in ${gotLine.ms} ms, sha256 equal; wrk requests served by the last agent on node 2: ${wrkServed}\n`);
   });
 });
