@@ -275,10 +275,7 @@ export class FairShare {
     const c = this.config();
     if (isOverloaded(lag, c)) this.shedNoisiest(now, lag, c);
     for (const a of this.accounts.values()) {
-      if (a.shedUntil > 0 && a.shedUntil <= now) {
-        if (a.lastShed) a.lastShed.endedAt = a.shedUntil;
-        a.shedUntil = 0;
-      }
+      if (a.shedUntil > 0 && a.shedUntil <= now) a.shedUntil = 0;
       if (a.shedUntil === 0 && (a.probationUntil > 0 || a.held.length > 0)) {
         if (a.probationUntil <= now) a.probationUntil = 0;
         a.turnBytes = 0;
@@ -301,7 +298,8 @@ export class FairShare {
     const ms = shedDuration(a.lastShed, now, c);
     a.shedUntil = now + ms;
     a.probationUntil = a.shedUntil + PROBATION_FACTOR * ms;
-    a.lastShed = { ms, endedAt: a.shedUntil };
+    // Shed again on probation or within shedMs after it: the pod brought the overload back, so twice as long.
+    a.lastShed = { ms, endedAt: a.probationUntil };
     a.unreported++;
     if (now - a.reportedAt >= REPORT_EVERY_MS) {
       this.onShed(a.ref, lag, c, a.unreported, ms);

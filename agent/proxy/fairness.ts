@@ -130,9 +130,10 @@ export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2): str
 export const MAX_SHED_FACTOR = 8;
 
 /**
- * How long an account is shed now, given how long its last shed lasted and when that ended: shedMs
- * the first time; twice the last when the overload came back within shedMs of the release (the
- * noisy pod brought it back at once), up to MAX_SHED_FACTOR x shedMs. Under a lasting overload the
+ * How long an account is shed now, given how long its last shed lasted and when its restriction
+ * (the shed and the probation after it) ended or ends: shedMs the first time; twice the last when
+ * the overload came back before or within shedMs of that end (the noisy pod brought it back), up to
+ * MAX_SHED_FACTOR x shedMs. Under a lasting overload the
  * noisy pod then runs in short bursts between long pauses, and each burst is what its neighbours
  * wait behind. Pure.
  */

@@ -6,7 +6,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import net from 'node:net';
 import { test } from 'node:test';
 import { parseConfig } from '../../agent/config/parse';
-import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, NOISE_HALF_LIFE_MS, noiseAt, type FairnessConfig } from '../../agent/proxy/fairness';
+import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, MAX_SHED_FACTOR, NOISE_HALF_LIFE_MS, noiseAt, shedDuration, type FairnessConfig } from '../../agent/proxy/fairness';
 import { addressAccount, arrivalAccount, FairShare, identityAccount, podAccount } from '../../agent/proxy/fairness-share';
 import type { Arrival } from '../../agent/proxy/deliver';
 import { CHANNELS, type OverloadShedEvent } from '../../agent/telemetry/events';
@@ -49,6 +49,15 @@ test('noise: bytes and connections add up and decay by half each half-life', () 
   assert.equal(noiseAt(n, 1000 + NOISE_HALF_LIFE_MS), 4096);
   assert.equal(noiseAt(n, 1000 + 2 * NOISE_HALF_LIFE_MS), 2048);
   assert.equal(noiseAt(n, 500), 8192, 'a clock read before the last update does not inflate the score');
+});
+
+test('shedDuration: shedMs the first time and after a calm spell; twice the last when the overload is back before or soon after the restriction ended, up to the cap', () => {
+  const c = config({ shedMs: 200 });
+  assert.equal(shedDuration(undefined, 1000, c), 200);
+  assert.equal(shedDuration({ ms: 200, endedAt: 2000 }, 1500, c), 400, 'back while still on probation');
+  assert.equal(shedDuration({ ms: 400, endedAt: 2000 }, 2200, c), 800, 'back within shedMs of the end');
+  assert.equal(shedDuration({ ms: 800, endedAt: 2000 }, 2201, c), 200, 'calm for longer than shedMs: from the start');
+  assert.equal(shedDuration({ ms: MAX_SHED_FACTOR * 200, endedAt: 2000 }, 1999, c), MAX_SHED_FACTOR * 200, 'capped');
 });
 
 test('isOverloaded: lag strictly above the threshold', () => {
