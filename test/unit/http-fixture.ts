@@ -43,6 +43,8 @@ export interface ProxyOptions {
   protocol?: 'http1' | 'http2' | 'sniff';
   decide?: (r: RequestInfo) => Verdict;
   limits?: Partial<HttpLimits>;
+  /** ServeHttpOptions.draining */
+  draining?: () => boolean;
 }
 
 export interface Proxy {
@@ -86,6 +88,7 @@ export async function startProxy(o: ProxyOptions): Promise<Proxy> {
       protocol, ...(head ? { head } : {}), limits, connectUpstream,
       decide: (r) => { proxy.decided.push(r); return o.decide ? o.decide(r) : { allow: true }; },
       onExchange: (l) => proxy.logs.push(l),
+      ...(o.draining ? { draining: o.draining } : {}),
     });
   });
   proxy.port = await listen(server);

@@ -4,6 +4,7 @@
  * drain helper every listener uses (close stops accepting, live connections finish).
  */
 import assert from 'node:assert/strict';
+import http from 'node:http';
 import net from 'node:net';
 import { test } from 'node:test';
 import { DEFAULT_DRAIN_GRACE_MS, parseDrainGrace } from '../../agent/node/drain-grace';
@@ -12,6 +13,7 @@ import { listenerSlot, listenShared, sharedListenerFd } from '../../agent/proxy/
 import { Drainer } from '../../agent/proxy/drain';
 import { planProxyCgroups } from '../../agent/redirect/proxy-cgroups';
 import * as libc from '../../native/libc';
+import { listen, rawExchange, startProxy, statuses } from './http-fixture';
 
 test('--drain-grace: seconds (fractions too) to milliseconds; anything else is refused naming the flag', () => {
   assert.deepEqual(parseDrainGrace('30'), { ok: true, value: 30_000 });
@@ -115,4 +117,31 @@ test('proxy cgroups: a starting agent adds itself and the predecessor its config
   assert.deepEqual(planProxyCgroups([{ cgroupId: 11n, pid: 0 }, { cgroupId: 22n, pid: 200 }], 33n, 400, 22n, alive), { put: [{ cgroupId: 33n, pid: 400 }], remove: [11n] });
   // An agent restarted in the same cgroup (the lab, a container restart) keeps one entry.
   assert.deepEqual(planProxyCgroups([{ cgroupId: 11n, pid: 100 }], 11n, 200, 11n, alive), { put: [{ cgroupId: 11n, pid: 200 }], remove: [] });
+});
+
+test('draining: HTTP/1.1 keep-alive clients are told to reconnect (Connection: close after their response), pipelined requests are all answered first', { timeout: 10_000 }, async () => {
+  const app = http.createServer((req, res) => { req.resume(); req.on('end', () => res.end(`ok ${req.url}`)); });
+  const appPort = await listen(app);
+  let draining = false;
+  const proxy = await startProxy({ appPort, draining: () => draining });
+  try {
+    // Not draining: the connection stays open after the answer (the client closes it here).
+    const kept = await new Promise<string>((resolve) => {
+      const c = net.connect(proxy.port, '127.0.0.1', () => c.write('GET /a HTTP/1.1\r\nHost: x\r\n\r\n'));
+      let got = '';
+      c.on('data', (d) => { got += d; if (got.includes('ok /a')) { resolve(got); c.destroy(); } });
+    });
+    assert.doesNotMatch(kept, /connection: close/i);
+    draining = true;
+    const one = await rawExchange(proxy.port, 'GET /b HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.deepEqual(statuses(one), [200]);
+    assert.match(one, /\r\nConnection: close\r\n/i, 'the answer tells the client to close');
+    assert.match(one, /ok \/b$/, 'and the connection closed after it (rawExchange reads to the close)');
+    const two = await rawExchange(proxy.port, 'GET /c HTTP/1.1\r\nHost: x\r\n\r\nGET /d HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.deepEqual(statuses(two), [200, 200], 'a pipelined request waiting is answered before the close');
+    assert.match(two, /ok \/c[\s\S]*Connection: close[\s\S]*ok \/d$/i);
+  } finally {
+    await proxy.close();
+    await new Promise((r) => app.close(r));
+  }
 });
