@@ -212,6 +212,7 @@ export class NodeAgent {
           return c ? material(c) : agent.identities.whenReady(id, 5_000).then(material, () => undefined);
         },
         accessLog: agent.accessLog,
+        fairness: agent.fairness,
       });
       const openTunnel = async (route: Extract<OutboundRoute, { kind: 'hbone' }>, source: WorkloadRef, target: { ip: string; port: number }, client: { ip: string; port: number }): Promise<Duplex> => {
         const cert = await agent.identities.whenReady(source.identity, 5_000);

@@ -16,6 +16,7 @@ import { splice } from '../tunnel/splice';
 import { countBytes } from '../tunnel/stream-counts';
 import { connectionMembers } from './access-log';
 import { deliver, type Arrival, type DeliveryContext, type Downstream } from './deliver';
+import { arrivalAccount, type FairShare } from './fairness-share';
 
 export interface InboundOptions {
   host: string;
@@ -27,6 +28,8 @@ export interface InboundOptions {
   credentials(identity: string): Credentials | undefined | Promise<Credentials | undefined>;
   delivery: DeliveryContext;
   accessLog: AccessLog;
+  /** per-peer limits and read budgets (fairness-share.ts): the source pod when the peer's claim is verified, else the peer identity */
+  fairness?: FairShare;
 }
 
 /** The meshed pod on this node that owns `ip`, or why there is none. Pure. */
@@ -123,7 +126,17 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
       const store = o.store();
       const t = localTarget(request.target.ip, o.node, store);
       if (!('pod' in t)) return tunnel.refuse(403, t.reason);
-      void deliver(tunnelDownstream(tunnel), tunnelArrival(store, request, t.pod), o.delivery);
+      const arrival = tunnelArrival(store, request, t.pod);
+      if (!o.fairness) return void deliver(tunnelDownstream(tunnel), arrival, o.delivery);
+      // A verified source pod's claimed port tells its streams apart: its upstream ends the stream's pending time.
+      const client = arrival.record.src ? `${arrival.conn.sourceIp}:${arrival.conn.sourcePort}` : undefined;
+      const admitted = o.fairness.admit(arrivalAccount(arrival), client);
+      if (!admitted.ok) {
+        tunnel.refuse(503, admitted.refusal.detail);
+        return tunnel.report({ target: request.target, status: 503, bytesIn: 0, bytesOut: 0, error: admitted.refusal.detail });
+      }
+      if (client === undefined) admitted.ticket.ready();
+      void deliver(tunnelDownstream(tunnel), arrival, o.delivery).finally(admitted.ticket.close);
     },
     // Streams the tunnel itself refused (not CONNECT, bad authority, no such local pod): deliver() logs the rest.
     onStream: (info) => {
