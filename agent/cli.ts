@@ -12,12 +12,15 @@ commands:
   local --config FILE [--node NAME] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS] [--drain-grace SECONDS]
                          control plane and node agent in one process, following FILE
   controlplane (--config FILE | --kubeconfig FILE | in-cluster) [--listen HOST:PORT] [--data-dir DIR] [--serving-name NAME]...
-               [--ca-secret NAMESPACE/NAME] [--trust-bundle-configmap NAMESPACE/NAME]
+               [--ca-secret NAMESPACE/NAME] [--trust-bundle-configmap NAMESPACE/NAME] [--leader-elect=true|false] [--lease-name [NAMESPACE/]NAME]
                          the control plane alone: CA and discovery on gRPC (default 0.0.0.0:15012); with
                          Kubernetes the CA root is kept in a Secret (default weft-system/weft-ca) and the
                          trust bundle published in a ConfigMap (default weft-system/weft-trust-bundle).
                          --serving-name adds a DNS name or IP agents dial (e.g. its Service's) to its
-                         certificate, beside the host name and local addresses
+                         certificate, beside the host name and local addresses. With Kubernetes, replicas
+                         elect a leader on a Lease (default weft-controlplane in POD_NAMESPACE, else
+                         weft-system; holder POD_NAME): every replica serves, only the leader writes
+                         status and Events (--leader-elect=false: this one always writes)
   agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS] [--drain-grace SECONDS]
                          the node agent, fed by a control plane. Both files are read again as they
                          change; in a pod they default to the projected token and trust-bundle mounts
@@ -122,7 +125,11 @@ async function main(argv: string[]): Promise<number> {
       return -1; // keeps running
     }
     case 'controlplane': {
-      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' }, 'trust-bundle-configmap': { type: 'string' }, 'serving-name': { type: 'string', multiple: true } });
+      const f = flags(rest, { config: { type: 'string' }, kubeconfig: { type: 'string' }, listen: { type: 'string' }, 'data-dir': { type: 'string' }, 'ca-secret': { type: 'string' }, 'trust-bundle-configmap': { type: 'string' }, 'serving-name': { type: 'string', multiple: true },
+        'leader-elect': { type: 'string' }, 'lease-name': { type: 'string' } });
+      const { leaderElectionFlags } = await import('./controlplane/leader-flags');
+      const election = leaderElectionFlags({ kube: !f.config, leaderElect: f['leader-elect'] as string | undefined, leaseName: f['lease-name'] as string | undefined, env: process.env });
+      if (!election.ok) throw new Error(election.error);
       if (f.config && f['ca-secret']) throw new Error('--ca-secret is for the Kubernetes source; with --config the CA root stays in --data-dir');
       if (f.config && f['trust-bundle-configmap']) throw new Error('--trust-bundle-configmap is for the Kubernetes source; with --config the trust bundle is --data-dir/ca.pem');
       const { startControlPlane } = await import('./controlplane/server');
@@ -142,6 +149,7 @@ async function main(argv: string[]): Promise<number> {
             ...(f.kubeconfig ? { kubeconfig: f.kubeconfig as string } : {}),
             ...(caSecret ? { caSecret: caSecret.value } : {}),
             ...(bundleMap ? { trustBundleConfigMap: bundleMap.value } : {}),
+            ...(election.value ? { leaderElection: election.value } : {}),
           },
       });
       console.error(JSON.stringify({ msg: 'control plane ready', address: cp.address }));

@@ -1,10 +1,11 @@
 import { join } from 'node:path';
-import { AuthenticationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
+import { AuthenticationV1Api, CoordinationV1Api, CoreV1Api, CustomObjectsApi, type KubeConfig } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
 import type { Authenticator } from './authenticator';
 import type { RootStore, TrustBundlePublisher } from './ca-store';
 import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
 import { loadKubeConfig, startKubeSource } from './kube-source';
+import { LeaderElector, type LeaderElectionOptions } from './leader-elector';
 import { StatusWriter } from './status-writer';
 import { TokenReviewAuthenticator } from './tokenreview-auth';
 import { ConfigMapBundlePublisher, DEFAULT_TRUST_BUNDLE_CONFIGMAP, type ConfigMapRef } from './trust-bundle-configmap';
@@ -38,13 +39,31 @@ export class KubeWiring {
   /**
    * The cluster's state as snapshots. Unless `writeStatus` is false, the status of every HTTPRoute,
    * GRPCRoute and TrafficPolicy is written back after each build (status-writer.ts), with an Event
-   * for each invalid object.
+   * for each invalid object. With `leaderElection`, only while this replica holds the Lease
+   * (leader-elector.ts): the writer starts inactive and, made active, plans from the latest view,
+   * so a new leader rewrites every status that is not current.
    */
-  async source(onSnapshot: (s: Snapshot) => void, options: { writeStatus?: boolean } = {}): Promise<{ initial: Snapshot; close(): void; statusWriter?: StatusWriter }> {
+  async source(onSnapshot: (s: Snapshot) => void, options: { writeStatus?: boolean; leaderElection?: LeaderElectionOptions } = {}):
+  Promise<{ initial: Snapshot; close(): Promise<void>; statusWriter?: StatusWriter; elector?: LeaderElector }> {
     const writer = options.writeStatus === false
       ? undefined
       : new StatusWriter({ custom: this.kc.makeApiClient(CustomObjectsApi), core: this.kc.makeApiClient(CoreV1Api) });
+    const elector = writer && options.leaderElection
+      ? new LeaderElector(this.kc.makeApiClient(CoordinationV1Api), options.leaderElection, (leading) => writer.setActive(leading))
+      : undefined;
+    if (elector) writer!.setActive(false);
     const kube = await startKubeSource(this.kc, onSnapshot, writer && ((view) => writer.observe(view)));
-    return { initial: kube.current(), close: () => { writer?.close(); kube.close(); }, ...(writer ? { statusWriter: writer } : {}) };
+    elector?.start();
+    return {
+      initial: kube.current(),
+      async close() {
+        // The Lease is released before the writer stops: a follower takes over at its next look.
+        await elector?.close();
+        writer?.close();
+        kube.close();
+      },
+      ...(writer ? { statusWriter: writer } : {}),
+      ...(elector ? { elector } : {}),
+    };
   }
 }

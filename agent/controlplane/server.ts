@@ -11,6 +11,7 @@ import { BootstrapTokenAuthenticator, loadOrCreateBootstrapToken } from './boots
 import { CertificateAuthority } from './ca';
 import type { SecretRef } from './ca-store-secret';
 import type { ConfigMapRef } from './trust-bundle-configmap';
+import type { LeaderElectionOptions } from './leader-elector';
 import { addCertificateService, tlsServerCredentials } from './cert-service';
 import { SnapshotFeed } from './discovery-feed';
 import { addDiscoveryService } from './discovery-service';
@@ -20,7 +21,8 @@ import { addDiscoveryService } from './discovery-service';
  * trust bundle is published in a ConfigMap (default weft-system/weft-trust-bundle); otherwise both
  * are in the data directory.
  */
-export type SourceOptions = { kind: 'file'; path: string } | { kind: 'kube'; kubeconfig?: string; caSecret?: SecretRef; trustBundleConfigMap?: ConfigMapRef };
+export type SourceOptions = { kind: 'file'; path: string }
+  | { kind: 'kube'; kubeconfig?: string; caSecret?: SecretRef; trustBundleConfigMap?: ConfigMapRef; leaderElection?: LeaderElectionOptions };
 
 export interface ControlPlaneOptions {
   /** host:port; port 0 picks a free one (see `address`). */
@@ -50,7 +52,7 @@ const SHUTDOWN_GRACE_MS = 2_000;
 const log = operationalLogger('controlplane');
 
 interface Source {
-  close(): void;
+  close(): void | Promise<void>;
 }
 
 function defaultServingNames(): string[] {
@@ -101,7 +103,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
 
   let feed: SnapshotFeed | undefined;
   const publish = (s: Snapshot): void => feed?.publish(s);
-  const source = src.kind === 'file' ? watchConfigFile(src.path, publish) : await kube!.source(publish);
+  const source = src.kind === 'file' ? watchConfigFile(src.path, publish) : await kube!.source(publish, src.kind === 'kube' && src.leaderElection ? { leaderElection: src.leaderElection } : {});
   feed = new SnapshotFeed(source.initial);
   const ready = feed;
   const authenticator = kube ? eitherAuthenticator(bootstrap, kube.tokenReview()) : bootstrap;
@@ -138,7 +140,7 @@ export async function startControlPlane(options: ControlPlaneOptions): Promise<C
   return {
     address,
     async close() {
-      source.close();
+      await source.close();
       discovery.endStreams();
       await new Promise<void>((resolve) => {
         const force = setTimeout(() => { server.forceShutdown(); resolve(); }, SHUTDOWN_GRACE_MS);
