@@ -8,6 +8,7 @@ import { hostname } from 'node:os';
 import { startControlPlane } from './controlplane/server';
 import { readAgentCredentials } from './node/credential-files';
 import { runAgent } from './node/run-agent';
+import { operationalLogger } from './core/log';
 
 export interface LocalOptions {
   config: string;
@@ -23,10 +24,23 @@ export interface LocalOptions {
 }
 
 export const DEFAULT_DATA_DIR = '/var/lib/weft';
+export const DEFAULT_LOCAL_LISTEN = '127.0.0.1:15012';
 
 export async function runLocal(o: LocalOptions): Promise<{ stop(): Promise<void> }> {
   const dataDir = o.dataDir ?? DEFAULT_DATA_DIR;
-  const cp = await startControlPlane({ listen: o.listen ?? '127.0.0.1:15012', dataDir, source: { kind: 'file', path: o.config } });
+  const start = (listen: string) => startControlPlane({ listen, dataDir, source: { kind: 'file', path: o.config } });
+  let cp: Awaited<ReturnType<typeof startControlPlane>>;
+  try {
+    cp = await start(o.listen ?? DEFAULT_LOCAL_LISTEN);
+  } catch (e) {
+    // A predecessor `weft local` on this host still holds the port while it drains (an upgrade,
+    // docs/upgrade.md). Its CA is in the same data directory; this agent talks to its own control
+    // plane, so any loopback port does.
+    if (o.listen !== undefined || !/EADDRINUSE/.test((e as Error).message)) throw e;
+    cp = await start('127.0.0.1:0');
+    operationalLogger('local').warn({ address: cp.address, busy: DEFAULT_LOCAL_LISTEN },
+      'the control plane port is held (a weft local still draining?): this control plane listens on a port of its own');
+  }
   try {
     const agent = await runAgent({
       controlPlane: cp.address,

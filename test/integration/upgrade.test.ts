@@ -15,7 +15,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, sta
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod } from '../../agent/sandbox';
-import { CONTROL_PLANE_PORT, startControlPlane, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { CONTROL_PLANE_PORT, startControlPlane, startLocalAgent, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { cgroupId } from '../../agent/sandbox/cgroup';
 import { inNetnsAndCgroup } from '../../agent/sandbox/netns';
 import { pinRootFor } from '../../agent/redirect/bpffs';
@@ -295,5 +295,72 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
     process.stdout.write(`# upgrade: ${replaced.length} agent replacements; successor start->ready ms median ${starts[starts.length >> 1]}, max ${starts.at(-1)}; `
       + `SIGTERM->exit ms ${sorted(drains).join(' ')}; wrk ${w.requests} requests, 0 failed; loops ${samples.length} requests, 0 failed; `
       + `stream 1 GiB in ${gotLine.ms} ms, sha256 equal; wrk requests served by the last agent on node 2: ${wrkServed}\n`);
+  });
+});
+
+/**
+ * `weft local` (control plane and agent in one process) replaced the same way: a second one for the
+ * same host and data directory starts while the first runs (its control plane takes a port of its
+ * own, the first holds 15012), then the first gets SIGHUP and drains.
+ */
+describe('hitless weft local replacement', { skip: blocker ?? false }, () => {
+  let lab: Lab, node: LabNode, a: LabPod, b: LabPod;
+  let dir: string, configPath: string;
+  const started: AgentHandle[] = [];
+  const servers: PeerLogServer[] = [];
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'upg12l' });
+    node = await lab.node('n1');
+    a = await node.pod('a', { namespace: 'shop', serviceAccount: 'sa-a' });
+    b = await node.pod('b', { namespace: 'shop', serviceAccount: 'sa-b' });
+    dir = mkdtempSync(join(tmpdir(), 'weft-upg12l-'));
+    configPath = join(dir, 'mesh.yaml');
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'] }));
+    servers.push(startPeerLogServer(b, 8080));
+    await servers[0]!.ready;
+  });
+
+  after(async () => {
+    if (blocker) return;
+    for (const h of started) await h.kill('SIGKILL');
+    if (node) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', node.name]);
+    for (const s of servers) await s.stop();
+    await lab?.close();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a second weft local starts beside the first, which drains on SIGHUP: no failed request, the same links', { timeout: 120_000 }, async () => {
+    const first = startLocalAgent(node, configPath, ['--drain-grace', '60']);
+    started.push(first);
+    await first.ready;
+    const exited = new Promise<number | null>((r) => first.process.once('exit', (code) => r(code)));
+    const load = startSteadyLoad(a, [`http://${b.ip}:8080/local`], { pauseMs: 10, timeoutMs: 5_000 });
+    let samples: LoadSample[] = [];
+    let before: ReturnType<typeof attachments>;
+    try {
+      await load.running;
+      for (let i = 0; i < 50 && !load.samples.some((s) => s.ok); i++) await sleep(100);
+      before = attachments(node);
+      const second = startLocalAgent(node, configPath, ['--drain-grace', '60']);
+      started.push(second);
+      await second.ready;
+      assert.match(second.stderr(), /this control plane listens on a port of its own/, 'the successor\'s control plane took another port');
+      first.process.kill('SIGHUP');
+      await sleep(SETTLE_MS);
+    } finally {
+      samples = await load.stop();
+    }
+    let timer: NodeJS.Timeout | undefined;
+    const code = await Promise.race([exited, new Promise<string>((r) => { timer = setTimeout(() => r('still running'), 70_000); })]);
+    clearTimeout(timer);
+    assert.equal(code, 0, `the first weft local drained and exited cleanly:\n${first.stderr().slice(-2000)}`);
+    assert.ok(samples.filter((s) => s.ok).length > 20, `requests ran (${samples.length})`);
+    assert.deepEqual(samples.filter((s) => !s.ok).slice(0, 5), [], 'no request failed');
+    const afterState = attachments(node);
+    assert.deepEqual(afterState.cgroupLinkIds, before.cgroupLinkIds, 'the cgroup links were adopted');
+    assert.deepEqual(afterState.pinnedLinkIds, before.pinnedLinkIds);
+    assert.ok(Object.values(afterState.perType).every((n) => n === 1), JSON.stringify(afterState.perType));
   });
 });
