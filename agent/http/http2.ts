@@ -205,6 +205,8 @@ class Http2Connection {
       if (stream.closed || stream.destroyed) return;
       ex.status = Number(h[':status']);
       if (h['grpc-status'] !== undefined) ex.grpcStatus = String(h['grpc-status']);
+      // Draining (an upgrade): GOAWAY; the streams open finish, the client's next ones go on a new connection, to the successor.
+      if (this.o.draining?.() === true && !this.session.closed) this.session.close();
       const out = h2WithoutConnectionHeaders(h) as http2.OutgoingHttpHeaders;
       if (f & NGHTTP2_FLAG_END_STREAM) {
         // Trailers-only (gRPC errors): one HEADERS frame that ends the stream, as the application sent it.

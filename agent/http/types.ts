@@ -56,8 +56,9 @@ export interface ServeHttpOptions {
   limits: HttpLimits;
   /**
    * The proxy is draining (an agent upgrade, docs/upgrade.md): an HTTP/1.1 response then carries
-   * `Connection: close` and the connection closes after it, so the client's next request opens a
-   * new connection, which reaches the successor agent. Asked at every response head.
+   * `Connection: close` and the connection closes after it; an HTTP/2 session gets GOAWAY (its open
+   * streams finish). The client's next request opens a new connection, which reaches the successor
+   * agent. Asked at every response head.
    */
   draining?(): boolean;
 }

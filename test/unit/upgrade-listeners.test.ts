@@ -5,6 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import http from 'node:http';
+import http2 from 'node:http2';
 import net from 'node:net';
 import { test } from 'node:test';
 import { DEFAULT_DRAIN_GRACE_MS, parseDrainGrace } from '../../agent/node/drain-grace';
@@ -141,6 +142,33 @@ test('draining: HTTP/1.1 keep-alive clients are told to reconnect (Connection: c
     assert.deepEqual(statuses(two), [200, 200], 'a pipelined request waiting is answered before the close');
     assert.match(two, /ok \/c[\s\S]*Connection: close[\s\S]*ok \/d$/i);
   } finally {
+    await proxy.close();
+    await new Promise((r) => app.close(r));
+  }
+});
+
+test('draining: an HTTP/2 session gets GOAWAY after an answer, and the stream it carried completes', { timeout: 10_000 }, async () => {
+  const app = http2.createServer((req, res) => { req.resume(); req.on('end', () => res.end(`ok ${req.url}`)); });
+  const appPort = await listen(app);
+  const proxy = await startProxy({ appPort, protocol: 'http2', draining: () => true });
+  const client = http2.connect(`http://127.0.0.1:${proxy.port}`);
+  client.on('error', () => undefined);
+  try {
+    const goaway = new Promise<number>((r) => client.once('goaway', (code) => r(code)));
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = client.request({ ':path': '/h2' });
+      let body = '';
+      let status = 0;
+      req.on('response', (h) => { status = Number(h[':status']); });
+      req.setEncoding('utf8').on('data', (d: string) => { body += d; });
+      req.on('end', () => resolve({ status, body }));
+      req.on('error', reject);
+      req.end();
+    });
+    assert.deepEqual(answer, { status: 200, body: 'ok /h2' });
+    assert.equal(await goaway, http2.constants.NGHTTP2_NO_ERROR, 'the client was told to go elsewhere, without an error');
+  } finally {
+    client.destroy();
     await proxy.close();
     await new Promise((r) => app.close(r));
   }
