@@ -18,6 +18,7 @@ const f = {
   close: lib.func('int close(int fd)'),
   getsockopt: lib.func('int getsockopt(int fd, int level, int optname, _Out_ void *optval, _Inout_ uint32_t *optlen)'),
   ioctlInt: lib.func('int ioctl(int fd, unsigned long request, _Out_ int *value)'),
+  recv: lib.func('long recv(int fd, _Out_ void *buf, unsigned long len, int flags)'),
   strerror: lib.func('const char *strerror(int errnum)'),
 };
 
@@ -120,4 +121,19 @@ export function ioctlInt(fd: number, request: number, subject: string): number {
   const out = [0];
   check(f.ioctlInt(fd, request, out), 'ioctl', subject);
   return out[0]!;
+}
+
+const MSG_DONTWAIT = 0x40;
+const EAGAIN = 11;
+
+/**
+ * recv() without waiting into `buf`: the bytes read, 0 at EOF, -1 when nothing is there now
+ * (EAGAIN). Other errors are thrown.
+ */
+export function recvNow(fd: number, buf: Buffer, subject: string): number {
+  const n = Number(f.recv(fd, buf, buf.length, MSG_DONTWAIT));
+  if (n >= 0) return n;
+  const errno = koffi.errno();
+  if (errno === EAGAIN) return -1;
+  throw new LibcError('recv', subject, errno);
 }

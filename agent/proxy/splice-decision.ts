@@ -33,6 +33,19 @@ export function chooseSplice(f: SpliceFacts): SpliceChoice {
   return { splice: true };
 }
 
+/** Bytes a young connection moves through user space before it is spliced anyway. */
+export const SPLICE_AFTER_BYTES = 64 * 1024;
+
+/**
+ * Whether a connection relayed so far has proven long-lived enough to splice: it has started a
+ * second exchange (the direction of its bytes changed twice: request, response, next request; or
+ * greeting, command, reply), or it has moved SPLICE_AFTER_BYTES. A connection that closes after
+ * one exchange is never spliced: setting up and forgetting a splice costs more than its bytes.
+ */
+export function spliceWorthIt(c: { bytes: number; turns: number }): boolean {
+  return c.turns >= 3 || c.bytes >= SPLICE_AFTER_BYTES;
+}
+
 /**
  * A direction is flushed when its destination socket has taken into its send queue everything the
  * kernel redirected to it plus what this process wrote after the splice began. `base` is the

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import * as libc from '../../native/libc';
 import type { RelayResult } from './relay';
 import { relay } from './relay';
-import { directionFlushed, splicedTotals } from './splice-decision';
+import { directionFlushed, spliceWorthIt, splicedTotals } from './splice-decision';
 import type { SpliceEnd, SpliceKernel } from './splice-kernel';
 
 /** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
@@ -21,6 +21,8 @@ const EMPTY = Buffer.alloc(0);
 const MAX_HANDOVER_ROUNDS = 8;
 /** Half-close: checks in the next turns of the event loop before falling back to timers. */
 const IMMEDIATE_CHECKS = 8;
+const DRAIN_READ_SIZE = 256 * 1024;
+const MAX_DRAIN_READS = 64;
 
 interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
 const handleOf = (s: Socket): StreamHandle | undefined => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
@@ -42,11 +44,15 @@ export function bytesQueued(fd: number): bigint {
 }
 
 /**
- * Stops this process reading `s` and returns what Node had read but nobody consumed yet. The
+ * Stops this process reading `s` and returns what Node had read but nobody consumed yet, then
+ * empties the socket's receive queue itself. The verdict program takes whole skbs from that queue
+ * (tcp_read_skb ignores how much of the first one a reader already copied): an skb libuv had read
+ * part of would reach the peer twice (measured: 58296 bytes too many in a 1 GiB transfer spliced
+ * after a relayed start). Reading until EAGAIN leaves only whole skbs for the program. The
  * stream's own `reading` flag is cleared with the handle's, so a later resume() or read() (ours,
  * or relay()'s when the splice falls back) starts the handle again.
  */
-function takeOver(s: Socket): Buffer[] {
+function takeOver(s: Socket): { chunks: Buffer[]; eof: boolean } {
   s.pause();
   const chunks: Buffer[] = [];
   for (let c = s.read() as Buffer | null; c !== null; c = s.read() as Buffer | null) chunks.push(c);
@@ -56,7 +62,17 @@ function takeOver(s: Socket): Buffer[] {
     h.readStop();
   }
   (s as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
-  return chunks;
+  const fd = socketFd(s);
+  let eof = false;
+  // Bounded: a receive queue holds at most tcp_rmem's maximum (6 MiB by default).
+  for (let i = 0; fd !== undefined && i < MAX_DRAIN_READS; i++) {
+    const buf = Buffer.allocUnsafe(DRAIN_READ_SIZE);
+    const n = libc.recvNow(fd, buf, 'spliced socket');
+    if (n === 0) eof = true;
+    if (n <= 0) break;
+    chunks.push(buf.subarray(0, n));
+  }
+  return { chunks, eof };
 }
 
 const ended = (s: Socket): boolean => s.readableEnded || (s as unknown as { _readableState: { ended: boolean } })._readableState.ended;
@@ -78,11 +94,53 @@ export interface SpliceOptions {
 
 /**
  * Moves bytes both ways between `down` (the client's accepted socket) and `up` (a plain socket,
- * not a pooled one, to the destination pod) until both directions are done, in the kernel. When
- * the handover cannot happen (a side already ended, or the kernel refuses a socket) it relays in
- * user space instead: the caller gets the same RelayResult either way.
+ * not a pooled one, to the destination pod) until both directions are done. It relays in user
+ * space while the connection is young and splices it in the kernel once it has proven long-lived
+ * (spliceWorthIt: a second exchange, or enough bytes): a connection that closes after one
+ * exchange would pay the splice's setup for nothing. The caller gets the same RelayResult either way.
  */
-export async function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
+export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
+  return new Promise((resolve) => {
+    let sent = 0, recv = 0, turns = 0, last: 'up' | 'down' | undefined;
+    let error: Error | undefined;
+    const onDrainUp = (): void => { down.resume(); };
+    const onDrainDown = (): void => { up.resume(); };
+    const fromDown = (c: Buffer): void => {
+      sent += c.length;
+      if (!up.write(c)) { down.pause(); up.once('drain', onDrainUp); }
+      moved('up');
+    };
+    const fromUp = (c: Buffer): void => {
+      recv += c.length;
+      if (!down.write(c)) { up.pause(); down.once('drain', onDrainDown); }
+      moved('down');
+    };
+    const onEnd = (): void => hand(relay);
+    // As relay() does: an error on one side cuts the other. Both 'close' events come later, so
+    // relay() still sees them.
+    const onDownError = (e: Error): void => { error ??= e; up.destroy(); hand(relay); };
+    const onUpError = (e: Error): void => { error ??= e; if (!down.destroyed) down.resetAndDestroy(); hand(relay); };
+    const moved = (to: 'up' | 'down'): void => {
+      if (to !== last) { turns++; last = to; }
+      if (spliceWorthIt({ bytes: sent + recv, turns })) hand((d, u) => spliceNow(d, u, o));
+    };
+    let handed = false;
+    const hand = (next: (d: Socket, u: Socket) => Promise<RelayResult>): void => {
+      if (handed) return;
+      handed = true;
+      down.off('data', fromDown).off('end', onEnd).off('error', onDownError).off('drain', onDrainDown);
+      up.off('data', fromUp).off('end', onEnd).off('error', onUpError).off('drain', onDrainUp);
+      resolve(next(down, up).then((r) => ({ ...r, sent: r.sent + sent, received: r.received + recv, ...(r.error ?? error ? { error: r.error ?? error } : {}) })));
+    };
+    down.on('data', fromDown).on('end', onEnd).on('error', onDownError);
+    up.on('data', fromUp).on('end', onEnd).on('error', onUpError);
+    down.resume();
+    up.resume();
+  });
+}
+
+/** Splices at once (spliceSockets does after the connection proved long-lived). */
+export async function spliceNow(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
   let userSent = 0, userRecv = 0;
   const fallback = async (reason: string): Promise<RelayResult> => {
     o.onOutcome?.(false, reason);
@@ -94,11 +152,20 @@ export async function spliceSockets(down: Socket, up: Socket, o: SpliceOptions):
   // it is taken over until a turn finds nothing new; the splice follows in that same turn, before
   // libuv can read again.
   for (let round = 0; ; round++) {
-    const fromDown = takeOver(down);
-    const fromUp = takeOver(up);
+    let fromDown: Buffer[], fromUp: Buffer[];
+    let eof: boolean;
+    try {
+      const d = takeOver(down), u = takeOver(up);
+      ({ chunks: fromDown } = d);
+      ({ chunks: fromUp } = u);
+      eof = d.eof || u.eof;
+    } catch (e) {
+      return fallback(`reading a socket during the handover failed: ${(e as Error).message}`);
+    }
     for (const c of fromDown) { up.write(c); userSent += c.length; }
     for (const c of fromUp) { down.write(c); userRecv += c.length; }
-    if (ended(down) || ended(up)) return fallback('a side had already ended');
+    // At EOF the kernel keeps answering 0, so the relay still sees it.
+    if (eof || ended(down) || ended(up)) return fallback('a side had already ended');
     if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
     if (fromDown.length === 0 && fromUp.length === 0 && up.writableLength === 0 && down.writableLength === 0) break;
     if (round === MAX_HANDOVER_ROUNDS) return fallback(`bytes still arriving in user space after ${round} handover rounds`);

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../agent/config/parse';
-import { chooseSplice, directionFlushed, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
+import { chooseSplice, directionFlushed, SPLICE_AFTER_BYTES, spliceWorthIt, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
 import { decodePeer, encodePeer } from '../../agent/proxy/splice-kernel';
 
 const SPLICED: SpliceFacts = { path: 'local', protocol: 'tcp', allowed: true, available: true, socket: true };
@@ -25,6 +25,15 @@ test('chooseSplice: only an allowed same-node plain TCP connection, with splicin
     assert.equal(c.splice, false, JSON.stringify(change));
     assert.match((c as { reason: string }).reason, why, JSON.stringify(change));
   }
+});
+
+test('spliceWorthIt: a second exchange or 64 KiB makes a connection worth splicing; one request and its answer do not', () => {
+  assert.equal(spliceWorthIt({ bytes: 0, turns: 0 }), false);
+  assert.equal(spliceWorthIt({ bytes: 300, turns: 1 }), false, 'a request');
+  assert.equal(spliceWorthIt({ bytes: 900, turns: 2 }), false, 'a request and its answer (Connection: close)');
+  assert.equal(spliceWorthIt({ bytes: 1000, turns: 3 }), true, 'the next request on a kept-alive connection');
+  assert.equal(spliceWorthIt({ bytes: SPLICE_AFTER_BYTES - 1, turns: 2 }), false);
+  assert.equal(spliceWorthIt({ bytes: SPLICE_AFTER_BYTES, turns: 1 }), true, 'bulk in one direction');
 });
 
 test('directionFlushed: the peer must have queued everything redirected plus what the proxy wrote after the splice', () => {
