@@ -1,6 +1,6 @@
 /**
- * Weft's install manifests (daemonset/*.yaml; monitoring/ is not part of `kubectl apply -f
- * daemonset/`) against a real kube-apiserver with its controller manager (test/support/
+ * Weft's install manifests (daemonset/*.yaml, listed in daemonset/kustomization.yaml; monitoring/ is
+ * not part of `kubectl apply -k daemonset/`) against a real kube-apiserver with its controller manager (test/support/
  * kube-cluster.ts): every object is accepted by a server-side apply, the CRDs become Established
  * with the subresources and printer columns they declare, and the TrafficPolicy, AuthorizationPolicy
  * and PeerAuthentication schemas make the API server itself refuse malformed policies, its error
@@ -28,7 +28,9 @@ interface ManifestObject {
   spec?: Record<string, unknown>;
 }
 
-const files = readdirSync(DAEMONSET).filter((f) => f.endsWith('.yaml') || f.endsWith('.yml') || f.endsWith('.json')).sort();
+/** kustomization.yaml lists the others for `kubectl apply -k`; it is not an object itself. */
+const KUSTOMIZATION = 'kustomization.yaml';
+const files = readdirSync(DAEMONSET).filter((f) => (f.endsWith('.yaml') || f.endsWith('.yml') || f.endsWith('.json')) && f !== KUSTOMIZATION).sort();
 const objects = (file: string): ManifestObject[] =>
   parseAllDocuments(readFileSync(join(DAEMONSET, file), 'utf8')).map((d) => d.toJS() as ManifestObject | null).filter((o): o is ManifestObject => o !== null);
 /** Install order as an operator would run it: the namespace and the CRDs before what lives in them. */
@@ -86,6 +88,37 @@ test('every manifest in daemonset/ is accepted by the real API server (kubectl a
   // Applying the same manifests again changes nothing and is accepted (an upgrade with no change).
   const again = await kubectl(['apply', '--server-side', '--field-manager=weft-install', '-f', join(DAEMONSET, 'crds.yaml'), '-f', join(DAEMONSET, 'rbac.yaml')]);
   assert.match(again, /serverside-applied/);
+});
+
+/** `Kind namespace/name` of every object in these manifests. */
+const idOf = (o: ManifestObject): string => `${o.apiVersion} ${o.kind} ${o.metadata.namespace ?? ''}/${o.metadata.name}`;
+
+/** `kubectl apply -k daemonset/`, then every object of every manifest must exist. */
+async function applyKustomization(): Promise<void> {
+  const out = await kubectl(['apply', '-k', DAEMONSET]);
+  for (const obj of ordered.flatMap(objects)) {
+    const group = obj.apiVersion.includes('/') ? obj.apiVersion.split('/')[0] : '';
+    const resource = `${obj.kind.toLowerCase()}${group ? `.${group}` : ''}`;
+    const args = ['get', resource, obj.metadata.name, '-o', 'jsonpath={.metadata.name}'];
+    if (obj.metadata.namespace) args.push('-n', obj.metadata.namespace);
+    assert.equal(await kubectl(args), obj.metadata.name, `${obj.kind} ${obj.metadata.namespace ?? ''}/${obj.metadata.name} after apply -k:\n${out}`);
+  }
+}
+
+test('daemonset/kustomization.yaml lists every install manifest: `kubectl kustomize daemonset/` renders exactly the objects of the files, unchanged', async () => {
+  const listed = (parseAllDocuments(readFileSync(join(DAEMONSET, KUSTOMIZATION), 'utf8'))[0]!.toJS() as { resources: string[] }).resources;
+  assert.deepEqual([...listed].sort(), files, `${KUSTOMIZATION} resources`);
+  const rendered = parseAllDocuments(await kubectl(['kustomize', DAEMONSET])).map((d) => d.toJS() as ManifestObject).filter((o) => o !== null);
+  const declared = ordered.flatMap(objects);
+  assert.deepEqual(rendered.map(idOf).sort(), declared.map(idOf).sort());
+  const byId = new Map(declared.map((o) => [idOf(o), o]));
+  for (const o of rendered) assert.deepEqual(o, byId.get(idOf(o)), `${idOf(o)} rendered as written (no prefix, label or patch)`);
+});
+
+test('`kubectl apply -k daemonset/` installs namespace, CRDs, RBAC, control plane and agents in one command (here over the server-side apply above, as an upgrade would): every object exists afterwards, and applying it again is accepted', async () => {
+  await applyKustomization();
+  const again = await kubectl(['apply', '-k', DAEMONSET]);
+  assert.ok(!/created/.test(again), `a second apply -k created something: ${again}`);
 });
 
 test('the CRDs are Established with the status subresource and printer columns they declare', async () => {
@@ -293,10 +326,15 @@ test('the status subresource of AuthorizationPolicy and PeerAuthentication takes
   }
 });
 
-test('uninstalling (kubectl delete -f on the manifests) removes every object; the namespace controller empties and removes weft-system', async () => {
-  for (const file of [...ordered].reverse()) await kubectl(['delete', '--ignore-not-found', '--wait=false', '-f', join(DAEMONSET, file)]);
+test('uninstalling (kubectl delete -k daemonset/) removes every object; the namespace controller empties and removes weft-system', async () => {
+  await kubectl(['delete', '-k', DAEMONSET, '--ignore-not-found', '--wait=false']);
   await waitFor('namespace weft-system to be gone', async () => (await cluster.kubectl(['get', 'namespace', 'weft-system'])).code !== 0);
   await waitFor('the Weft CRDs to be gone', async () => (await kubectl(['get', 'crd', '-o', 'name'])).split('\n').every((n) => !n.includes('weft.dev')));
   const left = await kubectl(['get', 'clusterroles,clusterrolebindings', '-o', 'name']);
   assert.ok(!left.includes('weft-'), `left behind: ${left}`);
+});
+
+test('on the emptied cluster, one `kubectl apply -k daemonset/` installs everything from nothing (the namespace and CRDs ordered before what needs them)', async () => {
+  await applyKustomization();
+  await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', join(DAEMONSET, 'crds.yaml')]);
 });
