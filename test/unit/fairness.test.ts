@@ -171,3 +171,48 @@ test('FairShare.gate: a bulk socket reads at most the budget per turn of the eve
   assert.equal(free.total, bytes);
   assert.ok(free.maxPerTurn > gated.maxPerTurn, `ungated ${free.maxPerTurn} per turn against gated ${gated.maxPerTurn}`);
 });
+
+test('FairShare under overload: a lag sample above the threshold sheds the noisiest pod (refused, reported once), then probation rations it, then it is free again', () => {
+  let now = 0;
+  const reports: string[] = [];
+  const share = new FairShare(() => config({ overloadLagMs: 20, shedMs: 200, readBudgetBytes: 64 * 1024 }),
+    (account, lagMs, _c, sheds, shedMs) => reports.push(`${account.key} lag ${lagMs} sheds ${sheds} for ${shedMs}`), () => now);
+  const sample = () => (share as unknown as { sample(): void }).sample();
+  /** Time passing calmly: a sample every 10 ms, as the timer takes them. */
+  const calm = (ms: number) => { for (let t = 0; t < ms; t += 10) { now += 10; sample(); } };
+  const noisy = podAccount({ namespace: 'shop', name: 'noisy' });
+  const quiet = podAccount({ namespace: 'shop', name: 'quiet' });
+  for (let i = 0; i < 20; i++) { const t = share.admit(noisy); assert.ok(t.ok); t.ticket.close(); }
+  assert.ok(share.admit(quiet).ok);
+  // A calm sample (10 ms apart, as the timer runs): nothing happens.
+  (share as unknown as { lastSample: number }).lastSample = now;
+  calm(10);
+  assert.ok(share.admit(noisy).ok, 'no overload, no shedding');
+  // The loop stalled 50 ms: overload, the noisiest (20 connections against 1) is shed.
+  now += 50; sample();
+  assert.deepEqual(reports, ['shop/noisy lag 40 sheds 1 for 200']);
+  const refused = share.admit(noisy);
+  assert.ok(!refused.ok && refused.refusal.reason === 'overload');
+  assert.ok(share.admit(quiet).ok, 'the quiet pod is served');
+  assert.equal(share.snapshot().find((a) => a.account === 'shop/noisy')?.shed, true);
+  // The shed ends: probation, one new connection per 10 ms sample.
+  calm(200);
+  assert.equal(share.snapshot().find((a) => a.account === 'shop/noisy')?.shed, false);
+  assert.ok(share.admit(noisy).ok, 'one connection in this sample');
+  const rationed = share.admit(noisy);
+  assert.ok(!rationed.ok && rationed.refusal.reason === 'overload' && /may open one connection/.test(rationed.refusal.detail));
+  calm(10);
+  assert.ok(share.admit(noisy).ok, 'the next sample brings the next one');
+  // Overload again while on probation: shed twice as long, not reported again within 10 s.
+  now += 50; sample();
+  const again = share.admit(noisy);
+  assert.ok(!again.ok && again.refusal.reason === 'overload');
+  calm(390);
+  assert.equal(share.snapshot().find((a) => a.account === 'shop/noisy')?.shed, true, 'still shed after 390 of 400 ms');
+  calm(10);
+  assert.equal(share.snapshot().find((a) => a.account === 'shop/noisy')?.shed, false);
+  assert.equal(reports.length, 1);
+  // Probation (4 x 400 ms) over and calm: free again, any number of connections.
+  calm(1700);
+  for (let i = 0; i < 5; i++) assert.ok(share.admit(noisy).ok, `connection ${i} after probation`);
+});
