@@ -28,6 +28,8 @@ export interface LeaderElectionOptions {
 export type LeasesApi = Pick<CoordinationV1Api, 'readNamespacedLease' | 'createNamespacedLease' | 'replaceNamespacedLease'>;
 
 const log = operationalLogger('leader');
+/** How long close() waits for the API server (the step in flight, then the release). */
+const CLOSE_BOUND_MS = 2_000;
 
 function view(lease: V1Lease): LeaseView {
   const spec = lease.spec ?? {};
@@ -80,20 +82,21 @@ export class LeaderElector {
   async close(): Promise<void> {
     this.closed = true;
     if (this.timer) clearTimeout(this.timer);
-    await this.running;
+    // An API server that does not answer must not hold up a stop: past the bound the Lease simply expires.
+    const bounded = <T>(p: Promise<T> | undefined): Promise<T | 'timeout' | undefined> =>
+      Promise.race([p, new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), CLOSE_BOUND_MS).unref())]);
+    await bounded(this.running);
     const wasLeading = this.leading;
     this.stepDown('stopping');
     if (!wasLeading || this.last === undefined) return;
-    try {
-      const spec = this.last.spec ?? {};
-      await this.api.replaceNamespacedLease({
-        namespace: this.options.namespace, name: this.options.name,
-        body: { ...this.last, spec: { ...spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime(Date.now()) } },
-      });
-      log.info({ lease: this.lease, identity: this.options.identity }, 'released the Lease');
-    } catch (error) {
-      log.info({ lease: this.lease, reason: apiFailure(error).message }, 'could not release the Lease; another replica takes it when it expires');
-    }
+    const spec = this.last.spec ?? {};
+    const release = this.api.replaceNamespacedLease({
+      namespace: this.options.namespace, name: this.options.name,
+      body: { ...this.last, spec: { ...spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new V1MicroTime(Date.now()) } },
+    }).then(() => 'released' as const, (error: unknown) => apiFailure(error).message);
+    const outcome = await bounded(release);
+    if (outcome === 'released') log.info({ lease: this.lease, identity: this.options.identity }, 'released the Lease');
+    else log.info({ lease: this.lease, reason: outcome === 'timeout' ? `no answer in ${CLOSE_BOUND_MS / 1000} s` : outcome }, 'could not release the Lease; another replica takes it when it expires');
   }
 
   private loop(): void {
