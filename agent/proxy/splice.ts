@@ -44,15 +44,12 @@ export function bytesQueued(fd: number): bigint {
 }
 
 /**
- * Stops this process reading `s` and returns what Node had read but nobody consumed yet, then
- * empties the socket's receive queue itself. The verdict program takes whole skbs from that queue
- * (tcp_read_skb ignores how much of the first one a reader already copied): an skb libuv had read
- * part of would reach the peer twice (measured: 58296 bytes too many in a 1 GiB transfer spliced
- * after a relayed start). Reading until EAGAIN leaves only whole skbs for the program. The
- * stream's own `reading` flag is cleared with the handle's, so a later resume() or read() (ours,
- * or relay()'s when the splice falls back) starts the handle again.
+ * Stops this process reading `s` and returns what Node had read but nobody consumed yet. The
+ * stream's `reading` flag is left set: Node then asks the handle for nothing (its maybeReadMore,
+ * queued by the push that delivered the last chunk, restarted reading during the handover, and
+ * libuv read part of an skb the program then sent whole: 64 KiB twice). letRead() clears it.
  */
-function takeOver(s: Socket): { chunks: Buffer[]; eof: boolean } {
+function takeOver(s: Socket): Buffer[] {
   s.pause();
   const chunks: Buffer[] = [];
   for (let c = s.read() as Buffer | null; c !== null; c = s.read() as Buffer | null) chunks.push(c);
@@ -61,18 +58,34 @@ function takeOver(s: Socket): { chunks: Buffer[]; eof: boolean } {
     h.reading = false;
     h.readStop();
   }
+  (s as unknown as { _readableState: { reading: boolean } })._readableState.reading = true;
+  return chunks;
+}
+
+/** Lets Node read `s` again: the next resume() or read() (ours, or relay()'s) starts the handle. */
+function letRead(s: Socket): void {
   (s as unknown as { _readableState: { reading: boolean } })._readableState.reading = false;
+}
+
+/**
+ * Empties the socket's receive queue with non-blocking recv() until EAGAIN. The verdict program
+ * takes whole skbs from that queue (tcp_read_skb does not skip what a reader already copied from
+ * the first one): an skb libuv had read part of reached the peer twice (58296 bytes too many in a
+ * 1 GiB transfer spliced after a relayed start). After this, only whole skbs wait there, as long
+ * as nobody reads. `complete` is false when the bound was hit before EAGAIN.
+ */
+function drainQueue(s: Socket): { chunks: Buffer[]; eof: boolean; complete: boolean } {
   const fd = socketFd(s);
-  let eof = false;
+  const chunks: Buffer[] = [];
+  if (fd === undefined) return { chunks, eof: false, complete: false };
   // Bounded: a receive queue holds at most tcp_rmem's maximum (6 MiB by default).
-  for (let i = 0; fd !== undefined && i < MAX_DRAIN_READS; i++) {
+  for (let i = 0; i < MAX_DRAIN_READS; i++) {
     const buf = Buffer.allocUnsafe(DRAIN_READ_SIZE);
     const n = libc.recvNow(fd, buf, 'spliced socket');
-    if (n === 0) eof = true;
-    if (n <= 0) break;
+    if (n <= 0) return { chunks, eof: n === 0, complete: true };
     chunks.push(buf.subarray(0, n));
   }
-  return { chunks, eof };
+  return { chunks, eof: false, complete: false };
 }
 
 const ended = (s: Socket): boolean => s.readableEnded || (s as unknown as { _readableState: { ended: boolean } })._readableState.ended;
@@ -144,33 +157,41 @@ export async function spliceNow(down: Socket, up: Socket, o: SpliceOptions): Pro
   let userSent = 0, userRecv = 0;
   const fallback = async (reason: string): Promise<RelayResult> => {
     o.onOutcome?.(false, reason);
+    letRead(down);
+    letRead(up);
     const r = await relay(down, up);
     return { ...r, sent: r.sent + userSent, received: r.received + userRecv };
   };
   // What this process has read goes first, written into the kernel before the sockets are spliced.
   // Another reader may start a handle again while a write is flushed (the fairness gate does), so
-  // it is taken over until a turn finds nothing new; the splice follows in that same turn, before
-  // libuv can read again.
+  // it is taken over until a turn finds nothing new.
   for (let round = 0; ; round++) {
-    let fromDown: Buffer[], fromUp: Buffer[];
-    let eof: boolean;
-    try {
-      const d = takeOver(down), u = takeOver(up);
-      ({ chunks: fromDown } = d);
-      ({ chunks: fromUp } = u);
-      eof = d.eof || u.eof;
-    } catch (e) {
-      return fallback(`reading a socket during the handover failed: ${(e as Error).message}`);
-    }
+    const fromDown = takeOver(down), fromUp = takeOver(up);
     for (const c of fromDown) { up.write(c); userSent += c.length; }
     for (const c of fromUp) { down.write(c); userRecv += c.length; }
-    // At EOF the kernel keeps answering 0, so the relay still sees it.
-    if (eof || ended(down) || ended(up)) return fallback('a side had already ended');
+    if (ended(down) || ended(up)) return fallback('a side had already ended');
     if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
     if (fromDown.length === 0 && fromUp.length === 0 && up.writableLength === 0 && down.writableLength === 0) break;
     if (round === MAX_HANDOVER_ROUNDS) return fallback(`bytes still arriving in user space after ${round} handover rounds`);
     await Promise.all([flushed(up), flushed(down)]);
   }
+  // Now nothing reads either socket: what waits in the kernel is taken once, down to whole skbs,
+  // and written on before the program starts (it waits for that write to be queued; meanwhile new
+  // bytes wait as whole skbs, read by no one).
+  let d, u;
+  try {
+    d = drainQueue(down);
+    u = drainQueue(up);
+  } catch (e) {
+    return fallback(`reading a socket during the handover failed: ${(e as Error).message}`);
+  }
+  for (const c of d.chunks) { up.write(c); userSent += c.length; }
+  for (const c of u.chunks) { down.write(c); userRecv += c.length; }
+  // At EOF the kernel keeps answering 0, so the relay still sees it.
+  if (d.eof || u.eof) return fallback('a side had already ended');
+  if (!d.complete || !u.complete) return fallback('a receive queue did not empty during the handover');
+  await Promise.all([flushed(up), flushed(down)]);
+  if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
   const fdDown = socketFd(down), fdUp = socketFd(up);
   if (fdDown === undefined || fdUp === undefined) return fallback('a socket has no file descriptor');
   let a: SpliceEnd | undefined, b: SpliceEnd | undefined;
@@ -237,6 +258,8 @@ function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { d
     };
     finish(down, cDown, up, base.up, () => extraSent);
     finish(up, cUp, down, base.down, () => extraRecv);
+    letRead(down);
+    letRead(up);
     down.resume();
     up.resume();
   });

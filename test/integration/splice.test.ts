@@ -348,8 +348,8 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     await agent.ready;
     // 64 MiB: a young connection's first bytes are relayed, and the handover reads what waits.
     const { client, server: seen } = await bulk(64 * 2 ** 20);
-    assert.equal(client.gotSha, seen.sentSha);
-    assert.equal(seen.gotSha, client.sentSha);
+    assert.equal(seen.gotSha, client.sentSha, `client -> server: ${JSON.stringify({ client, seen })}`);
+    assert.equal(client.gotSha, seen.sentSha, `server -> client: ${JSON.stringify({ client, seen })}`);
     assert.ok((await splice()).counters.redirected !== '0', 'a restarted agent splices again');
   });
 });
