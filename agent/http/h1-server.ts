@@ -48,6 +48,8 @@ export interface H1ServerHandlers {
   upgrade(req: H1Head, socket: Duplex, head: Buffer): void;
   /** A CONNECT request at its turn: the connection is the handler's now. */
   connect(req: H1Head, socket: Duplex): void;
+  /** The proxy is draining (an agent upgrade, docs/upgrade.md): answers say `connection: close` and the connection closes after them. */
+  draining?(): boolean;
 }
 
 /** Header values as Node writes them: a list is one field line per value. */
@@ -110,6 +112,7 @@ export class H1Response {
       if (req.http10) req.closeAfter = true;
       else { this.chunked = true; head += 'transfer-encoding: chunked\r\n'; }
     }
+    if (!req.closeAfter && this.conn.drainsAfter()) req.closeAfter = true;
     if (req.closeAfter) head += 'connection: close\r\n';
     else if (req.http10) head += 'connection: keep-alive\r\n';
     this.head = `${head}\r\n`;
@@ -228,6 +231,11 @@ class H1Connection {
       body: (b) => this.onBody(b),
       messageComplete: () => this.onMessageComplete(),
     });
+  }
+
+  /** Draining, and no pipelined request waits behind the one being answered: close after its answer. */
+  drainsAfter(): boolean {
+    return this.queue.length <= 1 && this.h.draining?.() === true;
   }
 
   start(head: Buffer | undefined): void {

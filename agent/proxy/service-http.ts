@@ -110,6 +110,7 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
       request: (req, res) => { requests++; void handleRequest(ctx, req, res); },
       upgrade: (req, socket, upgradeHead) => { requests++; void upgrade(env, c, req, socket, upgradeHead, log); },
       connect: (req, socket) => { refuseRaw(socket, 405, 'CONNECT to a Service is not supported'); if (wantsLine(env.accessLog, { decision: 'allow', status: 405 })) log().info({ method: req.method, path: req.url }, 'CONNECT refused'); },
+      ...(env.delivery.draining ? { draining: env.delivery.draining } : {}),
     });
   } else {
     if (head && head.length > 0) client.unshift(head);

@@ -12,6 +12,7 @@ import { DEFAULT_DRAIN_GRACE_MS, parseDrainGrace } from '../../agent/node/drain-
 import { PORTS } from '../../agent/node/ports';
 import { listenerSlot, listenShared, sharedListenerFd } from '../../agent/proxy/shared-listener';
 import { Drainer } from '../../agent/proxy/drain';
+import { serveH1 } from '../../agent/http/h1-server';
 import { planProxyCgroups } from '../../agent/redirect/proxy-cgroups';
 import * as libc from '../../native/libc';
 import { listen, rawExchange, startProxy, statuses } from './http-fixture';
@@ -171,5 +172,31 @@ test('draining: an HTTP/2 session gets GOAWAY after an answer, and the stream it
     client.destroy();
     await proxy.close();
     await new Promise((r) => app.close(r));
+  }
+});
+
+test('draining: the Service path\'s HTTP/1.1 server (h1-server) closes after the answer, pipelined requests answered first', { timeout: 10_000 }, async () => {
+  const server = net.createServer((socket) => {
+    serveH1(socket, undefined, { headersTimeoutMs: 5_000, idleTimeoutMs: 5_000, maxHeaderBytes: 1024 }, {
+      request(req, res) {
+        if (!req.bodyless) req.body().resume();
+        const body = Buffer.from(`ok ${req.url}`);
+        res.writeHead(200, { 'content-length': String(body.length) });
+        res.end(body);
+      },
+      upgrade: (_req, s) => s.destroy(),
+      connect: (_req, s) => s.destroy(),
+      draining: () => true,
+    });
+  });
+  const port = await listen(server);
+  try {
+    const one = await rawExchange(port, 'GET /s HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.deepEqual(statuses(one), [200]);
+    assert.match(one, /\r\nconnection: close\r\n/i);
+    const two = await rawExchange(port, 'GET /p HTTP/1.1\r\nHost: x\r\n\r\nGET /q HTTP/1.1\r\nHost: x\r\n\r\n');
+    assert.deepEqual(statuses(two), [200, 200], 'the pipelined request is answered before the close');
+  } finally {
+    await new Promise((r) => server.close(r));
   }
 });
