@@ -100,6 +100,16 @@ async function routeStatus(): Promise<{ generation: number; resourceVersion: str
   };
 }
 
+/** Replaces the Lease's spec fields with the resourceVersion read, as an elector does; a 409 (a renewal in between) is tried again, at most 10 times. */
+async function replaceLease(spec: Record<string, unknown>): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const lease = JSON.parse(await kubectl(['get', 'lease', 'weft-controlplane', '-n', 'weft-system', '-o', 'json'])) as { spec: Record<string, unknown> };
+    const r = await cluster.kubectl(['replace', '-f', '-'], JSON.stringify({ ...lease, spec: { ...lease.spec, ...spec } }));
+    if (r.code === 0) return;
+    if (!/Conflict|has been modified/.test(r.stderr) || attempt === 10) assert.fail(`kubectl replace of the Lease exited ${r.code}: ${r.stderr.trim()}`);
+  }
+}
+
 const route = (prefix: string): object => ({
   apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'web-route', namespace: NS },
   spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web', port: 80 }], rules: [{ matches: [{ path: { type: 'PathPrefix', value: prefix } }], backendRefs: [{ name: 'web', port: 80 }] }] },
@@ -223,6 +233,27 @@ test('a route\'s status is written by the leader alone: the follower, which has 
   assert.equal(writes(leader), leaderWrites, 'the leader wrote a status that was already current');
 });
 
+test('a leader whose Lease is taken stops writing at its next renewal: a route edited then is written by nobody until a replica holds the Lease again', async () => {
+  const name = (await holder())!;
+  const leader = replicas.find((r) => r.name === name)!;
+  const stepDowns = (r: Replica): number => r.output.split('\n').filter((l) => l.includes('"msg":"stopped leading')).length;
+  const stepped = stepDowns(leader);
+  // Someone else takes the Lease (a replace with the resourceVersion read, as an elector does), for an hour.
+  await replaceLease({ holderIdentity: 'lead10-thief', leaseDurationSeconds: 3600 });
+  await waitFor(`${name} to log that it stopped leading`, () => stepDowns(leader) > stepped || undefined);
+  const writesBefore = replicas.map(writes);
+  const before = await routeStatus();
+  await apply(route('/v2'));
+  for (const r of replicas) await waitFor(`${r.name} serving the edit`, () => JSON.stringify(r.latest?.httpRoutes ?? []).includes('/v2') || undefined);
+  assert.equal(await holder(), 'lead10-thief', 'a replica took a live Lease');
+  assert.deepEqual(replicas.map(writes), writesBefore, `a replica wrote status without the Lease\n${outputs()}`);
+  assert.equal((await routeStatus()).accepted?.observedGeneration, before.generation, 'the edit\'s status was written while nobody led');
+  // Given back (empty holder): a replica takes it at its next look and writes the edit's status.
+  await replaceLease({ holderIdentity: '', leaseDurationSeconds: 15 });
+  await waitFor('a replica holding the Lease again', async () => { const h = await holder(); return h === 'cp-a' || h === 'cp-b' ? h : undefined; });
+  await waitFor('the edit\'s status', async () => { const s = await routeStatus(); return s.accepted?.observedGeneration === s.generation && s.generation > before.generation || undefined; });
+});
+
 test('after the leader is killed (SIGKILL, no release), the other takes the Lease once it expires and writes the status of a route edited meanwhile; both sign certificates and serve discovery throughout', async (t) => {
   const name = (await holder())!;
   const leader = replicas.find((r) => r.name === name)!;
@@ -236,6 +267,7 @@ test('after the leader is killed (SIGKILL, no release), the other takes the Leas
   await new Promise((resolve) => (leader.child.exitCode !== null || leader.child.signalCode !== null ? resolve(null) : leader.child.once('exit', resolve)));
   const beforeEdit = writes(survivor);
   assert.equal(beforeEdit, 0);
+  const generation = (await routeStatus()).generation + 1;
   await apply(route('/api'));
   // Nobody leads yet (the lease has not expired): the survivor still signs and serves the edit.
   const gap = (await holder()) === name;
@@ -248,11 +280,11 @@ test('after the leader is killed (SIGKILL, no release), the other takes the Leas
   const led = logLines(survivor, 'leading: this replica writes status and Events');
   assert.equal(led.length, 1);
   assert.equal(led[0]!.previous, name, 'the survivor took the Lease over from the dead leader');
-  const status = await waitFor('HTTPRoute status Accepted for generation 2', async () => {
+  const status = await waitFor(`HTTPRoute status Accepted for generation ${generation}`, async () => {
     const s = await routeStatus();
-    return s.generation === 2 && s.accepted?.status === 'True' && s.accepted.observedGeneration === 2 ? s : undefined;
+    return s.generation === generation && s.accepted?.status === 'True' && s.accepted.observedGeneration === generation ? s : undefined;
   });
-  t.diagnostic(`failover: SIGKILL -> ${survivor.name} holds the Lease ${took} ms, -> generation 2's status written ${Date.now() - killed} ms`);
+  t.diagnostic(`failover: SIGKILL -> ${survivor.name} holds the Lease ${took} ms, -> generation ${generation}'s status written ${Date.now() - killed} ms`);
   // The API server has the status before the writer has the answer and logs it.
   await waitFor(`${survivor.name} to log its status write`, () => writes(survivor) >= 1 || undefined);
   // It had the edited route in its view since long before it took the Lease: had its writer been
