@@ -21,8 +21,8 @@ const EMPTY = Buffer.alloc(0);
 const MAX_HANDOVER_ROUNDS = 8;
 /** Half-close: checks in the next turns of the event loop before falling back to timers. */
 const IMMEDIATE_CHECKS = 8;
-const DRAIN_READ_SIZE = 256 * 1024;
-const MAX_DRAIN_READS = 64;
+const DRAIN_READ_SIZE = 1 << 20;
+const MAX_DRAIN_READS = 16;
 
 interface StreamHandle { fd?: number; reading?: boolean; readStop(): number }
 const handleOf = (s: Socket): StreamHandle | undefined => (s as unknown as { _handle?: StreamHandle | null })._handle ?? undefined;
@@ -178,20 +178,25 @@ export async function spliceNow(down: Socket, up: Socket, o: SpliceOptions): Pro
   // Now nothing reads either socket: what waits in the kernel is taken once, down to whole skbs,
   // and written on before the program starts (it waits for that write to be queued; meanwhile new
   // bytes wait as whole skbs, read by no one).
-  let d, u;
-  try {
-    d = drainQueue(down);
-    u = drainQueue(up);
-  } catch (e) {
-    return fallback(`reading a socket during the handover failed: ${(e as Error).message}`);
+  // A fast sender can keep a queue from emptying within the bound: write on what was read, wait
+  // (the queue then fills at most to its receive buffer), and read again.
+  for (let round = 0; ; round++) {
+    let d, u;
+    try {
+      d = drainQueue(down);
+      u = drainQueue(up);
+    } catch (e) {
+      return fallback(`reading a socket during the handover failed: ${(e as Error).message}`);
+    }
+    for (const c of d.chunks) { up.write(c); userSent += c.length; }
+    for (const c of u.chunks) { down.write(c); userRecv += c.length; }
+    // At EOF the kernel keeps answering 0, so the relay still sees it.
+    if (d.eof || u.eof) return fallback('a side had already ended');
+    await Promise.all([flushed(up), flushed(down)]);
+    if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
+    if (d.complete && u.complete) break;
+    if (round === MAX_HANDOVER_ROUNDS) return fallback(`a receive queue did not empty in ${round} handover rounds`);
   }
-  for (const c of d.chunks) { up.write(c); userSent += c.length; }
-  for (const c of u.chunks) { down.write(c); userRecv += c.length; }
-  // At EOF the kernel keeps answering 0, so the relay still sees it.
-  if (d.eof || u.eof) return fallback('a side had already ended');
-  if (!d.complete || !u.complete) return fallback('a receive queue did not empty during the handover');
-  await Promise.all([flushed(up), flushed(down)]);
-  if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
   const fdDown = socketFd(down), fdUp = socketFd(up);
   if (fdDown === undefined || fdUp === undefined) return fallback('a socket has no file descriptor');
   let a: SpliceEnd | undefined, b: SpliceEnd | undefined;
