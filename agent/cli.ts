@@ -21,13 +21,15 @@ commands:
                          elect a leader on a Lease (default weft-controlplane in POD_NAMESPACE, else
                          weft-system; holder POD_NAME): every replica serves, only the leader writes
                          status and Events (--leader-elect=false: this one always writes)
-  agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS] [--drain-grace SECONDS]
+  agent --control-plane HOST:PORT --node NAME [--token-file FILE] [--ca-file FILE] [--data-dir DIR] [--cgroup-root DIR] [--kubepods-cgroup DIR] [--node-ip IP]... [--cert-ttl SECONDS] [--drain-grace SECONDS]
                          the node agent, fed by a control plane. Both files are read again as they
                          change; in a pod they default to the projected token and trust-bundle mounts
                          of daemonset/agent.yaml (${IN_POD_CREDENTIALS.tokenFile}, ${IN_POD_CREDENTIALS.caFile}).
                          Every listener is shared (SO_REUSEPORT) with a successor agent started for the
                          same node; on SIGTERM the agent stops accepting and lets its connections finish
-                         for --drain-grace seconds (default 30) before it exits (docs/upgrade.md)
+                         for --drain-grace seconds (default 30) before it exits (docs/upgrade.md).
+                         Workload keys and certificates are cached (0600) in --data-dir (default
+                         /var/lib/weft/agent), so a restart does not request them again
   demo                   build a throwaway sandbox, run the mesh on it, show what happened
   explain SRC DST[:PORT] [METHOD PATH] [--host H] [--header NAME=VALUE]... [--config FILE | --admin HOST:PORT]
                          what the proxy decides for a connection (or, with METHOD PATH, a request) from
@@ -157,14 +159,15 @@ async function main(argv: string[]): Promise<number> {
       return -1;
     }
     case 'agent': {
-      const f = flags(rest, { 'control-plane': { type: 'string' }, node: { type: 'string' }, 'token-file': { type: 'string' }, 'ca-file': { type: 'string' }, ...AGENT_FLAGS });
+      const f = flags(rest, { 'control-plane': { type: 'string' }, node: { type: 'string' }, 'token-file': { type: 'string' }, 'ca-file': { type: 'string' }, 'data-dir': { type: 'string' }, ...AGENT_FLAGS });
       for (const needed of ['control-plane', 'node']) {
         if (!f[needed]) throw new Error(`weft agent needs --${needed}`);
       }
-      const { runAgent } = await import('./node/run-agent');
+      const { runAgent, DEFAULT_AGENT_DATA_DIR } = await import('./node/run-agent');
       const running = await runAgent({
         controlPlane: f['control-plane'] as string,
         node: f.node as string,
+        dataDir: (f['data-dir'] as string | undefined) ?? DEFAULT_AGENT_DATA_DIR,
         ...agentCredentials(f['token-file'] as string | undefined, f['ca-file'] as string | undefined),
         ...agentFlags(f),
       });

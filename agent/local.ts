@@ -51,6 +51,8 @@ export async function runLocal(o: LocalOptions): Promise<{ stop(): Promise<void>
       ...(o.nodeIps ? { nodeIps: o.nodeIps } : {}),
       ...(o.certTtlSeconds ? { certTtlSeconds: o.certTtlSeconds } : {}),
       ...(o.drainGraceMs !== undefined ? { drainGraceMs: o.drainGraceMs } : {}),
+      // the agent's own files (cached workload keys and certificates) beside the control plane's
+      dataDir: join(dataDir, 'agent'),
     });
     return { async stop() { await agent.stop(); await cp.close(); } };
   } catch (e) {

@@ -1,5 +1,6 @@
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
 import type { Logger } from '../core/log';
+import { CertCache, judgeCached } from './cert-cache';
 import { generateWorkloadKey } from './keys';
 import { backoff, renewAt } from './renewal';
 
@@ -11,6 +12,12 @@ export interface IdentityManagerOptions {
   validitySeconds?: number;
   log: Logger;
   now?: () => Date;
+  /**
+   * Keys and certificates kept under `<dataDir>/identities/` across restarts (cert-cache.ts): a
+   * cached pair that still chains to `trustBundle()` and is not due for renewal is served instead
+   * of requesting a new one. Without it they live in this process's memory only.
+   */
+  cache?: { dataDir: string; trustBundle: () => string };
 }
 
 export interface WorkloadCertificate {
@@ -61,13 +68,21 @@ export class IdentityManager {
   private readonly validitySeconds: number;
   private readonly log: Logger;
   private readonly now: () => Date;
+  private readonly disk: CertCache | undefined;
+  private readonly trustBundle: () => string;
   private closed = false;
 
-  constructor({ request, validitySeconds = 86_400, log, now = () => new Date() }: IdentityManagerOptions) {
+  constructor({ request, validitySeconds = 86_400, log, now = () => new Date(), cache }: IdentityManagerOptions) {
     this.request = request;
     this.validitySeconds = validitySeconds;
     this.log = log;
     this.now = now;
+    this.trustBundle = cache?.trustBundle ?? (() => '');
+    if (cache) {
+      const opened = CertCache.open(cache.dataDir);
+      if (opened.ok) this.disk = opened.value;
+      else log.warn({ error: opened.error }, 'certificates are not cached on disk: a restarted agent requests them again');
+    }
   }
 
   /** The identities of this node's local workloads: new ones are requested, the others dropped. */
@@ -78,6 +93,8 @@ export class IdentityManager {
       if (wanted.has(identity)) continue;
       this.entries.delete(identity);
       clearTimeout(entry.timer);
+      const removed = this.disk?.remove(identity);
+      if (removed && !removed.ok) this.log.warn({ identity, error: removed.error }, 'could not remove the cached key and certificate of a dropped identity');
       for (const waiter of entry.waiters) this.settle(entry, waiter, new Error(`identity ${identity} is no longer used by a workload on this node`));
       this.log.info({ identity }, 'identity dropped: no local workload runs as it any more');
     }
@@ -85,8 +102,44 @@ export class IdentityManager {
       if (this.entries.has(identity)) continue;
       const entry: Entry = { identity, renewals: 0, failures: 0, waiters: new Set() };
       this.entries.set(identity, entry);
-      void this.attempt(entry);
+      if (!this.fromDisk(entry)) void this.attempt(entry);
     }
+  }
+
+  /**
+   * Serves the cached pair of a new entry when it is fit (cert-cache.ts judges); anything else on
+   * disk for it is logged with the file and why, and removed. False: request one as usual.
+   */
+  private fromDisk(entry: Entry): boolean {
+    if (!this.disk) return false;
+    const files = this.disk.filesFor(entry.identity);
+    let refusal: { file: string; reason: string } | undefined;
+    try {
+      const read = this.disk.read(entry.identity);
+      if (!read.ok) {
+        refusal = read.error;
+      } else if (read.value) {
+        const judged = judgeCached(entry.identity, read.value, this.trustBundle(), this.now());
+        if (judged.ok) {
+          const { notBefore, notAfter } = judged.value;
+          entry.certificate = { keyPem: read.value.keyPem, chainPem: read.value.chainPem, notBefore, notAfter };
+          this.log.info({ identity: entry.identity, notAfter: notAfter.toISOString(), file: files.chain }, 'certificate loaded from the on-disk cache');
+          // Renewed when it would have been had this agent received it (40-60 % of its lifetime): after dueAt, so later than now.
+          this.schedule(entry, renewAt(notBefore, notAfter, notBefore));
+          return true;
+        }
+        refusal = { file: files[judged.error.which], reason: judged.error.reason };
+      }
+    } catch (e) {
+      refusal = { file: files.chain, reason: `reading it failed: ${(e as Error).message}` };
+    }
+    if (refusal) {
+      this.log.warn({ identity: entry.identity, file: refusal.file, reason: refusal.reason },
+        'cached key or certificate refused and removed: requesting a new certificate');
+      const removed = this.disk.remove(entry.identity);
+      if (!removed.ok) this.log.warn({ identity: entry.identity, error: removed.error }, 'could not remove the refused cache files');
+    }
+    return false;
   }
 
   /** The certificate to present for `identity`, if one is held and unexpired. */
@@ -179,6 +232,8 @@ export class IdentityManager {
       this.log.info(context, 'certificate issued');
     }
     entry.certificate = issued;
+    const stored = this.disk?.write(entry.identity, { keyPem: issued.keyPem, chainPem: issued.chainPem });
+    if (stored && !stored.ok) this.log.warn({ identity: entry.identity, error: stored.error }, 'could not cache the certificate on disk: a restarted agent requests it again');
     entry.failures = 0;
     entry.lastError = undefined;
     for (const waiter of entry.waiters) this.settle(entry, waiter, issued);

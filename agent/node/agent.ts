@@ -82,6 +82,8 @@ export interface IdentitySource {
    */
   trustBundle: () => string;
   validitySeconds?: number;
+  /** The agent's data directory: keys and certificates are cached under `identities/` across restarts (identity/cert-cache.ts). */
+  dataDir?: string;
 }
 
 export interface AgentOptions {
@@ -156,7 +158,8 @@ export class NodeAgent {
     private readonly redirect: RedirectManager,
     private readonly log: Logger,
   ) {
-    this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity') });
+    this.identities = new IdentityManager({ request: opts.identity.request, validitySeconds: opts.identity.validitySeconds ?? 86_400, log: operationalLogger('identity'),
+      ...(opts.identity.dataDir ? { cache: { dataDir: opts.identity.dataDir, trustBundle: opts.identity.trustBundle } } : {}) });
     this.podCgroups = new PodCgroupResolver(opts.kubepodsCgroup ?? opts.cgroupRoot);
     this.liveView = new LiveView({ node: opts.node });
     this.metricsSwitch = new MetricsSwitch(this.metrics.registry, [this.metrics, this.liveView]);

@@ -33,7 +33,15 @@ export interface RunAgentOptions {
    * drain, docs/upgrade.md); default DEFAULT_DRAIN_GRACE_MS.
    */
   drainGraceMs?: number;
+  /**
+   * The agent's own data directory (created 0700): workload keys and certificates are cached in
+   * `identities/` so a restart or successor does not request them again. Without it they stay in memory.
+   */
+  dataDir?: string;
 }
+
+/** `weft agent --data-dir`'s default; daemonset/agent.yaml mounts it from the host. */
+export const DEFAULT_AGENT_DATA_DIR = '/var/lib/weft/agent';
 
 export { DEFAULT_DRAIN_GRACE_MS } from './drain-grace';
 
@@ -67,6 +75,7 @@ export async function runAgent(o: RunAgentOptions): Promise<RunningAgent> {
         request: (csr, validity) => requestCertificate(connection, csr, validity),
         trustBundle: o.caPem,
         ...(o.certTtlSeconds ? { validitySeconds: o.certTtlSeconds } : {}),
+        ...(o.dataDir ? { dataDir: o.dataDir } : {}),
       },
     }, await first);
     if (latest !== undefined && latest !== await first) void agent.apply(latest);

@@ -31,10 +31,13 @@ export function startControlPlane(node: LabNode, configPath: string, dataDir: st
   return startWeft(node, ['controlplane', '--config', configPath, '--listen', `0.0.0.0:${CONTROL_PLANE_PORT}`, '--data-dir', dataDir], 'control plane ready');
 }
 
-/** `weft agent` for a lab node, talking to the control plane at `controlPlane` with the data directory's credentials. */
+/**
+ * `weft agent` for a lab node, talking to the control plane at `controlPlane` with the data directory's credentials;
+ * its own data directory (cached certificates) is `agent-<node>` in there, not the host's default.
+ */
 export function startNodeAgent(node: LabNode, controlPlane: string, dataDir: string, extraArgs: string[] = []): AgentHandle {
   return startWeft(node, ['agent', '--control-plane', controlPlane, '--node', node.name, '--cgroup-root', node.cgroupPath,
-    '--token-file', join(dataDir, 'bootstrap.token'), '--ca-file', join(dataDir, 'ca.pem'), ...extraArgs], 'node agent ready');
+    '--token-file', join(dataDir, 'bootstrap.token'), '--ca-file', join(dataDir, 'ca.pem'), '--data-dir', join(dataDir, `agent-${node.name}`), ...extraArgs], 'node agent ready');
 }
 
 export const CONTROL_PLANE_PORT = 15012;
