@@ -49,9 +49,11 @@ export interface UsableCertificate {
 export interface CacheFault {
   which: keyof CacheFiles;
   reason: string;
+  /** Sound but due for renewal: replaced as usual, nothing wrong with the cache. */
+  due?: true;
 }
 
-const fault = (which: keyof CacheFiles, reason: string) => err<CacheFault>({ which, reason });
+const fault = (which: keyof CacheFiles, reason: string, due?: true) => err<CacheFault>({ which, reason, ...(due ? { due } : {}) });
 
 /** Each PEM certificate in `text`, in order. */
 export function pemCertificates(text: string): string[] {
@@ -91,7 +93,7 @@ export function judgeCached(identity: string, pair: CachedPair, trustBundlePem: 
   if (notAfter <= now) return fault('chain', `the certificate expired at ${notAfter.toISOString()}`);
   if (notBefore > now) return fault('chain', `the certificate is not valid before ${notBefore.toISOString()} (check the clock)`);
   const dueAt = renewAt(notBefore, notAfter, notBefore, 0);
-  if (dueAt <= now) return fault('chain', `the certificate was due for renewal at ${dueAt.toISOString()} (expires ${notAfter.toISOString()})`);
+  if (dueAt <= now) return fault('chain', `the certificate was due for renewal at ${dueAt.toISOString()} (expires ${notAfter.toISOString()})`, true);
   const roots = pemCertificates(trustBundlePem).flatMap((pem) => {
     try { return [new X509Certificate(pem)]; } catch { return []; }
   }).filter((root) => new Date(root.validTo) > now);

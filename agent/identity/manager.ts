@@ -128,6 +128,10 @@ export class IdentityManager {
           this.schedule(entry, renewAt(notBefore, notAfter, notBefore));
           return true;
         }
+        if (judged.error.due) {
+          this.log.info({ identity: entry.identity, file: files.chain, reason: judged.error.reason }, 'cached certificate due for renewal: requesting a new one');
+          return false; // replaced on disk when the new one arrives
+        }
         refusal = { file: files[judged.error.which], reason: judged.error.reason };
       }
     } catch (e) {

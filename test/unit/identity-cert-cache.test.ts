@@ -211,7 +211,10 @@ test('a cached certificate due for renewal is not used: a new one is requested',
   const fresh = await manager.whenReady(WEB, 5000);
   assert.notEqual(fresh.keyPem, old.keyPem);
   assert.equal(counted.calls(), 1);
-  assert.ok(lines.some((l) => l.level === 40 && /due for renewal/.test(l.reason ?? '')));
+  assert.ok(lines.some((l) => l.level === 30 && l.msg === 'cached certificate due for renewal: requesting a new one' && /due for renewal at/.test(l.reason ?? '')));
+  assert.ok(!lines.some((l) => l.level >= 40), 'a sound certificate due for renewal is no warning');
+  const reread = openCache(dataDir).read(WEB);
+  assert.ok(reread.ok && reread.value?.keyPem === fresh.keyPem, 'the new pair replaced it on disk');
 });
 
 test('a dropped identity takes its files with it; the others stay', async (t) => {
