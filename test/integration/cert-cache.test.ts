@@ -3,7 +3,9 @@
  * on real namespaces, cgroups and eBPF with `weft local` as a process: it issues certificates for
  * its pods; stopped and started again on the same data directory it serves them from the cache (its
  * CA logs no new "certificate issued" for them) and traffic works at once; with one cached file
- * corrupted, that identity alone is requested again and the warning names the file.
+ * corrupted, that identity alone is requested again and the warning names the file. Then the same
+ * with `weft controlplane` and a successor `weft agent` started beside the running one (an upgrade):
+ * the successor serves what its predecessor cached.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,7 +14,7 @@ import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl } from '../../agent/sandbox';
-import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { CONTROL_PLANE_PORT, startControlPlane, startLocalAgent, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { CertCache, IDENTITIES_DIR } from '../../agent/identity/cert-cache';
 import { kernelTestBlocker } from '../support/requirements';
 import { startPeerLogServer, type PeerLogServer } from '../support/load-steady';
@@ -41,9 +43,9 @@ async function waitFor(what: string, timeoutMs: number, condition: () => boolean
 }
 
 describe('certificates cached across agent restarts', { skip: blocker ?? false }, () => {
-  let lab: Lab, node: LabNode, client: LabPod, server: LabPod;
+  let lab: Lab, node: LabNode, client: LabPod, server: LabPod, node2: LabNode, client2: LabPod, server2: LabPod;
   let dir: string, configPath: string, agentDataDir: string;
-  let peerServer: PeerLogServer | undefined;
+  const peerServers: PeerLogServer[] = [];
   const started: AgentHandle[] = [];
 
   const start = async (): Promise<AgentHandle> => {
@@ -64,6 +66,9 @@ describe('certificates cached across agent restarts', { skip: blocker ?? false }
     node = await lab.node('n1');
     client = await node.pod('client', { namespace: 'shop', serviceAccount: 'sa-client' });
     server = await node.pod('server', { namespace: 'shop', serviceAccount: 'sa-server', labels: { app: 'api' } });
+    node2 = await lab.node('n2');
+    client2 = await node2.pod('client2', { namespace: 'shop', serviceAccount: 'sa-client' });
+    server2 = await node2.pod('server2', { namespace: 'shop', serviceAccount: 'sa-server', labels: { app: 'api2' } });
     dir = mkdtempSync(join(tmpdir(), 'weft-cert12-'));
     configPath = join(dir, 'mesh.yaml');
     // startLocalAgent's --data-dir; weft local keeps the agent's files in its agent/ subdirectory.
@@ -72,15 +77,15 @@ describe('certificates cached across agent restarts', { skip: blocker ?? false }
     writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'], extra: [
       { apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'shop' }, spec: { mtls: { mode: 'STRICT' } } },
     ] }));
-    peerServer = startPeerLogServer(server, 8080);
-    await peerServer.ready;
+    peerServers.push(startPeerLogServer(server, 8080), startPeerLogServer(server2, 8080));
+    await Promise.all(peerServers.map((p) => p.ready));
   });
 
   after(async () => {
     if (blocker) return;
     for (const a of started) await a.kill('SIGKILL').catch(() => undefined);
-    if (node) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', node.name]);
-    await peerServer?.stop();
+    for (const n of [node, node2]) if (n) spawnSync(process.execPath, [WEFT_CLI, 'uninstall', '--node', n.name]);
+    for (const p of peerServers) await p.stop();
     await lab?.close();
     if (dir) rmSync(dir, { recursive: true, force: true });
   });
@@ -125,5 +130,39 @@ describe('certificates cached across agent restarts', { skip: blocker ?? false }
     assert.equal(r.status, 200, `the mesh serves with the new certificate: ${r.stderr}`);
     assert.equal(statSync(files.server.chain).mode & 0o777, 0o600, 'the fresh certificate is cached in its place');
     await stop(third);
+  });
+
+  test('a successor weft agent started beside the running one serves the certificates its predecessor cached', async () => {
+    const cpDir = join(dir, 'cp');
+    const cp = startControlPlane(node2, configPath, cpDir);
+    started.push(cp);
+    await cp.ready;
+    const address = `${node2.ip}:${CONTROL_PLANE_PORT}`;
+    // startNodeAgent gives it --data-dir <cpDir>/agent-n2: the same for both, as the DaemonSet's hostPath is.
+    const old = startNodeAgent(node2, address, cpDir, ['--drain-grace', '1']);
+    started.push(old);
+    await old.ready;
+    await waitFor('the CA to issue both certificates', 10_000, () => caIssued(cp, CLIENT) === 1 && caIssued(cp, SERVER) === 1, () => `${cp.stderr().slice(-2000)}
+${old.stderr().slice(-2000)}`);
+    const url2 = `http://${server2.ip}:8080/`;
+    let r = await curl(client2, url2);
+    for (let i = 0; i < 40 && r.status !== 200; i++) { await sleep(100); r = await curl(client2, url2); }
+    assert.equal(r.status, 200, `the mesh serves before the upgrade: ${r.stderr}`);
+    const cache = CertCache.open(join(cpDir, `agent-${node2.name}`));
+    assert.ok(cache.ok, cache.ok ? '' : cache.error);
+    for (const id of [CLIENT, SERVER]) assert.equal(statSync(cache.value.filesFor(id).key).mode & 0o777, 0o600, `${id} is cached`);
+
+    const successor = startNodeAgent(node2, address, cpDir, ['--drain-grace', '1']);
+    started.push(successor);
+    await successor.ready;
+    const code = await old.kill('SIGTERM');
+    assert.equal(code, 0, `the old agent drained and exited:\n${old.stderr().slice(-2000)}`);
+    const firstTry = await curl(client2, url2);
+    assert.equal(firstTry.status, 200, `the first request through the successor alone: ${firstTry.stderr}\n${successor.stderr().slice(-3000)}`);
+    const loaded = logLines(successor).filter((l) => l.msg === 'certificate loaded from the on-disk cache').map((l) => l.identity).sort();
+    assert.deepEqual(loaded, [SERVER, CLIENT].sort(), `the successor loaded both from the cache:\n${successor.stderr().slice(-3000)}`);
+    assert.deepEqual([caIssued(cp, CLIENT), caIssued(cp, SERVER)], [1, 1], `the CA signed nothing for the successor:\n${cp.stderr().slice(-3000)}`);
+    await successor.kill('SIGTERM');
+    await cp.kill('SIGTERM');
   });
 });
