@@ -61,6 +61,8 @@ interface Entry {
  * One key pair and certificate per local workload identity: keys are generated here, only CSRs
  * leave the agent. Certificates are renewed at about half their lifetime with a fresh key; the
  * current one is served until its replacement arrives or it expires, whatever the control plane does.
+ * With `cache`, each pair is also kept on the node's disk (cert-cache.ts) and served again by the
+ * next agent on the node while it is fit, instead of being requested again.
  */
 export class IdentityManager {
   private readonly entries = new Map<string, Entry>();
