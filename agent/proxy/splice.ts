@@ -147,6 +147,9 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promi
     };
     down.on('data', fromDown).on('end', onEnd).on('error', onDownError);
     up.on('data', fromUp).on('end', onEnd).on('error', onUpError);
+    // A side whose end was emitted before this was attached (the sniffer read the client's bytes and
+    // its half-close: send-and-close clients) emits no 'end' again: relay() takes it from there.
+    if (down.readableEnded || up.readableEnded) return hand(relay);
     down.resume();
     up.resume();
   });
