@@ -17,7 +17,7 @@
 import type { Socket } from 'node:net';
 import type { Arrival } from './deliver';
 import { overloadShed, type OverloadShedEvent } from '../telemetry/events';
-import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, noiseAt, shedDuration, CONNECTION_COST_BYTES, type Admission, type FairnessConfig, type Noise, type ShedReason } from './fairness';
+import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, MIN_SHED_NOISE, noiseAt, shedDuration, CONNECTION_COST_BYTES, type Admission, type FairnessConfig, type Noise, type ShedReason } from './fairness';
 
 /** An account as telemetry names it. */
 export interface AccountRef {
@@ -287,12 +287,14 @@ export class FairShare {
 
   private shedNoisiest(now: number, lag: number, c: FairnessConfig): void {
     const scores = new Map<string, number>();
+    const proven = new Set<string>();
     for (const a of this.accounts.values()) {
       if (a.shedUntil > now) return; // one account at a time: the noisiest is shed already
       const s = noiseAt(a.noise, now);
       if (s >= FORGET_BELOW) scores.set(a.ref.key, s);
+      if (a.probationUntil > now) proven.add(a.ref.key);
     }
-    const key = chooseShed(scores);
+    const key = chooseShed(scores, 2, MIN_SHED_NOISE, proven);
     const a = key === undefined ? undefined : this.accounts.get(key);
     if (!a) return;
     const ms = shedDuration(a.lastShed, now, c);

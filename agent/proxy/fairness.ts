@@ -96,6 +96,15 @@ export const NOISE_HALF_LIFE_MS = 1000;
 /** A new connection costs the proxy about what moving this many bytes does (accept, lookup, policy, upstream connect, logs). */
 export const CONNECTION_COST_BYTES = 64 * 1024;
 
+/**
+ * The least noise an account must have to be shed: about 22 MiB/s moved or 350 new connections a
+ * second, sustained (a steady rate r scores r / ln 2 with a 1 s half-life). Below it a pod is not
+ * what overloads the proxy: the lag comes from the proxy's own work (applying a new snapshot, a GC)
+ * or from other processes, and shedding the busiest of a few quiet pods refused a lab test's one
+ * curl after a config edit stalled the loop 29 ms (redirect.test.ts).
+ */
+export const MIN_SHED_NOISE = 32 * 1024 * 1024;
+
 /** `n` decayed to `now`, plus `add`. Pure. */
 export function addNoise(n: Noise, now: number, add: number): Noise {
   const dt = Math.max(0, now - n.at);
@@ -109,10 +118,12 @@ export function noiseAt(n: Noise, now: number): number {
 
 /**
  * The account to shed when the proxy is overloaded: the noisiest, when it is noisier than every
- * other by at least `margin` times and some other account is active (shedding the only pod being
+ * other by at least `margin` times, noisy enough to be the cause (`floor`; an account still on
+ * probation after a shed, `proven`, was the cause already: its noise fell because it was shed) and
+ * some other account is active (shedding the only pod being
  * served protects nobody; two equally busy pods are not one starving the other). Pure.
  */
-export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2): string | undefined {
+export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2, floor = MIN_SHED_NOISE, proven: ReadonlySet<string> = new Set()): string | undefined {
   let top: string | undefined;
   let best = 0;
   let second = 0;
@@ -122,7 +133,7 @@ export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2): str
     active++;
     if (score > best) { second = best; best = score; top = account; } else if (score > second) second = score;
   }
-  if (active < 2 || top === undefined) return undefined;
+  if (active < 2 || top === undefined || (best < floor && !proven.has(top))) return undefined;
   return best >= margin * second ? top : undefined;
 }
 

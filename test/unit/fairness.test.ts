@@ -6,7 +6,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import net from 'node:net';
 import { test } from 'node:test';
 import { parseConfig } from '../../agent/config/parse';
-import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, MAX_SHED_FACTOR, NOISE_HALF_LIFE_MS, noiseAt, shedDuration, type FairnessConfig } from '../../agent/proxy/fairness';
+import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, MAX_SHED_FACTOR, MIN_SHED_NOISE, NOISE_HALF_LIFE_MS, noiseAt, shedDuration, type FairnessConfig } from '../../agent/proxy/fairness';
 import { addressAccount, arrivalAccount, FairShare, identityAccount, podAccount } from '../../agent/proxy/fairness-share';
 import type { Arrival } from '../../agent/proxy/deliver';
 import { CHANNELS, type OverloadShedEvent } from '../../agent/telemetry/events';
@@ -39,6 +39,9 @@ test('chooseShed: the noisiest account when it is at least twice as noisy as eve
   assert.equal(chooseShed(new Map([['a', 1e8], ['b', 0.5e8]])), 'a', 'exactly twice as noisy');
   assert.equal(chooseShed(new Map([['a', 1e8], ['b', 0]])), undefined, 'an account with no noise is not active');
   assert.equal(chooseShed(new Map()), undefined);
+  assert.equal(chooseShed(new Map([['busiest', MIN_SHED_NOISE - 1], ['quiet', 1000]])), undefined, 'below the floor a pod is not what overloads the proxy');
+  assert.equal(chooseShed(new Map([['busiest', MIN_SHED_NOISE], ['quiet', 1000]])), 'busiest');
+  assert.equal(chooseShed(new Map([['busiest', 1e6], ['quiet', 1000]]), 2, MIN_SHED_NOISE, new Set(['busiest'])), 'busiest', 'on probation after a shed: proven the cause, its noise fell because it was shed');
 });
 
 test('noise: bytes and connections add up and decay by half each half-life', () => {
@@ -182,13 +185,14 @@ test('FairShare under overload: a lag sample above the threshold sheds the noisi
   const calm = (ms: number) => { for (let t = 0; t < ms; t += 10) { now += 10; sample(); } };
   const noisy = podAccount({ namespace: 'shop', name: 'noisy' });
   const quiet = podAccount({ namespace: 'shop', name: 'quiet' });
-  for (let i = 0; i < 20; i++) { const t = share.admit(noisy); assert.ok(t.ok); t.ticket.close(); }
+  // 600 new connections: noise above MIN_SHED_NOISE (a pod quieter than that is never shed).
+  for (let i = 0; i < 600; i++) { const t = share.admit(noisy); assert.ok(t.ok); t.ticket.close(); }
   assert.ok(share.admit(quiet).ok);
   // A calm sample (10 ms apart, as the timer runs): nothing happens.
   (share as unknown as { lastSample: number }).lastSample = now;
   calm(10);
   assert.ok(share.admit(noisy).ok, 'no overload, no shedding');
-  // The loop stalled 50 ms: overload, the noisiest (20 connections against 1) is shed.
+  // The loop stalled 50 ms: overload, the noisiest (600 connections against 1) is shed.
   now += 50; sample();
   assert.deepEqual(reports, ['shop/noisy lag 40 sheds 1 for 200']);
   const refused = share.admit(noisy);
