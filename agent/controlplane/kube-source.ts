@@ -12,7 +12,8 @@ import {
 /**
  * The Kubernetes source: list+watch informers on Namespaces, Pods, Nodes, Services and
  * EndpointSlices (`discovery.k8s.io/v1`), and on the policy and route kinds whose CRDs are
- * installed. A kind whose CRD is missing at start is checked again every CRD_POLL_MS (a list that
+ * installed, and on the mesh's ProxyConfig (`config.weft.dev/v1`, cluster-scoped `default`; absent,
+ * the proxies keep their defaults). A kind whose CRD is missing at start is checked again every CRD_POLL_MS (a list that
  * answers 404 until the CRD is installed) and followed from then on, without a restart. An informer relists
  * when its watch is too old (410 Gone) and restarts after any other error. A burst of events
  * becomes one snapshot. Pods carry no cgroup path (see discovery-kube-convert.ts): the agent
@@ -49,6 +50,8 @@ const CUSTOM_KINDS: CustomKind[] = [
   { kind: 'HTTPRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'httproutes' },
   { kind: 'GRPCRoute', group: 'gateway.networking.k8s.io', version: 'v1', plural: 'grpcroutes' },
   { kind: 'TrafficPolicy', group: 'networking.weft.dev', version: 'v1', plural: 'trafficpolicies' },
+  // Cluster-scoped, one object named `default` (the CRD refuses any other name; convertProxyConfig too).
+  { kind: 'ProxyConfig', group: 'config.weft.dev', version: 'v1', plural: 'proxyconfigs' },
 ];
 
 const DEBOUNCE_MS = 100;
