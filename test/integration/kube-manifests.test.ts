@@ -2,8 +2,8 @@
  * Weft's install manifests (daemonset/*.yaml, listed in daemonset/kustomization.yaml; monitoring/ is
  * not part of `kubectl apply -k daemonset/`) against a real kube-apiserver with its controller manager (test/support/
  * kube-cluster.ts): every object is accepted by a server-side apply, the CRDs become Established
- * with the subresources and printer columns they declare, and the TrafficPolicy, AuthorizationPolicy
- * and PeerAuthentication schemas make the API server itself refuse malformed policies, its error
+ * with the subresources and printer columns they declare, and the TrafficPolicy, AuthorizationPolicy,
+ * PeerAuthentication and ProxyConfig schemas make the API server itself refuse malformed policies, its error
  * naming the field, while Istio's documented policies are accepted. Uninstalling removes
  * everything, the weft-system namespace through the namespace controller.
  */
@@ -308,6 +308,75 @@ test('the AuthorizationPolicy and PeerAuthentication schemas accept Istio\'s doc
     const shown = rows.map((r) => [r.split(/\s+/)[0], r.slice(from, to).trim()]).sort();
     assert.deepEqual(shown, WELL_FORMED.filter((w) => w.kind === kind).map((w) => [w.name, w.column]).sort());
   }
+});
+
+function proxyConfig(spec: Record<string, unknown>, name = 'default'): string {
+  return JSON.stringify({ apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name }, spec });
+}
+
+/** A ProxyConfig setting every field proxy-config.ts reads (test/unit/proxy-config-crd.test.ts checks that this is all of them against the schema). */
+const EVERY_PROXY_CONFIG_FIELD = {
+  protocolDetectionTimeoutMs: 300,
+  http: {
+    maxHeaderBytes: 32768, maxHeaderPairs: 80, maxRequestBodyBytes: 1048576, headersTimeoutMs: 20000, requestTimeoutMs: 120000, idleTimeoutMs: 600000,
+    maxConcurrentStreams: 250, maxSessionInvalidFrames: 50, maxSessionRejectedStreams: 50, maxSettingsEntries: 16, maxOutstandingPings: 5,
+    maxSessionMemoryMiB: 20, resetBurst: 100, resetsPerSecond: 50, settingsBurst: 20, settingsPerSecond: 5, maxDenyDrainBytes: 0,
+  },
+  tracing: { otlpEndpoint: 'http://otel-collector.observability:4318/v1/traces', samplingPercent: 2.5, serviceName: 'mesh' },
+  accessLog: { enabled: true, level: 'errors', samplingPercent: 10 },
+  telemetry: { metrics: false },
+  sameNodeSplice: false,
+  fairness: { maxConnectionsPerPod: 2048, maxPendingPerPod: 64, readBudgetBytes: 131072, overloadLagMs: 30, shedMs: 500 },
+};
+
+/** Malformed ProxyConfigs: the field the refusal must name and the API server's message (client-side `kubectl apply`). */
+const MALFORMED_PROXY_CONFIGS: { what: string; name?: string; spec: Record<string, unknown>; field: string; error: RegExp }[] = [
+  { what: 'unknown field', spec: { accessLog: { levle: 'errors' } }, field: 'spec.accessLog.levle', error: /unknown field "spec\.accessLog\.levle"/ },
+  { what: 'unknown top-level field', spec: { accessLogs: { level: 'errors' } }, field: 'spec.accessLogs', error: /unknown field "spec\.accessLogs"/ },
+  { what: 'string for a boolean', spec: { telemetry: { metrics: 'no' } }, field: 'spec.telemetry.metrics', error: /spec\.telemetry\.metrics: Invalid value: "string": .*must be of type boolean/ },
+  { what: 'fraction for a count', spec: { fairness: { shedMs: 1.5 } }, field: 'spec.fairness.shedMs', error: /spec\.fairness\.shedMs: Invalid value: "number": .*must be of type integer/ },
+  { what: 'read budget below its minimum', spec: { fairness: { readBudgetBytes: 1024 } }, field: 'spec.fairness.readBudgetBytes', error: /spec\.fairness\.readBudgetBytes: Invalid value: 1024: .*should be greater than or equal to 4096/ },
+  { what: 'detection timeout above its maximum', spec: { protocolDetectionTimeoutMs: 20000 }, field: 'spec.protocolDetectionTimeoutMs', error: /spec\.protocolDetectionTimeoutMs: Invalid value: 20000: .*should be less than or equal to 10000/ },
+  { what: 'zero header limit', spec: { http: { maxHeaderBytes: 0 } }, field: 'spec.http.maxHeaderBytes', error: /spec\.http\.maxHeaderBytes: Invalid value: 0: .*should be greater than or equal to 1/ },
+  { what: 'streams past 2^31', spec: { http: { maxConcurrentStreams: 2147483648 } }, field: 'spec.http.maxConcurrentStreams', error: /spec\.http\.maxConcurrentStreams: Invalid value: 2147483648: .*should be less than or equal to 2147483647/ },
+  { what: 'headers timeout beyond the request timeout', spec: { http: { requestTimeoutMs: 30000 } }, field: 'spec.http.headersTimeoutMs', error: /spec\.http\.headersTimeoutMs: Invalid value: .*must not exceed requestTimeoutMs/ },
+  { what: 'bad access-log level', spec: { accessLog: { level: 'warnings' } }, field: 'spec.accessLog.level', error: /spec\.accessLog\.level: Unsupported value: "warnings": supported values: "all", "errors", "denials"/ },
+  { what: 'sampling above 100', spec: { accessLog: { samplingPercent: 150 } }, field: 'spec.accessLog.samplingPercent', error: /spec\.accessLog\.samplingPercent: Invalid value: 150: .*should be less than or equal to 100/ },
+  { what: 'tracing without an endpoint', spec: { tracing: { samplingPercent: 5 } }, field: 'spec.tracing.otlpEndpoint', error: /spec\.tracing\.otlpEndpoint: Required value/ },
+  { what: 'endpoint that is not an http URL', spec: { tracing: { otlpEndpoint: 'otel-collector:4318' } }, field: 'spec.tracing.otlpEndpoint', error: /spec\.tracing\.otlpEndpoint: Invalid value: "otel-collector:4318": .*should match/ },
+  { what: 'a second ProxyConfig', name: 'mesh', spec: { accessLog: { level: 'errors' } }, field: 'metadata.name', error: /metadata\.name must be "default": there is one ProxyConfig/ },
+];
+
+test('the ProxyConfig schema accepts one setting every field, stored as written, and refuses malformed ones or another name at apply time (client- and server-side), naming the field', async () => {
+  const conversionErrors = (text: string): string[] => { const r = parseConfig(text, 'kube-manifests'); return r.ok ? [] : r.error.map((e) => `${e.field}: ${e.message}`); };
+  assert.deepEqual(conversionErrors(proxyConfig(EVERY_PROXY_CONFIG_FIELD)), []);
+  const out = await kubectl(['apply', '--server-side', '-f', '-'], proxyConfig(EVERY_PROXY_CONFIG_FIELD));
+  assert.match(out, /proxyconfig\.config\.weft\.dev\/default serverside-applied/);
+  const stored = JSON.parse(await kubectl(['get', 'proxyconfig.config.weft.dev', 'default', '-o', 'json'])) as { spec: unknown; metadata: { namespace?: string } };
+  assert.deepEqual(stored.spec, EVERY_PROXY_CONFIG_FIELD, 'stored as written: nothing pruned');
+  assert.equal(stored.metadata.namespace, undefined, 'cluster-scoped');
+  // `kubectl get` shows the access-log level, the metrics switch and the tracing endpoint.
+  const [header, row] = (await kubectl(['get', 'proxyconfigs.config.weft.dev'])).trimEnd().split('\n');
+  assert.deepEqual(header!.split(/\s+/), ['NAME', 'ACCESS-LOG', 'METRICS', 'TRACING', 'AGE']);
+  assert.deepEqual(row!.split(/\s+/).slice(0, 4), ['default', 'errors', 'false', 'http://otel-collector.observability:4318/v1/traces']);
+  // Each malformed one is applied as a new object: over the stored `default`, a client-side apply
+  // merges into what is there (e.g. its headersTimeoutMs would make a lone requestTimeoutMs valid).
+  await kubectl(['delete', 'proxyconfig.config.weft.dev', 'default']);
+
+  for (const bad of MALFORMED_PROXY_CONFIGS) {
+    // The control plane's conversion refuses it too, naming the same field (it is the contract the schema mirrors).
+    const errors = conversionErrors(proxyConfig(bad.spec, bad.name));
+    assert.ok(errors.some((e) => e.includes(bad.field.split('.').at(-1)!)), `${bad.what}: the conversion does not refuse ${bad.field}: ${JSON.stringify(errors)}`);
+    const client = await cluster.kubectl(['apply', '-f', '-'], proxyConfig(bad.spec, bad.name));
+    assert.notEqual(client.code, 0, `${bad.what} was accepted: ${client.stdout}`);
+    assert.match(client.stderr, bad.error, `${bad.what}: ${client.stderr}`);
+    const server = await cluster.kubectl(['apply', '--server-side', '-f', '-'], proxyConfig(bad.spec, bad.name));
+    assert.notEqual(server.code, 0, `${bad.what} was accepted by a server-side apply: ${server.stdout}`);
+    assert.ok(server.stderr.includes(bad.field), `${bad.what}: the server-side refusal does not name ${bad.field}: ${server.stderr}`);
+  }
+  // Nothing malformed was stored.
+  const names = (await kubectl(['get', 'proxyconfigs.config.weft.dev', '-o', 'jsonpath={.items[*].metadata.name}'])).split(/\s+/).filter(Boolean);
+  assert.deepEqual(names, []);
 });
 
 test('the status subresource of AuthorizationPolicy and PeerAuthentication takes typed conditions and refuses malformed ones', async () => {
