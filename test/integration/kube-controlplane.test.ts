@@ -21,9 +21,11 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import * as grpc from '@grpc/grpc-js';
 import { CoreV1Api, CustomObjectsApi } from '@kubernetes/client-node';
 import type { Snapshot } from '../../agent/config/objects';
+import { defaultProxyConfig } from '../../agent/config/proxy-config';
 import { decodeVersionedSnapshot, encodeJson, WATCH_PATH } from '../../agent/controlplane/discovery-wire';
 import { operationalLogger } from '../../agent/core/log';
 import { watchControlPlane, type DiscoveryWatch } from '../../agent/node/discovery-client';
+import { DEFAULT_FAIRNESS } from '../../agent/proxy/fairness';
 import { freePort, startKubeCluster, type KubeCluster } from '../support/kube-cluster';
 
 const ROOT = join(__dirname, '..', '..', '..');
@@ -249,6 +251,44 @@ test('a TrafficPolicy on the Service is in the snapshot and gets Accepted with i
     const accepted = obj.status?.conditions?.find((c) => c.type === 'Accepted');
     return accepted?.status === 'True' && accepted.observedGeneration === obj.metadata.generation ? true : undefined;
   });
+});
+
+test('a ProxyConfig (cluster-scoped `default`) reaches the agent\'s snapshot; an edit the control plane refuses leaves the last valid one in force, logged naming the field; deleting it returns the defaults', async (t) => {
+  const first = await waitFor('the agent\'s first snapshot', () => latest);
+  assert.equal(first.proxyConfig, undefined, 'no ProxyConfig yet: the proxies run on their defaults');
+  const proxyConfig = (spec: object): object => ({ apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec });
+
+  let written = Date.now();
+  await apply(proxyConfig({ accessLog: { level: 'errors' }, telemetry: { metrics: false }, fairness: { maxConnectionsPerPod: 500 } }));
+  const { value: config, at } = await snapshotWhere('the ProxyConfig in the agent\'s snapshot', (snap) => snap.proxyConfig?.accessLog?.level === 'errors' ? snap.proxyConfig : undefined);
+  t.diagnostic(`ProxyConfig created -> agent snapshot: ${at - written} ms`);
+  assert.deepEqual(config.accessLog, { enabled: true, level: 'errors', samplingPercent: 100 });
+  assert.deepEqual(config.telemetry, { metrics: false });
+  assert.deepEqual(config.fairness, { ...DEFAULT_FAIRNESS, maxConnectionsPerPod: 500 });
+  assert.deepEqual(config, { ...defaultProxyConfig(), accessLog: config.accessLog, telemetry: config.telemetry, fairness: config.fairness }, 'what was not set keeps its default');
+
+  // The schema lets this through (http://, a host part); the URL does not parse, so the control plane refuses it.
+  const logged = cpOutput.length;
+  await apply(proxyConfig({ accessLog: { level: 'errors' }, telemetry: { metrics: false }, fairness: { maxConnectionsPerPod: 500 }, tracing: { otlpEndpoint: 'http://[otel-collector' } }));
+  await waitFor('the control plane to log the refused ProxyConfig', () => {
+    const since = cpOutput.slice(logged);
+    return (since.includes('ProxyConfig /default is invalid') && since.includes('spec.tracing.otlpEndpoint')) || undefined;
+  });
+  assert.deepEqual(latest!.proxyConfig, config, 'the last valid ProxyConfig stays in force');
+
+  written = Date.now();
+  await apply(proxyConfig({ accessLog: { level: 'denials', samplingPercent: 50 }, tracing: { otlpEndpoint: 'http://otel-collector.observability:4318', samplingPercent: 5 }, sameNodeSplice: false }));
+  const edited = await snapshotWhere('the edited ProxyConfig in force', (snap) => snap.proxyConfig?.accessLog?.level === 'denials' ? snap.proxyConfig : undefined);
+  t.diagnostic(`ProxyConfig edited -> agent snapshot: ${edited.at - written} ms`);
+  assert.deepEqual(edited.value.tracing, { otlpEndpoint: 'http://otel-collector.observability:4318', samplingPercent: 5 });
+  assert.equal(edited.value.sameNodeSplice, false);
+  assert.equal(edited.value.telemetry, undefined, 'a field the edit dropped is back to its default');
+  assert.equal(edited.value.fairness, undefined);
+
+  written = Date.now();
+  await kubectl(['delete', 'proxyconfig.config.weft.dev', 'default']);
+  const gone = await snapshotWhere('the ProxyConfig gone from the agent\'s snapshot', (snap) => snap.proxyConfig === undefined || undefined);
+  t.diagnostic(`ProxyConfig deleted -> agent snapshot on defaults: ${gone.at - written} ms`);
 });
 
 interface RouteObject {
