@@ -105,6 +105,9 @@ export const CONNECTION_COST_BYTES = 64 * 1024;
  */
 export const MIN_SHED_NOISE = 32 * 1024 * 1024;
 
+/** An account charged nothing for this long is not busy now, whatever its decayed score (see chooseShed's `recent`). */
+export const BUSY_WITHIN_MS = 250;
+
 /** `n` decayed to `now`, plus `add`. Pure. */
 export function addNoise(n: Noise, now: number, add: number): Noise {
   const dt = Math.max(0, now - n.at);
@@ -123,7 +126,7 @@ export function noiseAt(n: Noise, now: number): number {
  * some other account is active (shedding the only pod being
  * served protects nobody; two equally busy pods are not one starving the other). Pure.
  */
-export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2, floor = MIN_SHED_NOISE, proven: ReadonlySet<string> = new Set()): string | undefined {
+export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2, floor = MIN_SHED_NOISE, proven: ReadonlySet<string> = new Set(), recent?: ReadonlySet<string>): string | undefined {
   let top: string | undefined;
   let best = 0;
   let second = 0;
@@ -134,6 +137,8 @@ export function chooseShed(scores: ReadonlyMap<string, number>, margin = 2, floo
     if (score > best) { second = best; best = score; top = account; } else if (score > second) second = score;
   }
   if (active < 2 || top === undefined || (best < floor && !proven.has(top))) return undefined;
+  // The noisiest must be busy now: a pod whose bulk ended seconds ago still scores high, but the lag is not its doing.
+  if (recent !== undefined && !recent.has(top)) return undefined;
   return best >= margin * second ? top : undefined;
 }
 

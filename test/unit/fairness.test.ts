@@ -42,6 +42,8 @@ test('chooseShed: the noisiest account when it is at least twice as noisy as eve
   assert.equal(chooseShed(new Map([['busiest', MIN_SHED_NOISE - 1], ['quiet', 1000]])), undefined, 'below the floor a pod is not what overloads the proxy');
   assert.equal(chooseShed(new Map([['busiest', MIN_SHED_NOISE], ['quiet', 1000]])), 'busiest');
   assert.equal(chooseShed(new Map([['busiest', 1e6], ['quiet', 1000]]), 2, MIN_SHED_NOISE, new Set(['busiest'])), 'busiest', 'on probation after a shed: proven the cause, its noise fell because it was shed');
+  assert.equal(chooseShed(new Map([['finished', 1e9], ['quiet', 1000]]), 2, MIN_SHED_NOISE, new Set(), new Set(['quiet'])), undefined, 'the noisiest is not busy now (its bulk ended): the lag is not its doing');
+  assert.equal(chooseShed(new Map([['busy', 1e9], ['quiet', 1000]]), 2, MIN_SHED_NOISE, new Set(), new Set(['busy'])), 'busy');
 });
 
 test('noise: bytes and connections add up and decay by half each half-life', () => {
@@ -193,7 +195,7 @@ test('FairShare under overload: a lag sample above the threshold sheds the noisi
   calm(10);
   assert.ok(share.admit(noisy).ok, 'no overload, no shedding');
   // The loop stalled 50 ms: overload, the noisiest (600 connections against 1) is shed.
-  now += 50; sample();
+  now += 50; sample(); now += 50; sample();
   assert.deepEqual(reports, ['shop/noisy lag 40 sheds 1 for 200']);
   const refused = share.admit(noisy);
   assert.ok(!refused.ok && refused.refusal.reason === 'overload');
@@ -208,7 +210,7 @@ test('FairShare under overload: a lag sample above the threshold sheds the noisi
   calm(10);
   assert.ok(share.admit(noisy).ok, 'the next sample brings the next one');
   // Overload again while on probation: shed twice as long, not reported again within 10 s.
-  now += 50; sample();
+  now += 50; sample(); now += 50; sample();
   const again = share.admit(noisy);
   assert.ok(!again.ok && again.refusal.reason === 'overload');
   calm(390);
