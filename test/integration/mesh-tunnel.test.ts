@@ -160,6 +160,11 @@ describe('mTLS tunnels between node proxies', { skip: blocker ?? false }, () => 
       s.on('data', (d) => { got += d.length; }); setInterval(() => s.write('ping\\n'), 200);
       process.stdin.on('data', () => console.log(JSON.stringify({ got, open: !s.destroyed })));
       s.on('error', (e) => { console.log(JSON.stringify({ error: e.message })); process.exit(1); });`]);
+    // Everything the holder prints is kept, so a report it never gives (it exited) fails with why, bounded.
+    let out = '';
+    holder.stdout!.on('data', (d: Buffer) => { out += d.toString(); });
+    holder.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+    holder.stdin!.on('error', () => undefined);
     await sleep(500);
     await cp.kill('SIGKILL');
     // past half the certificates' lifetime, renewal must have failed and be retrying
@@ -182,8 +187,12 @@ describe('mTLS tunnels between node proxies', { skip: blocker ?? false }, () => 
     assert.ok(healed, `renewal did not resume: ${JSON.stringify(await certs(n1))}`);
     // still flowing after the outage: bytes keep arriving between two samples
     const sample = async () => {
+      const from = out.length;
       holder.stdin!.write('report\n');
-      return JSON.parse(await new Promise<string>((r) => holder.stdout!.once('data', (d: Buffer) => r(d.toString()))));
+      for (let i = 0; i < 50 && !out.slice(from).includes('\n'); i++) await sleep(100);
+      const line = out.slice(from).split('\n')[0];
+      assert.ok(line, `the connection holder gave no report within 5 s (exit code ${holder.exitCode}): ${JSON.stringify(out.slice(-500))}`);
+      return JSON.parse(line!);
     };
     const first = await sample();
     await sleep(600);
