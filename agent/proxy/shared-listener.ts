@@ -18,6 +18,7 @@ import { join } from 'node:path';
 import * as bpf from '../../native/libbpf';
 import * as libc from '../../native/libc';
 import { familyOf, formatAddr, ipBytes } from '../core/ip';
+import { explainSocketError, type SocketError } from '../core/socket-error';
 
 export const MIGRATE_OBJECT = 'weft_reuseport.o';
 const MIGRATE_PROGRAM = 'weft_reuseport_migrate';
@@ -73,18 +74,15 @@ export function migrateProgramLoaded(): boolean {
   return migrate !== undefined;
 }
 
-type ListenError = Error & { code?: string };
+const ADVICE: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'another socket holds this port without SO_REUSEPORT (an agent of an older version, or another program; `ss -tlnp` shows which)',
+  EACCES: 'binding needs privileges the agent lacks',
+  EPERM: 'IP_TRANSPARENT needs CAP_NET_ADMIN: run the agent as root or grant it NET_ADMIN',
+  EADDRNOTAVAIL: 'the address is not on this host',
+};
 
-function explain(e: unknown, where: string): ListenError {
-  const err = e as ListenError;
-  const advice: Record<string, string> = {
-    EADDRINUSE: 'another socket holds this port without SO_REUSEPORT (an agent of an older version, or another program; `ss -tlnp` shows which)',
-    EACCES: 'binding needs privileges the agent lacks',
-    EPERM: 'IP_TRANSPARENT needs CAP_NET_ADMIN: run the agent as root or grant it NET_ADMIN',
-    EADDRNOTAVAIL: 'the address is not on this host',
-  };
-  const hint = err.code ? advice[err.code] : undefined;
-  return Object.assign(new Error(`${where}: ${err.message}${hint ? `; ${hint}` : ''}`, { cause: e }), { code: err.code ?? 'EINVAL' });
+function explain(e: unknown, where: string): SocketError {
+  return explainSocketError(e, where, ADVICE);
 }
 
 /** A listening TCP socket with SO_REUSEPORT (and the migrate program, when loaded); its fd. */

@@ -29,6 +29,7 @@ import * as libc from '../../native/libc';
 import { pooledSocket } from '../core/pump';
 import { isSourceCollision, sourcePortAttempts } from './source-address';
 import { listenShared } from './shared-listener';
+import { explainSocketError, type SocketError } from '../core/socket-error';
 
 export interface Endpoint { ip: string; port: number }
 
@@ -39,19 +40,15 @@ const BACKLOG = 511;
  */
 const IP_BIND_ADDRESS_NO_PORT = 24;
 
-type TransparentError = Error & { code?: string };
+const ADVICE: Readonly<Record<string, string>> = {
+  EPERM: 'IP_TRANSPARENT needs CAP_NET_ADMIN: run the agent as root or grant it NET_ADMIN',
+  EACCES: 'binding needs privileges the agent lacks (CAP_NET_ADMIN, CAP_NET_BIND_SERVICE for ports below 1024)',
+  EADDRINUSE: 'another socket already holds this address and port (another agent, or a leftover connection)',
+  EADDRNOTAVAIL: 'the address is not usable here (IP_TRANSPARENT missing, or no route for it)',
+};
 
-/** Turns a LibcError into an error that says what to check. */
-function explain(e: unknown, what: string): TransparentError {
-  const err = e as TransparentError;
-  const advice: Record<string, string> = {
-    EPERM: 'IP_TRANSPARENT needs CAP_NET_ADMIN: run the agent as root or grant it NET_ADMIN',
-    EACCES: 'binding needs privileges the agent lacks (CAP_NET_ADMIN, CAP_NET_BIND_SERVICE for ports below 1024)',
-    EADDRINUSE: 'another socket already holds this address and port (another agent, or a leftover connection)',
-    EADDRNOTAVAIL: 'the address is not usable here (IP_TRANSPARENT missing, or no route for it)',
-  };
-  const hint = err.code ? advice[err.code] : undefined;
-  return Object.assign(new Error(`${what}: ${err.message}${hint ? `; ${hint}` : ''}`, { cause: e }), { code: err.code ?? 'EINVAL' });
+function explain(e: unknown, what: string): SocketError {
+  return explainSocketError(e, what, ADVICE);
 }
 
 /** A TCP socket with IP(V6)_TRANSPARENT and SO_REUSEADDR set, bound to `local`; closed again on failure. */
@@ -102,7 +99,7 @@ export async function connectTransparent(local: Endpoint, remote: Endpoint, time
     try {
       return await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs, reader);
     } catch (e) {
-      if (i + 1 >= ports.length || !isSourceCollision((e as TransparentError).code)) throw e;
+      if (i + 1 >= ports.length || !isSourceCollision((e as SocketError).code)) throw e;
     }
   }
 }
