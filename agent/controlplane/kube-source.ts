@@ -31,9 +31,12 @@ export interface KubeSource {
  */
 export interface KubeObjectsView {
   snapshot: Snapshot;
-  /** Per custom kind (HTTPRoute, GRPCRoute, TrafficPolicy, ...): the objects as the API has them, status included. */
+  /** Per custom kind (HTTPRoute, GRPCRoute, TrafficPolicy, AuthorizationPolicy, PeerAuthentication, ProxyConfig): the objects as the API has them, status included. */
   objects: ReadonlyMap<string, readonly CustomObject[]>;
-  /** `Kind namespace/name` → the field-level errors of an object that failed conversion as it stands. */
+  /**
+   * `Kind namespace/name` (`ProxyConfig /default`) → the field-level errors of an object that failed
+   * conversion as it stands: the same verdict that kept it out of the snapshot (lastGood below).
+   */
   invalid: ReadonlyMap<string, string>;
 }
 
@@ -141,6 +144,7 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
   const synced = [namespaces.synced, pods.synced, nodes.synced, services.synced, slices.synced];
   const problems = new Map<string, string>();
   const authorization = lastGood('AuthorizationPolicy', authorizationPolicyInfo, problems);
+  const peerAuthentication = lastGood('PeerAuthentication', peerAuthenticationInfo, problems);
   // Routes and traffic policies go through the config file's kind registry (agent/config/kinds.ts):
   // a kind this version does not carry out yet is refused there, and so logged as not in force.
   const fragments = new Map<string, (objects: CustomObject[]) => Partial<Snapshot>[]>();
@@ -197,11 +201,7 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
       if (kind.kind === 'AuthorizationPolicy') {
         snapshot.authorizationPolicies = authorization(objects);
       } else if (kind.kind === 'PeerAuthentication') {
-        for (const obj of objects) {
-          const pa = peerAuthenticationInfo(obj);
-          if (pa.ok) snapshot.peerAuthentications.push(pa.value);
-          else log.warn({ object: `${obj.metadata?.namespace}/${obj.metadata?.name}`, reason: pa.error }, 'PeerAuthentication ignored: invalid spec');
-        }
+        snapshot.peerAuthentications = peerAuthentication(objects);
       } else {
         for (const fragment of fragments.get(kind.kind)!(objects)) merge(snapshot, fragment);
       }
@@ -249,9 +249,10 @@ function merge(snapshot: Snapshot, fragment: Partial<Snapshot>): void {
  * Custom objects of one kind to their validated form. The API server checks only the CRD's
  * schema, so an edit can still be invalid (a bad CIDR, a CUSTOM action, a bad route regex): then
  * the last valid version of that object stays in force, rather than the edit silently dropping it
- * (which would open what an ALLOW policy closed, or what a DENY policy denied, or send a route's
- * traffic elsewhere). The problem is logged once per resourceVersion. An object that was never
- * valid is not in force.
+ * (which would open what an ALLOW policy closed, or what a DENY policy denied, turn a STRICT
+ * PeerAuthentication back to PERMISSIVE, or send a route's traffic elsewhere). The problem is
+ * logged once per resourceVersion, and reported on the object's status (status-plan.ts). An object
+ * that was never valid is not in force.
  */
 function lastGood<T>(kind: string, convert: (obj: CustomObject) => Result<T, string>, problems: Map<string, string>): (objects: CustomObject[]) => T[] {
   const lastGood = new Map<string, T>();

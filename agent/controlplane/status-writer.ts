@@ -8,7 +8,8 @@ import { planStatus, type InvalidObject, type StatusWrite } from './status-plan'
 
 /**
  * Writes what status-plan.ts decides back to the API server: a merge patch to the status
- * subresource of each HTTPRoute, GRPCRoute and TrafficPolicy whose status changed, and a Warning
+ * subresource of each HTTPRoute, GRPCRoute, TrafficPolicy, AuthorizationPolicy, PeerAuthentication
+ * and ProxyConfig whose status changed, and a Warning
  * Event (reason Invalid) once per generation of an object that fails conversion.
  *
  * A write storm is ruled out three ways: nothing is written when the object already has the status
@@ -232,10 +233,10 @@ export class StatusWriter {
   private async patch(write: StatusWrite): Promise<'written' | 'superseded' | 'failed'> {
     const { kind, namespace, name } = write;
     try {
-      await this.options.custom.patchNamespacedCustomObjectStatus(
-        { group: kind.group, version: kind.version, plural: kind.plural, namespace, name, body: write.body, fieldManager: 'weft-controlplane' },
-        setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
-      );
+      const merge = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
+      const target = { group: kind.group, version: kind.version, plural: kind.plural, name, body: write.body, fieldManager: 'weft-controlplane' };
+      if (kind.namespaced) await this.options.custom.patchNamespacedCustomObjectStatus({ ...target, namespace }, merge);
+      else await this.options.custom.patchClusterCustomObjectStatus(target, merge);
       this.stats.written++;
       log.debug({ object: `${kind.kind} ${namespace}/${name}` }, 'status written');
       return 'written';
@@ -268,10 +269,13 @@ export class StatusWriter {
     this.reported.set(id, about);
     const now = new Date(this.clock.now());
     const unique = (BigInt(now.getTime()) * 1_000_000n + BigInt(this.eventSeq++ % 1_000_000)).toString(16);
+    // A cluster-scoped object's Events go to `default`, as client-go's recorder puts them.
+    const namespace = object.kind.namespaced ? object.namespace : 'default';
     const event: CoreV1Event = {
-      metadata: { name: `${object.name}.${unique}`, namespace: object.namespace },
+      metadata: { name: `${object.name}.${unique}`, namespace },
       involvedObject: {
-        apiVersion: `${object.kind.group}/${object.kind.version}`, kind: object.kind.kind, name: object.name, namespace: object.namespace,
+        apiVersion: `${object.kind.group}/${object.kind.version}`, kind: object.kind.kind, name: object.name,
+        ...(object.kind.namespaced ? { namespace: object.namespace } : {}),
         ...(object.uid !== undefined ? { uid: object.uid } : {}),
         ...(object.resourceVersion !== undefined ? { resourceVersion: object.resourceVersion } : {}),
       },
@@ -285,7 +289,7 @@ export class StatusWriter {
       reportingComponent: CONTROLLER_NAME,
       reportingInstance: this.instance,
     };
-    core.createNamespacedEvent({ namespace: object.namespace, body: event }).then(
+    core.createNamespacedEvent({ namespace, body: event }).then(
       () => { this.stats.events++; },
       (error: unknown) => {
         const failure = apiFailure(error);
