@@ -1,10 +1,11 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Snapshot } from '../config/objects';
-import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot } from '../controlplane/discovery-wire';
+import { decodeDeltaResponse, encodeWatchRequestV2, WATCH_V2_PATH, type DeltaResponse } from '../controlplane/discovery-proto';
+import { DiscoveryState } from '../controlplane/discovery-state';
 import type { Logger } from '../core/log';
 import type { Result } from '../core/result';
 import { current, type Live } from '../identity/cert-client';
-import { SNAPSHOT_TYPE_URL, TERMINATION_REASONS, terminationReason, type StreamEnding, type TerminationReason } from '../telemetry/control-plane-stream';
+import { DELTA_TYPE_URL, SNAPSHOT_TYPE_URL, TERMINATION_REASONS, terminationReason, type StreamEnding, type TerminationReason } from '../telemetry/control-plane-stream';
 
 export interface DiscoveryConnection {
   /** host:port; the host must be in the control plane's serving certificate. */
@@ -20,12 +21,19 @@ export interface DiscoveryWatch {
   close(): void;
   /** A stream is open and has delivered its first snapshot. */
   connected(): boolean;
-  /** Version of the last snapshot applied; 0 before the first. */
+  /**
+   * Version of the last message applied; 0 before the first. A change that does not touch this
+   * node's view sends it nothing, so agents of one cluster may show different versions.
+   */
   lastVersion(): number;
   /** Streams ended (not by close()), by ztunnel's reason (telemetry/control-plane-stream.ts). */
   terminations(): Readonly<Record<TerminationReason, number>>;
-  /** Messages received, by type URL. */
+  /** Messages received, by type URL: full states under SNAPSHOT_TYPE_URL, deltas under DELTA_TYPE_URL. */
   messages(): Readonly<Record<string, number>>;
+  /** Bytes of every message received (protobuf, before decoding), over all streams. */
+  bytesReceived(): number;
+  /** Streams that opened with a delta from the agent's last version instead of the full state. */
+  resumes(): number;
 }
 
 const INITIAL_BACKOFF_MS = 250;
@@ -37,6 +45,8 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': MAX_BACKOFF_MS,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
+  /** A node's full state in a large cluster is more than grpc-js' default 4 MiB (10,000 pods: about 1 MiB). */
+  'grpc.max_receive_message_length': 256 * 1024 * 1024,
 };
 
 /** Full jitter on the upper half: spreads a fleet of agents reconnecting to a restarted control plane. */
@@ -45,7 +55,12 @@ function jittered(ms: number): number {
 }
 
 /**
- * Keeps a Watch stream to the control plane open. Every snapshot received goes to `onSnapshot`; on
+ * Keeps a v2 Watch stream (controlplane/discovery-proto.ts) to the control plane open: the node's
+ * view arrives as a full state, then as deltas, applied to a keyed state (discovery-state.ts); the
+ * Snapshot rebuilt from it after every message goes to `onSnapshot`. A reconnect presents the
+ * epoch and version held, so the same control plane resumes with a delta; another one (or one
+ * whose history no longer reaches back that far) sends the full state. A message that cannot be
+ * read or applied is refused (logged), the stream reopened, the state kept. On
  * error or end the stream is reopened with exponential backoff (250 ms doubling to 10 s, jittered)
  * and the last snapshot stays in force meanwhile: the agent never drops state because the control
  * plane went away. Connection state changes are logged once each, not per retry. Every (re)connect
@@ -67,13 +82,17 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     return client;
   };
   const where = { controlPlane: connection.address, node: connection.node };
-  let call: grpc.ClientReadableStream<Result<VersionedSnapshot, string>> | undefined;
+  let call: grpc.ClientReadableStream<Result<DeltaResponse, string>> | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   let backoff = INITIAL_BACKOFF_MS;
   let isConnected = false;
   let lastVersion = 0;
   const terminations = Object.fromEntries(TERMINATION_REASONS.map((r) => [r, 0])) as Record<TerminationReason, number>;
   let snapshots = 0;
+  let deltas = 0;
+  let bytes = 0;
+  let resumes = 0;
+  const state = new DiscoveryState();
   /** The last failure reported, so a control plane that stays away is logged once. */
   let reported: string | undefined;
   let closed = false;
@@ -96,7 +115,13 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     const metadata = new grpc.Metadata();
     metadata.set('authorization', `Bearer ${current(connection.token)}`);
     metadata.set('weft-node', connection.node);
-    const stream = channel().makeServerStreamRequest(WATCH_PATH, encodeJson, decodeVersionedSnapshot, { node: connection.node }, metadata);
+    const resume = state.resumePoint();
+    const request = resume === undefined ? { node: connection.node } : { node: connection.node, resume };
+    const decode = (message: Buffer): Result<DeltaResponse, string> => {
+      bytes += message.length;
+      return decodeDeltaResponse(message);
+    };
+    const stream = channel().makeServerStreamRequest(WATCH_V2_PATH, encodeWatchRequestV2, decode, request, metadata);
     call = stream;
     let ended = false;
     let delivered = false;
@@ -105,20 +130,26 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       ended = true;
       if (call === stream) disconnected(reason, ending);
     };
-    stream.on('data', (message: Result<VersionedSnapshot, string>) => {
-      if (!message.ok) {
+    stream.on('data', (message: Result<DeltaResponse, string>) => {
+      if (ended) return;
+      const applied = message.ok ? state.apply(message.value) : message;
+      if (!applied.ok) {
+        log.warn({ ...where, reason: applied.error, lastVersion }, 'refused a message from the control plane; keeping the last state and reopening the stream');
         stream.cancel();
-        end(`the control plane sent ${message.error}`, { kind: 'unreadable' });
+        end(`the control plane sent ${applied.error}`, { kind: 'unreadable' });
         return;
       }
-      if (!isConnected) log.info({ ...where, version: message.value.version }, 'watching the control plane');
+      const m = (message as { ok: true; value: DeltaResponse }).value;
+      if (!delivered && !m.fullState) resumes++;
+      if (!isConnected) log.info({ ...where, version: m.systemVersion, start: m.fullState ? 'full state' : `resumed from ${m.baseVersion}` }, 'watching the control plane');
       isConnected = true;
       reported = undefined;
       backoff = INITIAL_BACKOFF_MS;
-      lastVersion = message.value.version;
+      lastVersion = m.systemVersion;
       delivered = true;
-      snapshots++;
-      onSnapshot(message.value.snapshot);
+      if (m.fullState) snapshots++;
+      else deltas++;
+      onSnapshot(applied.value);
     });
     stream.on('error', (error: grpc.ServiceError) => end(`${grpc.status[error.code] ?? error.code}: ${error.details}`, { kind: 'status', code: error.code, delivered }));
     stream.on('end', () => end('the control plane ended the stream', { kind: 'end' }));
@@ -135,6 +166,8 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     connected: () => isConnected,
     lastVersion: () => lastVersion,
     terminations: () => terminations,
-    messages: () => ({ [SNAPSHOT_TYPE_URL]: snapshots }),
+    messages: () => ({ [SNAPSHOT_TYPE_URL]: snapshots, [DELTA_TYPE_URL]: deltas }),
+    bytesReceived: () => bytes,
+    resumes: () => resumes,
   };
 }

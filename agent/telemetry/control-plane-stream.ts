@@ -18,11 +18,14 @@ export const TERMINATION_REASONS = ['ConnectionError', 'Error', 'Reconnect', 'Co
 export type TerminationReason = (typeof TERMINATION_REASONS)[number];
 
 /**
- * Weft's Watch stream has one message type: every response is the whole desired state
- * (controlplane/discovery-wire.ts), so every message counts under this one type URL, named as
- * xDS names its resource types (`type.googleapis.com/<message>`) after the Watch method's package.
+ * The type URLs messages are counted under, named as xDS names its resource types
+ * (`type.googleapis.com/<message>`) after the Watch method's package. A message carrying the whole
+ * desired state (every v1 message; the v2 full-state response that opens a stream or follows a
+ * change of control plane) counts as a snapshot; a v2 delta (Envoy's DeltaDiscoveryResponse form,
+ * controlplane/discovery-proto.ts) under its own URL.
  */
 export const SNAPSHOT_TYPE_URL = 'type.weft.dev/weft.discovery.v1.VersionedSnapshot';
+export const DELTA_TYPE_URL = 'type.weft.dev/weft.discovery.v2.DeltaDiscoveryResponse';
 
 /** How one Watch stream ended, as discovery-client.ts sees it. */
 export type StreamEnding =

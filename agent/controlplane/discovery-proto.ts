@@ -1,0 +1,248 @@
+import * as protobuf from 'protobufjs';
+import { err, ok, type Result } from '../core/result';
+import type { PodInfo } from '../config/objects';
+import { keyOf, resourceId, RESOURCE_KINDS, type Resource, type ResourceKind } from './discovery-resources';
+
+/**
+ * `weft.discovery.v2.Discovery/Watch`, server-streaming, protobuf (schema below, parsed once at
+ * load; no generated code). The response is shaped like Envoy's DeltaDiscoveryResponse: resources
+ * upserted by kind and key, keys removed, the version the state has after applying it, the
+ * control plane's epoch (one per control-plane process), and whether it is the full state.
+ *
+ * Pods, the kind that scales with the cluster and changes most, travel as a protobuf message;
+ * every other kind as the JSON of the Snapshot's own object in a `bytes` field (measured and
+ * argued in docs/discovery.md). Converted once, at the edge: past decodeDeltaResponse nothing sees
+ * protobuf.
+ */
+export const WATCH_V2_PATH = '/weft.discovery.v2.Discovery/Watch';
+
+const SCHEMA = `
+syntax = "proto3";
+package weft.discovery.v2;
+
+message WatchRequest {
+  string node = 1;
+  // A resume: the epoch and version of the last response the agent applied. Empty/0: none.
+  string control_plane_epoch = 2;
+  uint64 version = 3;
+}
+
+message Pod {
+  string namespace = 1;
+  string name = 2;
+  map<string, string> labels = 3;
+  map<string, string> annotations = 4;
+  string node_name = 5;
+  string service_account = 6;
+  repeated string ips = 7;
+  optional string cgroup_path = 8;
+  optional string uid = 9;
+  optional bool ready = 10;
+  optional bool terminating = 11;
+  map<string, uint32> container_ports = 12;
+}
+
+message Resource {
+  string kind = 1;
+  string key = 2;
+  oneof body {
+    Pod pod = 3;
+    bytes json = 4;
+  }
+}
+
+message ResourceName {
+  string kind = 1;
+  string key = 2;
+}
+
+message DeltaDiscoveryResponse {
+  // The version the agent's state has once this response is applied.
+  uint64 system_version = 1;
+  string control_plane_epoch = 2;
+  // The resources are the whole state: whatever the agent holds and is not listed is gone.
+  bool full_state = 3;
+  // A delta applies to the state at exactly this version of this epoch; 0 with full_state.
+  uint64 base_version = 4;
+  repeated Resource resources = 5;
+  repeated ResourceName removed_resources = 6;
+}
+`;
+
+const root = protobuf.parse(SCHEMA, { keepCase: false }).root;
+const WatchRequestType = root.lookupType('weft.discovery.v2.WatchRequest');
+const ResourceType = root.lookupType('weft.discovery.v2.Resource');
+const ResponseType = root.lookupType('weft.discovery.v2.DeltaDiscoveryResponse');
+/** Field number of DeltaDiscoveryResponse.resources, wire type 2 (length-delimited). */
+const RESOURCES_TAG = (5 << 3) | 2;
+
+export interface WatchRequestV2 {
+  node: string;
+  resume?: { epoch: string; version: number };
+}
+
+export interface ResourceName {
+  kind: ResourceKind;
+  key: string;
+}
+
+export interface DeltaResponse {
+  systemVersion: number;
+  epoch: string;
+  fullState: boolean;
+  /** 0 with fullState. */
+  baseVersion: number;
+  resources: Resource[];
+  removed: ResourceName[];
+}
+
+const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, arrays: true, objects: true, bytes: Buffer as unknown as typeof String };
+
+export function encodeWatchRequestV2(request: WatchRequestV2): Buffer {
+  const message = WatchRequestType.fromObject({
+    node: request.node,
+    controlPlaneEpoch: request.resume?.epoch ?? '',
+    version: request.resume?.version ?? 0,
+  });
+  return Buffer.from(WatchRequestType.encode(message).finish());
+}
+
+export function decodeWatchRequestV2(bytes: Buffer): Result<WatchRequestV2, string> {
+  let o: { node?: string; controlPlaneEpoch?: string; version?: number };
+  try {
+    o = WatchRequestType.toObject(WatchRequestType.decode(bytes), TO_OBJECT) as typeof o;
+  } catch (e) {
+    return err(`the v2 Watch request is not a weft.discovery.v2.WatchRequest: ${(e as Error).message}`);
+  }
+  if (typeof o.node !== 'string' || o.node === '') return err('the v2 Watch request names no node (field node)');
+  const version = o.version ?? 0;
+  if (!Number.isSafeInteger(version) || version < 0) return err(`the v2 Watch request's version ${String(version)} is not a safe integer`);
+  const epoch = o.controlPlaneEpoch ?? '';
+  if ((epoch === '') !== (version === 0)) return err('the v2 Watch request must give both control_plane_epoch and version to resume, or neither');
+  return ok(epoch === '' ? { node: o.node } : { node: o.node, resume: { epoch, version } });
+}
+
+function podMessage(pod: PodInfo): Record<string, unknown> {
+  const m: Record<string, unknown> = {
+    namespace: pod.namespace, name: pod.name, labels: pod.labels, annotations: pod.annotations,
+    nodeName: pod.nodeName, serviceAccount: pod.serviceAccount, ips: pod.ips,
+  };
+  if (pod.cgroupPath !== undefined) m.cgroupPath = pod.cgroupPath;
+  if (pod.uid !== undefined) m.uid = pod.uid;
+  if (pod.ready !== undefined) m.ready = pod.ready;
+  if (pod.terminating !== undefined) m.terminating = pod.terminating;
+  if (pod.containerPorts !== undefined) m.containerPorts = pod.containerPorts;
+  return m;
+}
+
+function podInfo(m: Record<string, unknown>): PodInfo {
+  const pod: PodInfo = {
+    namespace: m.namespace as string, name: m.name as string,
+    labels: m.labels as Record<string, string>, annotations: m.annotations as Record<string, string>,
+    nodeName: m.nodeName as string, serviceAccount: m.serviceAccount as string, ips: m.ips as string[],
+  };
+  if (m.cgroupPath !== undefined) pod.cgroupPath = m.cgroupPath as string;
+  if (m.uid !== undefined) pod.uid = m.uid as string;
+  if (m.ready !== undefined) pod.ready = m.ready as boolean;
+  if (m.terminating !== undefined) pod.terminating = m.terminating as boolean;
+  const ports = m.containerPorts as Record<string, number>;
+  if (Object.keys(ports).length > 0) pod.containerPorts = ports;
+  return pod;
+}
+
+/** One Resource message, encoded: pods as the Pod message, other kinds as JSON bytes. */
+export function encodeResource(r: Resource): Uint8Array {
+  const body = r.kind === 'Pod' ? { pod: podMessage(r.value as PodInfo) } : { json: Buffer.from(JSON.stringify(r.value), 'utf8') };
+  return ResourceType.encode(ResourceType.fromObject({ kind: r.kind, key: r.key, ...body })).finish();
+}
+
+/**
+ * A response from its header and resources already encoded with encodeResource: a repeated field
+ * is its entries one after another, so a full state is the concatenation of cached resources.
+ */
+export function encodeDeltaResponse(header: Omit<DeltaResponse, 'resources'>, resources: readonly Uint8Array[]): Buffer {
+  const writer = ResponseType.encode(ResponseType.fromObject({
+    systemVersion: header.systemVersion,
+    controlPlaneEpoch: header.epoch,
+    fullState: header.fullState,
+    baseVersion: header.baseVersion,
+    removedResources: header.removed,
+  }));
+  for (const r of resources) writer.uint32(RESOURCES_TAG).bytes(r);
+  return Buffer.from(writer.finish());
+}
+
+const KINDS = new Set<string>(RESOURCE_KINDS);
+
+function resourceFrom(o: { kind?: string; key?: string; pod?: Record<string, unknown>; json?: Buffer }, i: number): Result<Resource, string> {
+  const where = `resources[${i}]`;
+  if (typeof o.kind !== 'string' || !KINDS.has(o.kind)) return err(`${where}.kind ${JSON.stringify(o.kind)} is not a resource kind (${RESOURCE_KINDS.join(', ')})`);
+  const kind = o.kind as ResourceKind;
+  const key = o.key ?? '';
+  let value: object;
+  if (kind === 'Pod') {
+    if (o.pod === undefined) return err(`${where} (Pod ${key}) has no pod body`);
+    value = podInfo(o.pod);
+  } else {
+    if (o.json === undefined) return err(`${where} (${kind} ${key}) has no json body`);
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(Buffer.from(o.json).toString('utf8'));
+    } catch (e) {
+      return err(`${where} (${kind} ${key}).json is not JSON: ${(e as Error).message}`);
+    }
+    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) return err(`${where} (${kind} ${key}).json is not a JSON object`);
+    value = parsed;
+  }
+  const own = keyOf(kind, value);
+  if (own !== key) return err(`${where} is keyed ${JSON.stringify(key)} but its ${kind} body is ${own === undefined ? 'unnamed' : JSON.stringify(own)}`);
+  return ok({ kind, key, value });
+}
+
+function versionOf(value: unknown, field: string): Result<number, string> {
+  const n = value ?? 0;
+  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? ok(n) : err(`${field} ${String(n)} is not a safe integer`);
+}
+
+/** The agent's edge: a response checked and converted, or why it was refused. Never throws. */
+export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string> {
+  let o: {
+    systemVersion?: number; controlPlaneEpoch?: string; fullState?: boolean; baseVersion?: number;
+    resources?: Array<Record<string, unknown>>; removedResources?: Array<{ kind?: string; key?: string }>;
+  };
+  try {
+    o = ResponseType.toObject(ResponseType.decode(bytes), TO_OBJECT) as typeof o;
+  } catch (e) {
+    return err(`a response that is not a weft.discovery.v2.DeltaDiscoveryResponse: ${(e as Error).message}`);
+  }
+  const systemVersion = versionOf(o.systemVersion, 'system_version');
+  if (!systemVersion.ok) return systemVersion;
+  if (systemVersion.value === 0) return err('a response without system_version');
+  const baseVersion = versionOf(o.baseVersion, 'base_version');
+  if (!baseVersion.ok) return baseVersion;
+  const epoch = o.controlPlaneEpoch ?? '';
+  if (epoch === '') return err('a response without control_plane_epoch');
+  const fullState = o.fullState === true;
+  if (fullState && baseVersion.value !== 0) return err('a full-state response with a base_version');
+  if (!fullState && baseVersion.value === 0) return err('a delta response without base_version');
+  const seen = new Set<string>();
+  const resources: Resource[] = [];
+  for (const [i, raw] of (o.resources ?? []).entries()) {
+    const r = resourceFrom(raw as Parameters<typeof resourceFrom>[0], i);
+    if (!r.ok) return r;
+    const id = resourceId(r.value.kind, r.value.key);
+    if (seen.has(id)) return err(`resources[${i}]: ${id} is listed twice`);
+    seen.add(id);
+    resources.push(r.value);
+  }
+  const removed: ResourceName[] = [];
+  for (const [i, raw] of (o.removedResources ?? []).entries()) {
+    if (typeof raw.kind !== 'string' || !KINDS.has(raw.kind)) return err(`removed_resources[${i}].kind ${JSON.stringify(raw.kind)} is not a resource kind`);
+    const id = resourceId(raw.kind as ResourceKind, raw.key ?? '');
+    if (seen.has(id)) return err(`removed_resources[${i}]: ${id} is also upserted or removed twice`);
+    seen.add(id);
+    removed.push({ kind: raw.kind as ResourceKind, key: raw.key ?? '' });
+  }
+  if (fullState && removed.length > 0) return err('a full-state response with removed_resources');
+  return ok({ systemVersion: systemVersion.value, epoch, fullState, baseVersion: baseVersion.value, resources, removed });
+}
