@@ -235,6 +235,11 @@ test('AuthorizationPolicy: Accepted True with its observedGeneration; an edit th
   assert.ok(apIn(s, 'allow-frontend'), 'the other policy is still in the snapshot');
   assert.deepEqual(deniedBlocks(s, 'deny-legacy'), ['192.0.2.0/24'], 'the broken policy\'s last valid version is still in force');
   assert.equal((await acceptedOf(AP, 'allow-frontend')).accepted?.status, 'True', 'the other policy is still Accepted');
+  // What an operator sees first: the CRD's Accepted printer column.
+  const table = (await kubectl(['get', 'authorizationpolicies', '-n', NS])).trim().split('\n').map((line) => line.split(/\s+/));
+  const column = table[0]!.indexOf('ACCEPTED');
+  assert.ok(column > 0, `an ACCEPTED column: ${table[0]!.join(' ')}`);
+  assert.deepEqual(table.slice(1).map((row) => [row[0], row[column]]), [['allow-frontend', 'True'], ['deny-legacy', 'False']]);
 
   await apply(authorizationPolicy('deny-legacy', denyFrom(['198.51.100.0/24'])));
   const fixed = await acceptedFor(AP, 'deny-legacy', 'True', 3);

@@ -264,14 +264,15 @@ describe('PeerAuthentication schema and conversion', () => {
 
 describe('both kinds', () => {
   for (const [kind, c, column, path] of [['AuthorizationPolicy', AP, 'Action', '.spec.action'], ['PeerAuthentication', PA, 'Mode', '.spec.mtls.mode']] as const) {
-    it(`${kind}: no unknown field is preserved, a status subresource with typed conditions, printer columns ${column} and Age`, () => {
+    it(`${kind}: no unknown field is preserved, a status subresource with typed conditions, printer columns ${column}, Accepted and Age`, () => {
       const version = c.spec.versions[0]!;
       assert.deepEqual(noPreservedUnknownFields(version.schema.openAPIV3Schema, ''), []);
       assert.ok(version.subresources?.status);
       const conditions = version.schema.openAPIV3Schema.properties!.status!.properties!.conditions!;
       assert.deepEqual(conditions.items!.required, ['type', 'status', 'reason', 'message', 'lastTransitionTime']);
       assert.deepEqual(Object.keys(conditions.items!.properties!).sort(), ['lastTransitionTime', 'message', 'observedGeneration', 'reason', 'status', 'type']);
-      assert.deepEqual(version.additionalPrinterColumns!.map((col) => [col.name, col.jsonPath]), [[column, path], ['Age', '.metadata.creationTimestamp']]);
+      assert.deepEqual(version.additionalPrinterColumns!.map((col) => [col.name, col.jsonPath]),
+        [[column, path], ['Accepted', '.status.conditions[?(@.type=="Accepted")].status'], ['Age', '.metadata.creationTimestamp']]);
     });
   }
 });
