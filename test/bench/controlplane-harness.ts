@@ -46,6 +46,8 @@ export interface BenchControlPlane {
   cluster: Omit<Ready, 'type' | 'address'>;
   /** RSS and the rest, from /proc/<pid>/smaps_rollup. */
   memory(): ProcessMemory;
+  /** CPU time (user + system) the control plane process has used so far, ms. */
+  cpuMs(): number;
   /** V8's heap and the external/array buffers, as the control plane process sees them. */
   heap(): Promise<{ heapUsedMiB: number; externalMiB: number }>;
   /** Readiness of pod `index` flips to `ready`; resolves with when the control plane published it. */
@@ -126,6 +128,7 @@ export async function startBenchControlPlane(options: { pods: number; seed?: num
     caPem: readFileSync(join(dataDir, 'ca.pem'), 'utf8'),
     cluster,
     memory: () => processMemory(child.pid!),
+    cpuMs: () => processCpuMs(child.pid!),
     async heap() {
       const r = await request({ op: 'memory' });
       if (r.type !== 'memory') throw new Error(`the bench control plane answered ${r.type}, not memory`);
@@ -242,6 +245,23 @@ export class AgentFleet {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The kernel's clock ticks per second for /proc/<pid>/stat (USER_HZ: 100 on every Linux this runs on). */
+const USER_HZ = Number(spawnSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).stdout.trim()) || 100;
+
+/** utime + stime of a process from /proc/<pid>/stat, in ms. */
+export function processCpuMs(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the command name (which may hold spaces) start at field 3, state; utime and stime are fields 14 and 15.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / USER_HZ;
+}
+
+/** CPU time (user + system) this process has used so far, ms. */
+export function ownCpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
 
 /**
  * bytes_sent of every established TCP connection whose local port is `port` (the control plane's

@@ -36,7 +36,7 @@ export type ServerRequest =
   | { op: 'stop' };
 
 export type ServerReply =
-  | { type: 'ready'; address: string; pods: number; services: number; endpointSlices: number; namespaces: number; customs: number; buildMs: number }
+  | { type: 'ready'; address: string; nodes: number; pods: number; services: number; endpointSlices: number; namespaces: number; customs: number; buildMs: number }
   | { type: 'published'; id: number; at: string; buildMs: number }
   | { type: 'memory'; id: number; heapUsedMiB: number; externalMiB: number }
   | { type: 'failed'; error: string };
@@ -97,7 +97,7 @@ async function main(): Promise<void> {
   process.on('disconnect', () => process.exit(0));
 
   reply({
-    type: 'ready', address: `127.0.0.1:${port}`, pods: cluster.pods.length, services: cluster.services.length, endpointSlices: cluster.endpointSlices.length,
+    type: 'ready', address: `127.0.0.1:${port}`, nodes: cluster.nodes.length, pods: cluster.pods.length, services: cluster.services.length, endpointSlices: cluster.endpointSlices.length,
     namespaces: cluster.namespaces.length, customs: cluster.customs.length, buildMs,
   });
 }

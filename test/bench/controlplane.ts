@@ -20,9 +20,9 @@
  * `node dist/test/bench/controlplane.js`; WEFT_CPBENCH_PODS=1000,10000 and WEFT_CPBENCH_AGENTS=100
  * change the sizes. Numbers are written down in docs/bench-controlplane.md.
  */
-import { cpus } from 'node:os';
+import { cpus, loadavg } from 'node:os';
 import { buildSnapshot, generateCluster, hasChangePolicy, hasPodReadiness, type Cluster } from './controlplane-cluster';
-import { AgentFleet, bytesBetween, bytesSentBy, quantile, startBenchControlPlane, type BenchControlPlane, type Published } from './controlplane-harness';
+import { AgentFleet, bytesBetween, bytesSentBy, ownCpuMs, quantile, startBenchControlPlane, type BenchControlPlane, type Published } from './controlplane-harness';
 import type { ProcessMemory } from '../support/idle-connections';
 
 export const TARGET_POLICY_P99_MS = 1_000;
@@ -32,10 +32,12 @@ export interface BenchOptions {
   agents: number;
   podRounds: number;
   policyRounds: number;
-  /** Policy rounds stop early once this much time went into them (the old whole-snapshot protocol is slow at 10,000 pods). */
-  policyBudgetMs: number;
-  /** Per round, and for the first snapshots. */
+  /** Pod rounds, then policy rounds, stop early (after at least one) once this much time went into them (a whole-snapshot protocol is slow at 10,000 pods). */
+  budgetMs: number;
+  /** Per round. */
   timeoutMs: number;
+  /** For every agent's first snapshot. */
+  firstSnapshotTimeoutMs: number;
   seed?: number;
   /** Progress lines, on stderr in the bench. */
   progress?: (line: string) => void;
@@ -51,7 +53,11 @@ export interface RoundResult {
   payloadBytes?: number[];
   /** ms the control plane took to build the snapshot from its objects (before publish). */
   buildMs: number;
+  /** CPU ms used during the round (change sent to every agent seen or the timeout) by the control plane process and by this one (the agents). */
+  cpu: { controlPlane: number; agents: number };
 }
+
+type HeapUse = Awaited<ReturnType<BenchControlPlane['heap']>>;
 
 export interface SizeResult {
   options: BenchOptions;
@@ -59,8 +65,12 @@ export interface SizeResult {
   /** The whole snapshot as JSON: what the first-generation protocol sends per agent per change. */
   snapshotJsonBytes: number;
   memory: { idle: ProcessMemory; connected?: ProcessMemory; afterRounds?: ProcessMemory };
-  heap: { idle: { heapUsedMiB: number; externalMiB: number }; afterRounds?: { heapUsedMiB: number; externalMiB: number } };
+  heap: { idle: HeapUse; connected?: HeapUse; afterRounds?: HeapUse };
   firstSnapshotMs: (number | undefined)[];
+  /** CPU ms used while the agents connected and got their first snapshot, as in RoundResult. */
+  connectCpu: { controlPlane: number; agents: number };
+  /** The 1-minute load average before and after (other work on the machine shows here). */
+  load: [number, number];
   /** TCP connections from agents seen at the control plane after the first snapshots. */
   connections: number;
   /** Why streams ended, summed over agents, when any did. */
@@ -83,10 +93,12 @@ async function round(cp: BenchControlPlane, fleet: AgentFleet, name: string, tes
   const expectation = fleet.expect(name, test);
   const before = bytesSentBy(cp.port);
   const payloadBefore = fleet.bytesReceived();
+  const cpu = { controlPlane: cp.cpuMs(), agents: ownCpuMs() };
   const published = await change();
   const seen = await fleet.await(expectation, published.at, timeoutMs);
   const payloadAfter = fleet.bytesReceived();
   return {
+    cpu: { controlPlane: cp.cpuMs() - cpu.controlPlane, agents: ownCpuMs() - cpu.agents },
     latencyMs: seen.latencyMs,
     missing: seen.missing,
     wireBytes: bytesBetween(before, bytesSentBy(cp.port)),
@@ -108,34 +120,40 @@ export async function measureControlPlane(options: BenchOptions): Promise<SizeRe
     await sleep(SETTLE_MS);
     const result: SizeResult = {
       options, cluster: cp.cluster, snapshotJsonBytes, memory: { idle: cp.memory() }, heap: { idle: await cp.heap() },
-      firstSnapshotMs: [], connections: 0, terminations: {}, podRounds: [], policyRounds: [],
+      firstSnapshotMs: [], connectCpu: { controlPlane: 0, agents: 0 }, load: [loadavg()[0]!, NaN], connections: 0, terminations: {}, podRounds: [], policyRounds: [],
     };
     progress(`${options.pods} pods: control plane up (pid ${cp.pid}), ${result.memory.idle.rss.toFixed(0)} MiB idle; connecting ${options.agents} agents`);
+    const cpu = { controlPlane: cp.cpuMs(), agents: ownCpuMs() };
     fleet = new AgentFleet(cp, nodes);
-    result.firstSnapshotMs = await fleet.firstSnapshots(options.timeoutMs);
+    result.firstSnapshotMs = await fleet.firstSnapshots(options.firstSnapshotTimeoutMs);
+    result.connectCpu = { controlPlane: cp.cpuMs() - cpu.controlPlane, agents: ownCpuMs() - cpu.agents };
     result.connections = bytesSentBy(cp.port).size;
     result.terminations = fleet.terminations();
     const got = result.firstSnapshotMs.filter((t) => t !== undefined).length;
     if (got < options.agents) {
-      result.failure = `${got} of ${options.agents} agents had their first snapshot after ${options.timeoutMs / 1000} s; streams ended: ${JSON.stringify(result.terminations)}`;
+      result.failure = `${got} of ${options.agents} agents had their first snapshot after ${options.firstSnapshotTimeoutMs / 1000} s; streams ended: ${JSON.stringify(result.terminations)}`;
       progress(`${options.pods} pods: ${result.failure}`);
+      result.load[1] = loadavg()[0]!;
       return result;
     }
     await sleep(SETTLE_MS);
     result.memory.connected = cp.memory();
+    result.heap.connected = await cp.heap();
     progress(`${options.pods} pods: ${options.agents} agents connected, ${result.memory.connected.rss.toFixed(0)} MiB; ${options.podRounds} pod changes`);
 
+    let started = Date.now();
     for (let k = 0; k < options.podRounds; k++) {
+      if (k > 0 && Date.now() - started > options.budgetMs) break;
       // Pods spread over namespaces and nodes; each turns not ready once.
       const index = (k * 2_003 + 17) % cluster.pods.length;
       const pod = { namespace: cluster.pods[index]!.metadata!.namespace!, name: cluster.pods[index]!.metadata!.name! };
       result.podRounds.push(await round(cp, fleet, `pod ${pod.namespace}/${pod.name} not ready`, (s) => hasPodReadiness(s, pod, false),
         () => cp.podChange(index, false), options.timeoutMs));
     }
-    progress(`${options.pods} pods: ${options.policyRounds} policy changes (at most ${options.policyBudgetMs / 1000} s)`);
-    const started = Date.now();
+    progress(`${options.pods} pods: ${options.policyRounds} policy changes (at most ${options.budgetMs / 1000} s)`);
+    started = Date.now();
     for (let k = 1; k <= options.policyRounds; k++) {
-      if (k > 1 && Date.now() - started > options.policyBudgetMs) break;
+      if (k > 1 && Date.now() - started > options.budgetMs) break;
       const r = await round(cp, fleet, `policy round ${k}`, (s) => hasChangePolicy(s, k), () => cp.policyChange(k), options.timeoutMs);
       result.policyRounds.push(r);
       if (r.missing.length > 0) break;
@@ -144,6 +162,7 @@ export async function measureControlPlane(options: BenchOptions): Promise<SizeRe
     await sleep(SETTLE_MS);
     result.memory.afterRounds = cp.memory();
     result.heap.afterRounds = await cp.heap();
+    result.load[1] = loadavg()[0]!;
     return result;
   } finally {
     fleet?.close();
@@ -160,15 +179,22 @@ const mib = (m: ProcessMemory | undefined): string => (m ? `${m.rss.toFixed(1)} 
 const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(v < 10 ? 1 : 0)} ms` : 'n/a');
 const bytes = (v: number): string => (!Number.isFinite(v) ? 'n/a' : v >= 2 ** 20 ? `${(v / 2 ** 20).toFixed(2)} MiB` : v >= 1024 ? `${(v / 1024).toFixed(1)} KiB` : `${v} B`);
 
+const heapOf = (h: HeapUse | undefined): string => (h ? ` (heap ${h.heapUsedMiB.toFixed(1)} MiB, buffers ${h.externalMiB.toFixed(1)} MiB)` : '');
+
+/** Median CPU per round of each side: where the time went on a shared machine. */
+function cpuPerRound(rounds: RoundResult[]): string {
+  return `CPU per round: control plane ${ms(quantile(rounds.map((r) => r.cpu.controlPlane), 0.5))}, agents ${ms(quantile(rounds.map((r) => r.cpu.agents), 0.5))}`;
+}
+
 export function report(results: SizeResult[]): string[] {
   const lines: string[] = [];
   const say = (s: string): number => lines.push(s);
   for (const r of results) {
     const c = r.cluster;
-    say(`\n## ${c.pods} pods on ${r.options.agents} nodes, ${c.services} Services + ${c.endpointSlices} EndpointSlices, ${c.namespaces} namespaces, ${c.customs} policies/routes; ${r.options.agents} agents; whole snapshot ${bytes(r.snapshotJsonBytes)} as JSON`);
-    say(`control-plane RSS: idle ${mib(r.memory.idle)} (heap ${r.heap.idle.heapUsedMiB.toFixed(1)} MiB) | ${r.options.agents} agents connected ${mib(r.memory.connected)} | after the rounds ${mib(r.memory.afterRounds)}${r.heap.afterRounds ? ` (heap ${r.heap.afterRounds.heapUsedMiB.toFixed(1)} MiB, buffers ${r.heap.afterRounds.externalMiB.toFixed(1)} MiB)` : ''}`);
+    say(`\n## ${c.pods} pods on ${c.nodes} nodes, ${c.services} Services + ${c.endpointSlices} EndpointSlices, ${c.namespaces} namespaces, ${c.customs} policies/routes; ${r.options.agents} agents; whole snapshot ${bytes(r.snapshotJsonBytes)} as JSON; load average ${r.load[0].toFixed(1)} before, ${r.load[1].toFixed(1)} after`);
+    say(`control-plane RSS: idle ${mib(r.memory.idle)} (heap ${r.heap.idle.heapUsedMiB.toFixed(1)} MiB) | ${r.options.agents} agents connected ${mib(r.memory.connected)}${heapOf(r.heap.connected)} | after the rounds ${mib(r.memory.afterRounds)}${heapOf(r.heap.afterRounds)}`);
     const first = r.firstSnapshotMs.filter((t): t is number => t !== undefined);
-    say(`time to first snapshot (${first.length}/${r.options.agents} agents, connecting together, over ${r.connections} TCP connections): p50 ${ms(quantile(first, 0.5))} p99 ${ms(quantile(first, 0.99))} max ${ms(Math.max(...first))}`);
+    say(`time to first snapshot (${first.length}/${r.options.agents} agents, connecting together, over ${r.connections} TCP connections): p50 ${ms(quantile(first, 0.5))} p99 ${ms(quantile(first, 0.99))} max ${ms(Math.max(...first))}; CPU meanwhile: control plane ${ms(r.connectCpu.controlPlane)}, agents ${ms(r.connectCpu.agents)}`);
     if (Object.keys(r.terminations).length > 0) say(`streams ended (by reason, all agents): ${JSON.stringify(r.terminations)}`);
     if (r.failure) {
       say(`FAILED: ${r.failure}`);
@@ -179,13 +205,13 @@ export function report(results: SizeResult[]): string[] {
     const podEvery = r.podRounds.map(everyAgentMs).filter((t): t is number => t !== undefined);
     say(`one pod change (${r.podRounds.length} rounds), bytes sent per agent on the wire: p50 ${bytes(quantile(wire, 0.5))} max ${bytes(Math.max(...wire))}` +
       (payload.length > 0 ? `; payload (client's bytesReceived): p50 ${bytes(quantile(payload, 0.5))} max ${bytes(Math.max(...payload))}` : '') +
-      `; to every agent p50 ${ms(quantile(podEvery, 0.5))}; build ${ms(quantile(r.podRounds.map((p) => p.buildMs), 0.5))}`);
+      `; to every agent p50 ${ms(quantile(podEvery, 0.5))} (${podEvery.length}/${r.podRounds.length} rounds seen by all); build ${ms(quantile(r.podRounds.map((p) => p.buildMs), 0.5))}; ${cpuPerRound(r.podRounds)}`);
     const every = r.policyRounds.map(everyAgentMs);
     const done = every.filter((t): t is number => t !== undefined);
     const perAgent = r.policyRounds.flatMap((p) => p.latencyMs.filter((t): t is number => t !== undefined));
     const p99 = quantile(done, 0.99);
     say(`policy change to every agent (${done.length}/${r.policyRounds.length} rounds of ${r.options.policyRounds} asked): p50 ${ms(quantile(done, 0.5))} p99 ${ms(p99)} ` +
-      `(target p99 < ${TARGET_POLICY_P99_MS} ms: ${done.length > 0 && done.length === r.policyRounds.length && p99 < TARGET_POLICY_P99_MS ? 'met' : 'NOT met'}); per agent p50 ${ms(quantile(perAgent, 0.5))} p99 ${ms(quantile(perAgent, 0.99))}`);
+      `(target p99 < ${TARGET_POLICY_P99_MS} ms: ${done.length > 0 && done.length === r.policyRounds.length && p99 < TARGET_POLICY_P99_MS ? 'met' : 'NOT met'}); per agent p50 ${ms(quantile(perAgent, 0.5))} p99 ${ms(quantile(perAgent, 0.99))}; ${cpuPerRound(r.policyRounds)}`);
     const missing = r.policyRounds.find((p) => p.missing.length > 0);
     if (missing) say(`a policy round was not seen by ${missing.missing.length} agents within ${r.options.timeoutMs / 1000} s (e.g. ${missing.missing.slice(0, 3).join(', ')})`);
   }
@@ -206,7 +232,7 @@ async function main(): Promise<void> {
   const progress = (line: string): void => { process.stderr.write(`# controlplane bench ${new Date().toISOString()} ${line}\n`); };
   const results: SizeResult[] = [];
   for (const pods of sizes) {
-    results.push(await measureControlPlane({ pods, agents, podRounds: 5, policyRounds: 20, policyBudgetMs: 40_000, timeoutMs: 30_000, progress }));
+    results.push(await measureControlPlane({ pods, agents, podRounds: 5, policyRounds: 20, budgetMs: 20_000, timeoutMs: 60_000, firstSnapshotTimeoutMs: 90_000, progress }));
   }
   console.log(`\n# control plane bench on node ${process.version}, ${cpus().length} x ${cpus()[0]?.model ?? 'unknown cpu'}`);
   console.log('# real: the control plane\'s own process (gRPC + TLS, bootstrap-token auth, one Watch stream and TCP connection per agent, the discovery service\'s encode/write),');
