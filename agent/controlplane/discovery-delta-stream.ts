@@ -12,7 +12,13 @@ import type { MessageSink } from './discovery-writer';
  */
 export class DeltaStream {
   /** The version the agent holds once everything written so far has arrived. */
-  private sent: number | undefined;
+  private held: number | undefined;
+  /**
+   * The latest version whose view of the node is the one the agent holds: ahead of `held` when
+   * changes since did not touch the node (nothing was sent for them). Deltas are computed from
+   * here and applied by the agent on `held`.
+   */
+  private basis: number | undefined;
   private inFlight = false;
   private pending = false;
   private stopped = false;
@@ -46,14 +52,15 @@ export class DeltaStream {
 
   /** A new version was published: send what changed for this node, now or when the in-flight message has left. */
   changed(): void {
-    if (this.stopped || this.sent === undefined) return;
+    if (this.stopped || this.basis === undefined) return;
     if (this.inFlight) {
       this.pending = true;
       return;
     }
-    const next = this.index.next(this.node, this.sent);
-    if (next.kind === 'unchanged') this.sent = this.index.currentVersion();
-    else this.write(next);
+    const next = this.index.next(this.node, this.basis);
+    if (next.kind === 'unchanged') this.basis = this.index.currentVersion();
+    else if (next.header.fullState) this.write(next);
+    else this.write({ ...next, header: { ...next.header, baseVersion: this.held! } });
   }
 
   /** Messages written (for tests and logs). */
@@ -67,7 +74,8 @@ export class DeltaStream {
   }
 
   private write(m: NodeMessage & { kind: 'send' }): void {
-    this.sent = m.header.systemVersion;
+    this.held = m.header.systemVersion;
+    this.basis = m.header.systemVersion;
     this.inFlight = true;
     this.written++;
     this.sink.write(encodeDeltaResponse(m.header, m.resources), (error) => {
