@@ -38,8 +38,8 @@ export class KubeWiring {
 
   /**
    * The cluster's state as snapshots. Unless `writeStatus` is false, the status of every HTTPRoute,
-   * GRPCRoute and TrafficPolicy is written back after each build (status-writer.ts), with an Event
-   * for each invalid object. With `leaderElection`, only while this replica holds the Lease
+   * GRPCRoute, TrafficPolicy, AuthorizationPolicy, PeerAuthentication and ProxyConfig is written
+   * back after each build (status-writer.ts), with an Event for each invalid object. With `leaderElection`, only while this replica holds the Lease
    * (leader-elector.ts): the writer starts inactive and, made active, plans from the latest view,
    * so a new leader rewrites every status that is not current.
    */
