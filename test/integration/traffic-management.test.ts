@@ -213,9 +213,11 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     const seen = r.results.slice(1).map((x) => x.ms);
     t.diagnostic(`timeout: proxy-side ms ${proxy.map((x) => x.toFixed(1)).join(', ')}; client-side ms ${seen.map((x) => x.toFixed(1)).join(', ')}`);
     // Cut at the deadline, never before it; how late depends on the host (306-322 ms here when quiet,
-    // up to 357 ms on a loaded CI host), so the bound is loose: a test is no benchmark.
+    // up to 357 ms on a loaded CI host), so the bound is loose: a test is no benchmark. "Before" allows
+    // the 1 ms of a libuv timer: it is armed against the loop's cached clock, so it can fire up to 1 ms
+    // early against the access log's high-resolution clock (CI saw a median of 299.96 ms).
     const m = median(proxy);
-    assert.ok(m >= 300 && m <= 300 + 100, `proxy-side median ${m.toFixed(1)} ms of ${proxy.map((x) => x.toFixed(1)).join(', ')}`);
+    assert.ok(m >= 300 - 1 && m <= 300 + 100, `proxy-side median ${m.toFixed(1)} ms of ${proxy.map((x) => x.toFixed(1)).join(', ')}`);
     // The client sees it soon after (its own process and the capture add a little on a loaded host).
     assert.ok(median(seen) < 300 + 250, `client-side median ${median(seen).toFixed(1)} ms`);
     assert.equal(backends.gen!.seen('/slow').length, 6, 'each request reached the backend before the deadline cut it');
