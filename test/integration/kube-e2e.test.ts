@@ -31,6 +31,7 @@ import { podCidr4 } from '../../agent/sandbox/addresses';
 import { CONTROL_PLANE_PORT, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
 import { bridgeApiServer, type ApiServerBridge } from '../support/kube-lab-bridge';
+import { scrapeNode } from '../support/metrics-mesh';
 import { startKubeCluster, type KubeCluster } from '../support/kube-cluster';
 import { kernelTestBlocker } from '../support/requirements';
 
@@ -386,6 +387,17 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     assert.equal(inbound['src.identity'], spiffe(NS, 'client'), 'the server\'s node saw the client\'s own certificate (mTLS)');
     assert.equal(inbound['src.pod'], 'client');
     assert.equal(inbound['dst.pod'], 'server');
+
+    // Istio's metrics name both pods' workloads and identities, on both nodes.
+    for (const [node, reporter] of [[n1, 'source'], [n2, 'destination']] as const) {
+      const series = await waitFor(`${node.name}'s istio_tcp_connections_opened_total for client -> server (reporter ${reporter})`, async () =>
+        (await scrapeNode(node)).find((m) => m.name === 'istio_tcp_connections_opened_total' && m.labels.reporter === reporter
+          && m.labels.source_workload === 'client' && m.labels.destination_workload === 'server' && m.value >= 1));
+      assert.equal(series.labels.source_principal, spiffe(NS, 'client'));
+      assert.equal(series.labels.destination_principal, spiffe(NS, 'server'));
+      assert.equal(series.labels.source_workload_namespace, NS);
+      assert.equal(series.labels.connection_security_policy, 'mutual_tls');
+    }
   });
 
   test('flipping the namespace label off stops capturing new connections, and on captures them again; time from the API write to the change in effect', async (t) => {
