@@ -30,3 +30,6 @@ node scripts/build.mjs
 # The real Kubernetes control plane the integration tests start (etcd, kube-apiserver,
 # kube-controller-manager, kubectl), built from source once per machine and cached outside the repo.
 bash scripts/kube-tools.sh >/dev/null
+
+# The fixed-rate load generator the benchmarks run (vegeta), built once per machine, cached outside the repo.
+bash scripts/load-tools.sh >/dev/null
