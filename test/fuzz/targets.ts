@@ -13,6 +13,7 @@ const TARGETS: Record<string, () => FuzzTarget> = {
   'redirect-codec': () => (require('./target-redirect-codec') as typeof import('./target-redirect-codec')).target,
   'istio-ca-wire': () => (require('./target-istio-ca-wire') as typeof import('./target-istio-ca-wire')).target,
   'discovery-wire': () => (require('./target-discovery-wire') as typeof import('./target-discovery-wire')).target,
+  'discovery-v2': () => (require('./target-discovery-v2') as typeof import('./target-discovery-v2')).target,
   'config-yaml': () => (require('./target-config-yaml') as typeof import('./target-config-yaml')).target,
   'config-objects': () => (require('./target-config-objects') as typeof import('./target-config-objects')).target,
   'http1-serve': () => (require('./target-http1-serve') as typeof import('./target-http1-serve')).target,
