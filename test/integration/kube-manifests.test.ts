@@ -302,9 +302,9 @@ test('the AuthorizationPolicy and PeerAuthentication schemas accept Istio\'s doc
   // Nothing refused was stored; `kubectl get` shows each policy's Action or Mode column.
   for (const [kind, column] of [['AuthorizationPolicy', 'ACTION'], ['PeerAuthentication', 'MODE']] as const) {
     const [header, ...rows] = (await kubectl(['get', `${kind.toLowerCase()}.security.weft.dev`, '-n', 'security'])).trimEnd().split('\n');
-    assert.deepEqual(header!.split(/\s+/), ['NAME', column, 'AGE']);
+    assert.deepEqual(header!.split(/\s+/), ['NAME', column, 'ACCEPTED', 'AGE']);
     // An unset action or mode is a blank cell (as with Istio's CRDs: nothing is defaulted into the stored spec).
-    const [from, to] = [header!.indexOf(column), header!.indexOf('AGE')];
+    const [from, to] = [header!.indexOf(column), header!.indexOf('ACCEPTED')];
     const shown = rows.map((r) => [r.split(/\s+/)[0], r.slice(from, to).trim()]).sort();
     assert.deepEqual(shown, WELL_FORMED.filter((w) => w.kind === kind).map((w) => [w.name, w.column]).sort());
   }
@@ -357,7 +357,7 @@ test('the ProxyConfig schema accepts one setting every field, stored as written,
   assert.equal(stored.metadata.namespace, undefined, 'cluster-scoped');
   // `kubectl get` shows the access-log level, the metrics switch and the tracing endpoint.
   const [header, row] = (await kubectl(['get', 'proxyconfigs.config.weft.dev'])).trimEnd().split('\n');
-  assert.deepEqual(header!.split(/\s+/), ['NAME', 'ACCESS-LOG', 'METRICS', 'TRACING', 'AGE']);
+  assert.deepEqual(header!.split(/\s+/), ['NAME', 'ACCESS-LOG', 'METRICS', 'TRACING', 'ACCEPTED', 'AGE']);
   assert.deepEqual(row!.split(/\s+/).slice(0, 4), ['default', 'errors', 'false', 'http://otel-collector.observability:4318/v1/traces']);
   // Each malformed one is applied as a new object: over the stored `default`, a client-side apply
   // merges into what is there (e.g. its headersTimeoutMs would make a lone requestTimeoutMs valid).
