@@ -26,7 +26,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
-import { Lab, LabNode, LabPod, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
+import { Lab, LabNode, LabPod, startEchoServer, startHttpServer, tcpRequest } from '../../agent/sandbox';
 import { podCidr4 } from '../../agent/sandbox/addresses';
 import { CONTROL_PLANE_PORT, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
@@ -130,7 +130,6 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
   let cp: ChildProcess | undefined;
   let cpOutput = '';
   const agents = new Map<LabNode, AgentHandle>();
-  const servers: ServerHandle[] = [];
   let client: LabPod, server: LabPod, doomed: LabPod, echo1: LabPod, echo2: LabPod;
   let echoVip = '';
 
@@ -230,9 +229,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     // Both cgroup drivers, as kube-pod-cgroup.test.ts shows the agent resolves either.
     const driver = node === n1 ? 'systemd' : 'cgroupfs';
     const pod = await node.pod(name, { namespace, serviceAccount: o.serviceAccount, labels: o.labels, kubelet: { driver, qos: 'burstable', uid } });
-    const started = [startHttpServer(pod, 8080), startEchoServer(pod, 7000)];
-    servers.push(...started);
-    await Promise.all(started.map((s) => s.ready));
+    await Promise.all([startHttpServer(pod, 8080), startEchoServer(pod, 7000)].map((s) => s.ready)); // stopped with the lab
     await writePodStatus(pod, true);
     return pod;
   }
@@ -274,7 +271,8 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
       '--bound-object-kind=Pod', `--bound-object-name=${agentPod}`, '--duration=2h'])).trim();
     const tokenFile = join(dir, `token-${node.name}`);
     writeFileSync(tokenFile, token, { mode: 0o600 });
-    // startNodeAgent's --token-file/--ca-file point at a file control plane's data directory; the last flag wins.
+    // startNodeAgent names the bootstrap credentials of a file-source control plane's data directory;
+    // these flags come after them and win (the CLI's parseArgs keeps the last value).
     const agent = startNodeAgent(node, `${n1.ip}:${CONTROL_PLANE_PORT}`, dir, ['--token-file', tokenFile, '--ca-file', caFile, '--kubepods-cgroup', node.cgroupPath]);
     agents.set(node, agent);
     await agent.ready.catch((e: Error) => assert.fail(`${e.message}\n${diagnostics()}`));
