@@ -262,7 +262,7 @@ class FakeApi {
 
   /** kubectl apply: resourceVersion bumped, and the generation when the spec changed. */
   put(plural: string, obj: Obj): Obj {
-    const key = `${plural}/${obj.metadata.namespace}/${obj.metadata.name}`;
+    const key = `${plural}/${obj.metadata.namespace ?? ''}/${obj.metadata.name}`;
     const before = this.objects.get(key);
     const specChanged = JSON.stringify(before?.spec) !== JSON.stringify(obj.spec);
     const generation = (before?.metadata.generation ?? 0) + (before === undefined || specChanged ? 1 : 0);
@@ -272,8 +272,8 @@ class FakeApi {
     return stored;
   }
 
-  get(plural: string, name: string): Obj | undefined {
-    return this.objects.get(`${plural}/shop/${name}`);
+  get(plural: string, name: string, namespace = 'shop'): Obj | undefined {
+    return this.objects.get(`${plural}/${namespace}/${name}`);
   }
 
   patches(): Recorded[] {
@@ -288,9 +288,10 @@ class FakeApi {
       const url = new URL(req.url ?? '/', 'http://x');
       const body = text === '' ? undefined : JSON.parse(text) as Obj;
       if (req.method !== 'GET') this.requests.push({ method: req.method ?? '', path: url.pathname, contentType: req.headers['content-type'], body });
-      const status = /^\/apis\/([^/]+)\/([^/]+)\/namespaces\/([^/]+)\/([^/]+)\/([^/]+)\/status$/.exec(url.pathname);
+      // Namespaced (.../namespaces/NS/PLURAL/NAME/status) or cluster-scoped (.../PLURAL/NAME/status).
+      const status = /^\/apis\/([^/]+)\/([^/]+)\/(?:namespaces\/([^/]+)\/)?([^/]+)\/([^/]+)\/status$/.exec(url.pathname);
       if (req.method === 'PATCH' && status) {
-        const [, , , namespace, plural, name] = status as unknown as string[];
+        const [, , , namespace = '', plural, name] = status as unknown as string[];
         const failure = this.failPatches.shift();
         if (failure !== undefined) return reply(res, failure, statusBody(failure, 'InternalError', 'etcdserver: request timed out'));
         const key = `${plural}/${namespace}/${name}`;
@@ -542,4 +543,27 @@ test('through the Kubernetes source: the route\'s status is written after the fi
   await until('the fixed edit is Accepted again', () => api.get('httproutes', 'web-split')!.status.parents[0].conditions[0].reason === 'Accepted');
   await writer.idle();
   assert.equal(api.patches().length, 3, 'one write per change of status: first sync, invalid edit, fixed edit');
+});
+
+test('a cluster-scoped object (ProxyConfig) is patched without a namespace, and its Event goes to namespace default with no namespace on the involved object', WRITER_TEST, async (t) => {
+  const { api, writer } = await writerOn(t, { minIntervalMs: 0 });
+  const misnamed = api.put('proxyconfigs', {
+    apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'mesh', uid: 'uid-mesh' }, spec: { accessLog: { level: 'all' } },
+  });
+  const objects = new Map<string, CustomObject[]>([['ProxyConfig', [misnamed as CustomObject]]]);
+  const converted = kindFragment('ProxyConfig', misnamed as CustomObject);
+  assert.ok(!converted.ok, 'the conversion refuses another name');
+  writer.observe({ snapshot: emptySnapshot(), objects, invalid: new Map([['ProxyConfig /mesh', converted.error]]) });
+  await writer.idle();
+  await until('the Event is created', () => writer.stats.events === 1);
+  const [patch] = api.patches();
+  assert.equal(patch!.path, '/apis/config.weft.dev/v1/proxyconfigs/mesh/status');
+  const accepted = api.get('proxyconfigs', 'mesh', '')!.status.conditions[0];
+  assert.deepEqual([accepted.type, accepted.status, accepted.reason, accepted.observedGeneration], ['Accepted', 'False', 'Invalid', 1]);
+  assert.match(accepted.message, /only the ProxyConfig named "default" is read/);
+  const [event] = api.requests.filter((r) => r.method === 'POST');
+  assert.equal(event!.path, '/api/v1/namespaces/default/events');
+  assert.deepEqual(event!.body!.involvedObject, { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', name: 'mesh', uid: 'uid-mesh', resourceVersion: misnamed.metadata.resourceVersion });
+  assert.equal(event!.body!.metadata.namespace, 'default');
+  assert.equal(event!.body!.message, accepted.message, 'the Event says what the condition says');
 });
