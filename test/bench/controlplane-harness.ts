@@ -15,6 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Snapshot } from '../../agent/config/objects';
 import { operationalLogger } from '../../agent/core/log';
+import { WEFT_NODE_FLAGS } from '../../agent/node-flags';
 import { watchControlPlane, type DiscoveryWatch } from '../../agent/node/discovery-client';
 import { processMemory, type ProcessMemory } from '../support/idle-connections';
 import type { ServerReply, ServerRequest } from './controlplane-server';
@@ -49,7 +50,7 @@ export interface BenchControlPlane {
   /** CPU time (user + system) the control plane process has used so far, ms. */
   cpuMs(): number;
   /** V8's heap and the external/array buffers, as the control plane process sees them. */
-  heap(): Promise<{ heapUsedMiB: number; externalMiB: number }>;
+  heap(): Promise<{ heapUsedMiB: number; heapTotalMiB: number; externalMiB: number }>;
   /** Readiness of pod `index` flips to `ready`; resolves with when the control plane published it. */
   podChange(index: number, ready: boolean): Promise<Published>;
   /** Change round `round`'s mesh-wide policy replaces the previous one; resolves with when the control plane published it. */
@@ -61,6 +62,8 @@ export async function startBenchControlPlane(options: { pods: number; seed?: num
   const dataDir = mkdtempSync(join(tmpdir(), 'weft-cpbench-'));
   const args = { pods: options.pods, seed: options.seed ?? 1, dataDir };
   const child: ChildProcess = fork(join(__dirname, 'controlplane-server.js'), [JSON.stringify(args)], {
+    // The V8 flags `weft controlplane` runs with (the image's ENTRYPOINT), so its memory is the product's.
+    execArgv: [...WEFT_NODE_FLAGS],
     env: { ...process.env, WEFT_LOG_LEVEL: process.env.WEFT_LOG_LEVEL ?? 'warn' },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });
@@ -132,7 +135,7 @@ export async function startBenchControlPlane(options: { pods: number; seed?: num
     async heap() {
       const r = await request({ op: 'memory' });
       if (r.type !== 'memory') throw new Error(`the bench control plane answered ${r.type}, not memory`);
-      return { heapUsedMiB: r.heapUsedMiB, externalMiB: r.externalMiB };
+      return { heapUsedMiB: r.heapUsedMiB, heapTotalMiB: r.heapTotalMiB, externalMiB: r.externalMiB };
     },
     podChange: async (index, ready) => published(await request({ op: 'pod', index, ready })),
     policyChange: async (round) => published(await request({ op: 'policy', round })),

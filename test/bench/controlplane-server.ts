@@ -38,7 +38,7 @@ export type ServerRequest =
 export type ServerReply =
   | { type: 'ready'; address: string; nodes: number; pods: number; services: number; endpointSlices: number; namespaces: number; customs: number; buildMs: number }
   | { type: 'published'; id: number; at: string; buildMs: number }
-  | { type: 'memory'; id: number; heapUsedMiB: number; externalMiB: number }
+  | { type: 'memory'; id: number; heapUsedMiB: number; heapTotalMiB: number; externalMiB: number }
   | { type: 'failed'; error: string };
 
 const reply = (message: ServerReply): void => {
@@ -83,7 +83,7 @@ async function main(): Promise<void> {
         publish(request.id);
       } else if (request.op === 'memory') {
         const m = process.memoryUsage();
-        reply({ type: 'memory', id: request.id, heapUsedMiB: m.heapUsed / 2 ** 20, externalMiB: (m.external + m.arrayBuffers) / 2 ** 20 });
+        reply({ type: 'memory', id: request.id, heapUsedMiB: m.heapUsed / 2 ** 20, heapTotalMiB: m.heapTotal / 2 ** 20, externalMiB: m.external / 2 ** 20 });
       } else if (request.op === 'stop') {
         discovery.endStreams();
         server.forceShutdown();
