@@ -46,6 +46,10 @@ export interface DeltaIndexOptions {
 
 export type IndexListener = (version: number) => void;
 
+/**
+ * Caches by object: a published Snapshot is never changed in place (the feed's sources build new
+ * objects for what changed), so an object's JSON, its encoding and its remote view are fixed.
+ */
 const texts = new WeakMap<object, string>();
 const encoded = new WeakMap<object, Uint8Array>();
 const remoteViews = new WeakMap<PodInfo, { value: PodInfo; text: string; bytes?: Uint8Array }>();

@@ -6,7 +6,9 @@ export type FeedListener = (latest: VersionedSnapshot) => void;
 /**
  * The control plane's desired state as a versioned value: sources publish whole snapshots, the
  * discovery streams and the certificate authorizer read the latest. Versions start from the wall
- * clock in ms so they keep increasing across restarts unless the clock steps back.
+ * clock in ms so they keep increasing across restarts unless the clock steps back. A published
+ * snapshot, and every object in it, is never changed afterwards: readers (discovery-delta.ts)
+ * cache by object.
  */
 export class SnapshotFeed {
   private latest: VersionedSnapshot;
