@@ -492,7 +492,8 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
         const read = Date.now();
         if ((await readiness()).echo1 === ready) {
           t.diagnostic(`echo-1 ready=${ready} written -> n1's agent holds it ${ready ? 'ready' : 'not ready'} between ${previousRead - written} and ${read - written} ms after the write`
-            + (ready ? '' : `; the last connection that reached echo-1 began ${lastToEcho1 ?? '(none after the write)'} ms after it`) + ` (${hits.length} connections meanwhile: ${hits.join(' ')})`);
+            + (ready ? '' : lastToEcho1 === undefined ? '; no connection reached echo-1 after the write' : `; the last connection that reached echo-1 began ${lastToEcho1} ms after it`)
+            + ` (${hits.length} connections meanwhile: ${hits.join(' ')})`);
           break;
         }
         if (Date.now() - written > CHANGE_WAIT_MS) assert.fail(`echo-1 ready=${ready}: not in n1's agent after ${CHANGE_WAIT_MS / 1000} s; connections went to ${hits.join(' ')}\n${diagnostics()}`);
@@ -564,12 +565,20 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
 
     const cpStart = Date.now();
     await stopControlPlane();
+    // A change written while no control plane runs is not lost: the new one lists it and the agents get it.
+    await core.patchNamespace({ name: NS, body: { metadata: { labels: { 'weft.test/while-controlplane-down': 'yes' } } } }, merge);
     const cpLogMark = cpOutput.length;
     await startControlPlane();
     const cpReady = Date.now();
     t.diagnostic(`control plane restarted (SIGTERM, start, ready) in ${cpReady - cpStart} ms`);
+    for (const node of [n1, n2]) {
+      await waitFor(`${node.name}'s agent to get the label written while the control plane was down`, async () =>
+        (await admin<{ namespaces: Array<{ name: string; labels: Record<string, string> }> }>(node, '/config_dump')).namespaces
+          .some((n) => n.name === NS && n.labels['weft.test/while-controlplane-down'] === 'yes'));
+    }
+    t.diagnostic(`the label written while the control plane was down reached both agents ${Date.now() - cpReady} ms after it was ready`);
 
-    // A change after both restarts: a new pod, meshed from the API alone.
+    // A change after both restarts (and the agents back on the stream): a new pod, meshed from the API alone.
     const created = Date.now();
     const late = await kubeletPod(n1, 'late', { serviceAccount: 'late', labels: { app: 'late' } });
     const statusWritten = Date.now();
