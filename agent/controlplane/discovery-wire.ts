@@ -3,6 +3,8 @@ import type { Snapshot } from '../config/objects';
 
 /**
  * `weft.discovery.v1.Discovery/Watch`, server-streaming, our own API: JSON in UTF-8, no protobuf.
+ * Served for agents of the previous release (a rolling upgrade); current agents watch v2, their
+ * node's view as deltas (discovery-proto.ts, docs/discovery.md).
  *
  *   request:  {"node":"<node name>"}
  *   response: {"version":<positive integer>,"snapshot":<Snapshot, agent/config/objects.ts>}, repeated
