@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { BULK_BYTES, cpuTicks, HTTP_SERVER, rssMiB, WRK_SECONDS, wrk } from './load';
 import { spawnReady, stopPids, withHopLab, type BenchContext, type Contender } from './hop-lab';
 import { startWeftMesh } from './weft-mesh';
+import { DEFAULT_FIXED_RATE, fixedRatePhase, printFixedRate } from './fixed-rate-phase';
 
 export type { BenchContext, Contender, Endpoint } from './hop-lab';
 
@@ -73,8 +74,15 @@ async function measure(c: BenchContext, contender: Contender): Promise<Row> {
   }
 }
 
-export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchContext) => Promise<void>): Promise<Row[]> {
-  return withHopLab({ name: 'mtlsb', client: { namespace: 'bench' }, server: { namespace: 'bench' }, serverScript: HTTP_SERVER }, async (ctx) => {
+export interface MtlsHopOptions {
+  /** lab name, unique among the labs running on this machine (default mtlsb) */
+  lab?: string;
+  /** after the table, the fixed-rate tail phase (fixed-rate-phase.ts) for direct, the HAProxy pair and Weft at a share of HAProxy's rate */
+  fixedRate?: boolean;
+}
+
+export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchContext) => Promise<void>, opts: MtlsHopOptions = {}): Promise<Row[]> {
+  return withHopLab({ name: opts.lab ?? 'mtlsb', client: { namespace: 'bench' }, server: { namespace: 'bench' }, serverScript: HTTP_SERVER }, async (ctx) => {
     await prepare?.(ctx);
     const rows: Row[] = [];
     for (const c of contenders) rows.push(await measure(ctx, c));
@@ -87,10 +95,14 @@ export async function runMtlsHop(contenders: Contender[], prepare?: (c: BenchCon
         r.p50.toFixed(3), r.p99.toFixed(3), r.closeRps.toFixed(0) + ratio(r.closeRps, ha?.closeRps),
         r.cpuUsPerReq.toFixed(1) + ratio(r.cpuUsPerReq, ha?.cpuUsPerReq), r.rssMiB.toFixed(1) + ratio(r.rssMiB, ha?.rssMiB)].join(' | '));
     }
+    if (opts.fixedRate && ha) {
+      const tail = contenders.filter((c) => c.name !== 'stunnel pair');
+      printFixedRate(await fixedRatePhase(ctx, tail, ha.kaRps, DEFAULT_FIXED_RATE), ha.kaRps);
+    }
     return rows;
   });
 }
 
 if (require.main === module) {
-  runMtlsHop([direct, stunnelPair, haproxyPair, weft]).catch((e) => { console.error(e); process.exitCode = 1; });
+  runMtlsHop([direct, stunnelPair, haproxyPair, weft], undefined, { fixedRate: true, ...(process.env.WEFT_BENCH_LAB ? { lab: process.env.WEFT_BENCH_LAB } : {}) }).catch((e) => { console.error(e); process.exitCode = 1; });
 }
