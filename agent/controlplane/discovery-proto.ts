@@ -96,6 +96,19 @@ export interface DeltaResponse {
   removed: ResourceName[];
 }
 
+/** Decoded messages as protobufjs gives them: absent optional fields are null, uint64 a Long (or a number). */
+interface PodMessage {
+  namespace: string; name: string; labels: Record<string, string>; annotations: Record<string, string>;
+  nodeName: string; serviceAccount: string; ips: string[];
+  cgroupPath: string | null; uid: string | null; ready: boolean | null; terminating: boolean | null;
+  containerPorts: Record<string, number>;
+}
+interface ResourceMessage { kind: string; key: string; pod: PodMessage | null; json: Uint8Array | null }
+interface ResponseMessage {
+  systemVersion: number | protobuf.Long; controlPlaneEpoch: string; fullState: boolean; baseVersion: number | protobuf.Long;
+  resources: ResourceMessage[]; removedResources: Array<{ kind: string; key: string }>;
+}
+
 const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, arrays: true, objects: true, bytes: Buffer as unknown as typeof String };
 
 export function encodeWatchRequestV2(request: WatchRequestV2): Buffer {
@@ -135,18 +148,20 @@ function podMessage(pod: PodInfo): Record<string, unknown> {
   return m;
 }
 
-function podInfo(m: Record<string, unknown>): PodInfo {
+/** A decoded Pod message as PodInfo: read from the message itself (no toObject copy; a full state holds thousands). */
+function podInfo(m: PodMessage): PodInfo {
   const pod: PodInfo = {
-    namespace: m.namespace as string, name: m.name as string,
-    labels: m.labels as Record<string, string>, annotations: m.annotations as Record<string, string>,
-    nodeName: m.nodeName as string, serviceAccount: m.serviceAccount as string, ips: m.ips as string[],
+    namespace: m.namespace, name: m.name, labels: m.labels, annotations: m.annotations,
+    nodeName: m.nodeName, serviceAccount: m.serviceAccount, ips: m.ips,
   };
-  if (m.cgroupPath !== undefined) pod.cgroupPath = m.cgroupPath as string;
-  if (m.uid !== undefined) pod.uid = m.uid as string;
-  if (m.ready !== undefined) pod.ready = m.ready as boolean;
-  if (m.terminating !== undefined) pod.terminating = m.terminating as boolean;
-  const ports = m.containerPorts as Record<string, number>;
-  if (Object.keys(ports).length > 0) pod.containerPorts = ports;
+  if (m.cgroupPath != null) pod.cgroupPath = m.cgroupPath;
+  if (m.uid != null) pod.uid = m.uid;
+  if (m.ready != null) pod.ready = m.ready;
+  if (m.terminating != null) pod.terminating = m.terminating;
+  for (const _ in m.containerPorts) {
+    pod.containerPorts = m.containerPorts;
+    break;
+  }
   return pod;
 }
 
@@ -174,20 +189,20 @@ export function encodeDeltaResponse(header: Omit<DeltaResponse, 'resources'>, re
 
 const KINDS = new Set<string>(RESOURCE_KINDS);
 
-function resourceFrom(o: { kind?: string; key?: string; pod?: Record<string, unknown>; json?: Buffer }, i: number): Result<Resource, string> {
+function resourceFrom(o: ResourceMessage, i: number): Result<Resource, string> {
   const where = `resources[${i}]`;
-  if (typeof o.kind !== 'string' || !KINDS.has(o.kind)) return err(`${where}.kind ${JSON.stringify(o.kind)} is not a resource kind (${RESOURCE_KINDS.join(', ')})`);
+  if (!KINDS.has(o.kind)) return err(`${where}.kind ${JSON.stringify(o.kind)} is not a resource kind (${RESOURCE_KINDS.join(', ')})`);
   const kind = o.kind as ResourceKind;
-  const key = o.key ?? '';
+  const key = o.key;
   let value: object;
   if (kind === 'Pod') {
-    if (o.pod === undefined) return err(`${where} (Pod ${key}) has no pod body`);
+    if (o.pod == null) return err(`${where} (Pod ${key}) has no pod body`);
     value = podInfo(o.pod);
   } else {
-    if (o.json === undefined) return err(`${where} (${kind} ${key}) has no json body`);
+    if (o.json == null) return err(`${where} (${kind} ${key}) has no json body`);
     let parsed: unknown;
     try {
-      parsed = JSON.parse(Buffer.from(o.json).toString('utf8'));
+      parsed = JSON.parse(Buffer.from(o.json.buffer, o.json.byteOffset, o.json.byteLength).toString('utf8'));
     } catch (e) {
       return err(`${where} (${kind} ${key}).json is not JSON: ${(e as Error).message}`);
     }
@@ -199,19 +214,18 @@ function resourceFrom(o: { kind?: string; key?: string; pod?: Record<string, unk
   return ok({ kind, key, value });
 }
 
-function versionOf(value: unknown, field: string): Result<number, string> {
-  const n = value ?? 0;
-  return typeof n === 'number' && Number.isSafeInteger(n) && n >= 0 ? ok(n) : err(`${field} ${String(n)} is not a safe integer`);
+/** A uint64 as a number, refused past 2^53 (versions are milliseconds since the epoch, far below). */
+function versionOf(value: number | protobuf.Long, field: string): Result<number, string> {
+  if (typeof value === 'number') return ok(value);
+  const high = value.high >>> 0;
+  return high < 0x200000 ? ok(high * 2 ** 32 + (value.low >>> 0)) : err(`${field} ${value.toString()} is past 2^53`);
 }
 
 /** The agent's edge: a response checked and converted, or why it was refused. Never throws. */
 export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string> {
-  let o: {
-    systemVersion?: number; controlPlaneEpoch?: string; fullState?: boolean; baseVersion?: number;
-    resources?: Array<Record<string, unknown>>; removedResources?: Array<{ kind?: string; key?: string }>;
-  };
+  let o: ResponseMessage;
   try {
-    o = ResponseType.toObject(ResponseType.decode(bytes), TO_OBJECT) as typeof o;
+    o = ResponseType.decode(bytes) as unknown as ResponseMessage;
   } catch (e) {
     return err(`a response that is not a weft.discovery.v2.DeltaDiscoveryResponse: ${(e as Error).message}`);
   }
@@ -220,15 +234,15 @@ export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string
   if (systemVersion.value === 0) return err('a response without system_version');
   const baseVersion = versionOf(o.baseVersion, 'base_version');
   if (!baseVersion.ok) return baseVersion;
-  const epoch = o.controlPlaneEpoch ?? '';
+  const epoch = o.controlPlaneEpoch;
   if (epoch === '') return err('a response without control_plane_epoch');
-  const fullState = o.fullState === true;
+  const fullState = o.fullState;
   if (fullState && baseVersion.value !== 0) return err('a full-state response with a base_version');
   if (!fullState && baseVersion.value === 0) return err('a delta response without base_version');
   const seen = new Set<string>();
   const resources: Resource[] = [];
-  for (const [i, raw] of (o.resources ?? []).entries()) {
-    const r = resourceFrom(raw as Parameters<typeof resourceFrom>[0], i);
+  for (let i = 0; i < o.resources.length; i++) {
+    const r = resourceFrom(o.resources[i]!, i);
     if (!r.ok) return r;
     const id = resourceId(r.value.kind, r.value.key);
     if (seen.has(id)) return err(`resources[${i}]: ${id} is listed twice`);
@@ -236,12 +250,12 @@ export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string
     resources.push(r.value);
   }
   const removed: ResourceName[] = [];
-  for (const [i, raw] of (o.removedResources ?? []).entries()) {
-    if (typeof raw.kind !== 'string' || !KINDS.has(raw.kind)) return err(`removed_resources[${i}].kind ${JSON.stringify(raw.kind)} is not a resource kind`);
-    const id = resourceId(raw.kind as ResourceKind, raw.key ?? '');
+  for (const [i, raw] of o.removedResources.entries()) {
+    if (!KINDS.has(raw.kind)) return err(`removed_resources[${i}].kind ${JSON.stringify(raw.kind)} is not a resource kind`);
+    const id = resourceId(raw.kind as ResourceKind, raw.key);
     if (seen.has(id)) return err(`removed_resources[${i}]: ${id} is also upserted or removed twice`);
     seen.add(id);
-    removed.push({ kind: raw.kind as ResourceKind, key: raw.key ?? '' });
+    removed.push({ kind: raw.kind as ResourceKind, key: raw.key });
   }
   if (fullState && removed.length > 0) return err('a full-state response with removed_resources');
   return ok({ systemVersion: systemVersion.value, epoch, fullState, baseVersion: baseVersion.value, resources, removed });
