@@ -49,7 +49,7 @@ export interface BenchControlPlane {
   memory(): ProcessMemory;
   /** CPU time (user + system) the control plane process has used so far, ms. */
   cpuMs(): number;
-  /** V8's heap and the external/array buffers, as the control plane process sees them. */
+  /** V8's heap and external memory (Buffers) after a full collection: what the control plane holds live. Call after memory(). */
   heap(): Promise<{ heapUsedMiB: number; heapTotalMiB: number; externalMiB: number }>;
   /** Readiness of pod `index` flips to `ready`; resolves with when the control plane published it. */
   podChange(index: number, ready: boolean): Promise<Published>;
@@ -62,8 +62,9 @@ export async function startBenchControlPlane(options: { pods: number; seed?: num
   const dataDir = mkdtempSync(join(tmpdir(), 'weft-cpbench-'));
   const args = { pods: options.pods, seed: options.seed ?? 1, dataDir };
   const child: ChildProcess = fork(join(__dirname, 'controlplane-server.js'), [JSON.stringify(args)], {
-    // The V8 flags `weft controlplane` runs with (the image's ENTRYPOINT), so its memory is the product's.
-    execArgv: [...WEFT_NODE_FLAGS],
+    // The V8 flags `weft controlplane` runs with (the image's ENTRYPOINT), so its memory is the product's;
+    // --expose-gc only lets heap() report live memory after a full collection.
+    execArgv: [...WEFT_NODE_FLAGS, '--expose-gc'],
     env: { ...process.env, WEFT_LOG_LEVEL: process.env.WEFT_LOG_LEVEL ?? 'warn' },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   });

@@ -82,6 +82,8 @@ async function main(): Promise<void> {
         policyChange(cluster, request.round);
         publish(request.id);
       } else if (request.op === 'memory') {
+        // Live memory: after a full collection (the harness reads RSS from /proc before asking).
+        (globalThis as { gc?: () => void }).gc?.();
         const m = process.memoryUsage();
         reply({ type: 'memory', id: request.id, heapUsedMiB: m.heapUsed / 2 ** 20, heapTotalMiB: m.heapTotal / 2 ** 20, externalMiB: m.external / 2 ** 20 });
       } else if (request.op === 'stop') {

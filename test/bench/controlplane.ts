@@ -183,7 +183,7 @@ const mib = (m: ProcessMemory | undefined): string => (m ? `${m.rss.toFixed(1)} 
 const ms = (v: number): string => (Number.isFinite(v) ? `${v.toFixed(v < 10 ? 1 : 0)} ms` : 'n/a');
 const bytes = (v: number): string => (!Number.isFinite(v) ? 'n/a' : v >= 2 ** 20 ? `${(v / 2 ** 20).toFixed(2)} MiB` : v >= 1024 ? `${(v / 1024).toFixed(1)} KiB` : `${v} B`);
 
-const heapOf = (h: HeapUse | undefined): string => (h ? ` (JS heap ${h.heapUsedMiB.toFixed(1)} used of ${h.heapTotalMiB.toFixed(1)} MiB, external ${h.externalMiB.toFixed(1)} MiB)` : '');
+const heapOf = (h: HeapUse | undefined): string => (h ? ` (live after GC: JS heap ${h.heapUsedMiB.toFixed(1)} of ${h.heapTotalMiB.toFixed(1)} MiB, external ${h.externalMiB.toFixed(1)} MiB)` : '');
 
 /** Median CPU per round of each side: where the time went on a shared machine. */
 function cpuPerRound(rounds: RoundResult[]): string {
