@@ -33,7 +33,7 @@ type WithoutId<T> = T extends unknown ? Omit<T, 'id'> : never;
 export interface Published {
   /** process.hrtime.bigint() in the control plane right before feed.publish (CLOCK_MONOTONIC: comparable with this process's). */
   at: bigint;
-  /** ms the control plane took to build the snapshot from its objects. */
+  /** ms the control plane took to build the snapshot from its objects and compare its JSON with the last one (as kube-source does). */
   buildMs: number;
 }
 

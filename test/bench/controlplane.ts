@@ -51,7 +51,7 @@ export interface RoundResult {
   wireBytes: number[];
   /** Per agent, payload bytes its client counted during the round, when the client counts them. */
   payloadBytes?: number[];
-  /** ms the control plane took to build the snapshot from its objects (before publish). */
+  /** ms the control plane took to build the snapshot and compare its JSON with the last one, as kube-source does (before publish). */
   buildMs: number;
   /** CPU ms used during the round (change sent to every agent seen or the timeout) by the control plane process and by this one (the agents). */
   cpu: { controlPlane: number; agents: number };
