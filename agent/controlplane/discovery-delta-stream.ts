@@ -1,4 +1,4 @@
-import { encodeDeltaResponse } from './discovery-proto';
+import { encodeDeltaResponseFramed } from './discovery-proto';
 import type { DeltaIndex, NodeMessage } from './discovery-delta';
 import type { MessageSink } from './discovery-writer';
 
@@ -42,7 +42,7 @@ export class DeltaStream {
       this.write(next.kind === 'send' ? next : {
         kind: 'send',
         header: { systemVersion: this.index.currentVersion(), epoch: this.index.epoch, fullState: false, baseVersion: resume.version, removed: [] },
-        resources: [],
+        entries: [],
       });
       return true;
     }
@@ -78,7 +78,7 @@ export class DeltaStream {
     this.basis = m.header.systemVersion;
     this.inFlight = true;
     this.written++;
-    this.sink.write(encodeDeltaResponse(m.header, m.resources), (error) => {
+    this.sink.write(encodeDeltaResponseFramed(m.header, m.entries), (error) => {
       this.inFlight = false;
       if (error) this.stopped = true;
       if (this.pending) {

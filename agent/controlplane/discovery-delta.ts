@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { ROOT_NAMESPACE, type PodInfo } from '../config/objects';
-import { encodeResource, type DeltaResponse, type ResourceName } from './discovery-proto';
+import { encodeResource, frameResource, type DeltaResponse, type ResourceName } from './discovery-proto';
 import { resourceId, resourcesOf, type Resource } from './discovery-resources';
 import { isNamespacePolicy, remotePod } from './discovery-view';
 import type { VersionedSnapshot } from './discovery-wire';
@@ -31,7 +31,8 @@ interface Change {
 
 /** What a stream sends next. */
 export type NodeMessage =
-  | { kind: 'send'; header: Omit<DeltaResponse, 'resources'>; resources: Uint8Array[] }
+  /** `entries`: the resources upserted, each encoded and framed (discovery-proto.ts frameResource) */
+  | { kind: 'send'; header: Omit<DeltaResponse, 'resources'>; entries: Uint8Array[] }
   /** nothing of the node's view changed since that version: send nothing */
   | { kind: 'unchanged' };
 
@@ -66,7 +67,7 @@ function textOf(value: object): string {
 function bytesOf(r: Resource): Uint8Array {
   let b = encoded.get(r.value);
   if (b === undefined) {
-    b = encodeResource(r);
+    b = frameResource(encodeResource(r));
     encoded.set(r.value, b);
   }
   return b;
@@ -98,7 +99,7 @@ function viewOf(e: Entry | undefined, node: string, local: ReadonlySet<string>):
       const remote = remoteOf(pod);
       return {
         text: remote.text,
-        bytes: () => (remote.bytes ??= encodeResource({ kind: 'Pod', key: r.key, value: remote.value })),
+        bytes: () => (remote.bytes ??= frameResource(encodeResource({ kind: 'Pod', key: r.key, value: remote.value }))),
       };
     }
   } else if (isNamespacePolicy(r.kind) && !isRelevantNamespace((r.value as { namespace: string }).namespace, local)) {
@@ -171,12 +172,12 @@ export class DeltaIndex {
   /** The node's whole view at the current version. */
   full(node: string): NodeMessage & { kind: 'send' } {
     const local = this.localNamespaces(node);
-    const resources: Uint8Array[] = [];
+    const entries: Uint8Array[] = [];
     for (const e of this.entries.values()) {
       const v = viewOf(e, node, local);
-      if (v !== undefined) resources.push(v.bytes());
+      if (v !== undefined) entries.push(v.bytes());
     }
-    return { kind: 'send', header: { systemVersion: this.version, epoch: this.epoch, fullState: true, baseVersion: 0, removed: [] }, resources };
+    return { kind: 'send', header: { systemVersion: this.version, epoch: this.epoch, fullState: true, baseVersion: 0, removed: [] }, entries };
   }
 
   /**
@@ -197,20 +198,20 @@ export class DeltaIndex {
     const candidates = new Set(atFrom.keys());
     for (const ns of localNow) if (!localThen.has(ns)) for (const id of this.policies.get(ns) ?? []) candidates.add(id);
     for (const ns of localThen) if (!localNow.has(ns)) for (const id of this.policies.get(ns) ?? []) candidates.add(id);
-    const resources: Uint8Array[] = [];
+    const entries: Uint8Array[] = [];
     const removed: ResourceName[] = [];
     for (const id of candidates) {
       const then = viewOf(atFrom.has(id) ? atFrom.get(id) : this.entries.get(id), node, localThen);
       const now = viewOf(this.entries.get(id), node, localNow);
       if (then?.text === now?.text) continue;
-      if (now !== undefined) resources.push(now.bytes());
+      if (now !== undefined) entries.push(now.bytes());
       else {
         const r = (atFrom.has(id) ? atFrom.get(id) : this.entries.get(id))!.resource;
         removed.push({ kind: r.kind, key: r.key });
       }
     }
-    if (resources.length === 0 && removed.length === 0) return { kind: 'unchanged' };
-    return { kind: 'send', header: { systemVersion: this.version, epoch: this.epoch, fullState: false, baseVersion: from, removed }, resources };
+    if (entries.length === 0 && removed.length === 0) return { kind: 'unchanged' };
+    return { kind: 'send', header: { systemVersion: this.version, epoch: this.epoch, fullState: false, baseVersion: from, removed }, entries };
   }
 
   /** Versions a delta can still be computed from, oldest first (for tests and logs). */

@@ -171,20 +171,30 @@ export function encodeResource(r: Resource): Uint8Array {
   return ResourceType.encode(ResourceType.fromObject({ kind: r.kind, key: r.key, ...body })).finish();
 }
 
-/**
- * A response from its header and resources already encoded with encodeResource: a repeated field
- * is its entries one after another, so a full state is the concatenation of cached resources.
- */
+/** An encoded Resource as an entry of DeltaDiscoveryResponse.resources: tag, length, message. */
+export function frameResource(encoded: Uint8Array): Buffer {
+  const prefix = protobuf.Writer.create().uint32(RESOURCES_TAG).uint32(encoded.length).finish();
+  return Buffer.concat([prefix, encoded]);
+}
+
+/** A response from its header and resources encoded with encodeResource. */
 export function encodeDeltaResponse(header: Omit<DeltaResponse, 'resources'>, resources: readonly Uint8Array[]): Buffer {
-  const writer = ResponseType.encode(ResponseType.fromObject({
+  return encodeDeltaResponseFramed(header, resources.map(frameResource));
+}
+
+/**
+ * A response from its header and entries already framed (frameResource): a repeated field is its
+ * entries one after another, so a full state is the header then the cached entries, concatenated.
+ */
+export function encodeDeltaResponseFramed(header: Omit<DeltaResponse, 'resources'>, entries: readonly Uint8Array[]): Buffer {
+  const head = ResponseType.encode(ResponseType.fromObject({
     systemVersion: header.systemVersion,
     controlPlaneEpoch: header.epoch,
     fullState: header.fullState,
     baseVersion: header.baseVersion,
     removedResources: header.removed,
-  }));
-  for (const r of resources) writer.uint32(RESOURCES_TAG).bytes(r);
-  return Buffer.from(writer.finish());
+  })).finish();
+  return Buffer.concat([head, ...entries]);
 }
 
 const KINDS = new Set<string>(RESOURCE_KINDS);

@@ -101,3 +101,57 @@ export function canonicalSnapshot(snapshot: Snapshot): Snapshot {
   for (const r of resourcesOf(snapshot)) byId.set(resourceId(r.kind, r.key), r);
   return snapshotOf(byId.values());
 }
+
+/**
+ * Keyed resources that give the same Snapshot as snapshotOf, kept up to date change by change: a
+ * kind is re-sorted only when its set of keys changed, and its list rebuilt only when it changed,
+ * so one pod's update costs a pass over the pods, not a sort of everything (the agent rebuilds
+ * its Snapshot after every delta).
+ */
+export class ResourceSet {
+  private kinds = new Map<ResourceKind, { byKey: Map<string, object>; order?: string[]; list?: object[] }>();
+
+  replace(resources: Iterable<Resource>): void {
+    this.kinds.clear();
+    for (const r of resources) this.upsert(r);
+  }
+
+  upsert(r: Resource): void {
+    let k = this.kinds.get(r.kind);
+    if (k === undefined) this.kinds.set(r.kind, (k = { byKey: new Map() }));
+    if (!k.byKey.has(r.key)) k.order = undefined;
+    k.byKey.set(r.key, r.value);
+    k.list = undefined;
+  }
+
+  remove(kind: ResourceKind, key: string): void {
+    const k = this.kinds.get(kind);
+    if (k === undefined || !k.byKey.delete(key)) return;
+    k.order = undefined;
+    k.list = undefined;
+  }
+
+  snapshot(): Snapshot {
+    const snapshot: Snapshot = { namespaces: [], pods: [], nodes: [], services: [], peerAuthentications: [], authorizationPolicies: [] };
+    const target = snapshot as unknown as Record<string, object[]>;
+    for (const { kind, field, optional } of LIST_FIELDS) {
+      const list = this.list(kind);
+      if (list.length > 0) target[field] = list;
+      else if (!optional) target[field] = [];
+    }
+    const proxyConfig = this.kinds.get('ProxyConfig')?.byKey.get(PROXY_CONFIG_KEY);
+    if (proxyConfig !== undefined) snapshot.proxyConfig = proxyConfig as Snapshot['proxyConfig'];
+    return snapshot;
+  }
+
+  private list(kind: ResourceKind): object[] {
+    const k = this.kinds.get(kind);
+    if (k === undefined) return [];
+    if (k.list === undefined) {
+      k.order ??= [...k.byKey.keys()].sort();
+      k.list = k.order.map((key) => k.byKey.get(key)!);
+    }
+    // A copy: the Snapshot handed out must not change when the set does.
+    return k.list.slice();
+  }
+}

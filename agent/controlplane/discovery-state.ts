@@ -1,7 +1,7 @@
 import { err, ok, type Result } from '../core/result';
 import type { Snapshot } from '../config/objects';
 import type { DeltaResponse } from './discovery-proto';
-import { resourceId, snapshotOf, type Resource } from './discovery-resources';
+import { ResourceSet } from './discovery-resources';
 
 /**
  * The agent's side of discovery v2: its node's view as keyed resources, the epoch and version it
@@ -11,7 +11,7 @@ import { resourceId, snapshotOf, type Resource } from './discovery-resources';
  * leaves the state as it was.
  */
 export class DiscoveryState {
-  private resources = new Map<string, Resource>();
+  private readonly resources = new ResourceSet();
   private epoch: string | undefined;
   private version = 0;
 
@@ -27,15 +27,15 @@ export class DiscoveryState {
   /** Applies the message; the Snapshot now in force, or why the message was refused. */
   apply(m: DeltaResponse): Result<Snapshot, string> {
     if (m.fullState) {
-      this.resources = new Map(m.resources.map((r) => [resourceId(r.kind, r.key), r]));
+      this.resources.replace(m.resources);
     } else {
       if (m.epoch !== this.epoch) return err(`a delta of control-plane epoch ${m.epoch} while the agent holds epoch ${this.epoch ?? '(none)'}`);
       if (m.baseVersion !== this.version) return err(`a delta from version ${m.baseVersion} while the agent holds version ${this.version}`);
-      for (const r of m.resources) this.resources.set(resourceId(r.kind, r.key), r);
-      for (const r of m.removed) this.resources.delete(resourceId(r.kind, r.key));
+      for (const r of m.resources) this.resources.upsert(r);
+      for (const r of m.removed) this.resources.remove(r.kind, r.key);
     }
     this.epoch = m.epoch;
     this.version = m.systemVersion;
-    return ok(snapshotOf(this.resources.values()));
+    return ok(this.resources.snapshot());
   }
 }
