@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as fc from 'fast-check';
 import type { NamespaceInfo, PodInfo, Snapshot } from '../../agent/config/objects';
-import { DeltaIndex } from '../../agent/controlplane/discovery-delta';
+import { DeltaIndex, sameContent } from '../../agent/controlplane/discovery-delta';
 import { DeltaStream } from '../../agent/controlplane/discovery-delta-stream';
 import { decodeDeltaResponse, type DeltaResponse } from '../../agent/controlplane/discovery-proto';
 import { DiscoveryState } from '../../agent/controlplane/discovery-state';
@@ -278,4 +278,18 @@ test('the delta for one pod change is the same size in a cluster of 100 pods and
   assert.ok(Math.abs(small.delta - large.delta) <= 4, `one pod change: ${small.delta} bytes with 100 pods, ${large.delta} with 10,000`);
   assert.ok(large.full > 20 * small.full, `the full state does grow with the cluster (${small.full} vs ${large.full} bytes)`);
   console.log(`# one pod change: ${small.delta} B (100 pods), ${large.delta} B (10,000 pods); full state ${small.full} B / ${large.full} B`);
+});
+
+test('sameContent compares as the JSON would: key order and undefined properties do not matter, types and array order do', () => {
+  const same: Array<[unknown, unknown]> = [
+    [{ a: 1, b: [1, { c: 'x' }] }, { b: [1, { c: 'x' }], a: 1 }],
+    [{ a: 1, u: undefined }, { a: 1 }],
+    [{}, {}], [[], []], ['x', 'x'], [null, null],
+  ];
+  const different: Array<[unknown, unknown]> = [
+    [{ a: 1 }, { a: 2 }], [{ a: 1 }, { a: 1, b: 0 }], [[1, 2], [2, 1]], [[], {}], [{ 0: 1, length: 1 }, [1]],
+    [{ a: null }, {}], [{ a: { b: 1 } }, { a: { b: 1, c: false } }], ['1', 1], [null, {}], [{ a: [1] }, { a: [1, 1] }],
+  ];
+  for (const [a, b] of same) assert.ok(sameContent(a, b) && sameContent(b, a), `${JSON.stringify(a)} = ${JSON.stringify(b)}`);
+  for (const [a, b] of different) assert.ok(!sameContent(a, b) && !sameContent(b, a), `${JSON.stringify(a)} ≠ ${JSON.stringify(b)}`);
 });
