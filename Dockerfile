@@ -15,5 +15,5 @@ WORKDIR /opt/weft
 COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules ./node_modules
 COPY --from=build /src/dist ./dist
-# --max-semi-space-size: see agent/node-flags.ts; the heap limit is set by the DaemonSet (NODE_OPTIONS)
-ENTRYPOINT ["node", "--max-semi-space-size=1", "/opt/weft/dist/agent/cli.js"]
+# --max-semi-space-size, --no-parallel-scavenge: see agent/node-flags.ts; the heap limit is set by the DaemonSet (NODE_OPTIONS)
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--no-parallel-scavenge", "/opt/weft/dist/agent/cli.js"]

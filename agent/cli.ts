@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=1
+#!/usr/bin/env -S node --max-semi-space-size=1 --no-parallel-scavenge
 /** The `weft` command line. Subcommands and flags follow DESIGN.md; unknown flags are errors. */
 import { dirname } from 'node:path';
 import { parseArgs } from 'node:util';

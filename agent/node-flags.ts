@@ -12,5 +12,13 @@
  * The agents' CPU per request did not differ beyond the noise of that shared host (docs/memory.md).
  * The old generation's limit is the deployment's to set, beside the container's memory limit
  * (daemonset/agent.yaml, NODE_OPTIONS): a flag here would override it.
+ *
+ * --no-parallel-scavenge: a young-generation collection is done by the main thread alone. With
+ * helper threads, the main thread waits for helpers that wait for a CPU whenever the node's CPUs
+ * are busy, and the pause stretches. At a fixed 1,590 and 3,976 req/s through two agents on a
+ * shared 2-vCPU host (test/bench/fixed-rate.ts --probe, load 5-7), scavenge pauses summed 39-71 ms
+ * per run with a longest of 3.5-9.1 ms, against 30-48 ms and 1.6-8.0 ms without the helpers; CPU
+ * per request unchanged within noise (docs/tail-latency.md). Major collections keep their
+ * concurrent marking and sweeping threads.
  */
-export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1'];
+export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1', '--no-parallel-scavenge'];
