@@ -13,6 +13,7 @@ import { existsSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import type { BenchContext, Contender } from './hop-lab';
+import { cpuTicks, TICK_S } from './load';
 import { correlate, parseProbe, parseVegetaJson, summarize, type Correlation, type LatencySummary, type Pause } from './fixed-rate-stats';
 
 export const VEGETA_VERSION = 'v12.13.0';
@@ -49,7 +50,10 @@ export interface FixedRateOptions {
 export const DEFAULT_FIXED_RATE: FixedRateOptions = { fractions: [0.25, 0.1], minRequests: 12_000, maxDurationS: 10 };
 
 export interface FixedRateRow extends LatencySummary {
-  name: string; fraction: number; offeredRps: number; durationS: number; load1: number; correlation?: Correlation;
+  name: string; fraction: number; offeredRps: number; durationS: number; load1: number;
+  /** the contender's proxies' CPU over the run, in % of one core (0 for direct), and per request, us */
+  proxyCpuPct: number; proxyCpuUsPerReq: number;
+  correlation?: Correlation;
 }
 
 /** The vegeta binary: $WEFT_VEGETA, the setup's cache, or built now by scripts/load-tools.sh. */
@@ -117,9 +121,12 @@ export async function fixedRatePhase(c: BenchContext, contenders: Contender[], h
         const rate = Math.max(1, Math.round(haproxyRps * fraction));
         const durationS = durationFor(rate, opts.minRequests, opts.maxDurationS);
         await attack(c, vegeta, url, rate, WARM_UP_S, 'warm');
+        const t0 = cpuTicks(ep.pids());
         const samples = await attack(c, vegeta, url, rate, durationS, 'run');
+        const cpuS = (cpuTicks(ep.pids()) - t0) * TICK_S;
         const summary = summarize(samples);
-        const row: FixedRateRow = { name: contender.name, fraction, offeredRps: rate, durationS, load1: loadavg()[0]!, ...summary };
+        const row: FixedRateRow = { name: contender.name, fraction, offeredRps: rate, durationS, load1: loadavg()[0]!, ...summary,
+          proxyCpuPct: (100 * cpuS) / durationS, proxyCpuUsPerReq: samples.length ? (cpuS * 1e6) / samples.length : 0 };
         if (probing && samples.length) {
           const from = Math.min(...samples.map((s) => s.startMs));
           const to = Math.max(...samples.map((s) => s.startMs + s.latencyMs));
@@ -143,9 +150,10 @@ export function printFixedRate(rows: FixedRateRow[], haproxyRps: number): void {
   for (const fraction of fractions) {
     const at = rows.filter((r) => r.fraction === fraction);
     console.log(`\n## ${(fraction * 100).toFixed(0)} %: ${at[0]!.offeredRps} req/s offered for ${at[0]!.durationS} s`);
-    console.log(['contender'.padEnd(14), 'achieved req/s', 'requests', 'failed', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'load1'].join(' | '));
+    console.log(['contender'.padEnd(14), 'achieved req/s', 'requests', 'failed', 'p50 ms', 'p99 ms', 'p99.9 ms', 'max ms', 'proxy CPU % / us per req', 'load1'].join(' | '));
     for (const r of at) {
-      console.log([r.name.padEnd(14), r.achievedRps.toFixed(0), String(r.requests), String(r.failed), f3(r.p50), f3(r.p99), f3(r.p999), f3(r.max), r.load1.toFixed(1)].join(' | '));
+      console.log([r.name.padEnd(14), r.achievedRps.toFixed(0), String(r.requests), String(r.failed), f3(r.p50), f3(r.p99), f3(r.p999), f3(r.max),
+        `${r.proxyCpuPct.toFixed(0)} / ${r.proxyCpuUsPerReq.toFixed(0)}`, r.load1.toFixed(1)].join(' | '));
     }
     const ha = at.find((r) => r.name === 'HAProxy pair');
     const weft = at.find((r) => r.name === 'Weft');
