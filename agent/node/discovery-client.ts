@@ -2,6 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Snapshot } from '../config/objects';
 import { decodeDeltaResponse, encodeWatchRequestV2, WATCH_V2_PATH, type DeltaResponse } from '../controlplane/discovery-proto';
 import { DiscoveryState } from '../controlplane/discovery-state';
+import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot } from '../controlplane/discovery-wire';
 import type { Logger } from '../core/log';
 import type { Result } from '../core/result';
 import { current, type Live } from '../identity/cert-client';
@@ -60,7 +61,8 @@ function jittered(ms: number): number {
  * Snapshot rebuilt from it after every message goes to `onSnapshot`. A reconnect presents the
  * epoch and version held, so the same control plane resumes with a delta; another one (or one
  * whose history no longer reaches back that far) sends the full state. A message that cannot be
- * read or applied is refused (logged), the stream reopened, the state kept. On
+ * read or applied is refused (logged), the stream reopened, the state kept. A control plane of the
+ * release before v2 (UNIMPLEMENTED) is watched over v1, whole snapshots, until that stream ends. On
  * error or end the stream is reopened with exponential backoff (250 ms doubling to 10 s, jittered)
  * and the last snapshot stays in force meanwhile: the agent never drops state because the control
  * plane went away. Connection state changes are logged once each, not per retry. Every (re)connect
@@ -82,7 +84,7 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     return client;
   };
   const where = { controlPlane: connection.address, node: connection.node };
-  let call: grpc.ClientReadableStream<Result<DeltaResponse, string>> | undefined;
+  let call: grpc.ClientReadableStream<Result<DeltaResponse, string>> | grpc.ClientReadableStream<Result<VersionedSnapshot, string>> | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   let backoff = INITIAL_BACKOFF_MS;
   let isConnected = false;
@@ -92,7 +94,12 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
   let deltas = 0;
   let bytes = 0;
   let resumes = 0;
-  const state = new DiscoveryState();
+  let state = new DiscoveryState();
+  /**
+   * 'v1' after a control plane answered UNIMPLEMENTED to v2 (a release before it, during a rolling
+   * upgrade): whole snapshots from it until that stream ends, then v2 is tried again.
+   */
+  let protocol: 'v1' | 'v2' = 'v2';
   /** The last failure reported, so a control plane that stays away is logged once. */
   let reported: string | undefined;
   let closed = false;
@@ -115,6 +122,10 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     const metadata = new grpc.Metadata();
     metadata.set('authorization', `Bearer ${current(connection.token)}`);
     metadata.set('weft-node', connection.node);
+    if (protocol === 'v1') {
+      openV1(metadata);
+      return;
+    }
     const resume = state.resumePoint();
     const request = resume === undefined ? { node: connection.node } : { node: connection.node, resume };
     const decode = (message: Buffer): Result<DeltaResponse, string> => {
@@ -150,6 +161,54 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       if (m.fullState) snapshots++;
       else deltas++;
       onSnapshot(applied.value);
+    });
+    stream.on('error', (error: grpc.ServiceError) => {
+      if (error.code === grpc.status.UNIMPLEMENTED && !delivered && !ended && call === stream) {
+        ended = true;
+        call = undefined;
+        log.warn({ ...where }, 'the control plane does not serve discovery v2 (a release before it): watching its v1 whole snapshots until it is upgraded');
+        protocol = 'v1';
+        open();
+        return;
+      }
+      end(`${grpc.status[error.code] ?? error.code}: ${error.details}`, { kind: 'status', code: error.code, delivered });
+    });
+    stream.on('end', () => end('the control plane ended the stream', { kind: 'end' }));
+  }
+
+  /** v1: whole snapshots, each the state in force; the keyed state is dropped so the next v2 stream starts in full. */
+  function openV1(metadata: grpc.Metadata): void {
+    const decode = (message: Buffer): Result<VersionedSnapshot, string> => {
+      bytes += message.length;
+      return decodeVersionedSnapshot(message);
+    };
+    const stream = channel().makeServerStreamRequest(WATCH_PATH, encodeJson, decode, { node: connection.node }, metadata);
+    call = stream;
+    let ended = false;
+    let delivered = false;
+    const end = (reason: string, ending: StreamEnding): void => {
+      if (ended) return;
+      ended = true;
+      protocol = 'v2';
+      if (call === stream) disconnected(reason, ending);
+    };
+    stream.on('data', (message: Result<VersionedSnapshot, string>) => {
+      if (ended) return;
+      if (!message.ok) {
+        log.warn({ ...where, reason: message.error, lastVersion }, 'refused a message from the control plane; keeping the last state and reopening the stream');
+        stream.cancel();
+        end(`the control plane sent ${message.error}`, { kind: 'unreadable' });
+        return;
+      }
+      if (!isConnected) log.info({ ...where, version: message.value.version, start: 'v1 whole snapshot' }, 'watching the control plane');
+      isConnected = true;
+      reported = undefined;
+      backoff = INITIAL_BACKOFF_MS;
+      lastVersion = message.value.version;
+      delivered = true;
+      state = new DiscoveryState();
+      snapshots++;
+      onSnapshot(message.value.snapshot);
     });
     stream.on('error', (error: grpc.ServiceError) => end(`${grpc.status[error.code] ?? error.code}: ${error.details}`, { kind: 'status', code: error.code, delivered }));
     stream.on('end', () => end('the control plane ended the stream', { kind: 'end' }));

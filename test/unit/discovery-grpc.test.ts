@@ -18,7 +18,7 @@ import { BootstrapTokenAuthenticator } from '../../agent/controlplane/bootstrap-
 import { SnapshotFeed } from '../../agent/controlplane/discovery-feed';
 import { encodeDeltaResponse, encodeResource, type WatchRequestV2 } from '../../agent/controlplane/discovery-proto';
 import { resourcesOf } from '../../agent/controlplane/discovery-resources';
-import { addDiscoveryService, discoveryServiceV2, type DiscoveryService } from '../../agent/controlplane/discovery-service';
+import { addDiscoveryService, discoveryService, discoveryServiceV2, type DiscoveryService } from '../../agent/controlplane/discovery-service';
 import { nodeView } from '../../agent/controlplane/discovery-view';
 import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot } from '../../agent/controlplane/discovery-wire';
 import { operationalLogger } from '../../agent/core/log';
@@ -163,4 +163,25 @@ test('a malformed message is refused: the last state stays in force and the stre
   assert.equal(a.w.terminations().Error, 1);
   assert.deepEqual(requests, [{ node: 'node-a' }, { node: 'node-a', resume: { epoch: 'fake', version: 7 } }]);
   assert.equal(a.w.resumes(), 1);
+});
+
+test('a control plane of the release before v2 (UNIMPLEMENTED) is watched over v1; once it is upgraded the agent is back on v2', async (t) => {
+  const tls = await tlsFor(t);
+  const old = cluster([pod('a', 'node-a', 1), pod('b', 'node-b', 2)]);
+  // The previous release served v1 only.
+  const previous = await serve(t, tls, (s) => s.addService(discoveryService, {
+    Watch: (call: grpc.ServerWritableStream<unknown, VersionedSnapshot>) => { call.write({ version: 41, snapshot: old }); },
+  }));
+  const a = agent(t, tls, previous.port, 'node-a');
+  await waitFor('the v1 snapshot', () => a.latest() !== undefined, () => ({ messages: a.w.messages(), terminations: a.w.terminations() }));
+  assert.deepEqual(a.latest(), old, 'v1: the whole cluster, as the old control plane sends it');
+  assert.equal(a.w.lastVersion(), 41);
+
+  previous.server.forceShutdown();
+  const feed = new SnapshotFeed(cluster([pod('a', 'node-a', 1), pod('c', 'node-b', 3)]));
+  await serve(t, tls, (s) => addDiscoveryService(s, { authenticator: new BootstrapTokenAuthenticator(TOKEN), feed }), previous.port);
+  await waitFor('the upgraded control plane\'s v2 full state', () => a.latest()?.pods.some((p) => p.name === 'c') === true, () => ({ messages: a.w.messages(), terminations: a.w.terminations() }));
+  assert.deepEqual(a.latest(), nodeView(feed.current().snapshot, 'node-a'));
+  assert.equal(a.w.lastVersion(), feed.current().version);
+  assert.equal(a.w.resumes(), 0);
 });
