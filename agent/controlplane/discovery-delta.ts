@@ -7,11 +7,11 @@ import type { VersionedSnapshot } from './discovery-wire';
 
 /**
  * The control plane's side of discovery v2: every published snapshot is diffed against the
- * previous one ONCE (by resource id and content, sameContent), and the diff is kept in a bounded history. A
- * stream then asks what its node needs to go from the version it last sent to the latest: the
- * work is proportional to the resources that changed in between, whatever the cluster's size,
- * and nothing is kept per stream but that version. A version older than the history (or of
- * another epoch) gets the full state instead.
+ * previous one ONCE (by resource id and content, sameContent), and the diff is kept in a bounded
+ * history. A stream then asks what its node needs to go from the version it last sent to the
+ * latest: the work is proportional to the resources that changed in between, whatever the
+ * cluster's size, and nothing is kept per stream but that version. A version older than the
+ * history (or of another epoch) gets the full state instead.
  *
  * No I/O: discovery-delta-stream.ts writes what this computes.
  */
@@ -100,7 +100,10 @@ function remoteOf(pod: PodInfo): { value: PodInfo; bytes?: Uint8Array } {
   return v;
 }
 
-/** The node's view of an entry (discovery-view.ts viewOf): the value it sees and its encoding. */
+/**
+ * The node's view of an entry: discovery-view.ts viewOf with the encodings cached (the delta tests
+ * hold the agent's state built from these to nodeView).
+ */
 interface View {
   value: object;
   bytes(): Uint8Array;
