@@ -160,8 +160,8 @@ export function printFixedRate(rows: FixedRateRow[], haproxyRps: number): void {
     if (ha && weft) console.log(`Weft / HAProxy pair: p99 ${(weft.p99 / ha.p99).toFixed(2)}x, p99.9 ${(weft.p999 / ha.p999).toFixed(2)}x (target <= 1.00x)`);
     for (const r of at.filter((x) => x.correlation)) {
       const k = r.correlation!;
-      console.log(`${r.name} agents' pauses vs its slowest ${k.slowest} requests (>= ${f3(k.thresholdMs)} ms): kind | pauses | total ms | max ms | share of slowest overlapping | share of all overlapping`);
-      for (const b of k.byKind) console.log(`  ${b.kind.padEnd(14)} | ${b.pauses} | ${b.totalMs.toFixed(1)} | ${b.maxMs.toFixed(2)} | ${(b.slowShare * 100).toFixed(0)} % | ${(b.allShare * 100).toFixed(1)} %`);
+      console.log(`${r.name} agents' pauses vs its slowest ${k.slowest} requests (>= ${f3(k.thresholdMs)} ms): kind | pauses | total ms | max ms | share of slowest overlapping | by chance (same-length windows) | share of all requests`);
+      for (const b of k.byKind) console.log(`  ${b.kind.padEnd(14)} | ${b.pauses} | ${b.totalMs.toFixed(1)} | ${b.maxMs.toFixed(2)} | ${(b.slowShare * 100).toFixed(0)} % | ${(b.chanceShare * 100).toFixed(0)} % | ${(b.allShare * 100).toFixed(1)} %`);
     }
   }
 }

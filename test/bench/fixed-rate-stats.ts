@@ -84,14 +84,30 @@ export interface Correlation {
   slowest: number;
   /** the latency from which a request counts as one of the slowest, ms */
   thresholdMs: number;
-  /** share of the slowest requests overlapping a pause of each kind, and of all requests (the baseline) */
-  byKind: Array<{ kind: string; pauses: number; totalMs: number; maxMs: number; slowShare: number; allShare: number }>;
+  /**
+   * Per kind: share of the slowest requests overlapping a pause of that kind; share of all requests
+   * doing so; and the chance share: how often a window as long as each slow request, placed at
+   * CHANCE_WINDOWS even steps across the run, overlaps one (a long request overlaps more pauses by
+   * its length alone: only a slow share well above the chance share says the pauses made it slow).
+   */
+  byKind: Array<{ kind: string; pauses: number; totalMs: number; maxMs: number; slowShare: number; allShare: number; chanceShare: number }>;
 }
 
 /**
  * Whether the slowest requests coincide with the recorded pauses more than requests in general do:
  * a kind whose slow share is far above its baseline share is a cause of the tail.
  */
+const CHANCE_WINDOWS = 64;
+
+function chanceShare(slow: Sample[], all: Sample[], pauses: Pause[]): number {
+  if (slow.length === 0 || all.length === 0) return NaN;
+  const from = Math.min(...all.map((s) => s.startMs));
+  const to = Math.max(...all.map((s) => s.startMs));
+  const step = (to - from) / CHANCE_WINDOWS;
+  const windows = slow.flatMap((s) => Array.from({ length: CHANCE_WINDOWS }, (_, i) => ({ startMs: from + (i + 0.5) * step, latencyMs: s.latencyMs, ok: true })));
+  return overlapping(windows, pauses) / windows.length;
+}
+
 export function correlate(samples: Sample[], pauses: Pause[]): Correlation {
   const sorted = [...samples].sort((a, b) => b.latencyMs - a.latencyMs);
   const k = Math.min(sorted.length, Math.max(10, Math.ceil(sorted.length / 1000)));
@@ -107,6 +123,7 @@ export function correlate(samples: Sample[], pauses: Pause[]): Correlation {
         kind, pauses: ps.length, totalMs: dur.reduce((a, b) => a + b, 0), maxMs: dur.length ? Math.max(...dur) : 0,
         slowShare: k ? overlapping(slow, ps) / k : NaN,
         allShare: samples.length ? overlapping(samples, ps) / samples.length : NaN,
+        chanceShare: chanceShare(slow, samples, ps),
       };
     }),
   };

@@ -2,7 +2,10 @@
  * Pod-to-pod across two lab nodes: direct, vs an stunnel pair and an HAProxy pair doing the same
  * mutual-TLS hop between the nodes, vs Weft (eBPF capture + HBONE), all in one run on the same
  * pods. Prints bulk Gb/s, keep-alive req/s with p50/p99 (wrk), new-connection-per-request req/s,
- * the proxies' CPU per request and RSS, and each contender's ratio against HAProxy.
+ * the proxies' CPU per request and RSS, and each contender's ratio against HAProxy. Then the
+ * fixed-rate phase (fixed-rate-phase.ts): direct, the HAProxy pair and Weft at 25 % and 10 % of the
+ * HAProxy pair's keep-alive req/s, p50/p99/p99.9/max from vegeta's per-request results.
+ * WEFT_BENCH_LAB names the lab (default mtlsb) so that a second run on the host does not collide.
  *
  * Fairness: the Weft node proxy is one Node.js thread per node, so HAProxy runs with nbthread 1;
  * stunnel keeps its default (a thread per connection). ECDSA P-256 certificates everywhere.

@@ -68,9 +68,21 @@ test('correlation: the slowest requests all sit on the GC pauses while requests 
   assert.equal(gc.slowShare, 1);
   assert.ok(gc.allShare < 0.01, `baseline ${gc.allShare}`);
   assert.equal(gc.maxMs, 20);
+  // ten 20 ms windows at 64 places across 10 s meet a 20 ms pause about 40 ms / 156 ms of the time at most
+  assert.ok(gc.chanceShare < 0.1, `chance ${gc.chanceShare}`);
   const wait = c.byKind.find((k) => k.kind === 'loop-wait')!;
   assert.equal(wait.slowShare, 0);
   assert.deepEqual(c.byKind.map((k) => k.kind), ['any', 'gc-major', 'loop-wait']);
+});
+
+test('a long request overlapping frequent pauses by chance scores a chance share as high as its slow share', () => {
+  // a pause of 1 ms every 10 ms; the slow requests last 50 ms: any window that long meets one
+  const pauses: Pause[] = Array.from({ length: 1000 }, (_, i) => ({ startMs: i * 10, endMs: i * 10 + 1, kind: 'gc-minor', pid: 1 }));
+  const samples: Sample[] = Array.from({ length: 10_000 }, (_, i) => ({ startMs: i + 0.2, latencyMs: i % 1000 === 3 ? 50 : 0.5, ok: true }));
+  const gc = correlate(samples, pauses).byKind.find((k) => k.kind === 'gc-minor')!;
+  assert.equal(gc.slowShare, 1);
+  assert.equal(gc.chanceShare, 1);
+  assert.ok(gc.allShare < 0.2, `all ${gc.allShare}`);
 });
 
 test("the probe's lines parse to pauses; a malformed one names the file and line", () => {
