@@ -11,7 +11,8 @@ import { keyOf, resourceId, RESOURCE_KINDS, type Resource, type ResourceKind } f
  *
  * Pods, the kind that scales with the cluster and changes most, travel as a protobuf message;
  * every other kind as the JSON of the Snapshot's own object in a `bytes` field (measured and
- * argued in docs/discovery.md). Converted once, at the edge: past decodeDeltaResponse nothing sees
+ * argued in docs/discovery.md). The decoder takes a JSON body for any kind, Pods included, so the
+ * encoding of a kind can change on the control plane without the agents. Converted once, at the edge: past decodeDeltaResponse nothing sees
  * protobuf.
  */
 export const WATCH_V2_PATH = '/weft.discovery.v2.Discovery/Watch';
@@ -205,11 +206,12 @@ function resourceFrom(o: ResourceMessage, i: number): Result<Resource, string> {
   const kind = o.kind as ResourceKind;
   const key = o.key;
   let value: object;
-  if (kind === 'Pod') {
-    if (o.pod == null) return err(`${where} (Pod ${key}) has no pod body`);
+  if (o.pod != null) {
+    if (kind !== 'Pod') return err(`${where} (${kind} ${key}) has a pod body`);
     value = podInfo(o.pod);
   } else {
-    if (o.json == null) return err(`${where} (${kind} ${key}) has no json body`);
+    // Any kind may come as JSON, Pods too: the control plane can change a kind's encoding without the agents.
+    if (o.json == null) return err(`${where} (${kind} ${key}) has no body`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(Buffer.from(o.json.buffer, o.json.byteOffset, o.json.byteLength).toString('utf8'));

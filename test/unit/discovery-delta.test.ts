@@ -9,10 +9,11 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import * as fc from 'fast-check';
+import * as protobuf from 'protobufjs';
 import type { NamespaceInfo, PodInfo, Snapshot } from '../../agent/config/objects';
 import { DeltaIndex, sameContent } from '../../agent/controlplane/discovery-delta';
 import { DeltaStream } from '../../agent/controlplane/discovery-delta-stream';
-import { decodeDeltaResponse, type DeltaResponse } from '../../agent/controlplane/discovery-proto';
+import { decodeDeltaResponse, encodeDeltaResponse, type DeltaResponse } from '../../agent/controlplane/discovery-proto';
 import { DiscoveryState } from '../../agent/controlplane/discovery-state';
 import { nodeView } from '../../agent/controlplane/discovery-view';
 import { cluster, NODES } from './discovery-cluster';
@@ -292,4 +293,16 @@ test('sameContent compares as the JSON would: key order and undefined properties
   ];
   for (const [a, b] of same) assert.ok(sameContent(a, b) && sameContent(b, a), `${JSON.stringify(a)} = ${JSON.stringify(b)}`);
   for (const [a, b] of different) assert.ok(!sameContent(a, b) && !sameContent(b, a), `${JSON.stringify(a)} ≠ ${JSON.stringify(b)}`);
+});
+
+test('the decoder takes a Pod as JSON too, and refuses a pod body on another kind', () => {
+  const p = podOn('a', 'node-a', 1, { ready: false, containerPorts: { http: 8080 } });
+  const asJson = protobuf.Writer.create().uint32(10).string('Pod').uint32(18).string('shop/a').uint32(34).bytes(Buffer.from(JSON.stringify(p))).finish();
+  const full = encodeDeltaResponse({ systemVersion: 3, epoch: 'e', fullState: true, baseVersion: 0, removed: [] }, [asJson]);
+  const decoded = decodeDeltaResponse(full);
+  assert.ok(decoded.ok);
+  assert.deepEqual(decoded.value.resources, [{ kind: 'Pod', key: 'shop/a', value: p }]);
+  const misplaced = protobuf.Writer.create().uint32(10).string('Node').uint32(18).string('a').uint32(26).fork().uint32(18).string('a').ldelim().finish();
+  const refused = decodeDeltaResponse(encodeDeltaResponse({ systemVersion: 3, epoch: 'e', fullState: true, baseVersion: 0, removed: [] }, [misplaced]));
+  assert.ok(!refused.ok && /has a pod body/.test(refused.error), refused.ok ? '' : refused.error);
 });
