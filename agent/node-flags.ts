@@ -15,10 +15,10 @@
  *
  * --no-parallel-scavenge: a young-generation collection is done by the main thread alone. With
  * helper threads, the main thread waits for helpers that wait for a CPU whenever the node's CPUs
- * are busy, and the pause stretches. At a fixed 1,590 and 3,976 req/s through two agents on a
- * shared 2-vCPU host (test/bench/fixed-rate.ts --probe, load 5-7), scavenge pauses summed 39-71 ms
- * per run with a longest of 3.5-9.1 ms, against 30-48 ms and 1.6-8.0 ms without the helpers; CPU
- * per request unchanged within noise (docs/tail-latency.md). Major collections keep their
+ * are busy, and the pause stretches. At a fixed rate through two agents on a shared 2-vCPU host
+ * (test/bench/fixed-rate.ts --probe): scavenge pauses summed 39-71 ms per run (longest up to
+ * 9.1 ms) with helpers, 30-48 ms (up to 8.0) without, at load 5-7; 46-61 ms (up to 10.7) against
+ * 37-40 ms (up to 2.5) at load 2-3. CPU per request unchanged within noise (docs/tail-latency.md). Major collections keep their
  * concurrent marking and sweeping threads.
  */
 export const WEFT_NODE_FLAGS = ['--max-semi-space-size=1', '--no-parallel-scavenge'];
