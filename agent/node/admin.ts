@@ -14,6 +14,8 @@ import { badRequest, type Handler } from './http-endpoints';
 import { LIVE_PATHS, livePage } from './live-page';
 
 export interface AdminView {
+  /** the agent's node: `/explain` answers only where it holds the policies (explain.ts) */
+  node: string;
   /** the state in force; undefined before the first snapshot */
   store(): WorkloadStore | undefined;
   policies(): PolicySet;
@@ -69,7 +71,7 @@ export function adminRoutes(v: AdminView): Record<string, Handler> {
       if (!q.ok) throw badRequest(q.error);
       const store = v.store();
       if (!store) throw new Error('no state received from the control plane yet');
-      const answer = explain(store, v.policies(), q.value);
+      const answer = explain(store, v.policies(), q.value, v.node);
       if (!answer.ok) throw badRequest(answer.error);
       return answer.value;
     },

@@ -270,6 +270,7 @@ export class NodeAgent {
           void deliver(socketDownstream(client), plaintextArrival(store, f, t.pod), delivery);
         } });
       agent.servers.push(await serveJson('127.0.0.1', opts.adminPort ?? PORTS.admin, adminRoutes({
+        node: opts.node,
         store: () => agent.store,
         policies: () => agent.policies,
         workloads: () => agent.workloads(),

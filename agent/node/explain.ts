@@ -9,7 +9,8 @@
 import { isIP } from 'node:net';
 import { canonicalIp, familyOf } from '../core/ip';
 import { err, ok, type Result } from '../core/result';
-import type { PodInfo } from '../config/objects';
+import { ROOT_NAMESPACE, type PodInfo } from '../config/objects';
+import { localNamespaces } from '../controlplane/discovery-view';
 import type { AuthzDecision, PolicySet, RequestFacts } from '../policy';
 import { protocolForPort } from '../proxy/deliver';
 import { isEnrolled, mtlsModeForPort } from '../state/enrollment';
@@ -38,10 +39,20 @@ export interface ExplainAnswer {
   judgedAs: 'tcp' | 'http';
 }
 
-export function explain(store: WorkloadStore, policies: PolicySet, q: ExplainQuery): Result<ExplainAnswer, string> {
+/**
+ * `node`: the running agent's node. An agent receives its node's projection of the cluster
+ * (controlplane/discovery-view.ts): the PeerAuthentications and AuthorizationPolicies of the root
+ * namespace and of the namespaces with a pod on its node, no others. For a destination whose
+ * namespace has no pod there, it would answer from policies it does not hold, so it says where
+ * to ask instead. Without `node` (offline, `--config`) the state is the whole cluster's.
+ */
+export function explain(store: WorkloadStore, policies: PolicySet, q: ExplainQuery, node?: string): Result<ExplainAnswer, string> {
   const dst = podRef(store, q.dst, 'DST');
   if (!dst.ok) return dst;
   const pod = dst.value;
+  if (node !== undefined && pod.namespace !== ROOT_NAMESPACE && !localNamespaces(store.snapshot, node).has(pod.namespace)) {
+    return err(`${q.dst} runs on node ${pod.nodeName} and no pod of namespace ${pod.namespace} runs on this agent's node ${node}: this agent does not receive that namespace's policies (each agent gets those of its own pods' namespaces). Ask the agent on ${pod.nodeName}, or answer offline with --config`);
+  }
   const judgedAsHttp = q.method !== undefined;
   if (!isEnrolled(pod, store.namespace(pod.namespace))) {
     return ok({ decision: 'ALLOW', reason: `pod ${q.dst} is not in the mesh (its namespace lacks weft.dev/mesh=enabled, or the pod opts out): Weft applies no policy to it`, judgedAs: judgedAsHttp ? 'http' : 'tcp' });

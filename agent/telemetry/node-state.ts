@@ -58,7 +58,7 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
     }
     const messages = cp.messages?.bind(cp);
     if (messages) {
-      new Counter({ name: 'istio_xds_message_total', help: 'Messages received from the control plane, by type URL (each Weft message is the whole desired state)', labelNames: ['url'], registers: r,
+      new Counter({ name: 'istio_xds_message_total', help: 'Messages received from the control plane, by type URL (a full state of the node\'s view, or a delta)', labelNames: ['url'], registers: r,
         collect() {
           this.reset();
           for (const [url, n] of Object.entries(messages())) this.inc({ url }, n);

@@ -277,7 +277,7 @@ describe('live view: served on the admin port', () => {
   it('/live is the self-contained page, /live.json the feed; no view answers 503 saying so', async () => {
     const { v } = view();
     v.request(ok(inbound(WEB)));
-    const base: AdminView = { store: () => store, policies: () => new PolicySet([]), workloads: () => [], certs: () => [], redirect: () => ({}), services: () => [] };
+    const base: AdminView = { node: 'n1', store: () => store, policies: () => new PolicySet([]), workloads: () => [], certs: () => [], redirect: () => ({}), services: () => [] };
     const servers: http.Server[] = [];
     try {
       servers.push(await serveJson('127.0.0.1', 0, adminRoutes({ ...base, live: () => v.feed() })));
