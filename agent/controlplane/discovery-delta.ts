@@ -30,8 +30,12 @@ interface Change {
 
 /** What a stream sends next. */
 export type NodeMessage =
-  /** `entries`: the resources upserted, each encoded and framed (discovery-proto.ts frameResource) */
-  | { kind: 'send'; header: Omit<DeltaResponse, 'resources'>; entries: Uint8Array[] }
+  /**
+   * `entries`: the resources upserted, each encoded and framed (discovery-proto.ts frameResource);
+   * for a full state produced lazily, as they are iterated (the view is still the one of the
+   * version in the header: a publish replaces the index's maps, it never changes them).
+   */
+  | { kind: 'send'; header: Omit<DeltaResponse, 'resources'>; entries: Iterable<Uint8Array> }
   /** nothing of the node's view changed since that version: send nothing */
   | { kind: 'unchanged' };
 
@@ -188,15 +192,20 @@ export class DeltaIndex {
     return version === this.version || this.changeIndexFrom(version) >= 0;
   }
 
-  /** The node's whole view at the current version. */
+  /**
+   * The node's whole view at the current version, its entries encoded (or taken from the cache)
+   * only as they are iterated: a stream sending it in chunks holds no more than a chunk.
+   */
   full(node: string): NodeMessage & { kind: 'send' } {
     const local = this.localNamespaces(node);
-    const entries: Uint8Array[] = [];
-    for (const e of this.entries.values()) {
-      const v = viewOf(e, node, local);
-      if (v !== undefined) entries.push(v.bytes());
+    const all = this.entries;
+    function* entries(): Generator<Uint8Array> {
+      for (const e of all.values()) {
+        const v = viewOf(e, node, local);
+        if (v !== undefined) yield v.bytes();
+      }
     }
-    return { kind: 'send', header: { systemVersion: this.version, epoch: this.epoch, fullState: true, baseVersion: 0, removed: [] }, entries };
+    return { kind: 'send', header: { systemVersion: this.version, epoch: this.epoch, fullState: true, baseVersion: 0, removed: [] }, entries: entries() };
   }
 
   /**

@@ -67,6 +67,10 @@ message DeltaDiscoveryResponse {
   uint64 base_version = 4;
   repeated Resource resources = 5;
   repeated ResourceName removed_resources = 6;
+  // More responses of the same sequence follow (same system_version, epoch, full_state,
+  // base_version): a full state, or a delta larger than a chunk, is sent as several responses,
+  // and applied once the last (more = false) has arrived (discovery-chunks.ts).
+  bool more = 7;
 }
 `;
 
@@ -95,6 +99,8 @@ export interface DeltaResponse {
   baseVersion: number;
   resources: Resource[];
   removed: ResourceName[];
+  /** A chunk of a sequence that continues: set (true) on every chunk but the last; absent otherwise. */
+  more?: true;
 }
 
 /** Decoded messages as protobufjs gives them: absent optional fields are null, uint64 a Long (or a number). */
@@ -107,7 +113,7 @@ interface PodMessage {
 interface ResourceMessage { kind: string; key: string; pod: PodMessage | null; json: Uint8Array | null }
 interface ResponseMessage {
   systemVersion: number | protobuf.Long; controlPlaneEpoch: string; fullState: boolean; baseVersion: number | protobuf.Long;
-  resources: ResourceMessage[]; removedResources: Array<{ kind: string; key: string }>;
+  resources: ResourceMessage[]; removedResources: Array<{ kind: string; key: string }>; more: boolean;
 }
 
 const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, arrays: true, objects: true, bytes: Buffer as unknown as typeof String };
@@ -194,6 +200,7 @@ export function encodeDeltaResponseFramed(header: Omit<DeltaResponse, 'resources
     fullState: header.fullState,
     baseVersion: header.baseVersion,
     removedResources: header.removed,
+    more: header.more === true,
   })).finish();
   return Buffer.concat([head, ...entries]);
 }
@@ -270,5 +277,7 @@ export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string
     removed.push({ kind: raw.kind as ResourceKind, key: raw.key });
   }
   if (fullState && removed.length > 0) return err('a full-state response with removed_resources');
-  return ok({ systemVersion: systemVersion.value, epoch, fullState, baseVersion: baseVersion.value, resources, removed });
+  const m: DeltaResponse = { systemVersion: systemVersion.value, epoch, fullState, baseVersion: baseVersion.value, resources, removed };
+  if (o.more) m.more = true;
+  return ok(m);
 }

@@ -1,6 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import type { Snapshot } from '../config/objects';
 import { decodeDeltaResponse, encodeWatchRequestV2, WATCH_V2_PATH, type DeltaResponse } from '../controlplane/discovery-proto';
+import { ChunkAssembler } from '../controlplane/discovery-chunks';
 import { DiscoveryState } from '../controlplane/discovery-state';
 import { decodeVersionedSnapshot, encodeJson, WATCH_PATH, type VersionedSnapshot } from '../controlplane/discovery-wire';
 import type { Logger } from '../core/log';
@@ -33,6 +34,8 @@ export interface DiscoveryWatch {
   messages(): Readonly<Record<string, number>>;
   /** Bytes of every message received (protobuf, before decoding), over all streams. */
   bytesReceived(): number;
+  /** v2 responses received, every chunk counted (messages() counts each sequence once, when applied). */
+  responsesReceived(): number;
   /** Streams that opened with a delta from the agent's last version instead of the full state. */
   resumes(): number;
 }
@@ -46,8 +49,12 @@ const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_reconnect_backoff_ms': MAX_BACKOFF_MS,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
-  /** A node's full state in a large cluster is more than grpc-js' default 4 MiB (10,000 pods: about 1 MiB). */
-  'grpc.max_receive_message_length': 256 * 1024 * 1024,
+  /**
+   * grpc-js' default, explicit: the control plane sends large full states and deltas in chunks of
+   * 512 KiB of resources (controlplane/discovery-chunks.ts); one resource larger than a chunk goes
+   * alone, so the largest one accepted is 4 MiB less a header of about 100 bytes.
+   */
+  'grpc.max_receive_message_length': 4 * 1024 * 1024,
 };
 
 /** Full jitter on the upper half: spreads a fleet of agents reconnecting to a restarted control plane. */
@@ -58,7 +65,8 @@ function jittered(ms: number): number {
 /**
  * Keeps a v2 Watch stream (controlplane/discovery-proto.ts) to the control plane open: the node's
  * view arrives as a full state, then as deltas, applied to a keyed state (discovery-state.ts); the
- * Snapshot rebuilt from it after every message goes to `onSnapshot`. A reconnect presents the
+ * Snapshot rebuilt from it after every message goes to `onSnapshot`; a message sent in chunks is
+ * applied once, when its last chunk has arrived (controlplane/discovery-chunks.ts). A reconnect presents the
  * epoch and version held, so the same control plane resumes with a delta; another one (or one
  * whose history no longer reaches back that far) sends the full state. A message that cannot be
  * read or applied is refused (logged), the stream reopened, the state kept. A control plane of the
@@ -93,6 +101,7 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
   let snapshots = 0;
   let deltas = 0;
   let bytes = 0;
+  let responses = 0;
   let resumes = 0;
   let state = new DiscoveryState();
   /**
@@ -130,6 +139,7 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     const request = resume === undefined ? { node: connection.node } : { node: connection.node, resume };
     const decode = (message: Buffer): Result<DeltaResponse, string> => {
       bytes += message.length;
+      responses++;
       return decodeDeltaResponse(message);
     };
     const stream = channel().makeServerStreamRequest(WATCH_V2_PATH, encodeWatchRequestV2, decode, request, metadata);
@@ -141,16 +151,20 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       ended = true;
       if (call === stream) disconnected(reason, ending);
     };
+    /** This stream's sequence in progress: dropped with the stream, so a break mid-sequence leaves the state (and resume point) as it was. */
+    const chunks = new ChunkAssembler();
     stream.on('data', (message: Result<DeltaResponse, string>) => {
       if (ended) return;
-      const applied = message.ok ? state.apply(message.value) : message;
+      const whole = message.ok ? chunks.add(message.value) : message;
+      if (whole.ok && whole.value === undefined) return;
+      const applied = whole.ok ? state.apply(whole.value!) : whole;
       if (!applied.ok) {
         log.warn({ ...where, reason: applied.error, lastVersion }, 'refused a message from the control plane; keeping the last state and reopening the stream');
         stream.cancel();
         end(`the control plane sent ${applied.error}`, { kind: 'unreadable' });
         return;
       }
-      const m = (message as { ok: true; value: DeltaResponse }).value;
+      const m = (whole as { ok: true; value: DeltaResponse }).value;
       if (!delivered && !m.fullState) resumes++;
       if (!isConnected) log.info({ ...where, version: m.systemVersion, start: m.fullState ? 'full state' : `resumed from ${m.baseVersion}` }, 'watching the control plane');
       isConnected = true;
@@ -227,6 +241,7 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     terminations: () => terminations,
     messages: () => ({ [SNAPSHOT_TYPE_URL]: snapshots, [DELTA_TYPE_URL]: deltas }),
     bytesReceived: () => bytes,
+    responsesReceived: () => responses,
     resumes: () => resumes,
   };
 }

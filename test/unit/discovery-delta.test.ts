@@ -12,7 +12,9 @@ import * as fc from 'fast-check';
 import * as protobuf from 'protobufjs';
 import type { NamespaceInfo, PodInfo, Snapshot } from '../../agent/config/objects';
 import { DeltaIndex, sameContent } from '../../agent/controlplane/discovery-delta';
-import { DeltaStream } from '../../agent/controlplane/discovery-delta-stream';
+import { ChunkAssembler, DEFAULT_CHUNK_BYTES } from '../../agent/controlplane/discovery-chunks';
+import { DeltaStream, type DeltaStreamOptions } from '../../agent/controlplane/discovery-delta-stream';
+import { FullStateGate } from '../../agent/controlplane/discovery-gate';
 import { decodeDeltaResponse, encodeDeltaResponse, type DeltaResponse } from '../../agent/controlplane/discovery-proto';
 import { DiscoveryState } from '../../agent/controlplane/discovery-state';
 import { nodeView } from '../../agent/controlplane/discovery-view';
@@ -27,47 +29,72 @@ class SlowSink {
   }
 }
 
-/** An agent: a stream to one of the replicas, its sink, its keyed state, and what it applied. */
+/**
+ * An agent: a stream to one of the replicas, its sink, its keyed state, and what it applied. As
+ * the real client: one ChunkAssembler per stream, the state changed only by a whole sequence.
+ */
 class Agent {
   readonly state = new DiscoveryState();
   latest: Snapshot | undefined;
   readonly received: DeltaResponse[] = [];
   sink = new SlowSink();
   stream!: DeltaStream;
+  private chunks = new ChunkAssembler();
   private unsubscribe: () => void = () => undefined;
   resumed = false;
+  /** Chunks delivered, and drops that broke a sequence in the middle. */
+  chunksDelivered = 0;
+  brokenSequences = 0;
 
-  constructor(private readonly node: string) {}
+  constructor(private readonly node: string, private readonly options: DeltaStreamOptions = {}) {}
 
   connect(index: DeltaIndex): void {
     this.unsubscribe();
     this.stream?.stop();
     this.sink = new SlowSink();
-    this.stream = new DeltaStream(index, this.node, this.sink);
+    this.chunks = new ChunkAssembler();
+    this.stream = new DeltaStream(index, this.node, this.sink, this.options);
     this.unsubscribe = index.subscribe(() => this.stream.changed());
     this.resumed = this.stream.start(this.state.resumePoint());
   }
 
-  /** The stream drops: whatever was in flight is lost. */
+  /** The stream drops: whatever was in flight is lost, and a sequence in progress with it. */
   drop(): void {
     this.unsubscribe();
     this.stream.stop();
     this.sink.queue.length = 0;
+    if (this.chunks.inProgress()) this.brokenSequences++;
   }
 
-  /** Delivers the message in flight, if any; returns it. */
+  /** Delivers the chunk in flight, if any; returns the whole message when it was the last of one. */
   deliver(): DeltaResponse | undefined {
     assert.ok(this.sink.queue.length <= 1, `at most one message in flight, saw ${this.sink.queue.length}`);
     const next = this.sink.queue.shift();
     if (next === undefined) return undefined;
     const decoded = decodeDeltaResponse(next.bytes);
     assert.ok(decoded.ok, decoded.ok ? '' : decoded.error);
-    const applied = this.state.apply(decoded.value);
+    this.chunksDelivered++;
+    const whole = this.chunks.add(decoded.value);
+    assert.ok(whole.ok, whole.ok ? '' : whole.error);
+    if (whole.value === undefined) {
+      next.done();
+      return undefined;
+    }
+    const applied = this.state.apply(whole.value);
     assert.ok(applied.ok, applied.ok ? '' : applied.error);
     this.latest = applied.value;
-    this.received.push(decoded.value);
+    this.received.push(whole.value);
     next.done();
-    return decoded.value;
+    return whole.value;
+  }
+
+  /** Delivers chunks until a whole message has been applied or nothing is in flight. */
+  deliverWhole(): DeltaResponse | undefined {
+    for (let i = 0; i < 10_000 && this.sink.queue.length > 0; i++) {
+      const m = this.deliver();
+      if (m !== undefined) return m;
+    }
+    return undefined;
   }
 }
 
@@ -85,13 +112,16 @@ const step: fc.Arbitrary<Step> = fc.oneof(
   { weight: 1, arbitrary: fc.constantFrom(0 as const, 1 as const).map((to) => ({ op: 'drop' as const, to })) },
 );
 
-test('for any snapshots, drops, resumes (same or another replica) and consumer pace, the agent holds the node projection of what it was last told, and of the latest at the end', () => {
-  fc.assert(fc.property(cluster, fc.array(step, { maxLength: 25 }), fc.constantFrom(...NODES), fc.integer({ min: 1, max: 6 }), (first, steps, node, maxVersions) => {
+test('for any snapshots, drops (also in the middle of a chunked message), resumes (same or another replica), chunk sizes and consumer pace, the agent holds the node projection of what it was last told, and of the latest at the end', () => {
+  let broken = 0;
+  // Chunk sizes from one resource per chunk to everything in one message (the random clusters' full states are 1-6 KB).
+  const chunkBytes = fc.constantFrom(1, 150, 600, 2000, DEFAULT_CHUNK_BYTES);
+  fc.assert(fc.property(cluster, fc.array(step, { maxLength: 25 }), fc.constantFrom(...NODES), fc.integer({ min: 1, max: 6 }), chunkBytes, (first, steps, node, maxVersions, chunk) => {
     let version = 1000;
     const byVersion = new Map<number, Snapshot>([[version, first]]);
     // Two replicas fed the same snapshots, as two control planes watching one API server (their own epochs).
     const replicas = [new DeltaIndex({ version, snapshot: first }, { epoch: 'replica-0', maxVersions }), new DeltaIndex({ version, snapshot: first }, { epoch: 'replica-1', maxVersions })];
-    const agent = new Agent(node);
+    const agent = new Agent(node, { chunkBytes: chunk });
     agent.connect(replicas[0]!);
     let on = 0;
     const check = (m: DeltaResponse | undefined): void => {
@@ -113,8 +143,11 @@ test('for any snapshots, drops, resumes (same or another replica) and consumer p
       } else if (s.op === 'deliver') {
         check(agent.deliver());
       } else {
+        const before = { resume: agent.state.resumePoint(), latest: agent.latest };
         agent.drop();
         const resume = agent.state.resumePoint();
+        assert.deepEqual(resume, before.resume, 'a drop (mid-sequence or not) leaves the resume point as it was');
+        assert.equal(agent.latest, before.latest, 'and the state');
         const index = replicas[s.to]!;
         agent.connect(index);
         on = s.to;
@@ -122,11 +155,14 @@ test('for any snapshots, drops, resumes (same or another replica) and consumer p
         assert.equal(agent.resumed, expectDelta, 'a resume is served as a delta exactly when the same replica still has that version');
       }
     }
-    for (let i = 0; i < 100 && agent.sink.queue.length > 0; i++) check(agent.deliver());
+    for (let i = 0; i < 10_000 && agent.sink.queue.length > 0; i++) check(agent.deliver());
     assert.equal(agent.sink.queue.length, 0, 'every message delivered');
     assert.deepEqual(agent.latest, nodeView(byVersion.get(version)!, node), 'the projection of the latest snapshot');
     assert.equal(agent.state.resumePoint()?.epoch, replicas[on]!.epoch);
+    broken += agent.brokenSequences;
   }), { numRuns: 300 });
+  assert.ok(broken > 0, 'the runs did break chunked sequences in the middle');
+  console.log(`# sequences broken mid-way over the runs: ${broken}`);
 });
 
 // --- Specific cases, each a sequence the random runs could miss ---
@@ -147,7 +183,7 @@ function harness(first: Snapshot, node = 'node-a') {
   const index = new DeltaIndex({ version, snapshot: first }, { epoch: 'e' });
   const agent = new Agent(node);
   agent.connect(index);
-  const full = agent.deliver()!;
+  const full = agent.deliverWhole()!;
   return {
     index, agent, full,
     publish(s: Snapshot) { index.publish({ version: ++version, snapshot: s }); },
@@ -263,14 +299,18 @@ function onePodChange(n: number): { delta: number; full: number } {
   const stream = new DeltaStream(index, 'node-001', sink);
   index.subscribe(() => stream.changed());
   stream.start(undefined);
-  const full = sink.queue.shift()!;
-  full.done();
+  let full = 0;
+  for (let i = 0; i < 1000 && sink.queue.length > 0; i++) {
+    const chunk = sink.queue.shift()!;
+    full += chunk.bytes.length;
+    chunk.done();
+  }
   const pods = s.pods.map((p, i) => (i === 7 ? { ...p, ready: false } : p));
   index.publish({ version: 1_733_400_000_001, snapshot: { ...s, pods } });
   const delta = sink.queue.shift()!;
   const decoded = decodeDeltaResponse(delta.bytes);
   assert.ok(decoded.ok && decoded.value.resources.length === 1 && decoded.value.removed.length === 0);
-  return { delta: delta.bytes.length, full: full.bytes.length };
+  return { delta: delta.bytes.length, full };
 }
 
 test('the delta for one pod change is the same size in a cluster of 100 pods and of 10,000', () => {
@@ -305,4 +345,106 @@ test('the decoder takes a Pod as JSON too, and refuses a pod body on another kin
   const misplaced = protobuf.Writer.create().uint32(10).string('Node').uint32(18).string('a').uint32(26).fork().uint32(18).string('a').ldelim().finish();
   const refused = decodeDeltaResponse(encodeDeltaResponse({ systemVersion: 3, epoch: 'e', fullState: true, baseVersion: 0, removed: [] }, [misplaced]));
   assert.ok(!refused.ok && /has a pod body/.test(refused.error), refused.ok ? '' : refused.error);
+});
+
+// --- Chunks and the limit on full states in flight ---
+
+test('a full state sent in chunks is applied once, at its last chunk; a stream broken mid-sequence leaves the agent\'s state and resume point as they were', () => {
+  const pods = Array.from({ length: 30 }, (_, i) => podOn(`p${i}`, i % 2 === 0 ? 'node-a' : 'node-b', i + 1));
+  const first = base(pods.slice(0, 10));
+  const index = new DeltaIndex({ version: 1, snapshot: first }, { epoch: 'first' });
+  const agent = new Agent('node-a', { chunkBytes: 300 });
+  agent.connect(index);
+  const m = agent.deliverWhole()!;
+  assert.equal(m.fullState, true);
+  assert.ok(agent.chunksDelivered > 3, `the full state came in several chunks (${agent.chunksDelivered})`);
+  assert.deepEqual(agent.latest, nodeView(first, 'node-a'));
+  const held = { resume: agent.state.resumePoint(), latest: agent.latest };
+
+  // Another replica (another epoch): the full state again, broken after two chunks.
+  const second = base(pods);
+  const other = new DeltaIndex({ version: 2, snapshot: second }, { epoch: 'other' });
+  agent.drop();
+  agent.connect(other);
+  assert.equal(agent.resumed, false);
+  assert.equal(agent.deliver(), undefined, 'first chunk: nothing applied');
+  assert.equal(agent.deliver(), undefined, 'second chunk: nothing applied');
+  assert.equal(agent.sink.queue.length, 1, 'the third chunk is in flight');
+  agent.drop();
+  assert.equal(agent.brokenSequences, 1);
+  assert.deepEqual(agent.state.resumePoint(), held.resume, 'the resume point is the one before the broken sequence');
+  assert.equal(agent.latest, held.latest, 'no half state reached the agent');
+
+  // The first replica again: the agent resumes from what it holds, with a (chunked) delta.
+  index.publish({ version: 3, snapshot: second });
+  agent.connect(index);
+  assert.equal(agent.resumed, true, 'the broken sequence did not move the resume point to the other replica');
+  const delta = agent.deliverWhole()!;
+  assert.deepEqual([delta.fullState, delta.baseVersion, delta.systemVersion], [false, 1, 3]);
+  assert.deepEqual(agent.latest, nodeView(second, 'node-a'));
+});
+
+test('chunks of a delta larger than a chunk: the removals come first, and every chunk repeats the version, epoch and base', () => {
+  const pods = Array.from({ length: 20 }, (_, i) => podOn(`p${i}`, 'node-b', i + 1));
+  const h = harness(base(pods));
+  const agent = new Agent('node-a', { chunkBytes: 120 });
+  agent.connect(h.index);
+  agent.deliverWhole();
+  const replaced = Array.from({ length: 20 }, (_, i) => podOn(`q${i}`, 'node-b', i + 40));
+  h.publish(base(replaced));
+  const headers: Array<[number, number, boolean, number, number]> = [];
+  for (let i = 0; i < 100 && agent.sink.queue.length > 0; i++) {
+    const d = decodeDeltaResponse(agent.sink.queue[0]!.bytes);
+    assert.ok(d.ok);
+    headers.push([d.value.systemVersion, d.value.baseVersion, d.value.more === true, d.value.removed.length, d.value.resources.length]);
+    agent.deliver();
+  }
+  assert.ok(headers.length > 3, `several chunks (${headers.length})`);
+  assert.ok(headers.every(([v, b], i) => v === h.version() && b === 1 && headers[i]![2] === (i < headers.length - 1)), JSON.stringify(headers));
+  const firstWithResources = headers.findIndex(([, , , , r]) => r > 0);
+  assert.ok(headers.slice(firstWithResources + 1).every(([, , , removed]) => removed === 0), 'no removal after the first resource');
+  assert.deepEqual(agent.latest, nodeView(base(replaced), 'node-a'));
+});
+
+test('with the limit at 2 and 5 streams connecting, at most 2 full states are in flight, waiting streams hold nothing, turns go in order, a cancelled waiter leaves the queue, and deltas do not wait', () => {
+  const pods = Array.from({ length: 40 }, (_, i) => podOn(`p${i}`, ['node-a', 'node-b'][i % 2]!, i + 1));
+  let version = 1;
+  const index = new DeltaIndex({ version, snapshot: base(pods) }, { epoch: 'e' });
+  const gate = new FullStateGate(2);
+  const options = { chunkBytes: 500, gate };
+  // One agent already has its state: its deltas must not wait behind the others' full states.
+  const early = new Agent('node-b', { chunkBytes: 500 });
+  early.connect(index);
+  early.deliverWhole();
+  const agents = Array.from({ length: 5 }, (_, i) => new Agent(i % 2 === 0 ? 'node-a' : 'node-b', options));
+  for (const a of agents) a.connect(index);
+  const cancelled = new Agent('node-a', options);
+  cancelled.connect(index);
+  assert.equal(gate.waiting(), 4);
+  cancelled.drop();
+  assert.equal(gate.waiting(), 3, 'a stream cancelled while waiting left the queue');
+
+  const served: number[] = [];
+  let published = false;
+  const changed = base(pods.map((p, i) => (i === 1 ? { ...p, ready: false } : p)));
+  for (let round = 0; round < 1000 && agents.some((a) => a.latest === undefined || a.sink.queue.length > 0); round++) {
+    const sending = agents.filter((a) => a.sink.queue.length > 0);
+    const fullStates = sending.filter((a) => { const d = decodeDeltaResponse(a.sink.queue[0]!.bytes); return d.ok && d.value.fullState; });
+    assert.ok(fullStates.length <= 2 && gate.inFlight() <= 2, `round ${round}: ${fullStates.length} streams sending a full state, ${gate.inFlight()} turns`);
+    for (const a of agents) if (a.stream.waitingForTurn()) assert.equal(a.sink.queue.length, 0, 'a waiting stream holds no bytes');
+    for (const a of fullStates) if (!served.includes(agents.indexOf(a))) served.push(agents.indexOf(a));
+    for (const a of sending) a.deliver();
+    if (!published && gate.waiting() > 0) {
+      published = true;
+      index.publish({ version: ++version, snapshot: changed });
+      assert.equal(early.sink.queue.length, 1, 'the delta for the agent already served is written at once, while full states wait');
+      assert.equal(early.deliver()!.fullState, false);
+    }
+  }
+  assert.ok(published, 'the delta was published while streams waited');
+  assert.deepEqual(served, [0, 1, 2, 3, 4], 'turns in the order the streams asked');
+  assert.equal(gate.peakInFlight(), 2);
+  assert.equal(gate.inFlight(), 0);
+  assert.equal(cancelled.sink.queue.length, 0, 'the cancelled stream never got a turn');
+  for (const [i, a] of agents.entries()) assert.deepEqual(a.latest, nodeView(changed, i % 2 === 0 ? 'node-a' : 'node-b'), `agent ${i} has the latest state`);
 });
