@@ -4,6 +4,7 @@ import type { Result } from '../core/result';
 import type { Authenticator } from './authenticator';
 import { DeltaIndex } from './discovery-delta';
 import { DeltaStream } from './discovery-delta-stream';
+import { FullStateGate } from './discovery-gate';
 import type { SnapshotFeed } from './discovery-feed';
 import { decodeWatchRequestV2, WATCH_V2_PATH, type WatchRequestV2 } from './discovery-proto';
 import { decodeWatchRequest, encodeJson, WATCH_PATH, type VersionedSnapshot, type WatchRequest } from './discovery-wire';
@@ -25,13 +26,25 @@ export interface DiscoveryServiceOptions {
   feed: SnapshotFeed;
   /** The v2 control-plane epoch (default a random UUID per process): a different epoch means a full resend. */
   epoch?: string;
+  /** Most bytes of resources per v2 message; larger messages go in chunks (default 512 KiB, discovery-chunks.ts). */
+  chunkBytes?: number;
+  /**
+   * Most v2 full states being sent at once over all streams (default DEFAULT_MAX_CONCURRENT_FULL_STATES):
+   * the streams beyond wait their turn holding nothing (discovery-gate.ts).
+   */
+  maxConcurrentFullStates?: number;
 }
+
+/** Measured with the control-plane bench (docs/discovery.md, "Chunks and the full-state limit"). */
+export const DEFAULT_MAX_CONCURRENT_FULL_STATES = 8;
 
 export interface DiscoveryService {
   /** Ends every open stream (status OK): agents reconnect, to this server or its successor. */
   endStreams(): void;
   /** The v2 epoch of this control plane. */
   readonly epoch: string;
+  /** v2 full states being sent now, streams waiting for their turn, and the most ever sent at once. */
+  fullStates(): { inFlight: number; waiting: number; peak: number };
 }
 
 type WatchCall = grpc.ServerWritableStream<Result<WatchRequest, string>, VersionedSnapshot>;
@@ -116,11 +129,13 @@ async function watch(options: DiscoveryServiceOptions, call: WatchCall, open: Se
   writer.send(options.feed.current());
 }
 
-async function watchV2(options: DiscoveryServiceOptions, index: DeltaIndex, call: WatchV2Call, open: Set<AnyCall>): Promise<void> {
+async function watchV2(options: DiscoveryServiceOptions, index: DeltaIndex, gate: FullStateGate, call: WatchV2Call, open: Set<AnyCall>): Promise<void> {
   const admitted = await admit(options, call, 'v2');
   if (admitted === undefined || !call.request.ok) return;
   const { node, resume } = call.request.value;
-  const stream = new DeltaStream(index, node, { write: (message, callback) => call.write(message, callback) });
+  const stream = new DeltaStream(index, node, { write: (message, callback) => call.write(message, callback) }, {
+    gate, ...(options.chunkBytes === undefined ? {} : { chunkBytes: options.chunkBytes }),
+  });
   const unsubscribe = index.subscribe(() => stream.changed());
   open.add(call);
   onEnd(call, open, admitted.who, () => { stream.stop(); unsubscribe(); });
@@ -136,14 +151,17 @@ export function addDiscoveryService(server: grpc.Server, options: DiscoveryServi
   // One index per control plane, fed before any stream hears of a version: the diff is computed once per publish.
   const index = new DeltaIndex(options.feed.current(), options.epoch === undefined ? {} : { epoch: options.epoch });
   options.feed.subscribe((latest) => index.publish(latest));
+  // One limit over all v2 streams: a fleet reconnecting at once is served a few full states at a time.
+  const gate = new FullStateGate(options.maxConcurrentFullStates ?? DEFAULT_MAX_CONCURRENT_FULL_STATES);
   const failed = (call: AnyCall) => (error: Error): void => {
     log.error({ peer: call.getPeer(), error: error.message }, 'discovery watch failed inside the control plane');
     call.emit('error', { code: grpc.status.INTERNAL, details: 'the control plane failed to handle the watch; see its log' });
   };
   server.addService(discoveryService, { Watch: (call: WatchCall) => { watch(options, call, open).catch(failed(call)); } });
-  server.addService(discoveryServiceV2, { Watch: (call: WatchV2Call) => { watchV2(options, index, call, open).catch(failed(call)); } });
+  server.addService(discoveryServiceV2, { Watch: (call: WatchV2Call) => { watchV2(options, index, gate, call, open).catch(failed(call)); } });
   return {
     epoch: index.epoch,
+    fullStates: () => ({ inFlight: gate.inFlight(), waiting: gate.waiting(), peak: gate.peakInFlight() }),
     endStreams() {
       for (const call of [...open]) call.end();
     },
