@@ -59,7 +59,9 @@ async function main(): Promise<void> {
   const feed = new SnapshotFeed(initial);
   const server = new grpc.Server();
   addCertificateService(server, { ca: ca.value, authenticator, podsProvider: () => feed.current().snapshot.pods });
-  const discovery = addDiscoveryService(server, { authenticator, feed });
+  // WEFT_CPBENCH_FULL_STATES: the limit on v2 full states in flight (a number, or `none`), to compare limits; default the product's.
+  const limit = process.env.WEFT_CPBENCH_FULL_STATES;
+  const discovery = addDiscoveryService(server, { authenticator, feed, ...(limit ? { maxConcurrentFullStates: limit === 'none' ? Infinity : Number(limit) } : {}) });
   const serving = await ca.value.issueServingCertificate({ dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], ttlSeconds: 86_400 });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', tlsServerCredentials(serving), (error, bound) => (error ? reject(error) : resolve(bound))));

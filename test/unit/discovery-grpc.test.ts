@@ -185,3 +185,44 @@ test('a control plane of the release before v2 (UNIMPLEMENTED) is watched over v
   assert.equal(a.w.lastVersion(), feed.current().version);
   assert.equal(a.w.resumes(), 0);
 });
+
+test('with a tiny chunk size a full state arrives in several messages and is applied once; a delta after it too', async (t) => {
+  const tls = await tlsFor(t);
+  const pods = Array.from({ length: 24 }, (_, i) => pod(`p${i}`, i % 2 === 0 ? 'node-a' : 'node-b', i + 1));
+  const feed = new SnapshotFeed(cluster(pods));
+  const { port } = await serve(t, tls, (s) => addDiscoveryService(s, { authenticator: new BootstrapTokenAuthenticator(TOKEN), feed, chunkBytes: 256 }));
+  const a = agent(t, tls, port, 'node-a');
+  await waitFor('node-a\'s projection', () => a.latest() !== undefined, () => ({ responses: a.w.responsesReceived(), terminations: a.w.terminations() }));
+  assert.deepEqual(a.latest(), nodeView(feed.current().snapshot, 'node-a'));
+  assert.equal(a.count(), 1, 'onSnapshot once, for the whole state');
+  assert.ok(a.w.responsesReceived() >= 5, `the full state came in several messages (${a.w.responsesReceived()})`);
+  assert.deepEqual(a.w.messages(), { [SNAPSHOT_TYPE_URL]: 1, [DELTA_TYPE_URL]: 0 });
+  feed.publish(cluster(pods.map((p) => ({ ...p, labels: { ...p.labels, version: 'v2' } }))));
+  await waitFor('the relabel of every pod', () => a.count() === 2, () => ({ responses: a.w.responsesReceived(), messages: a.w.messages() }));
+  assert.deepEqual(a.latest(), nodeView(feed.current().snapshot, 'node-a'));
+  assert.deepEqual(a.w.messages(), { [SNAPSHOT_TYPE_URL]: 1, [DELTA_TYPE_URL]: 1 }, 'the large delta is one message for the agent, whatever its chunks');
+});
+
+test('with the limit at 2, five agents connecting together each get their state, never more than 2 full states in flight', async (t) => {
+  const tls = await tlsFor(t);
+  const nodes = ['node-a', 'node-b'];
+  const pods = Array.from({ length: 30 }, (_, i) => pod(`p${i}`, nodes[i % 2]!, i + 1));
+  const feed = new SnapshotFeed(cluster(pods));
+  let discovery!: DiscoveryService;
+  const { port } = await serve(t, tls, (s) => { discovery = addDiscoveryService(s, { authenticator: new BootstrapTokenAuthenticator(TOKEN), feed, chunkBytes: 200, maxConcurrentFullStates: 2 }); });
+  const agents = Array.from({ length: 5 }, (_, i) => agent(t, tls, port, nodes[i % 2]!));
+  let peakSeen = 0;
+  await waitFor('every agent\'s state', () => {
+    peakSeen = Math.max(peakSeen, discovery.fullStates().inFlight);
+    return agents.every((a) => a.latest() !== undefined);
+  }, () => ({ fullStates: discovery.fullStates(), got: agents.map((a) => a.count()) }));
+  for (const [i, a] of agents.entries()) {
+    assert.deepEqual(a.latest(), nodeView(feed.current().snapshot, nodes[i % 2]!), `agent ${i}`);
+    assert.equal(a.count(), 1);
+  }
+  const { inFlight, waiting, peak } = discovery.fullStates();
+  assert.ok(peak <= 2 && peakSeen <= 2, `at most 2 full states in flight (peak ${peak}, seen ${peakSeen})`);
+  assert.ok(peak >= 1);
+  assert.equal(waiting, 0);
+  await waitFor('the last turn given back', () => discovery.fullStates().inFlight === 0, () => ({ inFlight }));
+});
