@@ -59,9 +59,14 @@ async function main(): Promise<void> {
   const feed = new SnapshotFeed(initial);
   const server = new grpc.Server();
   addCertificateService(server, { ca: ca.value, authenticator, podsProvider: () => feed.current().snapshot.pods });
-  // WEFT_CPBENCH_FULL_STATES: the limit on v2 full states in flight (a number, or `none`), to compare limits; default the product's.
+  // WEFT_CPBENCH_FULL_STATES (a number, or `none`) and WEFT_CPBENCH_CHUNK_BYTES: the limit on v2 full states in flight and the chunk size, to compare; default the product's.
   const limit = process.env.WEFT_CPBENCH_FULL_STATES;
-  const discovery = addDiscoveryService(server, { authenticator, feed, ...(limit ? { maxConcurrentFullStates: limit === 'none' ? Infinity : Number(limit) } : {}) });
+  const chunk = process.env.WEFT_CPBENCH_CHUNK_BYTES;
+  const discovery = addDiscoveryService(server, {
+    authenticator, feed,
+    ...(limit ? { maxConcurrentFullStates: limit === 'none' ? Infinity : Number(limit) } : {}),
+    ...(chunk ? { chunkBytes: Number(chunk) } : {}),
+  });
   const serving = await ca.value.issueServingCertificate({ dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'], ttlSeconds: 86_400 });
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync('127.0.0.1:0', tlsServerCredentials(serving), (error, bound) => (error ? reject(error) : resolve(bound))));

@@ -1,6 +1,7 @@
 import * as fc from 'fast-check';
 import { decodeDeltaResponse, decodeWatchRequestV2, encodeDeltaResponse, encodeResource, encodeWatchRequestV2 } from '../../agent/controlplane/discovery-proto';
 import { keyOf, resourceId, type Resource, type ResourceKind } from '../../agent/controlplane/discovery-resources';
+import { ChunkAssembler } from '../../agent/controlplane/discovery-chunks';
 import { DiscoveryState } from '../../agent/controlplane/discovery-state';
 import { check, mustNotThrow, type FuzzTarget } from './target';
 
@@ -24,8 +25,12 @@ const response = fc.record({
   systemVersion: version, epoch: fc.constantFrom('', 'e1', 'e2'), fullState: fc.boolean(), baseVersion: version,
   resources: fc.array(resource, { maxLength: 4 }),
   removed: fc.array(fc.record({ kind, key: name }), { maxLength: 3 }),
+  more: fc.boolean(),
 }).map((m) => mustNotThrow('encodeDeltaResponse', () => encodeDeltaResponse(
-  { systemVersion: m.systemVersion, epoch: m.epoch, fullState: m.fullState, baseVersion: m.baseVersion, removed: m.removed as Array<{ kind: ResourceKind; key: string }> },
+  {
+    systemVersion: m.systemVersion, epoch: m.epoch, fullState: m.fullState, baseVersion: m.baseVersion, removed: m.removed as Array<{ kind: ResourceKind; key: string }>,
+    ...(m.more ? { more: true as const } : {}),
+  },
   m.resources.map((r) => encodeResource(r as Resource)),
 )));
 
@@ -34,7 +39,7 @@ const request = fc.record({ node: name, epoch: fc.constantFrom('', 'e1'), versio
 
 export const target: FuzzTarget = {
   name: 'discovery-v2',
-  what: 'agent/controlplane/discovery-proto.ts decodeWatchRequestV2 (any client of 15012) and decodeDeltaResponse (the agent\'s edge), then DiscoveryState.apply: a Result, never a throw; an accepted response is consistent (versions, keys that match their bodies, no id twice, a full state removes nothing)',
+  what: 'agent/controlplane/discovery-proto.ts decodeWatchRequestV2 (any client of 15012) and decodeDeltaResponse (the agent\'s edge), then ChunkAssembler.add (a chunk with more held until its sequence ends) and DiscoveryState.apply: a Result, never a throw; an accepted response is consistent (versions, keys that match their bodies, no id twice, a full state removes nothing)',
   generators: [response, request],
   maxBytes: 1024,
   run(input) {
@@ -51,8 +56,27 @@ export const target: FuzzTarget = {
     const ids = [...m.resources.map((r) => resourceId(r.kind, r.key)), ...m.removed.map((r) => resourceId(r.kind, r.key))];
     check(new Set(ids).size === ids.length, 'no resource twice in one response');
     for (const r of m.resources) check(keyOf(r.kind, r.value) === r.key, `${r.kind} ${r.key}: the key is the body's own`);
+    // Through the agent's chunk assembler, as the client applies it: a chunk with more waits for
+    // the rest (here: an empty last chunk of the same sequence), and a chunk repeating its resources is refused.
+    const assembler = new ChunkAssembler();
+    const first = mustNotThrow('ChunkAssembler.add', () => assembler.add(m));
+    check(first.ok, 'the first chunk of a sequence is accepted');
+    let whole = first.value;
+    if (m.more === true) {
+      check(whole === undefined && assembler.inProgress(), 'a chunk with more is held, not applied');
+      if (m.resources.length > 0) {
+        const again = mustNotThrow('ChunkAssembler.add', () => new ChunkAssembler().add(m));
+        check(again.ok, 'the first chunk again, on a new stream');
+        const repeat = mustNotThrow('ChunkAssembler.add', () => { const a = new ChunkAssembler(); a.add(m); return a.add(m); });
+        check(!repeat.ok, 'a chunk listing the resources of an earlier chunk is refused');
+      }
+      const last = mustNotThrow('ChunkAssembler.add', () => assembler.add({ ...m, resources: [], removed: [], more: undefined }));
+      check(last.ok && last.value !== undefined && last.value.resources.length === m.resources.length && last.value.more === undefined, 'the last chunk completes the sequence with every resource of its chunks');
+      whole = last.value;
+    }
+    check(whole !== undefined, 'a complete sequence');
     const state = new DiscoveryState();
-    const applied = mustNotThrow('DiscoveryState.apply', () => state.apply(m));
+    const applied = mustNotThrow('DiscoveryState.apply', () => state.apply(whole));
     check(applied.ok === m.fullState, 'a first message applies exactly when it is a full state');
     if (applied.ok) check(Array.isArray(applied.value.pods) && applied.value.pods.length === m.resources.filter((r) => r.kind === 'Pod').length, 'the rebuilt snapshot holds every pod sent');
   },
