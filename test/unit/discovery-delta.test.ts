@@ -448,3 +448,21 @@ test('with the limit at 2 and 5 streams connecting, at most 2 full states are in
   assert.equal(cancelled.sink.queue.length, 0, 'the cancelled stream never got a turn');
   for (const [i, a] of agents.entries()) assert.deepEqual(a.latest, nodeView(changed, i % 2 === 0 ? 'node-a' : 'node-b'), `agent ${i} has the latest state`);
 });
+
+test('a stream that ends in the middle of its full state gives its turn to the next one waiting', () => {
+  const pods = Array.from({ length: 20 }, (_, i) => podOn(`p${i}`, 'node-a', i + 1));
+  const index = new DeltaIndex({ version: 1, snapshot: base(pods) }, { epoch: 'e' });
+  const gate = new FullStateGate(1);
+  const a = new Agent('node-a', { chunkBytes: 200, gate });
+  const b = new Agent('node-a', { chunkBytes: 200, gate });
+  a.connect(index);
+  b.connect(index);
+  assert.equal(a.deliver(), undefined, 'a: first chunk of several');
+  assert.deepEqual([b.sink.queue.length, b.stream.waitingForTurn()], [0, true]);
+  a.drop();
+  assert.equal(b.stream.waitingForTurn(), false);
+  assert.equal(b.sink.queue.length, 1, 'b got the turn a gave up');
+  assert.equal(b.deliverWhole()!.fullState, true);
+  assert.deepEqual(b.latest, nodeView(base(pods), 'node-a'));
+  assert.equal(gate.inFlight(), 0);
+});
