@@ -180,7 +180,7 @@ function print(rows: Row[], notes: string[]): void {
 
 export async function runServiceRoute(only: string[] = []): Promise<Row[]> {
   const rows = await withHopLab({
-    name: 'sbn',
+    name: process.env.SERVICE_ROUTE_LAB ?? 'sbn',
     client: { namespace: NAMESPACE, serviceAccount: 'client' },
     server: { namespace: NAMESPACE, serviceAccount: 'api', labels: { app: 'api', version: 'v1' } },
     serverScript: COUNTING_SERVER,
