@@ -1,0 +1,51 @@
+/**
+ * The cost of one new connection through the Weft node proxies (issue 11 point 1,
+ * docs/new-connections.md): client pod on n1, server pod on n2, `wrk -H 'Connection: close'`
+ * (one TCP connection per request) for WRK_SECONDS, WEFT_NC_ROUNDS times (default 3). For each
+ * round: req/s, and each agent's user+system CPU per connection from /proc/<pid>/stat (steadier
+ * than req/s on a shared host). WEFT_NC_HAPROXY=1 runs the HAProxy pair the same way first, for
+ * the ratio. WEFT_BENCH_AGENT_FLAGS='--cpu-prof --cpu-prof-dir=DIR' profiles the agents.
+ * WEFT_BENCH_LAB names the lab (default wnc1).
+ */
+
+import { loadavg } from 'node:os';
+import { cpuTicks, HTTP_SERVER, TICK_S, wrk } from './load';
+import { withHopLab } from './hop-lab';
+import { haproxyPair, weft } from './mtls-hop';
+
+const ROUNDS = Math.max(1, Math.min(20, Number(process.env.WEFT_NC_ROUNDS ?? 3)));
+
+interface Round { rps: number; requests: number; failed: number; usPerConn: number[]; load: number }
+
+function rounds(name: string, rs: Round[], labels: string[]): void {
+  for (const [i, r] of rs.entries()) {
+    const per = r.usPerConn.map((u, j) => `${labels[j] ?? `p${j}`} ${u.toFixed(1)}`).join(', ');
+    console.log(`${name.padEnd(13)} round ${i + 1}: ${r.rps.toFixed(0)} conn/s (${r.requests} conns, ${r.failed} failed), CPU µs/conn: ${per}, sum ${r.usPerConn.reduce((a, b) => a + b, 0).toFixed(1)}; load ${r.load.toFixed(2)}`);
+  }
+}
+
+async function main(): Promise<void> {
+  await withHopLab({ name: process.env.WEFT_BENCH_LAB ?? 'wnc1', client: { namespace: 'bench' }, server: { namespace: 'bench' }, serverScript: HTTP_SERVER }, async (c) => {
+    const contenders = process.env.WEFT_NC_HAPROXY === '1' ? [haproxyPair, weft] : [weft];
+    for (const contender of contenders) {
+      const ep = await contender.start(c);
+      try {
+        const url = `http://${ep.host}:${ep.port}/`;
+        await wrk(c.client, url, ['-H', 'Connection: close']); // warm-up (JIT, pools)
+        const rs: Round[] = [];
+        for (let i = 0; i < ROUNDS; i++) {
+          const pids = ep.pids();
+          const t0 = pids.map((p) => cpuTicks([p]));
+          const r = await wrk(c.client, url, ['-H', 'Connection: close']);
+          const dt = pids.map((p, j) => cpuTicks([p]) - t0[j]!);
+          rs.push({ rps: r.rps, requests: r.requests, failed: r.failed, usPerConn: dt.map((t) => (t * TICK_S * 1e6) / r.requests), load: loadavg()[0]! });
+        }
+        rounds(contender.name, rs, contender === weft ? ['n1 agent', 'n2 agent'] : ['n2 haproxy', 'n1 haproxy']);
+      } finally {
+        await ep.stop();
+      }
+    }
+  });
+}
+
+if (require.main === module) main().catch((e) => { console.error(e); process.exitCode = 1; });
