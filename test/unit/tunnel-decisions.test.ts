@@ -38,6 +38,19 @@ test('traceparent: a child keeps the trace and flags with a new span; absent or 
   }
 });
 
+test('traceparent: ids drawn from the shared random block stay valid and distinct across many refills', () => {
+  // 2,000 new traces draw 48,000 random bytes: the 4 KiB block is refilled about a dozen times.
+  const traces = new Set<string>(), spans = new Set<string>();
+  for (let i = 0; i < 2_000; i++) {
+    const tp = parseTraceparent(childTraceparent());
+    assert.ok(tp.ok, 'a fresh traceparent parses');
+    traces.add(tp.value.traceId);
+    spans.add(tp.value.parentId);
+  }
+  assert.equal(traces.size, 2_000, 'every trace id differs');
+  assert.equal(spans.size, 2_000, 'every span id differs');
+});
+
 test('authority: ip:port and [ipv6]:port are accepted, in canonical form', () => {
   assert.deepEqual(parseAuthority('10.0.0.7:8080'), { ok: true, value: { ip: '10.0.0.7', port: 8080 } });
   assert.deepEqual(parseAuthority('[fd00:0::1]:443'), { ok: true, value: { ip: 'fd00::1', port: 443 } });
