@@ -8,19 +8,23 @@
  * WEFT_BENCH_LAB names the lab (default wnc1).
  */
 
+import { spawn } from 'node:child_process';
 import { loadavg } from 'node:os';
-import { cpuTicks, HTTP_SERVER, TICK_S, wrk } from './load';
+import { cpuTicks, HTTP_SERVER, TICK_S, WRK_SECONDS, wrk } from './load';
 import { withHopLab } from './hop-lab';
 import { haproxyPair, weft } from './mtls-hop';
 
+const IDLE_MS = 5_000;
 const ROUNDS = Math.max(1, Math.min(20, Number(process.env.WEFT_NC_ROUNDS ?? 3)));
 
-interface Round { rps: number; requests: number; failed: number; usPerConn: number[]; load: number }
+interface Round { rps: number; requests: number; failed: number; usPerConn: number[]; netUsPerConn: number[]; load: number }
 
 function rounds(name: string, rs: Round[], labels: string[]): void {
   for (const [i, r] of rs.entries()) {
     const per = r.usPerConn.map((u, j) => `${labels[j] ?? `p${j}`} ${u.toFixed(1)}`).join(', ');
-    console.log(`${name.padEnd(13)} round ${i + 1}: ${r.rps.toFixed(0)} conn/s (${r.requests} conns, ${r.failed} failed), CPU µs/conn: ${per}, sum ${r.usPerConn.reduce((a, b) => a + b, 0).toFixed(1)}; load ${r.load.toFixed(2)}`);
+    const sum = (v: number[]) => v.reduce((a, b) => a + b, 0).toFixed(1);
+    console.log(`${name.padEnd(13)} round ${i + 1}: ${r.rps.toFixed(0)} conn/s (${r.requests} conns, ${r.failed} failed), CPU µs/conn: ${per}, sum ${sum(r.usPerConn)}`
+      + ` (less idle: ${sum(r.netUsPerConn)}); load ${r.load.toFixed(2)}`);
   }
 }
 
@@ -32,13 +36,28 @@ async function main(): Promise<void> {
       try {
         const url = `http://${ep.host}:${ep.port}/`;
         await wrk(c.client, url, ['-H', 'Connection: close']); // warm-up (JIT, pools)
+        // What the processes burn with no traffic (timers, discovery, GC of what the warm-up left), per second:
+        // subtracted from each round ("less idle"), since at a few hundred connections a second it is a large share.
+        const idlePids = ep.pids();
+        const i0 = idlePids.map((p) => cpuTicks([p]));
+        const idleStart = performance.now();
+        await new Promise((r) => setTimeout(r, IDLE_MS));
+        const idleUsPerS = idlePids.map((p, j) => ((cpuTicks([p]) - i0[j]!) * TICK_S * 1e6) / ((performance.now() - idleStart) / 1000));
+        console.log(`${contender.name.padEnd(13)} idle: CPU ${idleUsPerS.map((u) => (u / 1000).toFixed(1)).join(' + ')} ms/s`);
         const rs: Round[] = [];
         for (let i = 0; i < ROUNDS; i++) {
           const pids = ep.pids();
           const t0 = pids.map((p) => cpuTicks([p]));
+          // WEFT_NC_PERF=DIR: the kernel side too, perf record -g of each agent during the first round
+          const perfDir = process.env.WEFT_NC_PERF;
+          const perfs = perfDir && i === 0 ? pids.map((p, j) => spawn('perf', ['record', '-q', '-F', '499', '-g', '-p', String(p), '-o', `${perfDir}/perf-${j}.data`, '--', 'sleep', String(WRK_SECONDS)], { stdio: 'ignore' })) : [];
+          const began = performance.now();
           const r = await wrk(c.client, url, ['-H', 'Connection: close']);
           const dt = pids.map((p, j) => cpuTicks([p]) - t0[j]!);
-          rs.push({ rps: r.rps, requests: r.requests, failed: r.failed, usPerConn: dt.map((t) => (t * TICK_S * 1e6) / r.requests), load: loadavg()[0]! });
+          await Promise.all(perfs.map((p) => new Promise((res) => { if (p.exitCode !== null) res(null); else { p.once('exit', res); setTimeout(() => { p.kill('SIGINT'); }, 10_000).unref(); } })));
+          const seconds = (performance.now() - began) / 1000;
+          rs.push({ rps: r.rps, requests: r.requests, failed: r.failed, usPerConn: dt.map((t) => (t * TICK_S * 1e6) / r.requests),
+            netUsPerConn: dt.map((t, j) => (t * TICK_S * 1e6 - idleUsPerS[j]! * seconds) / r.requests), load: loadavg()[0]! });
         }
         rounds(contender.name, rs, contender === weft ? ['n1 agent', 'n2 agent'] : ['n2 haproxy', 'n1 haproxy']);
       } finally {

@@ -4,6 +4,8 @@ import { parseAuthority, formatAuthority } from '../../agent/tunnel/authority';
 import { errorForSession, errorForStatus, HboneError } from '../../agent/tunnel/hbone-error';
 import { spiffeIdOf } from '../../agent/tunnel/peer-identity';
 import { childTraceparent, formatTraceparent, parseTraceparent } from '../../agent/tunnel/traceparent';
+import { sniFor } from '../../agent/tunnel/sni';
+import { createHash } from 'node:crypto';
 import type { PeerCertificate } from 'node:tls';
 
 const TP = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
@@ -49,6 +51,18 @@ test('traceparent: ids drawn from the shared random block stay valid and distinc
   }
   assert.equal(traces.size, 2_000, 'every trace id differs');
   assert.equal(spans.size, 2_000, 'every span id differs');
+});
+
+test('sni: the name is the identity\'s digest, the same when asked again (kept), distinct per identity', () => {
+  const a = 'spiffe://cluster.local/ns/a/sa/web', b = 'spiffe://cluster.local/ns/b/sa/web';
+  const digest = (id: string) => `${createHash('sha256').update(id).digest('hex').slice(0, 40)}.hbone.weft`;
+  assert.equal(sniFor(a), digest(a));
+  assert.equal(sniFor(a), digest(a), 'a kept name is the same name');
+  assert.equal(sniFor(b), digest(b));
+  assert.notEqual(sniFor(a), sniFor(b));
+  // past the cache's bound it starts over and still answers correctly
+  for (let i = 0; i < 5_000; i++) sniFor(`spiffe://cluster.local/ns/n${i}/sa/x`);
+  assert.equal(sniFor(a), digest(a));
 });
 
 test('authority: ip:port and [ipv6]:port are accepted, in canonical form', () => {
