@@ -383,8 +383,9 @@ class H1Connection {
     p.res = res;
     if (p.expectContinue) this.socket.write('HTTP/1.1 100 Continue\r\n\r\n', 'latin1');
     const conn = this;
+    const head = p.head;
     const req: H1Request = {
-      ...p.head,
+      method: head.method, url: head.url, httpVersion: head.httpVersion, headers: head.headers, rawHeaders: head.rawHeaders,
       bodyless: p.bodyless,
       body(): Readable {
         if (p.stream) return p.stream;
@@ -395,7 +396,11 @@ class H1Connection {
         p.stream = s;
         return s;
       },
-      discard(): void { this.body().resume(); },
+      discard(): void {
+        // A body already read whole (or none): dropped here, no stream made for it (a bodyless GET per request otherwise built a Readable).
+        if (!p.stream && p.complete) { p.chunks = []; return; }
+        this.body().resume();
+      },
     };
     // A request with a body nobody reads would hold the connection: it is read (and dropped) unless the handler takes it.
     this.h.request(req, res);
