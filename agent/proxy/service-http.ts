@@ -20,7 +20,8 @@ import { connectionMembers, endsMembers, serviceRequestMembers, type ConnectionR
 import { dial, type Dialed } from './dial';
 import type { AttemptOutcome, Backend, HeaderMap, RequestPlan } from './request-plan';
 import type { PlanRequest, ServiceConnection, ServiceEnv } from './service-env';
-import { servicePortKey } from './service-target';
+import { servicePortKey, servicePortKeyOf } from './service-target';
+import { endpointKey } from './service-runtime';
 import { pump } from '../core/pump';
 import type { BodySink } from '../http/h1-upstream';
 import { serveH1, type H1Head, type OutgoingFields } from '../http/h1-server';
@@ -381,14 +382,15 @@ async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest 
   if (plan.mirror && body.replayable !== undefined && Math.random() * 100 < plan.mirror.percent) {
     void mirror(env, c, info, plan, headers, body.replayable);
   }
-  const key = servicePortKey(plan.backend.service, plan.backend.port.port);
+  const key = servicePortKeyOf(plan.backend.service, plan.backend.port.port);
   const admission = env.runtime.admitRequest(key, plan.backend, info.protocol);
   const admitted = 'then' in admission ? await admission : admission;
   if (!admitted.ok) {
     return { ...route, status: 503, flag: 'UPSTREAM_OVERFLOW', retries: 0, error: admitted.reason,
       responseBytes: respondLocal(res, 503, 'upstream connect error or disconnect/reset before headers. reset reason: overflow', info.grpc) };
   }
-  const tried = new Set<string>();
+  // Endpoints tried already: only a retry needs the set.
+  let tried: Set<string> | undefined;
   let retries = 0;
   let retryLease: { release(): void } | undefined;
   try {
@@ -400,7 +402,6 @@ async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest 
         const why = candidates.length === 0 ? `no ready endpoint for ${plan.backend.service.namespace}/${plan.backend.service.name}:${plan.backend.port.port}` : 'every endpoint is ejected';
         return { ...route, status: 503, flag: 'NO_HEALTHY_UPSTREAM', retries, error: why, responseBytes: respondLocal(res, 503, 'no healthy upstream', info.grpc) };
       }
-      tried.add(`${ep.ip}:${ep.port}`);
       const remaining = deadline === undefined ? undefined : deadline - performance.now();
       const tryMs = minDefined(plan.tryTimeoutMs, remaining);
       env.runtime.started(key, ep);
@@ -416,6 +417,7 @@ async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest 
       const lease = wanted ? env.runtime.admitRetry(key) : undefined;
       if (lease?.ok) {
         retryLease = lease;
+        (tried ??= new Set()).add(endpointKey(ep));
         if ('status' in r) r.discard();
         retries++;
         const wait = plan.retry.backoffMs(retries);
@@ -430,7 +432,9 @@ async function forward(env: ServiceEnv, c: ServiceConnection, info: PlanRequest 
         return { ...route, endpoint: ep, security, status, flag: timeout ? 'UPSTREAM_TIMEOUT' : r.outcome.kind === 'connect-failure' ? 'CONNECT' : 'UPSTREAM_RESET', retries,
           error: r.outcome.error, responseBytes: respondLocal(res, status, text, info.grpc) };
       }
-      return { ...route, endpoint: ep, security, retries, ...(await relayResponse(r, plan, res, deadline)) };
+      const relayed: Answer = Object.assign(await relayResponse(r, plan, res, deadline), { endpoint: ep, security, retries });
+      if (plan.route) relayed.route = plan.route;
+      return relayed;
     }
   } finally {
     retryLease?.release();
@@ -477,6 +481,16 @@ type AttemptResult = UpstreamResponse | { outcome: Exclude<AttemptOutcome, { kin
 /** An attempt under way: its result, and how to abandon it (a per-try timeout). */
 interface Sending { result: Promise<AttemptResult>; abort(): void }
 
+/** The upstream pool key of a client connection's requests to an endpoint (identity, client address, endpoint), once per pair. */
+const poolKeys = new WeakMap<ServiceConnection, WeakMap<Endpoint, string>>();
+function poolKeyOf(c: ServiceConnection, ep: Endpoint): string {
+  let byEp = poolKeys.get(c);
+  if (byEp === undefined) poolKeys.set(c, (byEp = new WeakMap()));
+  let k = byEp.get(ep);
+  if (k === undefined) byEp.set(ep, (k = `${c.src!.identity}|${c.clientIp}|${ep.ip}:${ep.port}`));
+  return k;
+}
+
 /** Marks an error of opening the upstream connection (a connect failure, not a reset). */
 const DIAL_FAILED = Symbol('dial failed');
 
@@ -493,7 +507,7 @@ function attemptOnce(env: ServiceEnv, c: ServiceConnection, info: PlanRequest, p
       throw Object.assign(e as Error, { [DIAL_FAILED]: true });
     }
   };
-  const poolKey = `${c.src!.identity}|${c.clientIp}|${ep.ip}:${ep.port}`;
+  const poolKey = poolKeyOf(c, ep);
   const sending = info.protocol === 'http2' ? sendH2(env, poolKey, open, info, plan, headers, body) : sendH1(env, poolKey, open, info, plan, headers, body);
   if (tryMs === undefined) return sending.result;
   return new Promise((resolve) => {

@@ -50,7 +50,7 @@ export function planRequest(store: WorkloadStore, policies: PolicySource, call: 
   }
   const match = table.match({ method: req.method, path: req.path, headers: req.headers });
   if (match === undefined) return { kind: 'respond', status: 404, body: 'route not found', flag: 'NO_ROUTE' };
-  const route = `${match.route.namespace}/${match.route.name}[${match.ruleName ?? match.ruleIndex}]`;
+  const route = routeName(match);
   const backend = match.redirect === undefined ? pickBackend(match, random()) : undefined;
   const edits = requestEdits(match, { method: req.method, path: req.path, headers: req.headers, port: port.port }, backend);
   if ('redirect' in edits) return { kind: 'respond', status: edits.redirect.status, body: '', headers: { location: edits.redirect.location }, flag: '-', route };
@@ -58,7 +58,7 @@ export function planRequest(store: WorkloadStore, policies: PolicySource, call: 
   const target = backend.service && resolveBackend(ix.services, backend.service, backend.port);
   if (!target) return { kind: 'respond', status: 500, body: `backend does not resolve: ${backend.unresolved ?? `${backend.service?.namespace}/${backend.service?.name}:${backend.port}`}`, flag: 'NO_ROUTE', route };
   const response = responseEdits(match, backend);
-  const mirrors = [...match.mirrors, ...backend.mirrors];
+  const mirrors = backend.mirrors.length === 0 ? match.mirrors : match.mirrors.length === 0 ? backend.mirrors : [...match.mirrors, ...backend.mirrors];
   const mirror = firstMirror(ix.services, mirrors);
   return withPolicy(policies, {
     backend: target,
@@ -69,6 +69,14 @@ export function planRequest(store: WorkloadStore, policies: PolicySource, call: 
     editResponse: response.length === 0 ? noEdits : (h: HeaderMap) => { applyHeaderEdits(h, response); },
     ...(mirror ? { mirror } : {}),
   }, req, random, match);
+}
+
+/** `namespace/name[rule]` of a match, once per table entry (the table returns the same RouteMatch for the same rule). */
+const routeNames = new WeakMap<RouteMatch, string>();
+function routeName(match: RouteMatch): string {
+  let name = routeNames.get(match);
+  if (name === undefined) routeNames.set(match, (name = `${match.route.namespace}/${match.route.name}[${match.ruleName ?? match.ruleIndex}]`));
+  return name;
 }
 
 function resolveBackend(services: Map<string, ServiceInfo>, ref: { namespace: string; name: string }, portNumber: number): Backend | undefined {
@@ -112,7 +120,23 @@ function tryOutcome(o: AttemptOutcome): TryOutcome {
  * A route's `retry` (Gateway API: its codes, and connection failures) replaces the TrafficPolicy's
  * retries; the TrafficPolicy's (Istio's retryOn) apply otherwise.
  */
+/**
+ * Retry plans by what they are made of (the route's retry, else nothing, then the policy's
+ * retries): made once, not per request (a Set and two closures each).
+ */
+const retryPlans = new WeakMap<object, WeakMap<object, RetryPlan>>();
+const NO_ROUTE_RETRY = {};
+
 function retryPlan(policy: ResolvedTrafficPolicy, match: RouteMatch | undefined): RetryPlan {
+  const outer = match?.retry ?? NO_ROUTE_RETRY;
+  let byPolicy = retryPlans.get(outer);
+  if (byPolicy === undefined) retryPlans.set(outer, (byPolicy = new WeakMap()));
+  let plan = byPolicy.get(policy.retries);
+  if (plan === undefined) byPolicy.set(policy.retries, (plan = makeRetryPlan(policy, match)));
+  return plan;
+}
+
+function makeRetryPlan(policy: ResolvedTrafficPolicy, match: RouteMatch | undefined): RetryPlan {
   const r = match?.retry;
   if (r !== undefined) {
     const base = r.backoffMs ?? DEFAULT_BACKOFF_MS;

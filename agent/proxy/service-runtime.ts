@@ -15,7 +15,7 @@ import { OutlierDetector } from '../traffic/outlier';
 import { CircuitBreaker } from '../traffic/circuit-breaker';
 import { RetryBudget } from '../traffic/retry';
 import { breakerLimits } from '../traffic/circuit-breaker';
-import { sameFamilyFirst, servicePortKey } from './service-target';
+import { sameFamilyFirst, servicePortKeyOf } from './service-target';
 import type { LimitKind } from '../traffic/circuit-breaker';
 
 export type EndpointResult = { kind: 'success' } | { kind: '5xx' } | { kind: 'gateway-error' } | { kind: 'local-origin-failure' } | 'success' | '5xx' | 'gateway-error' | 'local-origin-failure';
@@ -52,7 +52,7 @@ export type Admission = { ok: true; release(): void } | { ok: false; reason: str
 
 /** `ip:port` of an endpoint, made once per Endpoint object (a snapshot's endpoints live as long as it). */
 const endpointKeys = new WeakMap<Endpoint, string>();
-function endpointKey(e: Endpoint): string {
+export function endpointKey(e: Endpoint): string {
   let k = endpointKeys.get(e);
   if (k === undefined) { k = `${e.ip}:${e.port}`; endpointKeys.set(e, k); }
   return k;
@@ -97,7 +97,7 @@ export class ServiceRuntime {
 
   /** The TrafficPolicy in force for a Service port, defaults filled in. */
   policy(service: { namespace: string; name: string }, port: number): ResolvedTrafficPolicy {
-    return this.state(servicePortKey(service, port), service, port).policy;
+    return this.state(servicePortKeyOf(service, port), service, port).policy;
   }
 
   usableEndpoints(store: WorkloadStore, service: ServiceInfo, port: ServicePort): readonly Endpoint[] {

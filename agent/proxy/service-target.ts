@@ -39,6 +39,16 @@ export function servicePortKey(s: { namespace: string; name: string }, port: num
   return `${s.namespace}/${s.name}:${port}`;
 }
 
+const portKeys = new WeakMap<object, Map<number, string>>();
+/** servicePortKey, made once per Service object (a snapshot's) and port: the per-request path asks it for every request. */
+export function servicePortKeyOf(s: { namespace: string; name: string }, port: number): string {
+  let byPort = portKeys.get(s);
+  if (byPort === undefined) portKeys.set(s, (byPort = new Map()));
+  let k = byPort.get(port);
+  if (k === undefined) byPort.set(port, (k = servicePortKey(s, port)));
+  return k;
+}
+
 /**
  * The endpoint addresses a client of `family` can reach: the same family first (a dual-stack
  * Service's IPv6 clients get IPv6 endpoints); a single-stack endpoint set of the other family is
