@@ -7,11 +7,12 @@ import net, { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { wantsLine, type AccessLog, type Logger } from '../core/log';
 import { unmapIp } from '../core/ip';
+import { strMember } from '../core/json-text';
 import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
 import { flowFromAddresses } from '../redirect/codec';
 import { connectionClosed, connectionOpened, type ResponseFlags } from '../telemetry/events';
-import { connectionMembers } from './access-log';
+import { connectionMembers, endsMembers, outcomeMembers } from './access-log';
 import { connectWithTimeout } from './connect';
 import { deliver, socketDownstream, type DeliveryContext } from './deliver';
 import { Drainer } from './drain';
@@ -128,11 +129,14 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   const route = o.route(orig.ip);
   // Telemetry (source side; the `local` route is reported by deliver()): mTLS exactly when tunnelled.
   const security = route.kind === 'hbone' ? 'mutual_tls' as const : 'none' as const;
-  const done = (fields: { bytesSent: number; bytesRecv: number; error?: string; decision?: 'allow' | 'deny'; flags?: ResponseFlags }, msg: string) => {
-    if (wantsLine(o.accessLog, { ...fields, decision: fields.decision ?? 'allow' })) {
-      o.accessLog.write(connectionMembers({ ...record, decision: fields.decision ?? 'allow', bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
-        durationMs: performance.now() - started, ...(route.kind === 'hbone' ? { hboneAddr: `${route.nodeAddress}:${route.port}` } : {}),
-        error: fields.error }), msg);
+  // One line and one event per connection. `fields` is handed to the log's gate as it is (no copy);
+  // the line is the ends (with the tunnel's address) and the outcome, without copying the record.
+  const done = (fields: { decision: 'allow' | 'deny'; bytesSent: number; bytesRecv: number; error?: string; flags?: ResponseFlags }, msg: string) => {
+    if (wantsLine(o.accessLog, fields)) {
+      // dst.hbone_addr is endsMembers()' last member: appended here rather than copying the record to add it
+      const ends = route.kind === 'hbone' ? endsMembers(record) + strMember('dst.hbone_addr', `${route.nodeAddress}:${route.port}`) : endsMembers(record);
+      o.accessLog.write(ends + outcomeMembers({ decision: fields.decision, bytesSent: fields.bytesSent, bytesRecv: fields.bytesRecv,
+        durationMs: performance.now() - started, error: fields.error }), msg);
     }
     if (connectionClosed.hasSubscribers) {
       connectionClosed.publish({ reporter: 'source', ends: record, security, bytesFromClient: fields.bytesSent, bytesToClient: fields.bytesRecv, flags: fields.flags ?? '-' });
@@ -164,7 +168,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     } catch (e) {
       client.resetAndDestroy();
       const err = e as Error & { code?: string };
-      done({ bytesSent: 0, bytesRecv: 0, error: err.code ? `${err.code}: ${err.message}` : err.message, flags: err.code === 'HBONE_FORBIDDEN' ? 'DENY' : 'CONNECT' }, 'connection failed');
+      done({ decision: 'allow', bytesSent: 0, bytesRecv: 0, error: err.code ? `${err.code}: ${err.message}` : err.message, flags: err.code === 'HBONE_FORBIDDEN' ? 'DENY' : 'CONNECT' }, 'connection failed');
       return;
     }
   } else {
@@ -175,10 +179,10 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     } catch (e) {
       // The client's connect already succeeded (to us); a reset is the closest thing to a refusal.
       client.resetAndDestroy();
-      done({ bytesSent: 0, bytesRecv: 0, error: (e as Error).message, flags: 'CONNECT' }, 'connection failed');
+      done({ decision: 'allow', bytesSent: 0, bytesRecv: 0, error: (e as Error).message, flags: 'CONNECT' }, 'connection failed');
       return;
     }
   }
   const r = await relay(client, upstream);
-  done({ bytesSent: r.sent, bytesRecv: r.received, ...(r.error ? { error: r.error.message } : {}) }, 'connection complete');
+  done(r.error ? { decision: 'allow', bytesSent: r.sent, bytesRecv: r.received, error: r.error.message } : { decision: 'allow', bytesSent: r.sent, bytesRecv: r.received }, 'connection complete');
 }
