@@ -89,7 +89,12 @@ const TLS13 = { minVersion: 'TLSv1.3', maxVersion: 'TLSv1.3' } as const;
  */
 export class HboneServer {
   private readonly sessions = new Set<http2.ServerHttp2Session>();
-  private readonly peers = new WeakMap<http2.ServerHttp2Session, string>();
+  /**
+   * Per session, read once when it is admitted: the peer's identity and the source node proxy's
+   * address, which every stream reports (read per stream they were two getters through the
+   * session's socket proxy and a regex per connection).
+   */
+  private readonly peers = new WeakMap<http2.ServerHttp2Session, { identity: string; remote: { remoteAddress?: string; remotePort?: number } }>();
   private readonly contexts = new Map<string, tls.SecureContext>();
   private contextsBundle = '';
 
@@ -181,7 +186,8 @@ export class HboneServer {
       return;
     }
     session.setLocalWindowSize(TUNNEL_WINDOW);
-    this.peers.set(session, identity.value);
+    const port = socket.remotePort;
+    this.peers.set(session, { identity: identity.value, remote: { ...(remote ? { remoteAddress: unmapIp(remote) } : {}), ...(port ? { remotePort: port } : {}) } });
     this.sessions.add(session);
     session.once('close', () => this.sessions.delete(session));
   }
@@ -189,12 +195,11 @@ export class HboneServer {
   private handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     const started = Date.now();
     stream.on('error', (e) => log.debug({ reason: e.message }, 'stream error'));
-    const peerIdentity = this.peers.get(stream.session as http2.ServerHttp2Session);
-    if (peerIdentity === undefined) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const peer = this.peers.get(stream.session as http2.ServerHttp2Session);
+    if (peer === undefined) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
+    const { identity: peerIdentity, remote } = peer;
     const traceparent = typeof headers.traceparent === 'string' ? headers.traceparent : undefined;
     const forwardedFor = forwardedForOf(headers.forwarded);
-    const socket = stream.session?.socket;
-    const remote = { ...(socket?.remoteAddress ? { remoteAddress: unmapIp(socket.remoteAddress) } : {}), ...(socket?.remotePort ? { remotePort: socket.remotePort } : {}) };
     const report = (info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs'>): void =>
       this.options.onStream?.({ peerIdentity, ...remote, ...(traceparent === undefined ? {} : { traceparent }), ...info, durationMs: Date.now() - started });
     const answer = (status: number, reason: string): void => {
@@ -272,9 +277,11 @@ export function forwardedForOf(value: string | string[] | undefined): { ip: stri
   if (!first) return undefined;
   const m = /(?:^|;)\s*for=("?)(?:\[([0-9A-Fa-f:.]+)\]|([0-9.]+))(?::([0-9]{1,5}))?\1\s*(?:;|$)/i.exec(first);
   const ip = m?.[2] ?? m?.[3];
-  if (ip === undefined || isIP(ip) === 0) return undefined;
+  const family = ip === undefined ? 0 : isIP(ip);
+  if (family === 0) return undefined;
   const port = m?.[4] === undefined ? undefined : Number(m[4]);
-  return { ip: canonicalIp(ip), ...(port !== undefined && port >= 1 && port <= 65535 ? { port } : {}) };
+  // a dotted quad isIP accepts (no leading zeros) is already canonical
+  return { ip: family === 4 ? ip! : canonicalIp(ip!), ...(port !== undefined && port >= 1 && port <= 65535 ? { port } : {}) };
 }
 
 function bundleOf(options: HboneServerOptions): string {

@@ -460,3 +460,20 @@ test('a rotated trust bundle applies to the next session: a certificate from the
     srv.destroy();
   }
 });
+
+test('every stream of a session reports the source node proxy\'s address (read once when the session is admitted)', async () => {
+  const pool = newPool();
+  const before = asked.length;
+  for (const body of ['a', 'b']) {
+    const t = await pool.connect(request(ports.sink));
+    t.end(body);
+    await withTimeout(readAll(t), 5000, 'sink answer');
+  }
+  const mine = asked.slice(before);
+  assert.equal(mine.length, 2);
+  for (const r of mine) {
+    assert.equal(r.remoteAddress, LOOPBACK);
+    assert.ok(Number.isInteger(r.remotePort) && r.remotePort! > 0 && r.remotePort! <= 65535, `remotePort ${r.remotePort}`);
+  }
+  assert.equal(mine[0]!.remotePort, mine[1]!.remotePort, 'one pooled session: one source port');
+});
