@@ -12,7 +12,7 @@ import assert from 'node:assert/strict';
 import type { ChildProcess } from 'node:child_process';
 import type { LabNode, LabPod } from '../../agent/sandbox';
 import { killGroup } from '../../agent/sandbox/run';
-import { SNAPSHOT_TYPE_URL, TERMINATION_REASONS } from '../../agent/telemetry/control-plane-stream';
+import { DELTA_TYPE_URL, SNAPSHOT_TYPE_URL, TERMINATION_REASONS } from '../../agent/telemetry/control-plane-stream';
 import { driveTrafficMix, ECHO, HOLD_CLIENT, ID, MIX, NO_OVERLOAD_SHEDDING, scrapeNode, scrapeSettled, SHOP, sleep, startMetricsMesh, SVC, type MetricsMesh, type Sample } from '../support/metrics-mesh';
 import { kernelTestBlocker } from '../support/requirements';
 
@@ -148,7 +148,8 @@ describe('Istio metrics on 15020', { skip: blocker ?? false }, () => {
       assert.equal(value(node, 'workload_manager_active_proxy_count', {}), active, node.name);
       assert.equal(value(node, 'workload_manager_pending_proxy_count', {}), pending, node.name);
       assert.ok(value(node, 'istio_xds_message_total', { url: SNAPSHOT_TYPE_URL }) >= 1, `${node.name}: at least the first snapshot`);
-      assert.equal(scraped.get(node)!.filter((x) => x.name === 'istio_xds_message_total').length, 1, 'one type URL: every message is the whole state');
+      // Two type URLs, both exported from 0: full states (the first message of a stream) and deltas.
+      assert.deepEqual(scraped.get(node)!.filter((x) => x.name === 'istio_xds_message_total').map((x) => x.labels.url).sort(), [SNAPSHOT_TYPE_URL, DELTA_TYPE_URL].sort(), node.name);
       for (const reason of TERMINATION_REASONS) assert.equal(value(node, 'istio_xds_connection_terminations_total', { reason }), 0, `${node.name} ${reason}`);
       const fds = value(node, 'process_open_fds', {});
       const sockets = value(node, 'istio_tcp_sockets_open', {});
