@@ -135,6 +135,12 @@ class Connection {
   private error: Error | undefined;
   private headAcc: string[] = [];
   private trailers: string[] = [];
+  /** how a response body steers this connection: one object for all of its responses */
+  private readonly flow = {
+    pause: () => { this.stream.pause(); },
+    resume: () => { this.stream.resume(); },
+    discard: () => { this.stream.destroy(); },
+  };
 
   constructor(readonly stream: Duplex, private readonly pool: H1Upstream) {
     this.parser = llhttpParser('response', pool.maxHeaderBytes, {
@@ -202,11 +208,7 @@ class Connection {
     // 1xx before the answer (100 Continue, 103) is not the answer.
     if (status >= 100 && status < 200) { ex.informational = true; return 0; }
     ex.keepAlive = keepAlive;
-    const body = new ResponseBody({
-      pause: () => this.stream.pause(),
-      resume: () => this.stream.resume(),
-      discard: () => this.stream.destroy(),
-    });
+    const body = new ResponseBody(this.flow);
     ex.body = body;
     if (!ex.aborted) ex.resolve({ status, raw, body });
     return ex.req.isHead ? 1 : 0;

@@ -49,6 +49,8 @@ export class MeshMetrics {
    * state they were derived against and when the records are forgotten.
    */
   private derived = new WeakMap<ConnectionEnds, Map<string, HttpSeries<HttpLabels> | TcpSeries<TcpLabels>>>();
+  /** The last request outcome per ends and its record (dropped with `derived`). */
+  private lastHttp = new WeakMap<ConnectionEnds, Pick<RequestCompletedEvent, 'reporter' | 'security' | 'protocol' | 'status' | 'grpcStatus' | 'flags'> & { series: HttpSeries<HttpLabels> }>();
   /** set while subscribed: what unsubscribes */
   private unsubscribeAll: (() => void) | undefined;
 
@@ -77,6 +79,7 @@ export class MeshMetrics {
     this.denials.clear();
     this.podConnections.clear();
     this.derived = new WeakMap();
+    this.lastHttp = new WeakMap();
   }
 
   /**
@@ -86,6 +89,7 @@ export class MeshMetrics {
   setStore(store: WorkloadStore): number {
     this.store = store;
     this.derived = new WeakMap();
+    this.lastHttp = new WeakMap();
     const present = new Set(store.snapshot.pods.map((p) => `${p.namespace}/${workloadName(p)}`));
     const gone = (l: Named) =>
       (l.source_workload !== UNKNOWN && !present.has(`${l.source_workload_namespace}/${l.source_workload}`)) ||
@@ -118,13 +122,7 @@ export class MeshMetrics {
   }
 
   request(ev: RequestCompletedEvent): void {
-    const byOutcome = this.outcomes(ev.ends);
-    const outcome = `${ev.reporter}|${ev.security}|${ev.protocol}|${ev.status}|${ev.grpcStatus ?? ''}|${ev.flags}`;
-    let s = byOutcome.get(outcome) as HttpSeries<HttpLabels> | undefined;
-    if (!s) {
-      const labels = httpLabels(ev, this.store);
-      byOutcome.set(outcome, (s = this.http.get(labelKey(HTTP_LABELS, labels), labels)));
-    }
+    const s = this.httpRecord(ev);
     s.count(ev.durationMs, ev.requestBytes, ev.responseBytes);
     if (ev.flags === 'DENY') this.denials.count(s.labels, ev.policy);
   }
@@ -145,6 +143,25 @@ export class MeshMetrics {
     await writeCounterFamily(w, FAMILIES.tcpOpened, this.tcpSeries, (s) => s.opened, pause);
     await writeCounterFamily(w, FAMILIES.tcpClosed, this.tcpSeries, (s) => s.closed, pause);
     await this.denials.render(w, pause);
+  }
+
+  /**
+   * The HTTP record of a request event. The last outcome seen for its ends is compared field by
+   * field first: requests on a kept-alive connection mostly repeat it, and then no outcome key is built.
+   */
+  private httpRecord(ev: RequestCompletedEvent): HttpSeries<HttpLabels> {
+    const last = this.lastHttp.get(ev.ends);
+    if (last !== undefined && last.reporter === ev.reporter && last.security === ev.security && last.protocol === ev.protocol && last.status === ev.status
+      && last.grpcStatus === ev.grpcStatus && last.flags === ev.flags) return last.series;
+    const byOutcome = this.outcomes(ev.ends);
+    const outcome = `${ev.reporter}|${ev.security}|${ev.protocol}|${ev.status}|${ev.grpcStatus ?? ''}|${ev.flags}`;
+    let s = byOutcome.get(outcome) as HttpSeries<HttpLabels> | undefined;
+    if (!s) {
+      const labels = httpLabels(ev, this.store);
+      byOutcome.set(outcome, (s = this.http.get(labelKey(HTTP_LABELS, labels), labels)));
+    }
+    this.lastHttp.set(ev.ends, { reporter: ev.reporter, security: ev.security, protocol: ev.protocol, status: ev.status, grpcStatus: ev.grpcStatus, flags: ev.flags, series: s });
+    return s;
   }
 
   private outcomes(ends: ConnectionEnds): Map<string, HttpSeries<HttpLabels> | TcpSeries<TcpLabels>> {

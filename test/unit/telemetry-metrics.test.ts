@@ -117,4 +117,33 @@ describe('telemetry metrics', () => {
       stop();
     }
   });
+  it('requests on one connection with changing outcomes each count in their own series (the per-connection last-outcome shortcut), also after a new state', async () => {
+    const m = new MeshMetrics().subscribe();
+    m.setStore(store);
+    try {
+      const req = (status: number, flags: '-' | 'UF' = '-', grpcStatus?: string) => requestCompleted.publish({ reporter: 'source', security: 'mutual_tls', ends,
+        protocol: grpcStatus === undefined ? 'http' : 'grpc', status, ...(grpcStatus === undefined ? {} : { grpcStatus }), requestBytes: 1, responseBytes: 2, durationMs: 1, flags });
+      for (const s of [200, 200, 503, 200, 503, 404, 200]) req(s);
+      req(503, 'UF');
+      req(200, '-', '0');
+      req(200, '-', '14');
+      req(200);
+      let text = await m.metrics();
+      const count = (match: Record<string, string>) => one(text, 'istio_requests_total', { reporter: 'source', ...match });
+      assert.equal(count({ response_code: '200', request_protocol: 'http' }), 5);
+      assert.equal(count({ response_code: '503', response_flags: '-' }), 2);
+      assert.equal(count({ response_code: '503', response_flags: 'UF' }), 1);
+      assert.equal(count({ response_code: '404' }), 1);
+      assert.equal(count({ grpc_response_status: '0' }), 1);
+      assert.equal(count({ grpc_response_status: '14' }), 1);
+      m.setStore(new WorkloadStore(snapshot([WEB, API])));
+      req(200);
+      req(503);
+      text = await m.metrics();
+      assert.equal(count({ response_code: '200', request_protocol: 'http' }), 6);
+      assert.equal(count({ response_code: '503', response_flags: '-' }), 3);
+    } finally {
+      m.unsubscribe();
+    }
+  });
 });
