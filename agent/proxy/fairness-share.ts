@@ -17,7 +17,7 @@
 import type { Socket } from 'node:net';
 import type { Arrival } from './deliver';
 import { overloadShed, type OverloadShedEvent } from '../telemetry/events';
-import { addNoise, admitConnection, BUSY_WITHIN_MS, chooseShed, DEFAULT_FAIRNESS, isOverloaded, MIN_SHED_NOISE, noiseAt, shedDuration, CONNECTION_COST_BYTES, type Admission, type FairnessConfig, type Noise, type ShedReason } from './fairness';
+import { addNoise, admitConnection, BUSY_WITHIN_MS, chargeWindow, chooseShed, isBusy, DEFAULT_FAIRNESS, isOverloaded, MIN_SHED_NOISE, noiseAt, shedDuration, CONNECTION_COST_BYTES, type Admission, type BusyWindow, type FairnessConfig, type Noise, type ShedReason } from './fairness';
 
 /** An account as telemetry names it. */
 export interface AccountRef {
@@ -44,6 +44,8 @@ interface Account {
   open: number;
   pending: number;
   noise: Noise;
+  /** what it was charged lately: whether it is busy now (fairness.ts isBusy) */
+  busy: BusyWindow;
   turnBytes: number;
   held: Held[];
   /** shed until this time (performance.now()), 0: not shed */
@@ -149,6 +151,7 @@ export class FairShare {
     const probation = !shed && a.probationUntil > now;
     const decision = admitConnection(ref.key, { open: a.open, pending: a.pending, shed, throttled: probation && a.turnBytes >= c.readBudgetBytes }, c);
     a.noise = addNoise(a.noise, now, CONNECTION_COST_BYTES);
+    a.busy = chargeWindow(a.busy, now, CONNECTION_COST_BYTES);
     if (!decision.admit) {
       this.publish(a.ref, decision.reason);
       return { ok: false, refusal: decision };
@@ -215,7 +218,7 @@ export class FairShare {
   private account(ref: AccountRef): Account {
     let a = this.accounts.get(ref.key);
     if (!a) {
-      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, turnBytes: 0, held: [], shedUntil: 0, probationUntil: 0, unreported: 0, reportedAt: -Infinity };
+      a = { ref, open: 0, pending: 0, noise: { score: 0, at: this.now() }, busy: { since: this.now(), bytes: 0 }, turnBytes: 0, held: [], shedUntil: 0, probationUntil: 0, unreported: 0, reportedAt: -Infinity };
       this.accounts.set(ref.key, a);
     }
     return a;
@@ -248,6 +251,7 @@ export class FairShare {
     this.touched.add(a);
     a.turnBytes += n;
     a.noise = addNoise(a.noise, this.turnNow, n);
+    a.busy = chargeWindow(a.busy, this.turnNow, n);
     const shed = a.shedUntil > this.turnNow;
     if (!shed && a.turnBytes < this.config().readBudgetBytes) return;
     if (socket.destroyed) return;
@@ -303,7 +307,8 @@ export class FairShare {
       const s = noiseAt(a.noise, now);
       if (s >= FORGET_BELOW) scores.set(a.ref.key, s);
       if (a.probationUntil > now) proven.add(a.ref.key);
-      if (now - a.noise.at <= BUSY_WITHIN_MS) recent.add(a.ref.key);
+      // On probation it has been shed for overload already: any charge lately counts it busy again.
+      if (isBusy(a.busy, now) || (a.probationUntil > now && now - a.noise.at <= BUSY_WITHIN_MS)) recent.add(a.ref.key);
     }
     const key = chooseShed(scores, 2, MIN_SHED_NOISE, proven, recent);
     const a = key === undefined ? undefined : this.accounts.get(key);

@@ -105,8 +105,33 @@ export const CONNECTION_COST_BYTES = 64 * 1024;
  */
 export const MIN_SHED_NOISE = 32 * 1024 * 1024;
 
-/** An account charged nothing for this long is not busy now, whatever its decayed score (see chooseShed's `recent`). */
+/**
+ * Busy now (chooseShed's `recent`): charged at least BUSY_MIN_BYTES (bytes, and a new connection's
+ * CONNECTION_COST_BYTES) within one window of BUSY_WITHIN_MS that began no longer ago than two of
+ * them. Any charge at all was not enough: a pod that had moved 1 GiB a few seconds earlier still
+ * scored above MIN_SHED_NOISE while it sent 5 bytes every 200 ms, so a machine-wide stall shed it
+ * and reset that connection (mesh-tunnel's control-plane-away test, with other tests loading the
+ * host). 1 MiB in 250 ms is 4 MiB/s, a fifth of the rate that keeps a score at MIN_SHED_NOISE.
+ */
 export const BUSY_WITHIN_MS = 250;
+export const BUSY_MIN_BYTES = 1024 * 1024;
+
+/** Charges within the current busy window. */
+export interface BusyWindow {
+  /** when the window began */
+  since: number;
+  bytes: number;
+}
+
+/** `w` after charging `n` at `now`: a new window once the current one is BUSY_WITHIN_MS old. Pure. */
+export function chargeWindow(w: BusyWindow, now: number, n: number): BusyWindow {
+  return now - w.since >= BUSY_WITHIN_MS ? { since: now, bytes: n } : { since: w.since, bytes: w.bytes + n };
+}
+
+/** Whether the window says busy at `now` (see BUSY_MIN_BYTES). Pure. */
+export function isBusy(w: BusyWindow, now: number): boolean {
+  return now - w.since <= 2 * BUSY_WITHIN_MS && w.bytes >= BUSY_MIN_BYTES;
+}
 
 /** `n` decayed to `now`, plus `add`. Pure. */
 export function addNoise(n: Noise, now: number, add: number): Noise {

@@ -6,7 +6,7 @@ import diagnostics_channel from 'node:diagnostics_channel';
 import net from 'node:net';
 import { test } from 'node:test';
 import { parseConfig } from '../../agent/config/parse';
-import { addNoise, admitConnection, chooseShed, DEFAULT_FAIRNESS, isOverloaded, MAX_SHED_FACTOR, MIN_SHED_NOISE, NOISE_HALF_LIFE_MS, noiseAt, shedDuration, type FairnessConfig } from '../../agent/proxy/fairness';
+import { addNoise, admitConnection, BUSY_MIN_BYTES, BUSY_WITHIN_MS, chargeWindow, chooseShed, isBusy, DEFAULT_FAIRNESS, isOverloaded, MAX_SHED_FACTOR, MIN_SHED_NOISE, NOISE_HALF_LIFE_MS, noiseAt, shedDuration, type FairnessConfig } from '../../agent/proxy/fairness';
 import { addressAccount, arrivalAccount, FairShare, identityAccount, podAccount } from '../../agent/proxy/fairness-share';
 import type { Arrival } from '../../agent/proxy/deliver';
 import { CHANNELS, type OverloadShedEvent } from '../../agent/telemetry/events';
@@ -221,4 +221,44 @@ test('FairShare under overload: a lag sample above the threshold sheds the noisi
   // Probation (4 x 400 ms) over and calm: free again, any number of connections.
   calm(1700);
   for (let i = 0; i < 5; i++) assert.ok(share.admit(noisy).ok, `connection ${i} after probation`);
+});
+
+test('busy now: at least BUSY_MIN_BYTES charged within a window of BUSY_WITHIN_MS that began at most two windows ago', () => {
+  let w = { since: 0, bytes: 0 };
+  w = chargeWindow(w, 10, BUSY_MIN_BYTES - 1);
+  assert.equal(isBusy(w, 20), false, 'just under the bytes');
+  w = chargeWindow(w, 100, 1);
+  assert.equal(isBusy(w, 100), true);
+  assert.equal(isBusy(w, 2 * BUSY_WITHIN_MS), true);
+  assert.equal(isBusy(w, 2 * BUSY_WITHIN_MS + 1), false, 'the window is too old');
+  // A new window once the current one is BUSY_WITHIN_MS old: a trickle never adds up to busy.
+  let trickle = { since: 0, bytes: 0 };
+  for (let t = 0; t < 10_000; t += 200) trickle = chargeWindow(trickle, t, 5);
+  assert.equal(isBusy(trickle, 10_000), false);
+});
+
+test('FairShare under overload: a pod whose bulk ended seconds ago and now only trickles is not shed, though its decayed score is above the floor', () => {
+  let now = 0;
+  const reports: string[] = [];
+  const share = new FairShare(() => config({ overloadLagMs: 20, shedMs: 200, readBudgetBytes: 64 * 1024 }),
+    (account, lagMs) => reports.push(`${account.key} lag ${lagMs}`), () => now);
+  const sample = () => (share as unknown as { sample(): void }).sample();
+  const calm = (ms: number) => { for (let t = 0; t < ms; t += 10) { now += 10; sample(); } };
+  const bulk = podAccount({ namespace: 'shop', name: 'bulk' });
+  const other = podAccount({ namespace: 'shop', name: 'other' });
+  // 2,000 connections' worth of noise (125 MiB), then one ping-sized connection every 200 ms.
+  for (let i = 0; i < 2000; i++) { const t = share.admit(bulk); assert.ok(t.ok); t.ticket.close(); }
+  assert.ok(share.admit(other).ok);
+  (share as unknown as { lastSample: number }).lastSample = now;
+  for (let i = 0; i < 5; i++) { calm(200); const t = share.admit(bulk); assert.ok(t.ok); t.ticket.close(); }
+  assert.ok(share.snapshot().find((a) => a.account === 'shop/bulk')!.noise > MIN_SHED_NOISE, 'still above the floor');
+  // A machine-wide stall: not the trickling pod's doing.
+  now += 50; sample(); now += 50; sample();
+  assert.deepEqual(reports, []);
+  assert.ok(share.admit(bulk).ok);
+  // The same pod busy again (20 connections within the window): shed.
+  for (let i = 0; i < 20; i++) { const t = share.admit(bulk); assert.ok(t.ok); t.ticket.close(); }
+  now += 50; sample(); now += 50; sample();
+  assert.equal(reports.length, 1);
+  assert.match(reports[0]!, /^shop\/bulk lag/);
 });
