@@ -124,7 +124,15 @@ export interface DeliveredExtras {
 
 /** A destination's connection line: connectionMembers(), then `policy`, `audit`, `protocol`, `requests`. Pure. */
 export function deliveredConnectionMembers(r: ConnectionRecord, e: DeliveredExtras): string {
-  let m = connectionMembers(r);
+  return endsMembers(r) + deliveredOutcomeMembers(r, e);
+}
+
+/**
+ * deliveredConnectionMembers() without the ends (the caller adds endsMembers() of the ends it
+ * holds, so a connection's record is not copied to add its outcome). Pure.
+ */
+export function deliveredOutcomeMembers(o: Outcome, e: DeliveredExtras): string {
+  let m = outcomeMembers(o);
   if (e.policy !== undefined) m += strMember('policy', `${e.policy}[${e.rule}]`);
   if (e.audit?.length) m += valueMember('audit', e.audit);
   if (e.protocol !== undefined) m += strMember('protocol', e.protocol) + valueMember('requests', e.requests);

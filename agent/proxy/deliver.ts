@@ -19,7 +19,7 @@ import type { WorkloadStore } from '../state/store';
 import { connectionClosed, connectionOpened, requestCompleted, type Reporter, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
 import type { ActiveSpan, Tracer } from '../telemetry/tracing';
 import { PROPAGATION_FIELDS } from '../telemetry/tracing-context';
-import { deliveredConnectionMembers, endsMembers, requestMembers, type ConnectionRecord } from './access-log';
+import { deliveredOutcomeMembers, endsMembers, requestMembers, type ConnectionRecord } from './access-log';
 import type { LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
 import type { Splicer } from './splice';
@@ -268,7 +268,8 @@ function logConnection(ctx: DeliveryContext, a: Arrival, started: number,
     /** the policy that closed an allowed connection when policy changed */
     deniedBy?: string }): void {
   if (wantsLine(ctx.accessLog, f)) {
-    ctx.accessLog.write(deliveredConnectionMembers({ ...a.record, decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
+    // The ends, then the outcome: the record is not copied to add the outcome to it.
+    ctx.accessLog.write(endsMembers(a.record) + deliveredOutcomeMembers({ decision: f.decision, bytesSent: f.bytesSent, bytesRecv: f.bytesRecv,
       durationMs: performance.now() - started, error: f.error },
     { policy: f.authz?.policy, rule: f.authz?.rule, audit: f.authz?.audit, protocol: f.protocol, requests: f.requests }), f.decision === 'deny' ? 'connection denied' : 'connection complete');
   }
