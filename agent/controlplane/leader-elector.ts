@@ -163,15 +163,26 @@ export class LeaderElector {
   private renewed(at: number, previous: string | undefined): void {
     if (this.closed) return;
     this.lastRenewedAt = at;
-    if (this.deadline) clearTimeout(this.deadline);
-    this.deadline = setTimeout(() => {
-      if (!stillLeading(this.lastRenewedAt, Date.now(), this.timing)) this.stepDown(`not renewed for ${this.timing.renewDeadlineMs / 1000} s`);
-    }, Math.max(0, at + this.timing.renewDeadlineMs - Date.now()));
+    this.armDeadline();
     if (this.leadingSince === undefined) {
       this.leadingSince = at;
       log.info({ lease: this.lease, identity: this.options.identity, ...(previous ? { previous } : {}) }, 'leading: this replica writes status and Events');
       this.onChange(true);
     }
+  }
+
+  /**
+   * Steps down at the renew deadline unless renewed before. A timer can fire up to a millisecond
+   * before Date.now() says it is due (libuv arms it against the loop's cached clock): then it is
+   * armed again for what is left, or a leader cut off from the API server would lead on forever
+   * (CI saw exactly that: the deadline timer fired at 999 ms of 1,000, and nothing re-checked).
+   */
+  private armDeadline(): void {
+    if (this.deadline) clearTimeout(this.deadline);
+    this.deadline = setTimeout(() => {
+      if (stillLeading(this.lastRenewedAt, Date.now(), this.timing)) this.armDeadline();
+      else this.stepDown(`not renewed for ${this.timing.renewDeadlineMs / 1000} s`);
+    }, Math.max(1, this.lastRenewedAt + this.timing.renewDeadlineMs - Date.now()));
   }
 
   private stepDown(why: string): void {
