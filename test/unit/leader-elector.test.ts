@@ -7,7 +7,7 @@
  * test/integration/kube-leader.test.ts. Waits are for events (leadership changes), not durations.
  */
 import assert from 'node:assert/strict';
-import { test } from 'node:test';
+import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { V1Lease } from '@kubernetes/client-node';
 import { LeaderElector, type LeasesApi } from '../../agent/controlplane/leader-elector';
@@ -68,9 +68,14 @@ async function until(what: string, check: () => boolean): Promise<void> {
   }
 }
 
+/** Every elector made, closed at the end whatever happened: a test that fails before its own close() must not leave timers that keep the file's process alive (CI hung there). */
+const electors: LeaderElector[] = [];
+after(() => Promise.all(electors.map((e) => e.close())));
+
 function replica(store: ReturnType<typeof leaseStore>, identity: string): { elector: LeaderElector; changes: boolean[] } {
   const changes: boolean[] = [];
   const elector = new LeaderElector(store.api(identity), { namespace: 'weft-system', name: 'weft-controlplane', identity, timing: TIMING }, (leading) => changes.push(leading));
+  electors.push(elector);
   return { elector, changes };
 }
 
