@@ -13,7 +13,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -115,15 +115,7 @@ before(async () => {
   await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', join(ROOT, 'daemonset', 'crds.yaml')]);
 
   // The control plane's own identity: a token for its ServiceAccount from the TokenRequest API.
-  const token = (await kubectl(['create', 'token', 'weft-controlplane', '-n', 'weft-system', '--duration=2h'])).trim();
-  const kubeconfig = join(dir, 'controlplane.kubeconfig');
-  writeFileSync(kubeconfig, [
-    'apiVersion: v1', 'kind: Config',
-    `clusters: [{ name: test, cluster: { server: "${cluster.server}", certificate-authority-data: "${Buffer.from(cluster.caPem).toString('base64')}" } }]`,
-    `users: [{ name: weft-controlplane, user: { token: "${token}" } }]`,
-    'contexts: [{ name: test, context: { cluster: test, user: weft-controlplane } }]',
-    'current-context: test', '',
-  ].join('\n'), { mode: 0o600 });
+  const kubeconfig = await cluster.serviceAccountKubeconfig('weft-system', 'weft-controlplane', join(dir, 'controlplane.kubeconfig'));
 
   const dataDir = join(dir, 'data');
   const port = await freePort();

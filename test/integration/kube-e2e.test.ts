@@ -309,15 +309,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
 
     // The control plane on n1, as its ServiceAccount, reaching the API server through the bridge.
     bridge = await bridgeApiServer(n1, cluster.server, dir);
-    const cpToken = (await kubectl(['create', 'token', 'weft-controlplane', '-n', 'weft-system', '--duration=2h'])).trim();
-    kubeconfig = join(dir, 'controlplane.kubeconfig');
-    writeFileSync(kubeconfig, [
-      'apiVersion: v1', 'kind: Config',
-      `clusters: [{ name: test, cluster: { server: "${bridge.server}", certificate-authority-data: "${Buffer.from(cluster.caPem).toString('base64')}" } }]`,
-      `users: [{ name: weft-controlplane, user: { token: "${cpToken}" } }]`,
-      'contexts: [{ name: test, context: { cluster: test, user: weft-controlplane } }]',
-      'current-context: test', '',
-    ].join('\n'), { mode: 0o600 });
+    kubeconfig = await cluster.serviceAccountKubeconfig('weft-system', 'weft-controlplane', join(dir, 'controlplane.kubeconfig'), bridge.server);
     cpData = join(dir, 'controlplane');
     await startControlPlane();
     // The trust bundle agents verify the control plane with: the ConfigMap it published (daemonset/agent.yaml mounts it).

@@ -15,7 +15,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -164,15 +164,7 @@ before(async () => {
   for (const file of ['namespace.yaml', 'crds.yaml', 'rbac.yaml']) await kubectl(['apply', '--server-side', '-f', join(ROOT, 'daemonset', file)]);
   await kubectl(['apply', '--server-side', '-f', GATEWAY_CRDS]);
   await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', join(ROOT, 'daemonset', 'crds.yaml'), '-f', GATEWAY_CRDS]);
-  const token = (await kubectl(['create', 'token', 'weft-controlplane', '-n', 'weft-system', '--duration=2h'])).trim();
-  const kubeconfig = join(dir, 'controlplane.kubeconfig');
-  writeFileSync(kubeconfig, [
-    'apiVersion: v1', 'kind: Config',
-    `clusters: [{ name: test, cluster: { server: "${cluster.server}", certificate-authority-data: "${Buffer.from(cluster.caPem).toString('base64')}" } }]`,
-    `users: [{ name: weft-controlplane, user: { token: "${token}" } }]`,
-    'contexts: [{ name: test, context: { cluster: test, user: weft-controlplane } }]',
-    'current-context: test', '',
-  ].join('\n'), { mode: 0o600 });
+  const kubeconfig = await cluster.serviceAccountKubeconfig('weft-system', 'weft-controlplane', join(dir, 'controlplane.kubeconfig'));
   // Both at once: they race to create the CA Secret and the Lease.
   await Promise.all([startReplica('cp-a', kubeconfig), startReplica('cp-b', kubeconfig)]);
 

@@ -59,6 +59,12 @@ export interface KubeCluster {
   kubeConfig(): KubeConfig;
   /** A kubeconfig file for a user authenticated by a client certificate with these groups (for RBAC tests). */
   userKubeconfig(user: string, groups: string[]): Promise<string>;
+  /**
+   * A kubeconfig (written to `path`, mode 0600) authenticating as ServiceAccount `namespace/name`
+   * with a token from the TokenRequest API (2 h), as a pod of that account is; `server` when the
+   * API server is reached another way (default: `server` above). Returns `path`.
+   */
+  serviceAccountKubeconfig(namespace: string, name: string, path: string, server?: string): Promise<string>;
   /** Runs the cluster's kubectl with the admin kubeconfig; never throws for a non-zero exit. */
   kubectl(args: string[], stdin?: string): Promise<{ code: number; stdout: string; stderr: string }>;
   /** The last lines of a component's log, for failure messages. */
@@ -336,6 +342,18 @@ export async function startKubeCluster(options: KubeClusterOptions = {}): Promis
         const path = join(dir, 'users');
         mkdirSync(path, { recursive: true });
         return file(join('users', `${safe}.kubeconfig`), kubeconfigYaml(server, pki.ca.cert, user, await pki.client(user, groups)));
+      },
+      async serviceAccountKubeconfig(namespace, name, path, via = server) {
+        const r = await kubectl(['create', 'token', name, '-n', namespace, '--duration=2h']);
+        if (r.code !== 0) throw new Error(`kubectl create token ${name} -n ${namespace} failed: ${r.stderr}`);
+        writeFileSync(path, [
+          'apiVersion: v1', 'kind: Config',
+          `clusters: [{ name: test, cluster: { server: "${via}", certificate-authority-data: "${Buffer.from(pki.ca.cert).toString('base64')}" } }]`,
+          `users: [{ name: ${name}, user: { token: "${r.stdout.trim()}" } }]`,
+          `contexts: [{ name: test, context: { cluster: test, user: ${name} } }]`,
+          'current-context: test', '',
+        ].join('\n'), { mode: 0o600 });
+        return path;
       },
       kubectl,
       logTail: (component, lines = 30) => tail(logOf(component), lines),
