@@ -12,7 +12,7 @@
  * belongs to benchmarks.
  */
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -26,7 +26,7 @@ import { decodeVersionedSnapshot, encodeJson, WATCH_PATH } from '../../agent/con
 import { operationalLogger } from '../../agent/core/log';
 import { watchControlPlane, type DiscoveryWatch } from '../../agent/node/discovery-client';
 import { DEFAULT_FAIRNESS } from '../../agent/proxy/fairness';
-import { freePort, startKubeCluster, type KubeCluster } from '../support/kube-cluster';
+import { spawnKubeControlPlane, startKubeCluster, type KubeCluster } from '../support/kube-cluster';
 
 const ROOT = join(__dirname, '..', '..', '..');
 const CLI = join(ROOT, 'dist', 'agent', 'cli.js');
@@ -118,26 +118,18 @@ before(async () => {
   const kubeconfig = await cluster.serviceAccountKubeconfig('weft-system', 'weft-controlplane', join(dir, 'controlplane.kubeconfig'));
 
   const dataDir = join(dir, 'data');
-  const port = await freePort();
-  cp = spawn(process.execPath, [CLI, 'controlplane', `--kubeconfig=${kubeconfig}`, `--listen=127.0.0.1:${port}`, `--data-dir=${dataDir}`], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, WEFT_LOG_LEVEL: 'info' },
-  });
-  const collect = (c: Buffer): void => { cpOutput += c.toString('utf8'); };
-  cp.stdout!.on('data', collect);
-  cp.stderr!.on('data', collect);
-  let exited: number | null | undefined;
-  cp.once('exit', (code) => { exited = code; });
+  const spawned = await spawnKubeControlPlane(CLI, kubeconfig, dataDir, (text) => { cpOutput += text; });
+  cp = spawned.child;
   await waitFor('the control plane to be ready', () => {
-    if (exited !== undefined) assert.fail(`weft controlplane exited (${exited}):\n${cpOutput}`);
+    if (spawned.exited() !== undefined) assert.fail(`weft controlplane exited (${spawned.exited()}):\n${cpOutput}`);
     return cpOutput.includes('"control plane ready"') || undefined;
   });
 
   const caPem = readFileSync(join(dataDir, 'ca.pem'), 'utf8');
-  cpAddress = `127.0.0.1:${port}`;
+  cpAddress = spawned.address;
   cpCaPem = caPem;
   const bootstrap = readFileSync(join(dataDir, 'bootstrap.token'), 'utf8').trim();
-  watch = watchControlPlane({ address: `127.0.0.1:${port}`, caPem, token: bootstrap, node: NODE }, (s) => {
+  watch = watchControlPlane({ address: spawned.address, caPem, token: bootstrap, node: NODE }, (s) => {
     latest = s;
     latestAt = Date.now();
   }, silent);

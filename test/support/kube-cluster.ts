@@ -124,6 +124,33 @@ function toolVersions(): { kubernetes: string; etcd: string } {
   return { kubernetes, etcd };
 }
 
+/** `weft controlplane` in Kubernetes mode, as a test runs it beside a KubeCluster. */
+export interface SpawnedControlPlane {
+  child: ChildProcess;
+  /** 127.0.0.1:PORT, its gRPC address */
+  address: string;
+  /** its exit code once it exited (null: by a signal); undefined while it runs */
+  exited(): number | null | undefined;
+}
+
+/**
+ * Starts `weft controlplane --kubeconfig` on a free loopback port with `dataDir`; everything it
+ * prints goes to `onOutput`. The caller waits for its `"control plane ready"` line, bounded, its own way.
+ */
+export async function spawnKubeControlPlane(cli: string, kubeconfig: string, dataDir: string, onOutput: (text: string) => void): Promise<SpawnedControlPlane> {
+  const address = `127.0.0.1:${await freePort()}`;
+  const child = spawn(process.execPath, [cli, 'controlplane', `--kubeconfig=${kubeconfig}`, `--listen=${address}`, `--data-dir=${dataDir}`], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, WEFT_LOG_LEVEL: 'info' },
+  });
+  const collect = (c: Buffer): void => onOutput(c.toString('utf8'));
+  child.stdout!.on('data', collect);
+  child.stderr!.on('data', collect);
+  let exited: number | null | undefined;
+  child.once('exit', (code) => { exited = code; });
+  return { child, address, exited: () => exited };
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
