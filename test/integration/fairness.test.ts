@@ -9,6 +9,12 @@
  * Growth is the ratio p99 with noise / p99 without (the issue states the problem as ratios: x48
  * through the proxy against x1.8 outside). The bound: the growth through the mesh is at most twice
  * the growth outside it, on the same machine at the same time (its own share of the noise).
+ * How it is estimated on a shared host: the p99 without noise of each side is taken over every
+ * round's samples together (5,000 requests; one round's quiet p99 moved 0.2-1.4 ms with the rest
+ * of the host, and a ratio of ratios amplifies that); the noisy p99s are paired per round (the
+ * mesh and outside noise run back to back, under the same host load) and the median round's pair
+ * decides. One round disturbed by another process's burst does not decide the verdict; a proxy
+ * that lets the noise through (x48, the issue's measurement) fails it in every round.
  *
  * Then the per-pod limits, made small through ProxyConfig spec.fairness: connections past them are
  * reset, each counted in weft_overload_shed_total{namespace,pod,reason} and logged with an error.
@@ -29,11 +35,11 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Requests per measurement, and rounds of the four measurements. */
 const REQUESTS = 1000;
-const ROUNDS = 2;
+const ROUNDS = 5;
 /** Parallel connect/request/close loops of the flood. */
 const FLOOD_LOOPS = 32;
 
-/** A backend: `GET /bulk?bytes=N` sends N bytes, anything else `ok`. */
+/** A backend on the port it is given: `GET /bulk?bytes=N` sends N bytes, anything else `ok`. */
 const SERVER = `
 const http = require('http');
 const chunk = Buffer.alloc(256 * 1024, 7);
@@ -47,7 +53,10 @@ const srv = http.createServer((req, res) => {
   pump();
 });
 srv.keepAliveTimeout = 120000;
-srv.listen(8080, '0.0.0.0', () => console.log('listening'));`;
+srv.listen(Number(process.argv[1]), '0.0.0.0', () => console.log('listening'));`;
+/** The port the quiet pod and the flood use; the noisy backend serves its bulk download from another process on BULK_PORT. */
+const PORT = 8080;
+const BULK_PORT = 8081;
 
 /** The quiet client: `n` sequential requests on one kept-alive connection (at most `deadlineMs`); prints each latency (ms). */
 const QUIET = `
@@ -156,7 +165,7 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
   /** Runs `f` while the noisy pod floods its backend with connections and downloads from it in bulk; returns f's result and what the flood did. */
   const withNoise = async <T>(s: Side, f: () => Promise<T>): Promise<{ value: T; flood: { done: number; errs: number } }> => {
     const flood = s.noisy.spawn(process.execPath, ['-e', FLOOD, s.noisyBackend.ip, String(FLOOD_LOOPS)]);
-    const bulk = s.noisy.spawn('curl', ['-s', '-o', '/dev/null', `http://${s.noisyBackend.ip}:8080/bulk?bytes=${1024 * 2 ** 30}`]);
+    const bulk = s.noisy.spawn('curl', ['-s', '-o', '/dev/null', `http://${s.noisyBackend.ip}:${BULK_PORT}/bulk?bytes=${1024 * 2 ** 30}`]);
     let floodOut = '';
     flood.stdout!.setEncoding('utf8').on('data', (d: string) => (floodOut += d));
     const floodExit = new Promise<void>((r) => flood.once('exit', () => r()));
@@ -185,8 +194,14 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
     node = await lab.node('n1');
     outside = await side('plain');
     mesh = await side('mesh');
-    for (const p of [outside.noisyBackend, outside.quietBackend, mesh.noisyBackend, mesh.quietBackend]) {
-      const child = p.spawn(process.execPath, ['-e', SERVER]);
+    // The noisy backend serves the flood and the bulk download from two processes, as a real server
+    // does not let one download starve its accept loop: with one single-threaded process, its
+    // synchronous bulk pump held the flood outside the mesh to ~35 connections/s while the proxy's read
+    // budget (which slows the bulk) let it run ~200/s through the mesh, so the two sides did not get the same noise.
+    const backends: [LabPod, number][] = [[outside.noisyBackend, PORT], [outside.noisyBackend, BULK_PORT], [outside.quietBackend, PORT],
+      [mesh.noisyBackend, PORT], [mesh.noisyBackend, BULK_PORT], [mesh.quietBackend, PORT]];
+    for (const [p, port] of backends) {
+      const child = p.spawn(process.execPath, ['-e', SERVER, String(port)]);
       servers.push(child);
       await new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error(`backend in ${p.name} not listening after 8 s`)), 8000);
@@ -212,27 +227,41 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
     // Warm-up (connections, JIT, the quiet pod's certificate): not measured.
     await quiet(outside, 200);
     await quiet(mesh, 200);
-    const lat = { outside: [] as number[], outsideNoisy: [] as number[], mesh: [] as number[], meshNoisy: [] as number[] };
+    type Cells = { outside: number[]; outsideNoisy: number[]; mesh: number[]; meshNoisy: number[] };
+    const all: Cells = { outside: [], outsideNoisy: [], mesh: [], meshNoisy: [] };
+    const rounds: { outsideNoisy: number; meshNoisy: number }[] = [];
+    /** Connections the proxy refused for overload so far (access-log denials naming it). */
+    const sheds = () => agent.accessLog.filter((l) => String(l.error ?? '').includes('overloaded')).length;
     for (let round = 0; round < ROUNDS; round++) {
-      lat.outside.push(...await quiet(outside));
-      lat.mesh.push(...await quiet(mesh));
+      const c: Cells = { outside: await quiet(outside), mesh: await quiet(mesh), outsideNoisy: [], meshNoisy: [] };
       const o = await withNoise(outside, () => quiet(outside));
-      lat.outsideNoisy.push(...o.value);
+      c.outsideNoisy = o.value;
+      const shedBefore = sheds();
       const m = await withNoise(mesh, () => quiet(mesh));
-      lat.meshNoisy.push(...m.value);
-      t.diagnostic(`round ${round}: flood outside ${JSON.stringify(o.flood)}, through the mesh ${JSON.stringify(m.flood)}`);
+      c.meshNoisy = m.value;
+      const shedInRound = sheds() - shedBefore;
       assert.ok(o.flood.done > 0 && m.flood.done > 0, `the flood ran: outside ${JSON.stringify(o.flood)}, mesh ${JSON.stringify(m.flood)}`);
+      for (const k of Object.keys(all) as (keyof Cells)[]) all[k].push(...c[k]);
+      rounds.push({ outsideNoisy: p99(c.outsideNoisy), meshNoisy: p99(c.meshNoisy) });
+      t.diagnostic(`round ${round}: quiet pod p99 outside ${p99(c.outside).toFixed(2)} -> ${p99(c.outsideNoisy).toFixed(2)} ms, through the mesh ${p99(c.mesh).toFixed(2)} -> ${p99(c.meshNoisy).toFixed(2)} ms; ` +
+        `flood outside ${JSON.stringify(o.flood)}, through the mesh ${JSON.stringify(m.flood)} (${shedInRound} refused while shed); samples ${c.outside.length}/${c.outsideNoisy.length}/${c.mesh.length}/${c.meshNoisy.length}`);
     }
-    const p = { outside: p99(lat.outside), outsideNoisy: p99(lat.outsideNoisy), mesh: p99(lat.mesh), meshNoisy: p99(lat.meshNoisy) };
-    const growth = { outside: p.outsideNoisy / p.outside, mesh: p.meshNoisy / p.mesh };
-    t.diagnostic(`quiet pod p99 (ms): outside ${p.outside.toFixed(2)} -> ${p.outsideNoisy.toFixed(2)} (x${growth.outside.toFixed(2)}), ` +
-      `through the mesh ${p.mesh.toFixed(2)} -> ${p.meshNoisy.toFixed(2)} (x${growth.mesh.toFixed(2)}); samples ${lat.outside.length}/${lat.outsideNoisy.length}/${lat.mesh.length}/${lat.meshNoisy.length}`);
+    const base = { outside: p99(all.outside), mesh: p99(all.mesh) };
+    const verdicts = rounds.map((r) => {
+      const growth = { outside: r.outsideNoisy / base.outside, mesh: r.meshNoisy / base.mesh };
+      return { ratio: growth.mesh / growth.outside,
+        text: `outside ${base.outside.toFixed(2)} -> ${r.outsideNoisy.toFixed(2)} ms (x${growth.outside.toFixed(2)}), through the mesh ${base.mesh.toFixed(2)} -> ${r.meshNoisy.toFixed(2)} ms (x${growth.mesh.toFixed(2)})` };
+    });
+    const median = [...verdicts].sort((a, b) => a.ratio - b.ratio)[Math.floor(verdicts.length / 2)]!;
+    t.diagnostic(`quiet pod p99 without noise over all rounds: outside ${base.outside.toFixed(2)} ms, through the mesh ${base.mesh.toFixed(2)} ms; ` +
+      `mesh growth / outside growth per round: ${verdicts.map((v) => v.ratio.toFixed(2)).join(', ')}; median round: ${median.text}`);
     // The mesh pods' traffic, quiet and noisy, went through the proxy (its access log names them); the outside pods' did not.
     const through = (pod: LabPod) => agent.accessLog.filter((l) => String(l['src.addr']).startsWith(`${pod.ip}:`)).length;
     assert.ok(through(mesh.quiet) > 0 && through(mesh.noisy) > 0, 'the quiet and noisy mesh pods went through the node proxy');
     assert.equal(through(outside.quiet) + through(outside.noisy), 0, 'the pods outside the mesh bypass it');
-    assert.ok(growth.mesh <= 2 * growth.outside,
-      `through the mesh the quiet pod's p99 grew x${growth.mesh.toFixed(2)} (${p.mesh.toFixed(2)} -> ${p.meshNoisy.toFixed(2)} ms), more than twice x${growth.outside.toFixed(2)} outside (${p.outside.toFixed(2)} -> ${p.outsideNoisy.toFixed(2)} ms)`);
+    assert.ok(median.ratio <= 2,
+      `in the median of ${ROUNDS} rounds the quiet pod's p99 grew ${median.ratio.toFixed(2)}x as much through the mesh as outside it (bound 2): ${median.text}; ` +
+      `every round: ${verdicts.map((v) => v.ratio.toFixed(2)).join(', ')}`);
   });
 
   test('per-pod limits from ProxyConfig spec.fairness: past maxPendingPerPod and maxConnectionsPerPod a connection is reset, counted in weft_overload_shed_total and logged', async () => {
