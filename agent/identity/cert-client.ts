@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { controlPlaneTls } from './control-plane-tls';
 import {
   CREATE_CERTIFICATE_PATH, decodeCertificateResponse, encodeCertificateRequest,
   type IstioCertificateRequest, type IstioCertificateResponse,
@@ -60,7 +61,8 @@ const DEFAULT_DEADLINE_MS = 10_000;
  * first. Each request takes the token and trust bundle as they are now, on a connection of its own.
  */
 export async function requestCertificate(connection: ControlPlaneConnection, csrPem: string, validitySeconds: number): Promise<string[]> {
-  const client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(current(connection.caPem))));
+  const tls = controlPlaneTls(connection.address, current(connection.caPem));
+  const client = new grpc.Client(connection.address, tls.credentials, tls.options);
   const metadata = new grpc.Metadata();
   metadata.set('authorization', `Bearer ${current(connection.token)}`);
   metadata.set('weft-node', connection.node);

@@ -1,4 +1,5 @@
 import * as grpc from '@grpc/grpc-js';
+import { controlPlaneTls } from '../identity/control-plane-tls';
 import type { Snapshot } from '../config/objects';
 import { decodeDeltaResponse, encodeWatchRequestV2, WATCH_V2_PATH, type DeltaResponse } from '../controlplane/discovery-proto';
 import { ChunkAssembler } from '../controlplane/discovery-chunks';
@@ -86,7 +87,8 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     if (client === undefined || caPem !== clientCaPem) {
       if (client !== undefined) log.info({ controlPlane: connection.address }, 'the control plane CA file changed; reconnecting with the new trust bundle');
       client?.close();
-      client = new grpc.Client(connection.address, grpc.credentials.createSsl(Buffer.from(caPem)), CHANNEL_OPTIONS);
+      const tls = controlPlaneTls(connection.address, caPem);
+      client = new grpc.Client(connection.address, tls.credentials, { ...CHANNEL_OPTIONS, ...tls.options });
       clientCaPem = caPem;
     }
     return client;
