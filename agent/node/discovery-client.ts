@@ -127,6 +127,22 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     backoff = Math.min(backoff * 2, MAX_BACKOFF_MS);
   };
 
+  /** A message applied (v1 or v2): the stream is healthy; its first is logged, and the backoff starts over. */
+  const receiving = (version: number, start: string): void => {
+    if (!isConnected) log.info({ ...where, version, start }, 'watching the control plane');
+    isConnected = true;
+    reported = undefined;
+    backoff = INITIAL_BACKOFF_MS;
+    lastVersion = version;
+  };
+
+  /** A message that cannot be applied: the last state stays in force; the stream is cancelled and reopened. */
+  const unreadable = (stream: { cancel(): void }, reason: string, end: (reason: string, ending: StreamEnding) => void): void => {
+    log.warn({ ...where, reason, lastVersion }, 'refused a message from the control plane; keeping the last state and reopening the stream');
+    stream.cancel();
+    end(`the control plane sent ${reason}`, { kind: 'unreadable' });
+  };
+
   function open(): void {
     retryTimer = undefined;
     if (closed) return;
@@ -160,19 +176,10 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       const whole = message.ok ? chunks.add(message.value) : message;
       if (whole.ok && whole.value === undefined) return;
       const applied = whole.ok ? state.apply(whole.value!) : whole;
-      if (!applied.ok) {
-        log.warn({ ...where, reason: applied.error, lastVersion }, 'refused a message from the control plane; keeping the last state and reopening the stream');
-        stream.cancel();
-        end(`the control plane sent ${applied.error}`, { kind: 'unreadable' });
-        return;
-      }
+      if (!applied.ok) return unreadable(stream, applied.error, end);
       const m = (whole as { ok: true; value: DeltaResponse }).value;
       if (!delivered && !m.fullState) resumes++;
-      if (!isConnected) log.info({ ...where, version: m.systemVersion, start: m.fullState ? 'full state' : `resumed from ${m.baseVersion}` }, 'watching the control plane');
-      isConnected = true;
-      reported = undefined;
-      backoff = INITIAL_BACKOFF_MS;
-      lastVersion = m.systemVersion;
+      receiving(m.systemVersion, m.fullState ? 'full state' : `resumed from ${m.baseVersion}`);
       delivered = true;
       if (m.fullState) snapshots++;
       else deltas++;
@@ -210,17 +217,8 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     };
     stream.on('data', (message: Result<VersionedSnapshot, string>) => {
       if (ended) return;
-      if (!message.ok) {
-        log.warn({ ...where, reason: message.error, lastVersion }, 'refused a message from the control plane; keeping the last state and reopening the stream');
-        stream.cancel();
-        end(`the control plane sent ${message.error}`, { kind: 'unreadable' });
-        return;
-      }
-      if (!isConnected) log.info({ ...where, version: message.value.version, start: 'v1 whole snapshot' }, 'watching the control plane');
-      isConnected = true;
-      reported = undefined;
-      backoff = INITIAL_BACKOFF_MS;
-      lastVersion = message.value.version;
+      if (!message.ok) return unreadable(stream, message.error, end);
+      receiving(message.value.version, 'v1 whole snapshot');
       delivered = true;
       state = new DiscoveryState();
       snapshots++;
