@@ -18,29 +18,41 @@ export function connectionTokens(raw: readonly string[]): Set<string> {
   const named = new Set<string>();
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.toLowerCase() !== 'connection') continue;
-    for (const t of raw[i + 1]!.split(',')) {
-      const name = t.trim().toLowerCase();
-      if (name) named.add(name);
-    }
+    addTokens(named, raw[i + 1]!);
   }
   return named;
+}
+
+function addTokens(into: Set<string>, list: string): void {
+  for (const t of list.split(',')) {
+    const name = t.trim().toLowerCase();
+    if (name) into.add(name);
+  }
 }
 
 /**
  * The raw header list (`[name, value, name, value, ...]`, order and case as received) without the
  * hop-by-hop fields and the ones Connection names. `keep` lists hop-by-hop names that must pass
  * (an Upgrade handshake keeps `connection` and `upgrade`); `drop` removes more (e.g. `expect`, which
- * the proxy answers itself; `trailer` on a response that cannot carry trailers).
+ * the proxy answers itself; `trailer` on a response that cannot carry trailers). Every request and
+ * response head goes through it at each proxy: names are lowered once, and the Connection tokens
+ * are collected only when a head has a Connection field (most have none).
  */
 export function withoutHopByHop(raw: readonly string[], o: { keep?: readonly string[]; drop?: readonly string[] } = {}): string[] {
-  const keep = new Set(o.keep ?? []);
-  const drop = new Set(o.drop ?? []);
-  const named = connectionTokens(raw);
-  const out: string[] = [];
-  for (let i = 0; i < raw.length; i += 2) {
+  const keep = o.keep;
+  const drop = o.drop;
+  const lower: string[] = new Array<string>(raw.length >> 1);
+  let named: Set<string> | undefined;
+  for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
     const name = raw[i]!.toLowerCase();
-    if (drop.has(name)) continue;
-    if (!keep.has(name) && (HOP_BY_HOP.has(name) || named.has(name))) continue;
+    lower[j] = name;
+    if (name === 'connection') addTokens(named ??= new Set<string>(), raw[i + 1]!);
+  }
+  const out: string[] = [];
+  for (let i = 0, j = 0; i < raw.length; i += 2, j++) {
+    const name = lower[j]!;
+    if (drop !== undefined && drop.includes(name)) continue;
+    if ((HOP_BY_HOP.has(name) || named?.has(name)) && !(keep !== undefined && keep.includes(name))) continue;
     out.push(raw[i]!, raw[i + 1]!);
   }
   return out;
@@ -77,19 +89,29 @@ export function bodyFraming(raw: readonly string[]): BodyFraming {
  */
 export function checkHttp1Request(raw: readonly string[], maxRequestBodyBytes: number | undefined, maxHeaderPairs = Infinity): Result<BodyFraming, Refusal> {
   if (raw.length / 2 > maxHeaderPairs) return err({ status: 431, reason: `more than ${maxHeaderPairs} header fields` });
-  const hosts = values(raw, 'host');
-  if (hosts.length > 1) return err({ status: 400, reason: 'more than one Host header' });
+  // One pass over the head (it runs for every request at each proxy): Host, Transfer-Encoding and Content-Length.
+  let hosts = 0;
+  let te: string[] | undefined;
+  let cl: string[] | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    // Only names of these lengths can match: skips lowering every other field.
+    if (name.length !== 4 && name.length !== 14 && name.length !== 17) continue;
+    const lower = name.toLowerCase();
+    if (lower === 'host') hosts++;
+    else if (lower === 'content-length') (cl ??= []).push(raw[i + 1]!);
+    else if (lower === 'transfer-encoding') (te ??= []).push(raw[i + 1]!);
+  }
+  if (hosts > 1) return err({ status: 400, reason: 'more than one Host header' });
   // Node requires Host of HTTP/1.1 only; the proxy speaks HTTP/1.1 upstream, where it is required (Envoy refuses such HTTP/1.0 requests too).
-  if (hosts.length === 0) return err({ status: 400, reason: 'request without Host header' });
-  const te = values(raw, 'transfer-encoding');
-  if (te.length > 0) {
+  if (hosts === 0) return err({ status: 400, reason: 'request without Host header' });
+  if (te !== undefined) {
     const codings = te.join(',').split(',').map((s) => s.trim().toLowerCase()).filter((s) => s);
     if (codings.length !== 1 || codings[0] !== 'chunked') return err({ status: 501, reason: `unsupported Transfer-Encoding "${te.join(', ')}"` });
-    if (values(raw, 'content-length').length > 0) return err({ status: 400, reason: 'both Content-Length and Transfer-Encoding' });
+    if (cl !== undefined) return err({ status: 400, reason: 'both Content-Length and Transfer-Encoding' });
   }
-  const cl = values(raw, 'content-length');
-  if (cl.length > 1) return err({ status: 400, reason: 'more than one Content-Length header' });
-  const framing = bodyFraming(raw);
+  if (cl !== undefined && cl.length > 1) return err({ status: 400, reason: 'more than one Content-Length header' });
+  const framing: BodyFraming = { chunked: te !== undefined, ...(cl !== undefined ? { contentLength: Number(cl[0]!.trim()) } : {}) };
   if (framing.contentLength !== undefined && maxRequestBodyBytes !== undefined && framing.contentLength > maxRequestBodyBytes) {
     return err({ status: 413, reason: `Content-Length ${framing.contentLength} exceeds the limit of ${maxRequestBodyBytes} bytes` });
   }
