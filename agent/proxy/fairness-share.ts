@@ -4,7 +4,7 @@
  *
  * - Admission: a new connection is refused (reset) when its account holds maxConnectionsPerPod, has
  *   maxPendingPerPod being set up, or is shed; every refusal is published on the overload-shed
- *   channel (`weft_overload_shed_total{namespace,pod,reason}`) and the caller writes its access-log line.
+ *   channel (`weft_overload_shed_total{pod_namespace,pod_name,reason}`) and the caller writes its access-log line.
  * - Reads: each socket of the account is gated below Node's stream layer (its handle's onread), so
  *   every reader (pump, the HTTP parser, a sniffer) is covered alike. Once the account has read
  *   readBudgetBytes in this turn of the event loop, its sockets stop reading until the next turn:

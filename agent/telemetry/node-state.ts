@@ -81,10 +81,13 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
   }
   const notEnforced = s.strictNotEnforced;
   if (notEnforced) {
-    new Gauge({ name: 'weft_strict_not_enforced', help: '1 for each STRICT pod on this node whose host-side interface was not found: plaintext from outside the mesh is NOT refused for it (see the admin API\'s /redirect strictNotEnforced for the reason)', labelNames: ['pod'], registers: r,
+    new Gauge({ name: 'weft_strict_not_enforced', help: '1 for each STRICT pod on this node whose host-side interface was not found: plaintext from outside the mesh is NOT refused for it (see the admin API\'s /redirect strictNotEnforced for the reason)', labelNames: ['pod_namespace', 'pod_name'], registers: r,
       collect() {
         this.reset();
-        for (const { pod } of notEnforced()) this.set({ pod }, 1);
+        for (const { pod } of notEnforced()) {
+          const slash = pod.indexOf('/');
+          this.set({ pod_namespace: pod.slice(0, slash), pod_name: pod.slice(slash + 1) }, 1);
+        }
       } });
   }
 }

@@ -1,6 +1,8 @@
 /**
- * `weft_overload_shed_total{namespace,pod,reason}`: connections the proxy refused to keep its pods'
- * share fair (proxy/fairness.ts), counted from the overload-shed channel (events.ts). Reasons:
+ * `weft_overload_shed_total{pod_namespace,pod_name,reason}`: connections the proxy refused to keep its pods'
+ * share fair (proxy/fairness.ts), counted from the overload-shed channel (events.ts). An account that
+ * is not a pod (a peer known by identity, a plaintext client by address) has it in `pod_name` and an
+ * empty `pod_namespace` unless its identity names one. Reasons:
  * `max_connections` and `max_pending` (ProxyConfig spec.fairness limits), `overload` (the noisiest
  * pod shed while the event loop lags). Part of the agent's health: counted whether or not the mesh
  * metrics are on.
@@ -17,12 +19,12 @@ export function registerOverloadShed(registry: PromClient.Registry): () => void 
   const shed = new Counter({
     name: 'weft_overload_shed_total',
     help: 'Connections refused to keep the node proxy fair between pods (ProxyConfig spec.fairness): max_connections, max_pending, or overload (the noisiest pod shed while the event loop lags)',
-    labelNames: ['namespace', 'pod', 'reason'],
+    labelNames: ['pod_namespace', 'pod_name', 'reason'],
     registers: [registry],
   });
   const onShed = (m: unknown): void => {
     const e = m as OverloadShedEvent;
-    shed.inc({ namespace: e.namespace, pod: e.pod, reason: e.reason });
+    shed.inc({ pod_namespace: e.namespace, pod_name: e.pod, reason: e.reason });
   };
   diagnostics_channel.subscribe(CHANNELS.overloadShed, onShed);
   return () => { diagnostics_channel.unsubscribe(CHANNELS.overloadShed, onShed); };

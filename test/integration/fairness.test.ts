@@ -17,7 +17,7 @@
  * that lets the noise through (x48, the issue's measurement) fails it in every round.
  *
  * Then the per-pod limits, made small through ProxyConfig spec.fairness: connections past them are
- * reset, each counted in weft_overload_shed_total{namespace,pod,reason} and logged with an error.
+ * reset, each counted in weft_overload_shed_total{pod_namespace,pod_name,reason} and logged with an error.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -282,7 +282,7 @@ describe('fairness in the shared node proxy', { skip: blocker ?? false }, () => 
     await sleep(2000); // a shed begun before the change runs out (at most 8 x shedMs = 1.6 s)
     const metric = async () => (await node.exec('curl', ['-s', '--max-time', '5', `http://${node.ip}:15020/metrics`], { timeoutMs: 8000 })).stdout;
     const count = (text: string, reason: string) =>
-      Number(new RegExp(`^weft_overload_shed_total\\{namespace="mesh",pod="mesh-quiet",reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+      Number(new RegExp(`^weft_overload_shed_total\\{pod_namespace="mesh",pod_name="mesh-quiet",reason="${reason}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
     const before = await metric();
     const r = await mesh.quiet.exec(process.execPath, ['-e', LIMITS, mesh.quietBackend.ip], { timeoutMs: 40_000 });
     assert.equal(r.code, 0, r.stderr);

@@ -158,8 +158,8 @@ describe('STRICT on ptp, subnet and bridge CNI wirings', { skip: blocker ?? fals
     assert.equal(shown.workloads.find((x: Workload) => x.pod === 'mesh/p-lost').strictEnforced, false);
 
     const metrics = (await get(node, 15020, '/metrics')).body;
-    assert.match(metrics, /^weft_strict_not_enforced\{pod="mesh\/p-lost"\} 1$/m);
-    assert.doesNotMatch(metrics, /weft_strict_not_enforced\{pod="mesh\/p-srv"\}/);
+    assert.match(metrics, /^weft_strict_not_enforced\{pod_namespace="mesh",pod_name="p-lost"\} 1$/m);
+    assert.doesNotMatch(metrics, /weft_strict_not_enforced\{pod_namespace="mesh",pod_name="p-srv"\}/);
 
     const ready = await get(node, 15021, '/healthz/ready');
     assert.equal(ready.status, 503);
@@ -185,7 +185,7 @@ describe('STRICT on ptp, subnet and bridge CNI wirings', { skip: blocker ?? fals
     const entries = redirect.strictNotEnforced as Array<{ pod: string; reason: string }>;
     assert.deepEqual(entries.map((e) => e.pod), ['mesh/b-mute']);
     assert.match(entries[0]!.reason, /behind bridge cni0, but its MAC address is not known yet/);
-    assert.match((await get(node, 15020, '/metrics')).body, /^weft_strict_not_enforced\{pod="mesh\/b-mute"\} 1$/m);
+    assert.match((await get(node, 15020, '/metrics')).body, /^weft_strict_not_enforced\{pod_namespace="mesh",pod_name="b-mute"\} 1$/m);
     assert.equal((await get(node, 15021, '/healthz/ready')).status, 503);
     assert.equal((await workload(node, 'mesh/b-srv'))?.strictEnforced, true);
     assert.equal((await workload(node, 'mesh/b-cli'))?.strictEnforced, true);
