@@ -54,6 +54,7 @@ import { serveJson } from './http-endpoints';
 import { MeshMetrics } from '../telemetry/metrics';
 import { LiveView } from '../telemetry/live-view';
 import { registerHealth } from '../telemetry/health';
+import { startIdleShrink } from '../core/idle-shrink';
 import { registerNodeState, type ControlPlaneView } from '../telemetry/node-state';
 import { registerServiceMetrics } from '../telemetry/service-metrics';
 import { serveMetrics } from '../telemetry/serve';
@@ -288,8 +289,11 @@ export class NodeAgent {
         podConnections: () => agent.metrics.podConnections.counts(),
       });
       const stopShed = registerOverloadShed(agent.metrics.registry);
+      const stopShrink = startIdleShrink(() => agent.fairness.activity(),
+        (e) => agent.log.debug({ beforeMiB: +(e.beforeBytes / 2 ** 20).toFixed(1), afterMiB: +(e.afterBytes / 2 ** 20).toFixed(1), ms: Math.round(e.ms) }, 'traffic stopped: V8 heap given back'),
+        (e) => agent.log.warn({ reason: e.message }, 'traffic stopped, but the V8 heap could not be given back'));
       const stopHealth = agent.stopHealth;
-      agent.stopHealth = () => { stopHealth(); stopShed(); agent.fairness.stop(); };
+      agent.stopHealth = () => { stopHealth(); stopShed(); agent.fairness.stop(); stopShrink(); };
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
       registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced,
         enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length });

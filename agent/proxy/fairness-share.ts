@@ -109,6 +109,8 @@ export class FairShare {
   private lagMax = 0;
   /** refused connections of shed accounts waiting for their reset */
   private tarpitted = 0;
+  /** bytes read and connections admitted or refused, ever: whether traffic moved between two looks (activity()) */
+  private moved = 0;
 
   constructor(
     private readonly config: () => FairnessConfig = () => DEFAULT_FAIRNESS,
@@ -130,6 +132,11 @@ export class FairShare {
     this.timer = undefined;
   }
 
+  /** A count that grows with every byte the gated sockets read and every connection admitted or refused: unchanged means no traffic. */
+  activity(): number {
+    return this.moved;
+  }
+
   /** The largest event-loop lag sampled since the last call (ms). */
   maxLag(): number {
     const m = this.lagMax;
@@ -143,6 +150,7 @@ export class FairShare {
    * lets the upstream opened later for this connection find its ticket (attachUpstream).
    */
   admit(ref: AccountRef, client?: string): { ok: true; ticket: Ticket } | { ok: false; refusal: Extract<Admission, { admit: false }> } {
+    this.moved++;
     const c = this.config();
     const a = this.account(ref);
     const now = this.now();
@@ -243,6 +251,7 @@ export class FairShare {
   }
 
   private charge(a: Account, n: number, socket: Socket, h: StreamHandle): void {
+    this.moved += n;
     if (!this.turnScheduled) {
       this.turnScheduled = true;
       this.turnNow = this.now();
