@@ -39,13 +39,13 @@ export function sampleShrink(s: ShrinkState, sample: { moved: boolean; utilizati
   return { state: { baseline, idleRun: shrink ? 0 : idleRun, lastAt: shrink ? now : s.lastAt }, shrink };
 }
 
-/** V8's low-memory collection through an in-process inspector session; resolves when it is done. */
-function collectAllAvailableGarbage(): Promise<void> {
+/** V8's low-memory collection through an in-process inspector session; resolves when it is done (async: a throw, e.g. no inspector in this build, rejects). */
+async function collectAllAvailableGarbage(): Promise<void> {
   // Loaded on the first shrink only: an agent that never served a burst does not pay for the module.
   const inspector = require('node:inspector') as typeof import('node:inspector');
   const session = new inspector.Session();
   session.connect();
-  return new Promise<void>((resolve, reject) => {
+  await new Promise<void>((resolve, reject) => {
     session.post('HeapProfiler.collectGarbage', (error) => {
       // Disconnecting inside the session's own callback deadlocks the main thread (measured: the
       // agent stopped answering); after this turn it does not.
