@@ -115,7 +115,8 @@ function report(rows: Row[], baseline: Map<Row, Row>): void {
 
 /** Ratios of two rows, one line. */
 function ratios(label: string, a: Row, b: Row): void {
-  const x = (p: number, q: number) => `${(p / q).toFixed(2)}x`;
+  // Against direct (no proxy) a CPU ratio has no meaning: '—', not NaNx.
+  const x = (p: number, q: number) => (Number.isNaN(p / q) ? '—' : `${(p / q).toFixed(2)}x`);
   console.log(`${label}: bulk ${x(a.gbps, b.gbps)}, CPU per GiB ${x(a.cpuSPerGiB, b.cpuSPerGiB)}, keep-alive req/s ${x(a.kaRps, b.kaRps)}, ` +
     `CPU per request ${x(a.kaCpuUsPerReq, b.kaCpuUsPerReq)}, new-conn req/s ${x(a.closeRps, b.closeRps)}, CPU per new-conn request ${x(a.closeCpuUsPerReq, b.closeCpuUsPerReq)}`);
 }
