@@ -13,16 +13,7 @@ const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'te'
 /** A refusal: the status the proxy answers and why (for the access log). */
 export interface Refusal { status: number; reason: string }
 
-/** Lower-case names listed in the Connection fields of a raw header list: those are hop-by-hop too. */
-export function connectionTokens(raw: readonly string[]): Set<string> {
-  const named = new Set<string>();
-  for (let i = 0; i < raw.length; i += 2) {
-    if (raw[i]!.toLowerCase() !== 'connection') continue;
-    addTokens(named, raw[i + 1]!);
-  }
-  return named;
-}
-
+/** Adds the lower-case names a Connection field lists: those are hop-by-hop too. */
 function addTokens(into: Set<string>, list: string): void {
   for (const t of list.split(',')) {
     const name = t.trim().toLowerCase();
@@ -73,12 +64,6 @@ function values(raw: readonly string[], name: string): string[] {
 
 /** What the HTTP/1 request head says about its body. */
 export interface BodyFraming { chunked: boolean; contentLength?: number }
-
-export function bodyFraming(raw: readonly string[]): BodyFraming {
-  const te = values(raw, 'transfer-encoding');
-  const cl = values(raw, 'content-length');
-  return { chunked: te.length > 0, ...(cl.length === 1 ? { contentLength: Number(cl[0]!.trim()) } : {}) };
-}
 
 /**
  * Checks an HTTP/1 request head that Node's strict parser (llhttp) has accepted, for what it lets
