@@ -9,6 +9,12 @@
  * once per MIN_INTERVAL_MS. Measured: 107.9 -> 76.0 MiB in 70 ms on an agent 3 s after a benchmark.
  * A trickle of traffic (any byte or connection within the 1.5 s) never triggers it: the collection
  * blocks the loop for those ms, which only a proxy with nothing to do can spare.
+ *
+ * The first idle stretch after start runs it once whatever the growth: loading and compiling the
+ * agent's modules, the first snapshot and the first certificates leave a few MiB of garbage that V8
+ * keeps for a long time on a quiet heap (measured: idle agents at 66.4-66.9 MiB with it against
+ * 69.8-70.4 without, docs/memory.md). That one does not count against MIN_INTERVAL_MS, so a burst
+ * that starts soon after still gets its own shrink when it ends.
  */
 import { getHeapStatistics } from 'node:v8';
 import type { EventLoopUtilization } from 'node:perf_hooks';
@@ -26,8 +32,10 @@ export interface ShrinkState {
   baseline: number;
   /** idle samples in a row */
   idleRun: number;
-  /** when the last shrink ran (ms), -Infinity: never */
+  /** when the last shrink after traffic ran (ms), -Infinity: never */
   lastAt: number;
+  /** the start's garbage is not given back yet */
+  startPending: boolean;
 }
 
 /** One sample: the next state, and whether to shrink now. Pure. */
@@ -35,8 +43,9 @@ export function sampleShrink(s: ShrinkState, sample: { moved: boolean; utilizati
   const idleRun = !sample.moved && sample.utilization < IDLE_UTILIZATION ? s.idleRun + 1 : 0;
   // A heap smaller than the baseline (V8 shrank it itself) is the new baseline.
   const baseline = Math.min(s.baseline, heapTotal);
-  const shrink = idleRun >= IDLE_SAMPLES && heapTotal - baseline >= GROWTH_BYTES && now - s.lastAt >= MIN_INTERVAL_MS;
-  return { state: { baseline, idleRun: shrink ? 0 : idleRun, lastAt: shrink ? now : s.lastAt }, shrink };
+  const due = s.startPending || (heapTotal - baseline >= GROWTH_BYTES && now - s.lastAt >= MIN_INTERVAL_MS);
+  const shrink = idleRun >= IDLE_SAMPLES && due;
+  return { state: { baseline, idleRun: shrink ? 0 : idleRun, lastAt: shrink && !s.startPending ? now : s.lastAt, startPending: s.startPending && !shrink }, shrink };
 }
 
 /** V8's low-memory collection through an in-process inspector session; resolves when it is done (async: a throw, e.g. no inspector in this build, rejects). */
@@ -59,10 +68,18 @@ async function collectAllAvailableGarbage(): Promise<void> {
 
 /**
  * Starts sampling (an unref'd timer: it keeps nothing alive). `activity` is a count that grows with
- * traffic (FairShare.activity); `onShrink` is told what each shrink gave back. Returns the stop function.
+ * traffic (FairShare.activity); `onShrink` is told what each shrink gave back, and after what. Returns the stop function.
  */
-export function startIdleShrink(activity: () => number, onShrink: (e: { beforeBytes: number; afterBytes: number; ms: number }) => void, onError: (e: Error) => void): () => void {
-  let state: ShrinkState = { baseline: getHeapStatistics().total_heap_size, idleRun: 0, lastAt: -Infinity };
+export interface Shrunk {
+  /** 'start': the start's garbage; 'traffic': what a burst of traffic left */
+  after: 'start' | 'traffic';
+  beforeBytes: number;
+  afterBytes: number;
+  ms: number;
+}
+
+export function startIdleShrink(activity: () => number, onShrink: (e: Shrunk) => void, onError: (e: Error) => void): () => void {
+  let state: ShrinkState = { baseline: getHeapStatistics().total_heap_size, idleRun: 0, lastAt: -Infinity, startPending: true };
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   let lastActivity = activity();
   let running = false;
@@ -76,14 +93,15 @@ export function startIdleShrink(activity: () => number, onShrink: (e: { beforeBy
     lastActivity = a;
     const before = getHeapStatistics().total_heap_size;
     const next = sampleShrink(state, { moved, utilization: u }, before, performance.now());
+    const after = state.startPending ? 'start' : 'traffic';
     state = next.state;
     if (!next.shrink) return;
     running = true;
     const t0 = performance.now();
     collectAllAvailableGarbage().then(() => {
-      const after = getHeapStatistics().total_heap_size;
-      state = { ...state, baseline: after };
-      onShrink({ beforeBytes: before, afterBytes: after, ms: performance.now() - t0 });
+      const afterBytes = getHeapStatistics().total_heap_size;
+      state = { ...state, baseline: afterBytes };
+      onShrink({ after, beforeBytes: before, afterBytes, ms: performance.now() - t0 });
     }, (e: Error) => onError(e)).finally(() => {
       running = false;
       last = performance.eventLoopUtilization();

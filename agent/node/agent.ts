@@ -290,7 +290,8 @@ export class NodeAgent {
       });
       const stopShed = registerOverloadShed(agent.metrics.registry);
       const stopShrink = startIdleShrink(() => agent.fairness.activity(),
-        (e) => agent.log.debug({ beforeMiB: +(e.beforeBytes / 2 ** 20).toFixed(1), afterMiB: +(e.afterBytes / 2 ** 20).toFixed(1), ms: Math.round(e.ms) }, 'traffic stopped: V8 heap given back'),
+        (e) => agent.log.debug({ beforeMiB: +(e.beforeBytes / 2 ** 20).toFixed(1), afterMiB: +(e.afterBytes / 2 ** 20).toFixed(1), ms: Math.round(e.ms) },
+          e.after === 'start' ? 'started and idle: V8 heap given back' : 'traffic stopped: V8 heap given back'),
         (e) => agent.log.warn({ reason: e.message }, 'traffic stopped, but the V8 heap could not be given back'));
       const stopHealth = agent.stopHealth;
       agent.stopHealth = () => { stopHealth(); stopShed(); agent.fairness.stop(); stopShrink(); };

@@ -1,10 +1,10 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getHeapStatistics } from 'node:v8';
-import { GROWTH_BYTES, IDLE_SAMPLES, MIN_INTERVAL_MS, SAMPLE_MS, sampleShrink, startIdleShrink, type ShrinkState } from '../../agent/core/idle-shrink';
+import { GROWTH_BYTES, IDLE_SAMPLES, MIN_INTERVAL_MS, SAMPLE_MS, sampleShrink, startIdleShrink, type ShrinkState, type Shrunk } from '../../agent/core/idle-shrink';
 
 const MiB = 2 ** 20;
-const start: ShrinkState = { baseline: 20 * MiB, idleRun: 0, lastAt: -Infinity };
+const start: ShrinkState = { baseline: 20 * MiB, idleRun: 0, lastAt: -Infinity, startPending: false };
 const idle = { moved: false, utilization: 0.01 };
 const busy = { moved: true, utilization: 0.9 };
 /** A request now and then: the loop nearly idle, but traffic moved. */
@@ -31,7 +31,7 @@ test('sampleShrink: only after IDLE_SAMPLES samples in a row without traffic, wi
   // Long enough and grown: shrink, and the run starts over.
   const r = sampleShrink(s, idle, grown, 10_000);
   assert.equal(r.shrink, true);
-  assert.deepEqual(r.state, { baseline: start.baseline, idleRun: 0, lastAt: 10_000 });
+  assert.deepEqual(r.state, { baseline: start.baseline, idleRun: 0, lastAt: 10_000, startPending: false });
   // Not again within MIN_INTERVAL_MS, even idle and grown.
   let t = { ...r.state, idleRun: IDLE_SAMPLES };
   assert.equal(sampleShrink(t, idle, grown, 10_000 + MIN_INTERVAL_MS - 1).shrink, false);
@@ -41,12 +41,39 @@ test('sampleShrink: only after IDLE_SAMPLES samples in a row without traffic, wi
   assert.equal(sampleShrink(start, busy, 12 * MiB, 0).state.baseline, 12 * MiB);
 });
 
+test('sampleShrink: the first idle stretch after start shrinks whatever the growth, once, and leaves the interval to traffic', () => {
+  let s: ShrinkState = { ...start, startPending: true };
+  // Busy at start: not yet.
+  assert.equal(sampleShrink(s, busy, start.baseline, 0).shrink, false);
+  for (let i = 1; i < IDLE_SAMPLES; i++) {
+    const r = sampleShrink(s, idle, start.baseline, i * SAMPLE_MS);
+    assert.equal(r.shrink, false, `sample ${i}`);
+    s = r.state;
+  }
+  // Idle long enough, not grown at all: the start's shrink.
+  const r = sampleShrink(s, idle, start.baseline, 2_000);
+  assert.equal(r.shrink, true);
+  assert.deepEqual(r.state, { baseline: start.baseline, idleRun: 0, lastAt: -Infinity, startPending: false });
+  // Not again without growth.
+  let t = { ...r.state, idleRun: IDLE_SAMPLES };
+  assert.equal(sampleShrink(t, idle, start.baseline + GROWTH_BYTES - 1, 3_000).shrink, false);
+  // A burst right after it gets its own shrink: the start's did not start MIN_INTERVAL_MS.
+  t = { ...r.state, idleRun: IDLE_SAMPLES };
+  assert.equal(sampleShrink(t, idle, start.baseline + GROWTH_BYTES, 3_000).shrink, true);
+});
+
 test('startIdleShrink gives a heap grown by garbage back once the loop is idle, and the process keeps running', async () => {
-  const shrinks: { beforeBytes: number; afterBytes: number; ms: number }[] = [];
+  const shrinks: Shrunk[] = [];
   const errors: Error[] = [];
   let moved = 0;
   const stop = startIdleShrink(() => moved, (e) => shrinks.push(e), (e) => errors.push(e));
   try {
+    // Idle from the start: the start's shrink comes first, whatever the heap.
+    let deadline = Date.now() + (IDLE_SAMPLES + 4) * SAMPLE_MS;
+    while (shrinks.length === 0 && errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(errors, []);
+    assert.equal(shrinks.length, 1, 'no shrink after start');
+    assert.equal(shrinks.shift()!.after, 'start');
     // Garbage that survives long enough to reach the old generation: 48 MiB of small objects kept, then dropped.
     let keep: unknown[] = [];
     for (let i = 0; i < 48 * 1024; i++) keep.push({ i, pad: 'x'.repeat(1000 + (i % 7)) });
@@ -55,11 +82,12 @@ test('startIdleShrink gives a heap grown by garbage back once the loop is idle, 
     keep = [];
     assert.equal(keep.length, 0);
     // Idle: the shrink comes within IDLE_SAMPLES + 2 samples.
-    const deadline = Date.now() + (IDLE_SAMPLES + 4) * SAMPLE_MS;
-    while (shrinks.length === 0 && errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    deadline = Date.now() + (IDLE_SAMPLES + 4) * SAMPLE_MS;
+    while ((shrinks as Shrunk[]).length === 0 && errors.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(errors, []);
     assert.equal(shrinks.length, 1, `no shrink within ${(IDLE_SAMPLES + 4) * SAMPLE_MS} ms of idle (heap ${Math.round(grown / MiB)} MiB)`);
     const s = shrinks[0]!;
+    assert.equal(s.after, 'traffic');
     assert.ok(s.beforeBytes - s.afterBytes >= GROWTH_BYTES, `gave back ${((s.beforeBytes - s.afterBytes) / MiB).toFixed(1)} MiB (${(s.beforeBytes / MiB).toFixed(1)} -> ${(s.afterBytes / MiB).toFixed(1)})`);
     // The loop still turns after it (the inspector session was let go).
     await new Promise((r) => setTimeout(r, 20));
