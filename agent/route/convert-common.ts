@@ -68,6 +68,28 @@ export function boundedList(c: Checker, value: unknown, field: string, max: numb
   return list;
 }
 
+/**
+ * A route's `spec.rules`, each read by `rule` (undefined: invalid, already reported): at most
+ * MAX_RULES, rule names unique within the route, at most MAX_MATCHES_PER_ROUTE matches in all.
+ */
+export function readRules<R extends { name?: string; matches: readonly unknown[] }>(c: Checker, spec: Fields, namespace: string, rule: (c: Checker, raw: unknown, field: string, namespace: string) => R | undefined): R[] {
+  const rules: R[] = [];
+  const names = new Set<string>();
+  let totalMatches = 0;
+  boundedList(c, spec.rules, 'spec.rules', MAX_RULES).forEach((entry, i) => {
+    const r = rule(c, entry, join('spec.rules', i), namespace);
+    if (r === undefined) return;
+    totalMatches += r.matches.length;
+    if (r.name !== undefined) {
+      if (names.has(r.name)) c.fail(`${join('spec.rules', i)}.name`, `"${r.name}" names an earlier rule too; rule names must be unique within the route`);
+      names.add(r.name);
+    }
+    rules.push(r);
+  });
+  if (totalMatches > MAX_MATCHES_PER_ROUTE) c.fail('spec.rules', `has ${totalMatches} matches in all; the Gateway API allows at most ${MAX_MATCHES_PER_ROUTE} per route`);
+  return rules;
+}
+
 export function readParentRefs(c: Checker, spec: Fields, meta: Metadata): RouteParentRef[] {
   const list = boundedList(c, spec.parentRefs, 'spec.parentRefs', 32);
   if (list.length === 0) {

@@ -1,7 +1,7 @@
 import { join, type Checker, type Fields } from '../config/checker';
 import type { Metadata } from '../config/metadata';
 import {
-  boundedList, checkRegex, MAX_MATCHES_PER_ROUTE, MAX_MATCHES_PER_RULE, MAX_RULES, readBackendRefs, readFilters, readRouteCommon,
+  boundedList, checkRegex, MAX_MATCHES_PER_RULE, readBackendRefs, readFilters, readRouteCommon, readRules,
   readValueMatches,
 } from './convert-common';
 import { readDuration } from './duration';
@@ -33,20 +33,7 @@ export function convertHttpRoute(c: Checker, obj: Fields, meta: Metadata): HttpR
     route.rules.push({ matches: [defaultMatch()], filters: [], backendRefs: [], timeouts: {} });
     return route;
   }
-  const rules = boundedList(c, spec.rules, 'spec.rules', MAX_RULES);
-  const names = new Set<string>();
-  let totalMatches = 0;
-  rules.forEach((entry, i) => {
-    const r = rule(c, entry, join('spec.rules', i), meta.namespace);
-    if (r === undefined) return;
-    totalMatches += r.matches.length;
-    if (r.name !== undefined) {
-      if (names.has(r.name)) c.fail(`${join('spec.rules', i)}.name`, `"${r.name}" names an earlier rule too; rule names must be unique within the route`);
-      names.add(r.name);
-    }
-    route.rules.push(r);
-  });
-  if (totalMatches > MAX_MATCHES_PER_ROUTE) c.fail('spec.rules', `has ${totalMatches} matches in all; the Gateway API allows at most ${MAX_MATCHES_PER_ROUTE} per route`);
+  route.rules = readRules(c, spec, meta.namespace, rule);
   return route;
 }
 

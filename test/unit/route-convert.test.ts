@@ -151,3 +151,22 @@ describe('GRPCRoute: rejected, by object and field', () => {
   ];
   for (const [name, spec, expected] of table) it(name, () => rejects('GRPCRoute', spec, expected));
 });
+
+describe('rule lists, the same for both kinds', () => {
+  const twoNamed = (kind: string): string => {
+    const backend = kind === 'HTTPRoute' ? '{ name: web, port: 80 }' : '{ name: web, port: 7070 }';
+    return `${PARENT}  rules: [{ name: a, backendRefs: [${backend}] }, { name: b, backendRefs: [${backend}] }, { name: a, backendRefs: [${backend}] }]`;
+  };
+  /** 17 rules of 8 matches: 136 in all, past both limits (16 rules, 128 matches). */
+  const tooMany = (kind: string): string => {
+    const match = kind === 'HTTPRoute' ? '{ path: { type: PathPrefix, value: /x } }' : '{ method: { service: s.S } }';
+    const rule = `{ matches: [${Array(8).fill(match).join(', ')}] }`;
+    return `${PARENT}  rules: [${Array(17).fill(rule).join(', ')}]`;
+  };
+  for (const kind of ['HTTPRoute', 'GRPCRoute']) {
+    it(`${kind}: a rule name used twice is named at its second use`, () =>
+      rejects(kind, twoNamed(kind), [['spec.rules[2].name', /"a" names an earlier rule too/]]));
+    it(`${kind}: more rules and matches than the Gateway API allows`, () =>
+      rejects(kind, tooMany(kind), [['spec.rules', /has 17 entries; the Gateway API allows at most 16/], ['spec.rules', /has 136 matches in all; the Gateway API allows at most 128 per route/]]));
+  }
+});
