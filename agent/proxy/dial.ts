@@ -75,8 +75,8 @@ export function pairDownstream(end: PairEnd): Downstream {
       const closed = () => { if (--open === 0) resolve({ sent, received, ...(error ? { error } : {}) }); };
       end.on('error', (e: Error) => { error ??= e; upstream.destroy(); });
       upstream.on('error', (e: Error) => { error ??= e; end.destroy(); });
-      end.once('close', closed);
-      upstream.once('close', closed);
+      end.on('close', closed);
+      upstream.on('close', closed);
       pump(end, upstream, (n) => { sent += n; });
       pump(upstream, end, (n) => { received += n; });
     }),

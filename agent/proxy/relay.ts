@@ -27,8 +27,8 @@ export function relay(downstream: Socket, upstream: Duplex): Promise<RelayResult
     };
     downstream.on('error', (e: Error) => { error ??= e; upstream.destroy(); });
     upstream.on('error', (e: Error) => { error ??= e; if (!downstream.destroyed) downstream.resetAndDestroy(); });
-    downstream.once('close', onClose);
-    upstream.once('close', onClose);
+    downstream.on('close', onClose);
+    upstream.on('close', onClose);
     pump(downstream, upstream, (n) => { sent += n; });
     pump(upstream, downstream, (n) => { received += n; });
     downstream.resume();

@@ -237,8 +237,8 @@ function spliced(down: Socket, up: Socket, cDown: bigint, cUp: bigint, base: { d
     };
     down.on('error', (e: Error) => { error ??= e; up.destroy(); });
     up.on('error', (e: Error) => { error ??= e; if (!down.destroyed) down.resetAndDestroy(); });
-    down.once('close', onClose);
-    up.once('close', onClose);
+    down.on('close', onClose);
+    up.on('close', onClose);
     down.on('data', (c: Buffer) => { extraSent += c.length; up.write(c); });
     up.on('data', (c: Buffer) => { extraRecv += c.length; down.write(c); });
     // A FIN from one side ends the other once the kernel has queued every byte it redirected.

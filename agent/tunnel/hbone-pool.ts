@@ -89,7 +89,7 @@ export class HbonePool {
       ...(request.traceparent === undefined ? {} : { traceparent: request.traceparent }),
       ...(request.source === undefined ? {} : { forwarded: forwardedHeader(request.source) }),
     }, { endStream: false });
-    stream.once('close', () => { session.active--; });
+    stream.on('close', () => { session.active--; });
     return this.answered(stream, { node, target });
   }
 
@@ -187,8 +187,9 @@ export class HbonePool {
 
   /**
    * Waits for the answer to CONNECT. An error (with its stack and message) is built only when the
-   * answer fails; the 'error' listener stays (a no-op once settled) so that an error before the
-   * caller attaches its own does not go unhandled. A stream's
+   * answer fails. Once settled, the stream keeps one shared no-op 'error' listener, so that an
+   * error before the caller attaches its own does not go unhandled, and nothing of this wait (its
+   * closures and their context: ~0.3 KiB) stays with every open connection. A stream's
    * 'close' after a 200 answer is the normal end of every connection: building the HboneError it
    * would have rejected with anyway cost the source agent ~1.8 % of its CPU under a new connection
    * per request (docs/new-connections.md).
@@ -202,6 +203,8 @@ export class HbonePool {
         clearTimeout(timer);
         stream.off('response', onResponse);
         stream.off('close', onClose);
+        stream.off('error', onError);
+        stream.on('error', ignoreError);
       };
       const refused = (err: HboneError): HboneError =>
         (stream.rstCode === http2.constants.NGHTTP2_REFUSED_STREAM ? Object.assign(err, { refusedStream: true }) : err);
@@ -214,7 +217,6 @@ export class HbonePool {
         reject(errorForStatus(status, typeof reason === 'string' ? reason : undefined, where));
       };
       const onError = (e: Error): void => {
-        if (settled) return;
         settle();
         reject(refused(new HboneError('HBONE_PROTOCOL', `CONNECT ${where.target} via ${where.node} failed: ${e.message}`)));
       };
@@ -228,12 +230,15 @@ export class HbonePool {
         stream.close(http2.constants.NGHTTP2_CANCEL);
         reject(new HboneError('HBONE_TIMEOUT', `node proxy ${where.node} did not answer CONNECT ${where.target} within ${timeoutMs} ms`));
       }, timeoutMs);
-      stream.once('response', onResponse);
-      stream.once('error', onError);
-      stream.once('close', onClose);
+      stream.on('response', onResponse);
+      stream.on('error', onError);
+      stream.on('close', onClose);
     });
   }
 }
+
+/** What a CONNECT stream's errors come to once its answer is settled, until its user listens (one function for all streams). */
+function ignoreError(): void {}
 
 function hostPort({ host, port }: { host: string; port: number }): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;

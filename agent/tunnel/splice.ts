@@ -27,14 +27,14 @@ export function splice(stream: ServerHttp2Stream, socket: Socket, done: (result:
   };
   stream.on('error', fail);
   socket.on('error', fail);
-  stream.once('close', () => {
+  stream.on('close', () => {
     if (stream.rstCode !== constants.NGHTTP2_NO_ERROR || !stream.readableEnded) {
       result.error ??= `stream reset (HTTP/2 code ${stream.rstCode})`;
       socket.destroy();
     }
     closed();
   });
-  socket.once('close', () => {
+  socket.on('close', () => {
     if (!stream.closed && (result.error !== undefined || !socket.readableEnded)) stream.close(constants.NGHTTP2_CONNECT_ERROR);
     closed();
   });

@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import { test } from 'node:test';
 import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises';
-import { pump, PUMP_BUDGET } from '../../agent/core/pump';
+import { nextReadSize, pump, PUMP_BUDGET, READ_SIZE, SMALL_READ_SIZE } from '../../agent/core/pump';
 import { connectWithTimeout } from '../../agent/proxy/connect';
 
 /** A writer that records each batch it is handed, and holds its callback until released. */
@@ -139,5 +139,73 @@ test('a pooled socket that ended before the pump took over still ends the writer
     socket.destroy();
   } finally {
     src.close();
+  }
+});
+
+test('nextReadSize: a read that fills its buffer moves to 64 KiB; four small ones in a row move back', () => {
+  // A small buffer: stays small until a read fills it.
+  assert.deepEqual(nextReadSize(SMALL_READ_SIZE, 1, 0), { big: false, smallReads: 0 });
+  assert.deepEqual(nextReadSize(SMALL_READ_SIZE, SMALL_READ_SIZE - 1, 0), { big: false, smallReads: 0 });
+  assert.deepEqual(nextReadSize(SMALL_READ_SIZE, SMALL_READ_SIZE, 0), { big: true, smallReads: 0 });
+  // A big buffer: a full read, or one larger than a small buffer, keeps it and resets the count.
+  assert.deepEqual(nextReadSize(READ_SIZE, READ_SIZE, 3), { big: true, smallReads: 0 });
+  assert.deepEqual(nextReadSize(READ_SIZE, SMALL_READ_SIZE + 1, 3), { big: true, smallReads: 0 });
+  // Small reads into a big buffer: the fourth in a row goes back to small.
+  let smallReads = 0;
+  for (let i = 1; i <= 3; i++) {
+    const r = nextReadSize(READ_SIZE, 100, smallReads);
+    assert.deepEqual(r, { big: true, smallReads: i });
+    smallReads = r.smallReads;
+  }
+  assert.deepEqual(nextReadSize(READ_SIZE, SMALL_READ_SIZE, smallReads), { big: false, smallReads: 0 });
+});
+
+test('a pooled socket waits on a 4 KiB buffer, reads bulk into 64 KiB ones, and goes back once its reads are small again', { timeout: 20_000 }, async () => {
+  const bulk = Buffer.alloc(4 * 1024 * 1024);
+  for (let i = 0; i < bulk.length; i += 4) bulk.writeUInt32LE((i * 2654435761) >>> 0, i);
+  const expected = createHash('sha256');
+  let peer: net.Socket | undefined;
+  const server = net.createServer((c) => { peer = c; });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  try {
+    const socket = await connectWithTimeout('127.0.0.1', (server.address() as net.AddressInfo).port, 2000);
+    const sizes: number[] = [];
+    const hash = createHash('sha256');
+    const to = new Writable({
+      highWaterMark: 64 * 1024,
+      write(chunk: Buffer, _e, cb) { sizes.push(chunk.buffer.byteLength); hash.update(chunk); cb(); },
+      writev(chunks, cb) { for (const c of chunks) { sizes.push((c.chunk as Buffer).buffer.byteLength); hash.update(c.chunk as Buffer); } cb(); },
+    });
+    const finished = new Promise((r) => to.once('finish', r));
+    pump(socket, to);
+    for (let i = 0; i < 100 && peer === undefined; i++) await sleep(10);
+    const send = async (b: Buffer): Promise<void> => {
+      expected.update(b);
+      const before = socket.bytesRead;
+      peer!.write(b);
+      for (let i = 0; i < 500 && socket.bytesRead < before + b.length; i++) await sleep(2);
+      await sleep(10);
+    };
+    await send(Buffer.from('a'));
+    assert.deepEqual(sizes, [SMALL_READ_SIZE], 'an idle socket\'s first read lands in a small buffer');
+    const mark = sizes.length;
+    await send(bulk);
+    const bulkSizes = sizes.slice(mark);
+    assert.equal(bulkSizes[0], SMALL_READ_SIZE, 'the first read of the bulk fills the small buffer');
+    const big = bulkSizes.filter((n) => n === READ_SIZE).length;
+    assert.ok(big >= bulkSizes.length - 8, `bulk read into 64 KiB buffers: ${big} of ${bulkSizes.length} reads`);
+    // Small messages, one read each: the fifth after the bulk is in a small buffer again.
+    const after = sizes.length;
+    for (let i = 0; i < 6; i++) await send(Buffer.from(`msg ${i}`));
+    const smallSizes = sizes.slice(after);
+    assert.equal(smallSizes.length, 6, `one read per message: ${smallSizes.join(',')}`);
+    assert.deepEqual(smallSizes, [READ_SIZE, READ_SIZE, READ_SIZE, READ_SIZE, SMALL_READ_SIZE, SMALL_READ_SIZE]);
+    peer!.end();
+    await finished;
+    assert.equal(hash.digest('hex'), expected.digest('hex'));
+    socket.destroy();
+  } finally {
+    peer?.destroy();
+    server.close();
   }
 });
