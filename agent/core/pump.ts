@@ -49,7 +49,8 @@ const kPooledReads = Symbol('weft.pooledReads');
 
 /** A pooled socket's read side: chunks wait in `queued` until a pump takes them over. */
 interface PooledReads {
-  sink?: (chunk: Buffer, buffer: Buffer) => boolean;
+  /** the pump that has taken the socket over */
+  pump?: Pump;
   queued: Array<[Buffer, Buffer]>;
   /** small reads in a row into 64 KiB buffers */
   smallReads: number;
@@ -79,7 +80,7 @@ function onPooledRead(this: PooledSocket, nread: number, buf: Uint8Array): boole
   state.smallReads = next.smallReads;
   nextReadBig = next.big;
   const chunk = buffer.subarray(0, nread);
-  if (state.sink) return state.sink(chunk, buffer);
+  if (state.pump) return state.pump.writeRead(chunk, buffer);
   state.queued.push([chunk, buffer]);
   return state.queued.length < MAX_QUEUED_READS;
 }
@@ -116,68 +117,114 @@ export function pooledSocket(options: net.SocketConstructorOpts): Socket {
  * waits for nothing); the ones after it are corked until the loop's check phase and leave in one
  * writev.
  */
-export function pump(from: Readable, to: Writable, count: (bytes: number) => void = () => undefined): void {
-  const budget = Math.max(PUMP_BUDGET, to.writableHighWaterMark);
-  let inTurn = false;
-  let corked = false;
-  let waiting = false;
-  const uncork = (): void => {
-    if (!corked) return;
-    corked = false;
-    to.uncork();
-  };
-  const endTurn = (): void => {
-    inTurn = false;
-    uncork();
-  };
-  const resume = (): void => {
-    waiting = false;
-    from.resume();
-  };
-  const write = (chunk: Buffer, written?: () => void): boolean => {
-    count(chunk.length);
-    if (!inTurn) {
-      inTurn = true;
-      setImmediate(endTurn);
-    } else if (!corked) {
-      corked = true;
+export function pump(from: Readable, to: Writable, count: (bytes: number) => void = ignoreCount): void {
+  new Pump(from, to, count).start();
+}
+
+function ignoreCount(): void {}
+
+/** The pump reading a stream (a stream is read by one pump at most). */
+const kPump = Symbol('weft.pump');
+type Pumped = Readable & { [kPump]?: Pump };
+
+/**
+ * One direction of a connection: its state in one object, its listeners shared by every pump
+ * (they find the pump on the stream they are called on), so an idle connection holds no closures
+ * for its two pumps (they were ~0.45 KiB each: a context and six closures).
+ */
+class Pump {
+  private readonly budget: number;
+  private inTurn = false;
+  private corked = false;
+  private waiting = false;
+  private ended = false;
+  /** made at the first backpressure: most connections never wait */
+  private onDrain: (() => void) | undefined;
+
+  constructor(private readonly from: Readable, private readonly to: Writable, private readonly count: (bytes: number) => void) {
+    this.budget = Math.max(PUMP_BUDGET, to.writableHighWaterMark);
+  }
+
+  start(): void {
+    const from = this.from as Pumped;
+    from[kPump] = this;
+    from.on('end', onPumpedEnd);
+    const pooled = (from as PooledSocket)[kPooledReads];
+    if (pooled) {
+      // Returning false stops reading (readStop); resume() on drain starts it again.
+      pooled.pump = this;
+      for (const [chunk, buffer] of pooled.queued.splice(0)) this.writeRead(chunk, buffer);
+      // The end of a socket that ended before this pump was attached has already been emitted.
+      if (from.readableEnded) return this.end();
+      if (this.waiting) from.pause();
+      else from.resume();
+      return;
+    }
+    // A reader that ended before this pump was attached (a sniffer saw the client's half-close) has emitted its end.
+    if (from.readableEnded) return this.end();
+    from.on('data', onPumpedData);
+    // A reader someone paused before (a protocol sniffer that has stepped aside) flows again.
+    if (!this.waiting) from.resume();
+  }
+
+  /** A pooled socket's read: its buffer goes back to the pool once written. */
+  writeRead(chunk: Buffer, buffer: Buffer): boolean {
+    return this.write(chunk, () => giveReadBuffer(buffer));
+  }
+
+  write(chunk: Buffer, written?: () => void): boolean {
+    this.count(chunk.length);
+    const to = this.to;
+    if (!this.inTurn) {
+      this.inTurn = true;
+      setImmediate(endTurn, this);
+    } else if (!this.corked) {
+      this.corked = true;
       to.cork();
     }
     if (written) to.write(chunk, written);
     else to.write(chunk);
     // Past the budget the last write returned false (budget >= high-water mark), so 'drain' comes.
-    if (to.writableLength < budget) return true;
-    if (!waiting) {
-      waiting = true;
-      to.once('drain', resume);
+    if (to.writableLength < this.budget) return true;
+    if (!this.waiting) {
+      this.waiting = true;
+      to.once('drain', this.onDrain ??= () => this.resume());
     }
     return false;
-  };
-  let ended = false;
-  const end = (): void => {
-    if (ended) return;
-    ended = true;
-    uncork();
-    to.end();
-  };
-  from.on('end', end);
-
-  const pooled = (from as PooledSocket)[kPooledReads];
-  if (pooled) {
-    // Returning false stops reading (readStop); resume() on drain starts it again.
-    pooled.sink = (chunk, buffer) => write(chunk, () => giveReadBuffer(buffer));
-    for (const [chunk, buffer] of pooled.queued.splice(0)) pooled.sink(chunk, buffer);
-    // The end of a socket that ended before this pump was attached has already been emitted.
-    if (from.readableEnded) return end();
-    if (waiting) from.pause();
-    else from.resume();
-    return;
   }
-  // A reader that ended before this pump was attached (a sniffer saw the client's half-close) has emitted its end.
-  if (from.readableEnded) return end();
-  from.on('data', (chunk: Buffer) => {
-    if (!write(chunk)) from.pause();
-  });
-  // A reader someone paused before (a protocol sniffer that has stepped aside) flows again.
-  if (!waiting) from.resume();
+
+  endTurn(): void {
+    this.inTurn = false;
+    this.uncork();
+  }
+
+  end(): void {
+    if (this.ended) return;
+    this.ended = true;
+    this.uncork();
+    this.to.end();
+  }
+
+  private uncork(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.to.uncork();
+  }
+
+  private resume(): void {
+    this.waiting = false;
+    this.from.resume();
+  }
+}
+
+function endTurn(p: Pump): void {
+  p.endTurn();
+}
+
+function onPumpedData(this: Pumped, chunk: Buffer): void {
+  if (!this[kPump]!.write(chunk)) this.pause();
+}
+
+function onPumpedEnd(this: Pumped): void {
+  this[kPump]!.end();
 }
