@@ -27,6 +27,7 @@ import net from 'node:net';
 import { canonicalIp, familyOf, formatAddr, ipBytes } from '../core/ip';
 import * as libc from '../../native/libc';
 import { pooledSocket } from '../core/pump';
+import { whenConnected } from './connect';
 import { isSourceCollision, sourcePortAttempts } from './source-address';
 import { listenShared } from './shared-listener';
 import { explainSocketError, type SocketError } from '../core/socket-error';
@@ -116,23 +117,22 @@ function connectTransparentOnce(local: Endpoint, remote: Endpoint, timeoutMs: nu
   } catch (e) {
     return Promise.reject(explain(e, what()));
   }
-  return new Promise((resolve, reject) => {
-    let s: net.Socket;
-    try {
-      const options = { fd, readable: true, writable: true, allowHalfOpen: true };
-      s = reader === 'pump' ? pooledSocket(options) : new net.Socket(options);
-    } catch (e) {
-      libc.close(fd);
-      reject(explain(e, what()));
-      return;
-    }
-    const timer = setTimeout(() => {
-      s.destroy();
-      reject(Object.assign(new Error(`${what()} timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' }));
-    }, timeoutMs);
-    s.once('connect', () => { clearTimeout(timer); s.setNoDelay(true); resolve(s); });
-    s.once('error', (e) => { clearTimeout(timer); s.destroy(); reject(Object.assign(e, { message: `${what()}: ${e.message}` })); });
-    // a dotted quad net.isIPv4 accepts is already canonical
-    s.connect({ host: net.isIPv4(remote.ip) ? remote.ip : canonicalIp(remote.ip), port: remote.port });
-  });
+  let s: net.Socket;
+  try {
+    const options = { fd, readable: true, writable: true, allowHalfOpen: true };
+    s = reader === 'pump' ? pooledSocket(options) : new net.Socket(options);
+  } catch (e) {
+    libc.close(fd);
+    return Promise.reject(explain(e, what()));
+  }
+  const connected = whenConnected(s, timeoutMs,
+    () => Object.assign(new Error(`${what()} timed out after ${timeoutMs} ms`), { code: 'ETIMEDOUT' }),
+    (e) => Object.assign(e, { message: `${what()}: ${e.message}` }));
+  // a dotted quad net.isIPv4 accepts is already canonical
+  s.connect({ host: net.isIPv4(remote.ip) ? remote.ip : canonicalIp(remote.ip), port: remote.port });
+  return connected.then(noDelay);
+}
+
+function noDelay(s: net.Socket): net.Socket {
+  return s.setNoDelay(true);
 }
