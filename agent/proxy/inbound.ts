@@ -6,6 +6,7 @@
  * only sender a STRICT pod admits.
  */
 import { constants, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import { wantsLine, type AccessLog } from '../core/log';
 import type { PodInfo } from '../config/objects';
 import { isEnrolled } from '../state/enrollment';
@@ -15,6 +16,7 @@ import { sniFor } from '../tunnel/sni';
 import { splice } from '../tunnel/splice';
 import { countBytes } from '../tunnel/stream-counts';
 import { connectionMembers } from './access-log';
+import type { RelayResult } from './relay';
 import { deliver, type Arrival, type DeliveryContext, type Downstream } from './deliver';
 import { arrivalAccount, type FairShare } from './fairness-share';
 
@@ -81,18 +83,34 @@ export function plaintextArrival(store: WorkloadStore, f: { clientIp: string; cl
 
 /** An HBONE stream as deliver() sees it: accepting answers 200, refusing after that resets the stream. */
 export function tunnelDownstream(tunnel: TunnelStream): Downstream {
-  let stream: ServerHttp2Stream | undefined;
-  return {
-    accept: () => (stream = tunnel.accept()),
-    countBytes: () => countBytes(stream!),
-    refuse: (status, reason) => {
-      if (stream === undefined) tunnel.refuse(status, reason);
-      else if (!stream.closed) stream.close(constants.NGHTTP2_CONNECT_ERROR);
-    },
-    splice: (upstream) => new Promise((resolve) => {
-      splice(stream!, upstream, (r) => resolve({ sent: r.bytesIn, received: r.bytesOut, ...(r.error === undefined ? {} : { error: new Error(r.error) }) }));
-    }),
-  };
+  return new TunnelDownstream(tunnel);
+}
+
+/** One object per connection, its methods shared (four closures and their context were ~0.25 KiB per open connection). */
+class TunnelDownstream implements Downstream {
+  private stream: ServerHttp2Stream | undefined;
+
+  constructor(private readonly tunnel: TunnelStream) {}
+
+  accept(): ServerHttp2Stream {
+    return (this.stream = this.tunnel.accept());
+  }
+
+  countBytes(): () => { read: number; written: number } {
+    return countBytes(this.stream!);
+  }
+
+  refuse(status: number, reason: string): void {
+    const stream = this.stream;
+    if (stream === undefined) this.tunnel.refuse(status, reason);
+    else if (!stream.closed) stream.close(constants.NGHTTP2_CONNECT_ERROR);
+  }
+
+  splice(upstream: Socket): Promise<RelayResult> {
+    return new Promise((resolve) => {
+      splice(this.stream!, upstream, (r) => resolve({ sent: r.bytesIn, received: r.bytesOut, ...(r.error === undefined ? {} : { error: new Error(r.error) }) }));
+    });
+  }
 }
 
 /** SNI name → identity of this node's workloads, built once per state snapshot, not per handshake. */

@@ -194,36 +194,61 @@ export class HboneServer {
 
   private handle(stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders): void {
     const started = Date.now();
-    stream.on('error', (e) => log.debug({ reason: e.message }, 'stream error'));
+    stream.on('error', logStreamError);
     const peer = this.peers.get(stream.session as http2.ServerHttp2Session);
     if (peer === undefined) return void stream.close(http2.constants.NGHTTP2_REFUSED_STREAM);
     const { identity: peerIdentity, remote } = peer;
     const traceparent = typeof headers.traceparent === 'string' ? headers.traceparent : undefined;
-    const forwardedFor = forwardedForOf(headers.forwarded);
-    const report = (info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs'>): void =>
-      this.options.onStream?.({ peerIdentity, ...remote, ...(traceparent === undefined ? {} : { traceparent }), ...info, durationMs: Date.now() - started });
-    const answer = (status: number, reason: string): void => {
-      if (!stream.closed && !stream.headersSent) stream.respond({ ':status': status, [REASON_HEADER]: reason }, { endStream: true });
-    };
-    const refuse = (status: number, reason: string, target?: TunnelTarget): void => {
-      answer(status, reason);
-      report({ ...(target ? { target } : {}), status, bytesIn: 0, bytesOut: 0, error: reason });
-    };
-    if (headers[':method'] !== 'CONNECT') return refuse(405, `only CONNECT is served here, not ${headers[':method']}`);
+    const tunnel = new ServedStream(stream, this.options.onStream, started, peerIdentity, remote, traceparent);
+    if (headers[':method'] !== 'CONNECT') return tunnel.refuseAndReport(405, `only CONNECT is served here, not ${headers[':method']}`);
     const target = parseAuthority(headers[':authority']);
-    if (!target.ok) return refuse(400, target.error);
+    if (!target.ok) return tunnel.refuseAndReport(400, target.error);
+    const forwardedFor = forwardedForOf(headers.forwarded);
     const request: StreamRequest = { peerIdentity, target: target.value, ...remote,
       ...(traceparent === undefined ? {} : { traceparent }), ...(forwardedFor === undefined ? {} : { forwardedFor }) };
     const decision = this.options.authorize(request);
-    if (!decision.allow) return refuse(403, decision.reason, target.value);
-    this.options.serve(request, {
-      accept: () => {
-        stream.respond({ ':status': 200 });
-        return stream;
-      },
-      refuse: answer,
-      report,
-    });
+    if (!decision.allow) return tunnel.refuseAndReport(403, decision.reason, target.value);
+    this.options.serve(request, tunnel);
+  }
+}
+
+function logStreamError(e: Error): void {
+  log.debug({ reason: e.message }, 'stream error');
+}
+
+/**
+ * A CONNECT stream handed to `serve`: its facts in one object and its methods shared, so an open
+ * connection holds no closures for them (they and their context were ~0.3 KiB per connection).
+ */
+class ServedStream implements TunnelStream {
+  constructor(
+    private readonly stream: http2.ServerHttp2Stream,
+    private readonly onStream: ((info: StreamInfo) => void) | undefined,
+    private readonly started: number,
+    private readonly peerIdentity: string,
+    private readonly remote: { remoteAddress?: string; remotePort?: number },
+    private readonly traceparent: string | undefined,
+  ) {}
+
+  accept(): http2.ServerHttp2Stream {
+    this.stream.respond({ ':status': 200 });
+    return this.stream;
+  }
+
+  refuse(status: number, reason: string): void {
+    const stream = this.stream;
+    if (!stream.closed && !stream.headersSent) stream.respond({ ':status': status, [REASON_HEADER]: reason }, { endStream: true });
+  }
+
+  report(info: Omit<StreamInfo, 'peerIdentity' | 'traceparent' | 'durationMs' | 'remoteAddress' | 'remotePort'>): void {
+    this.onStream?.({ peerIdentity: this.peerIdentity, ...this.remote, ...(this.traceparent === undefined ? {} : { traceparent: this.traceparent }), ...info,
+      durationMs: Date.now() - this.started });
+  }
+
+  /** A refusal the server makes itself, before `serve`: answered and reported. */
+  refuseAndReport(status: number, reason: string, target?: TunnelTarget): void {
+    this.refuse(status, reason);
+    this.report({ ...(target ? { target } : {}), status, bytesIn: 0, bytesOut: 0, error: reason });
   }
 }
 
