@@ -68,7 +68,8 @@ async function collectAllAvailableGarbage(): Promise<void> {
 
 /**
  * Starts sampling (an unref'd timer: it keeps nothing alive). `activity` is a count that grows with
- * traffic (FairShare.activity); `onShrink` is told what each shrink gave back, and after what. Returns the stop function.
+ * traffic (FairShare.activity); `onShrink` is told what each shrink gave back, and after what;
+ * `trimNative` runs after each collection (the agent's gives malloc's free memory back: libc.mallocTrim). Returns the stop function.
  */
 export interface Shrunk {
   /** 'start': the start's garbage; 'traffic': what a burst of traffic left */
@@ -78,7 +79,7 @@ export interface Shrunk {
   ms: number;
 }
 
-export function startIdleShrink(activity: () => number, onShrink: (e: Shrunk) => void, onError: (e: Error) => void): () => void {
+export function startIdleShrink(activity: () => number, onShrink: (e: Shrunk) => void, onError: (e: Error) => void, trimNative: () => void = () => undefined): () => void {
   let state: ShrinkState = { baseline: getHeapStatistics().total_heap_size, idleRun: 0, lastAt: -Infinity, startPending: true };
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   let lastActivity = activity();
@@ -99,6 +100,9 @@ export function startIdleShrink(activity: () => number, onShrink: (e: Shrunk) =>
     running = true;
     const t0 = performance.now();
     collectAllAvailableGarbage().then(() => {
+      // What the collection freed on the native side (buffers' backing stores, TLS and HTTP/2
+      // state of closed connections) is back in malloc now; give it to the kernel too.
+      trimNative();
       const afterBytes = getHeapStatistics().total_heap_size;
       state = { ...state, baseline: afterBytes };
       onShrink({ after, beforeBytes: before, afterBytes, ms: performance.now() - t0 });

@@ -6,6 +6,7 @@
 import type http from 'node:http';
 import { isAbsolute, relative } from 'node:path';
 import * as bpf from '../../native/libbpf';
+import * as libc from '../../native/libc';
 import type { Snapshot } from '../config/objects';
 import type { AccessLog, Logger } from '../core/log';
 import { accessLogger, operationalLogger } from '../core/log';
@@ -292,7 +293,8 @@ export class NodeAgent {
       const stopShrink = startIdleShrink(() => agent.fairness.activity(),
         (e) => agent.log.debug({ beforeMiB: +(e.beforeBytes / 2 ** 20).toFixed(1), afterMiB: +(e.afterBytes / 2 ** 20).toFixed(1), ms: Math.round(e.ms) },
           e.after === 'start' ? 'started and idle: V8 heap given back' : 'traffic stopped: V8 heap given back'),
-        (e) => agent.log.warn({ reason: e.message }, 'traffic stopped, but the V8 heap could not be given back'));
+        (e) => agent.log.warn({ reason: e.message }, 'traffic stopped, but the V8 heap could not be given back'),
+        () => libc.mallocTrim());
       const stopHealth = agent.stopHealth;
       agent.stopHealth = () => { stopHealth(); stopShed(); agent.fairness.stop(); stopShrink(); };
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());

@@ -66,7 +66,8 @@ test('startIdleShrink gives a heap grown by garbage back once the loop is idle, 
   const shrinks: Shrunk[] = [];
   const errors: Error[] = [];
   let moved = 0;
-  const stop = startIdleShrink(() => moved, (e) => shrinks.push(e), (e) => errors.push(e));
+  let trims = 0;
+  const stop = startIdleShrink(() => moved, (e) => shrinks.push(e), (e) => errors.push(e), () => { trims++; });
   try {
     // Idle from the start: the start's shrink comes first, whatever the heap.
     let deadline = Date.now() + (IDLE_SAMPLES + 4) * SAMPLE_MS;
@@ -88,6 +89,7 @@ test('startIdleShrink gives a heap grown by garbage back once the loop is idle, 
     assert.equal(shrinks.length, 1, `no shrink within ${(IDLE_SAMPLES + 4) * SAMPLE_MS} ms of idle (heap ${Math.round(grown / MiB)} MiB)`);
     const s = shrinks[0]!;
     assert.equal(s.after, 'traffic');
+    assert.equal(trims, 2, 'native memory trimmed after each collection (the start\'s and this one)');
     assert.ok(s.beforeBytes - s.afterBytes >= GROWTH_BYTES, `gave back ${((s.beforeBytes - s.afterBytes) / MiB).toFixed(1)} MiB (${(s.beforeBytes / MiB).toFixed(1)} -> ${(s.afterBytes / MiB).toFixed(1)})`);
     // The loop still turns after it (the inspector session was let go).
     await new Promise((r) => setTimeout(r, 20));
