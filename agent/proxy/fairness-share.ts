@@ -92,6 +92,30 @@ const handleOf = (s: Socket): StreamHandle | undefined => {
   return h && typeof h.onread === 'function' && typeof h.readStop === 'function' ? h : undefined;
 };
 
+/** A gated socket's state, on its handle: one object, where a context and two closures per socket were. */
+interface Gate {
+  share: FairShare;
+  account: Account;
+  socket: Socket;
+  /** the handle's own onread, called first */
+  read: (...args: unknown[]) => unknown;
+  /** the handle's bytesRead when last charged */
+  last: number;
+}
+const kGate = Symbol('weft.fairnessGate');
+type GatedHandle = StreamHandle & { [kGate]?: Gate };
+
+/** Every gated handle's onread (called on the handle): reads as before, then charges what it read to the socket's account. */
+function gatedRead(this: GatedHandle, ...args: unknown[]): unknown {
+  const g = this[kGate]!;
+  const r = g.read.apply(this, args);
+  const total = this.bytesRead;
+  const n = total - g.last;
+  g.last = total;
+  if (n > 0) g.share.charge(g.account, n, g.socket, this);
+  return r;
+}
+
 export class FairShare {
   private readonly accounts = new Map<string, Account>();
   /** accounts that read in this turn, reset at its end */
@@ -235,22 +259,12 @@ export class FairShare {
   private gateAccount(socket: Socket, a: Account): void {
     const h = handleOf(socket);
     if (!h) return;
-    let last = h.bytesRead;
-    const read = h.onread;
-    const charge = (): void => {
-      const total = h.bytesRead;
-      const n = total - last;
-      last = total;
-      if (n > 0) this.charge(a, n, socket, h);
-    };
-    h.onread = function gatedRead(this: unknown, ...args: unknown[]): unknown {
-      const r = read.apply(this, args);
-      charge();
-      return r;
-    };
+    (h as GatedHandle)[kGate] = { share: this, account: a, socket, read: h.onread, last: h.bytesRead };
+    h.onread = gatedRead;
   }
 
-  private charge(a: Account, n: number, socket: Socket, h: StreamHandle): void {
+  /** @internal for gatedRead: `n` more bytes read by a gated socket of `a`. */
+  charge(a: Account, n: number, socket: Socket, h: StreamHandle): void {
     this.moved += n;
     if (!this.turnScheduled) {
       this.turnScheduled = true;
