@@ -59,7 +59,15 @@ export async function onHttp1Tunnel(c: { o: ServeHttpOptions }, req: TunnelReque
     return ex.report();
   }
   const headers = isConnect ? withoutHopByHop(req.rawHeaders) : withoutHopByHop(req.rawHeaders, { keep: ['connection', 'upgrade'] });
-  const upReq = http.request({ createConnection: () => app as never, method: req.method, path: req.url, headers });
+  let upReq: http.ClientRequest;
+  try {
+    upReq = http.request({ createConnection: () => app as never, method: req.method, path: req.url, headers });
+  } catch (e) {
+    // A head Node's client will not send (a Trailer field on a request without a chunked body, a
+    // field value it rejects): refused here, where it would have been an unhandled rejection.
+    app.destroy();
+    return refuse(400, 'request head cannot be forwarded', e instanceof Error ? e.message : String(e));
+  }
   const agreed = async (res: http.IncomingMessage, upSocket: Duplex, upHead: Buffer): Promise<void> => {
     ex.status = res.statusCode ?? 0;
     socket.write(responseHead(ex.status, res.statusMessage, res.rawHeaders));

@@ -59,8 +59,8 @@ function rule(c: Checker, value: unknown, field: string, namespace: string): Htt
       const m = match(c, entry, join(`${field}.matches`, i));
       if (m !== undefined) out.matches.push(m);
     });
-    // An empty list is the same as none: every request.
-    if ((raw.matches as unknown[]).length === 0) out.matches.push(defaultMatch());
+    // An empty list is the same as none: every request. (Anything else that is not a list was reported above.)
+    if (Array.isArray(raw.matches) && raw.matches.length === 0) out.matches.push(defaultMatch());
   }
   out.filters = readFilters(c, raw.filters, `${field}.filters`, namespace, 'http-rule');
   out.backendRefs = readBackendRefs(c, raw.backendRefs, `${field}.backendRefs`, namespace, 'http-backend');

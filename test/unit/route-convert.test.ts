@@ -35,6 +35,8 @@ describe('HTTPRoute: rejected, by object and field', () => {
       [['spec.rules[0].backendRefs', /weights add up to 0/]]],
     ['an unknown field with a near miss', `${PARENT}  rules: [{ backendRef: [{ name: web, port: 80 }] }]`,
       [['spec.rules[0].backendRef', /unknown field; did you mean "backendRefs"\?/]]],
+    ['matches that are null (found by the config-objects fuzz target: it threw)', `${PARENT}  rules: [{ matches: null, backendRefs: [{ name: web, port: 80 }] }]`,
+      [['spec.rules[0].matches', /list/]]],
     ['an unknown match field', `${PARENT}  rules: [{ matches: [{ queryParam: [] }], backendRefs: [{ name: web, port: 80 }] }]`,
       [['spec.rules[0].matches[0].queryParam', /did you mean "queryParams"\?/]]],
     ['a Gateway parentRef (by default)', '  parentRefs: [{ name: my-gateway }]',
