@@ -1,6 +1,7 @@
 import * as net from 'node:net';
 import type { Socket } from 'node:net';
 import { connectPooled } from '../core/pump';
+import { ignoreError } from '../core/socket-error';
 
 /**
  * Opens a half-open-capable TCP connection, failing with ETIMEDOUT after `timeoutMs`. By default it
@@ -45,4 +46,3 @@ export function whenConnected(s: Socket, timeoutMs: number, timedOut: () => Erro
   });
 }
 
-function ignoreError(): void {}

@@ -8,6 +8,7 @@ import { errorForEarlyClose, errorForSession, errorForStatus, HboneError, REASON
 import type { Credentials } from './hbone-server';
 import { spiffeIdOf } from './peer-identity';
 import { TUNNEL_SETTINGS, TUNNEL_WINDOW } from './settings';
+import { ignoreError } from '../core/socket-error';
 
 export interface ConnectRequest {
   sourceIdentity: string;
@@ -237,8 +238,6 @@ export class HbonePool {
   }
 }
 
-/** What a CONNECT stream's errors come to once its answer is settled, until its user listens (one function for all streams). */
-function ignoreError(): void {}
 
 function hostPort({ host, port }: { host: string; port: number }): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
