@@ -238,7 +238,6 @@ export class HbonePool {
   }
 }
 
-
 function hostPort({ host, port }: { host: string; port: number }): string {
   return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
 }
