@@ -12,37 +12,44 @@ import type { Readable, Writable } from 'node:stream';
  */
 export const PUMP_BUDGET = 1 << 20;
 
-/** A read buffer once a read has filled the small one: bulk moves in 64 KiB reads. */
+/** A socket's own read buffer while its reads are large: bulk moves in 64 KiB reads. */
 export const READ_SIZE = 64 * 1024;
 /**
- * A read buffer for a socket whose reads are small (a request, a reply, nothing at all): every
- * pooled socket holds its next read buffer for as long as it waits, and an idle connection that
- * held 64 KiB paid up to 64 KiB of RSS for it (pages a recycled buffer had touched): at 10,000
- * idle connections the destination agent's RSS per connection was about 5 KiB above the source's.
+ * A read no larger than this is small: a request, a reply. A socket whose reads are small reads
+ * into one buffer shared by every such socket (SHARED_READ), and each read is copied out at its own
+ * size. Node keeps a socket's next `onread` buffer for as long as the socket waits, so a buffer of
+ * its own costs an idle connection its size: 64 KiB buffers made the destination agent's RSS per
+ * idle connection about 5 KiB above the source's, and 4 KiB ones still 4.8 KB of heap per
+ * connection (heap snapshot, docs/memory.md). A shared buffer costs an idle connection nothing.
  */
 export const SMALL_READ_SIZE = 4 * 1024;
-/** Small reads in a row after which a socket on 64 KiB buffers goes back to small ones. */
+/** Small reads in a row after which a socket on its own 64 KiB buffers goes back to the shared one. */
 const SMALL_READS_TO_SHRINK = 4;
-/** Free read buffers kept for reuse, process-wide, of each size (64 × 64 KiB = 4 MiB, 64 × 4 KiB at most). */
+/** Free 64 KiB read buffers kept for reuse, process-wide (64 × 64 KiB = 4 MiB at most). */
 const MAX_FREE_READ_BUFFERS = 64;
 const freeReadBuffers: Buffer[] = [];
-const freeSmallReadBuffers: Buffer[] = [];
+/**
+ * The read buffer of every socket whose reads are small. Safe to share: libuv allocates, reads and
+ * calls back for one socket at a time, synchronously, and onPooledRead copies a read out of it
+ * before it returns. As large as a big buffer, so the read that starts a bulk transfer is whole.
+ */
+const SHARED_READ = Buffer.allocUnsafeSlow(READ_SIZE);
 
 /**
- * Whether the next read buffer handed out is a 64 KiB one. Node calls a socket's `onread.buffer`
- * function right after its `onread.callback` returns (and once when the socket opens, when this
- * is false): onPooledRead sets it for the socket it has just read, the generator takes and clears it.
+ * Whether the next read buffer handed out is a socket's own 64 KiB one. Node calls a socket's
+ * `onread.buffer` function right after its `onread.callback` returns (and once when the socket
+ * opens, when this is false): onPooledRead sets it for the socket it has just read, the generator
+ * takes and clears it.
  */
 let nextReadBig = false;
 
 const takeReadBuffer = (): Buffer => {
   const big = nextReadBig;
   nextReadBig = false;
-  return big ? freeReadBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE) : freeSmallReadBuffers.pop() ?? Buffer.allocUnsafeSlow(SMALL_READ_SIZE);
+  return big ? freeReadBuffers.pop() ?? Buffer.allocUnsafeSlow(READ_SIZE) : SHARED_READ;
 };
 const giveReadBuffer = (b: Buffer): void => {
-  const free = b.length === READ_SIZE ? freeReadBuffers : freeSmallReadBuffers;
-  if (free.length < MAX_FREE_READ_BUFFERS) free.push(b);
+  if (freeReadBuffers.length < MAX_FREE_READ_BUFFERS) freeReadBuffers.push(b);
 };
 
 const kPooledReads = Symbol('weft.pooledReads');
@@ -51,8 +58,9 @@ const kPooledReads = Symbol('weft.pooledReads');
 interface PooledReads {
   /** the pump that has taken the socket over */
   pump?: Pump;
-  queued: Array<[Buffer, Buffer]>;
-  /** small reads in a row into 64 KiB buffers */
+  /** a chunk, and the socket's own buffer it lies in (undefined: a copy out of the shared one) */
+  queued: Array<[Buffer, Buffer | undefined]>;
+  /** small reads in a row into the socket's own buffers */
   smallReads: number;
 }
 
@@ -62,32 +70,41 @@ const MAX_QUEUED_READS = 4;
 type PooledSocket = Socket & { [kPooledReads]?: PooledReads };
 
 /**
- * The size of a socket's next read buffer, from its last read. Pure. A read that filled its buffer
- * moves to (or stays on) 64 KiB; SMALL_READS_TO_SHRINK reads in a row that a small buffer would have
- * held move back to small; a small buffer's read that did not fill it stays small.
+ * Where a socket's next read goes, from its last one. Pure. On the shared buffer, a read larger
+ * than SMALL_READ_SIZE moves the socket to buffers of its own; on its own buffers, SMALL_READS_TO_SHRINK
+ * small reads in a row move it back.
  */
-export function nextReadSize(bufferSize: number, nread: number, smallReads: number): { big: boolean; smallReads: number } {
-  if (nread >= bufferSize) return { big: true, smallReads: 0 };
-  if (bufferSize < READ_SIZE) return { big: false, smallReads: 0 };
-  const small = nread <= SMALL_READ_SIZE ? smallReads + 1 : 0;
+export function nextReadSize(ownBuffer: boolean, nread: number, smallReads: number): { big: boolean; smallReads: number } {
+  if (nread > SMALL_READ_SIZE) return { big: true, smallReads: 0 };
+  if (!ownBuffer) return { big: false, smallReads: 0 };
+  const small = smallReads + 1;
   return small >= SMALL_READS_TO_SHRINK ? { big: false, smallReads: 0 } : { big: true, smallReads: small };
 }
 
 function onPooledRead(this: PooledSocket, nread: number, buf: Uint8Array): boolean {
   const state = this[kPooledReads]!;
-  const buffer = buf as Buffer;
-  const next = nextReadSize(buffer.length, nread, state.smallReads);
+  const shared = buf === SHARED_READ;
+  const next = nextReadSize(!shared, nread, state.smallReads);
   state.smallReads = next.smallReads;
   nextReadBig = next.big;
-  const chunk = buffer.subarray(0, nread);
-  if (state.pump) return state.pump.writeRead(chunk, buffer);
-  state.queued.push([chunk, buffer]);
+  let chunk: Buffer;
+  let own: Buffer | undefined;
+  if (shared) {
+    // Small reads come out of Node's 8 KiB allocation pool: a copy costs about what a pooled buffer's return did.
+    chunk = Buffer.allocUnsafe(nread);
+    SHARED_READ.copy(chunk, 0, 0, nread);
+  } else {
+    own = buf as Buffer;
+    chunk = own.subarray(0, nread);
+  }
+  if (state.pump) return state.pump.writeRead(chunk, own);
+  state.queued.push([chunk, own]);
   return state.queued.length < MAX_QUEUED_READS;
 }
 
 /**
- * net.connect, with the socket reading into reused buffers (4 KiB while its reads are small,
- * 64 KiB once one fills that) instead of a new ArrayBuffer per read. Those allocations are what drives V8's full collections on a node that sends bulk data
+ * net.connect, with the socket reading into reused buffers (a shared one while its reads are small,
+ * 64 KiB ones of its own once one is large) instead of a new ArrayBuffer per read. Those allocations are what drives V8's full collections on a node that sends bulk data
  * into the tunnel (26 mark-compacts per GiB, about a fifth of that agent's CPU). Such a socket
  * emits no 'data' events; only pump() reads it.
  */
@@ -167,9 +184,9 @@ class Pump {
     if (!this.waiting) from.resume();
   }
 
-  /** A pooled socket's read: its buffer goes back to the pool once written. */
-  writeRead(chunk: Buffer, buffer: Buffer): boolean {
-    return this.write(chunk, () => giveReadBuffer(buffer));
+  /** A pooled socket's read: a buffer of its own goes back to the pool once written. */
+  writeRead(chunk: Buffer, own: Buffer | undefined): boolean {
+    return own ? this.write(chunk, () => giveReadBuffer(own)) : this.write(chunk);
   }
 
   write(chunk: Buffer, written?: () => void): boolean {
