@@ -134,11 +134,16 @@ export function pooledSocket(options: net.SocketConstructorOpts): Socket {
  * waits for nothing); the ones after it are corked until the loop's check phase and leave in one
  * writev.
  */
-export function pump(from: Readable, to: Writable, count: (bytes: number) => void = ignoreCount): void {
-  new Pump(from, to, count).start();
+export function pump(from: Readable, to: Writable, count?: (bytes: number) => void): Pumping {
+  const p = new Pump(from, to, count);
+  p.start();
+  return p;
 }
 
-function ignoreCount(): void {}
+/** A running pump: the bytes it has moved so far. */
+export interface Pumping {
+  readonly bytes: number;
+}
 
 /** The pump reading a stream (a stream is read by one pump at most). */
 const kPump = Symbol('weft.pump');
@@ -149,7 +154,8 @@ type Pumped = Readable & { [kPump]?: Pump };
  * (they find the pump on the stream they are called on), so an idle connection holds no closures
  * for its two pumps (they were ~0.45 KiB each: a context and six closures).
  */
-class Pump {
+class Pump implements Pumping {
+  bytes = 0;
   private readonly budget: number;
   private inTurn = false;
   private corked = false;
@@ -158,7 +164,7 @@ class Pump {
   /** made at the first backpressure: most connections never wait */
   private onDrain: (() => void) | undefined;
 
-  constructor(private readonly from: Readable, private readonly to: Writable, private readonly count: (bytes: number) => void) {
+  constructor(private readonly from: Readable, private readonly to: Writable, private readonly count: ((bytes: number) => void) | undefined) {
     this.budget = Math.max(PUMP_BUDGET, to.writableHighWaterMark);
   }
 
@@ -190,7 +196,8 @@ class Pump {
   }
 
   write(chunk: Buffer, written?: () => void): boolean {
-    this.count(chunk.length);
+    this.bytes += chunk.length;
+    this.count?.(chunk.length);
     const to = this.to;
     if (!this.inTurn) {
       this.inTurn = true;

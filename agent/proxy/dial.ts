@@ -13,7 +13,7 @@ import { connectWithTimeout } from './connect';
 import { deliver, type Arrival, type DeliveryContext, type Downstream } from './deliver';
 import { duplexPair, type PairEnd } from './duplex-pair';
 import type { OutboundRoute } from './outbound-route';
-import { pump } from '../core/pump';
+import { relay } from './relay';
 
 type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
@@ -69,17 +69,7 @@ export function pairDownstream(end: PairEnd): Downstream {
   return {
     accept: () => end,
     refuse: (_status, reason) => { if (!end.destroyed) end.destroy(Object.assign(new Error(reason), { code: 'ECONNRESET' })); },
-    splice: (upstream) => new Promise((resolve) => {
-      let sent = 0, received = 0, open = 2;
-      let error: Error | undefined;
-      const closed = () => { if (--open === 0) resolve({ sent, received, ...(error ? { error } : {}) }); };
-      end.on('error', (e: Error) => { error ??= e; upstream.destroy(); });
-      upstream.on('error', (e: Error) => { error ??= e; end.destroy(); });
-      end.on('close', closed);
-      upstream.on('close', closed);
-      pump(end, upstream, (n) => { sent += n; });
-      pump(upstream, end, (n) => { received += n; });
-    }),
+    splice: (upstream) => relay(end, upstream),
     countBytes: () => {
       const [read, written] = [end.bytesRead, end.bytesWritten];
       return () => ({ read: end.bytesRead - read, written: end.bytesWritten - written });

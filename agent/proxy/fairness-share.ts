@@ -14,6 +14,7 @@
  *   account (fairness.ts chooseShed) is shed for shedMs: its reads are held and its new connections
  *   refused, so the proxy stops spending the CPU it gets on it and serves the others first.
  */
+import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Arrival } from './deliver';
 import { overloadShed, type OverloadShedEvent } from '../telemetry/events';
@@ -69,6 +70,52 @@ export interface Ticket {
   ready(): void;
   /** ended (idempotent; also ends pending) */
   close(): void;
+  /** close() when `emitter` emits 'close' */
+  closeOn(emitter: EventEmitter): void;
+}
+
+/**
+ * A Ticket as one object per connection (it was a context and two closures, and a second object
+ * in byClient: about 0.25 KiB an open connection held, docs/memory.md).
+ */
+class AdmittedTicket implements Ticket {
+  private pending = true;
+  private open = true;
+
+  /** `client`: the key it is found by in `byClient` (attachUpstream), if any */
+  constructor(readonly state: Account, private readonly client: string | undefined, private readonly byClient: Map<string, AdmittedTicket>) {}
+
+  get account(): AccountRef {
+    return this.state.ref;
+  }
+
+  ready(): void {
+    if (!this.pending) return;
+    this.pending = false;
+    this.state.pending--;
+  }
+
+  close(): void {
+    this.ready();
+    if (this.open) {
+      this.open = false;
+      this.state.open--;
+    }
+    if (this.client !== undefined && this.byClient.get(this.client) === this) this.byClient.delete(this.client);
+  }
+
+  closeOn(emitter: EventEmitter): void {
+    (emitter as Ticketed)[kTicket] = this;
+    emitter.on('close', onTicketedClose);
+  }
+}
+
+const kTicket = Symbol('weft.ticket');
+type Ticketed = EventEmitter & { [kTicket]?: Ticket };
+
+/** One listener for every ticketed socket: no closure per connection. */
+function onTicketedClose(this: Ticketed): void {
+  this[kTicket]!.close();
 }
 
 export const LAG_SAMPLE_MS = 10;
@@ -128,7 +175,7 @@ export class FairShare {
   /** consecutive lag samples above overloadLagMs: one stall (a GC, a burst of handshakes) is not an overload */
   private overloadedRun = 0;
   /** tickets of outbound connections by client address, for the upstream opened on their behalf */
-  private readonly byClient = new Map<string, { ticket: Ticket; account: Account }>();
+  private readonly byClient = new Map<string, AdmittedTicket>();
   /** the largest lag seen since the last read of `maxLag()` */
   private lagMax = 0;
   /** refused connections of shed accounts waiting for their reset */
@@ -191,18 +238,8 @@ export class FairShare {
     if (probation) a.turnBytes += c.readBudgetBytes;
     a.open++;
     a.pending++;
-    let pending = true;
-    let open = true;
-    const ticket: Ticket = {
-      account: a.ref,
-      ready: () => { if (pending) { pending = false; a.pending--; } },
-      close: () => {
-        ticket.ready();
-        if (open) { open = false; a.open--; }
-        if (client !== undefined && this.byClient.get(client)?.ticket === ticket) this.byClient.delete(client);
-      },
-    };
-    if (client !== undefined) this.byClient.set(client, { ticket, account: a });
+    const ticket = new AdmittedTicket(a, client, this.byClient);
+    if (client !== undefined) this.byClient.set(client, ticket);
     return { ok: true, ticket };
   }
 
@@ -234,8 +271,8 @@ export class FairShare {
   attachUpstream(socket: Socket, client: string, fallback: () => AccountRef): void {
     const t = this.byClient.get(client);
     if (t) {
-      t.ticket.ready();
-      this.gateAccount(socket, t.account);
+      t.ready();
+      this.gateAccount(socket, t.state);
     } else {
       this.gateAccount(socket, this.account(fallback()));
     }

@@ -154,7 +154,8 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
         return tunnel.report({ target: request.target, status: 503, bytesIn: 0, bytesOut: 0, error: admitted.refusal.detail });
       }
       if (client === undefined) admitted.ticket.ready();
-      void deliver(tunnelDownstream(tunnel), arrival, o.delivery).finally(admitted.ticket.close);
+      const { ticket } = admitted;
+      void deliver(tunnelDownstream(tunnel), arrival, o.delivery).finally(() => ticket.close());
     },
     // Streams the tunnel itself refused (not CONNECT, bad authority, no such local pod): deliver() logs the rest.
     onStream: (info) => {

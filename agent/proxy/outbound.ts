@@ -104,7 +104,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
     }
     ticket = admitted.ticket;
     o.fairness.gate(client, ticket.account);
-    client.on('close', ticket.close);
+    ticket.closeOn(client);
   }
   const svc = serviceTarget(o.services.store(), orig.ip, orig.port);
   if (svc.kind === 'service') {

@@ -17,6 +17,13 @@ export class WorkloadStore {
   private readonly namespaces = new Map<string, NamespaceInfo>();
   private readonly nodes = new Map<string, NodeInfo>();
   private readonly servicesByIp = new Map<string, ServiceInfo>();
+  /**
+   * What workloadRef and identityOf said of each pod of this snapshot: every connection asks for
+   * them, and building them each time left two descriptions and a SPIFFE ID of five joined strings
+   * per connection in the heap for as long as it lived (heap snapshot, docs/memory.md).
+   */
+  private readonly refs = new WeakMap<PodInfo, WorkloadRef>();
+  private readonly identities = new WeakMap<PodInfo, string>();
 
   constructor(readonly snapshot: Snapshot) {
     const ambiguous = new Set<string>();
@@ -75,15 +82,30 @@ export class WorkloadStore {
     return workloadName(pod);
   }
 
-  /** What the proxy and telemetry say of a pod. */
+  /** What the proxy and telemetry say of a pod: one frozen object per pod of this snapshot, shared by its connections. */
   workloadRef(pod: PodInfo): WorkloadRef {
-    return { namespace: pod.namespace, name: pod.name, workload: workloadName(pod), identity: this.identityOf(pod), node: pod.nodeName };
+    let ref = this.refs.get(pod);
+    if (!ref) {
+      ref = Object.freeze({ namespace: pod.namespace, name: pod.name, workload: workloadName(pod), identity: this.identityOf(pod), node: pod.nodeName });
+      this.refs.set(pod, ref);
+    }
+    return ref;
   }
 
-  /** `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` */
+  /** `spiffe://<trust domain>/ns/<namespace>/sa/<service account>` (in the default trust domain, one string per pod of this snapshot) */
   identityOf(pod: PodInfo, trustDomain: string = DEFAULT_TRUST_DOMAIN): string {
-    return `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
+    if (trustDomain !== DEFAULT_TRUST_DOMAIN) return spiffeOf(trustDomain, pod);
+    let id = this.identities.get(pod);
+    if (id === undefined) {
+      id = spiffeOf(trustDomain, pod);
+      this.identities.set(pod, id);
+    }
+    return id;
   }
+}
+
+function spiffeOf(trustDomain: string, pod: PodInfo): string {
+  return `spiffe://${trustDomain}/ns/${pod.namespace}/sa/${pod.serviceAccount}`;
 }
 
 function canonicalIps(ips: string[]): string[] {

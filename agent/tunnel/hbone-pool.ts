@@ -43,6 +43,14 @@ interface Session {
 
 const log = operationalLogger('hbone-pool');
 
+/** The session a CONNECT stream was opened on: one listener for every stream frees its slot, not a closure per stream. */
+const kSession = Symbol('weft.hboneSession');
+type PooledStream = http2.ClientHttp2Stream & { [kSession]?: Session };
+
+function onPooledStreamClose(this: PooledStream): void {
+  this[kSession]!.active--;
+}
+
 /**
  * The outbound end of the tunnel: CONNECT streams multiplexed over sessions pooled per
  * (source identity, destination node, destination identity by SNI). A session is opened when none has a free stream slot
@@ -90,7 +98,8 @@ export class HbonePool {
       ...(request.traceparent === undefined ? {} : { traceparent: request.traceparent }),
       ...(request.source === undefined ? {} : { forwarded: forwardedHeader(request.source) }),
     }, { endStream: false });
-    stream.on('close', () => { session.active--; });
+    (stream as PooledStream)[kSession] = session;
+    stream.on('close', onPooledStreamClose);
     return this.answered(stream, { node, target });
   }
 

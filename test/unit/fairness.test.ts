@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 // Fairness between pods in the node proxy (agent/proxy/fairness.ts, fairness-share.ts): the pure
 // decisions (limits, the shedding choice, the noise score), ProxyConfig spec.fairness, and the
 // read gate on real loopback sockets (bytes per turn of the event loop).
@@ -137,8 +138,15 @@ test('FairShare.admit: open and pending are counted per account, a ticket ends p
     t1.ticket.close();
     t1.ticket.close();
     assert.ok(share.admit(web).ok, 'a closed connection frees its place, once');
+    // closeOn: the ticket closes with its socket ('close'), once however often that is emitted.
+    const socket = new EventEmitter();
+    t2.ticket.closeOn(socket);
+    socket.emit('close');
+    socket.emit('close');
+    assert.equal(share.snapshot().find((a) => a.account === 'shop/web')!.open, 2);
+    assert.ok(share.admit(web).ok, 'the socket\'s close freed its place');
     const { noise, ...counts } = share.snapshot().find((a) => a.account === 'shop/web')!;
-    assert.deepEqual(counts, { account: 'shop/web', open: 3, pending: 1, shed: false });
+    assert.deepEqual(counts, { account: 'shop/web', open: 3, pending: 2, shed: false });
     assert.ok(noise > 0, 'each connection adds to its account\'s noise');
     assert.deepEqual(seen, [{ namespace: 'shop', pod: 'web', reason: 'max_pending' }, { namespace: 'shop', pod: 'web', reason: 'max_connections' }]);
   } finally {

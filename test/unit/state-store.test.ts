@@ -89,4 +89,18 @@ describe('WorkloadStore', () => {
     assert.equal(store.identityOf(snapshot.pods[0]), 'spiffe://cluster.local/ns/shop/sa/web');
     assert.equal(store.identityOf(snapshot.pods[1], 'example.org'), 'spiffe://example.org/ns/shop/sa/default');
   });
+
+  it('describes each pod once per snapshot: every connection to it shares the description', () => {
+    const web = snapshot.pods[0]!;
+    const ref = store.workloadRef(web);
+    assert.deepEqual(ref, { namespace: 'shop', name: web.name, workload: store.workloadName(web), identity: 'spiffe://cluster.local/ns/shop/sa/web', node: web.nodeName });
+    assert.equal(store.workloadRef(web), ref, 'the same object for the same pod');
+    assert.ok(Object.isFrozen(ref), 'shared, so nobody may change it');
+    assert.notEqual(store.workloadRef(snapshot.pods[1]!), ref);
+    // A new snapshot is a new store: a pod that changed is described afresh.
+    const renamed = { ...web, serviceAccount: 'web2' };
+    const next = new WorkloadStore({ ...snapshot, pods: [renamed, ...snapshot.pods.slice(1)] });
+    assert.equal(next.workloadRef(renamed).identity, 'spiffe://cluster.local/ns/shop/sa/web2');
+    assert.equal(store.workloadRef(web).identity, 'spiffe://cluster.local/ns/shop/sa/web');
+  });
 });
