@@ -44,11 +44,16 @@ export class MeshMetrics {
   readonly podConnections = new PodConnections();
   private store: WorkloadStore | undefined;
   /**
-   * Records already derived for a connection's ends (the same object for every request on it), by
+   * HTTP records already derived for a connection's ends (the same object for every request on it), by
    * reporter and outcome: a request on a kept-alive connection derives nothing. Dropped with the
    * state they were derived against and when the records are forgotten.
    */
-  private derived = new WeakMap<ConnectionEnds, Map<string, HttpSeries<HttpLabels> | TcpSeries<TcpLabels>>>();
+  private derived = new WeakMap<ConnectionEnds, Map<string, HttpSeries<HttpLabels>>>();
+  /**
+   * The TCP record per ends, with the outcome it is for: a connection's open and close nearly always
+   * share it. No outcome key and no Map per connection (they were ~0.2 KiB each open connection held).
+   */
+  private lastTcp = new WeakMap<ConnectionEnds, { reporter: ConnectionOpenedEvent['reporter']; security: ConnectionOpenedEvent['security']; flags: ConnectionClosedEvent['flags']; series: TcpSeries<TcpLabels> }>();
   /** The last request outcome per ends and its record (dropped with `derived`). */
   private lastHttp = new WeakMap<ConnectionEnds, Pick<RequestCompletedEvent, 'reporter' | 'security' | 'protocol' | 'status' | 'grpcStatus' | 'flags'> & { series: HttpSeries<HttpLabels> }>();
   /** set while subscribed: what unsubscribes */
@@ -79,6 +84,7 @@ export class MeshMetrics {
     this.denials.clear();
     this.podConnections.clear();
     this.derived = new WeakMap();
+    this.lastTcp = new WeakMap();
     this.lastHttp = new WeakMap();
   }
 
@@ -89,6 +95,7 @@ export class MeshMetrics {
   setStore(store: WorkloadStore): number {
     this.store = store;
     this.derived = new WeakMap();
+    this.lastTcp = new WeakMap();
     this.lastHttp = new WeakMap();
     const present = new Set(store.snapshot.pods.map((p) => `${p.namespace}/${workloadName(p)}`));
     const gone = (l: Named) =>
@@ -155,7 +162,7 @@ export class MeshMetrics {
       && last.grpcStatus === ev.grpcStatus && last.flags === ev.flags) return last.series;
     const byOutcome = this.outcomes(ev.ends);
     const outcome = `${ev.reporter}|${ev.security}|${ev.protocol}|${ev.status}|${ev.grpcStatus ?? ''}|${ev.flags}`;
-    let s = byOutcome.get(outcome) as HttpSeries<HttpLabels> | undefined;
+    let s = byOutcome.get(outcome);
     if (!s) {
       const labels = httpLabels(ev, this.store);
       byOutcome.set(outcome, (s = this.http.get(labelKey(HTTP_LABELS, labels), labels)));
@@ -164,7 +171,7 @@ export class MeshMetrics {
     return s;
   }
 
-  private outcomes(ends: ConnectionEnds): Map<string, HttpSeries<HttpLabels> | TcpSeries<TcpLabels>> {
+  private outcomes(ends: ConnectionEnds): Map<string, HttpSeries<HttpLabels>> {
     let byOutcome = this.derived.get(ends);
     if (!byOutcome) this.derived.set(ends, (byOutcome = new Map()));
     return byOutcome;
@@ -172,13 +179,11 @@ export class MeshMetrics {
 
   /** The TCP record of a connection event with `flags` (every counter of the set exists from its first event, as Istio's). */
   private tcp(ev: ConnectionOpenedEvent, flags: ConnectionClosedEvent['flags']): TcpSeries<TcpLabels> {
-    const byOutcome = this.outcomes(ev.ends);
-    const outcome = `tcp|${ev.reporter}|${ev.security}|${flags}`;
-    let s = byOutcome.get(outcome) as TcpSeries<TcpLabels> | undefined;
-    if (!s) {
-      const labels = tcpLabels(ev, flags, this.store);
-      byOutcome.set(outcome, (s = this.tcpSeries.get(labelKey(TCP_LABELS, labels), labels)));
-    }
-    return s;
+    const last = this.lastTcp.get(ev.ends);
+    if (last !== undefined && last.reporter === ev.reporter && last.security === ev.security && last.flags === flags) return last.series;
+    const labels = tcpLabels(ev, flags, this.store);
+    const series = this.tcpSeries.get(labelKey(TCP_LABELS, labels), labels);
+    this.lastTcp.set(ev.ends, { reporter: ev.reporter, security: ev.security, flags, series });
+    return series;
   }
 }

@@ -45,6 +45,28 @@ describe('telemetry metrics', () => {
     assert.equal(telemetryWanted(), false);
   });
 
+  it('a connection that closes with another outcome than it opened with is counted under each', async () => {
+    const m = new MeshMetrics().subscribe();
+    m.setStore(store);
+    try {
+      const own = { ...ends };
+      connectionOpened.publish({ reporter: 'source', security: 'mutual_tls', ends: own });
+      connectionClosed.publish({ reporter: 'source', security: 'mutual_tls', ends: own, bytesFromClient: 5, bytesToClient: 0, flags: 'CONNECT' });
+      const again = { ...ends };
+      connectionOpened.publish({ reporter: 'source', security: 'mutual_tls', ends: again });
+      connectionClosed.publish({ reporter: 'source', security: 'mutual_tls', ends: again, bytesFromClient: 1, bytesToClient: 2, flags: '-' });
+      const text = await m.metrics();
+      const tcp = (flags: string) => ({ reporter: 'source', request_protocol: 'tcp', response_flags: flags });
+      assert.equal(one(text, 'istio_tcp_connections_opened_total', tcp('-')), 2);
+      assert.equal(one(text, 'istio_tcp_connections_closed_total', tcp('-')), 1);
+      assert.equal(one(text, 'istio_tcp_connections_closed_total', tcp('CONNECT')), 1);
+      assert.equal(one(text, 'istio_tcp_received_bytes_total', tcp('CONNECT')), 5);
+      assert.equal(one(text, 'istio_tcp_received_bytes_total', tcp('-')), 1);
+    } finally {
+      m.unsubscribe();
+    }
+  });
+
   it('names, types, Envoy buckets and le formatting as istio-metrics.md says', async () => {
     const m = new MeshMetrics().subscribe();
     m.setStore(store);
