@@ -101,7 +101,7 @@ export class LiveView {
   private denials: LiveDenial[] = [];
   private store: WorkloadStore | undefined;
   /** the edge of each connection seen (its ends are the same object for each of its requests), by security; dropped with the state */
-  private named = new WeakMap<ConnectionEnds, Partial<Record<SecurityPolicy, Edge>>>();
+  private named = namedBySecurity();
   private readonly started: number;
   private readonly shape: WindowShape;
   private readonly maxEdges: number;
@@ -138,7 +138,7 @@ export class LiveView {
   /** The state ends are named against (plaintext clients by address, Services by cluster IP). */
   setStore(store: WorkloadStore): void {
     this.store = store;
-    this.named = new WeakMap();
+    this.named = namedBySecurity();
   }
 
   /** How many edges are kept. */
@@ -239,9 +239,8 @@ export class LiveView {
   }
 
   private edge(ev: ConnectionOpenedEvent, now: number): Edge {
-    let bySecurity = this.named.get(ev.ends);
-    if (!bySecurity) this.named.set(ev.ends, (bySecurity = {}));
-    let e = bySecurity[ev.security];
+    const named = this.named[ev.security];
+    let e = named.get(ev.ends);
     if (!e || e.gone) {
       const ends = edgeEnds(ev.ends, ev.security, this.store);
       const id = `${ends.source.id} > ${ends.destination.id}`;
@@ -251,7 +250,7 @@ export class LiveView {
         e = { id, source: ends.source, destination: ends.destination, ...(ends.service ? { service: ends.service } : {}), sides: {}, protocol: 'tcp', lastSeen: now, gone: false };
         this.edges.set(id, e);
       }
-      bySecurity[ev.security] = e;
+      named.set(ev.ends, e);
     }
     e.lastSeen = now;
     return e;
@@ -328,4 +327,9 @@ function summarize(e: Edge, now: number, seconds: number): LiveEdge {
     },
     lastSeen: e.lastSeen,
   };
+}
+
+/** A map per security policy, so a connection's edge is found without an object per connection. */
+function namedBySecurity(): Record<SecurityPolicy, WeakMap<ConnectionEnds, Edge>> {
+  return { mutual_tls: new WeakMap(), none: new WeakMap() };
 }

@@ -30,8 +30,11 @@ export interface PodCount { readonly namespace: string; readonly name: string; i
 
 export class PodConnections {
   private readonly pods = new Map<string, PodCount>();
-  /** each open connection's record(s), by its ends: what its close takes back */
-  private open = new WeakMap<ConnectionEnds, Array<{ count: PodCount; direction: Direction }>>();
+  /**
+   * Each open connection's pod count, by its ends, per direction: what its close takes back. No
+   * object per connection (an array and a record were ~0.1 KiB each open connection held).
+   */
+  private open = openByDirection();
 
   /** Every pod's counts now (read at scrape by health.ts's `weft_pod_open_connections`). */
   counts(): Iterable<Readonly<PodCount>> {
@@ -41,24 +44,24 @@ export class PodConnections {
   opened(ev: ConnectionOpenedEvent): void {
     const local = localPodOf(ev);
     if (!local) return;
+    const open = this.open[local.direction];
+    // One connection is one open per direction: its ends opened again in the same direction count once.
+    if (open.has(ev.ends)) return;
     const key = `${local.namespace}/${local.name}`;
     let count = this.pods.get(key);
     if (!count) this.pods.set(key, (count = { namespace: local.namespace, name: local.name, inbound: 0, outbound: 0 }));
     count[local.direction]++;
-    let list = this.open.get(ev.ends);
-    if (!list) this.open.set(ev.ends, (list = []));
-    list.push({ count, direction: local.direction });
+    open.set(ev.ends, count);
   }
 
   closed(ev: ConnectionOpenedEvent): void {
     const local = localPodOf(ev);
-    const list = local && this.open.get(ev.ends);
-    if (!local || !list) return;
-    const i = list.findIndex((o) => o.direction === local.direction);
-    if (i < 0) return;
-    list[i]!.count[local.direction]--;
-    list.splice(i, 1);
-    if (list.length === 0) this.open.delete(ev.ends);
+    if (!local) return;
+    const open = this.open[local.direction];
+    const count = open.get(ev.ends);
+    if (!count) return;
+    count[local.direction]--;
+    open.delete(ev.ends);
   }
 
   /** Removes the series of pods not in `present` (`namespace/name`); returns how many pods were removed. */
@@ -71,7 +74,7 @@ export class PodConnections {
   /** Forgets everything (listening stopped: counts of connections whose close will not be seen would only drift). */
   clear(): void {
     this.pods.clear();
-    this.open = new WeakMap();
+    this.open = openByDirection();
   }
 
   /** The open connections of a pod now (tests, the admin API). */
@@ -79,4 +82,8 @@ export class PodConnections {
     const c = this.pods.get(`${namespace}/${name}`);
     return c && { inbound: c.inbound, outbound: c.outbound };
   }
+}
+
+function openByDirection(): Record<Direction, WeakMap<ConnectionEnds, PodCount>> {
+  return { inbound: new WeakMap(), outbound: new WeakMap() };
 }

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { getHeapStatistics } from 'node:v8';
-import { GROWTH_BYTES, IDLE_SAMPLES, MIN_INTERVAL_MS, SAMPLE_MS, sampleShrink, startIdleShrink, type ShrinkState, type Shrunk } from '../../agent/core/idle-shrink';
+import { GROWTH_BYTES, IDLE_SAMPLES, MIN_INTERVAL_FLOOR_MS, MIN_INTERVAL_MS, minInterval, SAMPLE_MS, sampleShrink, startIdleShrink, type ShrinkState, type Shrunk } from '../../agent/core/idle-shrink';
 
 const MiB = 2 ** 20;
 const start: ShrinkState = { baseline: 20 * MiB, idleRun: 0, lastAt: -Infinity, startPending: false };
@@ -37,6 +37,17 @@ test('sampleShrink: only after IDLE_SAMPLES samples in a row without traffic, wi
   assert.equal(sampleShrink(t, idle, grown, 10_000 + MIN_INTERVAL_MS - 1).shrink, false);
   t = { ...r.state, idleRun: IDLE_SAMPLES };
   assert.equal(sampleShrink(t, idle, grown, 10_000 + MIN_INTERVAL_MS).shrink, true);
+  // Grown more (a burst of connections): sooner, in proportion, but never within MIN_INTERVAL_FLOOR_MS.
+  assert.equal(minInterval(GROWTH_BYTES), MIN_INTERVAL_MS);
+  assert.equal(minInterval(2 * GROWTH_BYTES), MIN_INTERVAL_MS / 2);
+  assert.equal(minInterval(100 * GROWTH_BYTES), MIN_INTERVAL_FLOOR_MS);
+  const twice = start.baseline + 2 * GROWTH_BYTES;
+  t = { ...r.state, idleRun: IDLE_SAMPLES };
+  assert.equal(sampleShrink(t, idle, twice, 10_000 + MIN_INTERVAL_MS / 2 - 1).shrink, false);
+  t = { ...r.state, idleRun: IDLE_SAMPLES };
+  assert.equal(sampleShrink(t, idle, twice, 10_000 + MIN_INTERVAL_MS / 2).shrink, true);
+  t = { ...r.state, idleRun: IDLE_SAMPLES };
+  assert.equal(sampleShrink(t, idle, start.baseline + 100 * GROWTH_BYTES, 10_000 + MIN_INTERVAL_FLOOR_MS - 1).shrink, false);
   // A heap V8 shrank itself below the baseline becomes the baseline.
   assert.equal(sampleShrink(start, busy, 12 * MiB, 0).state.baseline, 12 * MiB);
 });

@@ -81,6 +81,13 @@ describe('PodConnections: connections open per local pod', () => {
     assert.deepEqual(pc.get('shop', 'web'), { inbound: 0, outbound: 0 });
     pc.opened(ev('source', ends(undefined, 'api')));
     assert.deepEqual(pc.get('shop', 'web'), { inbound: 0, outbound: 0 });
+    // One connection opened twice in one direction is still one connection, and one close ends it.
+    const b = ends('web', 'api');
+    pc.opened(ev('source', b));
+    pc.opened(ev('source', b));
+    assert.deepEqual(pc.get('shop', 'web'), { inbound: 0, outbound: 1 });
+    pc.closed(ev('source', b));
+    assert.deepEqual(pc.get('shop', 'web'), { inbound: 0, outbound: 0 });
   });
 
   test('a pod leaving the state takes its series; its connections closing later do not touch a new pod of the same name', () => {
