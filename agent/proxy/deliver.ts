@@ -20,7 +20,7 @@ import { connectionClosed, connectionOpened, requestCompleted, type Reporter, ty
 import type { ActiveSpan, Tracer } from '../telemetry/tracing';
 import { PROPAGATION_FIELDS } from '../telemetry/tracing-context';
 import { deliveredOutcomeMembers, endsMembers, requestMembers, type ConnectionRecord } from './access-log';
-import type { LiveConnections } from './live-connections';
+import type { LiveConnection, LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
 import type { Splicer } from './splice';
 import { chooseSplice } from './splice-decision';
@@ -185,15 +185,30 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   if (accepted === undefined) down.accept();
   // Bytes read while sniffing go first.
   if (head !== undefined && head.length > 0) upstream.write(head);
-  let closedBy: string | undefined;
-  const forget = ctx.live.add({ facts: a, close: (reason) => { closedBy = reason; down.refuse(403, reason); upstream.destroy(); } });
+  const live = new LiveTcp(a, down, upstream);
+  ctx.live.add(live);
   const r = spliceIt ? await splicer!(down.socket!, upstream) : await down.splice(upstream);
-  forget();
+  ctx.live.remove(live);
+  const { closedBy } = live;
   const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;
   // Closed by a policy change: the policy now in force is the one that denied it (telemetry names it).
   const deniedBy = closedBy === undefined ? undefined : judge(ctx.state(), a);
   logConnection(ctx, a, started, { decision: closedBy === undefined ? 'allow' : 'deny', bytesSent: r.sent + (head?.length ?? 0), bytesRecv: r.received,
     ...(error === undefined ? {} : { error }), authz: decision, flags: closedBy === undefined ? '-' : 'DENY', ...(deniedBy?.policy === undefined ? {} : { deniedBy: deniedBy.policy }) });
+}
+
+/** A TCP connection delivered into a pod, as the live set holds it: one object, no closures (docs/memory.md). */
+class LiveTcp implements LiveConnection<Arrival> {
+  /** the reason a policy change closed it, if one did */
+  closedBy: string | undefined;
+
+  constructor(readonly facts: Arrival, private readonly down: Downstream, private readonly upstream: Duplex) {}
+
+  close(reason: string): void {
+    this.closedBy = reason;
+    this.down.refuse(403, reason);
+    this.upstream.destroy();
+  }
 }
 
 async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | undefined, protocol: 'http1' | 'http2', a: Arrival, ctx: DeliveryContext, started: number): Promise<void> {

@@ -13,7 +13,7 @@ import { isEnrolled } from '../state/enrollment';
 import type { WorkloadStore } from '../state/store';
 import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
-import { splice } from '../tunnel/splice';
+import { splice, type SpliceResult } from '../tunnel/splice';
 import { countBytes } from '../tunnel/stream-counts';
 import { connectionMembers } from './access-log';
 import type { RelayResult } from './relay';
@@ -107,10 +107,14 @@ class TunnelDownstream implements Downstream {
   }
 
   splice(upstream: Socket): Promise<RelayResult> {
-    return new Promise((resolve) => {
-      splice(this.stream!, upstream, (r) => resolve({ sent: r.bytesIn, received: r.bytesOut, ...(r.error === undefined ? {} : { error: new Error(r.error) }) }));
-    });
+    const stream = this.stream!;
+    // The promise's own resolve is the splice's callback: no closure held per open connection.
+    return new Promise<SpliceResult>((resolve) => splice(stream, upstream, resolve)).then(asRelayResult);
   }
+}
+
+function asRelayResult(r: SpliceResult): RelayResult {
+  return { sent: r.bytesIn, received: r.bytesOut, ...(r.error === undefined ? {} : { error: new Error(r.error) }) };
 }
 
 /** SNI name → identity of this node's workloads, built once per state snapshot, not per handshake. */

@@ -12,10 +12,13 @@ export interface LiveConnection<Facts> {
 export class LiveConnections<Facts> {
   private readonly live = new Set<LiveConnection<Facts>>();
 
-  /** Tracks a connection until the returned function is called (when it ends). */
-  add(connection: LiveConnection<Facts>): () => void {
+  /** Tracks a connection until it is removed (when it ends). */
+  add(connection: LiveConnection<Facts>): void {
     this.live.add(connection);
-    return () => this.live.delete(connection);
+  }
+
+  remove(connection: LiveConnection<Facts>): void {
+    this.live.delete(connection);
   }
 
   get size(): number {

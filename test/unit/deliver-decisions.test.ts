@@ -177,11 +177,12 @@ test('ProxyConfig: limits by their names, defaults for the rest; unknown and bad
 test('LiveConnections: a re-check closes exactly the connections the new policy denies, with its reason', () => {
   const live = new LiveConnections<{ port: number }>();
   const closed: string[] = [];
-  const forget = [80, 443, 5432].map((port) => live.add({ facts: { port }, close: (why) => closed.push(`${port} ${why}`) }));
+  const conns = [80, 443, 5432].map((port) => ({ facts: { port }, close: (why: string) => { closed.push(`${port} ${why}`); } }));
+  for (const c of conns) live.add(c);
   assert.equal(live.recheck((f) => (f.port === 5432 ? 'DENY policy shop/db rule 0' : undefined)), 1);
   assert.deepEqual(closed, ['5432 DENY policy shop/db rule 0']);
   assert.equal(live.size, 2);
-  forget[0]!();
+  live.remove(conns[0]!);
   assert.equal(live.recheck(() => 'everything'), 1);
   assert.deepEqual(closed.slice(1), ['443 everything']);
   assert.equal(live.size, 0);
