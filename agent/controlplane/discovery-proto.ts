@@ -1,11 +1,11 @@
-import * as protobuf from 'protobufjs';
 import { err, ok, type Result } from '../core/result';
+import { expectWire, fieldOf, Reader, setOwn, WireType, wireTypeOf, Writer } from '../core/protobuf-wire';
 import type { PodInfo } from '../config/objects';
 import { keyOf, resourceId, RESOURCE_KINDS, type Resource, type ResourceKind } from './discovery-resources';
 
 /**
- * `weft.discovery.v2.Discovery/Watch`, server-streaming, protobuf (schema below, parsed once at
- * load; no generated code). The response is shaped like Envoy's DeltaDiscoveryResponse: resources
+ * `weft.discovery.v2.Discovery/Watch`, server-streaming, protobuf (the contract below, coded by
+ * hand over core/protobuf-wire.ts: no generated code, no schema parsed at load). The response is shaped like Envoy's DeltaDiscoveryResponse: resources
  * upserted by kind and key, keys removed, the version the state has after applying it, the
  * control plane's epoch (one per control-plane process), and whether it is the full state.
  *
@@ -17,69 +17,67 @@ import { keyOf, resourceId, RESOURCE_KINDS, type Resource, type ResourceKind } f
  */
 export const WATCH_V2_PATH = '/weft.discovery.v2.Discovery/Watch';
 
-const SCHEMA = `
-syntax = "proto3";
-package weft.discovery.v2;
+/*
+ * The wire contract (proto3), encoded and decoded by hand below:
+ *
+ * syntax = "proto3";
+ * package weft.discovery.v2;
+ *
+ * message WatchRequest {
+ *   string node = 1;
+ *   // A resume: the epoch and version of the last response the agent applied. Empty/0: none.
+ *   string control_plane_epoch = 2;
+ *   uint64 version = 3;
+ * }
+ *
+ * message Pod {
+ *   string namespace = 1;
+ *   string name = 2;
+ *   map<string, string> labels = 3;
+ *   map<string, string> annotations = 4;
+ *   string node_name = 5;
+ *   string service_account = 6;
+ *   repeated string ips = 7;
+ *   optional string cgroup_path = 8;
+ *   optional string uid = 9;
+ *   optional bool ready = 10;
+ *   optional bool terminating = 11;
+ *   map<string, uint32> container_ports = 12;
+ * }
+ *
+ * message Resource {
+ *   string kind = 1;
+ *   string key = 2;
+ *   oneof body {
+ *     Pod pod = 3;
+ *     bytes json = 4;
+ *   }
+ * }
+ *
+ * message ResourceName {
+ *   string kind = 1;
+ *   string key = 2;
+ * }
+ *
+ * message DeltaDiscoveryResponse {
+ *   // The version the agent's state has once this response is applied.
+ *   uint64 system_version = 1;
+ *   string control_plane_epoch = 2;
+ *   // The resources are the whole state: whatever the agent holds and is not listed is gone.
+ *   bool full_state = 3;
+ *   // A delta applies to the state at exactly this version of this epoch; 0 with full_state.
+ *   uint64 base_version = 4;
+ *   repeated Resource resources = 5;
+ *   repeated ResourceName removed_resources = 6;
+ *   // More responses of the same sequence follow (same system_version, epoch, full_state,
+ *   // base_version): a full state, or a delta larger than a chunk, is sent as several responses,
+ *   // and applied once the last (more = false) has arrived (discovery-chunks.ts).
+ *   bool more = 7;
+ * }
+ */
 
-message WatchRequest {
-  string node = 1;
-  // A resume: the epoch and version of the last response the agent applied. Empty/0: none.
-  string control_plane_epoch = 2;
-  uint64 version = 3;
-}
-
-message Pod {
-  string namespace = 1;
-  string name = 2;
-  map<string, string> labels = 3;
-  map<string, string> annotations = 4;
-  string node_name = 5;
-  string service_account = 6;
-  repeated string ips = 7;
-  optional string cgroup_path = 8;
-  optional string uid = 9;
-  optional bool ready = 10;
-  optional bool terminating = 11;
-  map<string, uint32> container_ports = 12;
-}
-
-message Resource {
-  string kind = 1;
-  string key = 2;
-  oneof body {
-    Pod pod = 3;
-    bytes json = 4;
-  }
-}
-
-message ResourceName {
-  string kind = 1;
-  string key = 2;
-}
-
-message DeltaDiscoveryResponse {
-  // The version the agent's state has once this response is applied.
-  uint64 system_version = 1;
-  string control_plane_epoch = 2;
-  // The resources are the whole state: whatever the agent holds and is not listed is gone.
-  bool full_state = 3;
-  // A delta applies to the state at exactly this version of this epoch; 0 with full_state.
-  uint64 base_version = 4;
-  repeated Resource resources = 5;
-  repeated ResourceName removed_resources = 6;
-  // More responses of the same sequence follow (same system_version, epoch, full_state,
-  // base_version): a full state, or a delta larger than a chunk, is sent as several responses,
-  // and applied once the last (more = false) has arrived (discovery-chunks.ts).
-  bool more = 7;
-}
-`;
-
-const root = protobuf.parse(SCHEMA, { keepCase: false }).root;
-const WatchRequestType = root.lookupType('weft.discovery.v2.WatchRequest');
-const ResourceType = root.lookupType('weft.discovery.v2.Resource');
-const ResponseType = root.lookupType('weft.discovery.v2.DeltaDiscoveryResponse');
-/** Field number of DeltaDiscoveryResponse.resources, wire type 2 (length-delimited). */
-const RESOURCES_TAG = (5 << 3) | 2;
+/** Field number of DeltaDiscoveryResponse.resources. */
+const RESOURCES_FIELD = 5;
 
 export interface WatchRequestV2 {
   node: string;
@@ -103,85 +101,160 @@ export interface DeltaResponse {
   more?: true;
 }
 
-/** Decoded messages as protobufjs gives them: absent optional fields are null, uint64 a Long (or a number). */
-interface PodMessage {
-  namespace: string; name: string; labels: Record<string, string>; annotations: Record<string, string>;
-  nodeName: string; serviceAccount: string; ips: string[];
-  cgroupPath: string | null; uid: string | null; ready: boolean | null; terminating: boolean | null;
-  containerPorts: Record<string, number>;
-}
-interface ResourceMessage { kind: string; key: string; pod: PodMessage | null; json: Uint8Array | null }
+/** What decoding reads, before it is checked: absent fields at their proto3 defaults. */
+interface ResourceMessage { kind: string; key: string; pod: PodInfo | undefined; json: Uint8Array | undefined }
 interface ResponseMessage {
-  systemVersion: number | protobuf.Long; controlPlaneEpoch: string; fullState: boolean; baseVersion: number | protobuf.Long;
+  systemVersion: number; controlPlaneEpoch: string; fullState: boolean; baseVersion: number;
   resources: ResourceMessage[]; removedResources: Array<{ kind: string; key: string }>; more: boolean;
 }
 
-const TO_OBJECT: protobuf.IConversionOptions = { longs: Number, arrays: true, objects: true, bytes: Buffer as unknown as typeof String };
-
 export function encodeWatchRequestV2(request: WatchRequestV2): Buffer {
-  const message = WatchRequestType.fromObject({
-    node: request.node,
-    controlPlaneEpoch: request.resume?.epoch ?? '',
-    version: request.resume?.version ?? 0,
-  });
-  return Buffer.from(WatchRequestType.encode(message).finish());
+  w.string(1, request.node);
+  if (request.resume) w.string(2, request.resume.epoch).uint(3, request.resume.version);
+  return w.finish();
+}
+
+/** Runs a decoder; what it throws (a malformed message) becomes the refusal, named by `what`. */
+function decoded<T>(what: string, decode: () => T): Result<T, string> {
+  try {
+    return ok(decode());
+  } catch (e) {
+    return err(`${what}: ${(e as Error).message}`);
+  }
 }
 
 export function decodeWatchRequestV2(bytes: Buffer): Result<WatchRequestV2, string> {
-  let o: { node?: string; controlPlaneEpoch?: string; version?: number };
-  try {
-    o = WatchRequestType.toObject(WatchRequestType.decode(bytes), TO_OBJECT) as typeof o;
-  } catch (e) {
-    return err(`the v2 Watch request is not a weft.discovery.v2.WatchRequest: ${(e as Error).message}`);
-  }
-  if (typeof o.node !== 'string' || o.node === '') return err('the v2 Watch request names no node (field node)');
-  const version = o.version ?? 0;
-  if (!Number.isSafeInteger(version) || version < 0) return err(`the v2 Watch request's version ${String(version)} is not a safe integer`);
-  const epoch = o.controlPlaneEpoch ?? '';
+  const o = decoded('the v2 Watch request is not a weft.discovery.v2.WatchRequest', () => {
+    const r = new Reader(bytes);
+    const m = { node: '', controlPlaneEpoch: '', version: 0 };
+    while (!r.done()) {
+      const t = r.tag();
+      const field = fieldOf(t);
+      const wireType = wireTypeOf(t);
+      if (field === 1) { expectWire(wireType, WireType.LengthDelimited, 'node'); m.node = r.string(); }
+      else if (field === 2) { expectWire(wireType, WireType.LengthDelimited, 'control_plane_epoch'); m.controlPlaneEpoch = r.string(); }
+      else if (field === 3) { expectWire(wireType, WireType.Varint, 'version'); m.version = r.number(`the v2 Watch request's version`); }
+      else r.skip(wireType);
+    }
+    return m;
+  });
+  if (!o.ok) return o;
+  const { node, controlPlaneEpoch: epoch, version } = o.value;
+  if (node === '') return err('the v2 Watch request names no node (field node)');
   if ((epoch === '') !== (version === 0)) return err('the v2 Watch request must give both control_plane_epoch and version to resume, or neither');
-  return ok(epoch === '' ? { node: o.node } : { node: o.node, resume: { epoch, version } });
+  return ok(epoch === '' ? { node } : { node, resume: { epoch, version } });
 }
 
-function podMessage(pod: PodInfo): Record<string, unknown> {
-  const m: Record<string, unknown> = {
-    namespace: pod.namespace, name: pod.name, labels: pod.labels, annotations: pod.annotations,
-    nodeName: pod.nodeName, serviceAccount: pod.serviceAccount, ips: pod.ips,
-  };
-  if (pod.cgroupPath !== undefined) m.cgroupPath = pod.cgroupPath;
-  if (pod.uid !== undefined) m.uid = pod.uid;
-  if (pod.ready !== undefined) m.ready = pod.ready;
-  if (pod.terminating !== undefined) m.terminating = pod.terminating;
-  if (pod.containerPorts !== undefined) m.containerPorts = pod.containerPorts;
-  return m;
-}
+/** One writer for every message this module encodes (finish() copies out and resets it). */
+const w = new Writer();
 
-/** A decoded Pod message as PodInfo: read from the message itself (no toObject copy; a full state holds thousands). */
-function podInfo(m: PodMessage): PodInfo {
-  const pod: PodInfo = {
-    namespace: m.namespace, name: m.name, labels: m.labels, annotations: m.annotations,
-    nodeName: m.nodeName, serviceAccount: m.serviceAccount, ips: m.ips,
-  };
-  if (m.cgroupPath != null) pod.cgroupPath = m.cgroupPath;
-  if (m.uid != null) pod.uid = m.uid;
-  if (m.ready != null) pod.ready = m.ready;
-  if (m.terminating != null) pod.terminating = m.terminating;
-  for (const _ in m.containerPorts) {
-    pod.containerPorts = m.containerPorts;
-    break;
+/** A Pod message's fields, in field order. A map is a repeated entry message: key = 1, value = 2. */
+function writePod(pod: PodInfo): void {
+  w.string(1, pod.namespace).string(2, pod.name);
+  for (const [k, v] of Object.entries(pod.labels)) {
+    const at = w.fork(3);
+    w.string(1, k).string(2, v).join(at);
   }
+  for (const [k, v] of Object.entries(pod.annotations)) {
+    const at = w.fork(4);
+    w.string(1, k).string(2, v).join(at);
+  }
+  w.string(5, pod.nodeName).string(6, pod.serviceAccount);
+  for (const ip of pod.ips) w.string(7, ip);
+  // proto3 `optional`: present whenever set, defaults included.
+  if (pod.cgroupPath !== undefined) w.string(8, pod.cgroupPath);
+  if (pod.uid !== undefined) w.string(9, pod.uid);
+  if (pod.ready !== undefined) w.bool(10, pod.ready);
+  if (pod.terminating !== undefined) w.bool(11, pod.terminating);
+  for (const [k, v] of Object.entries(pod.containerPorts ?? {})) {
+    const at = w.fork(12);
+    w.string(1, k).uint(2, v >>> 0).join(at);
+  }
+}
+
+/** A map<string, V> entry (key = 1, value = 2; either may be absent: its default), read where the reader stands into `into`. */
+function readEntry<V>(r: Reader, into: Record<string, V>, what: string, readValue: (r: Reader, wireType: number) => V, empty: V): void {
+  const outer = r.enter();
+  let key = '';
+  let value = empty;
+  while (!r.done()) {
+    const t = r.tag();
+    if (fieldOf(t) === 1) { expectWire(wireTypeOf(t), WireType.LengthDelimited, `${what} key`); key = r.string(); }
+    else if (fieldOf(t) === 2) value = readValue(r, wireTypeOf(t));
+    else r.skip(wireTypeOf(t));
+  }
+  r.leave(outer);
+  setOwn(into, key, value);
+}
+
+const stringValue = (what: string) => (r: Reader, wireType: number): string => {
+  expectWire(wireType, WireType.LengthDelimited, what);
+  return r.string();
+};
+const labelValue = stringValue('Pod.labels value');
+const annotationValue = stringValue('Pod.annotations value');
+const portValue = (r: Reader, wireType: number): number => {
+  expectWire(wireType, WireType.Varint, 'Pod.container_ports value');
+  return Number(BigInt.asUintN(32, r.varint()));
+};
+
+/** A Pod message as PodInfo, read straight from the wire where the reader stands (a full state holds thousands). */
+function readPod(r: Reader): PodInfo {
+  const outer = r.enter();
+  const pod: PodInfo = { namespace: '', name: '', labels: {}, annotations: {}, nodeName: '', serviceAccount: '', ips: [] };
+  let ports: Record<string, number> | undefined;
+  while (!r.done()) {
+    const t = r.tag();
+    const wireType = wireTypeOf(t);
+    switch (fieldOf(t)) {
+      case 1: expectWire(wireType, WireType.LengthDelimited, 'Pod.namespace'); pod.namespace = r.string(); break;
+      case 2: expectWire(wireType, WireType.LengthDelimited, 'Pod.name'); pod.name = r.string(); break;
+      case 3: {
+        expectWire(wireType, WireType.LengthDelimited, 'Pod.labels');
+        readEntry(r, pod.labels, 'Pod.labels', labelValue, '');
+        break;
+      }
+      case 4: {
+        expectWire(wireType, WireType.LengthDelimited, 'Pod.annotations');
+        readEntry(r, pod.annotations, 'Pod.annotations', annotationValue, '');
+        break;
+      }
+      case 5: expectWire(wireType, WireType.LengthDelimited, 'Pod.node_name'); pod.nodeName = r.string(); break;
+      case 6: expectWire(wireType, WireType.LengthDelimited, 'Pod.service_account'); pod.serviceAccount = r.string(); break;
+      case 7: expectWire(wireType, WireType.LengthDelimited, 'Pod.ips'); pod.ips.push(r.string()); break;
+      case 8: expectWire(wireType, WireType.LengthDelimited, 'Pod.cgroup_path'); pod.cgroupPath = r.string(); break;
+      case 9: expectWire(wireType, WireType.LengthDelimited, 'Pod.uid'); pod.uid = r.string(); break;
+      case 10: expectWire(wireType, WireType.Varint, 'Pod.ready'); pod.ready = r.bool(); break;
+      case 11: expectWire(wireType, WireType.Varint, 'Pod.terminating'); pod.terminating = r.bool(); break;
+      case 12: {
+        expectWire(wireType, WireType.LengthDelimited, 'Pod.container_ports');
+        readEntry(r, (ports ??= {}), 'Pod.container_ports', portValue, 0);
+        break;
+      }
+      default: r.skip(wireType);
+    }
+  }
+  r.leave(outer);
+  if (ports) pod.containerPorts = ports;
   return pod;
 }
 
 /** One Resource message, encoded: pods as the Pod message, other kinds as JSON bytes. */
 export function encodeResource(r: Resource): Uint8Array {
-  const body = r.kind === 'Pod' ? { pod: podMessage(r.value as PodInfo) } : { json: Buffer.from(JSON.stringify(r.value), 'utf8') };
-  return ResourceType.encode(ResourceType.fromObject({ kind: r.kind, key: r.key, ...body })).finish();
+  w.string(1, r.kind).string(2, r.key);
+  if (r.kind === 'Pod') {
+    const at = w.fork(3);
+    writePod(r.value as PodInfo);
+    w.join(at);
+  } else {
+    w.bytes(4, Buffer.from(JSON.stringify(r.value), 'utf8'));
+  }
+  return w.finish();
 }
 
 /** An encoded Resource as an entry of DeltaDiscoveryResponse.resources: tag, length, message. */
 export function frameResource(encoded: Uint8Array): Buffer {
-  const prefix = protobuf.Writer.create().uint32(RESOURCES_TAG).uint32(encoded.length).finish();
-  return Buffer.concat([prefix, encoded]);
+  return w.bytes(RESOURCES_FIELD, encoded).finish();
 }
 
 /** A response from its header and resources encoded with encodeResource. */
@@ -192,17 +265,70 @@ export function encodeDeltaResponse(header: Omit<DeltaResponse, 'resources'>, re
 /**
  * A response from its header and entries already framed (frameResource): a repeated field is its
  * entries one after another, so a full state is the header then the cached entries, concatenated.
+ * Fields at their proto3 default are left out, as protobuf encoders do.
  */
 export function encodeDeltaResponseFramed(header: Omit<DeltaResponse, 'resources'>, entries: readonly Uint8Array[]): Buffer {
-  const head = ResponseType.encode(ResponseType.fromObject({
-    systemVersion: header.systemVersion,
-    controlPlaneEpoch: header.epoch,
-    fullState: header.fullState,
-    baseVersion: header.baseVersion,
-    removedResources: header.removed,
-    more: header.more === true,
-  })).finish();
-  return Buffer.concat([head, ...entries]);
+  if (header.systemVersion !== 0) w.uint(1, header.systemVersion);
+  if (header.epoch !== '') w.string(2, header.epoch);
+  if (header.fullState) w.bool(3, true);
+  if (header.baseVersion !== 0) w.uint(4, header.baseVersion);
+  for (const r of header.removed) {
+    const at = w.fork(6);
+    w.string(1, r.kind).string(2, r.key).join(at);
+  }
+  if (header.more === true) w.bool(7, true);
+  return Buffer.concat([w.finish(), ...entries]);
+}
+
+function readResource(r: Reader): ResourceMessage {
+  const outer = r.enter();
+  const m: ResourceMessage = { kind: '', key: '', pod: undefined, json: undefined };
+  while (!r.done()) {
+    const t = r.tag();
+    const field = fieldOf(t);
+    const wireType = wireTypeOf(t);
+    // `body` is a oneof: the last of its members on the wire wins.
+    if (field === 1) { expectWire(wireType, WireType.LengthDelimited, 'Resource.kind'); m.kind = r.string(); }
+    else if (field === 2) { expectWire(wireType, WireType.LengthDelimited, 'Resource.key'); m.key = r.string(); }
+    else if (field === 3) { expectWire(wireType, WireType.LengthDelimited, 'Resource.pod'); m.pod = readPod(r); m.json = undefined; }
+    else if (field === 4) { expectWire(wireType, WireType.LengthDelimited, 'Resource.json'); m.json = r.bytes(); m.pod = undefined; }
+    else r.skip(wireType);
+  }
+  r.leave(outer);
+  return m;
+}
+
+function readResourceName(r: Reader): { kind: string; key: string } {
+  const outer = r.enter();
+  const m = { kind: '', key: '' };
+  while (!r.done()) {
+    const t = r.tag();
+    if (fieldOf(t) === 1) { expectWire(wireTypeOf(t), WireType.LengthDelimited, 'ResourceName.kind'); m.kind = r.string(); }
+    else if (fieldOf(t) === 2) { expectWire(wireTypeOf(t), WireType.LengthDelimited, 'ResourceName.key'); m.key = r.string(); }
+    else r.skip(wireTypeOf(t));
+  }
+  r.leave(outer);
+  return m;
+}
+
+function readResponse(bytes: Uint8Array): ResponseMessage {
+  const r = new Reader(bytes);
+  const m: ResponseMessage = { systemVersion: 0, controlPlaneEpoch: '', fullState: false, baseVersion: 0, resources: [], removedResources: [], more: false };
+  while (!r.done()) {
+    const t = r.tag();
+    const wireType = wireTypeOf(t);
+    switch (fieldOf(t)) {
+      case 1: expectWire(wireType, WireType.Varint, 'system_version'); m.systemVersion = r.number('system_version'); break;
+      case 2: expectWire(wireType, WireType.LengthDelimited, 'control_plane_epoch'); m.controlPlaneEpoch = r.string(); break;
+      case 3: expectWire(wireType, WireType.Varint, 'full_state'); m.fullState = r.bool(); break;
+      case 4: expectWire(wireType, WireType.Varint, 'base_version'); m.baseVersion = r.number('base_version'); break;
+      case 5: expectWire(wireType, WireType.LengthDelimited, 'resources'); m.resources.push(readResource(r)); break;
+      case 6: expectWire(wireType, WireType.LengthDelimited, 'removed_resources'); m.removedResources.push(readResourceName(r)); break;
+      case 7: expectWire(wireType, WireType.Varint, 'more'); m.more = r.bool(); break;
+      default: r.skip(wireType);
+    }
+  }
+  return m;
 }
 
 const KINDS = new Set<string>(RESOURCE_KINDS);
@@ -213,12 +339,12 @@ function resourceFrom(o: ResourceMessage, i: number): Result<Resource, string> {
   const kind = o.kind as ResourceKind;
   const key = o.key;
   let value: object;
-  if (o.pod != null) {
+  if (o.pod !== undefined) {
     if (kind !== 'Pod') return err(`${where} (${kind} ${key}) has a pod body`);
-    value = podInfo(o.pod);
+    value = o.pod;
   } else {
     // Any kind may come as JSON, Pods too: the control plane can change a kind's encoding without the agents.
-    if (o.json == null) return err(`${where} (${kind} ${key}) has no body`);
+    if (o.json === undefined) return err(`${where} (${kind} ${key}) has no body`);
     let parsed: unknown;
     try {
       parsed = JSON.parse(Buffer.from(o.json.buffer, o.json.byteOffset, o.json.byteLength).toString('utf8'));
@@ -233,31 +359,17 @@ function resourceFrom(o: ResourceMessage, i: number): Result<Resource, string> {
   return ok({ kind, key, value });
 }
 
-/** A uint64 as a number, refused past 2^53 (versions are milliseconds since the epoch, far below). */
-function versionOf(value: number | protobuf.Long, field: string): Result<number, string> {
-  if (typeof value === 'number') return ok(value);
-  const high = value.high >>> 0;
-  return high < 0x200000 ? ok(high * 2 ** 32 + (value.low >>> 0)) : err(`${field} ${value.toString()} is past 2^53`);
-}
-
 /** The agent's edge: a response checked and converted, or why it was refused. Never throws. */
 export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string> {
-  let o: ResponseMessage;
-  try {
-    o = ResponseType.decode(bytes) as unknown as ResponseMessage;
-  } catch (e) {
-    return err(`a response that is not a weft.discovery.v2.DeltaDiscoveryResponse: ${(e as Error).message}`);
-  }
-  const systemVersion = versionOf(o.systemVersion, 'system_version');
-  if (!systemVersion.ok) return systemVersion;
-  if (systemVersion.value === 0) return err('a response without system_version');
-  const baseVersion = versionOf(o.baseVersion, 'base_version');
-  if (!baseVersion.ok) return baseVersion;
+  const decodedResponse = decoded('a response that is not a weft.discovery.v2.DeltaDiscoveryResponse', () => readResponse(bytes));
+  if (!decodedResponse.ok) return decodedResponse;
+  const o = decodedResponse.value;
+  if (o.systemVersion === 0) return err('a response without system_version');
   const epoch = o.controlPlaneEpoch;
   if (epoch === '') return err('a response without control_plane_epoch');
   const fullState = o.fullState;
-  if (fullState && baseVersion.value !== 0) return err('a full-state response with a base_version');
-  if (!fullState && baseVersion.value === 0) return err('a delta response without base_version');
+  if (fullState && o.baseVersion !== 0) return err('a full-state response with a base_version');
+  if (!fullState && o.baseVersion === 0) return err('a delta response without base_version');
   const seen = new Set<string>();
   const resources: Resource[] = [];
   for (let i = 0; i < o.resources.length; i++) {
@@ -277,7 +389,7 @@ export function decodeDeltaResponse(bytes: Buffer): Result<DeltaResponse, string
     removed.push({ kind: raw.kind as ResourceKind, key: raw.key });
   }
   if (fullState && removed.length > 0) return err('a full-state response with removed_resources');
-  const m: DeltaResponse = { systemVersion: systemVersion.value, epoch, fullState, baseVersion: baseVersion.value, resources, removed };
+  const m: DeltaResponse = { systemVersion: o.systemVersion, epoch, fullState, baseVersion: o.baseVersion, resources, removed };
   if (o.more) m.more = true;
   return ok(m);
 }

@@ -1,4 +1,5 @@
 import { err, ok, type Result } from '../core/result';
+import { expectWire as expect, fieldOf, lengthDelimited, Reader, setOwn, tag, varint, WireType, wireTypeOf } from '../core/protobuf-wire';
 
 /**
  * Protobuf encoding of exactly the messages of Istio's certificate API (istio/api
@@ -24,76 +25,16 @@ export interface IstioCertificateResponse {
   certChain: string[];
 }
 
-const enum WireType { Varint = 0, Fixed64 = 1, LengthDelimited = 2, Fixed32 = 5 }
 const MAX_NESTING = 64;
-
-class Reader {
-  private pos = 0;
-  constructor(private readonly buf: Uint8Array) {}
-
-  done(): boolean {
-    return this.pos >= this.buf.length;
-  }
-
-  varint(): bigint {
-    let value = 0n;
-    for (let shift = 0n; shift < 70n; shift += 7n) {
-      if (this.pos >= this.buf.length) throw new Error('truncated varint');
-      const byte = this.buf[this.pos++]!;
-      value |= BigInt(byte & 0x7f) << shift;
-      if ((byte & 0x80) === 0) return BigInt.asUintN(64, value);
-    }
-    throw new Error('varint longer than 10 bytes');
-  }
-
-  take(length: number): Uint8Array {
-    if (length < 0 || this.pos + length > this.buf.length) throw new Error('field runs past the end of the message');
-    const bytes = this.buf.subarray(this.pos, this.pos + length);
-    this.pos += length;
-    return bytes;
-  }
-
-  bytes(): Uint8Array {
-    return this.take(Number(this.varint()));
-  }
-
-  string(): string {
-    return new TextDecoder('utf-8', { fatal: true }).decode(this.bytes());
-  }
-
-  double(): number {
-    const bytes = this.take(8);
-    return new DataView(bytes.buffer, bytes.byteOffset, 8).getFloat64(0, true);
-  }
-
-  tag(): { field: number; wireType: number } {
-    const tag = this.varint();
-    const field = Number(tag >> 3n);
-    if (field === 0 || field > 0x1fffffff) throw new Error(`invalid field number ${field}`);
-    return { field, wireType: Number(tag & 7n) };
-  }
-
-  skip(wireType: number): void {
-    switch (wireType) {
-      case WireType.Varint: this.varint(); return;
-      case WireType.Fixed64: this.take(8); return;
-      case WireType.LengthDelimited: this.bytes(); return;
-      case WireType.Fixed32: this.take(4); return;
-      default: throw new Error(`unsupported wire type ${wireType}`);
-    }
-  }
-}
-
-function expect(actual: number, wanted: WireType, what: string): void {
-  if (actual !== wanted) throw new Error(`${what} has wire type ${actual}, expected ${wanted}`);
-}
 
 function decodeValue(buf: Uint8Array, depth: number): StructValue {
   if (depth > MAX_NESTING) throw new Error(`Struct nested deeper than ${MAX_NESTING}`);
   const reader = new Reader(buf);
   let value: StructValue = null;
   while (!reader.done()) {
-    const { field, wireType } = reader.tag();
+    const t = reader.tag();
+    const field = fieldOf(t);
+    const wireType = wireTypeOf(t);
     switch (field) {
       case 1: expect(wireType, WireType.Varint, 'Value.null_value'); reader.varint(); value = null; break;
       case 2: expect(wireType, WireType.Fixed64, 'Value.number_value'); value = reader.double(); break;
@@ -111,7 +52,9 @@ function decodeList(buf: Uint8Array, depth: number): StructValue[] {
   const reader = new Reader(buf);
   const values: StructValue[] = [];
   while (!reader.done()) {
-    const { field, wireType } = reader.tag();
+    const t = reader.tag();
+    const field = fieldOf(t);
+    const wireType = wireTypeOf(t);
     if (field === 1) {
       expect(wireType, WireType.LengthDelimited, 'ListValue.values');
       values.push(decodeValue(reader.bytes(), depth + 1));
@@ -125,19 +68,21 @@ function decodeList(buf: Uint8Array, depth: number): StructValue[] {
 function decodeStruct(buf: Uint8Array, depth: number, into: { [key: string]: StructValue } = {}): { [key: string]: StructValue } {
   const reader = new Reader(buf);
   while (!reader.done()) {
-    const { field, wireType } = reader.tag();
+    const t = reader.tag();
+    const field = fieldOf(t);
+    const wireType = wireTypeOf(t);
     if (field !== 1) { reader.skip(wireType); continue; }
     expect(wireType, WireType.LengthDelimited, 'Struct.fields');
     const entry = new Reader(reader.bytes());
     let key = '';
     let value: StructValue = null;
     while (!entry.done()) {
-      const tag = entry.tag();
-      if (tag.field === 1) { expect(tag.wireType, WireType.LengthDelimited, 'Struct.fields key'); key = entry.string(); }
-      else if (tag.field === 2) { expect(tag.wireType, WireType.LengthDelimited, 'Struct.fields value'); value = decodeValue(entry.bytes(), depth + 1); }
-      else entry.skip(tag.wireType);
+      const t = entry.tag();
+      if (fieldOf(t) === 1) { expect(wireTypeOf(t), WireType.LengthDelimited, 'Struct.fields key'); key = entry.string(); }
+      else if (fieldOf(t) === 2) { expect(wireTypeOf(t), WireType.LengthDelimited, 'Struct.fields value'); value = decodeValue(entry.bytes(), depth + 1); }
+      else entry.skip(wireTypeOf(t));
     }
-    Object.defineProperty(into, key, { value, enumerable: true, writable: true, configurable: true }); // "__proto__" is data here
+    setOwn(into, key, value); // "__proto__" is data here
   }
   return into;
 }
@@ -155,7 +100,9 @@ export function decodeCertificateRequest(buf: Uint8Array): Result<IstioCertifica
     const reader = new Reader(buf);
     const request: IstioCertificateRequest = { csr: '', validityDuration: 0, metadata: {} };
     while (!reader.done()) {
-      const { field, wireType } = reader.tag();
+      const t = reader.tag();
+    const field = fieldOf(t);
+    const wireType = wireTypeOf(t);
       if (field === 1) { expect(wireType, WireType.LengthDelimited, 'csr'); request.csr = reader.string(); }
       else if (field === 3) {
         expect(wireType, WireType.Varint, 'validity_duration');
@@ -174,7 +121,9 @@ export function decodeCertificateResponse(buf: Uint8Array): Result<IstioCertific
     const reader = new Reader(buf);
     const certChain: string[] = [];
     while (!reader.done()) {
-      const { field, wireType } = reader.tag();
+      const t = reader.tag();
+    const field = fieldOf(t);
+    const wireType = wireTypeOf(t);
       if (field === 1) { expect(wireType, WireType.LengthDelimited, 'cert_chain'); certChain.push(reader.string()); }
       else reader.skip(wireType);
     }
@@ -183,25 +132,6 @@ export function decodeCertificateResponse(buf: Uint8Array): Result<IstioCertific
 }
 
 // Encoding.
-
-function varint(value: bigint): Buffer {
-  let rest = BigInt.asUintN(64, value);
-  const bytes: number[] = [];
-  while (rest >= 0x80n) {
-    bytes.push(Number(rest & 0x7fn) | 0x80);
-    rest >>= 7n;
-  }
-  bytes.push(Number(rest));
-  return Buffer.from(bytes);
-}
-
-function tag(field: number, wireType: WireType): Buffer {
-  return varint(BigInt((field << 3) | wireType));
-}
-
-function lengthDelimited(field: number, payload: Uint8Array): Buffer {
-  return Buffer.concat([tag(field, WireType.LengthDelimited), varint(BigInt(payload.length)), payload]);
-}
 
 function encodeValue(value: StructValue): Buffer {
   if (value === null) return Buffer.concat([tag(1, WireType.Varint), varint(0n)]);
