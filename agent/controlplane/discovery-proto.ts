@@ -148,27 +148,40 @@ export function decodeWatchRequestV2(bytes: Buffer): Result<WatchRequestV2, stri
 /** One writer for every message this module encodes (finish() copies out and resets it). */
 const w = new Writer();
 
-/** A Pod message's fields, in field order. A map is a repeated entry message: key = 1, value = 2. */
+/**
+ * A Pod message's fields, in field order. A map is a repeated entry message: key = 1, value = 2.
+ * As lenient as protobufjs' fromObject was: a field that is absent (or null) is left out, any other
+ * value is written as the field's type (String(), Boolean(), uint32), so a body of another shape
+ * reaches the decoder, which judges it, instead of throwing in the control plane's publish.
+ */
 function writePod(pod: PodInfo): void {
-  w.string(1, pod.namespace).string(2, pod.name);
-  for (const [k, v] of Object.entries(pod.labels)) {
-    const at = w.fork(3);
-    w.string(1, k).string(2, v).join(at);
-  }
-  for (const [k, v] of Object.entries(pod.annotations)) {
-    const at = w.fork(4);
-    w.string(1, k).string(2, v).join(at);
-  }
-  w.string(5, pod.nodeName).string(6, pod.serviceAccount);
-  for (const ip of pod.ips) w.string(7, ip);
+  const p = pod as unknown as Record<string, unknown>;
+  writeString(1, p.namespace);
+  writeString(2, p.name);
+  writeMap(3, p.labels, (v) => w.string(2, String(v)));
+  writeMap(4, p.annotations, (v) => w.string(2, String(v)));
+  writeString(5, p.nodeName);
+  writeString(6, p.serviceAccount);
+  if (Array.isArray(p.ips)) for (const ip of p.ips) w.string(7, String(ip));
   // proto3 `optional`: present whenever set, defaults included.
-  if (pod.cgroupPath !== undefined) w.string(8, pod.cgroupPath);
-  if (pod.uid !== undefined) w.string(9, pod.uid);
-  if (pod.ready !== undefined) w.bool(10, pod.ready);
-  if (pod.terminating !== undefined) w.bool(11, pod.terminating);
-  for (const [k, v] of Object.entries(pod.containerPorts ?? {})) {
-    const at = w.fork(12);
-    w.string(1, k).uint(2, v >>> 0).join(at);
+  writeString(8, p.cgroupPath);
+  writeString(9, p.uid);
+  if (p.ready != null) w.bool(10, Boolean(p.ready));
+  if (p.terminating != null) w.bool(11, Boolean(p.terminating));
+  writeMap(12, p.containerPorts, (v) => w.uint(2, Number(v) >>> 0));
+}
+
+function writeString(field: number, v: unknown): void {
+  if (v != null) w.string(field, String(v));
+}
+
+function writeMap(field: number, map: unknown, writeValue: (v: unknown) => void): void {
+  if (typeof map !== 'object' || map === null) return;
+  for (const [k, v] of Object.entries(map)) {
+    const at = w.fork(field);
+    w.string(1, k);
+    writeValue(v);
+    w.join(at);
   }
 }
 

@@ -191,9 +191,16 @@ export class Writer {
     return this.varint(field * 8 + wireType);
   }
 
+  /** A uint64 field: any non-negative integer a number holds exactly (past 2^53 too: a reader may refuse it, the wire carries it). */
   uint(field: number, v: number): this {
-    if (!Number.isSafeInteger(v) || v < 0) throw new Error(`field ${field}: ${v} is not a non-negative safe integer`);
-    return this.tag(field, WireType.Varint).varint(v);
+    this.tag(field, WireType.Varint);
+    if (Number.isSafeInteger(v) && v >= 0) return this.varint(v);
+    if (!Number.isInteger(v) || v < 0 || v >= 2 ** 64) throw new Error(`field ${field}: ${v} is not a uint64`);
+    const bytes = varint(BigInt(v));
+    this.ensure(bytes.length);
+    this.buf.set(bytes, this.pos);
+    this.pos += bytes.length;
+    return this;
   }
 
   bool(field: number, v: boolean): this {
