@@ -65,7 +65,7 @@ export function sampleShrink(s: ShrinkState, sample: { moved: boolean; utilizati
 
 /** V8's low-memory collection through an in-process inspector session; resolves when it is done (async: a throw, e.g. no inspector in this build, rejects). */
 async function collectAllAvailableGarbage(): Promise<void> {
-  // Loaded on the first shrink only: an agent that never served a burst does not pay for the module.
+  // Loaded at the first shrink (the start's), not with the agent's modules.
   const inspector = require('node:inspector') as typeof import('node:inspector');
   const session = new inspector.Session();
   session.connect();
