@@ -1,6 +1,6 @@
 /**
  * Protobuf's wire format, the few primitives Weft's hand-written messages need (Istio's certificate
- * API, discovery v2): a reader that checks every length and wire type and throws a plain message on
+ * API, discovery v2, OTLP traces): a reader that checks every length and wire type and throws a plain message on
  * malformed input, and encoders that return Buffers to concatenate. Unknown fields are skipped by
  * the callers, as protobuf requires. No schema, no reflection: each message's codec is written next
  * to its type (a schema parsed at load held about 2 MiB in every agent, docs/memory.md).
@@ -168,11 +168,12 @@ export class Writer {
   private buf = Buffer.allocUnsafe(4096);
   private pos = 0;
 
-  private ensure(n: number): void {
-    if (this.pos + n <= this.buf.length) return;
+  private ensure(n: number): this {
+    if (this.pos + n <= this.buf.length) return this;
     const bigger = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
     this.buf.copy(bigger, 0, 0, this.pos);
     this.buf = bigger;
+    return this;
   }
 
   /** A non-negative safe integer as a varint. */
@@ -240,6 +241,43 @@ export class Writer {
     this.buf.set(b, this.pos);
     this.pos += b.length;
     return this;
+  }
+
+  /** Hex text as its bytes (trace and span ids). */
+  hex(field: number, h: string): this {
+    const n = h.length >> 1;
+    this.tag(field, WireType.LengthDelimited).varint(n);
+    this.ensure(n);
+    this.pos += this.buf.write(h, this.pos, n, 'hex');
+    return this;
+  }
+
+  fixed64(field: number, v: bigint): this {
+    this.tag(field, WireType.Fixed64).ensure(8);
+    this.buf.writeBigUInt64LE(v, this.pos);
+    this.pos += 8;
+    return this;
+  }
+
+  fixed32(field: number, v: number): this {
+    this.tag(field, WireType.Fixed32).ensure(4);
+    this.buf.writeUInt32LE(v >>> 0, this.pos);
+    this.pos += 4;
+    return this;
+  }
+
+  double(field: number, v: number): this {
+    this.tag(field, WireType.Fixed64).ensure(8);
+    this.buf.writeDoubleLE(v, this.pos);
+    this.pos += 8;
+    return this;
+  }
+
+  /** A nested message in field `field`, written by `body` in place (fork and join around it). */
+  message(field: number, body: (w: this) => void): this {
+    const at = this.fork(field);
+    body(this);
+    return this.join(at);
   }
 
   /** Starts a nested message in field `field`; returns what join() takes once it is written. */
