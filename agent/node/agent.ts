@@ -267,7 +267,7 @@ export class NodeAgent {
           const t = localTarget(f.dstIp, opts.node, store);
           if (!('pod' in t)) {
             client.resetAndDestroy();
-            return void agent.log.warn({ client: `${f.clientIp}:${f.clientPort}`, reason: t.reason }, 'captured a plaintext connection for no local meshed pod: refused');
+            return void agent.log.warn({ client: `${f.clientIp}:${f.clientPort}`, reason: t.reason }, 'captured a plaintext connection for no pod on this node: refused');
           }
           void deliver(socketDownstream(client), plaintextArrival(store, f, t.pod), delivery);
         } });

@@ -9,7 +9,6 @@ import { constants, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { wantsLine, type AccessLog } from '../core/log';
 import type { PodInfo } from '../config/objects';
-import { isEnrolled } from '../state/enrollment';
 import type { WorkloadStore } from '../state/store';
 import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } from '../tunnel/hbone-server';
 import { sniFor } from '../tunnel/sni';
@@ -34,12 +33,17 @@ export interface InboundOptions {
   fairness?: FairShare;
 }
 
-/** The meshed pod on this node that owns `ip`, or why there is none. Pure. */
+/**
+ * The pod on this node that owns `ip`, or why there is none. Pure. In the mesh or not: a connection
+ * the source node's proxy tunnelled (or the kernel captured) while the pod was in the mesh reaches
+ * it also when this node has seen it leave first (its namespace's label turned off, the two nodes
+ * applying the change moments apart: refused, the client saw a reset). It is the connection the
+ * client asked for, from an authenticated peer, and a pod out of the mesh takes plaintext from anyone.
+ */
 export function localTarget(ip: string, node: string, store: WorkloadStore): { pod: PodInfo } | { reason: string } {
   const pod = store.podByIp(ip);
   if (!pod) return { reason: `${ip} is not a known pod` };
   if (pod.nodeName !== node) return { reason: `pod ${pod.namespace}/${pod.name} runs on ${pod.nodeName}, not on this node (${node})` };
-  if (!isEnrolled(pod, store.namespace(pod.namespace))) return { reason: `pod ${pod.namespace}/${pod.name} is not in the mesh` };
   return { pod };
 }
 

@@ -5,6 +5,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../agent/config/parse';
 import { protocolForPort } from '../../agent/proxy/deliver';
+import { localTarget } from '../../agent/proxy/inbound';
 import { LiveConnections } from '../../agent/proxy/live-connections';
 import { explain, formatExplain, parseExplainTarget, parseHeaderFlags } from '../../agent/node/explain';
 import { explainParams, explainQueryOf } from '../../agent/node/explain-command';
@@ -186,4 +187,13 @@ test('LiveConnections: a re-check closes exactly the connections the new policy 
   assert.equal(live.recheck(() => 'everything'), 1);
   assert.deepEqual(closed.slice(1), ['443 everything']);
   assert.equal(live.size, 0);
+});
+
+test('localTarget: a pod of this node is a target in the mesh or out of it (a tunnel opened just before its namespace left the mesh still reaches it); other nodes\' pods and unknown addresses are not', () => {
+  const { store } = load();
+  const t = (ip: string, node = 'n1') => { const r = localTarget(ip, node, store); return 'pod' in r ? `${r.pod.namespace}/${r.pod.name}` : r.reason; };
+  assert.equal(t('10.0.0.2'), 'shop/api');
+  assert.equal(t('10.0.0.4'), 'legacy/old', 'a pod out of the mesh on this node');
+  assert.equal(t('10.0.0.2', 'n2'), 'pod shop/api runs on n1, not on this node (n2)');
+  assert.equal(t('10.0.0.99'), '10.0.0.99 is not a known pod');
 });
