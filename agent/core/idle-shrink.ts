@@ -6,14 +6,14 @@
  * loop under IDLE_UTILIZATION: an idle agent's own timers keep it near 1 %) and the heap has grown by
  * at least GROWTH_BYTES since the last shrink, this runs V8's low-memory collection (what the memory
  * reducer runs, through an in-process inspector session: `HeapProfiler.collectGarbage`), at most
- * once per MIN_INTERVAL_MS (sooner for a larger growth: minInterval). Measured: 107.9 -> 76.0 MiB in 70 ms on an agent 3 s after a benchmark.
+ * so rarely that its pauses take at most PAUSE_SHARE of the time (minInterval). Measured: 107.9 -> 76.0 MiB in 70 ms on an agent 3 s after a benchmark.
  * A trickle of traffic (any byte or connection within the 1.5 s) never triggers it: the collection
  * blocks the loop for those ms, which only a proxy with nothing to do can spare.
  *
  * The first idle stretch after start runs it once whatever the growth: loading and compiling the
  * agent's modules, the first snapshot and the first certificates leave a few MiB of garbage that V8
  * keeps for a long time on a quiet heap (measured: idle agents at 66.4-66.9 MiB with it against
- * 69.8-70.4 without, docs/memory.md). That one does not count against MIN_INTERVAL_MS, so a burst
+ * 69.8-70.4 without, docs/memory.md). That one does not count against the interval, so a burst
  * that starts soon after still gets its own shrink when it ends.
  */
 import { getHeapStatistics } from 'node:v8';
@@ -25,20 +25,21 @@ export const IDLE_SAMPLES = 3;
 export const IDLE_UTILIZATION = 0.05;
 /** Heap growth since the last shrink (or start) worth a collection. */
 export const GROWTH_BYTES = 16 * 2 ** 20;
-export const MIN_INTERVAL_MS = 30_000;
+/** The shortest time between two shrinks after traffic. */
+export const MIN_INTERVAL_MS = 5_000;
 /**
- * A shrink after traffic may follow the last one sooner the more the heap has grown since: after
- * MIN_INTERVAL_MS at GROWTH_BYTES, in proportion down to MIN_INTERVAL_FLOOR_MS (at 6 × GROWTH_BYTES
- * and more). Opening 10,000 connections moments after a burst grew the memory bench's agents' heaps
- * by tens of MiB of garbage that waited out the 30 s: 198 MiB of RSS with the connections against
- * 163 after a shrink. Each pause (a low-memory collection: 120-150 ms with 83 MiB live) still comes
- * only after IDLE_SAMPLES idle samples, and gives back at least GROWTH_BYTES per MIN_INTERVAL_MS.
+ * The share of time shrinks may pause the loop: the next one waits at least the last one's
+ * duration divided by this (70 ms: 7 s; 150 ms, with 10,000 connections and 83 MiB live: 15 s).
+ * What bounds the pauses is their length, not the growth. A fixed 30 s held tens of MiB of garbage
+ * whenever a burst came within 30 s of the last shrink: the memory bench's agents read 198 instead
+ * of 163 MiB with 10,000 idle connections opened just after its load, and 89-94 instead of 74-78
+ * after the load when its warm-up had been shrunk moments before.
  */
-export const MIN_INTERVAL_FLOOR_MS = 5_000;
+export const PAUSE_SHARE = 0.01;
 
-/** How long after the last shrink (after traffic) another may run, for the heap's growth since. Pure. */
-export function minInterval(growth: number): number {
-  return Math.max(MIN_INTERVAL_FLOOR_MS, Math.ceil((MIN_INTERVAL_MS * GROWTH_BYTES) / Math.max(growth, GROWTH_BYTES)));
+/** How long after the last shrink (after traffic) another may run, for how long the last one paused the loop. Pure. */
+export function minInterval(lastMs: number): number {
+  return Math.max(MIN_INTERVAL_MS, Math.ceil(lastMs / PAUSE_SHARE));
 }
 
 export interface ShrinkState {
@@ -48,6 +49,8 @@ export interface ShrinkState {
   idleRun: number;
   /** when the last shrink after traffic ran (ms), -Infinity: never */
   lastAt: number;
+  /** how long the last shrink paused the loop (ms) */
+  lastMs: number;
   /** the start's garbage is not given back yet */
   startPending: boolean;
 }
@@ -57,10 +60,9 @@ export function sampleShrink(s: ShrinkState, sample: { moved: boolean; utilizati
   const idleRun = !sample.moved && sample.utilization < IDLE_UTILIZATION ? s.idleRun + 1 : 0;
   // A heap smaller than the baseline (V8 shrank it itself) is the new baseline.
   const baseline = Math.min(s.baseline, heapTotal);
-  const growth = heapTotal - baseline;
-  const due = s.startPending || (growth >= GROWTH_BYTES && now - s.lastAt >= minInterval(growth));
+  const due = s.startPending || (heapTotal - baseline >= GROWTH_BYTES && now - s.lastAt >= minInterval(s.lastMs));
   const shrink = idleRun >= IDLE_SAMPLES && due;
-  return { state: { baseline, idleRun: shrink ? 0 : idleRun, lastAt: shrink && !s.startPending ? now : s.lastAt, startPending: s.startPending && !shrink }, shrink };
+  return { state: { ...s, baseline, idleRun: shrink ? 0 : idleRun, lastAt: shrink && !s.startPending ? now : s.lastAt, startPending: s.startPending && !shrink }, shrink };
 }
 
 /** V8's low-memory collection through an in-process inspector session; resolves when it is done (async: a throw, e.g. no inspector in this build, rejects). */
@@ -95,7 +97,7 @@ export interface Shrunk {
 }
 
 export function startIdleShrink(activity: () => number, onShrink: (e: Shrunk) => void, onError: (e: Error) => void, trimNative: () => void = () => undefined): () => void {
-  let state: ShrinkState = { baseline: getHeapStatistics().total_heap_size, idleRun: 0, lastAt: -Infinity, startPending: true };
+  let state: ShrinkState = { baseline: getHeapStatistics().total_heap_size, idleRun: 0, lastAt: -Infinity, lastMs: 0, startPending: true };
   let last: EventLoopUtilization = performance.eventLoopUtilization();
   let lastActivity = activity();
   let running = false;
@@ -119,8 +121,9 @@ export function startIdleShrink(activity: () => number, onShrink: (e: Shrunk) =>
       // state of closed connections) is back in malloc now; give it to the kernel too.
       trimNative();
       const afterBytes = getHeapStatistics().total_heap_size;
-      state = { ...state, baseline: afterBytes };
-      onShrink({ after, beforeBytes: before, afterBytes, ms: performance.now() - t0 });
+      const ms = performance.now() - t0;
+      state = { ...state, baseline: afterBytes, lastMs: ms };
+      onShrink({ after, beforeBytes: before, afterBytes, ms });
     }, (e: Error) => onError(e)).finally(() => {
       running = false;
       last = performance.eventLoopUtilization();
