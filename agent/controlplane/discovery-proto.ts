@@ -109,7 +109,7 @@ interface ResponseMessage {
 }
 
 export function encodeWatchRequestV2(request: WatchRequestV2): Buffer {
-  w.string(1, request.node);
+  w.reset().string(1, request.node);
   if (request.resume) w.string(2, request.resume.epoch).uint(3, request.resume.version);
   return w.finish();
 }
@@ -145,7 +145,7 @@ export function decodeWatchRequestV2(bytes: Buffer): Result<WatchRequestV2, stri
   return ok(epoch === '' ? { node } : { node, resume: { epoch, version } });
 }
 
-/** One writer for every message this module encodes (finish() copies out and resets it). */
+/** One writer for every message this module encodes: each encoder starts with reset(), and finish() copies out. */
 const w = new Writer();
 
 /**
@@ -254,7 +254,7 @@ function readPod(r: Reader): PodInfo {
 
 /** One Resource message, encoded: pods as the Pod message, other kinds as JSON bytes. */
 export function encodeResource(r: Resource): Uint8Array {
-  w.string(1, r.kind).string(2, r.key);
+  w.reset().string(1, r.kind).string(2, r.key);
   if (r.kind === 'Pod') {
     const at = w.fork(3);
     writePod(r.value as PodInfo);
@@ -267,7 +267,7 @@ export function encodeResource(r: Resource): Uint8Array {
 
 /** An encoded Resource as an entry of DeltaDiscoveryResponse.resources: tag, length, message. */
 export function frameResource(encoded: Uint8Array): Buffer {
-  return w.bytes(RESOURCES_FIELD, encoded).finish();
+  return w.reset().bytes(RESOURCES_FIELD, encoded).finish();
 }
 
 /** A response from its header and resources encoded with encodeResource. */
@@ -281,6 +281,7 @@ export function encodeDeltaResponse(header: Omit<DeltaResponse, 'resources'>, re
  * Fields at their proto3 default are left out, as protobuf encoders do.
  */
 export function encodeDeltaResponseFramed(header: Omit<DeltaResponse, 'resources'>, entries: readonly Uint8Array[]): Buffer {
+  w.reset();
   if (header.systemVersion !== 0) w.uint(1, header.systemVersion);
   if (header.epoch !== '') w.string(2, header.epoch);
   if (header.fullState) w.bool(3, true);

@@ -302,6 +302,12 @@ export class Writer {
     return this;
   }
 
+  /** Drops whatever was written (a message whose encoding threw half way is not the next one's start). */
+  reset(): this {
+    this.pos = 0;
+    return this;
+  }
+
   finish(): Buffer {
     const out = Buffer.from(this.buf.subarray(0, this.pos));
     this.pos = 0;

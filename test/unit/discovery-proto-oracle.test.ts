@@ -113,3 +113,12 @@ test('discovery v2: the Watch request, both ways; versions past 2^53 and malform
   const r = decodeDeltaResponse(badUtf8);
   assert.ok(!r.ok && /not a weft\.discovery\.v2\.DeltaDiscoveryResponse/.test(r.error), JSON.stringify(r));
 });
+
+test('discovery v2: an encoding that throws half way leaves nothing behind for the next message', () => {
+  const header = { systemVersion: 9, epoch: 'e', fullState: true, baseVersion: 0, removed: [] };
+  const good = encodeDeltaResponseFramed(header, []);
+  assert.throws(() => encodeDeltaResponseFramed({ ...header, systemVersion: 7, baseVersion: -1, fullState: false }, []), /not a uint64/);
+  assert.deepEqual(encodeDeltaResponseFramed(header, []), good);
+  const decoded = decodeDeltaResponse(good);
+  assert.ok(decoded.ok && decoded.value.systemVersion === 9, JSON.stringify(decoded));
+});
