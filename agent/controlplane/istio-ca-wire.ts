@@ -1,5 +1,5 @@
 import { err, ok, type Result } from '../core/result';
-import { expectWire as expect, fieldOf, lengthDelimited, Reader, setOwn, tag, varint, WireType, wireTypeOf } from '../core/protobuf-wire';
+import { expectWire as expect, fieldOf, Reader, setOwn, WireType, wireTypeOf, Writer } from '../core/protobuf-wire';
 
 /**
  * Protobuf encoding of exactly the messages of Istio's certificate API (istio/api
@@ -133,31 +133,28 @@ export function decodeCertificateResponse(buf: Uint8Array): Result<IstioCertific
 
 // Encoding.
 
-function encodeValue(value: StructValue): Buffer {
-  if (value === null) return Buffer.concat([tag(1, WireType.Varint), varint(0n)]);
-  if (typeof value === 'number') {
-    const bytes = Buffer.alloc(8);
-    bytes.writeDoubleLE(value);
-    return Buffer.concat([tag(2, WireType.Fixed64), bytes]);
-  }
-  if (typeof value === 'string') return lengthDelimited(3, Buffer.from(value, 'utf8'));
-  if (typeof value === 'boolean') return Buffer.concat([tag(4, WireType.Varint), varint(value ? 1n : 0n)]);
-  if (Array.isArray(value)) return lengthDelimited(6, Buffer.concat(value.map((item) => lengthDelimited(1, encodeValue(item)))));
-  return lengthDelimited(5, encodeStruct(value));
+function writeValue(w: Writer, value: StructValue): void {
+  if (value === null) w.uint(1, 0);
+  else if (typeof value === 'number') w.double(2, value);
+  else if (typeof value === 'string') w.string(3, value);
+  else if (typeof value === 'boolean') w.bool(4, value);
+  else if (Array.isArray(value)) w.message(6, (list) => { for (const item of value) list.message(1, (v) => writeValue(v, item)); });
+  else w.message(5, (struct) => writeStruct(struct, value));
 }
 
-function encodeStruct(fields: { [key: string]: StructValue }): Buffer {
-  return Buffer.concat(Object.entries(fields).map(([key, value]) =>
-    lengthDelimited(1, Buffer.concat([lengthDelimited(1, Buffer.from(key, 'utf8')), lengthDelimited(2, encodeValue(value))]))));
+function writeStruct(w: Writer, fields: { [key: string]: StructValue }): void {
+  for (const [key, value] of Object.entries(fields)) w.message(1, (entry) => { entry.string(1, key); entry.message(2, (v) => writeValue(v, value)); });
 }
 
 export function encodeCertificateRequest(request: IstioCertificateRequest): Buffer {
-  const parts = [lengthDelimited(1, Buffer.from(request.csr, 'utf8'))];
-  if (request.validityDuration !== 0) parts.push(tag(3, WireType.Varint), varint(BigInt(request.validityDuration)));
-  if (Object.keys(request.metadata).length > 0) parts.push(lengthDelimited(4, encodeStruct(request.metadata)));
-  return Buffer.concat(parts);
+  const w = new Writer().string(1, request.csr);
+  if (request.validityDuration !== 0) w.int(3, request.validityDuration);
+  if (Object.keys(request.metadata).length > 0) w.message(4, (struct) => writeStruct(struct, request.metadata));
+  return w.finish();
 }
 
 export function encodeCertificateResponse(response: IstioCertificateResponse): Buffer {
-  return Buffer.concat(response.certChain.map((pem) => lengthDelimited(1, Buffer.from(pem, 'utf8'))));
+  const w = new Writer();
+  for (const pem of response.certChain) w.string(1, pem);
+  return w.finish();
 }

@@ -1,7 +1,7 @@
 /**
  * Protobuf's wire format, the few primitives Weft's hand-written messages need (Istio's certificate
  * API, discovery v2, OTLP traces): a reader that checks every length and wire type and throws a plain message on
- * malformed input, and encoders that return Buffers to concatenate. Unknown fields are skipped by
+ * malformed input, and a writer that nests messages in place. Unknown fields are skipped by
  * the callers, as protobuf requires. No schema, no reflection: each message's codec is written next
  * to its type (a schema parsed at load held about 2 MiB in every agent, docs/memory.md).
  */
@@ -197,10 +197,23 @@ export class Writer {
     this.tag(field, WireType.Varint);
     if (Number.isSafeInteger(v) && v >= 0) return this.varint(v);
     if (!Number.isInteger(v) || v < 0 || v >= 2 ** 64) throw new Error(`field ${field}: ${v} is not a uint64`);
-    const bytes = varint(BigInt(v));
-    this.ensure(bytes.length);
-    this.buf.set(bytes, this.pos);
-    this.pos += bytes.length;
+    return this.bigVarint(BigInt(v));
+  }
+
+  /** An int64 field: negative values as their 64-bit two's complement (ten bytes), as protobuf encodes them. */
+  int(field: number, v: number): this {
+    if (v >= 0) return this.uint(field, v);
+    if (!Number.isInteger(v) || v < -(2 ** 63)) throw new Error(`field ${field}: ${v} is not an int64`);
+    return this.tag(field, WireType.Varint).bigVarint(BigInt.asUintN(64, BigInt(v)));
+  }
+
+  private bigVarint(v: bigint): this {
+    this.ensure(10);
+    while (v >= 0x80n) {
+      this.buf[this.pos++] = Number(v & 0x7fn) | 0x80;
+      v >>= 7n;
+    }
+    this.buf[this.pos++] = Number(v);
     return this;
   }
 
@@ -313,33 +326,4 @@ export class Writer {
     this.pos = 0;
     return out;
   }
-}
-
-export function varint(value: bigint | number): Buffer {
-  if (typeof value === 'number') {
-    if (!Number.isSafeInteger(value) || value < 0) throw new Error(`varint ${value} is not a non-negative safe integer`);
-    const bytes: number[] = [];
-    while (value > 0x7f) {
-      bytes.push((value % 128) | 0x80);
-      value = Math.floor(value / 128);
-    }
-    bytes.push(value);
-    return Buffer.from(bytes);
-  }
-  let rest = BigInt.asUintN(64, value);
-  const bytes: number[] = [];
-  while (rest >= 0x80n) {
-    bytes.push(Number(rest & 0x7fn) | 0x80);
-    rest >>= 7n;
-  }
-  bytes.push(Number(rest));
-  return Buffer.from(bytes);
-}
-
-export function tag(field: number, wireType: WireType): Buffer {
-  return varint(field * 8 + wireType);
-}
-
-export function lengthDelimited(field: number, payload: Uint8Array): Buffer {
-  return Buffer.concat([tag(field, WireType.LengthDelimited), varint(payload.length), payload]);
 }

@@ -69,3 +69,11 @@ test('a Struct key named __proto__ stays data', () => {
   assert.equal(Object.getPrototypeOf(decoded.value.metadata), Object.prototype);
   assert.deepEqual(Object.keys(decoded.value.metadata), ['__proto__']);
 });
+
+test('a negative validity_duration (int64) travels as its ten-byte two\'s complement and decodes back', () => {
+  const bytes = encodeCertificateRequest({ csr: 'C', validityDuration: -5, metadata: {} });
+  assert.equal(bytes.toString('hex'), '0a0143' + '18' + 'fbffffffffffffffff01');
+  const back = decodeCertificateRequest(bytes);
+  assert.ok(back.ok);
+  assert.equal(back.value.validityDuration, -5);
+});
