@@ -5,6 +5,7 @@
  */
 import koffi from 'koffi';
 import { constants as osConstants } from 'node:os';
+import { withSignalsHeld } from './libc';
 
 const lib = koffi.load('libbpf.so.1');
 
@@ -80,8 +81,9 @@ export function openObject(path: string, pinRoot: string | null): ObjectHandle {
   return { path, ptr };
 }
 
+/** Loads (verifies) the object's programs, with signals held off: a signal makes the verifier give up (libc.ts withSignalsHeld). */
 export function loadObject(obj: ObjectHandle): void {
-  check(f.objectLoad(obj.ptr), 'bpf_object__load', obj.path);
+  check(withSignalsHeld(() => f.objectLoad(obj.ptr) as number), 'bpf_object__load', obj.path);
 }
 
 /** Closes the object: unpinned programs and maps without other references go away. */

@@ -1,7 +1,8 @@
 /**
  * The FFI boundary to libc (koffi), for what Node cannot do itself: sockets with
  * IP_TRANSPARENT / IPV6_TRANSPARENT set before bind, and the socket facts same-node splicing reads
- * (SO_COOKIE, TCP_INFO, SIOCOUTQ), and malloc_trim to give freed native memory back. Thin wrappers over socket, setsockopt, getsockopt, ioctl, bind,
+ * (SO_COOKIE, TCP_INFO, SIOCOUTQ), malloc_trim to give freed native memory back, and
+ * pthread_sigmask to hold signals off a system call that a signal would abort. Thin wrappers over socket, setsockopt, getsockopt, ioctl, bind,
  * listen and close; each turns -1 + errno into a thrown LibcError that names the call, its subject
  * and the errno (its name and libc's text), so the caller can say what to check.
  */
@@ -21,6 +22,9 @@ const f = {
   recv: lib.func('long recv(int fd, _Out_ void *buf, unsigned long len, int flags)'),
   strerror: lib.func('const char *strerror(int errnum)'),
   mallocTrim: lib.func('int malloc_trim(unsigned long pad)'),
+  sigfillset: lib.func('int sigfillset(void *set)'),
+  sigdelset: lib.func('int sigdelset(void *set, int signum)'),
+  pthreadSigmask: lib.func('int pthread_sigmask(int how, const void *set, void *oldset)'),
 };
 
 export const AF_INET = 2;
@@ -147,4 +151,32 @@ export function recvNow(fd: number, buf: Buffer, subject: string): number {
  */
 export function mallocTrim(): boolean {
   return f.mallocTrim(0) === 1;
+}
+
+const SIG_BLOCK = 0;
+const SIG_SETMASK = 2;
+/** glibc's sigset_t */
+const SIGSET_BYTES = 128;
+/** Raised by a fault of the thread itself (SIGILL, SIGTRAP, SIGBUS, SIGFPE, SIGSEGV): never held. */
+const FAULT_SIGNALS = [4, 5, 7, 8, 11];
+
+/**
+ * Runs `fn` with every signal but the fault signals held off the calling thread; what arrives
+ * meanwhile is delivered when it returns. For a system call that gives up when a signal is pending:
+ * the kernel's BPF verifier returns EAGAIN if a signal arrives while it runs, and libbpf retries
+ * only five times, so a CPU profiler's SIGPROF every millisecond (node --cpu-prof) kept the agent
+ * from loading its programs at all (docs/datapath.md).
+ */
+export function withSignalsHeld<T>(fn: () => T): T {
+  const set = Buffer.alloc(SIGSET_BYTES);
+  const old = Buffer.alloc(SIGSET_BYTES);
+  f.sigfillset(set);
+  for (const s of FAULT_SIGNALS) f.sigdelset(set, s);
+  const rc = f.pthreadSigmask(SIG_BLOCK, set, old) as number;
+  if (rc !== 0) throw new LibcError('pthread_sigmask', 'SIG_BLOCK', rc);
+  try {
+    return fn();
+  } finally {
+    f.pthreadSigmask(SIG_SETMASK, old, null);
+  }
 }
