@@ -1,4 +1,4 @@
-import { isIPv4, isIPv6 } from 'node:net';
+import { isIPv6 } from 'node:net';
 
 export type Family = 4 | 6;
 
@@ -8,15 +8,60 @@ export function unmapIp(ip: string): string {
   return m ? m[1]! : ip;
 }
 
+/**
+ * The 32-bit value of a dotted quad as Node's isIPv4 accepts it (four decimal octets 0-255, no
+ * leading zeros: text that is also the canonical form), or -1 for anything else. Read by hand: the
+ * connection paths ask this of several addresses per connection, and isIPv4's regular expression,
+ * then split and map into a Buffer, cost several µs per connection (docs/new-connections.md).
+ */
+export function ipv4Value(ip: string): number {
+  const n = ip.length;
+  if (n < 7 || n > 15) return -1;
+  let value = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = 0; i < n; i++) {
+    const c = ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || dots === 3) return -1;
+      value = value * 256 + octet;
+      octet = 0;
+      digits = 0;
+      dots++;
+    } else if (c >= 48 && c <= 57) {
+      if (digits > 0 && octet === 0) return -1; // a leading zero
+      octet = octet * 10 + (c - 48);
+      if (octet > 255) return -1;
+      digits++;
+    } else {
+      return -1;
+    }
+  }
+  return dots === 3 && digits > 0 ? value * 256 + octet : -1;
+}
+
+/** Writes the address's network-order bytes (4 or 16) at `offset`. */
+export function writeIpBytes(ip: string, buf: Buffer, offset: number): void {
+  const v4 = ipv4Value(ip);
+  if (v4 >= 0) buf.writeUInt32BE(v4, offset);
+  else ipBytes(ip).copy(buf, offset);
+}
+
 export function familyOf(ip: string): Family {
-  if (isIPv4(ip)) return 4;
+  if (ipv4Value(ip) >= 0) return 4;
   if (isIPv6(ip)) return 6;
   throw new Error(`not an IP address: ${JSON.stringify(ip)}`);
 }
 
 /** Network-order bytes: 4 for IPv4, 16 for IPv6. */
 export function ipBytes(ip: string): Buffer {
-  if (isIPv4(ip)) return Buffer.from(ip.split('.').map(Number));
+  const v4 = ipv4Value(ip);
+  if (v4 >= 0) {
+    const b = Buffer.allocUnsafe(4);
+    b.writeUInt32BE(v4, 0);
+    return b;
+  }
   if (!isIPv6(ip)) throw new Error(`not an IP address: ${JSON.stringify(ip)}`);
   let text = ip.replace(/%.*$/, '');
   const v4tail = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
@@ -53,6 +98,7 @@ export function formatIp(bytes: Buffer, family: Family): string {
 
 /** One canonical text form per address, so `fd00:0::1` and `fd00::1` compare equal. */
 export function canonicalIp(ip: string): string {
+  if (ipv4Value(ip) >= 0) return ip;
   const plain = unmapIp(ip);
   const family = familyOf(plain);
   return formatIp(ipBytes(plain), family);

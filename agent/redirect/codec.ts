@@ -3,7 +3,7 @@
  * Pure: bytes in, values out.
  */
 import { weft_capture, weft_capture_route, weft_config, weft_flow, weft_ip, weft_orig, weft_pod } from '../core/bpf-layout.generated';
-import { Family, familyOf, formatIp, ipBytes } from '../core/ip';
+import { Family, familyOf, formatIp, writeIpBytes } from '../core/ip';
 import { CAPTURE, INBOUND_PLAINTEXT_PORT, type CaptureRoute } from './capture-routing';
 
 const AF_INET = 2;
@@ -29,7 +29,7 @@ export interface OrigDst { family: Family; ip: string; port: number; cgroupId: b
 const toAf = (family: Family) => (family === 4 ? AF_INET : AF_INET6);
 
 function writeAddr(buf: Buffer, offset: number, ip: string): void {
-  ipBytes(ip).copy(buf, offset);
+  writeIpBytes(ip, buf, offset);
 }
 
 export function encodeConfig(c: NodeDatapathConfig): Buffer {

@@ -1,5 +1,5 @@
 import { isIP } from 'node:net';
-import { canonicalIp } from '../core/ip';
+import { canonicalIp, ipv4Value } from '../core/ip';
 import { objectKey, type NamespaceInfo, type NodeInfo, type PodInfo, type ServiceInfo, type Snapshot } from '../config/objects';
 import type { WorkloadRef } from '../core/workload';
 import { selectorMatches } from './selector';
@@ -114,5 +114,6 @@ function canonicalIps(ips: string[]): string[] {
 
 /** Lookups take addresses from anywhere (sockets, the admin API): text that is no address finds nothing. */
 function canonicalOrUndefined(ip: string): string | undefined {
+  if (ipv4Value(ip) >= 0) return ip; // already canonical
   return isIP(ip) === 0 ? undefined : canonicalIp(ip);
 }

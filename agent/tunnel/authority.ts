@@ -1,5 +1,5 @@
-import { isIPv4, isIPv6 } from 'node:net';
-import { canonicalIp, formatAddr } from '../core/ip';
+import { isIPv6 } from 'node:net';
+import { canonicalIp, formatAddr, ipv4Value } from '../core/ip';
 import { err, ok, type Result } from '../core/result';
 
 /** Where a tunnelled connection goes: the destination pod's address. */
@@ -16,7 +16,7 @@ export function parseAuthority(authority: string | undefined): Result<TunnelTarg
   if (authority === undefined) return err('CONNECT without :authority');
   const v4 = V4.exec(authority);
   const v6 = V6.exec(authority);
-  const ip = v4 && isIPv4(v4[1]!) ? v4[1]! : v6 && isIPv6(v6[1]!) ? v6[1]! : undefined;
+  const ip = v4 && ipv4Value(v4[1]!) >= 0 ? v4[1]! : v6 && isIPv6(v6[1]!) ? v6[1]! : undefined;
   const port = Number((v4 ?? v6)?.[2]);
   if (ip === undefined) return err(`:authority "${authority}" is not <ip>:<port> (IPv6 in brackets)`);
   if (!(port >= 1 && port <= 65535)) return err(`:authority "${authority}": port must be 1-65535`);

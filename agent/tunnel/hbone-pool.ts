@@ -1,5 +1,4 @@
 import * as http2 from 'node:http2';
-import { isIPv6 } from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import { operationalLogger } from '../core/log';
@@ -247,11 +246,12 @@ export class HbonePool {
   }
 }
 
+/** `host:port`, an IPv6 address in brackets (the only kind of host with a colon). */
 function hostPort({ host, port }: { host: string; port: number }): string {
-  return isIPv6(host) ? `[${host}]:${port}` : `${host}:${port}`;
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
 /** RFC 7239 `for="10.0.0.1:4711"`, `for="[fd00::1]:4711"`. */
 function forwardedHeader({ ip, port }: { ip: string; port: number }): string {
-  return isIPv6(ip) ? `for="[${ip}]:${port}"` : `for="${ip}:${port}"`;
+  return ip.includes(':') ? `for="[${ip}]:${port}"` : `for="${ip}:${port}"`;
 }
