@@ -151,6 +151,23 @@ export function tcpLabels(ev: ConnectionOpenedEvent, flags: ResponseFlags, store
   };
 }
 
+/**
+ * Everything tcpLabels reads of an event, as one string: for one store, two events with the same
+ * key have the same TCP labels. The source address counts only where tcpLabels looks the source up
+ * by it (no source pod named, no peer certificate), and the destination port only where it picks
+ * the Service by it (no Service named). Pure.
+ */
+export function tcpLabelsKey(ev: ConnectionOpenedEvent, flags: ResponseFlags): string {
+  const { ends, security } = ev;
+  const src = ends.src;
+  const dst = ends.dst;
+  let k = `${ev.reporter}|${security}|${flags}|`;
+  k += src ? `${src.namespace}|${src.name}|${src.workload}|${src.identity}|` : `||${ends.srcIdentity ?? ''}|${security === 'mutual_tls' ? '' : ends.srcIp}|`;
+  k += dst ? `${dst.namespace}|${dst.name}|${dst.workload}|${dst.identity}|` : '||||';
+  k += ends.dstService ? `${ends.dstService.namespace}|${ends.dstService.name}` : `|${dst ? ends.dstPort : ''}`;
+  return k;
+}
+
 /** The HTTP/gRPC labels of a request (every label of HTTP_LABELS set). Pure. */
 export function httpLabels(ev: RequestCompletedEvent, store: WorkloadStore | undefined): HttpLabels {
   const l = tcpLabels(ev, ev.flags, store);

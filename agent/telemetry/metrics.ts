@@ -26,7 +26,7 @@ import { subscribeTelemetry, type ConnectionClosedEvent, type ConnectionEnds, ty
 import { DenialMetrics } from './denials';
 import { PodConnections } from './pod-connections';
 import { ExpositionRegistry } from './exposition-registry';
-import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
+import { HTTP_LABELS, httpLabels, labelKey, TCP_LABELS, tcpLabels, tcpLabelsKey, UNKNOWN, type HttpLabels, type TcpLabels } from './labels';
 import type { ExpositionWriter } from './exposition-writer';
 import { FAMILIES, HttpSeries, SeriesTable, TcpSeries, writeCounterFamily, writeHistogramFamily, type Pause } from './series';
 
@@ -34,6 +34,9 @@ export { ISTIO_BUCKETS } from './series';
 
 /** Which workloads a label set names (what pruning reads). */
 type Named = Pick<TcpLabels, 'source_workload' | 'source_workload_namespace' | 'destination_workload' | 'destination_workload_namespace'>;
+
+/** Entries of the TCP records cache by label inputs before it starts over. */
+const TCP_BY_INPUTS_MAX = 4096;
 
 export class MeshMetrics {
   readonly registry: ExpositionRegistry;
@@ -54,6 +57,14 @@ export class MeshMetrics {
    * share it. No outcome key and no Map per connection (they were ~0.2 KiB each open connection held).
    */
   private lastTcp = new WeakMap<ConnectionEnds, { reporter: ConnectionOpenedEvent['reporter']; security: ConnectionOpenedEvent['security']; flags: ConnectionClosedEvent['flags']; series: TcpSeries<TcpLabels> }>();
+  /**
+   * TCP records by what their labels derive from (tcpLabelsKey), across connections: a new
+   * connection between pods already seen finds its record without deriving 27 labels and their key
+   * (tcpLabels and labelKey took 1-2 % of each agent's CPU under a new connection per request,
+   * docs/new-connections.md). Dropped with the state; emptied past TCP_BY_INPUTS_MAX entries
+   * (plaintext clients without a pod add one per address).
+   */
+  private tcpByInputs = new Map<string, TcpSeries<TcpLabels>>();
   /** The last request outcome per ends and its record (dropped with `derived`). */
   private lastHttp = new WeakMap<ConnectionEnds, Pick<RequestCompletedEvent, 'reporter' | 'security' | 'protocol' | 'status' | 'grpcStatus' | 'flags'> & { series: HttpSeries<HttpLabels> }>();
   /** set while subscribed: what unsubscribes */
@@ -86,6 +97,7 @@ export class MeshMetrics {
     this.derived = new WeakMap();
     this.lastTcp = new WeakMap();
     this.lastHttp = new WeakMap();
+    this.tcpByInputs.clear();
   }
 
   /**
@@ -97,6 +109,7 @@ export class MeshMetrics {
     this.derived = new WeakMap();
     this.lastTcp = new WeakMap();
     this.lastHttp = new WeakMap();
+    this.tcpByInputs.clear();
     const present = new Set(store.snapshot.pods.map((p) => `${p.namespace}/${workloadName(p)}`));
     const gone = (l: Named) =>
       (l.source_workload !== UNKNOWN && !present.has(`${l.source_workload_namespace}/${l.source_workload}`)) ||
@@ -181,8 +194,14 @@ export class MeshMetrics {
   private tcp(ev: ConnectionOpenedEvent, flags: ConnectionClosedEvent['flags']): TcpSeries<TcpLabels> {
     const last = this.lastTcp.get(ev.ends);
     if (last !== undefined && last.reporter === ev.reporter && last.security === ev.security && last.flags === flags) return last.series;
-    const labels = tcpLabels(ev, flags, this.store);
-    const series = this.tcpSeries.get(labelKey(TCP_LABELS, labels), labels);
+    const inputs = tcpLabelsKey(ev, flags);
+    let series = this.tcpByInputs.get(inputs);
+    if (series === undefined) {
+      const labels = tcpLabels(ev, flags, this.store);
+      series = this.tcpSeries.get(labelKey(TCP_LABELS, labels), labels);
+      if (this.tcpByInputs.size >= TCP_BY_INPUTS_MAX) this.tcpByInputs.clear();
+      this.tcpByInputs.set(inputs, series);
+    }
     this.lastTcp.set(ev.ends, { reporter: ev.reporter, security: ev.security, flags, series });
     return series;
   }

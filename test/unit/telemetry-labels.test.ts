@@ -4,7 +4,8 @@ import { emptySnapshot, type PodInfo, type Snapshot } from '../../agent/config/o
 import { arrivalReporters, arrivalSecurity, type Arrival } from '../../agent/proxy/deliver';
 import { WorkloadStore } from '../../agent/state/store';
 import type { ConnectionEnds, RequestCompletedEvent } from '../../agent/telemetry/events';
-import { HTTP_LABELS, httpLabels, TCP_LABELS, tcpLabels } from '../../agent/telemetry/labels';
+import fc from 'fast-check';
+import { HTTP_LABELS, httpLabels, TCP_LABELS, tcpLabels, tcpLabelsKey } from '../../agent/telemetry/labels';
 
 function pod(namespace: string, name: string, node: string, ip: string, labels: Record<string, string>, serviceAccount = 'default'): PodInfo {
   return { namespace, name, labels, annotations: {}, nodeName: node, serviceAccount, ips: [ip] };
@@ -119,5 +120,36 @@ describe('telemetry labels', () => {
     assert.deepEqual([arrivalReporters(arrival('local', web)), arrivalSecurity(arrival('local', web))], [['source', 'destination'], 'mutual_tls']);
     assert.equal(arrivalSecurity(arrival('local')), 'none', 'same node, source pod not attributed by the kernel');
     assert.deepEqual([arrivalReporters(arrival('plaintext')), arrivalSecurity(arrival('plaintext'))], [['destination'], 'none']);
+  });
+  it('tcpLabelsKey: events with the same key have the same TCP labels (what lets MeshMetrics reuse a record across connections)', () => {
+    const outsider = store.workloadRef(snapshot.pods[2]!);
+    const forged = { ...web, identity: 'spiffe://cluster.local/ns/shop/sa/other' };
+    const event = fc.record({
+      reporter: fc.constantFrom('source' as const, 'destination' as const),
+      security: fc.constantFrom('mutual_tls' as const, 'none' as const),
+      flags: fc.constantFrom('-' as const, 'DENY' as const, 'CONNECT' as const),
+      src: fc.constantFrom(undefined, web, api, outsider, forged),
+      srcIdentity: fc.constantFrom(undefined, WEB_ID, API_ID),
+      srcIp: fc.constantFrom('10.1.0.5', '10.2.0.7', '10.2.0.9', '192.168.9.1', '10.9.9.9'),
+      dst: fc.constantFrom(undefined, web, api, outsider),
+      dstPort: fc.constantFrom(8080, 8444, 9000),
+      dstService: fc.constantFrom(undefined, { namespace: 'shop', name: 'api' }, { namespace: 'shop', name: 'api-grpc' }),
+    });
+    const toEv = (e: { reporter: 'source' | 'destination'; security: 'mutual_tls' | 'none'; src?: typeof web; srcIdentity?: string; srcIp: string; dst?: typeof web; dstPort: number; dstService?: { namespace: string; name: string } }) => ({
+      reporter: e.reporter, security: e.security,
+      ends: ends({ srcIp: e.srcIp, dstPort: e.dstPort, ...(e.src ? { src: e.src } : {}), ...(e.srcIdentity ? { srcIdentity: e.srcIdentity } : {}), ...(e.dst ? { dst: e.dst } : {}), ...(e.dstService ? { dstService: e.dstService } : {}) }),
+    });
+    let same = 0;
+    fc.assert(fc.property(fc.array(event, { minLength: 500, maxLength: 1000 }), (events) => {
+      const byKey = new Map<string, ReturnType<typeof tcpLabels>>();
+      for (const e of events) {
+        const ev = toEv(e);
+        const key = tcpLabelsKey(ev, e.flags);
+        const labels = tcpLabels(ev, e.flags, store);
+        const seen = byKey.get(key);
+        if (seen) { same++; assert.deepEqual(labels, seen, key); } else byKey.set(key, labels);
+      }
+    }), { numRuns: 40 });
+    assert.ok(same > 1000, `events with a key seen before were compared (${same})`);
   });
 });
