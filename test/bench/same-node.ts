@@ -14,6 +14,12 @@
  *        connection is spliced in the kernel after authorization (docs/splice.md);
  *   (e′) the same with ProxyConfig spec.sameNodeSplice: false: relayed in user space.
  *
+ * Each Weft row connects from a client pod of its own (same namespace and service account as pod
+ * A): every captured connection of a pod goes to the proxy's one outbound port, so a Weft row after
+ * another would start with the earlier rows' ~10,000 connections per client still in TIME_WAIT on
+ * that port's ephemeral range (docs/new-connections.md), and its new-connection column measured the
+ * client's port search. Direct and the bench proxy's rows each have a destination port of their own.
+ *
  * (c) and (d′) against (b′) are the cost of the TLS hop and the gain of splicing and nothing else
  * (same process, no capture or access logs); (b), (e) and (e′) against (a) are the whole mesh:
  * same-node spliced vs relayed vs direct (issue 11.4 targets (e) >= 0.5x direct in bulk and
@@ -151,6 +157,9 @@ async function main(): Promise<void> {
     const node = await lab.node('n1');
     const a = await node.pod('client', { namespace: 'bench', serviceAccount: 'client' });
     const b = await node.pod('server', { namespace: 'bench', serviceAccount: 'server', labels: { app: 'server' } });
+    const aHttp = await node.pod('client-http', { namespace: 'bench', serviceAccount: 'client' });
+    const aSpliced = await node.pod('client-spliced', { namespace: 'bench', serviceAccount: 'client' });
+    const aRelayed = await node.pod('client-relayed', { namespace: 'bench', serviceAccount: 'client' });
     const srv = b.spawn(process.execPath, ['-e', HTTP_SERVER]);
     await new Promise<void>((r) => srv.stdout!.once('data', () => r()));
     const rows: Row[] = [];
@@ -170,13 +179,13 @@ async function main(): Promise<void> {
     }
 
     const http = lab.yaml({ meshNamespaces: ['bench'] });
-    const weft = await measureWeft('(b) Weft as shipped (HTTP, no TLS)', node, dir, http, a, b, 'http');
+    const weft = await measureWeft('(b) Weft as shipped (HTTP, no TLS)', node, dir, http, aHttp, b, 'http');
     // Pod B's port declared TCP: no L7 feature applies, so the connection is spliced after authorization.
     const tcpService = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server', namespace: 'bench' },
       spec: { clusterIP: 'None', selector: { app: 'server' }, ports: [{ name: 'tcp-web', port: PORTS.pod, targetPort: PORTS.pod }] } };
-    const spliced = await measureWeft('(e) Weft, port declared TCP: spliced', node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService] }), a, b, 'spliced');
+    const spliced = await measureWeft('(e) Weft, port declared TCP: spliced', node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService] }), aSpliced, b, 'spliced');
     const relayOff = { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { sameNodeSplice: false } };
-    const relayed = await measureWeft("(e') Weft, port declared TCP: relayed", node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService, relayOff] }), a, b, 'relayed');
+    const relayed = await measureWeft("(e') Weft, port declared TCP: relayed", node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService, relayOff] }), aRelayed, b, 'relayed');
 
     rows.push(weft, spliced, relayed, plain, benchSplice, hbone);
     report(rows, new Map([[weft, rows[0]!], [spliced, rows[0]!], [relayed, rows[0]!], [hbone, plain], [benchSplice, plain]]));
