@@ -6,6 +6,11 @@
  * than req/s on a shared host). WEFT_NC_HAPROXY=1 runs the HAProxy pair the same way first, for
  * the ratio. WEFT_BENCH_AGENT_FLAGS='--cpu-prof --cpu-prof-dir=DIR' profiles the agents.
  * WEFT_BENCH_LAB names the lab (default wnc1).
+ *
+ * The warm-up and each round connect from a client pod of their own (same namespace): a client that
+ * closes first keeps each connection's port in TIME_WAIT for 60 s, so a round run from the client of
+ * the round before measured that client's search for a free port, not the proxies (rounds after the
+ * first fell to 430-490 connections/s for Weft, docs/new-connections.md).
  */
 
 import { spawn } from 'node:child_process';
@@ -30,6 +35,9 @@ function rounds(name: string, rs: Round[], labels: string[]): void {
 
 async function main(): Promise<void> {
   await withHopLab({ name: process.env.WEFT_BENCH_LAB ?? 'wnc1', client: { namespace: 'bench' }, server: { namespace: 'bench' }, serverScript: HTTP_SERVER }, async (c) => {
+    // Made before the mesh starts, which enrolls the pods the lab has then.
+    const roundClients = [];
+    for (let i = 0; i < ROUNDS; i++) roundClients.push(await c.n1.pod(`client-r${i + 1}`, { namespace: 'bench' }));
     const contenders = process.env.WEFT_NC_HAPROXY === '1' ? [haproxyPair, weft] : [weft];
     for (const contender of contenders) {
       const ep = await contender.start(c);
@@ -52,7 +60,7 @@ async function main(): Promise<void> {
           const perfDir = process.env.WEFT_NC_PERF;
           const perfs = perfDir && i === 0 ? pids.map((p, j) => spawn('perf', ['record', '-q', '-F', '499', '-g', '-p', String(p), '-o', `${perfDir}/perf-${j}.data`, '--', 'sleep', String(WRK_SECONDS)], { stdio: 'ignore' })) : [];
           const began = performance.now();
-          const r = await wrk(c.client, url, ['-H', 'Connection: close']);
+          const r = await wrk(roundClients[i]!, url, ['-H', 'Connection: close']);
           const dt = pids.map((p, j) => cpuTicks([p]) - t0[j]!);
           await Promise.all(perfs.map((p) => new Promise((res) => { if (p.exitCode !== null) res(null); else { p.once('exit', res); setTimeout(() => { p.kill('SIGINT'); }, 10_000).unref(); } })));
           const seconds = (performance.now() - began) / 1000;
