@@ -120,6 +120,12 @@ function onTicketedClose(this: Ticketed): void {
 
 export const LAG_SAMPLE_MS = 10;
 /**
+ * Quiet lag samples in a row (1 s) after which sampling pauses until the next connection or read.
+ * With it running, an idle agent's main thread woke 148 times a second (this and the health gauge's
+ * event-loop monitor); paused, 100 (docs/fairness.md).
+ */
+export const QUIET_SAMPLES_TO_PAUSE = 100;
+/**
  * Lag samples in a row above overloadLagMs before the noisiest pod is shed. A single 28-30 ms stall
  * (TLS handshakes, a snapshot applied) shed a pod that had finished a 1 GiB transfer two seconds
  * earlier and reset its next connection (mesh-tunnel.test.ts); under a real flood the lag stays up.
@@ -170,8 +176,14 @@ export class FairShare {
   private turnScheduled = false;
   private turnNow = 0;
   private timer: NodeJS.Timeout | undefined;
+  /** start() called and stop() not: sampling is wanted, though paused while all is quiet (timer unset) */
+  private started = false;
   private lastSample = 0;
   private samples = 0;
+  /** samples in a row that saw no traffic and no account waiting on a sample */
+  private quietSamples = 0;
+  /** `moved` at the last sample */
+  private movedAtSample = 0;
   /** consecutive lag samples above overloadLagMs: one stall (a GC, a burst of handshakes) is not an overload */
   private overloadedRun = 0;
   /** tickets of outbound connections by client address, for the upstream opened on their behalf */
@@ -189,16 +201,38 @@ export class FairShare {
     private readonly now: () => number = () => performance.now(),
   ) {}
 
-  /** Starts sampling the event loop's lag (unref'd: it keeps nothing alive). */
+  /**
+   * Starts sampling the event loop's lag (unref'd: it keeps nothing alive). Sampling pauses after
+   * QUIET_SAMPLES_TO_PAUSE samples with no traffic and no account waiting on a sample, and starts
+   * again at the next connection or read: an idle agent is not woken 100 times a second.
+   */
   start(): this {
-    if (this.timer) return this;
-    this.lastSample = this.now();
-    this.timer = setInterval(() => this.sample(), LAG_SAMPLE_MS);
-    this.timer.unref();
+    if (this.started) return this;
+    this.started = true;
+    this.arm();
     return this;
   }
 
   stop(): void {
+    this.started = false;
+    this.disarm();
+  }
+
+  /** Whether the lag sampler's timer runs now (started and not paused for quiet). */
+  get sampling(): boolean {
+    return this.timer !== undefined;
+  }
+
+  private arm(): void {
+    // The time paused is no lag: the first sample measures from here.
+    this.lastSample = this.now();
+    this.quietSamples = 0;
+    this.overloadedRun = 0;
+    this.timer = setInterval(() => this.sample(), LAG_SAMPLE_MS);
+    this.timer.unref();
+  }
+
+  private disarm(): void {
     if (this.timer) clearInterval(this.timer);
     this.timer = undefined;
   }
@@ -222,6 +256,7 @@ export class FairShare {
    */
   admit(ref: AccountRef, client?: string): { ok: true; ticket: Ticket } | { ok: false; refusal: Extract<Admission, { admit: false }> } {
     this.moved++;
+    if (this.timer === undefined && this.started) this.arm();
     const c = this.config();
     const a = this.account(ref);
     const now = this.now();
@@ -303,6 +338,7 @@ export class FairShare {
   /** @internal for gatedRead: `n` more bytes read by a gated socket of `a`. */
   charge(a: Account, n: number, socket: Socket, h: StreamHandle): void {
     this.moved += n;
+    if (this.timer === undefined && this.started) this.arm();
     if (!this.turnScheduled) {
       this.turnScheduled = true;
       this.turnNow = this.now();
@@ -347,6 +383,7 @@ export class FairShare {
     const c = this.config();
     this.overloadedRun = isOverloaded(lag, c) ? this.overloadedRun + 1 : 0;
     if (this.overloadedRun >= OVERLOADED_SAMPLES) this.shedNoisiest(now, lag, c);
+    let waiting = false;
     for (const a of this.accounts.values()) {
       if (a.shedUntil > 0 && a.shedUntil <= now) a.shedUntil = 0;
       if (a.shedUntil === 0 && (a.probationUntil > 0 || a.held.length > 0)) {
@@ -354,8 +391,13 @@ export class FairShare {
         a.turnBytes = 0;
         this.release(a);
       }
+      if (a.shedUntil > 0 || a.probationUntil > 0 || a.held.length > 0) waiting = true;
     }
     if (++this.samples % 100 === 0) this.forget(now);
+    const quiet = !waiting && this.moved === this.movedAtSample && this.overloadedRun === 0;
+    this.movedAtSample = this.moved;
+    this.quietSamples = quiet ? this.quietSamples + 1 : 0;
+    if (this.quietSamples >= QUIET_SAMPLES_TO_PAUSE) this.disarm();
   }
 
   private shedNoisiest(now: number, lag: number, c: FairnessConfig): void {

@@ -270,3 +270,34 @@ test('FairShare under overload: a pod whose bulk ended seconds ago and now only 
   assert.equal(reports.length, 1);
   assert.match(reports[0]!, /^shop\/bulk lag/);
 });
+
+test('FairShare: the lag sampler pauses after a quiet second and starts again at the next connection, and the time paused is not lag', (t) => {
+  t.mock.timers.enable({ apis: ['setInterval'] });
+  let now = 0;
+  const reports: string[] = [];
+  const share = new FairShare(() => config({ overloadLagMs: 20 }), (account) => reports.push(account.key), () => now);
+  const tick = (ms: number) => { for (let i = 0; i < ms; i += 10) { now += 10; t.mock.timers.tick(10); } };
+  share.start();
+  assert.equal(share.sampling, true);
+  const pod = podAccount({ namespace: 'shop', name: 'web' });
+  const ticket = share.admit(pod);
+  assert.ok(ticket.ok);
+  tick(500);
+  assert.equal(share.sampling, true, 'half a quiet second: still sampling');
+  tick(600);
+  assert.equal(share.sampling, false, 'a quiet second: paused (an open connection with no traffic does not keep it running)');
+  // A long quiet stretch, then a connection: sampling again, and the paused time reads as no lag.
+  now += 60_000;
+  assert.ok(share.admit(pod).ok);
+  assert.equal(share.sampling, true, 'a new connection starts it again');
+  share.maxLag();
+  tick(10);
+  assert.equal(share.maxLag(), 0, 'the first sample after the pause sees no lag');
+  assert.deepEqual(reports, [], 'nothing was shed');
+  // A stall while sampling is still lag: a sample 60 ms after the last is 50 ms late.
+  now += 60; t.mock.timers.tick(10);
+  assert.equal(share.maxLag(), 50);
+  share.stop();
+  assert.equal(share.sampling, false);
+  if (ticket.ok) ticket.ticket.close();
+});
