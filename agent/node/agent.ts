@@ -288,6 +288,7 @@ export class NodeAgent {
         certificates: () => agent.identities.status(),
         version: WEFT_VERSION,
         podConnections: () => agent.metrics.podConnections.counts(),
+        loopDelay: agent.fairness.lagHistogram,
       });
       const stopShed = registerOverloadShed(agent.metrics.registry);
       const stopShrink = startIdleShrink(() => agent.fairness.activity(),

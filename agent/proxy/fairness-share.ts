@@ -16,6 +16,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
+import { createHistogram, type RecordableHistogram } from 'node:perf_hooks';
 import type { Arrival } from './deliver';
 import { overloadShed, type OverloadShedEvent } from '../telemetry/events';
 import { addNoise, admitConnection, BUSY_WITHIN_MS, chargeWindow, chooseShed, isBusy, DEFAULT_FAIRNESS, isOverloaded, MIN_SHED_NOISE, noiseAt, shedDuration, CONNECTION_COST_BYTES, type Admission, type BusyWindow, type FairnessConfig, type Noise, type ShedReason } from './fairness';
@@ -184,6 +185,8 @@ export class FairShare {
   private quietSamples = 0;
   /** `moved` at the last sample */
   private movedAtSample = 0;
+  /** every lag sample in ns (the health gauge `weft_agent_event_loop_delay_seconds` reads and resets it) */
+  readonly lagHistogram: RecordableHistogram = createHistogram();
   /** consecutive lag samples above overloadLagMs: one stall (a GC, a burst of handshakes) is not an overload */
   private overloadedRun = 0;
   /** tickets of outbound connections by client address, for the upstream opened on their behalf */
@@ -380,6 +383,7 @@ export class FairShare {
     const lag = Math.max(0, now - this.lastSample - LAG_SAMPLE_MS);
     this.lastSample = now;
     if (lag > this.lagMax) this.lagMax = lag;
+    this.lagHistogram.record(Math.max(1, Math.round(lag * 1e6)));
     const c = this.config();
     this.overloadedRun = isOverloaded(lag, c) ? this.overloadedRun + 1 : 0;
     if (this.overloadedRun >= OVERLOADED_SAMPLES) this.shedNoisiest(now, lag, c);

@@ -2,9 +2,9 @@
  * The agent's own health, in the same registry as the mesh metrics: event-loop delay, heap and RSS,
  * live connections (in all and per local pod), certificate expiry per identity, Istio-style build info, and the process's
  * open fds and TCP sockets (process-resources.ts). Values are read when Prometheus scrapes
- * (collect), so nothing runs between scrapes but the event-loop histogram.
+ * (collect), so nothing runs between scrapes but the event-loop histogram's sampling.
  */
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay, type RecordableHistogram } from 'node:perf_hooks';
 import { Gauge, type Registry } from './prom-classes';
 import { registerProcessResources } from './process-resources';
 
@@ -17,14 +17,21 @@ export interface HealthSources {
   version: string;
   /** Connections open now per local pod (MeshMetrics' PodConnections); absent: the gauge has no series. */
   podConnections?(): Iterable<{ namespace: string; name: string; inbound: number; outbound: number }>;
+  /**
+   * The event loop's delay in ns as the proxy already samples it (FairShare's lag samples, every
+   * 10 ms while traffic moves, none while it is quiet). Absent: a monitor of the health gauge's own
+   * (a 10 ms timer that wakes the process 100 times a second, also when idle).
+   */
+  loopDelay?: RecordableHistogram;
 }
 
-/** Registers the health gauges; the returned function stops the event-loop monitor. */
+/** Registers the health gauges; the returned function stops the event-loop monitor (its own, when no loopDelay is given). */
 export function registerHealth(registry: Registry, s: HealthSources, now: () => number = Date.now): () => void {
   const r = [registry];
-  const loop = monitorEventLoopDelay({ resolution: 10 });
-  loop.enable();
-  new Gauge({ name: 'weft_agent_event_loop_delay_seconds', help: 'Event-loop delay since the last scrape (p50, p99, max)', labelNames: ['quantile'], registers: r,
+  const own = s.loopDelay === undefined ? monitorEventLoopDelay({ resolution: 10 }) : undefined;
+  own?.enable();
+  const loop = s.loopDelay ?? own!;
+  new Gauge({ name: 'weft_agent_event_loop_delay_seconds', help: 'Event-loop delay since the last scrape (p50, p99, max; 0 when the loop was idle throughout)', labelNames: ['quantile'], registers: r,
     collect() {
       this.set({ quantile: '0.5' }, loop.percentile(50) / 1e9);
       this.set({ quantile: '0.99' }, loop.percentile(99) / 1e9);
@@ -56,5 +63,5 @@ export function registerHealth(registry: Registry, s: HealthSources, now: () => 
     } });
   registerProcessResources(registry);
   new Gauge({ name: 'istio_build', help: 'Build information', labelNames: ['component', 'tag'], registers: r }).set({ component: 'weft', tag: s.version }, 1);
-  return () => loop.disable();
+  return () => own?.disable();
 }

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import { createHistogram } from 'node:perf_hooks';
 import { Registry } from 'prom-client';
 import { emptySnapshot, type PodInfo, type Snapshot } from '../../agent/config/objects';
 import { WorkloadStore } from '../../agent/state/store';
@@ -135,6 +136,25 @@ describe('telemetry metrics', () => {
       assert.ok(one(text, 'weft_agent_memory_bytes', { kind: 'rss' }) > 0);
       assert.equal(samples(text, 'weft_agent_event_loop_delay_seconds', {}).length, 3);
       assert.equal(one(text, 'istio_build', { component: 'weft', tag: '0.1.0' }), 1);
+    } finally {
+      stop();
+    }
+  });
+  it('agent health: the event-loop delay from the proxy\'s own lag samples when given (read and reset at each scrape; 0 for a loop idle throughout)', async () => {
+    const registry = new Registry();
+    const lag = createHistogram();
+    const stop = registerHealth(registry, { connections: () => 0, certificates: () => [], version: 'test', loopDelay: lag });
+    try {
+      for (let i = 0; i < 98; i++) lag.record(1);
+      lag.record(30e6);
+      lag.record(200e6);
+      const text = await registry.metrics();
+      assert.ok(one(text, 'weft_agent_event_loop_delay_seconds', { quantile: '0.5' }) < 1e-6, 'p50: no delay');
+      assert.ok(Math.abs(one(text, 'weft_agent_event_loop_delay_seconds', { quantile: '0.99' }) - 0.03) < 0.001, 'p99: the 30 ms sample');
+      assert.ok(Math.abs(one(text, 'weft_agent_event_loop_delay_seconds', { quantile: '1' }) - 0.2) < 0.002, 'max: the 200 ms sample');
+      assert.equal(lag.count, 0, 'the scrape reset it');
+      const idle = await registry.metrics();
+      assert.deepEqual(samples(idle, 'weft_agent_event_loop_delay_seconds', {}), [0, 0, 0], 'no samples since: no delay');
     } finally {
       stop();
     }
