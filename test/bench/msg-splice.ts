@@ -2,7 +2,8 @@
  * Prototype measurement: same-node splicing from the pods' own sockets with sk_msg
  * (bpf/weft_msg_splice.c, the proxy in msg-splice-proxy.ts) against direct and against the same
  * proxy relaying in user space, on one lab node, pod A -> pod B, ROUNDS alternated rounds:
- *   (a) direct, no proxy;
+ *   (a0) direct before the sockops program is attached (the pods' sockets in no sockhash);
+ *   (a) direct, no proxy (the pods' sockets in the sockhash, their sendmsg through the verdict);
  *   (r) the proxy relaying in user space;
  *   (m) the same proxy with the sk_msg verdict: once a pod has nothing on its way through the proxy,
  *       its sendmsg() puts its bytes straight out of the proxy's socket to the other pod.
@@ -105,8 +106,10 @@ async function main(): Promise<void> {
     await new Promise<void>((r) => srv.stdout!.once('data', () => r()));
     const echo = b.spawn(process.execPath, ['-e', ECHO_SERVER]);
     await new Promise<void>((r) => echo.stdout!.once('data', () => r()));
-    const proxy = await startProxy(node, b, [a.cgroupPath, b.cgroupPath]);
     const rows: Row[] = [];
+    // Direct before the sockops program exists: what having every pod socket in the sockhash costs.
+    rows.push(await measure('(a0) direct, no sockops', a, `http://${b.ip}:${PORTS.pod}`, []));
+    const proxy = await startProxy(node, b, [a.cgroupPath, b.cgroupPath]);
     try {
       const pid = [proxy.child.pid!];
       const contenders: Array<[string, string, number[]]> = [
