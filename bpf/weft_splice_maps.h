@@ -22,12 +22,55 @@ struct weft_splice_peer {
 	__u64 bytes;              /* bytes arrived on this socket and redirected to the peer */
 };
 
+/*
+ * A pod socket's own 4-tuple (key of weft_splice_pods, weft_splice_flows, weft_splice_relayed):
+ * addresses as on the wire (IPv4 in local[0]/remote[0], the rest zero), ports in host order.
+ */
+struct weft_splice_tuple {
+	__u32 local[4];
+	__u32 remote[4];
+	__u16 local_port;
+	__u16 remote_port;
+	__u32 family;
+};
+
+/* Key of weft_splice_expect: a pod address and port that is being connected to for a splice. */
+struct weft_splice_listen {
+	__u32 addr[4];
+	__u32 port;
+	__u32 family;
+};
+
+/*
+ * Value of weft_splice_flows, keyed by a pod socket's tuple: which of the proxy's sockets that
+ * pod's bytes leave by, and what the sk_msg verdict did. The proxy writes it once; the verdict
+ * updates `redirected` and `switched` in place.
+ */
+struct weft_splice_flow {
+	__u64 target_cookie;      /* the proxy socket the pod's bytes go out of */
+	__u64 redirected;         /* bytes of the pod's sendmsg() the verdict redirected */
+	__u32 switched;           /* set once redirected: from then on every message is */
+	__u32 pad;
+};
+
+/* weft_splice_config[0]: the proxy's outbound (capture) port: a client socket connected to it may be spliced. */
+struct weft_splice_config {
+	__u32 outbound_port;
+};
+
 /* Index of weft_splice_counters. */
 enum weft_splice_counter {
 	WEFT_SPLICE_REDIRECTED = 0,     /* skbs sent on to the peer socket */
 	WEFT_SPLICE_PASS_NO_PEER,       /* skbs on a socket with no peer entry: left to the proxy */
 	WEFT_SPLICE_PASS_PEER_GONE,     /* the peer socket is not in weft_splice_socks: left to the proxy */
 	WEFT_SPLICE_PASS_FIN,           /* empty skbs (a bare FIN): left to the proxy, which sees EOF */
+	WEFT_SPLICE_REDIRECTED_BYTES,   /* bytes of those skbs */
+	WEFT_SPLICE_POD_SOCKETS,        /* pod sockets entered in weft_splice_pods (sockops) */
+	WEFT_SPLICE_MSG_SWITCHED,       /* pod sockets whose sendmsg() went over to the kernel */
+	WEFT_SPLICE_MSG_WAITED,         /* messages of a spliced pod socket passed to TCP: older bytes still on their way */
+	WEFT_SPLICE_MSG_REDIRECTED,     /* messages sent out of the proxy's socket by the sk_msg verdict */
+	WEFT_SPLICE_MSG_REDIRECTED_BYTES, /* bytes of those messages */
+	WEFT_SPLICE_MSG_TARGET_GONE,    /* messages passed to TCP because the proxy's socket was gone */
 	WEFT_SPLICE_CTR_MAX,
 };
 

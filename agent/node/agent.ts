@@ -26,7 +26,7 @@ import { arrivalAccount, FairShare } from '../proxy/fairness-share';
 import { registerOverloadShed } from '../telemetry/overload-shed';
 import { canonicalIp } from '../core/ip';
 import { LiveConnections } from '../proxy/live-connections';
-import { spliceSockets, type Splicer } from '../proxy/splice';
+import { splicerFor, type Splicer } from '../proxy/splice';
 import { SpliceKernel } from '../proxy/splice-kernel';
 import { OutboundProxy } from '../proxy/outbound';
 import { routeOutbound, type OutboundRoute } from '../proxy/outbound-route';
@@ -184,9 +184,11 @@ export class NodeAgent {
     const redirect = new RedirectManager(dp, { proxyIp4, proxyIp6, outboundPort, proxyCgroupId }, log);
     const agent = new NodeAgent(opts, dp, redirect, log);
     try {
-      const kernel = SpliceKernel.load(opts.bpfDir);
+      // The pods' own sockets too (sk_msg at their sendmsg, docs/splice.md), where the capture is.
+      const kernel = SpliceKernel.load(opts.bpfDir, { cgroupRoot: opts.cgroupRoot, outboundPort },
+        (e) => log.warn({ err: e.message }, 'same-node splicing at the pods\' sendmsg() off: splicing at the proxy\'s sockets only'));
       agent.spliceKernel = kernel;
-      agent.splicer = (client, upstream) => spliceSockets(client, upstream, { kernel });
+      agent.splicer = splicerFor(kernel);
     } catch (e) {
       log.warn({ err: (e as Error).message }, 'same-node splicing off');
     }
@@ -281,7 +283,8 @@ export class NodeAgent {
         live: () => agent.liveView.feed(),
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters(),
-          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, counters: agent.spliceKernel.counters() } : null }),
+          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, movedBytes: agent.spliceKernel.moved, podSide: agent.spliceKernel.podSide,
+            counters: agent.spliceKernel.counters() } : null }),
       })));
       agent.stopHealth = registerHealth(agent.metrics.registry, {
         connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,

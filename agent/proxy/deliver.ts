@@ -175,7 +175,13 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   let upstream: Socket;
   try {
     // A spliced upstream is read by the kernel, not by pump(): an ordinary socket.
-    upstream = await ctx.connect(a, spliceIt ? 'stream' : 'pump');
+    // A connection that may be spliced announces the pod's address first: the kernel then enters the pod's accepted socket.
+    const withdraw = spliceIt ? splicer!.announce?.(a.conn.destinationIp, a.conn.destinationPort) : undefined;
+    try {
+      upstream = await ctx.connect(a, spliceIt ? 'stream' : 'pump');
+    } finally {
+      withdraw?.();
+    }
   } catch (e) {
     const err = e as NodeJS.ErrnoException;
     down.refuse(err.code === 'ETIMEDOUT' ? 504 : 503, `${err.code ?? 'error'}: ${err.message}`);

@@ -47,6 +47,13 @@ export function spliceWorthIt(c: { bytes: number; turns: number }): boolean {
 }
 
 /**
+ * Bytes a direction of a connection spliced at the pods' sendmsg() may still arrive at the proxy
+ * before the connection goes over to the splice at the proxy's sockets: its sender is never idle
+ * (it always has unacked bytes), so its messages never switch (docs/splice.md).
+ */
+export const POD_SPLICE_GIVE_UP_BYTES = 16 * 1024 * 1024;
+
+/**
  * A direction is flushed when its destination socket has taken into its send queue everything the
  * kernel redirected to it plus what this process wrote after the splice began. `base` is the
  * socket's queued count when the splice began; `queued` is its count now (both acked + SIOCOUTQ).
