@@ -37,13 +37,19 @@ export function chooseSplice(f: SpliceFacts): SpliceChoice {
 export const SPLICE_AFTER_BYTES = 64 * 1024;
 
 /**
- * Whether a connection relayed so far has proven long-lived enough to splice: it has started a
- * second exchange (the direction of its bytes changed twice: request, response, next request; or
- * greeting, command, reply), or it has moved SPLICE_AFTER_BYTES. A connection that closes after
- * one exchange is never spliced: setting up and forgetting a splice costs more than its bytes.
+ * Whether a connection relayed so far has proven long-lived enough to splice, and where
+ * (undefined: not yet). It has when it has started a second exchange (the direction of its bytes
+ * changed twice: request, response, next request; or greeting, command, reply), or has moved
+ * SPLICE_AFTER_BYTES. A connection that closes after one exchange is never spliced: setting up and
+ * forgetting a splice costs more than its bytes. A second exchange means its
+ * senders pause, and a pod that pauses switches to the kernel at its next sendmsg(): 'pods'
+ * (splicePods, when both pods' sockets are on the kernel's side). A connection that proved itself
+ * by volume alone is streaming, and a sender that never pauses never switches: 'proxy' (the
+ * sk_skb splice at the proxy's sockets, spliceNow). Pure.
  */
-export function spliceWorthIt(c: { bytes: number; turns: number }): boolean {
-  return c.turns >= 3 || c.bytes >= SPLICE_AFTER_BYTES;
+export function spliceWay(c: { bytes: number; turns: number }): 'pods' | 'proxy' | undefined {
+  if (c.turns >= 3) return 'pods';
+  return c.bytes >= SPLICE_AFTER_BYTES ? 'proxy' : undefined;
 }
 
 /**

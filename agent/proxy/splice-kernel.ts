@@ -236,6 +236,18 @@ export class SpliceKernel {
     }
   }
 
+  /** Takes pod sockets out of weft_splice_pods: their sendmsg() no longer runs the verdict. */
+  dropPodSockets(...tuples: Buffer[]): void {
+    if (this.closed) return;
+    for (const t of tuples) {
+      try {
+        bpf.mapDelete(this.map('weft_splice_pods'), t);
+      } catch {
+        // gone already (closed), or never entered
+      }
+    }
+  }
+
   /** What the proxy has written on of the pod socket `tuple`'s bytes, in all. */
   setRelayed(tuple: Buffer, bytes: number): void {
     const v = Buffer.alloc(8);

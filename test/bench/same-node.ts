@@ -140,9 +140,9 @@ async function measureWeft(name: string, node: LabNode, dir: string, yaml: strin
     if (lines.some((l) => l['dst.hbone_addr'] !== undefined)) throw new Error(`${name}: the run took a tunnel, not the same-node path`);
     if (lines.some((l) => l.method !== undefined) !== (expect === 'http')) throw new Error(`${name}: the proxy ${expect === 'http' ? 'saw no' : 'saw'} HTTP requests`);
     const r = await node.exec('curl', ['-sf', 'http://127.0.0.1:15000/redirect'], { timeoutMs: 5000 });
-    const splice = (JSON.parse(r.stdout) as { splice: { counters: Record<string, string> } | null }).splice;
-    const redirected = Number(splice?.counters.redirected ?? 0);
-    if ((redirected > 0) !== (expect === 'spliced')) throw new Error(`${name}: ${redirected} skbs were spliced in the kernel, expected ${expect}`);
+    const splice = (JSON.parse(r.stdout) as { splice: { movedBytes: string } | null }).splice;
+    const moved = Number(splice?.movedBytes ?? 0);
+    if ((moved > 0) !== (expect === 'spliced')) throw new Error(`${name}: the kernel carried ${moved} bytes of spliced connections, expected ${expect}`);
     return row;
   } finally {
     await agent.kill('SIGTERM');

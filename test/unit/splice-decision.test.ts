@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../agent/config/parse';
-import { chooseSplice, directionFlushed, SPLICE_AFTER_BYTES, spliceWorthIt, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
+import { chooseSplice, directionFlushed, SPLICE_AFTER_BYTES, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
 import { decodePeer, encodePeer } from '../../agent/proxy/splice-kernel';
 
 const SPLICED: SpliceFacts = { path: 'local', protocol: 'tcp', allowed: true, available: true, socket: true };
@@ -27,7 +27,8 @@ test('chooseSplice: only an allowed same-node plain TCP connection, with splicin
   }
 });
 
-test('spliceWorthIt: a second exchange or 64 KiB makes a connection worth splicing; one request and its answer do not', () => {
+test('spliceWay: a second exchange or 64 KiB makes a connection worth splicing; one request and its answer do not', () => {
+  const spliceWorthIt = (c: { bytes: number; turns: number }) => spliceWay(c) !== undefined;
   assert.equal(spliceWorthIt({ bytes: 0, turns: 0 }), false);
   assert.equal(spliceWorthIt({ bytes: 300, turns: 1 }), false, 'a request');
   assert.equal(spliceWorthIt({ bytes: 900, turns: 2 }), false, 'a request and its answer (Connection: close)');
@@ -68,4 +69,12 @@ test('ProxyConfig spec.sameNodeSplice: absent is on, false turns it off, anythin
   const bad = parseConfig(doc('sameNodeSplice: "no"'), 'p.yaml');
   assert.ok(!bad.ok);
   assert.ok(bad.error.some((e) => e.field === 'spec.sameNodeSplice'), JSON.stringify(bad.error));
+});
+
+test('spliceWay: a second exchange splices at the pods\' sendmsg(), volume alone at the proxy\'s sockets', () => {
+  assert.equal(spliceWay({ bytes: 900, turns: 2 }), undefined, 'one request and its answer');
+  assert.equal(spliceWay({ bytes: 1000, turns: 3 }), 'pods', 'the next request: its senders pause between exchanges');
+  assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES * 4, turns: 3 }), 'pods', 'a second exchange wins over volume');
+  assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES, turns: 1 }), 'proxy', 'a stream: its sender never pauses');
+  assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES, turns: 2 }), 'proxy', 'a bulk answer');
 });
