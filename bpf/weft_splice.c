@@ -180,32 +180,37 @@ static __always_inline void unmap_v4(struct weft_splice_tuple *t)
 	t->remote[3] = 0;
 }
 
+/*
+ * A socket's own tuple from a context that names its ends as sockops and sk_msg both do (family,
+ * local_ip4/6, remote_ip4/6, local_port, remote_port). The contexts are different types, so a macro.
+ */
+#define TUPLE_OF(t, ctx)                                                     \
+	do {                                                                   \
+		if ((ctx)->family == 2 /* AF_INET */) {                        \
+			(t).family = 2;                                        \
+			(t).local[0] = (ctx)->local_ip4;                       \
+			(t).remote[0] = (ctx)->remote_ip4;                     \
+		} else {                                                       \
+			(t).family = 10;                                       \
+			for (int i = 0; i < 4; i++) {                          \
+				(t).local[i] = (ctx)->local_ip6[i];            \
+				(t).remote[i] = (ctx)->remote_ip6[i];          \
+			}                                                      \
+			unmap_v4(&(t));                                        \
+		}                                                              \
+		(t).local_port = (__u16)(ctx)->local_port;                     \
+		(t).remote_port = remote_port_of((ctx)->remote_port);          \
+	} while (0)
+
 SEC("sockops")
 int weft_splice_sockops(struct bpf_sock_ops *ops)
 {
 	if (ops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB && ops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
 	struct weft_splice_tuple t = {};
-	if (ops->family == 2 /* AF_INET */) {
-		t.family = 2;
-		t.local[0] = ops->local_ip4;
-		t.remote[0] = ops->remote_ip4;
-	} else if (ops->family == 10 /* AF_INET6 */) {
-		t.family = 10;
-		t.local[0] = ops->local_ip6[0];
-		t.local[1] = ops->local_ip6[1];
-		t.local[2] = ops->local_ip6[2];
-		t.local[3] = ops->local_ip6[3];
-		t.remote[0] = ops->remote_ip6[0];
-		t.remote[1] = ops->remote_ip6[1];
-		t.remote[2] = ops->remote_ip6[2];
-		t.remote[3] = ops->remote_ip6[3];
-		unmap_v4(&t);
-	} else {
+	if (ops->family != 2 /* AF_INET */ && ops->family != 10 /* AF_INET6 */)
 		return 1;
-	}
-	t.local_port = (__u16)ops->local_port;
-	t.remote_port = remote_port_of(ops->remote_port);
+	TUPLE_OF(t, ops);
 	if (ops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
 		/* a client: only a connection captured to the proxy's outbound port */
 		__u32 zero = 0;
@@ -238,24 +243,7 @@ SEC("sk_msg")
 int weft_splice_msg(struct sk_msg_md *msg)
 {
 	struct weft_splice_tuple t = {};
-	if (msg->family == 2 /* AF_INET */) {
-		t.family = 2;
-		t.local[0] = msg->local_ip4;
-		t.remote[0] = msg->remote_ip4;
-	} else {
-		t.family = 10;
-		t.local[0] = msg->local_ip6[0];
-		t.local[1] = msg->local_ip6[1];
-		t.local[2] = msg->local_ip6[2];
-		t.local[3] = msg->local_ip6[3];
-		t.remote[0] = msg->remote_ip6[0];
-		t.remote[1] = msg->remote_ip6[1];
-		t.remote[2] = msg->remote_ip6[2];
-		t.remote[3] = msg->remote_ip6[3];
-		unmap_v4(&t);
-	}
-	t.local_port = (__u16)msg->local_port;
-	t.remote_port = remote_port_of(msg->remote_port);
+	TUPLE_OF(t, msg);
 	struct weft_splice_flow *f = bpf_map_lookup_elem(&weft_splice_flows, &t);
 	if (!f)
 		return SK_PASS;

@@ -358,25 +358,25 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     let error: Error | undefined = setup.error;
     let closed = 0;
     let handedOver = false;
-    // Written on here since addPods(), per direction, and in all (what the kernel is told).
-    let sinceSent = 0, sinceRecv = 0;
-    let relayedClient = up.bytesWritten, relayedServer = down.bytesWritten;
-    const onDrainUp = (): void => { down.resume(); };
-    const onDrainDown = (): void => { up.resume(); };
-    const fromDown = (c: Buffer): void => {
-      const n = c.length;
-      userSent += n;
-      sinceSent += n;
-      if (!up.write(c, () => { relayedClient += n; if (!handedOver) tell(() => k.setRelayed(client, relayedClient)); })) { down.pause(); up.once('drain', onDrainUp); }
-      if (sinceSent >= POD_SPLICE_GIVE_UP_BYTES) giveUp();
+    /**
+     * One direction from `from` to `to`, for the pod socket `tuple`: what arrives here is written on,
+     * and once in the kernel, counted and told (`relayed`: every byte of the direction written to
+     * `to`, from the connection's start). Past POD_SPLICE_GIVE_UP_BYTES since addPods() it gives up.
+     */
+    const leg = (from: Socket, to: Socket, tuple: Buffer, count: (n: number) => void) => {
+      let since = 0, relayed = to.bytesWritten;
+      const onDrain = (): void => { from.resume(); };
+      const onData = (c: Buffer): void => {
+        const n = c.length;
+        count(n);
+        since += n;
+        if (!to.write(c, () => { relayed += n; if (!handedOver) tell(() => k.setRelayed(tuple, relayed)); })) { from.pause(); to.once('drain', onDrain); }
+        if (since >= POD_SPLICE_GIVE_UP_BYTES) giveUp();
+      };
+      return { onData, onDrain };
     };
-    const fromUp = (c: Buffer): void => {
-      const n = c.length;
-      userRecv += n;
-      sinceRecv += n;
-      if (!down.write(c, () => { relayedServer += n; if (!handedOver) tell(() => k.setRelayed(server, relayedServer)); })) { up.pause(); down.once('drain', onDrainDown); }
-      if (sinceRecv >= POD_SPLICE_GIVE_UP_BYTES) giveUp();
-    };
+    const toUp = leg(down, up, client, (n) => { userSent += n; });
+    const toDown = leg(up, down, server, (n) => { userRecv += n; });
     const tell = (f: () => void): void => {
       try {
         f();
@@ -414,8 +414,8 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
       resolve({ sent, received, ...(error ? { error } : {}) });
     };
     const detach = (): void => {
-      down.off('data', fromDown).off('end', onDownEnd).off('error', onDownError).off('close', onClose).off('drain', onDrainDown);
-      up.off('data', fromUp).off('end', onUpEnd).off('error', onUpError).off('close', onClose).off('drain', onDrainUp);
+      down.off('data', toUp.onData).off('end', onDownEnd).off('error', onDownError).off('close', onClose).off('drain', toDown.onDrain);
+      up.off('data', toDown.onData).off('end', onUpEnd).off('error', onUpError).off('close', onClose).off('drain', toUp.onDrain);
     };
     // A sender that is never idle never switches: both directions go over to the splice at the proxy's sockets.
     const giveUp = (): void => {
@@ -440,8 +440,8 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
         return { ...r, sent: r.sent + upTo.sent, received: r.received + upTo.recv, ...(r.error ?? error ? { error: r.error ?? error } : {}) };
       }));
     };
-    down.on('data', fromDown).on('end', onDownEnd).on('error', onDownError).on('close', onClose);
-    up.on('data', fromUp).on('end', onUpEnd).on('error', onUpError).on('close', onClose);
+    down.on('data', toUp.onData).on('end', onDownEnd).on('error', onDownError).on('close', onClose);
+    up.on('data', toDown.onData).on('end', onUpEnd).on('error', onUpError).on('close', onClose);
     letRead(down);
     letRead(up);
     down.resume();

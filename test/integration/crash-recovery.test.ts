@@ -11,8 +11,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl } from '../../agent/sandbox';
 import { CONTROL_PLANE_PORT, startControlPlane, startLocalAgent, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
-import { cgroupId } from '../../agent/sandbox/cgroup';
 import { pinRootFor } from '../../agent/redirect/bpffs';
+import { bpftoolJson, cgroupLinks } from '../support/bpf-attachments';
 import { kernelTestBlocker } from '../support/requirements';
 import { startPeerLogServer, startSteadyLoad, type LoadSample, type PeerLogServer } from '../support/load-steady';
 
@@ -23,10 +23,6 @@ const CYCLES = Number(process.env.WEFT_CRASH_CYCLES ?? 20);
 const DOWN_MS = 400;
 const UP_MS = 2_500;
 const RECOVERY_LIMIT_MS = 2_000;
-
-function bpftoolJson(args: string[]): Array<Record<string, unknown>> {
-  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
-}
 
 /** The wall-clock time (ms) of the last "node agent ready" line in an agent's operational log. */
 function readyTime(agent: AgentHandle): number {
@@ -46,17 +42,17 @@ function listTree(dir: string, prefix = ''): string[] {
 
 /**
  * What one lab node holds in the kernel, by facts that belong to it alone (other labs on the
- * machine load and attach objects of their own meanwhile): links on its cgroup, its pins, the
- * programs behind both, and the tc filters on its interfaces.
+ * machine load and attach objects of their own meanwhile): the capture's links on its cgroup, its
+ * pins, the programs behind both, the tc filters on its interfaces, and the splice's sockops links
+ * (one per agent process, not adopted: test/support/bpf-attachments.ts).
  */
 async function kernelState(node: LabNode) {
-  const root = String(cgroupId(node.cgroupPath));
-  const cgroupLinks = bpftoolJson(['link', 'show']).filter((l) => String(l.cgroup_id) === root);
+  const links = cgroupLinks(node.cgroupPath);
   const pinRoot = pinRootFor(node.name);
   const pins = existsSync(pinRoot) ? listTree(pinRoot) : [];
   const pinnedLinks = pins.filter((p) => !p.endsWith('/') && /^(links|tc|ingress)\//.test(p))
     .flatMap((p) => { try { return bpftoolJson(['link', 'show', 'pinned', join(pinRoot, p)]); } catch { return []; } });
-  const progIds = new Set([...cgroupLinks, ...pinnedLinks].map((l) => Number(l.prog_id)));
+  const progIds = new Set([...links.capture, ...pinnedLinks].map((l) => Number(l.prog_id)));
   const ifaces = (JSON.parse((await node.exec('ip', ['-j', 'link', 'show'])).stdout) as Array<{ ifname: string }>).map((i) => i.ifname);
   const tc: string[] = [];
   for (const i of ifaces) {
@@ -65,7 +61,7 @@ async function kernelState(node: LabNode) {
       if (r.stdout.trim()) tc.push(`${i} ${dir}: ${r.stdout.trim()}`);
     }
   }
-  return { cgroupLinkIds: cgroupLinks.map((l) => Number(l.id)).sort(), pins, progIds, tc };
+  return { cgroupLinkIds: links.capture.map((l) => Number(l.id)).sort(), spliceLinks: links.splice.length, pins, progIds, tc };
 }
 
 /** TCP sockets in a node's netns: `[state, local, peer, owner pids]`. */
@@ -192,6 +188,8 @@ describe('crash and fault recovery', { skip: blocker ?? false }, () => {
     // dead agent freed, and no socket left by a dead agent in the node's netns.
     const afterState = await kernelState(n1);
     assert.deepEqual(afterState.cgroupLinkIds, before.cgroupLinkIds, 'the cgroup links are the same ones, adopted');
+    // The splice's sockops link belongs to an agent process and goes with it: one, the running agent's.
+    assert.equal(afterState.spliceLinks, 1, 'one splice sockops link: the killed agents\' went with them');
     assert.deepEqual(afterState.pins, before.pins);
     assert.deepEqual(afterState.tc, before.tc);
     const stale = () => {

@@ -16,6 +16,7 @@ import { linkInfo } from '../../agent/redirect/datapath';
 import { CAPTURE } from '../../agent/redirect/capture-routing';
 import { weft_counter } from '../../agent/core/bpf-layout.generated';
 import * as bpf from '../../native/libbpf';
+import { bpftoolJson } from '../support/bpf-attachments';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
@@ -33,10 +34,6 @@ require('net').createServer((s) => {
 /** A request whose failure (refused, reset, timed out) is an answer, not an exception. */
 const attempt = (from: LabPod, host: string, port: number, timeoutMs = 1500) =>
   tcpRequest(from, host, port, { payload: 'x', timeoutMs }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
-
-function bpftoolJson(args: string[]): Array<Record<string, unknown>> {
-  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
-}
 
 /** The capture links pinned for `node`: link id and the interface each is attached to (0 once detached). */
 function pinnedIngressLinks(node: LabNode): Array<{ id: number; ifindex: number }> {

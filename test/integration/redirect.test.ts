@@ -4,13 +4,14 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
 import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
 import { cgroupId } from '../../agent/sandbox/cgroup';
+import { bpftoolJson } from '../support/bpf-attachments';
 import { kernelTestBlocker, skipLoudly } from '../support/requirements';
 import * as bpf from '../../native/libbpf';
 import { linkInfo } from '../../agent/redirect/datapath';
@@ -33,10 +34,6 @@ const peerSeen = (stdout: string) => /peer=(.*):\d+/.exec(stdout)?.[1];
 /** A request whose failure (refused, reset, timed out) is an answer, not an exception. */
 const attempt = (from: LabPod, host: string, port: number, timeoutMs = 1500) =>
   tcpRequest(from, host, port, { payload: 'x', timeoutMs }).catch((e: Error) => ({ code: -1, stdout: '', stderr: e.message }));
-
-function bpftoolJson(args: string[]): Array<Record<string, unknown>> {
-  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
-}
 
 describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, a: LabPod, b: LabPod, plain: LabPod, optout: LabPod;

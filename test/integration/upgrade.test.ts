@@ -10,15 +10,15 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod } from '../../agent/sandbox';
 import { CONTROL_PLANE_PORT, startControlPlane, startLocalAgent, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
-import { cgroupId } from '../../agent/sandbox/cgroup';
 import { inNetnsAndCgroup } from '../../agent/sandbox/netns';
 import { pinRootFor } from '../../agent/redirect/bpffs';
+import { bpftoolJson, captureProgramsPerType, cgroupLinks } from '../support/bpf-attachments';
 import { kernelTestBlocker } from '../support/requirements';
 import { startPeerLogServer, startSteadyLoad, type LoadSample, type PeerLogServer } from '../support/load-steady';
 
@@ -70,10 +70,6 @@ s.on('data', (d) => { hash.update(d); received += d.length; });
 s.on('end', () => { console.log(JSON.stringify({ received, sha256: hash.digest('hex'), ms: Date.now() - t0 })); s.end(); });
 s.on('error', (e) => { console.log(JSON.stringify({ error: e.code || e.message, received })); process.exit(1); });`;
 
-function bpftoolJson(args: string[]): Array<Record<string, unknown>> {
-  return JSON.parse(execFileSync('bpftool', ['-j', ...args], { encoding: 'utf8' }) || '[]');
-}
-
 function listTree(dir: string, prefix = ''): string[] {
   return readdirSync(dir).sort().flatMap((n) => {
     const p = join(dir, n);
@@ -82,21 +78,21 @@ function listTree(dir: string, prefix = ''): string[] {
 }
 
 /**
- * What one lab node has attached in the kernel, by facts that belong to it alone: the links on its
- * cgroup, the programs attached there per attach type, its pins and the links behind them.
+ * What one lab node has attached in the kernel, by facts that belong to it alone: the capture's links
+ * on its cgroup, its programs attached there per attach type, its pins and the links behind them,
+ * and the splice's sockops links (one per agent process, not adopted: test/support/bpf-attachments.ts).
  */
 function attachments(node: LabNode) {
-  const root = String(cgroupId(node.cgroupPath));
-  const cgroupLinks = bpftoolJson(['link', 'show']).filter((l) => String(l.cgroup_id) === root);
-  const perType = new Map<string, number>();
-  for (const p of bpftoolJson(['cgroup', 'show', node.cgroupPath])) perType.set(String(p.attach_type), (perType.get(String(p.attach_type)) ?? 0) + 1);
+  const links = cgroupLinks(node.cgroupPath);
   const pinRoot = pinRootFor(node.name);
   const pins = existsSync(pinRoot) ? listTree(pinRoot) : [];
   const pinnedLinks = pins.filter((p) => /^(links|tc|ingress)\/[^/]+$/.test(p))
     .map((p) => { const l = bpftoolJson(['link', 'show', 'pinned', join(pinRoot, p)]) as unknown as Record<string, unknown>; return { pin: p, id: Number(l.id), progId: Number(l.prog_id) }; });
   return {
-    cgroupLinkIds: cgroupLinks.map((l) => Number(l.id)).sort((a, b) => a - b),
-    perType: Object.fromEntries([...perType].sort()),
+    cgroupLinkIds: links.capture.map((l) => Number(l.id)).sort((a, b) => a - b),
+    /** the splice's sockops links: one per agent process on the node */
+    spliceLinks: links.splice.length,
+    perType: captureProgramsPerType(node.cgroupPath),
     pins,
     pinnedLinkIds: pinnedLinks.map((l) => `${l.pin}=${l.id}`),
     progIds: new Set(pinnedLinks.map((l) => l.progId)),
@@ -282,6 +278,7 @@ describe('hitless agent upgrades', { skip: blocker ?? false }, () => {
       assert.deepEqual(afterState[k].pins, before[k].pins, `${k}: the same pins`);
       assert.ok(Object.values(afterState[k].perType).every((n) => n === 1), `${k}: one program per attach type on the node's cgroup: ${JSON.stringify(afterState[k].perType)}`);
       assert.equal(Object.keys(afterState[k].perType).length, 6, `${k}: ${JSON.stringify(afterState[k].perType)}`);
+      assert.equal(afterState[k].spliceLinks, 1, `${k}: one splice sockops link (the new agent's; the old agents' went with them)`);
     }
     const live = new Set([...afterState.n1.progIds, ...afterState.n2.progIds]);
     const stale = () => {
@@ -365,5 +362,6 @@ describe('hitless weft local replacement', { skip: blocker ?? false }, () => {
     assert.deepEqual(afterState.cgroupLinkIds, before.cgroupLinkIds, 'the cgroup links were adopted');
     assert.deepEqual(afterState.pinnedLinkIds, before.pinnedLinkIds);
     assert.ok(Object.values(afterState.perType).every((n) => n === 1), JSON.stringify(afterState.perType));
+    assert.equal(afterState.spliceLinks, 1, 'one splice sockops link: the first agent\'s went with it');
   });
 });
