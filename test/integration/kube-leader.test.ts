@@ -271,6 +271,9 @@ test('after the leader is killed (SIGKILL, no release), the other takes the Leas
 
   await waitFor(`${survivor.name} to hold the Lease`, async () => (await holder()) === survivor.name || undefined);
   const took = Date.now() - killed;
+  // The API server has the new holder before this process has the survivor's log line saying so
+  // (its output comes through a pipe): wait for the line, then judge it.
+  await waitFor(`${survivor.name} to log that it leads`, () => logLines(survivor, 'leading: this replica writes status and Events', undefined, mark).length >= 1 || undefined);
   const led = logLines(survivor, 'leading: this replica writes status and Events', undefined, mark);
   assert.equal(led.length, 1);
   assert.equal(led[0]!.previous, name, 'the survivor took the Lease over from the dead leader');
