@@ -21,16 +21,17 @@ if (blocker) process.stderr.write(`\n*** SKIPPING splice tests: ${blocker} ***\n
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 const GiB = 2 ** 30;
-const PORTS = { bulk: 7100, echo: 7101, http: 8080 };
+const PORTS = { bulk: 7100, echo: 7101, download: 7102, http: 8080 };
 
 /**
- * argv: bulk port, echo port, http port. bulk: reads until the client's FIN (hashing), then sends
- * as many fresh random bytes as it read (hashing) and ends; prints one JSON line per connection
- * once it closes. echo: echoes. http: answers 200.
+ * argv: bulk port, echo port, http port, download port. bulk: reads until the client's FIN
+ * (hashing), then sends as many fresh random bytes as it read (hashing) and ends; prints one JSON
+ * line per connection once it closes. echo: echoes. http: answers 200. download: reads a byte
+ * count and a newline, sends that many fresh random bytes and ends; prints a JSON line.
  */
 const SERVER = String.raw`
 const net = require('net'), http = require('http'), crypto = require('crypto');
-const [bulkPort, echoPort, httpPort] = process.argv.slice(1).map(Number);
+const [bulkPort, echoPort, httpPort, downloadPort] = process.argv.slice(1).map(Number);
 function send(s, n, hash, done) {
   let left = n;
   const more = () => {
@@ -52,7 +53,20 @@ net.createServer({ allowHalfOpen: true }, (s) => {
   s.on('close', () => console.log(JSON.stringify({ ev: 'bulk', got, gotSha: rin.digest('hex'), sent, sentSha: outSha, peer: s.remoteAddress })));
 }).listen(bulkPort, () => {
   net.createServer((s) => { s.on('error', () => {}); s.pipe(s); }).listen(echoPort, () => {
-    http.createServer((q, r) => r.end('ok')).listen(httpPort, () => console.log('listening'));
+    net.createServer({ allowHalfOpen: true }, (s) => {
+      let line = '', started = false;
+      s.on('error', () => {});
+      s.on('data', (c) => {
+        if (started) return;
+        line += c.toString('latin1');
+        if (!line.includes('\n')) return;
+        started = true;
+        const n = Number(line.split('\n')[0]), hash = crypto.createHash('sha256');
+        send(s, n, hash, () => console.log(JSON.stringify({ ev: 'download', sent: n, sentSha: hash.digest('hex'), peer: s.remoteAddress })));
+      });
+    }).listen(downloadPort, () => {
+      http.createServer((q, r) => r.end('ok')).listen(httpPort, () => console.log('listening'));
+    });
   });
 });`;
 
@@ -76,6 +90,21 @@ s.on('connect', () => {
   more();
 });
 s.on('end', () => { console.log(JSON.stringify({ sent: Number(bytes) - left, sentSha: rout.digest('hex'), got, gotSha: rin.digest('hex') })); s.destroy(); });
+s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });`;
+
+/**
+ * argv: host, port, bytes, when ('first': half-close right after the request; 'last': after the
+ * download). Asks the download server for that many bytes, reads to its FIN; prints one JSON line.
+ */
+const DOWNLOAD_CLIENT = String.raw`
+const [host, port, bytes, when] = process.argv.slice(1);
+const s = require('net').connect({ host, port: Number(port), allowHalfOpen: true });
+const hash = require('crypto').createHash('sha256');
+const ask = bytes + '\n';
+let got = 0;
+s.on('connect', () => { s.write(ask); if (when === 'first') s.end(); });
+s.on('data', (c) => { got += c.length; hash.update(c); });
+s.on('end', () => { console.log(JSON.stringify({ asked: ask.length, got, gotSha: hash.digest('hex') })); if (when === 'first') s.destroy(); else s.end(); });
 s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });`;
 
 /** argv: host, port. Pings every 100 ms; prints 'open' at the first echo and 'closed <why>' when the connection ends. */
@@ -136,6 +165,7 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
       spec: { clusterIP: 'None', selector: { app: 'srv' }, ports: [
         { name: 'tcp-bulk', port: PORTS.bulk, targetPort: PORTS.bulk },
         { name: 'tcp-echo', port: PORTS.echo, targetPort: PORTS.echo },
+        { name: 'tcp-download', port: PORTS.download, targetPort: PORTS.download },
         { name: 'http', port: PORTS.http, targetPort: PORTS.http },
       ] },
     },
@@ -209,12 +239,12 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     if (blocker) return;
     lab = await Lab.create({ name: 'spl11' });
     n1 = await lab.node('n1');
-    cli = await n1.pod('cli', { namespace: 'mesh', serviceAccount: 'cli', labels: { app: 'cli' } });
-    srv = await n1.pod('srv', { namespace: 'mesh', serviceAccount: 'srv', labels: { app: 'srv' } });
+    cli = await n1.pod('cli', { namespace: 'mesh', serviceAccount: 'cli', labels: { app: 'cli' }, ipv6: true });
+    srv = await n1.pod('srv', { namespace: 'mesh', serviceAccount: 'srv', labels: { app: 'srv' }, ipv6: true });
     dir = mkdtempSync(join(tmpdir(), 'weft-spl11-'));
     configPath = join(dir, 'mesh.yaml');
     writeFileSync(configPath, config());
-    server = srv.spawn(process.execPath, ['-e', SERVER, String(PORTS.bulk), String(PORTS.echo), String(PORTS.http)]);
+    server = srv.spawn(process.execPath, ['-e', SERVER, String(PORTS.bulk), String(PORTS.echo), String(PORTS.http), String(PORTS.download)]);
     await new Promise<void>((resolve, reject) => {
       let out = '';
       const timer = setTimeout(() => reject(new Error('the server pod\'s application did not listen within 8 s')), 8000);
@@ -264,7 +294,7 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     assert.equal((await splice()).sockets, 0, 'the spliced sockets left the sockhash when the connection closed');
   });
 
-  test('small exchanges with half-close (relayed: one exchange is not worth a splice): each byte count is exact in the access log', async () => {
+  test('small exchanges with half-close (the client\'s bytes relayed: one exchange is not worth a splice): each byte count is exact in the access log', async () => {
     for (const bytes of [0, 1, 1000, 65536 + 7]) {
       const logged = agent.accessLog.length;
       const { client, server: seen } = await bulk(bytes);
@@ -292,6 +322,43 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     const delta = (k: string) => BigInt(after[k]!) - BigInt(before[k]!);
     return { report, line, switched: delta('msg_switched'), moved: BigInt(end.movedBytes) - BigInt(start.movedBytes), skbBytes: delta('redirected_bytes') };
   };
+
+  for (const family of [4, 6] as const) {
+    test(`a download leaves by the server's own sendmsg() from its first byte, IPv${family}: no byte through user space, bytes exact`, async () => {
+      const host = family === 4 ? srv.ip : srv.ip6!;
+      for (const when of ['first', 'last'] as const) {
+        const bytes = 256 * 2 ** 20 + 7;
+        const start = await splice();
+        const logged = agent.accessLog.length;
+        const before = serverLines.length;
+        const r = await cli.exec(process.execPath, ['-e', DOWNLOAD_CLIENT, host, String(PORTS.download), String(bytes), when], { timeoutMs: 120_000 });
+        assert.equal(r.code, 0, r.stderr);
+        const client = JSON.parse(r.stdout.trim()) as { asked: number; got: number; gotSha: string };
+        for (let i = 0; i < 100 && serverLines.length === before; i++) await sleep(50);
+        const seen = serverLines.slice(before).find((l) => l.ev === 'download') as { sent: number; sentSha: string; peer: string } | undefined;
+        assert.ok(seen, 'the server did not report the download');
+        assert.equal(client.got, bytes, `${when}: the client got every byte`);
+        assert.equal(client.gotSha, seen.sentSha, `${when}: the bytes arrived in order, unchanged`);
+        assert.equal(seen.peer.replace(/^::ffff:/, ''), family === 4 ? cli.ip : cli.ip6, 'the server saw the client pod');
+        const line = await nextLine(logged, (l) => l['dst.addr'] === (family === 4 ? `${host}:${PORTS.download}` : `[${host}]:${PORTS.download}`));
+        const end = await splice();
+        const delta = (k: string) => BigInt(end.counters[k]!) - BigInt(start.counters[k]!);
+        const context = `access log ${JSON.stringify(line)}; counters ${JSON.stringify(end.counters)}`;
+        assert.equal(line.bytes_sent, client.asked, context);
+        assert.equal(line.bytes_recv, bytes, context);
+        assert.equal(line.error, undefined, context);
+        // A client that half-closed before the upstream connected cannot be armed: the kernel takes
+        // no socket past ESTABLISHED into a sockhash (EOPNOTSUPP). Relayed, the counts stay exact.
+        if (when === 'first') continue;
+        // Every byte of the download went out of the client's socket from the server's sendmsg():
+        // none through this process, none through the splice at the proxy's sockets.
+        assert.equal(BigInt(end.movedBytes) - BigInt(start.movedBytes), BigInt(bytes), context);
+        assert.ok(delta('msg_switched') >= 1n, context);
+        assert.equal(delta('redirected_bytes'), 0n, context);
+        assert.equal(end.sockets, 0, 'the client\'s socket left the sockhash when the connection closed');
+      }
+    });
+  }
 
   test('a request-response connection is spliced at the pods\' own sendmsg(): both pods\' sockets switch, bytes exact', async () => {
     const { report, line, switched, moved, skbBytes } = await echo('pingpong', 8 * 2 ** 20);
