@@ -109,10 +109,41 @@ function drainQueue(s: Socket): { chunks: Buffer[]; eof: boolean; complete: bool
 
 const ended = (s: Socket): boolean => s.readableEnded || (s as unknown as { _readableState: { ended: boolean } })._readableState.ended;
 
+/**
+ * Bytes written to `s` that have not reached the kernel yet. Not `writableLength` alone: that
+ * counts the chunk being written whole until its callback, although libuv may have put most of it
+ * in the kernel already (left in its queue: the handle's `writeQueueSize`); added to the kernel's
+ * own count, a large handover write was counted twice in part (an access log 89,776 bytes over).
+ */
+export function unflushed(s: Socket): number {
+  const state = (s as unknown as { _writableState?: { writing?: boolean; writelen?: number } })._writableState;
+  const queued = (s as unknown as { _handle?: { writeQueueSize?: number } | null })._handle?.writeQueueSize;
+  if (!state?.writing || typeof state.writelen !== 'number' || typeof queued !== 'number') return s.writableLength;
+  return s.writableLength - (state.writelen - queued);
+}
+
 /** Resolves once everything written to `s` so far is in the kernel's send queue. */
 function flushed(s: Socket): Promise<void> {
   if (s.writableLength === 0) return Promise.resolve();
   return new Promise((resolve) => s.write(EMPTY, () => resolve()));
+}
+
+/** How long a handover waits for its writes to reach the kernel before it relays instead. */
+const HANDOVER_FLUSH_MS = 250;
+
+/**
+ * Whether everything written to both sockets reached the kernel within HANDOVER_FLUSH_MS. While a
+ * handover waits, it reads neither socket: a pod that reads only once its own writes drain (an
+ * echo server, a proxy) waits for this process, which waits for it (a slow echo spliced at the
+ * pods' sendmsg() hung here when it went over to the proxy's sockets). Then the caller relays, as
+ * it does for a reader too slow to take the writes within the bound.
+ */
+function flushedBoth(up: Socket, down: Socket): Promise<boolean> {
+  if (up.writableLength === 0 && down.writableLength === 0) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), HANDOVER_FLUSH_MS);
+    void Promise.all([flushed(up), flushed(down)]).then(() => { clearTimeout(timer); resolve(true); });
+  });
 }
 
 /**
@@ -212,7 +243,7 @@ export async function spliceNow(down: Socket, up: Socket, o: SpliceOptions, atBa
     if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
     if (fromDown.length === 0 && fromUp.length === 0 && up.writableLength === 0 && down.writableLength === 0) break;
     if (round === MAX_HANDOVER_ROUNDS) return fallback(`bytes still arriving in user space after ${round} handover rounds`);
-    await Promise.all([flushed(up), flushed(down)]);
+    if (!await flushedBoth(up, down)) return fallback(`a write did not reach the kernel within ${HANDOVER_FLUSH_MS} ms`);
   }
   // Now nothing reads either socket: what waits in the kernel is taken once, down to whole skbs,
   // and written on before the program starts (it waits for that write to be queued; meanwhile new
@@ -231,7 +262,7 @@ export async function spliceNow(down: Socket, up: Socket, o: SpliceOptions, atBa
     for (const c of u.chunks) { down.write(c); userRecv += c.length; }
     // At EOF the kernel keeps answering 0, so the relay still sees it.
     if (d.eof || u.eof) return fallback('a side had already ended');
-    await Promise.all([flushed(up), flushed(down)]);
+    if (!await flushedBoth(up, down)) return fallback(`a write did not reach the kernel within ${HANDOVER_FLUSH_MS} ms`);
     if (down.destroyed || up.destroyed) return fallback('a socket closed during the handover');
     if (d.complete && u.complete) break;
     if (round === MAX_HANDOVER_ROUNDS) return fallback(`a receive queue did not empty in ${round} handover rounds`);
@@ -339,7 +370,7 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     return { ...r, sent: r.sent + userSent, received: r.received + userRecv, ...(error ? { error } : {}) };
   };
   // Every write so far in the kernel: then each socket's bytesWritten is what the kernel has of that direction.
-  await Promise.all([flushed(up), flushed(down)]);
+  if (!await flushedBoth(up, down)) return relayFrom(`a write did not reach the kernel within ${HANDOVER_FLUSH_MS} ms`);
   if (ended(down) || ended(up)) return relayFrom('a side had already ended');
   if (down.destroyed || up.destroyed || setup.error) return relayFrom('a socket closed during the handover');
   let a: SpliceEnd, b: SpliceEnd;
@@ -396,7 +427,7 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
      */
     const sinceTakeover = (s: Socket, fd: number, from: bigint, writtenBefore: number): number | undefined => {
       try {
-        return Number(bytesTaken(fd) - from) + s.writableLength - writtenBefore;
+        return Number(bytesTaken(fd) - from) + unflushed(s) - writtenBefore;
       } catch {
         return undefined;
       }
@@ -433,7 +464,8 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
       // entry just before it went has long finished by then. What spliceNow() wrote meanwhile is its own.
       let upTo = { sent: userSent + Number(moved.client), recv: userRecv + Number(moved.server) };
       const atBase = (written: { sent: number; recv: number }): void => {
-        const sent = sinceTakeover(up, fdUp, origin.up, before.up), recv = sinceTakeover(down, fdDown, origin.down, before.down);
+        // A direction whose FIN was passed on has its count already: read again, a FIN still queued would count one.
+        const sent = sentTotal ?? sinceTakeover(up, fdUp, origin.up, before.up), recv = recvTotal ?? sinceTakeover(down, fdDown, origin.down, before.down);
         if (sent !== undefined && recv !== undefined) upTo = { sent: sent - written.sent, recv: recv - written.recv };
       };
       const carried = { sent: userSent, recv: userRecv };
