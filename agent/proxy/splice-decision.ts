@@ -60,6 +60,33 @@ export function spliceWay(c: { bytes: number; turns: number }): 'pods' | 'proxy'
 export const POD_SPLICE_GIVE_UP_BYTES = 16 * 1024 * 1024;
 
 /**
+ * Bytes a direction switched at the pod's sendmsg() may count twice in one look before it is taken
+ * for spinning (spinning()).
+ */
+export const SPIN_WASTE_BYTES = 4 * 1024 * 1024;
+/** How often a switched connection is looked at while its verdict counts, and at most while it does not. */
+export const SPIN_WATCH_MIN_MS = 100;
+export const SPIN_WATCH_MAX_MS = 10_000;
+
+/**
+ * Whether a direction switched at its pod's sendmsg() is spinning (docs/splice.md, "Backpressure"):
+ * since the last look the verdict counted `counted` bytes (every redirect it decided, a message
+ * sent again after its push found no room counted again) and the proxy socket took `taken` of them.
+ * A pod whose proxy socket has no room gets EAGAIN while its own socket stays writable, and a
+ * non-blocking pod retries at once: then the verdict counts far more than the socket takes. Spinning
+ * when the difference is over SPIN_WASTE_BYTES and over what was taken. Pure.
+ */
+export function spinning(counted: number, taken: number): boolean {
+  const waste = counted - taken;
+  return waste > SPIN_WASTE_BYTES && waste > taken;
+}
+
+/** The next look's delay: soon while the verdict counts, doubling to SPIN_WATCH_MAX_MS while it does not. Pure. */
+export function nextSpinWatch(ms: number, counting: boolean): number {
+  return counting ? SPIN_WATCH_MIN_MS : Math.min(SPIN_WATCH_MAX_MS, ms * 2);
+}
+
+/**
  * A direction is flushed when its destination socket has taken into its send queue everything the
  * kernel redirected to it plus what this process wrote after the splice began. `base` is the
  * socket's queued count when the splice began; `queued` is its count now (both acked + SIOCOUTQ).

@@ -236,6 +236,18 @@ export class SpliceKernel {
     }
   }
 
+  /**
+   * What the verdict has counted for each pod socket since addPods(): every redirect it decided, a
+   * message whose push found no room and was sent again counted again (splice-decision.ts spinning()).
+   */
+  podCounts(clientTuple: Buffer, serverTuple: Buffer): { client: bigint; server: bigint } {
+    const read = (t: Buffer): bigint => {
+      const v = bpf.mapLookup(this.map('weft_splice_flows'), t, weft_splice_flow.size);
+      return v === null ? 0n : v.readBigUInt64LE(weft_splice_flow.fields.redirected.offset);
+    };
+    return { client: read(clientTuple), server: read(serverTuple) };
+  }
+
   /** Takes pod sockets out of weft_splice_pods: their sendmsg() no longer runs the verdict. */
   dropPodSockets(...tuples: Buffer[]): void {
     if (this.closed) return;

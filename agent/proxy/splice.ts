@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import * as libc from '../../native/libc';
 import type { RelayResult } from './relay';
 import { relay } from './relay';
-import { directionFlushed, POD_SPLICE_GIVE_UP_BYTES, spliceWay, splicedTotals } from './splice-decision';
+import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
 import { podTuple, type SpliceEnd, type SpliceKernel } from './splice-kernel';
 
 /** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
@@ -403,8 +403,8 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
         const n = c.length;
         count(n);
         since += n;
-        if (!to.write(c, () => { relayed += n; if (!handedOver) tell(() => k.setRelayed(tuple, relayed)); })) { from.pause(); to.once('drain', onDrain); }
-        if (since >= POD_SPLICE_GIVE_UP_BYTES) giveUp();
+        if (!to.write(c, () => { relayed += n; if (!handedOver && !unswitched) tell(() => k.setRelayed(tuple, relayed)); })) { from.pause(); to.once('drain', onDrain); }
+        if (since >= POD_SPLICE_GIVE_UP_BYTES && !unswitched) giveUp();
       };
       return { onData, onDrain };
     };
@@ -441,12 +441,14 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     const forget = (open: boolean): { client: bigint; server: bigint } => k.forgetPods(a.cookie, b.cookie, client, server, open);
     const onClose = (): void => {
       if (handedOver || ++closed < 2) return;
-      const moved = forget(false);
+      clearTimeout(watch);
+      const moved = unswitched ?? forget(false);
       const sent = sentTotal ?? userSent + Number(moved.client), received = recvTotal ?? userRecv + Number(moved.server);
       k.noteMoved(BigInt(sent - userSent + received - userRecv));
       resolve({ sent, received, ...(error ? { error } : {}) });
     };
     const detach = (): void => {
+      clearTimeout(watch);
       down.off('data', toUp.onData).off('end', onDownEnd).off('error', onDownError).off('close', onClose).off('drain', toDown.onDrain);
       up.off('data', toDown.onData).off('end', onUpEnd).off('error', onUpError).off('close', onClose).off('drain', toUp.onDrain);
     };
@@ -474,12 +476,61 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
         return { ...r, sent: r.sent + upTo.sent, received: r.received + upTo.recv, ...(r.error ?? error ? { error: r.error ?? error } : {}) };
       }));
     };
+    /**
+     * A switched pod spinning on a full proxy socket (the watchdog, below): its sockets go back to
+     * TCP and this process relays from here, with TCP's backpressure on the pods. Not over to the
+     * proxy's sockets: after that change mid-stream with a slow reader, the kernel's worker stalled
+     * in 1 run of 14-20 (docs/splice.md, "Backpressure"). Each direction's count still comes from its
+     * proxy socket's queue at its FIN, which holds what the kernel redirected before.
+     */
+    let unswitched: { client: bigint; server: bigint } | undefined;
+    const unswitch = (): void => {
+      if (handedOver || unswitched) return;
+      clearTimeout(watch);
+      unswitched = forget(false);
+      k.dropPodSockets(client, server);
+    };
+    /**
+     * The spin watchdog (docs/splice.md, "Backpressure"): a switched pod whose proxy socket has no
+     * room retries its sendmsg() at once, for as long as its reader is behind. Looked at every
+     * SPIN_WATCH_MIN_MS while the verdict counts (two map lookups, and two TCP_INFO when it moved),
+     * backing off to 10 s while it does not; a spinning connection's pods go back to their TCP path,
+     * relayed here (unswitch). A look also ends when one side has closed.
+     */
+    let watch: NodeJS.Timeout | undefined;
+    let interval = SPIN_WATCH_MIN_MS;
+    let seen = { client: 0n, server: 0n, up: 0, down: 0 };
+    const look = (): void => {
+      if (handedOver || closed > 0 || unswitched) return;
+      let counted: { client: bigint; server: bigint };
+      try {
+        counted = k.podCounts(client, server);
+      } catch {
+        return;
+      }
+      const counting = counted.client !== seen.client || counted.server !== seen.server;
+      if (counting) {
+        // What the kernel carried into each proxy socket since the takeover: its queue's count less this process's writes.
+        const up_ = sinceTakeover(up, fdUp, origin.up, before.up), down_ = sinceTakeover(down, fdDown, origin.down, before.down);
+        if (up_ === undefined || down_ === undefined) return;
+        const now = { client: counted.client, server: counted.server, up: up_ - userSent, down: down_ - userRecv };
+        if (spinning(Number(now.client - seen.client), now.up - seen.up) || spinning(Number(now.server - seen.server), now.down - seen.down)) {
+          return unswitch();
+        }
+        seen = now;
+      }
+      interval = nextSpinWatch(interval, counting);
+      watch = setTimeout(look, interval);
+      watch.unref();
+    };
     down.on('data', toUp.onData).on('end', onDownEnd).on('error', onDownError).on('close', onClose);
     up.on('data', toDown.onData).on('end', onUpEnd).on('error', onUpError).on('close', onClose);
     letRead(down);
     letRead(up);
     down.resume();
     up.resume();
+    watch = setTimeout(look, interval);
+    watch.unref();
   });
 }
 

@@ -107,6 +107,31 @@ s.on('data', (c) => { got += c.length; hash.update(c); if ((slice += c.length) >
 s.on('end', () => { console.log(JSON.stringify({ got, gotSha: hash.digest('hex') })); s.end(); });
 s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });`;
 
+/**
+ * argv: host, port, bytes, rate. Through an echo server: three small exchanges (the connection is
+ * then spliced at the pods' sendmsg()), then sends that many bytes at once and reads the echo at
+ * about `rate` bytes per second (the socket paused between 20 ms slices); prints one JSON line.
+ */
+const SLOW_ECHO_CLIENT = String.raw`
+const [host, port, bytes, rate] = process.argv.slice(1);
+const s = require('net').connect({ host, port: Number(port), allowHalfOpen: true });
+const sent = require('crypto').createHash('sha256'), got = require('crypto').createHash('sha256');
+let n = 0, nSent = 0, slice = 0, phase = 0, want = 0;
+const per = Number(rate) / 50;
+const send = (b) => { sent.update(b); nSent += b.length; return b; };
+const step = () => {
+  if (phase < 3) { phase++; want = n + 100; s.write(send(Buffer.alloc(100, phase))); return; }
+  phase = 4; s.end(send(require('crypto').randomBytes(Number(bytes))));
+};
+s.on('connect', step);
+s.on('data', (c) => {
+  n += c.length; got.update(c);
+  if (phase < 4) { if (n === want) step(); return; }
+  if ((slice += c.length) >= per) { s.pause(); slice = 0; setTimeout(() => s.resume(), 20); }
+});
+s.on('end', () => { console.log(JSON.stringify({ nSent, nGot: n, same: sent.digest('hex') === got.digest('hex') })); s.destroy(); });
+s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });`;
+
 /** argv: host, port. Pings every 100 ms; prints 'open' at the first echo and 'closed <why>' when the connection ends. */
 const HOLD_CLIENT = String.raw`
 const [host, port] = process.argv.slice(1);
@@ -147,6 +172,12 @@ s.on('data', (c) => { got.update(c); nGot += c.length; if (waiting > 0 && (waiti
 s.on('end', () => { const same = sent.digest('hex') === got.digest('hex') && nSent === nGot; console.log(JSON.stringify({ nSent, nGot, same })); s.destroy(); });
 s.on('error', (e) => { console.error(e.code || e.message); process.exit(1); });
 s.on('connect', next);`;
+
+/** A process's CPU time so far (user + system), in seconds. */
+function cpuSeconds(pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return (Number(f[11]) + Number(f[12])) / 100;
+}
 
 interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; counters: Record<string, string> }
 
@@ -348,6 +379,27 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     const end = await splice();
     const context = `server CPU ${used} s in ${seconds} s; moved ${BigInt(end.movedBytes) - BigInt(start.movedBytes)}; counters ${JSON.stringify(end.counters)}`;
     assert.ok(used < 0.25 * seconds, `the server spun while its client read slowly: ${context}`);
+  });
+
+  test('a connection switched at the pods\' sendmsg() whose reader falls behind: the writer waits, without spinning; bytes exact', async () => {
+    const start = await splice();
+    const logged = agent.accessLog.length;
+    const c0 = cpuSeconds(server.pid!), t0 = Date.now();
+    const r = await cli.exec(process.execPath, ['-e', SLOW_ECHO_CLIENT, srv.ip, String(PORTS.echo), String(8 * 2 ** 20), String(4 * 2 ** 20)], { timeoutMs: 60_000 });
+    const seconds = (Date.now() - t0) / 1000, used = cpuSeconds(server.pid!) - c0;
+    assert.equal(r.code, 0, r.stderr);
+    const report = JSON.parse(r.stdout.trim()) as { nSent: number; nGot: number; same: boolean };
+    assert.ok(report.same, `the echoed bytes differ from those sent: ${JSON.stringify(report)}`);
+    const line = await nextLine(logged, (l) => l['dst.addr'] === `${srv.ip}:${PORTS.echo}`);
+    const end = await splice();
+    const delta = (k: string) => BigInt(end.counters[k]!) - BigInt(start.counters[k]!);
+    const context = `echo server CPU ${used} s in ${seconds} s; access log ${JSON.stringify(line)}; counters ${JSON.stringify(end.counters)}`;
+    assert.ok(delta('msg_switched') >= 1n, `the connection did not switch at the pods' sendmsg(): ${context}`);
+    // Without the watchdog the echo server spun on EAGAIN: 0.47 s of CPU in 1.47 s, 148,904 redirects.
+    assert.ok(used < 0.15 * seconds, `the echo server spun while its client read slowly: ${context}`);
+    assert.equal(line.bytes_sent, report.nSent, context);
+    assert.equal(line.bytes_recv, report.nGot, context);
+    assert.equal(end.sockets, 0, 'the proxy\'s sockets left the sockhash when the connection closed');
   });
 
   test('a request-response connection is spliced at the pods\' own sendmsg(): both pods\' sockets switch, bytes exact', async () => {

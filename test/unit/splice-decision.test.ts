@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../agent/config/parse';
-import { chooseSplice, directionFlushed, SPLICE_AFTER_BYTES, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
+import { chooseSplice, directionFlushed, nextSpinWatch, SPIN_WASTE_BYTES, SPIN_WATCH_MAX_MS, SPIN_WATCH_MIN_MS, SPLICE_AFTER_BYTES, spinning, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
 import { decodePeer, encodePeer } from '../../agent/proxy/splice-kernel';
 
 const SPLICED: SpliceFacts = { path: 'local', protocol: 'tcp', allowed: true, available: true, socket: true };
@@ -77,4 +77,23 @@ test('spliceWay: a second exchange splices at the pods\' sendmsg(), volume alone
   assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES * 4, turns: 3 }), 'pods', 'a second exchange wins over volume');
   assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES, turns: 1 }), 'proxy', 'a stream: its sender never pauses');
   assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES, turns: 2 }), 'proxy', 'a bulk answer');
+});
+
+test('spinning: a switched direction whose verdict counts far more than its proxy socket takes is spinning', () => {
+  const MiB = 2 ** 20;
+  // Measured before the watchdog: a slow reader, 148,904 redirects and 2.7 GB counted for 8 MiB in 1.47 s.
+  assert.equal(spinning(180 * MiB, 0.4 * MiB), true, 'a writer retrying on a full proxy socket');
+  assert.equal(spinning(64 * MiB, 64 * MiB), false, 'every counted byte taken');
+  assert.equal(spinning(64 * MiB + SPIN_WASTE_BYTES, 64 * MiB), false, 'retries, but fewer than the bytes moved');
+  assert.equal(spinning(SPIN_WASTE_BYTES, 0), false, 'at most SPIN_WASTE_BYTES counted twice in a look');
+  assert.equal(spinning(SPIN_WASTE_BYTES + 1, 0), true, 'nothing taken, more than that counted');
+  assert.equal(spinning(0, 0), false, 'idle');
+});
+
+test('nextSpinWatch: looks soon while the verdict counts, backs off to the cap while it does not', () => {
+  assert.equal(nextSpinWatch(SPIN_WATCH_MAX_MS, true), SPIN_WATCH_MIN_MS);
+  let ms = SPIN_WATCH_MIN_MS;
+  for (let i = 0; i < 20; i++) ms = nextSpinWatch(ms, false);
+  assert.equal(ms, SPIN_WATCH_MAX_MS);
+  assert.equal(nextSpinWatch(SPIN_WATCH_MIN_MS, false), 2 * SPIN_WATCH_MIN_MS);
 });
