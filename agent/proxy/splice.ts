@@ -520,6 +520,9 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
         seen = now;
       }
       interval = nextSpinWatch(interval, counting);
+      rewatch();
+    };
+    const rewatch = (): void => {
       watch = setTimeout(look, interval);
       watch.unref();
     };
@@ -529,8 +532,7 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     letRead(up);
     down.resume();
     up.resume();
-    watch = setTimeout(look, interval);
-    watch.unref();
+    rewatch();
   });
 }
 

@@ -355,16 +355,12 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
   };
 
   test('a download to a client that reads slowly: the server waits for it, without spinning', async () => {
-    const cpu = (pid: number): number => {
-      const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return (Number(f[11]) + Number(f[12])) / 100;
-    };
     const bytes = 8 * 2 ** 20, before = serverLines.length;
     const start = await splice();
-    const c0 = cpu(server.pid!);
+    const c0 = cpuSeconds(server.pid!);
     const t0 = Date.now();
     const r = await cli.exec(process.execPath, ['-e', SLOW_CLIENT, srv.ip, String(PORTS.download), String(bytes), String(4 * 2 ** 20)], { timeoutMs: 60_000 });
-    const seconds = (Date.now() - t0) / 1000, used = cpu(server.pid!) - c0;
+    const seconds = (Date.now() - t0) / 1000, used = cpuSeconds(server.pid!) - c0;
     assert.equal(r.code, 0, r.stderr);
     const client = JSON.parse(r.stdout.trim()) as { got: number; gotSha: string };
     for (let i = 0; i < 100 && serverLines.length === before; i++) await sleep(50);
