@@ -248,10 +248,17 @@ int weft_splice_msg(struct sk_msg_md *msg)
 	if (!f)
 		return SK_PASS;
 	if (!f->switched) {
+		/*
+		 * No count yet: the proxy has written none of this socket's bytes on. A server socket is
+		 * armed that way before its first byte (splice.ts armServer), so a download switches at once.
+		 */
 		__u64 *relayed = bpf_map_lookup_elem(&weft_splice_relayed, &t);
+		__u64 none = 0;
 		struct bpf_sock *sk = msg->sk;
-		if (!relayed || !sk)
+		if (!sk)
 			return SK_PASS;
+		if (!relayed)
+			relayed = &none;
 		__u64 *base = bpf_sk_storage_get(&weft_splice_base, sk, 0, 0);
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 		if (!base || !tp || tp->write_seq != tp->snd_una || tp->bytes_acked - *base != *relayed) {

@@ -189,11 +189,11 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
     return;
   }
   if (accepted === undefined) down.accept();
-  // Bytes read while sniffing go first.
-  if (head !== undefined && head.length > 0) upstream.write(head);
+  // Bytes read while sniffing go first (a splicer writes them itself, once the pod's socket is armed).
+  if (!spliceIt && head !== undefined && head.length > 0) upstream.write(head);
   const live = new LiveTcp(a, down, upstream);
   ctx.live.add(live);
-  const r = spliceIt ? await splicer!(down.socket!, upstream) : await down.splice(upstream);
+  const r = spliceIt ? await splicer!(down.socket!, upstream, head) : await down.splice(upstream);
   ctx.live.remove(live);
   const { closedBy } = live;
   const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;

@@ -237,15 +237,49 @@ export class SpliceKernel {
   }
 
   /**
-   * What the verdict has counted for each pod socket since addPods(): every redirect it decided, a
-   * message whose push found no room and was sent again counted again (splice-decision.ts spinning()).
+   * What the verdict has counted for the pod socket `tuple` since its flow entry was made (addPods(),
+   * armServer()): every redirect it decided, a message whose push found no room and was sent again
+   * counted again (splice-decision.ts spinning()). 0 without an entry.
    */
+  redirectedBy(tuple: Buffer): bigint {
+    const v = bpf.mapLookup(this.map('weft_splice_flows'), tuple, weft_splice_flow.size);
+    return v === null ? 0n : v.readBigUInt64LE(weft_splice_flow.fields.redirected.offset);
+  }
+
+  /** redirectedBy() of both pod sockets of a connection. */
   podCounts(clientTuple: Buffer, serverTuple: Buffer): { client: bigint; server: bigint } {
-    const read = (t: Buffer): bigint => {
-      const v = bpf.mapLookup(this.map('weft_splice_flows'), t, weft_splice_flow.size);
-      return v === null ? 0n : v.readBigUInt64LE(weft_splice_flow.fields.redirected.offset);
-    };
-    return { client: read(clientTuple), server: read(serverTuple) };
+    return { client: this.redirectedBy(clientTuple), server: this.redirectedBy(serverTuple) };
+  }
+
+  /**
+   * Arms the server pod's socket `serverTuple` before it has sent a byte: its messages leave
+   * straight out of the client's accepted socket `down` from its first sendmsg() (the verdict finds
+   * no relayed count, which means none yet). A download then never crosses user space. Two map
+   * updates; disarmServer() (or addPods() and forgetPods()) ends it. On failure nothing stays.
+   */
+  armServer(down: SpliceEnd, serverTuple: Buffer): void {
+    bpf.mapUpdate(this.socks, cookieKey(down.cookie), cookieKey(BigInt(down.fd)));
+    try {
+      bpf.mapUpdate(this.map('weft_splice_flows'), serverTuple, encodeFlow(down.cookie));
+    } catch (e) {
+      try {
+        bpf.mapDelete(this.socks, cookieKey(down.cookie));
+      } catch {
+        // closed meanwhile: it left the sockhash with it
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * Ends armServer() for a server socket the proxy no longer splices at its sendmsg() (its socket
+   * is out of weft_splice_pods, or closed): returns what the verdict redirected, which counts a
+   * message twice when its redirect failed and the pod sent it again.
+   */
+  disarmServer(serverTuple: Buffer): bigint {
+    if (this.closed) return 0n;
+    const v = bpf.mapLookupAndDelete(this.map('weft_splice_flows'), serverTuple, weft_splice_flow.size);
+    return v === null ? 0n : v.readBigUInt64LE(weft_splice_flow.fields.redirected.offset);
   }
 
   /** Takes pod sockets out of weft_splice_pods: their sendmsg() no longer runs the verdict. */

@@ -151,11 +151,11 @@ function flushedBoth(up: Socket, down: Socket): Promise<boolean> {
  * called before the upstream connects to the pod at `ip`:`port`, lets the pod's socket accepted
  * there be entered on the kernel's side; what it returns withdraws that once the connect settled.
  */
-export type Splicer = ((client: Socket, upstream: Socket) => Promise<RelayResult>) & { announce?(ip: string, port: number): () => void };
+export type Splicer = ((client: Socket, upstream: Socket, head?: Buffer) => Promise<RelayResult>) & { announce?(ip: string, port: number): () => void };
 
 /** A Splicer over `kernel`. */
 export function splicerFor(kernel: SpliceKernel): Splicer {
-  return Object.assign((client: Socket, upstream: Socket) => spliceSockets(client, upstream, { kernel }), {
+  return Object.assign((client: Socket, upstream: Socket, head?: Buffer) => spliceSockets(client, upstream, { kernel }, head), {
     announce: (ip: string, port: number) => kernel.expect(ip, port),
   });
 }
@@ -167,21 +167,142 @@ export interface SpliceOptions {
 }
 
 /**
+ * The spin watchdog (docs/splice.md, "Backpressure"): a pod switched at its sendmsg() whose proxy
+ * socket has no room gets EAGAIN while its own socket stays writable, and a non-blocking pod retries
+ * at once, for as long as its reader is behind. Looks every SPIN_WATCH_MIN_MS while `counts()` (the
+ * verdict's count of each watched direction, map lookups) moves, backing off to 10 s while it does
+ * not. A look whose counts moved since the previous one, which had seen them move too (or was the
+ * watch's start, where both probes count zero), reads `taken()` (what each direction's proxy socket
+ * took of them, TCP_INFO) and tells whether one spins for a slow reader over that interval
+ * (splice-decision.ts spinning()): then `onSpin()`, once, and the watch ends. A probe that answers
+ * undefined or throws ends the watch (its sockets are going); so does stop().
+ */
+function watchSpin(counts: () => bigint[] | undefined, taken: () => number[] | undefined, onSpin: () => void): { stop(): void } {
+  let timer: NodeJS.Timeout | undefined;
+  let interval = SPIN_WATCH_MIN_MS;
+  // The previous look: its counts, and what was taken then when it read that (undefined when it did not).
+  let seen: { counts: bigint[]; taken?: number[]; at: number } | undefined;
+  const start = performance.now();
+  const look = (): void => {
+    try {
+      const c = counts();
+      if (c === undefined) return;
+      const now = performance.now();
+      const before = seen ?? { counts: c.map(() => 0n), taken: c.map(() => 0), at: start };
+      const counting = c.some((n, i) => n !== before.counts[i]);
+      let t: number[] | undefined;
+      if (counting) {
+        t = taken();
+        if (t === undefined) return;
+        const from = before.taken;
+        if (from && c.some((n, i) => spinning(Number(n - before.counts[i]!), t![i]! - from[i]!, now - before.at))) return onSpin();
+      }
+      seen = { counts: c, taken: t, at: now };
+      interval = nextSpinWatch(interval, counting);
+    } catch {
+      return;
+    }
+    timer = setTimeout(look, interval);
+    timer.unref();
+  };
+  timer = setTimeout(look, interval);
+  timer.unref();
+  return { stop: () => clearTimeout(timer) };
+}
+
+/**
+ * A server pod's socket armed before its first byte (armServer): `tuple` names it (`client` the
+ * client pod's), `fd` is the client's accepted socket its messages leave from. `seen` is what that
+ * socket had taken when the client last sent; `atFin` what it had taken from the kernel by the
+ * server's FIN.
+ */
+interface Armed { tuple: Buffer; client: Buffer; fd: number; seen: bigint; atFin?: number }
+
+/**
+ * Bytes of the server's direction that `down` (the client's accepted socket) took from the kernel,
+ * not from this process: what its send queue took in all (bytesTaken: it is a fresh socket, see
+ * armServer) less what this process wrote to it. Exact once the server's messages no longer pass
+ * the verdict (its FIN, or its socket out of weft_splice_pods) and every write here is flushed.
+ */
+function kernelCarried(down: Socket, fd: number): number {
+  return Number(bytesTaken(fd)) + unflushed(down) - down.bytesWritten;
+}
+
+/**
+ * Arms the server pod's socket of a connection about to be spliced, before the first byte is
+ * written to it (the caller then writes the client's first bytes): a server that answers with a
+ * download sends it straight out of the client's accepted socket from its first sendmsg(), where
+ * a connection proven by volume alone would go to the proxy's sockets (at most 0.41x direct in
+ * bulk, docs/splice.md). undefined when it cannot be: no pods' side, or the client's socket has
+ * been written to (its send queue's count must be this connection's server bytes alone).
+ */
+function armServer(down: Socket, up: Socket, k: SpliceKernel): Armed | undefined {
+  if (!k.podSide || down.bytesWritten !== 0) return undefined;
+  const fd = socketFd(down), t = podTuples(down, up);
+  if (fd === undefined || !t) return undefined;
+  try {
+    k.armServer({ fd, cookie: libc.socketCookie(fd, 'client socket') }, t.server);
+  } catch {
+    return undefined;
+  }
+  return { tuple: t.server, client: t.client, fd, seen: 0n };
+}
+
+/**
  * Moves bytes both ways between `down` (the client's accepted socket) and `up` (a plain socket,
  * not a pooled one, to the destination pod) until both directions are done. It relays in user
  * space while the connection is young and splices it in the kernel once it has proven long-lived
  * (spliceWay: a second exchange, or enough bytes): a connection that closes after one
- * exchange would pay the splice's setup for nothing. The caller gets the same RelayResult either way.
+ * exchange would pay the splice's setup for nothing. Before the first byte is written to `up`
+ * (`head`: the client's first bytes, read while sniffing), the server's socket is armed
+ * (armServer), so its replies leave in the kernel from its first byte. The caller gets the same
+ * RelayResult either way (`sent` without `head`).
  */
-export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
+export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?: Buffer): Promise<RelayResult> {
   return new Promise((resolve) => {
     let sent = 0, recv = 0, turns = 0, last: 'up' | 'down' | undefined;
     let error: Error | undefined;
+    const arm = up.bytesWritten === 0 ? armServer(down, up, o.kernel) : undefined;
+    if (head !== undefined && head.length > 0) {
+      up.write(head);
+      turns = 1;
+      last = 'up';
+    }
+    // The server's FIN follows every byte its sendmsg() redirected: what the client's socket took by
+    // then is the direction's count (read before a relay's end() queues the FIN there).
+    const onArmedEnd = (): void => {
+      try {
+        arm!.atFin = kernelCarried(down, arm!.fd);
+      } catch {
+        // closed meanwhile: the verdict's count stands in
+      }
+    };
+    if (arm) up.once('end', onArmedEnd);
+    // An armed server whose client's socket has no room spins on EAGAIN (watchSpin): its sockets go
+    // back to TCP and this process relays to the end, with TCP's backpressure on the server.
+    const armWatch = arm && watchSpin(() => [o.kernel.redirectedBy(arm.tuple)], () => [kernelCarried(down, arm.fd)], () => {
+      try {
+        o.kernel.dropPodSockets(arm.client, arm.tuple);
+      } catch {
+        // the kernel side is gone: so is the verdict
+      }
+      hand(relayArmed);
+    });
     const onDrainUp = (): void => { down.resume(); };
     const onDrainDown = (): void => { up.resume(); };
     const fromDown = (c: Buffer): void => {
       sent += c.length;
       if (!up.write(c)) { down.pause(); up.once('drain', onDrainUp); }
+      // An armed server's replies never reach this process: its direction moved if the client's
+      // socket took bytes since the client last sent.
+      if (arm && last !== 'down') {
+        try {
+          const taken = bytesTaken(arm.fd);
+          if (taken > arm.seen) { arm.seen = taken; moved('down'); }
+        } catch {
+          // closed: the 'close' and 'error' events follow
+        }
+      }
       moved('up');
     };
     const fromUp = (c: Buffer): void => {
@@ -189,30 +310,45 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions): Promi
       if (!down.write(c)) { up.pause(); down.once('drain', onDrainDown); }
       moved('down');
     };
-    const onEnd = (): void => hand(relay);
+    const onEnd = (): void => hand(relayArmed);
     // As relay() does: an error on one side cuts the other. Both 'close' events come later, so
     // relay() still sees them.
-    const onDownError = (e: Error): void => { error ??= e; up.destroy(); hand(relay); };
-    const onUpError = (e: Error): void => { error ??= e; if (!down.destroyed) down.resetAndDestroy(); hand(relay); };
+    const onDownError = (e: Error): void => { error ??= e; up.destroy(); hand(relayArmed); };
+    const onUpError = (e: Error): void => { error ??= e; if (!down.destroyed) down.resetAndDestroy(); hand(relayArmed); };
     const moved = (to: 'up' | 'down'): void => {
       if (to !== last) { turns++; last = to; }
       const way = spliceWay({ bytes: sent + recv, turns });
-      if (way === 'pods') hand((d, u) => splicePods(d, u, o) ?? atProxy(d, u, o));
-      else if (way === 'proxy') hand((d, u) => atProxy(d, u, o));
+      if (way === 'pods') hand((d, u) => splicePods(d, u, o, arm) ?? atProxy(d, u, o, arm));
+      else if (way === 'proxy') hand((d, u) => atProxy(d, u, o, arm));
     };
     let handed = false;
     const hand = (next: (d: Socket, u: Socket) => Promise<RelayResult>): void => {
       if (handed) return;
       handed = true;
+      if (armWatch) armWatch.stop();
       down.off('data', fromDown).off('end', onEnd).off('error', onDownError).off('drain', onDrainDown);
       up.off('data', fromUp).off('end', onEnd).off('error', onUpError).off('drain', onDrainUp);
       resolve(next(down, up).then((r) => ({ ...r, sent: r.sent + sent, received: r.received + recv, ...(r.error ?? error ? { error: r.error ?? error } : {}) })));
+    };
+    /** relay() to the end; an armed server's direction adds what the kernel carried (at its FIN). */
+    const relayArmed = async (d: Socket, u: Socket): Promise<RelayResult> => {
+      const r = await relay(d, u);
+      if (!arm) return r;
+      let redirected = 0n;
+      try {
+        redirected = o.kernel.disarmServer(arm.tuple);
+      } catch {
+        // the map is gone with the kernel side: the FIN's count, or nothing, stands
+      }
+      const carried = arm.atFin ?? Number(redirected);
+      o.kernel.noteMoved(BigInt(carried));
+      return { ...r, received: r.received + carried };
     };
     down.on('data', fromDown).on('end', onEnd).on('error', onDownError);
     up.on('data', fromUp).on('end', onEnd).on('error', onUpError);
     // A side whose end was emitted before this was attached (the sniffer read the client's bytes and
     // its half-close: send-and-close clients) emits no 'end' again: relay() takes it from there.
-    if (down.readableEnded || up.readableEnded) return hand(relay);
+    if (down.readableEnded || up.readableEnded) return hand(relayArmed);
     down.resume();
     up.resume();
   });
@@ -295,10 +431,31 @@ export async function spliceNow(down: Socket, up: Socket, o: SpliceOptions, atBa
  * through the sk_msg verdict, and a bulk sender's every message paid for it (a spliced download at
  * 2.2 against 7.0 Gb/s, same-node bench).
  */
-function atProxy(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> {
+function atProxy(down: Socket, up: Socket, o: SpliceOptions, arm?: Armed): Promise<RelayResult> {
   const t = podTuples(down, up);
   if (t) o.kernel.dropPodSockets(t.client, t.server);
-  return spliceNow(down, up, o);
+  if (!arm) return spliceNow(down, up, o);
+  // An armed server's messages take TCP from here; what its sendmsg() redirected before is in the
+  // client socket's send queue, read once spliceNow() has flushed its own handover writes.
+  let redirected = 0n;
+  try {
+    redirected = o.kernel.disarmServer(arm.tuple);
+  } catch {
+    // the kernel side is gone: the count read at the base stands
+  }
+  let carried: number | undefined;
+  const atBase = (): void => {
+    try {
+      carried = kernelCarried(down, arm.fd);
+    } catch {
+      // closed: the verdict's count stands in
+    }
+  };
+  return spliceNow(down, up, o, atBase).then((r) => {
+    const c = carried ?? Number(redirected);
+    o.kernel.noteMoved(BigInt(c));
+    return { ...r, received: r.received + c };
+  });
 }
 
 /** The two pods' sockets' tuples, from the proxy's two sockets; undefined when a socket has no address. */
@@ -326,7 +483,7 @@ function podTuples(down: Socket, up: Socket): { client: Buffer; server: Buffer }
  * setup, the ones that end after one exchange too: twice the proxy's CPU per new connection
  * (946 against 465 µs, same-node bench).
  */
-export function splicePods(down: Socket, up: Socket, o: SpliceOptions): Promise<RelayResult> | undefined {
+export function splicePods(down: Socket, up: Socket, o: SpliceOptions, arm?: Armed): Promise<RelayResult> | undefined {
   const k = o.kernel;
   if (!k.podSide) return undefined;
   const fdDown = socketFd(down), fdUp = socketFd(up);
@@ -345,14 +502,14 @@ export function splicePods(down: Socket, up: Socket, o: SpliceOptions): Promise<
   const keep = (e: Error): void => { setup.error ??= e; };
   down.on('error', keep);
   up.on('error', keep);
-  return podSpliced(down, up, o, fdDown, fdUp, client, server, held, setup).finally(() => {
+  return podSpliced(down, up, o, fdDown, fdUp, client, server, held, setup, arm !== undefined).finally(() => {
     down.off('error', keep);
     up.off('error', keep);
   });
 }
 
 async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: number, fdUp: number, client: Buffer, server: Buffer,
-  held: { down: Buffer[]; up: Buffer[] }, setup: { error?: Error }): Promise<RelayResult> {
+  held: { down: Buffer[]; up: Buffer[] }, setup: { error?: Error }, armed: boolean): Promise<RelayResult> {
   const k = o.kernel;
   let userSent = 0, userRecv = 0;
   // Each direction's bytes written before this took over: the caller counts those.
@@ -363,11 +520,22 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     o.onOutcome?.(false, reason);
     // relayed, the pods' messages need not go through the verdict either
     k.dropPodSockets(client, server);
+    // An armed server's replies so far went out of the client's socket without this process.
+    let carried = 0;
+    if (armed) {
+      try {
+        const redirected = k.disarmServer(server);
+        carried = down.destroyed ? Number(redirected) : kernelCarried(down, fdDown);
+      } catch {
+        // closed meanwhile: nothing more to learn
+      }
+      k.noteMoved(BigInt(carried));
+    }
     letRead(down);
     letRead(up);
     const r = await relay(down, up);
     const error = r.error ?? setup.error;
-    return { ...r, sent: r.sent + userSent, received: r.received + userRecv, ...(error ? { error } : {}) };
+    return { ...r, sent: r.sent + userSent, received: r.received + userRecv + carried, ...(error ? { error } : {}) };
   };
   // Every write so far in the kernel: then each socket's bytesWritten is what the kernel has of that direction.
   if (!await flushedBoth(up, down)) return relayFrom(`a write did not reach the kernel within ${HANDOVER_FLUSH_MS} ms`);
@@ -378,10 +546,16 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
   // to it, all in the kernel now): its queue later counts every byte of its direction, written here
   // or redirected by the pod's sendmsg() (docs/splice.md, "Exact accounting").
   let origin: { up: bigint; down: bigint };
+  // An armed server's bytes the kernel carried before addPods() starts the verdict's count again:
+  // only for an end without the server's FIN (then the verdict's count stands in for the rest).
+  let armedBefore = 0;
   try {
     a = { fd: fdDown, cookie: libc.socketCookie(fdDown, 'client socket') };
     b = { fd: fdUp, cookie: libc.socketCookie(fdUp, 'upstream socket') };
-    origin = { up: bytesTaken(fdUp) - BigInt(up.bytesWritten), down: bytesTaken(fdDown) - BigInt(down.bytesWritten) };
+    // An armed server's socket has sent out of the client's socket since its first byte: that socket's
+    // count is all this connection's (armServer), so its origin is zero.
+    origin = { up: bytesTaken(fdUp) - BigInt(up.bytesWritten), down: armed ? 0n : bytesTaken(fdDown) - BigInt(down.bytesWritten) };
+    if (armed) armedBefore = kernelCarried(down, fdDown);
     k.addPods(a, b, client, server, { client: up.bytesWritten, server: down.bytesWritten });
   } catch (e) {
     return relayFrom(`the kernel refused the splice: ${(e as Error).message}`);
@@ -441,14 +615,14 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     const forget = (open: boolean): { client: bigint; server: bigint } => k.forgetPods(a.cookie, b.cookie, client, server, open);
     const onClose = (): void => {
       if (handedOver || ++closed < 2) return;
-      clearTimeout(watch);
+      watch.stop();
       const moved = unswitched ?? forget(false);
-      const sent = sentTotal ?? userSent + Number(moved.client), received = recvTotal ?? userRecv + Number(moved.server);
+      const sent = sentTotal ?? userSent + Number(moved.client), received = recvTotal ?? userRecv + armedBefore + Number(moved.server);
       k.noteMoved(BigInt(sent - userSent + received - userRecv));
       resolve({ sent, received, ...(error ? { error } : {}) });
     };
     const detach = (): void => {
-      clearTimeout(watch);
+      watch.stop();
       down.off('data', toUp.onData).off('end', onDownEnd).off('error', onDownError).off('close', onClose).off('drain', toDown.onDrain);
       up.off('data', toDown.onData).off('end', onUpEnd).off('error', onUpError).off('close', onClose).off('drain', toUp.onDrain);
     };
@@ -464,7 +638,7 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
       // The pods' messages take TCP again from here. What they redirected is counted from the send
       // queues when spliceNow() takes its own counts, after its handover: a sendmsg() that found its
       // entry just before it went has long finished by then. What spliceNow() wrote meanwhile is its own.
-      let upTo = { sent: userSent + Number(moved.client), recv: userRecv + Number(moved.server) };
+      let upTo = { sent: userSent + Number(moved.client), recv: userRecv + armedBefore + Number(moved.server) };
       const atBase = (written: { sent: number; recv: number }): void => {
         // A direction whose FIN was passed on has its count already: read again, a FIN still queued would count one.
         const sent = sentTotal ?? sinceTakeover(up, fdUp, origin.up, before.up), recv = recvTotal ?? sinceTakeover(down, fdDown, origin.down, before.down);
@@ -486,53 +660,26 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     let unswitched: { client: bigint; server: bigint } | undefined;
     const unswitch = (): void => {
       if (handedOver || unswitched) return;
-      clearTimeout(watch);
+      watch.stop();
       unswitched = forget(false);
       k.dropPodSockets(client, server);
     };
-    /**
-     * The spin watchdog (docs/splice.md, "Backpressure"): a switched pod whose proxy socket has no
-     * room retries its sendmsg() at once, for as long as its reader is behind. Looked at every
-     * SPIN_WATCH_MIN_MS while the verdict counts (two map lookups, and two TCP_INFO when it moved),
-     * backing off to 10 s while it does not; a spinning connection's pods go back to their TCP path,
-     * relayed here (unswitch). A look also ends when one side has closed.
-     */
-    let watch: NodeJS.Timeout | undefined;
-    let interval = SPIN_WATCH_MIN_MS;
-    let seen = { client: 0n, server: 0n, up: 0, down: 0 };
-    const look = (): void => {
-      if (handedOver || closed > 0 || unswitched) return;
-      let counted: { client: bigint; server: bigint };
-      try {
-        counted = k.podCounts(client, server);
-      } catch {
-        return;
-      }
-      const counting = counted.client !== seen.client || counted.server !== seen.server;
-      if (counting) {
-        // What the kernel carried into each proxy socket since the takeover: its queue's count less this process's writes.
-        const up_ = sinceTakeover(up, fdUp, origin.up, before.up), down_ = sinceTakeover(down, fdDown, origin.down, before.down);
-        if (up_ === undefined || down_ === undefined) return;
-        const now = { client: counted.client, server: counted.server, up: up_ - userSent, down: down_ - userRecv };
-        if (spinning(Number(now.client - seen.client), now.up - seen.up) || spinning(Number(now.server - seen.server), now.down - seen.down)) {
-          return unswitch();
-        }
-        seen = now;
-      }
-      interval = nextSpinWatch(interval, counting);
-      rewatch();
-    };
-    const rewatch = (): void => {
-      watch = setTimeout(look, interval);
-      watch.unref();
-    };
+    // The spin watchdog (watchSpin), on both directions; it ends when a side has closed. What the
+    // kernel carried into each proxy socket since the takeover: its queue's count less this process's writes.
+    const watch = watchSpin(() => {
+      if (handedOver || closed > 0 || unswitched) return undefined;
+      const c = k.podCounts(client, server);
+      return [c.client, c.server];
+    }, () => {
+      const up_ = sinceTakeover(up, fdUp, origin.up, before.up), down_ = sinceTakeover(down, fdDown, origin.down, before.down);
+      return up_ === undefined || down_ === undefined ? undefined : [up_ - userSent, down_ - userRecv];
+    }, unswitch);
     down.on('data', toUp.onData).on('end', onDownEnd).on('error', onDownError).on('close', onClose);
     up.on('data', toDown.onData).on('end', onUpEnd).on('error', onUpError).on('close', onClose);
     letRead(down);
     letRead(up);
     down.resume();
     up.resume();
-    rewatch();
   });
 }
 

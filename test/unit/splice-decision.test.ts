@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../agent/config/parse';
-import { chooseSplice, directionFlushed, nextSpinWatch, SPIN_WASTE_BYTES, SPIN_WATCH_MAX_MS, SPIN_WATCH_MIN_MS, SPLICE_AFTER_BYTES, spinning, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
+import { chooseSplice, directionFlushed, nextSpinWatch, SPIN_KEEP_BYTES_PER_S, SPIN_WASTE_BYTES, SPIN_WATCH_MAX_MS, SPIN_WATCH_MIN_MS, SPLICE_AFTER_BYTES, spinning, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
 import { decodePeer, encodePeer } from '../../agent/proxy/splice-kernel';
 
 const SPLICED: SpliceFacts = { path: 'local', protocol: 'tcp', allowed: true, available: true, socket: true };
@@ -79,15 +79,20 @@ test('spliceWay: a second exchange splices at the pods\' sendmsg(), volume alone
   assert.equal(spliceWay({ bytes: SPLICE_AFTER_BYTES, turns: 2 }), 'proxy', 'a bulk answer');
 });
 
-test('spinning: a switched direction whose verdict counts far more than its proxy socket takes is spinning', () => {
+test('spinning: a switched direction whose verdict counts far more than its proxy socket takes, for a slow reader, is spinning', () => {
   const MiB = 2 ** 20;
-  // Measured before the watchdog: a slow reader, 148,904 redirects and 2.7 GB counted for 8 MiB in 1.47 s.
-  assert.equal(spinning(180 * MiB, 0.4 * MiB), true, 'a writer retrying on a full proxy socket');
-  assert.equal(spinning(64 * MiB, 64 * MiB), false, 'every counted byte taken');
-  assert.equal(spinning(64 * MiB + SPIN_WASTE_BYTES, 64 * MiB), false, 'retries, but fewer than the bytes moved');
-  assert.equal(spinning(SPIN_WASTE_BYTES, 0), false, 'at most SPIN_WASTE_BYTES counted twice in a look');
-  assert.equal(spinning(SPIN_WASTE_BYTES + 1, 0), true, 'nothing taken, more than that counted');
-  assert.equal(spinning(0, 0), false, 'idle');
+  // Measured: a slow echo reader at 4 MiB/s, 8 MiB counted 180 MiB twice in a 100 ms look.
+  assert.equal(spinning(180 * MiB, 0.4 * MiB, 100), true, 'a writer retrying on a full proxy socket');
+  assert.equal(spinning(64 * MiB, 64 * MiB, 100), false, 'every counted byte taken');
+  assert.equal(spinning(64 * MiB + SPIN_WASTE_BYTES, 64 * MiB, 100), false, 'retries, but fewer than the bytes moved');
+  assert.equal(spinning(SPIN_WASTE_BYTES, 0, 100), false, 'at most SPIN_WASTE_BYTES counted twice in a look');
+  assert.equal(spinning(SPIN_WASTE_BYTES + 1, 0, 100), true, 'nothing taken, more than that counted');
+  assert.equal(spinning(0, 0, 100), false, 'idle');
+  // A download read at full speed: 2.34 GB counted for 268 MB taken in about 0.5 s.
+  const fast = SPIN_KEEP_BYTES_PER_S / 10;
+  assert.equal(spinning(9 * fast, fast, 100), false, 'a fast reader: the switch carries at SPIN_KEEP_BYTES_PER_S');
+  assert.equal(spinning(9 * fast, fast - 1, 100), true, 'just under it');
+  assert.equal(spinning(9 * fast, fast, 200), true, 'the same bytes over twice the time');
 });
 
 test('nextSpinWatch: looks soon while the verdict counts, backs off to the cap while it does not', () => {
