@@ -177,7 +177,7 @@ export interface SpliceOptions {
  * (splice-decision.ts spinning()): then `onSpin()`, once, and the watch ends. A probe that answers
  * undefined or throws ends the watch (its sockets are going); so does stop().
  */
-function watchSpin(counts: () => bigint[] | undefined, taken: () => number[] | undefined, onSpin: () => void): { stop(): void } {
+export function watchSpin(counts: () => bigint[] | undefined, taken: () => number[] | undefined, onSpin: () => void): { stop(): void } {
   let timer: NodeJS.Timeout | undefined;
   let interval = SPIN_WATCH_MIN_MS;
   // The previous look: its counts, and what was taken then when it read that (undefined when it did not).
