@@ -56,7 +56,7 @@ import { MeshMetrics } from '../telemetry/metrics';
 import { LiveView } from '../telemetry/live-view';
 import { registerHealth } from '../telemetry/health';
 import { startIdleShrink } from '../core/idle-shrink';
-import { registerNodeState, type ControlPlaneView } from '../telemetry/node-state';
+import { registerNodeState, type ControlPlaneView, type SpliceView } from '../telemetry/node-state';
 import { registerServiceMetrics } from '../telemetry/service-metrics';
 import { serveMetrics } from '../telemetry/serve';
 import { TracingRuntime } from '../telemetry/tracing-runtime';
@@ -148,6 +148,7 @@ export class NodeAgent {
   private stopHealth: (() => void) | undefined;
   /** same-node splicing's kernel side (docs/splice.md); undefined when the kernel refused it */
   private spliceKernel: SpliceKernel | undefined;
+
   private splicer: Splicer | undefined;
   /** per-pod limits, read budgets and overload shedding (ProxyConfig spec.fairness, docs/fairness.md) */
   readonly fairness = new FairShare(() => this.store?.snapshot.proxyConfig?.fairness ?? DEFAULT_FAIRNESS,
@@ -283,8 +284,7 @@ export class NodeAgent {
         live: () => agent.liveView.feed(),
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters(),
-          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, movedBytes: agent.spliceKernel.moved, podSide: agent.spliceKernel.podSide,
-            counters: agent.spliceKernel.counters() } : null }),
+          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, podSide: agent.spliceKernel.podSide, ...agent.spliceView()! } : null }),
       })));
       agent.stopHealth = registerHealth(agent.metrics.registry, {
         connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,
@@ -303,7 +303,8 @@ export class NodeAgent {
       agent.stopHealth = () => { stopHealth(); stopShed(); agent.fairness.stop(); stopShrink(); };
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
       registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced,
-        enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length });
+        enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length,
+        splice: () => agent.spliceView() });
       agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();
@@ -437,6 +438,12 @@ export class NodeAgent {
    * successor's take the new connections); established connections and tunnel sessions get
    * `graceMs` to end before they are cut.
    */
+  /** What same-node splicing has done, for /redirect and /metrics; undefined while its kernel side is not loaded. */
+  private spliceView(): SpliceView | undefined {
+    const k = this.spliceKernel;
+    return k && { movedBytes: k.moved, counters: k.counters(), spinHandovers: k.spinHandovers };
+  }
+
   async stop(graceMs = 1_000): Promise<void> {
     this.stopped = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);

@@ -83,6 +83,8 @@ export class SpliceKernel {
   private link: number | undefined;
   /** bytes of spliced connections the kernel carried, exactly (noteMoved) */
   private movedTotal = 0n;
+  /** connections the spin watchdog handed back to the relay (noteSpinHandover) */
+  private handovers = 0;
   /** users of each announced pod address (weft_splice_expect) */
   private readonly expecting = new Map<string, number>();
 
@@ -357,6 +359,16 @@ export class SpliceKernel {
   /** Bytes spliced connections closed so far had carried by the kernel. */
   get moved(): bigint {
     return this.movedTotal;
+  }
+
+  /** Counts a connection whose pod spun on a full proxy socket and that the watchdog handed back to the relay. */
+  noteSpinHandover(): void {
+    this.handovers++;
+  }
+
+  /** Connections the spin watchdog has handed back to the relay so far. */
+  get spinHandovers(): number {
+    return this.handovers;
   }
 
   /** Spliced sockets right now (two per connection). */

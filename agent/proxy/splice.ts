@@ -281,6 +281,7 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?:
     // An armed server whose client's socket has no room spins on EAGAIN (watchSpin): its sockets go
     // back to TCP and this process relays to the end, with TCP's backpressure on the server.
     const armWatch = arm && watchSpin(() => [o.kernel.redirectedBy(arm.tuple)], () => [kernelCarried(down, arm.fd)], () => {
+      o.kernel.noteSpinHandover();
       try {
         o.kernel.dropPodSockets(arm.client, arm.tuple);
       } catch {
@@ -661,6 +662,7 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     const unswitch = (): void => {
       if (handedOver || unswitched) return;
       watch.stop();
+      k.noteSpinHandover();
       unswitched = forget(false);
       k.dropPodSockets(client, server);
     };

@@ -36,6 +36,18 @@ export interface NodeStateSources {
   enrolledPods?(): number;
   /** Local enrolled pods waiting for their cgroup to appear (ztunnel's pending proxies). */
   pendingPods?(): number;
+  /** Same-node splicing (docs/splice.md): undefined while its kernel side is not loaded (then its series read 0). */
+  splice?(): SpliceView | undefined;
+}
+
+/** What same-node splicing has done (the admin API's `/redirect` `splice`). */
+export interface SpliceView {
+  /** bytes closed spliced connections had carried by the kernel, as their access-log lines count them */
+  movedBytes: bigint;
+  /** the splice programs' kernel counters, by event */
+  counters: Record<string, bigint | number>;
+  /** connections whose pod spun on a full proxy socket, handed back to the relay by the watchdog */
+  spinHandovers: number;
 }
 
 export function registerNodeState(registry: Registry, s: NodeStateSources): void {
@@ -70,6 +82,18 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
       this.reset();
       for (const [reason, n] of Object.entries(s.redirectCounters())) this.inc({ reason }, Number(n));
     } });
+  const splice = s.splice;
+  if (splice) {
+    new Counter({ name: 'weft_splice_moved_bytes_total', help: 'Bytes of closed same-node connections that the kernel carried without this process (spliced), as their access-log lines count them', registers: r,
+      collect() { this.reset(); this.inc(Number(splice()?.movedBytes ?? 0n)); } });
+    new Counter({ name: 'weft_splice_events_total', help: 'What the same-node splice programs in the kernel counted, by event (as the admin API\'s /redirect splice counters; a message sent again after its redirect found no room counts again)', labelNames: ['event'], registers: r,
+      collect() {
+        this.reset();
+        for (const [event, n] of Object.entries(splice()?.counters ?? {})) this.inc({ event }, Number(n));
+      } });
+    new Counter({ name: 'weft_splice_spin_handovers_total', help: 'Spliced connections whose pod retried on a full proxy socket for a reader under 256 MiB/s, handed back to the relay and TCP\'s backpressure (docs/splice.md, "Backpressure")', registers: r,
+      collect() { this.reset(); this.inc(splice()?.spinHandovers ?? 0); } });
+  }
   const { enrolledPods, pendingPods } = s;
   if (enrolledPods) {
     new Gauge({ name: 'workload_manager_active_proxy_count', help: 'Pods on this node the proxy serves now: enrolled in the mesh, their traffic captured (ztunnel\'s name)', registers: r,

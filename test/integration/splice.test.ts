@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl } from '../../agent/sandbox';
 import { startLocalAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
+import { PORTS as PORTS_AGENT } from '../../agent/node/ports';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
@@ -194,7 +195,7 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; counters: Record<string, string> }
+interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; counters: Record<string, string>; spinHandovers: number }
 
 describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, cli: LabPod, srv: LabPod;
@@ -227,6 +228,14 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     const s = (await admin('/redirect')).splice as SpliceState | null;
     assert.ok(s, 'the agent has no kernel side for splicing (see its log: "same-node splicing off")');
     return s;
+  };
+  /** One unlabelled series of the agent's /metrics (Prometheus text). */
+  const metric = async (name: string): Promise<number> => {
+    const r = await n1.exec('curl', ['-sf', `http://127.0.0.1:${PORTS_AGENT.metrics}/metrics`], { timeoutMs: 5000 });
+    assert.equal(r.code, 0, r.stderr);
+    const m = new RegExp(`^${name} (\\S+)$`, 'm').exec(r.stdout);
+    assert.ok(m, `no series ${name} in /metrics`);
+    return Number(m[1]);
   };
   /** Bytes of closed spliced connections the kernel carried (at the proxy's sockets or at the pods' sendmsg()), as their access-log lines count them. */
   const movedBytes = async () => BigInt((await splice()).movedBytes);
@@ -393,6 +402,8 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     // which hands such a connection to the relay and TCP's backpressure (docs/splice.md, "Backpressure").
     assert.ok(delta('msg_switched') >= 1n, `the download did not leave by the server's sendmsg(): ${context}`);
     assert.ok(used < 0.15 * seconds, `the server spun while its client read slowly: ${context}`);
+    assert.equal(end.spinHandovers - start.spinHandovers, 1, `the watchdog's handover was not counted: ${context}`);
+    assert.equal(await metric('weft_splice_spin_handovers_total'), end.spinHandovers, 'the handovers in /metrics');
     assert.equal(line.bytes_sent, String(bytes).length + 1, context);
     assert.equal(line.bytes_recv, bytes, context);
     assert.equal(line.error, undefined, context);
@@ -429,7 +440,9 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
         assert.equal(BigInt(end.movedBytes) - BigInt(start.movedBytes), BigInt(bytes), context);
         assert.ok(delta('msg_switched') >= 1n, context);
         assert.equal(delta('redirected_bytes'), 0n, context);
+        assert.equal(end.spinHandovers - start.spinHandovers, 0, `a reader at full speed was handed back to the relay: ${context}`);
         assert.equal(end.sockets, 0, 'the client\'s socket left the sockhash when the connection closed');
+        assert.equal(BigInt(await metric('weft_splice_moved_bytes_total')), BigInt(end.movedBytes), 'the bytes the kernel carried, in /metrics');
       }
     });
   }
@@ -450,6 +463,7 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
     assert.ok(delta('msg_switched') >= 1n, `the connection did not switch at the pods' sendmsg(): ${context}`);
     // Without the watchdog the echo server spun on EAGAIN: 0.47 s of CPU in 1.47 s, 148,904 redirects.
     assert.ok(used < 0.15 * seconds, `the echo server spun while its client read slowly: ${context}`);
+    assert.equal(end.spinHandovers - start.spinHandovers, 1, `the watchdog's handover was not counted: ${context}`);
     assert.equal(line.bytes_sent, report.nSent, context);
     assert.equal(line.bytes_recv, report.nGot, context);
     assert.equal(end.sockets, 0, 'the proxy\'s sockets left the sockhash when the connection closed');
