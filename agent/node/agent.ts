@@ -148,7 +148,6 @@ export class NodeAgent {
   private stopHealth: (() => void) | undefined;
   /** same-node splicing's kernel side (docs/splice.md); undefined when the kernel refused it */
   private spliceKernel: SpliceKernel | undefined;
-
   private splicer: Splicer | undefined;
   /** per-pod limits, read budgets and overload shedding (ProxyConfig spec.fairness, docs/fairness.md) */
   readonly fairness = new FairShare(() => this.store?.snapshot.proxyConfig?.fairness ?? DEFAULT_FAIRNESS,
@@ -432,18 +431,18 @@ export class NodeAgent {
     });
   }
 
-  /**
-   * Stops serving; pinned kernel state stays (enrolled pods fail closed until an agent is back, or
-   * a successor agent already serves them: docs/upgrade.md). Every listener closes at once (a
-   * successor's take the new connections); established connections and tunnel sessions get
-   * `graceMs` to end before they are cut.
-   */
   /** What same-node splicing has done, for /redirect and /metrics; undefined while its kernel side is not loaded. */
   private spliceView(): SpliceView | undefined {
     const k = this.spliceKernel;
     return k && { movedBytes: k.moved, counters: k.counters(), spinHandovers: k.spinHandovers };
   }
 
+  /**
+   * Stops serving; pinned kernel state stays (enrolled pods fail closed until an agent is back, or
+   * a successor agent already serves them: docs/upgrade.md). Every listener closes at once (a
+   * successor's take the new connections); established connections and tunnel sessions get
+   * `graceMs` to end before they are cut.
+   */
   async stop(graceMs = 1_000): Promise<void> {
     this.stopped = true;
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer);

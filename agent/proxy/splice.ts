@@ -667,14 +667,15 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
       k.dropPodSockets(client, server);
     };
     // The spin watchdog (watchSpin), on both directions; it ends when a side has closed. What the
-    // kernel carried into each proxy socket since the takeover: its queue's count less this process's writes.
+    // kernel carried into each proxy socket since the takeover: its queue's count less this process's
+    // writes (and, for an armed server, less what its sendmsg() carried before addPods()).
     const watch = watchSpin(() => {
       if (handedOver || closed > 0 || unswitched) return undefined;
       const c = k.podCounts(client, server);
       return [c.client, c.server];
     }, () => {
       const up_ = sinceTakeover(up, fdUp, origin.up, before.up), down_ = sinceTakeover(down, fdDown, origin.down, before.down);
-      return up_ === undefined || down_ === undefined ? undefined : [up_ - userSent, down_ - userRecv];
+      return up_ === undefined || down_ === undefined ? undefined : [up_ - userSent, down_ - userRecv - armedBefore];
     }, unswitch);
     down.on('data', toUp.onData).on('end', onDownEnd).on('error', onDownError).on('close', onClose);
     up.on('data', toDown.onData).on('end', onUpEnd).on('error', onUpError).on('close', onClose);
