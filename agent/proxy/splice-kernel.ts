@@ -248,11 +248,6 @@ export class SpliceKernel {
     return v === null ? 0n : v.readBigUInt64LE(weft_splice_flow.fields.redirected.offset);
   }
 
-  /** redirectedBy() of both pod sockets of a connection. */
-  podCounts(clientTuple: Buffer, serverTuple: Buffer): { client: bigint; server: bigint } {
-    return { client: this.redirectedBy(clientTuple), server: this.redirectedBy(serverTuple) };
-  }
-
   /**
    * Arms the server pod's socket `serverTuple` before it has sent a byte: its messages leave
    * straight out of the client's accepted socket `down` from its first sendmsg() (the verdict finds

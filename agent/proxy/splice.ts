@@ -671,8 +671,7 @@ async function podSpliced(down: Socket, up: Socket, o: SpliceOptions, fdDown: nu
     // writes (and, for an armed server, less what its sendmsg() carried before addPods()).
     const watch = watchSpin(() => {
       if (handedOver || closed > 0 || unswitched) return undefined;
-      const c = k.podCounts(client, server);
-      return [c.client, c.server];
+      return [k.redirectedBy(client), k.redirectedBy(server)];
     }, () => {
       const up_ = sinceTakeover(up, fdUp, origin.up, before.up), down_ = sinceTakeover(down, fdDown, origin.down, before.down);
       return up_ === undefined || down_ === undefined ? undefined : [up_ - userSent, down_ - userRecv - armedBefore];
