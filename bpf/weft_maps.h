@@ -24,6 +24,15 @@ struct weft_config {
 	__u16 outbound_port;      /* node proxy outbound capture port (15001) */
 	__u16 inbound_plaintext_port; /* the transparent listener captured inbound SYNs are assigned to (15006) */
 	__u32 capture_mark;       /* fwmark set on captured packets: an ip rule sends them to a table of local routes */
+	/*
+	 * Capture ports: when capture_port_count is not zero, a captured connect goes to one of the
+	 * node proxy's ports capture_port_base .. base + count - 1 (picked at random; the proxy listens on
+	 * each) instead of outbound_port. The client's kernel picks a source port per destination
+	 * address and port, so one port held all of a pod's captured connections, TIME_WAIT included, to
+	 * one range of source ports (docs/capture-ports.md). Zero: outbound_port alone (an older agent).
+	 */
+	__u16 capture_port_base;
+	__u16 capture_port_count;
 	__u64 proxy_cgroup_id;    /* cgroup of the node proxy's sockets: the only sender STRICT pods accept */
 };
 

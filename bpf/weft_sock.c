@@ -88,6 +88,15 @@ static __always_inline int captured_tcp(struct bpf_sock_addr *ctx, __u64 *cgroup
 	return *cgroup_id != 0;
 }
 
+/* The node proxy's port this connect goes to, in network byte order (weft_config, capture ports). */
+static __always_inline __u32 capture_port(const struct weft_config *cfg)
+{
+	__u16 count = cfg->capture_port_count;
+	if (!count)
+		return bpf_htons(cfg->outbound_port);
+	return bpf_htons((__u16)(cfg->capture_port_base + bpf_get_prandom_u32() % count));
+}
+
 static __always_inline int record(struct bpf_sock_addr *ctx, struct weft_orig *orig)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
@@ -114,7 +123,7 @@ int weft_connect4(struct bpf_sock_addr *ctx)
 	if (record(ctx, &orig))
 		return WEFT_SOCK_REJECT;
 	ctx->user_ip4 = cfg->proxy_ip4;
-	ctx->user_port = bpf_htons(cfg->outbound_port);
+	ctx->user_port = capture_port(cfg);
 	count(WEFT_CTR_REDIRECT4);
 	return WEFT_SOCK_ALLOW;
 }
@@ -146,7 +155,7 @@ int weft_connect6(struct bpf_sock_addr *ctx)
 		if (record(ctx, &orig))
 			return WEFT_SOCK_REJECT;
 		ctx->user_ip6[3] = cfg->proxy_ip4;
-		ctx->user_port = bpf_htons(cfg->outbound_port);
+		ctx->user_port = capture_port(cfg);
 		count(WEFT_CTR_REDIRECT4);
 		return WEFT_SOCK_ALLOW;
 	}
@@ -166,7 +175,7 @@ int weft_connect6(struct bpf_sock_addr *ctx)
 	ctx->user_ip6[1] = cfg->proxy_ip6[1];
 	ctx->user_ip6[2] = cfg->proxy_ip6[2];
 	ctx->user_ip6[3] = cfg->proxy_ip6[3];
-	ctx->user_port = bpf_htons(cfg->outbound_port);
+	ctx->user_port = capture_port(cfg);
 	count(WEFT_CTR_REDIRECT6);
 	return WEFT_SOCK_ALLOW;
 }

@@ -212,10 +212,13 @@ int weft_splice_sockops(struct bpf_sock_ops *ops)
 		return 1;
 	TUPLE_OF(t, ops);
 	if (ops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
-		/* a client: only a connection captured to the proxy's outbound port */
+		/* a client: only a connection captured to one of the proxy's capture ports */
 		__u32 zero = 0;
 		struct weft_splice_config *c = bpf_map_lookup_elem(&weft_splice_config, &zero);
-		if (!c || c->outbound_port == 0 || t.remote_port != c->outbound_port)
+		if (!c || c->outbound_port == 0)
+			return 1;
+		if (t.remote_port != c->outbound_port &&
+		    (t.remote_port < c->capture_port_base || t.remote_port - c->capture_port_base >= c->capture_port_count))
 			return 1;
 	} else {
 		/* a server: only on an address the proxy is connecting to for a splice */

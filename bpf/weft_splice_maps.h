@@ -53,9 +53,14 @@ struct weft_splice_flow {
 	__u32 pad;
 };
 
-/* weft_splice_config[0]: the proxy's outbound (capture) port: a client socket connected to it may be spliced. */
+/*
+ * weft_splice_config[0]: the proxy's capture ports (outbound_port, and capture_port_count ports from
+ * capture_port_base, as in weft_config): a client socket connected to one of them may be spliced.
+ */
 struct weft_splice_config {
 	__u32 outbound_port;
+	__u16 capture_port_base;
+	__u16 capture_port_count;
 };
 
 /* Index of weft_splice_counters. */

@@ -49,7 +49,7 @@ import { PodCgroupResolver } from '../redirect/pod-cgroup';
 import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/enrollment';
 import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
-import { PORTS } from './ports';
+import { CAPTURE_PORTS, PORTS } from './ports';
 import { adminRoutes, healthRoutes } from './admin';
 import { serveJson } from './http-endpoints';
 import { MeshMetrics } from '../telemetry/metrics';
@@ -182,10 +182,11 @@ export class NodeAgent {
     const dp = Datapath.load(opts.node, opts.bpfDir);
     const outboundPort = opts.outboundPort ?? PORTS.outbound;
     const redirect = new RedirectManager(dp, { proxyIp4, proxyIp6, outboundPort, proxyCgroupId }, log);
+    const capturePortList = Array.from({ length: CAPTURE_PORTS.count }, (_, i) => CAPTURE_PORTS.base + i);
     const agent = new NodeAgent(opts, dp, redirect, log);
     try {
       // The pods' own sockets too (sk_msg at their sendmsg, docs/splice.md), where the capture is.
-      const kernel = SpliceKernel.load(opts.bpfDir, { cgroupRoot: opts.cgroupRoot, outboundPort },
+      const kernel = SpliceKernel.load(opts.bpfDir, { cgroupRoot: opts.cgroupRoot, outboundPort, capturePorts: CAPTURE_PORTS },
         (e) => log.warn({ err: e.message }, 'same-node splicing at the pods\' sendmsg() off: splicing at the proxy\'s sockets only'));
       agent.spliceKernel = kernel;
       agent.splicer = splicerFor(kernel);
@@ -251,7 +252,7 @@ export class NodeAgent {
         log: operationalLogger('proxy'),
       };
       agent.proxy = await OutboundProxy.listen({
-        port: outboundPort,
+        ports: [outboundPort, ...capturePortList],
         hosts,
         lookupOrig: (flow) => { const v = bpf.mapLookup(flowFd, encodeFlow(flow), ORIG_SIZE); return v && decodeOrig(v); },
         directory: () => agent.directory!,
@@ -263,6 +264,7 @@ export class NodeAgent {
         log: operationalLogger('proxy'),
         fairness: agent.fairness.start(),
       });
+      redirect.spreadOver(CAPTURE_PORTS);
       agent.plaintext = await listenInboundPlaintext({ hosts, port: PORTS.inboundPlaintext, log: operationalLogger('inbound-plaintext'),
         onConnection: (client, f) => {
           const store = agent.store!;

@@ -28,7 +28,8 @@ import { listenShared } from './shared-listener';
 type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
 export interface OutboundOptions {
-  port: number;
+  /** the outbound port and the capture ports: every host listens on each */
+  ports: number[];
   hosts: string[];
   lookupOrig(flow: Flow): OrigDst | null;
   directory(): Directory;
@@ -51,11 +52,13 @@ export class OutboundProxy {
   private constructor(private readonly drainer: Drainer) {}
 
   static async listen(o: OutboundOptions): Promise<OutboundProxy> {
-    const servers = o.hosts.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }));
+    const specs = o.hosts.flatMap((host) => o.ports.map((port) => ({ host, port, ipv6Only: host.includes(':') })));
+    const servers = specs.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }));
     const proxy = new OutboundProxy(new Drainer(servers));
+    const onConnection = (s: Socket) => { proxy.drainer.track(s); void handle(s, o); };
     for (const [i, srv] of servers.entries()) {
-      srv.on('connection', (s) => { proxy.drainer.track(s); void handle(s, o); });
-      await listenShared(srv, { host: o.hosts[i]!, port: o.port, ipv6Only: o.hosts[i]!.includes(':') });
+      srv.on('connection', onConnection);
+      await listenShared(srv, specs[i]!);
     }
     return proxy;
   }

@@ -11,6 +11,7 @@ import * as bpf from '../../native/libbpf';
 import * as libc from '../../native/libc';
 import { weft_splice_config, weft_splice_counter, weft_splice_flow, weft_splice_listen, weft_splice_peer, weft_splice_tuple } from '../core/bpf-layout.generated';
 import { familyOf, writeIpBytes } from '../core/ip';
+import type { CapturePorts } from '../redirect/codec';
 
 export const SPLICE_OBJECT = 'weft_splice.o';
 export const SPLICE_PROGRAM = 'weft_splice_verdict';
@@ -44,10 +45,12 @@ function listenKey(ip: string, port: number): Buffer {
   return k;
 }
 
-/** Where the pods' own sockets are found: the cgroup subtree of the capture, and the port captured connections reach. */
+/** Where the pods' own sockets are found: the cgroup subtree of the capture, and the ports captured connections reach. */
 export interface PodSockets {
   cgroupRoot: string;
   outboundPort: number;
+  /** the proxy's other capture ports (docs/capture-ports.md) */
+  capturePorts?: CapturePorts;
 }
 
 /** One socket of a spliced pair: its fd (for sockhash updates) and cookie (its key everywhere). */
@@ -164,6 +167,10 @@ export class SpliceKernel {
     if (sockops === undefined || msg === undefined) throw new Error(`${SPLICE_OBJECT} has no ${SOCKOPS_PROGRAM}/${MSG_PROGRAM}: rebuild (node scripts/build.mjs)`);
     const config = Buffer.alloc(weft_splice_config.size);
     config.writeUInt32LE(pods.outboundPort, weft_splice_config.fields.outbound_port.offset);
+    if (pods.capturePorts) {
+      config.writeUInt16LE(pods.capturePorts.base, weft_splice_config.fields.capture_port_base.offset);
+      config.writeUInt16LE(pods.capturePorts.count, weft_splice_config.fields.capture_port_count.offset);
+    }
     bpf.mapUpdate(this.map('weft_splice_config'), Buffer.alloc(4), config);
     bpf.progAttach(msg, this.map('weft_splice_pods'), BPF_SK_MSG_VERDICT, `${MSG_PROGRAM} to weft_splice_pods`);
     const cg = openSync(pods.cgroupRoot, 'r');

@@ -18,7 +18,12 @@ export interface NodeDatapathConfig {
   inboundPlaintextPort?: number;
   /** the fwmark captured packets get; default CAPTURE.mark */
   captureMark?: number;
+  /** the ports captured connects are spread over (docs/capture-ports.md); absent: `outboundPort` alone */
+  capturePorts?: CapturePorts;
 }
+
+/** `count` consecutive ports from `base`, each one the node proxy listens on for captured connections. */
+export interface CapturePorts { base: number; count: number }
 
 /** A captured connection as the client's socket sees it (client → node proxy). */
 export interface Flow { family: Family; srcIp: string; srcPort: number; dstIp: string; dstPort: number }
@@ -40,6 +45,10 @@ export function encodeConfig(c: NodeDatapathConfig): Buffer {
   b.writeUInt16LE(c.outboundPort, fl.outbound_port.offset);
   b.writeUInt16LE(c.inboundPlaintextPort ?? INBOUND_PLAINTEXT_PORT, fl.inbound_plaintext_port.offset);
   b.writeUInt32LE(c.captureMark ?? CAPTURE.mark, fl.capture_mark.offset);
+  if (c.capturePorts) {
+    b.writeUInt16LE(c.capturePorts.base, fl.capture_port_base.offset);
+    b.writeUInt16LE(c.capturePorts.count, fl.capture_port_count.offset);
+  }
   b.writeBigUInt64LE(c.proxyCgroupId, fl.proxy_cgroup_id.offset);
   return b;
 }
@@ -48,6 +57,7 @@ export function decodeConfig(b: Buffer): NodeDatapathConfig {
   const fl = weft_config.fields;
   const v4 = b.subarray(fl.proxy_ip4.offset, fl.proxy_ip4.offset + 4);
   const v6 = b.subarray(fl.proxy_ip6.offset, fl.proxy_ip6.offset + 16);
+  const count = b.readUInt16LE(fl.capture_port_count.offset);
   return {
     proxyIp4: v4.every((x) => x === 0) ? null : formatIp(v4, 4),
     proxyIp6: v6.every((x) => x === 0) ? null : formatIp(v6, 6),
@@ -55,6 +65,7 @@ export function decodeConfig(b: Buffer): NodeDatapathConfig {
     proxyCgroupId: b.readBigUInt64LE(fl.proxy_cgroup_id.offset),
     inboundPlaintextPort: b.readUInt16LE(fl.inbound_plaintext_port.offset),
     captureMark: b.readUInt32LE(fl.capture_mark.offset),
+    ...(count > 0 ? { capturePorts: { base: b.readUInt16LE(fl.capture_port_base.offset), count } } : {}),
   };
 }
 

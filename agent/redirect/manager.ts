@@ -13,7 +13,7 @@ import { cgroupId } from './cgroup';
 import { CAPTURE, installCaptureRouting, ownNetnsIno } from './capture-routing';
 import {
   decodeCgroupKey, decodeIpKey, encodeCapture, encodeCaptureRoute, encodeCgroupKey, encodeConfig, encodeIpKey, encodePod,
-  IP_KEY_SIZE, NodeDatapathConfig,
+  IP_KEY_SIZE, NodeDatapathConfig, type CapturePorts,
 } from './codec';
 import { Datapath } from './datapath';
 import { registerProxyCgroup } from './proxy-cgroups';
@@ -59,7 +59,7 @@ export class RedirectManager {
   private steered = new Set<string>();
   private lastNotEnforced = '';
 
-  constructor(private readonly dp: Datapath, private readonly cfg: NodeDatapathConfig, private readonly log: Logger) {}
+  constructor(private readonly dp: Datapath, private cfg: NodeDatapathConfig, private readonly log: Logger) {}
 
   /**
    * Writes the node config, attaches the socket programs to the node's pod cgroup subtree, and
@@ -77,6 +77,17 @@ export class RedirectManager {
     bpf.mapUpdate(this.dp.mapFd('weft_capture_route'), Buffer.alloc(4), encodeCaptureRoute(route));
     installCaptureRouting(route);
     this.log.info({ mark: `0x${route.mark.toString(16)}`, table: route.table, priority: route.priority }, 'inbound capture routing installed');
+  }
+
+  /**
+   * From now on captured connects go to one of `ports` (the proxy listens on every one of them), not
+   * to the outbound port alone. Called once the listeners are up: until then the config install()
+   * wrote keeps them on the outbound port, which a predecessor agent still serves during an upgrade.
+   */
+  spreadOver(ports: CapturePorts): void {
+    this.cfg = { ...this.cfg, capturePorts: ports };
+    bpf.mapUpdate(this.dp.mapFd('weft_config'), Buffer.alloc(4), encodeConfig({ ...this.cfg, captureMark: this.cfg.captureMark ?? CAPTURE.mark }));
+    this.log.info({ outboundPort: this.cfg.outboundPort, capturePorts: `${ports.base}-${ports.base + ports.count - 1}` }, 'captured connections spread over the capture ports');
   }
 
   /** The pod (namespace/name) a captured connection came from, by the cgroup id the kernel recorded. */

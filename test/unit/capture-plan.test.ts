@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { captureAddresses, captureInterfaces, planSet, type DesiredPod } from '../../agent/redirect/plan';
 import { decodeCaptureRoute, decodeConfig, decodeIpKey, encodeCaptureRoute, encodeConfig, encodeIpKey } from '../../agent/redirect/codec';
 import { CAPTURE, INBOUND_PLAINTEXT_PORT, routingCommands } from '../../agent/redirect/capture-routing';
+import { weft_config } from '../../agent/core/bpf-layout.generated';
 
 const pod = (key: string, cgroupId: bigint, strict: boolean, ips: string[]): DesiredPod => ({ key, cgroupId, strict, ifindex: null, ips });
 
@@ -36,6 +37,18 @@ test('the node config carries the capture port and mark, defaulting to 15006 and
   const base = { proxyIp4: '172.30.1.1', proxyIp6: null, outboundPort: 15001, proxyCgroupId: 7n };
   assert.deepEqual(decodeConfig(encodeConfig(base)), { ...base, inboundPlaintextPort: INBOUND_PLAINTEXT_PORT, captureMark: CAPTURE.mark });
   assert.equal(decodeConfig(encodeConfig({ ...base, inboundPlaintextPort: 16006 })).inboundPlaintextPort, 16006);
+});
+
+test('the node config carries the capture ports, in the bytes an earlier agent left zero (same size, so its pinned map loads)', () => {
+  const base = { proxyIp4: '172.30.1.1', proxyIp6: null, outboundPort: 15001, proxyCgroupId: 7n };
+  const spread = encodeConfig({ ...base, capturePorts: { base: 15040, count: 16 } });
+  assert.deepEqual(decodeConfig(spread).capturePorts, { base: 15040, count: 16 });
+  assert.equal(spread.length, encodeConfig(base).length);
+  const without = Buffer.from(spread);
+  without.fill(0, weft_config.fields.capture_port_base.offset, weft_config.fields.capture_port_count.offset + 2);
+  assert.deepEqual(without, encodeConfig(base), 'only those four bytes differ');
+  assert.equal(decodeConfig(without).capturePorts, undefined, 'zero: the outbound port alone');
+  assert.equal(weft_config.fields.capture_port_count.offset + 2, weft_config.fields.proxy_cgroup_id.offset, 'the fields sit in the padding before proxy_cgroup_id');
 });
 
 test('the route record round-trips; an unwritten record is null', () => {

@@ -1,0 +1,157 @@
+/**
+ * The capture ports, on real namespaces and eBPF: a pod's captured connects are spread over the
+ * node proxy's capture ports (bpf/weft_sock.c capture_port), so its kernel keeps one range of
+ * source ports per capture port instead of one for all of the pod's connections through the proxy.
+ * A client that closes first holds each connection's 4-tuple in TIME_WAIT for 60 s; with one port
+ * (an agent of an earlier version, weft_config with no capture ports) a pod runs out of source
+ * ports after one range's worth of connections to all destinations together. Here the client's
+ * range is cut to 64 ports so that the limit shows within a test: 240 connections go through, and
+ * with the capture ports turned off in the pinned config the 65th fails.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { closeSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as bpf from '../../native/libbpf';
+import { weft_config } from '../../agent/core/bpf-layout.generated';
+import { pinRootFor } from '../../agent/redirect/bpffs';
+import { CAPTURE_PORTS, PORTS } from '../../agent/node/ports';
+import { Lab, LabNode, LabPod, startEchoServer, type ServerHandle } from '../../agent/sandbox';
+import { startMesh, type MeshProcesses } from '../../agent/sandbox/weft-agent';
+import { kernelTestBlocker } from '../support/requirements';
+
+const blocker = kernelTestBlocker();
+const ECHO_PORT = 7000;
+const RANGE = { low: 45000, high: 45063 };
+
+/**
+ * `n` connections one after another from this pod to host:port: each sends a line and reads the echo
+ * server's first line, then closes first (so the client's side holds the TIME_WAIT). Stops at the first failure.
+ * Prints { done, error? }. Bounded: each connection has a timeout.
+ */
+const SEQUENTIAL = `
+const net = require('net');
+const [host, port, n] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3])];
+let done = 0;
+const next = () => {
+  if (done === n) return console.log(JSON.stringify({ done }));
+  const s = net.connect({ host, port }, () => s.write('x\\n')); // the client speaks first: no wait for the proxy's protocol sniffing
+  let over = false;
+  const fail = (error) => { if (over) return; over = true; s.destroy(); console.log(JSON.stringify({ done, error })); };
+  s.setTimeout(5000, () => fail('timeout'));
+  s.on('error', (e) => fail(e.code || e.message));
+  s.on('data', (d) => { if (String(d).includes('\\n')) s.end(); });
+  s.on('close', () => { if (over) return; over = true; done++; next(); });
+};
+next();`;
+
+interface Run { done: number; error?: string }
+
+describe('capture ports: a pod\'s connections through the proxy are not held to one range of source ports', { skip: blocker ?? false }, () => {
+  let lab: Lab, n1: LabNode, n2: LabNode;
+  let client: LabPod, near: LabPod, far: LabPod;
+  let mesh: MeshProcesses;
+  let dir: string;
+  const servers: ServerHandle[] = [];
+
+  const sequential = async (to: string, n: number): Promise<Run> => {
+    const r = await client.exec(process.execPath, ['-e', SEQUENTIAL, to, String(ECHO_PORT), String(n)], { timeoutMs: 60_000 });
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout) as Run;
+  };
+  /** The proxy ports the client's TIME_WAIT sockets from its current source range are connected to, counted per port. */
+  const timeWaitPorts = async (): Promise<Map<number, number>> => {
+    const r = await client.exec('ss', ['-Htan', 'state', 'time-wait']);
+    const ports = new Map<number, number>();
+    const portOf = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
+    for (const line of r.stdout.trim().split('\n').filter(Boolean)) {
+      const [local, peer] = line.trim().split(/\s+/).slice(-2) as [string, string];
+      if (portOf(local) < RANGE.low || portOf(local) > RANGE.high) continue;
+      ports.set(portOf(peer), (ports.get(portOf(peer)) ?? 0) + 1);
+    }
+    return ports;
+  };
+  /** Rewrites n1's pinned weft_config with `count` capture ports (0: the outbound port alone, as an earlier agent wrote it). */
+  const setCapturePortCount = (count: number) => {
+    const fd = bpf.objGet(join(pinRootFor(n1.name), 'weft_config'));
+    try {
+      const key = Buffer.alloc(4);
+      const cfg = bpf.mapLookup(fd, key, weft_config.size)!;
+      cfg.writeUInt16LE(count, weft_config.fields.capture_port_count.offset);
+      bpf.mapUpdate(fd, key, cfg);
+    } finally {
+      closeSync(fd);
+    }
+  };
+  const waitForTimeWaitToClear = async () => {
+    // TIME_WAIT lasts 60 s; a fresh range of source ports is quicker than waiting it out.
+    RANGE.low += 64;
+    RANGE.high += 64;
+    await client.exec('sysctl', ['-qw', `net.ipv4.ip_local_port_range=${RANGE.low} ${RANGE.high}`]);
+  };
+
+  before(async () => {
+    if (blocker) return;
+    lab = await Lab.create({ name: 'cap11' });
+    n1 = await lab.node('n1');
+    n2 = await lab.node('n2');
+    client = await n1.pod('client', { namespace: 'shop', serviceAccount: 'sa-client', ipv6: true });
+    near = await n1.pod('near', { namespace: 'shop', serviceAccount: 'sa-near', ipv6: true });
+    far = await n2.pod('far', { namespace: 'shop', serviceAccount: 'sa-far', ipv6: true });
+    dir = mkdtempSync(join(tmpdir(), 'weft-cap11-'));
+    const configPath = join(dir, 'mesh.yaml');
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'] }));
+    for (const p of [near, far]) servers.push(startEchoServer(p, ECHO_PORT, { family: 6 }));
+    await Promise.all(servers.map((s) => s.ready));
+    mesh = await startMesh([n1, n2], configPath, join(dir, 'data'));
+    const set = await client.exec('sysctl', ['-qw', `net.ipv4.ip_local_port_range=${RANGE.low} ${RANGE.high}`]);
+    assert.equal(set.code, 0, set.stderr);
+  });
+
+  after(async () => {
+    if (blocker) return;
+    await mesh?.stop();
+    const netns = [n1, n2, ...(n1?.pods ?? []), ...(n2?.pods ?? [])].filter(Boolean).map((p) => p.netns);
+    const nodes = [n1, n2].filter(Boolean).map((n) => n.name);
+    await lab?.close();
+    rmSync(dir, { recursive: true, force: true });
+    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
+    for (const ns of netns) assert.ok(!left.split('\n').some((l) => l.split(' ')[0] === ns), `netns ${ns} left behind`);
+    for (const n of nodes) assert.equal(existsSync(`/sys/fs/bpf/weft/${n}`), false, `pinned objects of ${n} left behind`);
+  });
+
+  test('240 connections that the client closes first, through a source port range of 64: across nodes, on the same node, over IPv6', async () => {
+    const targets = [['across nodes', far.ip], ['on the same node', near.ip], ['across nodes over IPv6', far.ip6!]] as const;
+    for (const [label, ip] of targets) {
+      const run = await sequential(ip, 80);
+      assert.deepEqual(run, { done: 80 }, `${label}: every connection made`);
+    }
+    const ports = await timeWaitPorts();
+    const total = [...ports.values()].reduce((a, b) => a + b, 0);
+    assert.ok(total >= 200, `the client holds its connections in TIME_WAIT (${total})`);
+    const outside = [...ports.keys()].filter((p) => p < CAPTURE_PORTS.base || p >= CAPTURE_PORTS.base + CAPTURE_PORTS.count);
+    assert.deepEqual(outside, [], `every captured connect went to a capture port: ${JSON.stringify([...ports])}`);
+    // 240 random picks over 16 ports: fewer than 12 ports used is below one chance in 10^9.
+    assert.ok(ports.size >= 12, `spread over the capture ports: ${JSON.stringify([...ports])}`);
+    const agent = mesh.agents[0]!;
+    const line = await agent.waitForLog((l) => String(l['src.addr']).startsWith(`${client.ip}:`) && l['dst.addr'] === `${near.ip}:${ECHO_PORT}` && l.decision === 'allow');
+    assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/shop/sa/sa-client', 'attributed to the client pod as on the outbound port');
+  });
+
+  test('with the capture ports off (the config an earlier agent writes) the same client runs out of source ports after 64', async () => {
+    await waitForTimeWaitToClear();
+    setCapturePortCount(0);
+    try {
+      const run = await sequential(far.ip, 100);
+      assert.equal(run.done, 64, `one range of 64 source ports to ${PORTS.outbound}: ${JSON.stringify(run)}`);
+      assert.equal(run.error, 'EADDRNOTAVAIL');
+      assert.deepEqual([...await timeWaitPorts()], [[PORTS.outbound, 64]], 'all of them to the outbound port');
+    } finally {
+      setCapturePortCount(CAPTURE_PORTS.count);
+    }
+    await waitForTimeWaitToClear();
+    assert.deepEqual(await sequential(far.ip, 100), { done: 100 }, 'and with them back on, 100 go through the same range');
+  });
+});
