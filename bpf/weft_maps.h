@@ -26,8 +26,8 @@ struct weft_config {
 	__u32 capture_mark;       /* fwmark set on captured packets: an ip rule sends them to a table of local routes */
 	/*
 	 * Capture ports: when capture_port_count is not zero, a captured connect goes to one of the
-	 * node proxy's ports capture_port_base .. base + count - 1 (picked at random; the proxy listens on
-	 * each) instead of outbound_port. The client's kernel picks a source port per destination
+	 * node proxy's ports capture_port_base .. base + count - 1 (picked at random; weft_capture_lookup
+	 * hands them to the outbound port's listeners) instead of outbound_port. The client's kernel picks a source port per destination
 	 * address and port, so one port held all of a pod's captured connections, TIME_WAIT included, to
 	 * one range of source ports (docs/capture-ports.md). Zero: outbound_port alone (an older agent).
 	 */

@@ -2,12 +2,13 @@
 /*
  * Socket-level outbound capture for enrolled pods (attached to the node's cgroup subtree).
  *
- *   connect4/6   an enrolled pod's TCP connect goes to the node proxy instead; the original
+ *   connect4/6   an enrolled pod's TCP connect goes to the node proxy (a capture port) instead; the original
  *                destination and the pod's cgroup id are recorded under the socket's cookie
  *   sockops      once the connection is established, the record is re-keyed by the 4-tuple the
  *                proxy sees on accept; both records are dropped when the socket closes
  *   getsockopt   SO_ORIGINAL_DST on the proxy's accepted socket answers the original destination
  *   getpeername  the client keeps seeing the peer it asked for
+ *   sk_lookup    a SYN to a capture port goes to the outbound port's listeners (weft_capture_lookup)
  *
  * A socket is captured only if the task that connects is in a cgroup listed in weft_pods or below
  * one: a pod is enrolled by its pod-level cgroup, and in Kubernetes its processes run in container
@@ -330,6 +331,54 @@ int weft_getpeername6(struct bpf_sock_addr *ctx)
 	}
 	ctx->user_port = bpf_htons(orig->port);
 	return WEFT_SOCK_ALLOW;
+}
+
+/*
+ * The capture ports (docs/capture-ports.md): no socket listens on them. A SYN to the node proxy's
+ * address on one of them is handed to the anchor of its family, a listener in the outbound port's
+ * reuseport group that the agent puts in weft_capture_anchor (key 0 IPv4, 1 IPv6). The kernel then
+ * picks within that group as for 15001 itself (bpf/weft_reuseport.c: the newest agent's listener),
+ * and the accepted socket keeps the capture port as its local port. No anchor (no agent): nothing
+ * is assigned and the SYN is refused, as at 15001. Why an anchor and not the listener itself: a
+ * socket can be in a REUSEPORT_SOCKARRAY (weft_listeners) or in a SOCKMAP, not both.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKMAP);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} weft_capture_anchor SEC(".maps");
+
+SEC("sk_lookup")
+int weft_capture_lookup(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	struct weft_config *cfg = config();
+	if (!cfg || !cfg->capture_port_count)
+		return SK_PASS;
+	__u32 port = ctx->local_port;
+	if (port < cfg->capture_port_base || port - cfg->capture_port_base >= cfg->capture_port_count)
+		return SK_PASS;
+	__u32 key;
+	if (ctx->family == AF_INET) {
+		if (!cfg->proxy_ip4 || ctx->local_ip4 != cfg->proxy_ip4)
+			return SK_PASS;
+		key = 0;
+	} else {
+		if (ctx->local_ip6[0] != cfg->proxy_ip6[0] || ctx->local_ip6[1] != cfg->proxy_ip6[1] ||
+		    ctx->local_ip6[2] != cfg->proxy_ip6[2] || ctx->local_ip6[3] != cfg->proxy_ip6[3])
+			return SK_PASS;
+		key = 1;
+	}
+	struct bpf_sock *sk = bpf_map_lookup_elem(&weft_capture_anchor, &key);
+	if (!sk)
+		return SK_PASS;
+	/* weft_counters is not counted here: a new index would change its pinned size (docs/capture-ports.md) */
+	bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	return SK_PASS;
 }
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -182,7 +182,6 @@ export class NodeAgent {
     const dp = Datapath.load(opts.node, opts.bpfDir);
     const outboundPort = opts.outboundPort ?? PORTS.outbound;
     const redirect = new RedirectManager(dp, { proxyIp4, proxyIp6, outboundPort, proxyCgroupId }, log);
-    const capturePortList = Array.from({ length: CAPTURE_PORTS.count }, (_, i) => CAPTURE_PORTS.base + i);
     const agent = new NodeAgent(opts, dp, redirect, log);
     try {
       // The pods' own sockets too (sk_msg at their sendmsg, docs/splice.md), where the capture is.
@@ -252,7 +251,8 @@ export class NodeAgent {
         log: operationalLogger('proxy'),
       };
       agent.proxy = await OutboundProxy.listen({
-        ports: [outboundPort, ...capturePortList],
+        port: outboundPort,
+        captureAnchor: (family, fd) => dp.setCaptureAnchor(family, fd),
         hosts,
         lookupOrig: (flow) => { const v = bpf.mapLookup(flowFd, encodeFlow(flow), ORIG_SIZE); return v && decodeOrig(v); },
         directory: () => agent.directory!,

@@ -28,8 +28,7 @@ import { listenShared } from './shared-listener';
 type HboneRoute = Extract<OutboundRoute, { kind: 'hbone' }>;
 
 export interface OutboundOptions {
-  /** the outbound port and the capture ports: every host listens on each */
-  ports: number[];
+  port: number;
   hosts: string[];
   lookupOrig(flow: Flow): OrigDst | null;
   directory(): Directory;
@@ -46,19 +45,28 @@ export interface OutboundOptions {
   connectTimeoutMs?: number;
   /** per-pod limits, read budgets and overload shedding (fairness-share.ts); absent: none */
   fairness?: FairShare;
+  /**
+   * Called with a second listener on the outbound port per host, in the same reuseport group but
+   * not steered (docs/capture-ports.md): the capture ports' SYNs are handed to it. Absent: none.
+   */
+  captureAnchor?(family: 4 | 6, fd: number): void;
 }
 
 export class OutboundProxy {
   private constructor(private readonly drainer: Drainer) {}
 
   static async listen(o: OutboundOptions): Promise<OutboundProxy> {
-    const specs = o.hosts.flatMap((host) => o.ports.map((port) => ({ host, port, ipv6Only: host.includes(':') })));
+    // The anchors accept too: their group picks the steered listener, or (none in its slot) any of the group.
+    const specs = o.hosts.flatMap((host) => [{ host, port: o.port, ipv6Only: host.includes(':') },
+      ...(o.captureAnchor ? [{ host, port: o.port, ipv6Only: host.includes(':'), steered: false }] : [])]);
     const servers = specs.map(() => net.createServer({ allowHalfOpen: true, pauseOnConnect: true, noDelay: true }));
     const proxy = new OutboundProxy(new Drainer(servers));
     const onConnection = (s: Socket) => { proxy.drainer.track(s); void handle(s, o); };
     for (const [i, srv] of servers.entries()) {
       srv.on('connection', onConnection);
-      await listenShared(srv, specs[i]!);
+      const spec = specs[i]!;
+      const fd = await listenShared(srv, spec);
+      if (spec.steered === false) o.captureAnchor!(spec.ipv6Only ? 6 : 4, fd);
     }
     return proxy;
   }

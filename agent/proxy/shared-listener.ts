@@ -43,6 +43,8 @@ export interface SharedListenSpec {
   /** IP(V6)_TRANSPARENT: the listener takes connections the kernel assigned to it for any address (inbound capture) */
   transparent?: boolean;
   backlog?: number;
+  /** false: not put in weft_listeners (a capture-port anchor: the kernel picks another socket of its group); default true */
+  steered?: boolean;
 }
 
 let migrate: { obj: bpf.ObjectHandle; fd: number; listeners: number | undefined } | undefined;
@@ -108,7 +110,7 @@ export function sharedListenerFd(spec: SharedListenSpec): number {
     // After bind the socket is in its port's group: attaching replaces the group's program.
     if (migrate) libc.setsockoptInt(fd, libc.SOL_SOCKET, libc.SO_ATTACH_REUSEPORT_EBPF, migrate.fd, 'SO_ATTACH_REUSEPORT_EBPF');
     // Newest wins: from now on new connections to this port come here (the kernel drops the entry when the socket closes).
-    const slot = listenerSlot(spec.port, family);
+    const slot = spec.steered === false ? undefined : listenerSlot(spec.port, family);
     if (migrate?.listeners !== undefined && slot !== undefined) {
       const key = Buffer.alloc(4);
       key.writeUInt32LE(slot);
@@ -123,12 +125,13 @@ export function sharedListenerFd(spec: SharedListenSpec): number {
   }
 }
 
-/** Makes `server` listen on a shared socket for `spec`; rejects with an error naming the address. */
-export async function listenShared(server: net.Server, spec: SharedListenSpec): Promise<void> {
+/** Makes `server` listen on a shared socket for `spec`; resolves to its fd, rejects with an error naming the address. */
+export async function listenShared(server: net.Server, spec: SharedListenSpec): Promise<number> {
   const fd = sharedListenerFd(spec);
   await new Promise<void>((resolve, reject) => {
     const fail = (e: Error) => { libc.close(fd); reject(explain(e, `listener on ${formatAddr(spec.host, spec.port)}`)); };
     server.once('error', fail);
     server.listen({ fd, backlog: spec.backlog ?? BACKLOG }, () => { server.off('error', fail); resolve(); });
   });
+  return fd;
 }

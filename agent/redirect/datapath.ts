@@ -11,14 +11,17 @@ import * as bpf from '../../native/libbpf';
 import { cgroupId } from './cgroup';
 import { ensureBpffs, pinRootFor } from './bpffs';
 import { CAPTURE_ROUTE_SIZE, decodeCaptureRoute } from './codec';
-import { removeCaptureRouting } from './capture-routing';
+import { ownNetnsIno, removeCaptureRouting } from './capture-routing';
 
 const BPF_TCX_INGRESS = 46;
 const BPF_TCX_EGRESS = 47;
+const BPF_SK_LOOKUP = 36;
 
 /** Socket programs of weft_sock.o, each attached once to the node's cgroup subtree. */
 export const SOCK_PROGRAMS = ['weft_connect4', 'weft_connect6', 'weft_sockops', 'weft_getsockopt',
   'weft_getpeername4', 'weft_getpeername6'] as const;
+/** weft_sock.o's sk_lookup program (the capture ports), attached once to the agent's network namespace. */
+export const LOOKUP_PROGRAM = 'weft_capture_lookup';
 export const TC_PROGRAM = 'weft_strict_egress';
 export const CAPTURE_PROGRAM = 'weft_capture_ingress';
 
@@ -120,6 +123,47 @@ export class Datapath {
       closeSync(cgFd);
     }
     return { adopted, created };
+  }
+
+  /**
+   * Attaches the capture ports' sk_lookup program to this process's network namespace (the node's,
+   * where the proxy listens) as a pinned link; a pinned link for this namespace is adopted and
+   * switched to the freshly loaded program, one for another namespace replaced.
+   */
+  attachCaptureLookup(): 'adopted' | 'created' {
+    const pin = join(this.pinRoot, 'links', LOOKUP_PROGRAM);
+    const ino = Number(ownNetnsIno());
+    if (existsSync(pin)) {
+      // struct bpf_link_info's netns member: netns_ino (u32) where linkInfo() reads an ifindex
+      const kept = withFd(pin, (fd) => {
+        if (linkInfo(fd, pin).ifindex !== ino) return false;
+        bpf.linkUpdate(fd, this.progFd(LOOKUP_PROGRAM), pin);
+        return true;
+      });
+      if (kept) return 'adopted';
+      unlinkSync(pin);
+    }
+    const netns = openSync('/proc/self/ns/net', 'r');
+    try {
+      const fd = bpf.linkCreate(this.progFd(LOOKUP_PROGRAM), netns, BPF_SK_LOOKUP, `${LOOKUP_PROGRAM} on this network namespace`);
+      try { bpf.objPin(fd, pin); } finally { closeSync(fd); }
+    } finally {
+      closeSync(netns);
+    }
+    return 'created';
+  }
+
+  /**
+   * Makes `fd` (a listener in the outbound port's reuseport group, not in weft_listeners) the anchor
+   * the capture ports' SYNs of its family are handed to (bpf/weft_sock.c weft_capture_lookup).
+   * Replaces a predecessor's; the kernel drops the entry when the socket closes.
+   */
+  setCaptureAnchor(family: 4 | 6, fd: number): void {
+    const key = Buffer.alloc(4);
+    key.writeUInt32LE(family === 4 ? 0 : 1);
+    const value = Buffer.alloc(8);
+    value.writeBigUInt64LE(BigInt(fd));
+    bpf.mapUpdate(this.mapFd('weft_capture_anchor'), key, value);
   }
 
   /** Makes the set of STRICT interfaces exactly `ifindexes`: one pinned tcx egress link each. */

@@ -72,7 +72,8 @@ export class RedirectManager {
     if (proxies.put.length > 1 || proxies.remove.length > 0) this.log.info({ added: proxies.put.map((p) => String(p.cgroupId)), removed: proxies.remove.map(String) }, 'node proxy cgroups updated');
     bpf.mapUpdate(this.dp.mapFd('weft_config'), Buffer.alloc(4), encodeConfig(cfg));
     const r = this.dp.attachSockPrograms(cgroupRoot);
-    this.log.info({ cgroupRoot, ...r, pinRoot: this.dp.pinRoot }, 'socket programs attached');
+    const lookup = this.dp.attachCaptureLookup();
+    this.log.info({ cgroupRoot, ...r, captureLookup: lookup, pinRoot: this.dp.pinRoot }, 'socket programs attached');
     const route = { ...CAPTURE, mark: cfg.captureMark, netnsIno: ownNetnsIno() };
     bpf.mapUpdate(this.dp.mapFd('weft_capture_route'), Buffer.alloc(4), encodeCaptureRoute(route));
     installCaptureRouting(route);
@@ -80,9 +81,10 @@ export class RedirectManager {
   }
 
   /**
-   * From now on captured connects go to one of `ports` (the proxy listens on every one of them), not
-   * to the outbound port alone. Called once the listeners are up: until then the config install()
-   * wrote keeps them on the outbound port, which a predecessor agent still serves during an upgrade.
+   * From now on captured connects go to one of `ports` (weft_capture_lookup hands them to the
+   * outbound port's listeners), not to the outbound port alone. Called once the capture anchors are
+   * in place: until then the config install() wrote keeps them on the outbound port, which a
+   * predecessor agent of an earlier version still serves during an upgrade.
    */
   spreadOver(ports: CapturePorts): void {
     this.cfg = { ...this.cfg, capturePorts: ports };

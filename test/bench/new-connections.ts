@@ -16,7 +16,10 @@
  * The warm-up and each round connect from a client pod of their own (same namespace): a client that
  * closes first keeps each connection's port in TIME_WAIT for 60 s, so a round run from the client of
  * the round before measured that client's search for a free port, not the proxies (rounds after the
- * first fell to 430-490 connections/s for Weft, docs/new-connections.md).
+ * first fell to 430-490 connections/s for Weft, docs/new-connections.md). WEFT_NC_ONE_CLIENT=1 runs
+ * every round from the warm-up's client instead, as one busy pod would: direct and the HAProxy pair
+ * then fall once a range of source ports per destination is in TIME_WAIT, Weft (with its 16 capture
+ * ports, docs/capture-ports.md) later.
  */
 
 import { spawn } from 'node:child_process';
@@ -28,6 +31,7 @@ import { direct, haproxyPair, weft } from './mtls-hop';
 
 const IDLE_MS = 5_000;
 const ROUNDS = Math.max(1, Math.min(20, Number(process.env.WEFT_NC_ROUNDS ?? 3)));
+const ONE_CLIENT = process.env.WEFT_NC_ONE_CLIENT === '1';
 
 interface Round { rps: number; requests: number; failed: number; usPerConn: number[]; netUsPerConn: number[]; sysUsPerConn: number[]; hostUsPerConn: number; load: number }
 
@@ -56,7 +60,7 @@ async function main(): Promise<void> {
     const clientsOf = [];
     for (const [k] of contenders.entries()) {
       const set = [];
-      for (let i = 0; i < ROUNDS; i++) set.push(await c.n1.pod(`client-${k}r${i + 1}`, { namespace: 'bench' }));
+      for (let i = 0; i < ROUNDS; i++) set.push(ONE_CLIENT ? c.client : await c.n1.pod(`client-${k}r${i + 1}`, { namespace: 'bench' }));
       clientsOf.push(set);
     }
     for (const [k, contender] of contenders.entries()) {

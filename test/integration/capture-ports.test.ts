@@ -1,7 +1,9 @@
 /**
  * The capture ports, on real namespaces and eBPF: a pod's captured connects are spread over the
- * node proxy's capture ports (bpf/weft_sock.c capture_port), so its kernel keeps one range of
- * source ports per capture port instead of one for all of the pod's connections through the proxy.
+ * node proxy's 16 capture ports (bpf/weft_sock.c capture_port), which no socket listens on: the
+ * sk_lookup program hands their SYNs to the outbound port's listeners. So the pod's kernel keeps
+ * one range of source ports per capture port instead of one for all of its connections through
+ * the proxy.
  * A client that closes first holds each connection's 4-tuple in TIME_WAIT for 60 s; with one port
  * (an agent of an earlier version, weft_config with no capture ports) a pod runs out of source
  * ports after one range's worth of connections to all destinations together. Here the client's

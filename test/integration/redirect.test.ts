@@ -5,7 +5,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
@@ -229,6 +229,10 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
     const ourLinks = () => bpftoolJson(['link', 'show']).filter((l) => l.cgroup_id !== undefined && String(l.cgroup_id) === root).length;
     const linksBefore = ourLinks();
     assert.ok(linksBefore > 0, 'the agent attached its socket programs to the node cgroup');
+    // The capture ports' sk_lookup link on the node's network namespace (docs/capture-ports.md).
+    const netnsIno = statSync(`/run/netns/${n1.netns}`).ino;
+    const lookupLinks = () => bpftoolJson(['link', 'show']).filter((l) => l.netns_ino === netnsIno && l.attach_type === 'sk_lookup').length;
+    assert.equal(lookupLinks(), 1, 'one sk_lookup link on the node\'s network namespace');
     await agent.kill('SIGKILL');
     const down = await tcpRequest(a, b.ip, 7000, { payload: 'x', timeoutMs: 3000 });
     assert.notEqual(down.code, 0, 'with the agent down, the enrolled pod must not get through un-meshed');
@@ -236,11 +240,12 @@ describe('eBPF redirect into the node proxy', { skip: blocker ?? false }, () => 
     const plainDown = await attempt(plain, b.ip, 7000);
     assert.notEqual(plainDown.code, 0, 'plaintext from outside the mesh to an enrolled pod fails closed too (inbound capture has no listener)');
     await restartAgent();
-    assert.match(agent.stderr(), /"adopted":6,"created":0/);
+    assert.match(agent.stderr(), /"adopted":6,"created":0,"captureLookup":"adopted"/);
     const up = await curl(a, `http://${b.ip}:8080/`);
     assert.equal(JSON.parse(up.body).remoteAddress, a.ip);
     await agent.waitForLog((l) => l['dst.addr'] === `${b.ip}:8080` && l['src.pod'] === 'a');
     assert.equal(ourLinks(), linksBefore);
+    assert.equal(lookupLinks(), 1, 'the sk_lookup link adopted, not attached twice');
   });
 
   test('weft uninstall leaves no program, link, map, filter or pin behind', async () => {
