@@ -50,6 +50,7 @@ import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/e
 import { WorkloadStore } from '../state/store';
 import { makeDirectory } from './directory';
 import { CAPTURE_PORTS, PORTS } from './ports';
+import { heldCapturePorts } from '../redirect/capture-ports';
 import { adminRoutes, healthRoutes } from './admin';
 import { serveJson } from './http-endpoints';
 import { MeshMetrics } from '../telemetry/metrics';
@@ -264,7 +265,9 @@ export class NodeAgent {
         log: operationalLogger('proxy'),
         fairness: agent.fairness.start(),
       });
-      redirect.spreadOver(CAPTURE_PORTS);
+      const held = heldCapturePorts([proxyIp4, proxyIp6].filter((ip): ip is string => ip !== null), CAPTURE_PORTS);
+      if (held.length === 0) redirect.spreadOver(CAPTURE_PORTS);
+      else redirect.keepOnOutboundPort(`capture ports held by another socket on this node: ${held.join(', ')}`);
       agent.plaintext = await listenInboundPlaintext({ hosts, port: PORTS.inboundPlaintext, log: operationalLogger('inbound-plaintext'),
         onConnection: (client, f) => {
           const store = agent.store!;
@@ -283,7 +286,7 @@ export class NodeAgent {
         certs: () => agent.identities.status(),
         services: () => agent.serviceRuntime.summary(),
         live: () => agent.liveView.feed(),
-        redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), pending: agent.pending,
+        redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), capturePorts: redirect.capturePorts(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters(),
           splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, podSide: agent.spliceKernel.podSide, ...agent.spliceView()! } : null }),
       })));

@@ -58,6 +58,7 @@ export class RedirectManager {
   private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, replies: { addresses: [], notSteered: [] }, problems: [], strictNotEnforced: [] };
   private steered = new Set<string>();
   private lastNotEnforced = '';
+  private capture: { ports: string } | { ports: null; reason: string } = { ports: null, reason: 'the proxy is not listening yet' };
 
   constructor(private readonly dp: Datapath, private cfg: NodeDatapathConfig, private readonly log: Logger) {}
 
@@ -89,7 +90,20 @@ export class RedirectManager {
   spreadOver(ports: CapturePorts): void {
     this.cfg = { ...this.cfg, capturePorts: ports };
     bpf.mapUpdate(this.dp.mapFd('weft_config'), Buffer.alloc(4), encodeConfig({ ...this.cfg, captureMark: this.cfg.captureMark ?? CAPTURE.mark }));
-    this.log.info({ outboundPort: this.cfg.outboundPort, capturePorts: `${ports.base}-${ports.base + ports.count - 1}` }, 'captured connections spread over the capture ports');
+    this.capture = { ports: `${ports.base}-${ports.base + ports.count - 1}` };
+    this.log.info({ outboundPort: this.cfg.outboundPort, capturePorts: this.capture.ports }, 'captured connections spread over the capture ports');
+  }
+
+  /** Leaves captured connects on the outbound port alone, for `reason` (an error in the log and /redirect). */
+  keepOnOutboundPort(reason: string): void {
+    this.capture = { ports: null, reason };
+    this.log.error({ outboundPort: this.cfg.outboundPort, reason },
+      'captured connections stay on the outbound port: a pod runs short of source ports at about 470 new connections/s (docs/capture-ports.md). Free the ports (ss -tlnp) and restart the agent');
+  }
+
+  /** Where captured connects go: the capture ports' range, or null with the reason they are not used. */
+  capturePorts(): { ports: string } | { ports: null; reason: string } {
+    return this.capture;
   }
 
   /** The pod (namespace/name) a captured connection came from, by the cgroup id the kernel recorded. */

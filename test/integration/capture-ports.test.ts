@@ -137,6 +137,8 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
     assert.deepEqual(outside, [], `every captured connect went to a capture port: ${JSON.stringify([...ports])}`);
     // 240 random picks over 16 ports: fewer than 12 ports used is below one chance in 10^9.
     assert.ok(ports.size >= 12, `spread over the capture ports: ${JSON.stringify([...ports])}`);
+    const state = JSON.parse((await n1.exec('curl', ['-s', 'http://127.0.0.1:15000/redirect'], { timeoutMs: 5000 })).stdout);
+    assert.deepEqual(state.capturePorts, { ports: `${CAPTURE_PORTS.base}-${CAPTURE_PORTS.base + CAPTURE_PORTS.count - 1}` }, 'the admin API shows them in use');
     const agent = mesh.agents[0]!;
     const line = await agent.waitForLog((l) => String(l['src.addr']).startsWith(`${client.ip}:`) && l['dst.addr'] === `${near.ip}:${ECHO_PORT}` && l.decision === 'allow');
     assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/shop/sa/sa-client', 'attributed to the client pod as on the outbound port');
