@@ -67,6 +67,11 @@ export const SPIN_WASTE_BYTES = 4 * 1024 * 1024;
 /** How often a switched connection is looked at while its verdict counts, and at most while it does not. */
 export const SPIN_WATCH_MIN_MS = 100;
 export const SPIN_WATCH_MAX_MS = 10_000;
+/**
+ * The look after one that first saw a direction count (at the watch's start or after a quiet
+ * spell): that look only records what was taken, and this one judges the interval between them.
+ */
+export const SPIN_WATCH_FIRST_MS = 50;
 
 /**
  * A switched direction carrying at least this many bytes a second keeps its switch although its pod

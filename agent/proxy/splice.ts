@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import * as libc from '../../native/libc';
 import type { RelayResult } from './relay';
 import { relay } from './relay';
-import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
+import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_FIRST_MS, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
 import { podTuple, type SpliceEnd, type SpliceKernel } from './splice-kernel';
 
 /** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
@@ -171,8 +171,8 @@ export interface SpliceOptions {
  * socket has no room gets EAGAIN while its own socket stays writable, and a non-blocking pod retries
  * at once, for as long as its reader is behind. Looks every SPIN_WATCH_MIN_MS while `counts()` (the
  * verdict's count of each watched direction, map lookups) moves, backing off to 10 s while it does
- * not. A look whose counts moved since the previous one, which had seen them move too (or was the
- * watch's start, where both probes count zero), reads `taken()` (what each direction's proxy socket
+ * not. A look whose counts moved since the previous one, which had seen them move too (not the
+ * watch's start: bytes may have begun late in that interval), reads `taken()` (what each direction's proxy socket
  * took of them, TCP_INFO) and tells whether one spins for a slow reader over that interval
  * (splice-decision.ts spinning()): then `onSpin()`, once, and the watch ends. A probe that answers
  * undefined or throws ends the watch (its sockets are going); so does stop().
@@ -188,7 +188,10 @@ export function watchSpin(counts: () => bigint[] | undefined, taken: () => numbe
       const c = counts();
       if (c === undefined) return;
       const now = performance.now();
-      const before = seen ?? { counts: c.map(() => 0n), taken: c.map(() => 0), at: start };
+      // The watch's start is a quiet look: the bytes may have begun anywhere in the first interval
+      // (a server answers after its request and its own setup), so judged from the start a fast
+      // reader's first bytes read as slow. The first look that sees them records what was taken.
+      const before = seen ?? { counts: c.map(() => 0n), at: start };
       const counting = c.some((n, i) => n !== before.counts[i]);
       let t: number[] | undefined;
       if (counting) {
@@ -197,8 +200,10 @@ export function watchSpin(counts: () => bigint[] | undefined, taken: () => numbe
         const from = before.taken;
         if (from && c.some((n, i) => spinning(Number(n - before.counts[i]!), t![i]! - from[i]!, now - before.at))) return onSpin();
       }
+      // Judged next time, soon: a slow reader's pod spins until then.
+      const unjudged = counting && before.taken === undefined;
       seen = { counts: c, taken: t, at: now };
-      interval = nextSpinWatch(interval, counting);
+      interval = unjudged ? SPIN_WATCH_FIRST_MS : nextSpinWatch(interval, counting);
     } catch {
       return;
     }

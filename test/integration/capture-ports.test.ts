@@ -12,8 +12,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as bpf from '../../native/libbpf';
@@ -22,6 +21,7 @@ import { pinRootFor } from '../../agent/redirect/bpffs';
 import { CAPTURE_PORTS, PORTS } from '../../agent/node/ports';
 import { Lab, LabNode, LabPod, startEchoServer, type ServerHandle } from '../../agent/sandbox';
 import { startMesh, type MeshProcesses } from '../../agent/sandbox/weft-agent';
+import { closeLabChecked } from '../support/lab-cleanup';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
@@ -115,13 +115,8 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
   after(async () => {
     if (blocker) return;
     await mesh?.stop();
-    const netns = [n1, n2, ...(n1?.pods ?? []), ...(n2?.pods ?? [])].filter(Boolean).map((p) => p.netns);
-    const nodes = [n1, n2].filter(Boolean).map((n) => n.name);
-    await lab?.close();
     rmSync(dir, { recursive: true, force: true });
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-    for (const ns of netns) assert.ok(!left.split('\n').some((l) => l.split(' ')[0] === ns), `netns ${ns} left behind`);
-    for (const n of nodes) assert.equal(existsSync(`/sys/fs/bpf/weft/${n}`), false, `pinned objects of ${n} left behind`);
+    await closeLabChecked(lab, [n1, n2]);
   });
 
   test('240 connections that the client closes first, through a source port range of 64: across nodes, on the same node, over IPv6', async () => {

@@ -10,11 +10,12 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Lab, LabNode, LabPod, curl, startEchoServer, startHttpServer, tcpRequest, type ServerHandle } from '../../agent/sandbox';
 import { startMesh, type MeshProcesses } from '../../agent/sandbox/weft-agent';
+import { closeLabChecked } from '../support/lab-cleanup';
 import { kernelTestBlocker } from '../support/requirements';
 
 const blocker = kernelTestBlocker();
@@ -87,14 +88,8 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
   after(async () => {
     if (blocker) return;
     await mesh?.stop();
-    const netns = [n1, n2, ...(n1?.pods ?? []), ...(n2?.pods ?? [])].filter(Boolean).map((p) => p.netns);
-    const nodes = [n1, n2].filter(Boolean).map((n) => n.name);
-    await lab?.close();
     rmSync(dir, { recursive: true, force: true });
-    // Cleanup is part of what is tested: no namespace (so no veth, route, rule or tc link) and no pinned object is left.
-    const left = execFileSync('ip', ['netns', 'list'], { encoding: 'utf8' });
-    for (const ns of netns) assert.ok(!left.split('\n').some((l) => l.split(' ')[0] === ns), `netns ${ns} left behind`);
-    for (const n of nodes) assert.equal(existsSync(`/sys/fs/bpf/weft/${n}`), false, `pinned objects of ${n} left behind`);
+    await closeLabChecked(lab, [n1, n2]);
   });
 
   const cases = [

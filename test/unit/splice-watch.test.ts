@@ -55,6 +55,17 @@ test('watchSpin: a burst after a quiet spell is judged over the interval it watc
   assert.equal(spun, false);
 });
 
+test('watchSpin: a fast reader whose bytes begin late in the first interval is kept (judged from the watch\'s start, it read as slow)', async () => {
+  // The server answers 70 ms after the watch starts (its request, its own setup): over the first
+  // 100 ms the socket took 30 ms of a fast reader's bytes, 0.36x SPIN_KEEP_BYTES_PER_S on average.
+  const d = direction(10 * SPIN_KEEP_BYTES_PER_S, 1.2 * SPIN_KEEP_BYTES_PER_S, performance.now() + 70);
+  let spun = false;
+  const w = watchSpin(d.counts, d.taken, () => { spun = true; });
+  await sleep(5 * SPIN_WATCH_MIN_MS);
+  w.stop();
+  assert.equal(spun, false);
+});
+
 test('watchSpin: a probe answering undefined ends the watch; stop() ends it too', async () => {
   let looks = 0;
   const w = watchSpin(() => { looks++; return undefined; }, () => [0], () => assert.fail('no spin'));
