@@ -51,26 +51,30 @@ next();`;
 
 interface Run { done: number; error?: string }
 
+/** Another program on node 3 that serves one of the capture ports on every address: greets and closes. */
+const HOLDER = `require('net').createServer((s) => s.end('held\\n')).listen(Number(process.argv[1]), '0.0.0.0');`;
+const HELD_PORT = CAPTURE_PORTS.base + 7;
+
 describe('capture ports: a pod\'s connections through the proxy are not held to one range of source ports', { skip: blocker ?? false }, () => {
-  let lab: Lab, n1: LabNode, n2: LabNode;
-  let client: LabPod, near: LabPod, far: LabPod;
+  let lab: Lab, n1: LabNode, n2: LabNode, n3: LabNode;
+  let client: LabPod, near: LabPod, far: LabPod, client3: LabPod;
   let mesh: MeshProcesses;
   let dir: string;
   const servers: ServerHandle[] = [];
 
-  const sequential = async (to: string, n: number): Promise<Run> => {
-    const r = await client.exec(process.execPath, ['-e', SEQUENTIAL, to, String(ECHO_PORT), String(n)], { timeoutMs: 60_000 });
+  const sequential = async (to: string, n: number, from: LabPod = client): Promise<Run> => {
+    const r = await from.exec(process.execPath, ['-e', SEQUENTIAL, to, String(ECHO_PORT), String(n)], { timeoutMs: 60_000 });
     assert.equal(r.code, 0, r.stderr);
     return JSON.parse(r.stdout) as Run;
   };
   /** The proxy ports the client's TIME_WAIT sockets from its current source range are connected to, counted per port. */
-  const timeWaitPorts = async (): Promise<Map<number, number>> => {
-    const r = await client.exec('ss', ['-Htan', 'state', 'time-wait']);
+  const timeWaitPorts = async (from: LabPod = client, range = RANGE): Promise<Map<number, number>> => {
+    const r = await from.exec('ss', ['-Htan', 'state', 'time-wait']);
     const ports = new Map<number, number>();
     const portOf = (addr: string) => Number(addr.slice(addr.lastIndexOf(':') + 1));
     for (const line of r.stdout.trim().split('\n').filter(Boolean)) {
       const [local, peer] = line.trim().split(/\s+/).slice(-2) as [string, string];
-      if (portOf(local) < RANGE.low || portOf(local) > RANGE.high) continue;
+      if (portOf(local) < range.low || portOf(local) > range.high) continue;
       ports.set(portOf(peer), (ports.get(portOf(peer)) ?? 0) + 1);
     }
     return ports;
@@ -102,12 +106,16 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
     client = await n1.pod('client', { namespace: 'shop', serviceAccount: 'sa-client', ipv6: true });
     near = await n1.pod('near', { namespace: 'shop', serviceAccount: 'sa-near', ipv6: true });
     far = await n2.pod('far', { namespace: 'shop', serviceAccount: 'sa-far', ipv6: true });
+    n3 = await lab.node('n3');
+    client3 = await n3.pod('client3', { namespace: 'shop', serviceAccount: 'sa-client' });
+    n3.spawn(process.execPath, ['-e', HOLDER, String(HELD_PORT)]);
+    for (let i = 0; i < 100 && !(await n3.exec('ss', ['-Htln', `sport = :${HELD_PORT}`])).stdout.trim(); i++) await new Promise((r) => setTimeout(r, 50));
     dir = mkdtempSync(join(tmpdir(), 'weft-cap11-'));
     const configPath = join(dir, 'mesh.yaml');
     writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop'] }));
     for (const p of [near, far]) servers.push(startEchoServer(p, ECHO_PORT, { family: 6 }));
     await Promise.all(servers.map((s) => s.ready));
-    mesh = await startMesh([n1, n2], configPath, join(dir, 'data'));
+    mesh = await startMesh([n1, n2, n3], configPath, join(dir, 'data'));
     const set = await client.exec('sysctl', ['-qw', `net.ipv4.ip_local_port_range=${RANGE.low} ${RANGE.high}`]);
     assert.equal(set.code, 0, set.stderr);
   });
@@ -116,7 +124,7 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
     if (blocker) return;
     await mesh?.stop();
     rmSync(dir, { recursive: true, force: true });
-    await closeLabChecked(lab, [n1, n2]);
+    await closeLabChecked(lab, [n1, n2, n3]);
   });
 
   test('240 connections that the client closes first, through a source port range of 64: across nodes, on the same node, over IPv6', async () => {
@@ -137,6 +145,19 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
     const agent = mesh.agents[0]!;
     const line = await agent.waitForLog((l) => String(l['src.addr']).startsWith(`${client.ip}:`) && l['dst.addr'] === `${near.ip}:${ECHO_PORT}` && l.decision === 'allow');
     assert.equal(line['src.identity'], 'spiffe://cluster.local/ns/shop/sa/sa-client', 'attributed to the client pod as on the outbound port');
+  });
+
+  test('a node where another program holds a capture port: its agent stays on the outbound port, says why, and that program keeps its connections', async () => {
+    const state = JSON.parse((await n3.exec('curl', ['-s', 'http://127.0.0.1:15000/redirect'], { timeoutMs: 5000 })).stdout);
+    assert.equal(state.capturePorts.ports, null);
+    assert.match(state.capturePorts.reason, new RegExp(`${n3.ip.replace(/\./g, '\\.')}:${HELD_PORT}`));
+    assert.match(mesh.agents[2]!.stderr(), /captured connections stay on the outbound port/);
+    assert.deepEqual(await sequential(far.ip, 20, client3), { done: 20 }, 'its pods are meshed as before');
+    const ports3 = await timeWaitPorts(client3, { low: 1, high: 65535 });
+    assert.deepEqual([...ports3.keys()], [PORTS.outbound], `through 15001 alone: ${JSON.stringify([...ports3])}`);
+    assert.ok(ports3.get(PORTS.outbound)! >= 20, `the client holds its connections in TIME_WAIT: ${JSON.stringify([...ports3])}`);
+    const greet = await n1.exec(process.execPath, ['-e', `require('net').connect(${HELD_PORT}, '${n3.ip}').on('data', (d) => process.stdout.write(d))`], { timeoutMs: 5000 });
+    assert.equal(greet.stdout, 'held\n', 'the program on the port still gets its connections, not the proxy');
   });
 
   test('with the capture ports off (the config an earlier agent writes) the same client runs out of source ports after 64', async () => {
