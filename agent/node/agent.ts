@@ -308,7 +308,7 @@ export class NodeAgent {
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
       registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced,
         enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length,
-        splice: () => agent.spliceView() });
+        splice: () => agent.spliceView(), capturePorts: () => redirect.capturePortCount() });
       agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();

@@ -106,6 +106,11 @@ export class RedirectManager {
     return this.capture;
   }
 
+  /** How many capture ports captured connects are spread over; 0 while they go to the outbound port alone. */
+  capturePortCount(): number {
+    return this.capture.ports === null ? 0 : this.cfg.capturePorts?.count ?? 0;
+  }
+
   /** The pod (namespace/name) a captured connection came from, by the cgroup id the kernel recorded. */
   podForCgroup(id: bigint): string | undefined {
     return this.byCgroup.get(id);

@@ -38,6 +38,8 @@ export interface NodeStateSources {
   pendingPods?(): number;
   /** Same-node splicing (docs/splice.md): undefined while its kernel side is not loaded (then its series read 0). */
   splice?(): SpliceView | undefined;
+  /** How many capture ports captured connects are spread over (docs/capture-ports.md); 0: the outbound port alone. */
+  capturePorts?(): number;
 }
 
 /** What same-node splicing has done (the admin API's `/redirect` `splice`). */
@@ -102,6 +104,11 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
   if (pendingPods) {
     new Gauge({ name: 'workload_manager_pending_proxy_count', help: 'Enrolled pods on this node waiting for their cgroup (the kubelet creates it shortly after the API shows the pod); retried (ztunnel\'s name)', registers: r,
       collect() { this.set(pendingPods()); } });
+  }
+  const capturePorts = s.capturePorts;
+  if (capturePorts) {
+    new Gauge({ name: 'weft_capture_ports', help: 'Capture ports the node\'s captured connects are spread over (docs/capture-ports.md); 0: all of them go to the outbound port, and a pod runs short of source ports sooner (see the admin API\'s /redirect capturePorts for why)', registers: r,
+      collect() { this.set(capturePorts()); } });
   }
   const notEnforced = s.strictNotEnforced;
   if (notEnforced) {

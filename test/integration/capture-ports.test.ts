@@ -79,6 +79,7 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
     }
     return ports;
   };
+  const metrics = async (node: LabNode) => (await node.exec('curl', ['-s', `http://${node.ip}:15020/metrics`], { timeoutMs: 5000 })).stdout;
   /** Rewrites n1's pinned weft_config with `count` capture ports (0: the outbound port alone, as an earlier agent wrote it). */
   const setCapturePortCount = (count: number) => {
     const fd = bpf.objGet(join(pinRootFor(n1.name), 'weft_config'));
@@ -152,6 +153,8 @@ describe('capture ports: a pod\'s connections through the proxy are not held to 
     assert.equal(state.capturePorts.ports, null);
     assert.match(state.capturePorts.reason, new RegExp(`${n3.ip.replace(/\./g, '\\.')}:${HELD_PORT}`));
     assert.match(mesh.agents[2]!.stderr(), /captured connections stay on the outbound port/);
+    assert.match(await metrics(n3), /^weft_capture_ports 0$/m, 'and /metrics says so');
+    assert.match(await metrics(n1), new RegExp(`^weft_capture_ports ${CAPTURE_PORTS.count}$`, 'm'), 'where they are free, all of them');
     assert.deepEqual(await sequential(far.ip, 20, client3), { done: 20 }, 'its pods are meshed as before');
     const ports3 = await timeWaitPorts(client3, { low: 1, high: 65535 });
     assert.deepEqual([...ports3.keys()], [PORTS.outbound], `through 15001 alone: ${JSON.stringify([...ports3])}`);
