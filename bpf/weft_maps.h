@@ -27,9 +27,10 @@ struct weft_config {
 	/*
 	 * Capture ports: when capture_port_count is not zero, a captured connect goes to one of the
 	 * node proxy's ports capture_port_base .. base + count - 1 (picked at random; weft_capture_lookup
-	 * hands them to the outbound port's listeners) instead of outbound_port. The client's kernel picks a source port per destination
-	 * address and port, so one port held all of a pod's captured connections, TIME_WAIT included, to
-	 * one range of source ports (docs/capture-ports.md). Zero: outbound_port alone (an older agent).
+	 * hands them to the outbound port's listeners) instead of outbound_port. The client's kernel
+	 * picks a source port per destination address and port, so one port held all of a pod's
+	 * captured connections, TIME_WAIT included, to one range of source ports
+	 * (docs/capture-ports.md). Zero: outbound_port alone (an older agent).
 	 */
 	__u16 capture_port_base;
 	__u16 capture_port_count;

@@ -22,7 +22,7 @@ export interface NodeDatapathConfig {
   capturePorts?: CapturePorts;
 }
 
-/** `count` consecutive ports from `base`, each one the node proxy listens on for captured connections. */
+/** `count` consecutive ports from `base`: no socket listens there; the sk_lookup program hands their SYNs to the outbound port's listeners. */
 export interface CapturePorts { base: number; count: number }
 
 /** A captured connection as the client's socket sees it (client → node proxy). */
