@@ -96,9 +96,14 @@ export function spinning(counted: number, taken: number, ms: number): boolean {
   return waste > SPIN_WASTE_BYTES && waste > taken && taken * 1000 < SPIN_KEEP_BYTES_PER_S * ms;
 }
 
-/** The next look's delay: soon while the verdict counts, doubling to SPIN_WATCH_MAX_MS while it does not. Pure. */
-export function nextSpinWatch(ms: number, counting: boolean): number {
-  return counting ? SPIN_WATCH_MIN_MS : Math.min(SPIN_WATCH_MAX_MS, ms * 2);
+/**
+ * The next look's delay: soon while the verdict counts (sooner still when this look could not judge,
+ * its previous one having seen nothing taken: SPIN_WATCH_FIRST_MS), doubling to SPIN_WATCH_MAX_MS
+ * while it does not. Pure.
+ */
+export function nextSpinWatch(ms: number, counting: boolean, judged = true): number {
+  if (!counting) return Math.min(SPIN_WATCH_MAX_MS, ms * 2);
+  return judged ? SPIN_WATCH_MIN_MS : SPIN_WATCH_FIRST_MS;
 }
 
 /**

@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import * as libc from '../../native/libc';
 import type { RelayResult } from './relay';
 import { relay } from './relay';
-import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_FIRST_MS, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
+import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
 import { podTuple, type SpliceEnd, type SpliceKernel } from './splice-kernel';
 
 /** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
@@ -200,10 +200,9 @@ export function watchSpin(counts: () => bigint[] | undefined, taken: () => numbe
         const from = before.taken;
         if (from && c.some((n, i) => spinning(Number(n - before.counts[i]!), t![i]! - from[i]!, now - before.at))) return onSpin();
       }
-      // Judged next time, soon: a slow reader's pod spins until then.
-      const unjudged = counting && before.taken === undefined;
       seen = { counts: c, taken: t, at: now };
-      interval = unjudged ? SPIN_WATCH_FIRST_MS : nextSpinWatch(interval, counting);
+      // Not judged (nothing seen taken before): next time, soon, since a slow reader's pod spins until then.
+      interval = nextSpinWatch(interval, counting, before.taken !== undefined);
     } catch {
       return;
     }

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../agent/config/parse';
-import { chooseSplice, directionFlushed, nextSpinWatch, SPIN_KEEP_BYTES_PER_S, SPIN_WASTE_BYTES, SPIN_WATCH_MAX_MS, SPIN_WATCH_MIN_MS, SPLICE_AFTER_BYTES, spinning, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
+import { chooseSplice, directionFlushed, nextSpinWatch, SPIN_KEEP_BYTES_PER_S, SPIN_WASTE_BYTES, SPIN_WATCH_FIRST_MS, SPIN_WATCH_MAX_MS, SPIN_WATCH_MIN_MS, SPLICE_AFTER_BYTES, spinning, spliceWay, splicedTotals, type SpliceFacts } from '../../agent/proxy/splice-decision';
 import { decodePeer, encodePeer } from '../../agent/proxy/splice-kernel';
 
 const SPLICED: SpliceFacts = { path: 'local', protocol: 'tcp', allowed: true, available: true, socket: true };
@@ -101,4 +101,6 @@ test('nextSpinWatch: looks soon while the verdict counts, backs off to the cap w
   for (let i = 0; i < 20; i++) ms = nextSpinWatch(ms, false);
   assert.equal(ms, SPIN_WATCH_MAX_MS);
   assert.equal(nextSpinWatch(SPIN_WATCH_MIN_MS, false), 2 * SPIN_WATCH_MIN_MS);
+  assert.equal(nextSpinWatch(SPIN_WATCH_MAX_MS, true, false), SPIN_WATCH_FIRST_MS, 'a look that could not judge: the next one sooner');
+  assert.equal(nextSpinWatch(SPIN_WATCH_MIN_MS, false, false), 2 * SPIN_WATCH_MIN_MS, 'not counting: backs off whatever was judged');
 });
