@@ -163,6 +163,8 @@ async function main(argv: string[]): Promise<number> {
       for (const needed of ['control-plane', 'node']) {
         if (!f[needed]) throw new Error(`weft agent needs --${needed}`);
       }
+      const { parseControlPlaneAddress } = await import('./identity/control-plane-tls');
+      parseControlPlaneAddress(f['control-plane'] as string);
       const { runAgent, DEFAULT_AGENT_DATA_DIR } = await import('./node/run-agent');
       const running = await runAgent({
         controlPlane: f['control-plane'] as string,

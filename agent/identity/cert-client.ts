@@ -1,4 +1,5 @@
-import * as grpc from '@grpc/grpc-js';
+import { GrpcChannel, GrpcError } from '../core/grpc-client';
+import { GrpcStatus, statusName } from '../core/grpc-status';
 import { controlPlaneTls } from './control-plane-tls';
 import {
   CREATE_CERTIFICATE_PATH, decodeCertificateResponse, encodeCertificateRequest,
@@ -35,19 +36,19 @@ export class CertificateRequestError extends Error {
   }
 }
 
-function explain(error: grpc.ServiceError, connection: ControlPlaneConnection): CertificateRequestError {
-  const code = grpc.status[error.code] ?? String(error.code);
+function explain(error: GrpcError, connection: ControlPlaneConnection): CertificateRequestError {
+  const code = statusName(error.code);
   const where = `control plane ${connection.address}`;
   switch (error.code) {
-    case grpc.status.UNAUTHENTICATED:
+    case GrpcStatus.UNAUTHENTICATED:
       return new CertificateRequestError(code, `${where} did not accept the agent's credentials: ${error.details}`);
-    case grpc.status.PERMISSION_DENIED:
+    case GrpcStatus.PERMISSION_DENIED:
       return new CertificateRequestError(code, `${where} refused to sign: ${error.details}`);
-    case grpc.status.INVALID_ARGUMENT:
+    case GrpcStatus.INVALID_ARGUMENT:
       return new CertificateRequestError(code, `${where} rejected the request: ${error.details}`);
-    case grpc.status.DEADLINE_EXCEEDED:
+    case GrpcStatus.DEADLINE_EXCEEDED:
       return new CertificateRequestError(code, `${where} did not answer within ${connection.deadlineMs ?? DEFAULT_DEADLINE_MS} ms`);
-    case grpc.status.UNAVAILABLE:
+    case GrpcStatus.UNAVAILABLE:
       return new CertificateRequestError(code, `${where} is unreachable or failed TLS verification (${error.details}): check --control-plane, that it listens, and that --ca-file is its ca.pem`);
     default:
       return new CertificateRequestError(code, `${where} failed the request: ${code} ${error.details}`);
@@ -61,28 +62,17 @@ const DEFAULT_DEADLINE_MS = 10_000;
  * first. Each request takes the token and trust bundle as they are now, on a connection of its own.
  */
 export async function requestCertificate(connection: ControlPlaneConnection, csrPem: string, validitySeconds: number): Promise<string[]> {
-  const tls = controlPlaneTls(connection.address, current(connection.caPem));
-  const client = new grpc.Client(connection.address, tls.credentials, tls.options);
-  const metadata = new grpc.Metadata();
-  metadata.set('authorization', `Bearer ${current(connection.token)}`);
-  metadata.set('weft-node', connection.node);
+  const channel = new GrpcChannel(controlPlaneTls(connection.address, current(connection.caPem)));
+  const metadata = { authorization: `Bearer ${current(connection.token)}`, 'weft-node': connection.node };
   const request: IstioCertificateRequest = { csr: csrPem, validityDuration: validitySeconds, metadata: {} };
   try {
-    const response = await new Promise<Result<IstioCertificateResponse, string>>((resolve, reject) => {
-      client.makeUnaryRequest(
-        CREATE_CERTIFICATE_PATH,
-        encodeCertificateRequest,
-        decodeCertificateResponse,
-        request,
-        metadata,
-        { deadline: Date.now() + (connection.deadlineMs ?? DEFAULT_DEADLINE_MS) },
-        (error, value) => (error ? reject(explain(error, connection)) : resolve(value!)),
-      );
-    });
+    const answer = await channel.unary(CREATE_CERTIFICATE_PATH, encodeCertificateRequest(request), metadata, connection.deadlineMs ?? DEFAULT_DEADLINE_MS)
+      .catch((error: unknown) => { throw error instanceof GrpcError ? explain(error, connection) : error; });
+    const response: Result<IstioCertificateResponse, string> = decodeCertificateResponse(answer);
     if (!response.ok) throw new CertificateRequestError('INTERNAL', `control plane ${connection.address} sent ${response.error}`);
     if (response.value.certChain.length === 0) throw new CertificateRequestError('INTERNAL', `control plane ${connection.address} answered with an empty certificate chain`);
     return response.value.certChain;
   } finally {
-    client.close();
+    channel.close();
   }
 }

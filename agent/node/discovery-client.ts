@@ -1,4 +1,5 @@
-import * as grpc from '@grpc/grpc-js';
+import { GrpcChannel, type Call, type ChannelOptions, type GrpcError } from '../core/grpc-client';
+import { GrpcStatus, statusName } from '../core/grpc-status';
 import { controlPlaneTls } from '../identity/control-plane-tls';
 import type { Snapshot } from '../config/objects';
 import { decodeDeltaResponse, encodeWatchRequestV2, WATCH_V2_PATH, type DeltaResponse } from '../controlplane/discovery-proto';
@@ -44,18 +45,16 @@ export interface DiscoveryWatch {
 const INITIAL_BACKOFF_MS = 250;
 const MAX_BACKOFF_MS = 10_000;
 
-/** Channel options: reconnect at the same pace as the watch retries, detect a silent peer. */
-const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.initial_reconnect_backoff_ms': INITIAL_BACKOFF_MS,
-  'grpc.max_reconnect_backoff_ms': MAX_BACKOFF_MS,
-  'grpc.keepalive_time_ms': 30_000,
-  'grpc.keepalive_timeout_ms': 10_000,
+/** Channel options: detect a silent peer (the watch reconnects itself, at its own backoff). */
+const CHANNEL_OPTIONS: ChannelOptions = {
+  keepaliveTimeMs: 30_000,
+  keepaliveTimeoutMs: 10_000,
   /**
-   * grpc-js' default, explicit: the control plane sends large full states and deltas in chunks of
+   * gRPC's usual limit: the control plane sends large full states and deltas in chunks of
    * 512 KiB of resources (controlplane/discovery-chunks.ts); one resource larger than a chunk goes
    * alone, so the largest one accepted is 4 MiB less a header of about 100 bytes.
    */
-  'grpc.max_receive_message_length': 4 * 1024 * 1024,
+  maxReceiveBytes: 4 * 1024 * 1024,
 };
 
 /** Full jitter on the upper half: spreads a fleet of agents reconnecting to a restarted control plane. */
@@ -79,22 +78,21 @@ function jittered(ms: number): number {
  * from the next reconnect on; an open stream is not cut for either.
  */
 export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (s: Snapshot) => void, log: Logger): DiscoveryWatch {
-  let client: grpc.Client | undefined;
+  let client: GrpcChannel | undefined;
   /** The bundle `client` verifies the control plane with: a channel's TLS roots are fixed, so a new bundle needs a new channel. */
   let clientCaPem = '';
-  const channel = (): grpc.Client => {
+  const channel = (): GrpcChannel => {
     const caPem = current(connection.caPem);
     if (client === undefined || caPem !== clientCaPem) {
       if (client !== undefined) log.info({ controlPlane: connection.address }, 'the control plane CA file changed; reconnecting with the new trust bundle');
       client?.close();
-      const tls = controlPlaneTls(connection.address, caPem);
-      client = new grpc.Client(connection.address, tls.credentials, { ...CHANNEL_OPTIONS, ...tls.options });
+      client = new GrpcChannel(controlPlaneTls(connection.address, caPem), CHANNEL_OPTIONS);
       clientCaPem = caPem;
     }
     return client;
   };
   const where = { controlPlane: connection.address, node: connection.node };
-  let call: grpc.ClientReadableStream<Result<DeltaResponse, string>> | grpc.ClientReadableStream<Result<VersionedSnapshot, string>> | undefined;
+  let call: Call | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   let backoff = INITIAL_BACKOFF_MS;
   let isConnected = false;
@@ -146,22 +144,13 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
   function open(): void {
     retryTimer = undefined;
     if (closed) return;
-    const metadata = new grpc.Metadata();
-    metadata.set('authorization', `Bearer ${current(connection.token)}`);
-    metadata.set('weft-node', connection.node);
+    const metadata = { authorization: `Bearer ${current(connection.token)}`, 'weft-node': connection.node };
     if (protocol === 'v1') {
       openV1(metadata);
       return;
     }
     const resume = state.resumePoint();
     const request = resume === undefined ? { node: connection.node } : { node: connection.node, resume };
-    const decode = (message: Buffer): Result<DeltaResponse, string> => {
-      bytes += message.length;
-      responses++;
-      return decodeDeltaResponse(message);
-    };
-    const stream = channel().makeServerStreamRequest(WATCH_V2_PATH, encodeWatchRequestV2, decode, request, metadata);
-    call = stream;
     let ended = false;
     let delivered = false;
     const end = (reason: string, ending: StreamEnding): void => {
@@ -171,42 +160,42 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
     };
     /** This stream's sequence in progress: dropped with the stream, so a break mid-sequence leaves the state (and resume point) as it was. */
     const chunks = new ChunkAssembler();
-    stream.on('data', (message: Result<DeltaResponse, string>) => {
-      if (ended) return;
-      const whole = message.ok ? chunks.add(message.value) : message;
-      if (whole.ok && whole.value === undefined) return;
-      const applied = whole.ok ? state.apply(whole.value!) : whole;
-      if (!applied.ok) return unreadable(stream, applied.error, end);
-      const m = (whole as { ok: true; value: DeltaResponse }).value;
-      if (!delivered && !m.fullState) resumes++;
-      receiving(m.systemVersion, m.fullState ? 'full state' : `resumed from ${m.baseVersion}`);
-      delivered = true;
-      if (m.fullState) snapshots++;
-      else deltas++;
-      onSnapshot(applied.value);
+    const stream: Call = channel().serverStream(WATCH_V2_PATH, encodeWatchRequestV2(request), metadata, {
+      message(bytesOfMessage) {
+        if (ended) return;
+        bytes += bytesOfMessage.length;
+        responses++;
+        const message = decodeDeltaResponse(bytesOfMessage);
+        const whole = message.ok ? chunks.add(message.value) : message;
+        if (whole.ok && whole.value === undefined) return;
+        const applied = whole.ok ? state.apply(whole.value!) : whole;
+        if (!applied.ok) return unreadable(stream, applied.error, end);
+        const m = (whole as { ok: true; value: DeltaResponse }).value;
+        if (!delivered && !m.fullState) resumes++;
+        receiving(m.systemVersion, m.fullState ? 'full state' : `resumed from ${m.baseVersion}`);
+        delivered = true;
+        if (m.fullState) snapshots++;
+        else deltas++;
+        onSnapshot(applied.value);
+      },
+      error(error: GrpcError) {
+        if (error.code === GrpcStatus.UNIMPLEMENTED && !delivered && !ended && call === stream) {
+          ended = true;
+          call = undefined;
+          log.warn({ ...where }, 'the control plane does not serve discovery v2 (a release before it): watching its v1 whole snapshots until it is upgraded');
+          protocol = 'v1';
+          open();
+          return;
+        }
+        end(`${statusName(error.code)}: ${error.details}`, { kind: 'status', code: error.code, delivered });
+      },
+      end: () => end('the control plane ended the stream', { kind: 'end' }),
     });
-    stream.on('error', (error: grpc.ServiceError) => {
-      if (error.code === grpc.status.UNIMPLEMENTED && !delivered && !ended && call === stream) {
-        ended = true;
-        call = undefined;
-        log.warn({ ...where }, 'the control plane does not serve discovery v2 (a release before it): watching its v1 whole snapshots until it is upgraded');
-        protocol = 'v1';
-        open();
-        return;
-      }
-      end(`${grpc.status[error.code] ?? error.code}: ${error.details}`, { kind: 'status', code: error.code, delivered });
-    });
-    stream.on('end', () => end('the control plane ended the stream', { kind: 'end' }));
+    call = stream;
   }
 
   /** v1: whole snapshots, each the state in force; the keyed state is dropped so the next v2 stream starts in full. */
-  function openV1(metadata: grpc.Metadata): void {
-    const decode = (message: Buffer): Result<VersionedSnapshot, string> => {
-      bytes += message.length;
-      return decodeVersionedSnapshot(message);
-    };
-    const stream = channel().makeServerStreamRequest(WATCH_PATH, encodeJson, decode, { node: connection.node }, metadata);
-    call = stream;
+  function openV1(metadata: Record<string, string>): void {
     let ended = false;
     let delivered = false;
     const end = (reason: string, ending: StreamEnding): void => {
@@ -215,17 +204,22 @@ export function watchControlPlane(connection: DiscoveryConnection, onSnapshot: (
       protocol = 'v2';
       if (call === stream) disconnected(reason, ending);
     };
-    stream.on('data', (message: Result<VersionedSnapshot, string>) => {
-      if (ended) return;
-      if (!message.ok) return unreadable(stream, message.error, end);
-      receiving(message.value.version, 'v1 whole snapshot');
-      delivered = true;
-      state = new DiscoveryState();
-      snapshots++;
-      onSnapshot(message.value.snapshot);
+    const stream: Call = channel().serverStream(WATCH_PATH, encodeJson({ node: connection.node }), metadata, {
+      message(bytesOfMessage) {
+        if (ended) return;
+        bytes += bytesOfMessage.length;
+        const message: Result<VersionedSnapshot, string> = decodeVersionedSnapshot(bytesOfMessage);
+        if (!message.ok) return unreadable(stream, message.error, end);
+        receiving(message.value.version, 'v1 whole snapshot');
+        delivered = true;
+        state = new DiscoveryState();
+        snapshots++;
+        onSnapshot(message.value.snapshot);
+      },
+      error: (error: GrpcError) => end(`${statusName(error.code)}: ${error.details}`, { kind: 'status', code: error.code, delivered }),
+      end: () => end('the control plane ended the stream', { kind: 'end' }),
     });
-    stream.on('error', (error: grpc.ServiceError) => end(`${grpc.status[error.code] ?? error.code}: ${error.details}`, { kind: 'status', code: error.code, delivered }));
-    stream.on('end', () => end('the control plane ended the stream', { kind: 'end' }));
+    call = stream;
   }
 
   open();

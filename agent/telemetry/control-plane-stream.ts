@@ -5,7 +5,7 @@
  * message received). Pure: discovery-client.ts classifies each end of its stream with
  * terminationReason(); node-state.ts exports the counts.
  */
-import { status } from '@grpc/grpc-js';
+import { GrpcStatus as status } from '../core/grpc-status';
 
 /**
  * ztunnel's `ConnectionTerminationReason` label values, as its prometheus_client writes them:
@@ -39,7 +39,7 @@ export type StreamEnding =
 /**
  * ztunnel's reason for an ended stream. ztunnel counts a failure to establish the stream as
  * ConnectionError and Unknown/Cancelled/DeadlineExceeded (and Unavailable with "transport is
- * closing" or GOAWAY) as Reconnect. grpc-js reports both a connect failure and a peer going away as
+ * closing" or GOAWAY) as Reconnect. The agent's client (core/grpc-client.ts) reports both a connect failure and a peer going away as
  * UNAVAILABLE, so the stream's history tells them apart: UNAVAILABLE before any message is a
  * connection that never came up, after one it is the control plane going away. Pure.
  */

@@ -6,7 +6,9 @@ import { test, type TestContext } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
 import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { tlsServerCredentials } from '../../agent/controlplane/cert-service';
-import { controlPlaneTls, dialedHost, IP_DIAL_SERVER_NAME } from '../../agent/identity/control-plane-tls';
+import { GrpcChannel, type GrpcError } from '../../agent/core/grpc-client';
+import { GrpcStatus } from '../../agent/core/grpc-status';
+import { controlPlaneTls, dialedHost, IP_DIAL_SERVER_NAME, parseControlPlaneAddress, splitAddress } from '../../agent/identity/control-plane-tls';
 
 /**
  * The agent's channels to the control plane (certificates and discovery) dialed by IP: no server
@@ -34,13 +36,14 @@ async function serve(t: TestContext, sans: { dnsNames: string[]; ipAddresses: st
   return { port, caPem: ca.value.trustBundlePem() };
 }
 
-function echo(address: string, caPem: string): Promise<Buffer> {
-  const tls = controlPlaneTls(address, caPem);
-  const client = new grpc.Client(address, tls.credentials, tls.options);
-  return new Promise<Buffer>((resolve, reject) => {
-    client.makeUnaryRequest('/weft.test.Echo/Echo', identity, identity, Buffer.from('ping'), new grpc.Metadata(), { deadline: Date.now() + 5_000 },
-      (e, r) => { client.close(); return e ? reject(e) : resolve(r!); });
-  });
+/** One call through the agent's own client (core/grpc-client.ts), as the certificate and discovery clients make them. */
+async function echo(address: string, caPem: string): Promise<Buffer> {
+  const channel = new GrpcChannel(controlPlaneTls(address, caPem));
+  try {
+    return await channel.unary('/weft.test.Echo/Echo', Buffer.from('ping'), {}, 5_000);
+  } finally {
+    channel.close();
+  }
 }
 
 test('dialedHost takes the host of host:port, [v6]:port and a bare address', () => {
@@ -53,6 +56,16 @@ test('dialedHost takes the host of host:port, [v6]:port and a bare address', () 
     ['localhost', 'localhost'],
   ];
   for (const [address, host] of cases) assert.equal(dialedHost(address), host, address);
+  assert.deepEqual(splitAddress('[fd00::1]:15012'), { host: 'fd00::1', port: 15012 });
+  assert.deepEqual(splitAddress('localhost'), { host: 'localhost', port: 443 });
+  assert.deepEqual(splitAddress('fd00::1'), { host: 'fd00::1', port: 443 });
+});
+
+test('a --control-plane address without a valid port is refused by name', () => {
+  for (const bad of ['127.0.0.1:', '127.0.0.1:0', '127.0.0.1:70000', 'host:12ab', '[fd00::1]:99999', ':15012']) {
+    assert.throws(() => parseControlPlaneAddress(bad), /--control-plane .*port of 1-65535/, bad);
+  }
+  assert.deepEqual(parseControlPlaneAddress('weft-controlplane.weft-system.svc:15012'), { host: 'weft-controlplane.weft-system.svc', port: 15012 });
 });
 
 test('dialed by IP: the call succeeds against the IP SAN, with no IP address sent as server name (no DEP0123 warning)', async (t) => {
@@ -74,8 +87,8 @@ test('dialed by IP: the call succeeds against the IP SAN, with no IP address sen
 
 test(`dialed by IP: a certificate without that IP is refused, even one that names ${IP_DIAL_SERVER_NAME}`, async (t) => {
   const { port, caPem } = await serve(t, { dnsNames: [IP_DIAL_SERVER_NAME, 'localhost'], ipAddresses: ['10.255.0.9'] });
-  await assert.rejects(echo(`127.0.0.1:${port}`, caPem), (e: grpc.ServiceError) => {
-    assert.equal(e.code, grpc.status.UNAVAILABLE);
+  await assert.rejects(echo(`127.0.0.1:${port}`, caPem), (e: GrpcError) => {
+    assert.equal(e.code, GrpcStatus.UNAVAILABLE);
     assert.match(e.details, /IP: 127\.0\.0\.1 is not in the cert's list/);
     return true;
   });
@@ -85,5 +98,5 @@ test('dialed by name: verified by that name as before', async (t) => {
   const { port, caPem } = await serve(t, { dnsNames: ['localhost'], ipAddresses: ['127.0.0.1'] });
   assert.equal((await echo(`localhost:${port}`, caPem)).toString(), 'ping');
   const wrong = await serve(t, { dnsNames: ['elsewhere.example'], ipAddresses: [] });
-  await assert.rejects(echo(`localhost:${wrong.port}`, wrong.caPem), (e: grpc.ServiceError) => e.code === grpc.status.UNAVAILABLE && /localhost/.test(e.details));
+  await assert.rejects(echo(`localhost:${wrong.port}`, wrong.caPem), (e: GrpcError) => e.code === GrpcStatus.UNAVAILABLE && /localhost/.test(e.details));
 });
