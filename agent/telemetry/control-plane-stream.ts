@@ -39,9 +39,10 @@ export type StreamEnding =
 /**
  * ztunnel's reason for an ended stream. ztunnel counts a failure to establish the stream as
  * ConnectionError and Unknown/Cancelled/DeadlineExceeded (and Unavailable with "transport is
- * closing" or GOAWAY) as Reconnect. The agent's client (core/grpc-client.ts) reports both a connect failure and a peer going away as
- * UNAVAILABLE, so the stream's history tells them apart: UNAVAILABLE before any message is a
- * connection that never came up, after one it is the control plane going away. Pure.
+ * closing" or GOAWAY) as Reconnect. The agent's gRPC client (core/grpc-client.ts) reports both a
+ * connect failure and a peer going away as UNAVAILABLE, so the stream's history tells them apart:
+ * UNAVAILABLE before any message is a connection that never came up, after one it is the control
+ * plane going away. Pure.
  */
 export function terminationReason(e: StreamEnding): TerminationReason {
   if (e.kind === 'end') return 'Complete';

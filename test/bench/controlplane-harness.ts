@@ -177,9 +177,8 @@ export interface BenchAgent {
 }
 
 /**
- * `count` agents, one per node name, each its own watchControlPlane (its own gRPC channel: grpc-js
- * shares a connection only between clients with the same credentials object, and each client makes
- * its own), all started in the same tick. They share this process's event loop, so an agent's
+ * `count` agents, one per node name, each its own watchControlPlane (its own gRPC channel, so its
+ * own TLS connection, as each agent has), all started in the same tick. They share this process's event loop, so an agent's
  * latency includes decoding what reached the agents before it; real agents decode in parallel.
  */
 export class AgentFleet {
