@@ -242,7 +242,12 @@ export class GrpcChannel {
     if (this.open === 0 || session.connecting || session.closed || session.destroyed) return;
     const timer = setTimeout(() => session.destroy(new Error(`the server did not answer a keepalive ping within ${timeoutMs} ms`)), timeoutMs);
     timer.unref();
-    session.ping((error) => { if (!error) clearTimeout(timer); });
+    try {
+      // Answered, or cancelled because the session closed: either way nothing is left to time out.
+      if (!session.ping(() => clearTimeout(timer))) clearTimeout(timer); // too many pings unanswered already: the earlier one's timer runs
+    } catch {
+      clearTimeout(timer); // the session closed between the check and the ping
+    }
   }
 
   private start(path: string, request: Buffer, metadata: Record<string, string>, deadlineMs: number | undefined,
