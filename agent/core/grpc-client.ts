@@ -11,8 +11,9 @@
  * (no `grpc-accept-encoding` is sent, so a compressed one is refused); the status comes from the
  * trailers (or a trailers-only response); without one, from the HTTP status, the stream's reset code
  * or the connection's failure, as the spec maps them. One HTTP/2 connection per channel, made on the
- * first call and again on the first call after it closed; while a call is open it is pinged, and a
- * connection whose ping goes unanswered is closed, failing its calls UNAVAILABLE.
+ * first call and again on the first call after it closed, given up when not up within 20 s; while a
+ * call is open it is pinged, and a connection whose ping goes unanswered is closed, failing its calls
+ * UNAVAILABLE.
  */
 import * as http2 from 'node:http2';
 import type { PeerCertificate } from 'node:tls';
@@ -44,6 +45,12 @@ export interface ChannelOptions {
   keepaliveTimeoutMs?: number;
   /** The largest message accepted; a larger one fails the call RESOURCE_EXHAUSTED. */
   maxReceiveBytes?: number;
+  /**
+   * A connection not up (TCP and TLS) within this long is given up, failing its calls UNAVAILABLE.
+   * Without it a peer that drops the SYNs (a control plane gone from behind its address) holds a
+   * watch for the kernel's SYN retries, about two minutes, before it tries again. grpc-js' 20 s.
+   */
+  connectTimeoutMs?: number;
 }
 
 /** What a server-streaming call reports: messages in order, then exactly one of end() or error(). */
@@ -61,6 +68,7 @@ export interface Call {
 
 const USER_AGENT = 'weft-agent (node:http2)';
 const DEFAULT_MAX_RECEIVE = 4 * 1024 * 1024;
+const DEFAULT_CONNECT_TIMEOUT_MS = 20_000;
 const { NGHTTP2_CANCEL, NGHTTP2_NO_ERROR, NGHTTP2_REFUSED_STREAM, NGHTTP2_ENHANCE_YOUR_CALM, NGHTTP2_INADEQUATE_SECURITY } = http2.constants;
 
 /** gRPC's status for an HTTP status other than 200 on a response without grpc-status (the spec's table). Pure. */
@@ -222,8 +230,15 @@ export class GrpcChannel {
     const authority = `https://${host.includes(':') ? `[${host}]` : host}:${port}`;
     const session = http2.connect(authority, { ca, servername, ...(checkServerIdentity ? { checkServerIdentity } : {}), settings: { enablePush: false } });
     const c: Connection = { session };
+    const connectMs = this.options.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
+    const connecting = setTimeout(() => {
+      if (session.connecting) session.destroy(new Error(`no connection to ${authority} within ${connectMs} ms`));
+    }, connectMs);
+    connecting.unref();
+    session.once('connect', () => clearTimeout(connecting));
     session.on('error', (e) => { c.error = e; });
     session.on('close', () => {
+      clearTimeout(connecting);
       clearInterval(c.keepalive);
       if (this.connection === c) this.connection = undefined;
     });

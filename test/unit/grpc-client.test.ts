@@ -303,6 +303,21 @@ test('a connection whose keepalive ping goes unanswered is closed, failing its s
   assert.ok(Date.now() - started < 5_000);
 });
 
+test('a connection that does not come up (TCP accepted, no TLS answer) is given up at the connect timeout', { timeout: 10_000 }, async (t) => {
+  const p = await pki(t);
+  const sockets = new Set<net.Socket>();
+  const mute = net.createServer((s) => { sockets.add(s); s.on('error', () => {}); });
+  t.after(() => { for (const s of sockets) s.destroy(); mute.close(); });
+  await new Promise<void>((r) => mute.listen(0, '127.0.0.1', r));
+  const c = channel(t, (mute.address() as net.AddressInfo).port, p, { connectTimeoutMs: 300 });
+  const started = Date.now();
+  const result = await collect(c, '/weft.test.T/Stream', Buffer.alloc(0));
+  const took = Date.now() - started;
+  assert.equal(result.error?.code, GrpcStatus.UNAVAILABLE);
+  assert.match(result.error!.details, /no connection to https:\/\/127\.0\.0\.1:\d+ within 300 ms/);
+  assert.ok(took >= 290 && took < 3_000, `gave up after ${took} ms`);
+});
+
 test('a closed channel fails new calls UNAVAILABLE', async (t) => {
   const p = await pki(t);
   const c = channel(t, 1, p);
