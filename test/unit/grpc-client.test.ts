@@ -318,6 +318,28 @@ test('a connection that does not come up (TCP accepted, no TLS answer) is given 
   assert.ok(took >= 290 && took < 3_000, `gave up after ${took} ms`);
 });
 
+test("after the server's GOAWAY the next call opens a new connection, and the call in flight still ends with its status", { timeout: 10_000 }, async (t) => {
+  const p = await pki(t);
+  let sessions = 0;
+  const { server, port } = await h2Server(t, p, (stream, headers) => {
+    stream.on('error', () => {});
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
+    stream.on('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
+    if (headers[':path'] === '/t/goaway') {
+      // GOAWAY (NO_ERROR) while this call is open: it may finish, new ones must go elsewhere.
+      stream.session?.goaway(http2.constants.NGHTTP2_NO_ERROR);
+      setTimeout(() => stream.end(frame(Buffer.from(`answered on session ${sessions}`))), 50);
+    } else {
+      stream.end(frame(Buffer.from(`answered on session ${sessions}`)));
+    }
+  });
+  server.on('session', () => { sessions++; });
+  const c = channel(t, port, p);
+  assert.equal((await c.unary('/t/goaway', Buffer.alloc(0), {}, 5_000)).toString(), 'answered on session 1');
+  assert.equal((await c.unary('/t/next', Buffer.alloc(0), {}, 5_000)).toString(), 'answered on session 2');
+  assert.equal((await c.unary('/t/next', Buffer.alloc(0), {}, 5_000)).toString(), 'answered on session 2');
+});
+
 test('a closed channel fails new calls UNAVAILABLE', async (t) => {
   const p = await pki(t);
   const c = channel(t, 1, p);
