@@ -271,13 +271,16 @@ export class GrpcChannel {
       process.nextTick(() => sink.finish(new GrpcError(GrpcStatus.UNAVAILABLE, 'the channel was closed')));
       return { cancel() {} };
     }
-    const c = this.connect();
     const headers: http2.OutgoingHttpHeaders = {
       ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers', 'user-agent': USER_AGENT, ...metadata,
     };
     if (deadlineMs !== undefined) headers['grpc-timeout'] = `${Math.max(1, Math.ceil(deadlineMs))}m`;
+    let c: Connection;
     let stream: http2.ClientHttp2Stream;
     try {
+      // Either may throw rather than fail the call: an address that is not a URL's host, a
+      // session closed in between.
+      c = this.connect();
       stream = c.session.request(headers);
     } catch (e) {
       process.nextTick(() => sink.finish(new GrpcError(GrpcStatus.UNAVAILABLE, (e as Error).message)));

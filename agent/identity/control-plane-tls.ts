@@ -36,6 +36,9 @@ export function parseControlPlaneAddress(address: string): { host: string; port:
   if (parsed.host === '' || (parsed.host.includes(':') && isIP(parsed.host) !== 6) || !Number.isInteger(parsed.port) || parsed.port <= 0 || parsed.port > 65535) {
     throw new Error(`--control-plane ${JSON.stringify(address)}: expected host:port or [IPv6]:port, with a port of 1-65535`);
   }
+  if (!URL.canParse(`https://${parsed.host.includes(':') ? `[${parsed.host}]` : parsed.host}:${parsed.port}`)) {
+    throw new Error(`--control-plane ${JSON.stringify(address)}: ${JSON.stringify(parsed.host)} is not a host name or an IP address`);
+  }
   return parsed;
 }
 

@@ -65,7 +65,9 @@ test('a --control-plane address without a valid port is refused by name', () => 
   for (const bad of ['127.0.0.1:', '127.0.0.1:0', '127.0.0.1:70000', 'host:12ab', '[fd00::1]:99999', ':15012']) {
     assert.throws(() => parseControlPlaneAddress(bad), /--control-plane .*port of 1-65535/, bad);
   }
+  assert.throws(() => parseControlPlaneAddress('bad host:15012'), /"bad host" is not a host name or an IP address/);
   assert.deepEqual(parseControlPlaneAddress('weft-controlplane.weft-system.svc:15012'), { host: 'weft-controlplane.weft-system.svc', port: 15012 });
+  assert.deepEqual(parseControlPlaneAddress('[fd00::1]:15012'), { host: 'fd00::1', port: 15012 });
 });
 
 test('dialed by IP: the call succeeds against the IP SAN, with no IP address sent as server name (no DEP0123 warning)', async (t) => {

@@ -340,6 +340,15 @@ test("after the server's GOAWAY the next call opens a new connection, and the ca
   assert.equal((await c.unary('/t/next', Buffer.alloc(0), {}, 5_000)).toString(), 'answered on session 2');
 });
 
+test('an address that is no URL host fails the call UNAVAILABLE, never throws', async (t) => {
+  const p = await pki(t);
+  const bad = new GrpcChannel({ ...controlPlaneTls('127.0.0.1:1', p.caPem), host: 'bad host' });
+  t.after(() => bad.close());
+  const e = await rejection(bad.unary('/weft.test.T/Unary', Buffer.alloc(0), {}, 1_000));
+  assert.equal(e.code, GrpcStatus.UNAVAILABLE);
+  assert.match(e.details, /Invalid URL/);
+});
+
 test('a closed channel fails new calls UNAVAILABLE', async (t) => {
   const p = await pki(t);
   const c = channel(t, 1, p);
