@@ -15,11 +15,6 @@ export const IP_DIAL_SERVER_NAME = 'weft-controlplane';
 /** gRPC's port when the address names none. */
 const DEFAULT_PORT = 443;
 
-/** The host of `host:port` or `[v6]:port` (the address as given to --control-plane). */
-export function dialedHost(address: string): string {
-  return splitAddress(address).host;
-}
-
 /** `host:port`, `[v6]:port`, `[v6]`, a bare IPv6 address or a bare host: its host and port (443 when none). */
 export function splitAddress(address: string): { host: string; port: number } {
   const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(address);

@@ -8,7 +8,7 @@ import { CertificateAuthority } from '../../agent/controlplane/ca';
 import { tlsServerCredentials } from '../../agent/controlplane/cert-service';
 import { GrpcChannel, type GrpcError } from '../../agent/core/grpc-client';
 import { GrpcStatus } from '../../agent/core/grpc-status';
-import { controlPlaneTls, dialedHost, IP_DIAL_SERVER_NAME, parseControlPlaneAddress, splitAddress } from '../../agent/identity/control-plane-tls';
+import { controlPlaneTls, IP_DIAL_SERVER_NAME, parseControlPlaneAddress, splitAddress } from '../../agent/identity/control-plane-tls';
 
 /**
  * The agent's channels to the control plane (certificates and discovery) dialed by IP: no server
@@ -46,7 +46,7 @@ async function echo(address: string, caPem: string): Promise<Buffer> {
   }
 }
 
-test('dialedHost takes the host of host:port, [v6]:port and a bare address', () => {
+test('splitAddress takes the host of host:port, [v6]:port and a bare address', () => {
   const cases: [string, string][] = [
     ['127.0.0.1:15012', '127.0.0.1'],
     ['weft-controlplane.weft-system.svc:15012', 'weft-controlplane.weft-system.svc'],
@@ -55,7 +55,7 @@ test('dialedHost takes the host of host:port, [v6]:port and a bare address', () 
     ['fd00::1', 'fd00::1'],
     ['localhost', 'localhost'],
   ];
-  for (const [address, host] of cases) assert.equal(dialedHost(address), host, address);
+  for (const [address, host] of cases) assert.equal(splitAddress(address).host, host, address);
   assert.deepEqual(splitAddress('[fd00::1]:15012'), { host: 'fd00::1', port: 15012 });
   assert.deepEqual(splitAddress('localhost'), { host: 'localhost', port: 443 });
   assert.deepEqual(splitAddress('fd00::1'), { host: 'fd00::1', port: 443 });
