@@ -16,6 +16,7 @@ import * as http from 'node:http';
 import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import { Duplex } from 'node:stream';
+import { frame as grpcFrame } from '../../agent/core/grpc-client';
 import type { EchoSeen } from './observation';
 
 export const ECHO_PORTS = { http: 8080, tcp: 9090, grpc: 7070 } as const;
@@ -26,13 +27,6 @@ function pairs(raw: readonly string[], skipPseudo: boolean): Array<[string, stri
   const out: Array<[string, string]> = [];
   for (let i = 0; i + 1 < raw.length; i += 2) if (!skipPseudo || !raw[i]!.startsWith(':')) out.push([raw[i]!, raw[i + 1]!]);
   return out;
-}
-
-/** A gRPC length-prefixed message (uncompressed). */
-export function grpcFrame(payload: Buffer): Buffer {
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([head, payload]);
 }
 
 function serve(pod: string, namespace: string, done: () => void): void {
