@@ -136,7 +136,15 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
   const agentOf = (node: LabNode): AgentHandle => agents.get(node)!;
   const tailOf = (text: string, lines = 30) => text.trimEnd().split('\n').slice(-lines).join('\n');
   /** What a failed wait prints: the control plane's and agents' recent logs and the API server's. */
+  /** Whether each process still runs, and each agent's last warnings: first, as CI shows only a failure's first lines. */
+  const processes = (): string => {
+    const state = (p: ChildProcess | undefined): string => !p ? 'not started' : p.exitCode !== null ? `exited ${p.exitCode}` : p.signalCode !== null ? `killed by ${p.signalCode}` : `running (pid ${p.pid})`;
+    const warnings = (text: string): string[] => text.split('\n').filter((l) => /"level":(4|5|6)0/.test(l)).slice(-2).map((l) => `    ${l.slice(0, 240)}`);
+    return [`control plane: ${state(cp)}`, ...[...agents].flatMap(([node, a]) => [`agent ${node.name}: ${state(a.process)}`, ...warnings(a.stderr())])].join('\n');
+  };
+
   const diagnostics = (): string => [
+    processes(),
     `--- control plane (last 30 lines) ---\n${tailOf(cpOutput)}`,
     ...[...agents].map(([node, a]) => `--- agent ${node.name} (last 20 lines) ---\n${tailOf(a.stderr(), 20)}`),
     `--- kube-apiserver (last 10 lines) ---\n${cluster ? cluster.logTail('kube-apiserver', 10) : ''}`,
@@ -403,7 +411,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
         const p = await probe(client, server);
         probes++;
         last = p;
-        assert.equal(p.reply.status, 200, `every connection succeeds while the label changes: ${describeProbe(p)}`);
+        assert.equal(p.reply.status, 200, `every connection succeeds while the label changes: ${describeProbe(p)}\n${diagnostics()}`);
         const inEffect = captured ? p.redirected > 0n : p.redirected === 0n && p.capturedInbound === 0n;
         if (inEffect) {
           t.diagnostic(`namespace label ${MESH_LABEL}=${value} (API write acknowledged in ${acknowledged} ms) -> new connections ${captured ? 'captured' : 'not captured'}: `
@@ -426,7 +434,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
 
   test('deleting a pod removes its enrollment and its certificate: the agent no longer holds its identity and its processes are no longer captured', async (t) => {
     const identity = spiffe(NS, 'doomed');
-    assert.ok((await enrolled(n1)).some((w) => w.pod === 'shop/doomed' && w.cgroupId === doomed.cgroupId.toString()));
+    assert.ok((await enrolled(n1)).some((w) => w.pod === 'shop/doomed' && w.cgroupId === doomed.cgroupId.toString()), `the doomed pod is enrolled before its deletion\n${diagnostics()}`);
     await waitFor('the doomed pod\'s certificate', async () => (await heldIdentities(n1)).includes(identity));
     const before = await probe(doomed, server);
     assert.ok(before.redirected > 0n, `the pod is captured before its deletion: ${describeProbe(before)}`);
@@ -461,7 +469,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     const url = `http://${echoVip}/`;
     const hit = async (): Promise<string> => {
       const r = await request(client, url);
-      assert.equal(r.status, 200, `request to the cluster IP ${url}: curl ${r.code} ${r.stderr}`);
+      assert.equal(r.status, 200, `request to the cluster IP ${url}: curl ${r.code} ${r.stderr}\n${diagnostics()}`);
       return JSON.parse(r.body).pod as string;
     };
     const seen = new Set<string>();
