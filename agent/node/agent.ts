@@ -114,6 +114,8 @@ export class NodeAgent {
   private policies = new PolicySet([]);
   /** TCP connections into this node's pods, re-judged when policy changes */
   private readonly live = new LiveConnections<Arrival>();
+  /** Connections into this node's pods made from the client's address but another port, by the collision that moved them (docs/source-address.md). */
+  private readonly sourcePortMoves: Record<'EADDRINUSE' | 'EADDRNOTAVAIL', number> = { EADDRINUSE: 0, EADDRNOTAVAIL: 0 };
   private directory: Directory | undefined;
   private applying: Promise<void> = Promise.resolve();
   private lastProblems: string[] = [];
@@ -308,7 +310,7 @@ export class NodeAgent {
       registerServiceMetrics(agent.metrics.registry, () => agent.serviceRuntime.stats());
       registerNodeState(agent.metrics.registry, { ...(opts.controlPlane ? { controlPlane: opts.controlPlane } : {}), redirectCounters: () => redirect.counters(), strictNotEnforced: () => redirect.current().strictNotEnforced,
         enrolledPods: () => redirect.current().enrolled.length, pendingPods: () => agent.pending.length,
-        splice: () => agent.spliceView(), capturePorts: () => redirect.capturePortCount() });
+        splice: () => agent.spliceView(), capturePorts: () => redirect.capturePortCount(), sourcePortMoves: () => agent.sourcePortMoves });
       agent.servers.push(await serveMetrics('0.0.0.0', opts.metricsPort ?? PORTS.metrics, agent.metrics.registry));
     } catch (e) {
       await agent.stop();
@@ -366,6 +368,9 @@ export class NodeAgent {
         fellBack.add(e.code ?? '');
         this.log.warn({ src: `${a.conn.sourceIp}:${a.conn.sourcePort}`, dst: `${a.conn.destinationIp}:${a.conn.destinationPort}`, err: e.message },
           'connecting from the client\'s address failed; this connection comes from the node\'s address (logged once per cause)');
+      },
+      onPortMoved: (_a: Arrival, code: string) => {
+        if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL') this.sourcePortMoves[code]++;
       },
     };
     return {

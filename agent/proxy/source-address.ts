@@ -83,6 +83,6 @@ export function sourcePortAttempts(preferred: number): number[] {
  * destination (EADDRINUSE at bind, EADDRNOTAVAIL at connect when the 4-tuple exists), so another
  * port may work. Pure.
  */
-export function isSourceCollision(code: string | undefined): boolean {
+export function isSourceCollision(code: string | undefined): code is 'EADDRINUSE' | 'EADDRNOTAVAIL' {
   return code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL';
 }

@@ -91,16 +91,23 @@ export async function listenTransparent(host: string, port: number): Promise<net
  * with ETIMEDOUT after `timeoutMs`, or with the connect error (ECONNREFUSED, ...). When the port is
  * taken for this destination (EADDRINUSE at bind, EADDRNOTAVAIL at connect: the same 4-tuple is
  * still held, e.g. in TIME_WAIT) it tries again from the same address and a port the kernel picks;
- * only when that fails too does it fail, with the last error (code kept). A socket only pump()
- * will read (`reader: 'pump'`) reads into pooled buffers, as connectWithTimeout's does.
+ * only when that fails too does it fail, with the last error (code kept); `onMoved` is told the
+ * collision's code when another port was used. A socket only pump() will read (`reader: 'pump'`)
+ * reads into pooled buffers, as connectWithTimeout's does.
  */
-export async function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number, reader: 'pump' | 'stream' = 'stream'): Promise<net.Socket> {
+export async function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number, reader: 'pump' | 'stream' = 'stream',
+  onMoved?: (code: string) => void): Promise<net.Socket> {
   const ports = sourcePortAttempts(local.port);
+  let collision: string | undefined;
   for (let i = 0; ; i++) {
     try {
-      return await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs, reader);
+      const socket = await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs, reader);
+      if (collision !== undefined) onMoved?.(collision);
+      return socket;
     } catch (e) {
-      if (i + 1 >= ports.length || !isSourceCollision((e as SocketError).code)) throw e;
+      const code = (e as SocketError).code;
+      if (i + 1 >= ports.length || !isSourceCollision(code)) throw e;
+      collision = code;
     }
   }
 }

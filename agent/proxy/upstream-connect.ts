@@ -16,6 +16,8 @@ export interface UpstreamEnv extends SourceEnv {
   timeoutMs: number;
   /** the client's address could not be used for `a`; the connection comes from the node instead */
   onFallback?(a: Arrival, error: Error & { code?: string }): void;
+  /** the client's port was taken for this destination (`code`: EADDRINUSE, EADDRNOTAVAIL); `a` comes from its address and another port */
+  onPortMoved?(a: Arrival, code: string): void;
 }
 
 export async function connectToPod(a: Arrival, reader: 'pump' | 'stream', env: UpstreamEnv): Promise<Socket> {
@@ -23,7 +25,7 @@ export async function connectToPod(a: Arrival, reader: 'pump' | 'stream', env: U
   const src = upstreamSource(a, env);
   if (!src.preserve) return connectWithTimeout(dst.ip, dst.port, env.timeoutMs, reader);
   try {
-    return await connectTransparent(src.source, dst, env.timeoutMs, reader);
+    return await connectTransparent(src.source, dst, env.timeoutMs, reader, env.onPortMoved && ((code) => env.onPortMoved!(a, code)));
   } catch (e) {
     const err = e as Error & { code?: string };
     if (!isSourceCollision(err.code) && err.code !== 'EPERM') throw e;

@@ -40,6 +40,8 @@ export interface NodeStateSources {
   splice?(): SpliceView | undefined;
   /** How many capture ports captured connects are spread over (docs/capture-ports.md); 0: the outbound port alone. */
   capturePorts?(): number;
+  /** Connections into this node's pods that kept the client's address but not its port, by the collision (docs/source-address.md). */
+  sourcePortMoves?(): Readonly<Record<string, number>>;
 }
 
 /** What same-node splicing has done (the admin API's `/redirect` `splice`). */
@@ -109,6 +111,14 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
   if (capturePorts) {
     new Gauge({ name: 'weft_capture_ports', help: 'Capture ports the node\'s captured connects are spread over (docs/capture-ports.md); 0: all of them go to the outbound port, and a pod runs short of source ports sooner (see the admin API\'s /redirect capturePorts for why)', registers: r,
       collect() { this.set(capturePorts()); } });
+  }
+  const moves = s.sourcePortMoves;
+  if (moves) {
+    new Counter({ name: 'weft_source_port_moved_total', help: 'Connections into this node\'s pods made from the client\'s address but another port, since the client\'s port was taken for that destination (EADDRNOTAVAIL: the same 4-tuple still held, e.g. in TIME_WAIT; EADDRINUSE: a socket bound to that address and port); docs/source-address.md', labelNames: ['reason'], registers: r,
+      collect() {
+        this.reset();
+        for (const [reason, n] of Object.entries(moves())) this.inc({ reason }, n);
+      } });
   }
   const notEnforced = s.strictNotEnforced;
   if (notEnforced) {

@@ -149,9 +149,11 @@ describe('connectTransparent on loopback: a taken source port is replaced, the c
     await new Promise<void>((r) => probe.listen(0, '127.0.0.4', r));
     const free = (probe.address() as net.AddressInfo).port;
     await new Promise((r) => probe.close(r));
-    const s = await connectTransparent({ ip: '127.0.0.4', port: free }, { ip: '127.0.0.1', port }, 5000);
+    const moves: string[] = [];
+    const s = await connectTransparent({ ip: '127.0.0.4', port: free }, { ip: '127.0.0.1', port }, 5000, 'stream', (code) => moves.push(code));
     open.push(s);
     assert.deepEqual(await accepted(1), { ip: '127.0.0.4', port: free });
+    assert.deepEqual(moves, [], 'a port kept is no move');
   });
 
   test('the port held by a listener (EADDRINUSE at bind): same address, another port', async () => {
@@ -159,11 +161,13 @@ describe('connectTransparent on loopback: a taken source port is replaced, the c
     await new Promise<void>((r) => holder.listen(0, '127.0.0.5', r));
     const held = (holder.address() as net.AddressInfo).port;
     try {
-      const s = await connectTransparent({ ip: '127.0.0.5', port: held }, { ip: '127.0.0.1', port }, 5000);
+      const moves: string[] = [];
+      const s = await connectTransparent({ ip: '127.0.0.5', port: held }, { ip: '127.0.0.1', port }, 5000, 'stream', (code) => moves.push(code));
       open.push(s);
       const got = await accepted(2);
       assert.equal(got.ip, '127.0.0.5');
       assert.notEqual(got.port, held);
+      assert.deepEqual(moves, ['EADDRINUSE'], 'the move is reported with its reason');
     } finally {
       await new Promise((r) => holder.close(r));
     }
@@ -173,8 +177,10 @@ describe('connectTransparent on loopback: a taken source port is replaced, the c
     const first = await connectTransparent({ ip: '127.0.0.6', port: 0 }, { ip: '127.0.0.1', port }, 5000);
     open.push(first);
     const taken = first.localPort!;
-    const s = await connectTransparent({ ip: '127.0.0.6', port: taken }, { ip: '127.0.0.1', port }, 5000);
+    const moves: string[] = [];
+    const s = await connectTransparent({ ip: '127.0.0.6', port: taken }, { ip: '127.0.0.1', port }, 5000, 'stream', (code) => moves.push(code));
     open.push(s);
+    assert.deepEqual(moves, ['EADDRNOTAVAIL'], 'the move is reported with its reason');
     const got = await accepted(4);
     assert.equal(got.ip, '127.0.0.6');
     assert.notEqual(got.port, taken);
