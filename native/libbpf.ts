@@ -34,6 +34,7 @@ const f = {
   linkDestroy: lib.func('bpf_link__destroy', 'int', [LinkPtr]),
   linkCreate: lib.func('bpf_link_create', 'int', ['int', 'int', 'int', 'void *']),
   linkUpdate: lib.func('bpf_link_update', 'int', ['int', 'int', 'void *']),
+  linkDetach: lib.func('bpf_link_detach', 'int', ['int']),
   objGet: lib.func('bpf_obj_get', 'int', ['str']),
   linkGetFdById: lib.func('bpf_link_get_fd_by_id', 'int', ['uint32_t']),
   objPin: lib.func('bpf_obj_pin', 'int', ['int', 'str']),
@@ -130,6 +131,15 @@ export function linkCreate(progFd: number, target: number, attachType: number, s
 
 export function linkUpdate(linkFd: number, progFd: number, subject: string): void {
   check(f.linkUpdate(linkFd, progFd, null), 'bpf_link_update', subject);
+}
+
+/**
+ * BPF_LINK_DETACH: takes the link off its hook now, whatever still references it. Dropping the
+ * last reference (unpinning) detaches it too, but later: the kernel defers that put to a work
+ * queue, and re-attaching the same program to the same hook meanwhile fails with EEXIST.
+ */
+export function linkDetach(linkFd: number, subject: string): void {
+  check(f.linkDetach(linkFd), 'bpf_link_detach', subject);
 }
 
 /** BPF_SK_SKB_STREAM_VERDICT: a sockmap/sockhash program run for each skb its sockets receive. */

@@ -178,8 +178,8 @@ export class Datapath {
 
   /**
    * One pinned link per interface, named by ifindex under `kind.dir`. A pinned link whose interface
-   * is gone (the kernel detached it: its ifindex reads 0) or no longer wanted is unpinned, which
-   * detaches it; a live wanted one is adopted and switched to this process's program once.
+   * is gone (the kernel detached it: its ifindex reads 0) is unpinned; one no longer wanted is
+   * detached, then unpinned; a live wanted one is adopted and switched to this process's program once.
    */
   private syncTcx(kind: TcxKind, ifindexes: Iterable<number>): { attached: number[]; detached: number[] } {
     const want = new Set(ifindexes);
@@ -197,6 +197,12 @@ export class Datapath {
         }
         want.delete(ifindex);
         continue;
+      }
+      // Detached now, not when the kernel gets round to the unpinned link's last put: the same
+      // program attached to the same interface meanwhile (a pod enrolled again at once) got EEXIST
+      // (tcx-relink.test.ts). Unpinning detaches it too, later, so a failed detach is not fatal.
+      if (live) {
+        try { withFd(pin, (fd) => bpf.linkDetach(fd, pin)); } catch { /* detached by the unpin below */ }
       }
       unlinkSync(pin);
       this.refreshedTcx.delete(key);
