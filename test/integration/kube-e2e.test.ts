@@ -143,6 +143,36 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     return [`control plane: ${state(cp)}`, ...[...agents].flatMap(([node, a]) => [`agent ${node.name}: ${state(a.process)}`, ...warnings(a.stderr())])].join('\n');
   };
 
+  /**
+   * What each agent holds and runs now: the config generation it last received and its stream's
+   * state (/metrics), and the processes it is waiting on (e.g. an `ip` of its interface lookup).
+   */
+  const agentStates = async (): Promise<string> => {
+    const table = spawnSync('ps', ['-eo', 'pid=,ppid=,etimes=,args='], { encoding: 'utf8' }).stdout.split('\n')
+      .map((l) => /^\s*(\d+)\s+(\d+)\s+(\d+)\s+(.*)$/.exec(l)).filter((m): m is RegExpExecArray => m !== null)
+      .map((m) => ({ pid: Number(m[1]), ppid: Number(m[2]), age: Number(m[3]), args: m[4]!.slice(0, 120) }));
+    const lines: string[] = [];
+    for (const [node, a] of agents) {
+      const below = new Set([a.process.pid]);
+      for (let grew = true; grew;) {
+        grew = false;
+        for (const p of table) if (below.has(p.ppid) && !below.has(p.pid)) { below.add(p.pid); grew = true; }
+      }
+      const children = table.filter((p) => below.has(p.ppid) && !/ cli\.js /.test(` ${p.args} `)).map((p) => `${p.args} (${p.age} s)`);
+      let held = '';
+      try {
+        const m = await scrapeNode(node);
+        const value = (name: string) => m.filter((x) => x.name === name).map((x) => `${Object.values(x.labels).join(',') || ''}=${x.value}`).join(' ');
+        held = `generation ${value('weft_agent_config_generation')}, connected ${value('weft_agent_control_plane_connected')}, messages ${value('istio_xds_message_total')}`;
+      } catch (e) {
+        held = `no /metrics: ${(e as Error).message}`;
+      }
+      lines.push(`agent ${node.name} now: ${held}; waiting on: ${children.length ? children.join('; ') : 'no process'}`);
+    }
+    return lines.join('\n');
+  };
+  const failureReport = async (): Promise<string> => `${await agentStates()}\n${diagnostics()}`;
+
   const diagnostics = (): string => [
     processes(),
     `--- control plane (last 30 lines) ---\n${tailOf(cpOutput)}`,
@@ -160,7 +190,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
       } catch (e) {
         lastError = (e as Error).message;
       }
-      if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs / 1000} s waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}\n${diagnostics()}`);
+      if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs / 1000} s waiting for ${what}${lastError ? ` (last error: ${lastError})` : ''}\n${await failureReport()}`);
       await sleep(50);
     }
   }
@@ -411,7 +441,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
         const p = await probe(client, server);
         probes++;
         last = p;
-        assert.equal(p.reply.status, 200, `every connection succeeds while the label changes: ${describeProbe(p)}\n${diagnostics()}`);
+        if (p.reply.status !== 200) assert.fail(`every connection succeeds while the label changes: ${describeProbe(p)}\n${await failureReport()}`);
         const inEffect = captured ? p.redirected > 0n : p.redirected === 0n && p.capturedInbound === 0n;
         if (inEffect) {
           t.diagnostic(`namespace label ${MESH_LABEL}=${value} (API write acknowledged in ${acknowledged} ms) -> new connections ${captured ? 'captured' : 'not captured'}: `
@@ -434,7 +464,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
 
   test('deleting a pod removes its enrollment and its certificate: the agent no longer holds its identity and its processes are no longer captured', async (t) => {
     const identity = spiffe(NS, 'doomed');
-    assert.ok((await enrolled(n1)).some((w) => w.pod === 'shop/doomed' && w.cgroupId === doomed.cgroupId.toString()), `the doomed pod is enrolled before its deletion\n${diagnostics()}`);
+    if (!(await enrolled(n1)).some((w) => w.pod === 'shop/doomed' && w.cgroupId === doomed.cgroupId.toString())) assert.fail(`the doomed pod is enrolled before its deletion\n${await failureReport()}`);
     await waitFor('the doomed pod\'s certificate', async () => (await heldIdentities(n1)).includes(identity));
     const before = await probe(doomed, server);
     assert.ok(before.redirected > 0n, `the pod is captured before its deletion: ${describeProbe(before)}`);
@@ -469,7 +499,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     const url = `http://${echoVip}/`;
     const hit = async (): Promise<string> => {
       const r = await request(client, url);
-      assert.equal(r.status, 200, `request to the cluster IP ${url}: curl ${r.code} ${r.stderr}\n${diagnostics()}`);
+      if (r.status !== 200) assert.fail(`request to the cluster IP ${url}: curl ${r.code} ${r.stderr}\n${await failureReport()}`);
       return JSON.parse(r.body).pod as string;
     };
     const seen = new Set<string>();
