@@ -21,6 +21,7 @@ import { deliver, judge, socketDownstream, type Arrival, type DeliveryContext, t
 import { listenInbound, localTarget, plaintextArrival } from '../proxy/inbound';
 import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/inbound-plaintext';
 import { connectToPod } from '../proxy/upstream-connect';
+import type { SourceCollision } from '../proxy/source-address';
 import { DEFAULT_FAIRNESS } from '../proxy/fairness';
 import { arrivalAccount, FairShare } from '../proxy/fairness-share';
 import { registerOverloadShed } from '../telemetry/overload-shed';
@@ -115,7 +116,7 @@ export class NodeAgent {
   /** TCP connections into this node's pods, re-judged when policy changes */
   private readonly live = new LiveConnections<Arrival>();
   /** Connections into this node's pods made from the client's address but another port, by the collision that moved them (docs/source-address.md). */
-  private readonly sourcePortMoves: Record<'EADDRINUSE' | 'EADDRNOTAVAIL', number> = { EADDRINUSE: 0, EADDRNOTAVAIL: 0 };
+  private readonly sourcePortMoves: Record<SourceCollision, number> = { EADDRINUSE: 0, EADDRNOTAVAIL: 0 };
   private directory: Directory | undefined;
   private applying: Promise<void> = Promise.resolve();
   private lastProblems: string[] = [];
@@ -369,9 +370,7 @@ export class NodeAgent {
         this.log.warn({ src: `${a.conn.sourceIp}:${a.conn.sourcePort}`, dst: `${a.conn.destinationIp}:${a.conn.destinationPort}`, err: e.message },
           'connecting from the client\'s address failed; this connection comes from the node\'s address (logged once per cause)');
       },
-      onPortMoved: (_a: Arrival, code: string) => {
-        if (code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL') this.sourcePortMoves[code]++;
-      },
+      onPortMoved: (_a: Arrival, code: SourceCollision) => { this.sourcePortMoves[code]++; },
     };
     return {
       state: () => this.deliveryState(),

@@ -83,6 +83,8 @@ export function sourcePortAttempts(preferred: number): number[] {
  * destination (EADDRINUSE at bind, EADDRNOTAVAIL at connect when the 4-tuple exists), so another
  * port may work. Pure.
  */
-export function isSourceCollision(code: string | undefined): code is 'EADDRINUSE' | 'EADDRNOTAVAIL' {
+export type SourceCollision = 'EADDRINUSE' | 'EADDRNOTAVAIL';
+
+export function isSourceCollision(code: string | undefined): code is SourceCollision {
   return code === 'EADDRINUSE' || code === 'EADDRNOTAVAIL';
 }

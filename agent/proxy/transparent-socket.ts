@@ -28,7 +28,7 @@ import { canonicalIp, familyOf, formatAddr, ipBytes } from '../core/ip';
 import * as libc from '../../native/libc';
 import { pooledSocket } from '../core/pump';
 import { whenConnected } from './connect';
-import { isSourceCollision, sourcePortAttempts } from './source-address';
+import { isSourceCollision, sourcePortAttempts, type SourceCollision } from './source-address';
 import { listenShared } from './shared-listener';
 import { explainSocketError, type SocketError } from '../core/socket-error';
 
@@ -96,9 +96,9 @@ export async function listenTransparent(host: string, port: number): Promise<net
  * reads into pooled buffers, as connectWithTimeout's does.
  */
 export async function connectTransparent(local: Endpoint, remote: Endpoint, timeoutMs: number, reader: 'pump' | 'stream' = 'stream',
-  onMoved?: (code: string) => void): Promise<net.Socket> {
+  onMoved?: (code: SourceCollision) => void): Promise<net.Socket> {
   const ports = sourcePortAttempts(local.port);
-  let collision: string | undefined;
+  let collision: SourceCollision | undefined;
   for (let i = 0; ; i++) {
     try {
       const socket = await connectTransparentOnce({ ip: local.ip, port: ports[i]! }, remote, timeoutMs, reader);

@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import { connectWithTimeout } from './connect';
 import type { Arrival } from './deliver';
-import { isSourceCollision, upstreamSource, type SourceEnv } from './source-address';
+import { isSourceCollision, upstreamSource, type SourceCollision, type SourceEnv } from './source-address';
 import { connectTransparent } from './transparent-socket';
 
 export interface UpstreamEnv extends SourceEnv {
@@ -17,7 +17,7 @@ export interface UpstreamEnv extends SourceEnv {
   /** the client's address could not be used for `a`; the connection comes from the node instead */
   onFallback?(a: Arrival, error: Error & { code?: string }): void;
   /** the client's port was taken for this destination (`code`: EADDRINUSE, EADDRNOTAVAIL); `a` comes from its address and another port */
-  onPortMoved?(a: Arrival, code: string): void;
+  onPortMoved?(a: Arrival, code: SourceCollision): void;
 }
 
 export async function connectToPod(a: Arrival, reader: 'pump' | 'stream', env: UpstreamEnv): Promise<Socket> {
