@@ -135,7 +135,6 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
 
   const agentOf = (node: LabNode): AgentHandle => agents.get(node)!;
   const tailOf = (text: string, lines = 30) => text.trimEnd().split('\n').slice(-lines).join('\n');
-  /** What a failed wait prints: the control plane's and agents' recent logs and the API server's. */
   /** Whether each process still runs, and each agent's last warnings: first, as CI shows only a failure's first lines. */
   const processes = (): string => {
     const state = (p: ChildProcess | undefined): string => !p ? 'not started' : p.exitCode !== null ? `exited ${p.exitCode}` : p.signalCode !== null ? `killed by ${p.signalCode}` : `running (pid ${p.pid})`;
@@ -173,6 +172,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
   };
   const failureReport = async (): Promise<string> => `${await agentStates()}\n${diagnostics()}`;
 
+  /** What a failure prints: the processes' state, the control plane's and agents' recent logs and the API server's. */
   const diagnostics = (): string => [
     processes(),
     `--- control plane (last 30 lines) ---\n${tailOf(cpOutput)}`,
