@@ -1,5 +1,5 @@
 import {
-  CoreV1Api, CustomObjectsApi, DiscoveryV1Api, KubeConfig, makeInformer,
+  CoreV1Api, CustomObjectsApi, DiscoveryV1Api, KubeConfig, ListWatch,
   type Informer, type KubernetesListObject, type KubernetesObject, type ObjectCache, type V1EndpointSlice,
 } from '@kubernetes/client-node';
 import type { Snapshot } from '../config/objects';
@@ -8,6 +8,7 @@ import type { Result } from '../core/result';
 import {
   authorizationPolicyInfo, endpointSliceInfo, kindFragment, namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, serviceInfo, type CustomObject,
 } from './discovery-kube-convert';
+import { BoundedWatch, DEFAULT_WATCH_TIMING, type WatchTiming } from './kube-watch';
 
 /**
  * The Kubernetes source: list+watch informers on Namespaces, Pods, Nodes, Services and
@@ -15,7 +16,8 @@ import {
  * installed, and on the mesh's ProxyConfig (`config.weft.dev/v1`, cluster-scoped `default`; absent,
  * the proxies keep their defaults). A kind whose CRD is missing at start is checked again every CRD_POLL_MS (a list that
  * answers 404 until the CRD is installed) and followed from then on, without a restart. An informer relists
- * when its watch is too old (410 Gone) and restarts after any other error. A burst of events
+ * when its watch is too old (410 Gone) and restarts after any other error; every watch is bounded in
+ * time (kube-watch.ts), so one that stalls ends as an error too. A burst of events
  * becomes one snapshot. Pods carry no cgroup path (see discovery-kube-convert.ts): the agent
  * resolves it from the pod UID.
  */
@@ -80,7 +82,9 @@ function statusOf(error: unknown): number | undefined {
 }
 
 /** Resolves once every informer has listed once; the source keeps following changes until close(). */
-export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) => void, onBuilt?: (view: KubeObjectsView) => void): Promise<KubeSource> {
+export async function startKubeSource(
+  kc: KubeConfig, onSnapshot: (s: Snapshot) => void, onBuilt?: (view: KubeObjectsView) => void, watchTiming: WatchTiming = DEFAULT_WATCH_TIMING,
+): Promise<KubeSource> {
   const core = kc.makeApiClient(CoreV1Api);
   const custom = kc.makeApiClient(CustomObjectsApi);
   const discovery = kc.makeApiClient(DiscoveryV1Api);
@@ -113,11 +117,11 @@ export async function startKubeSource(kc: KubeConfig, onSnapshot: (s: Snapshot) 
   /** Starts an informer and restarts it after every error; resolves after its first successful list. */
   function follow<T extends KubernetesObject>(name: string, path: string, list: () => Promise<KubernetesListObject<T>>): { cache: Cache<T>; synced: Promise<void> } {
     let listed = false;
-    const cache = makeInformer<T>(kc, path, async () => {
+    const cache = new ListWatch<T>(path, new BoundedWatch(kc, watchTiming), async () => {
       const result = await list();
       listed = true;
       return result;
-    });
+    }, false);
     cache.on('change', changed);
     const synced = new Promise<void>((resolve) => {
       const start = (): void => {
