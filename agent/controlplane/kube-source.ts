@@ -8,6 +8,7 @@ import type { Result } from '../core/result';
 import {
   authorizationPolicyInfo, endpointSliceInfo, kindFragment, namespaceInfo, nodeInfo, peerAuthenticationInfo, podInfo, serviceInfo, type CustomObject,
 } from './discovery-kube-convert';
+import { boundedApiClient } from './kube-client';
 import { BoundedWatch, DEFAULT_WATCH_TIMING, type WatchTiming } from './kube-watch';
 
 /**
@@ -85,9 +86,9 @@ function statusOf(error: unknown): number | undefined {
 export async function startKubeSource(
   kc: KubeConfig, onSnapshot: (s: Snapshot) => void, onBuilt?: (view: KubeObjectsView) => void, watchTiming: WatchTiming = DEFAULT_WATCH_TIMING,
 ): Promise<KubeSource> {
-  const core = kc.makeApiClient(CoreV1Api);
-  const custom = kc.makeApiClient(CustomObjectsApi);
-  const discovery = kc.makeApiClient(DiscoveryV1Api);
+  const core = boundedApiClient(kc, CoreV1Api);
+  const custom = boundedApiClient(kc, CustomObjectsApi);
+  const discovery = boundedApiClient(kc, DiscoveryV1Api);
   let closed = false;
   const timers = new Set<NodeJS.Timeout>();
   const later = (ms: number, fn: () => void): void => {

@@ -4,11 +4,16 @@ import type { Snapshot } from '../config/objects';
 import type { Authenticator } from './authenticator';
 import type { RootStore, TrustBundlePublisher } from './ca-store';
 import { DEFAULT_CA_SECRET, SecretRootStore, type SecretRef } from './ca-store-secret';
+import { boundedApiClient } from './kube-client';
 import { loadKubeConfig, startKubeSource } from './kube-source';
+import { DEFAULT_TIMING } from './leader-decision';
 import { LeaderElector, type LeaderElectionOptions } from './leader-elector';
 import { StatusWriter } from './status-writer';
 import { TokenReviewAuthenticator } from './tokenreview-auth';
 import { ConfigMapBundlePublisher, DEFAULT_TRUST_BUNDLE_CONFIGMAP, type ConfigMapRef } from './trust-bundle-configmap';
+
+/** A TokenReview holds up an agent's connection: it is answered in milliseconds or not at all. */
+const TOKEN_REVIEW_TIMEOUT_MS = 10_000;
 
 /**
  * Everything the control plane takes from the Kubernetes API, in one module that server.ts loads
@@ -24,16 +29,16 @@ export class KubeWiring {
 
   /** The CA root lives in a Secret; the data directory gets a copy of ca.pem for agents outside the cluster. */
   rootStore(dataDir: string, secret: SecretRef = DEFAULT_CA_SECRET): RootStore {
-    return new SecretRootStore(this.kc.makeApiClient(CoreV1Api), secret, { bundleCopyPath: join(dataDir, 'ca.pem') });
+    return new SecretRootStore(boundedApiClient(this.kc, CoreV1Api), secret, { bundleCopyPath: join(dataDir, 'ca.pem') });
   }
 
   /** The trust bundle in a ConfigMap the agents mount as their --ca-file (it must be in their namespace). */
   bundlePublisher(configMap: ConfigMapRef = DEFAULT_TRUST_BUNDLE_CONFIGMAP): TrustBundlePublisher {
-    return new ConfigMapBundlePublisher(this.kc.makeApiClient(CoreV1Api), configMap);
+    return new ConfigMapBundlePublisher(boundedApiClient(this.kc, CoreV1Api), configMap);
   }
 
   tokenReview(): Authenticator {
-    return new TokenReviewAuthenticator(this.kc.makeApiClient(AuthenticationV1Api));
+    return new TokenReviewAuthenticator(boundedApiClient(this.kc, AuthenticationV1Api, TOKEN_REVIEW_TIMEOUT_MS));
   }
 
   /**
@@ -47,9 +52,9 @@ export class KubeWiring {
   Promise<{ initial: Snapshot; close(): Promise<void>; statusWriter?: StatusWriter; elector?: LeaderElector }> {
     const writer = options.writeStatus === false
       ? undefined
-      : new StatusWriter({ custom: this.kc.makeApiClient(CustomObjectsApi), core: this.kc.makeApiClient(CoreV1Api) });
+      : new StatusWriter({ custom: boundedApiClient(this.kc, CustomObjectsApi), core: boundedApiClient(this.kc, CoreV1Api) });
     const elector = writer && options.leaderElection
-      ? new LeaderElector(this.kc.makeApiClient(CoordinationV1Api), options.leaderElection, (leading) => writer.setActive(leading))
+      ? new LeaderElector(boundedApiClient(this.kc, CoordinationV1Api, options.leaderElection.timing?.renewDeadlineMs ?? DEFAULT_TIMING.renewDeadlineMs), options.leaderElection, (leading) => writer.setActive(leading))
       : undefined;
     if (elector) writer!.setActive(false);
     const kube = await startKubeSource(this.kc, onSnapshot, writer && ((view) => writer.observe(view)));
