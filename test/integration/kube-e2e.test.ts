@@ -170,7 +170,18 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     }
     return lines.join('\n');
   };
-  const failureReport = async (): Promise<string> => `${await agentStates()}\n${diagnostics()}`;
+  /**
+   * The control plane's path to the API server (it runs in n1's netns, through the bridge): each
+   * bridged connection's traffic, whether a new request through it is answered now, and what the
+   * API server itself holds for the test's namespace, to set against what the agents hold.
+   */
+  const apiPath = async (): Promise<string> => {
+    const through = await n1.exec('curl', ['-sk', '--max-time', '3', '-o', '/dev/null', '-w', '%{http_code} in %{time_total} s', `${bridge.server}/readyz`], { timeoutMs: 6_000 })
+      .then((r) => (r.code === 0 ? r.stdout : `curl ${r.code}: ${r.stderr.trim()}`), (e: Error) => e.message);
+    const ns = await core.readNamespace({ name: NS }).then((n) => `labels ${JSON.stringify(n.metadata?.labels ?? {})}, resourceVersion ${n.metadata?.resourceVersion}`, (e: Error) => e.message);
+    return `${bridge?.describe() ?? 'no bridge'}\na new request through it now: /readyz ${through}\nthe API server holds namespace ${NS}: ${ns}`;
+  };
+  const failureReport = async (): Promise<string> => `${await agentStates()}\n${await apiPath()}\n${diagnostics()}`;
 
   /** What a failure prints: the processes' state, the control plane's and agents' recent logs and the API server's. */
   const diagnostics = (): string => [

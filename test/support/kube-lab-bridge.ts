@@ -18,6 +18,12 @@ export interface ApiServerBridge {
   server: string;
   /** connections relayed so far */
   connections(): number;
+  /**
+   * For a failure message: whether the relay process runs, and each open connection's age, bytes
+   * each way and how long since each way last carried a byte (a watch that stalled shows up as a
+   * long silence towards the control plane while the API server end stays open).
+   */
+  describe(): string;
   close(): Promise<void>;
 }
 
@@ -43,10 +49,17 @@ export async function bridgeApiServer(node: LabNode, server: string, dir: string
   rmSync(path, { force: true });
   const open = new Set<Socket>();
   let count = 0;
+  interface Flow { n: number; opened: number; up: number; down: number; lastUp: number; lastDown: number }
+  const flows = new Set<Flow>();
   const host: Server = createServer((c) => {
     count++;
     const u = connect(port, '127.0.0.1');
     open.add(c).add(u);
+    const flow: Flow = { n: count, opened: Date.now(), up: 0, down: 0, lastUp: 0, lastDown: 0 };
+    flows.add(flow);
+    c.on('data', (d: Buffer) => { flow.up += d.length; flow.lastUp = Date.now(); });
+    u.on('data', (d: Buffer) => { flow.down += d.length; flow.lastDown = Date.now(); });
+    c.once('close', () => flows.delete(flow));
     c.pipe(u).pipe(c);
     for (const [a, b] of [[c, u], [u, c]] as const) {
       a.on('error', () => b.destroy());
@@ -80,5 +93,13 @@ export async function bridgeApiServer(node: LabNode, server: string, dir: string
     await close();
     throw new Error(`the API server relay in node ${node.name}'s netns (127.0.0.1:${port}) ${listening}: ${out.trim()}`);
   }
-  return { server: `https://127.0.0.1:${port}`, connections: () => count, close };
+  const describe = (): string => {
+    const now = Date.now();
+    const ago = (t: number): string => (t === 0 ? 'never' : `${((now - t) / 1000).toFixed(1)} s ago`);
+    const state = relay.exitCode !== null || relay.signalCode !== null ? `exited (${relay.exitCode ?? relay.signalCode})` : `running (pid ${relay.pid})`;
+    const lines = [...flows].map((f) => `  #${f.n}, open ${((now - f.opened) / 1000).toFixed(1)} s: to the API server ${f.up} B (last ${ago(f.lastUp)}), `
+      + `to the control plane ${f.down} B (last ${ago(f.lastDown)})`);
+    return [`API server bridge in ${node.name}: relay ${state}, ${count} connections so far, ${flows.size} open`, ...lines].join('\n');
+  };
+  return { server: `https://127.0.0.1:${port}`, connections: () => count, describe, close };
 }
