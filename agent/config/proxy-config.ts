@@ -1,4 +1,5 @@
 import { checkLimits, DEFAULT_HTTP_LIMITS, type HttpLimits } from '../http/limits';
+import { PATH_NORMALIZATIONS, type PathNormalization } from '../http/path-normalize';
 import { DEFAULT_FAIRNESS, FAIRNESS_BOUNDS, type FairnessConfig } from '../proxy/fairness';
 import type { Checker, Fields } from './checker';
 import type { Metadata } from './metadata';
@@ -16,6 +17,7 @@ import type { Metadata } from './metadata';
  *     telemetry: { metrics: true }   # false: no Istio request/TCP metrics and no live view, only the agent's health
  *     sameNodeSplice: true   # false: same-node TCP connections are relayed in user space, not spliced in the kernel (docs/splice.md)
  *     fairness: { maxConnectionsPerPod: 1024, maxPendingPerPod: 128, readBudgetBytes: 262144, overloadLagMs: 20, shedMs: 200 }   # docs/fairness.md
+ *     pathNormalization: { normalization: BASE }   # NONE | BASE | MERGE_SLASHES | DECODE_AND_MERGE_SLASHES, as Istio's meshConfig (docs/http.md)
  */
 export interface ProxyConfigInfo {
   protocolDetectionTimeoutMs: number;
@@ -30,6 +32,8 @@ export interface ProxyConfigInfo {
   sameNodeSplice?: boolean;
   /** absent: DEFAULT_FAIRNESS (proxy/fairness.ts); given, every field it leaves out keeps its default */
   fairness?: FairnessConfig;
+  /** how request paths are normalized before policy, routes, logs and the application see them (http/path-normalize.ts); absent: BASE */
+  pathNormalization?: { normalization: PathNormalization };
 }
 
 /** Which access-log lines are kept: `all`; `errors` (status >= 400, no response, a response flag, an error, and denials); `denials`. */
@@ -74,7 +78,8 @@ export function defaultProxyConfig(): ProxyConfigInfo {
   return { protocolDetectionTimeoutMs: DEFAULT_PROTOCOL_DETECTION_MS, http: { ...DEFAULT_HTTP_LIMITS } };
 }
 
-const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing', 'accessLog', 'telemetry', 'sameNodeSplice', 'fairness']);
+const SPEC = new Set(['protocolDetectionTimeoutMs', 'http', 'tracing', 'accessLog', 'telemetry', 'sameNodeSplice', 'fairness', 'pathNormalization']);
+const PATH_NORMALIZATION_FIELDS = new Set(['normalization']);
 const FAIRNESS_FIELDS = new Set(Object.keys(DEFAULT_FAIRNESS));
 const HTTP_FIELDS = new Set([...Object.keys(DEFAULT_HTTP_LIMITS), 'maxRequestBodyBytes']);
 
@@ -111,6 +116,14 @@ export function convertProxyConfig(c: Checker, obj: Fields, meta: Metadata): Pro
   if (spec.sameNodeSplice !== undefined) {
     const on = c.boolean(spec.sameNodeSplice, 'spec.sameNodeSplice');
     if (on !== undefined) config.sameNodeSplice = on;
+  }
+  if (spec.pathNormalization !== undefined) {
+    const n = c.optionalMapping(spec.pathNormalization, 'spec.pathNormalization');
+    c.allowOnly(n, 'spec.pathNormalization', PATH_NORMALIZATION_FIELDS);
+    if (n.normalization !== undefined) {
+      if (PATH_NORMALIZATIONS.includes(n.normalization as PathNormalization)) config.pathNormalization = { normalization: n.normalization as PathNormalization };
+      else c.fail('spec.pathNormalization.normalization', `must be one of ${PATH_NORMALIZATIONS.join(', ')}, got ${JSON.stringify(n.normalization)}`);
+    }
   }
   return config;
 }

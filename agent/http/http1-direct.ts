@@ -5,6 +5,7 @@ import { decideSafely, Exchange, refusalVerdict } from './exchange';
 import { onHttp1Tunnel } from './http1-tunnel';
 import { chunk, firstValue, headerObject, lastChunk, requestHead, statusHead } from './http1-wire';
 import { llhttpParser, METHODS, type LlhttpParser, type ParseError } from './llhttp';
+import { DEFAULT_PATH_NORMALIZATION, normalizeTarget } from './path-normalize';
 import { rawResponse } from './tunnel';
 import type { RequestInfo, ServeHttpOptions } from './types';
 
@@ -175,7 +176,10 @@ class DirectConnection {
     const name = METHODS[method] ?? '';
     const headers = headerObject(raw);
     const host = headers.host;
-    const info: RequestInfo = { method: name, path: url, host: typeof host === 'string' ? host : '', headers, protocol: 'http1' };
+    // The decision, the log and the application all get the normalized target (a path rule cannot be passed by `/./admin`).
+    const target = normalizeTarget(url, name, this.o.pathNormalization ?? DEFAULT_PATH_NORMALIZATION);
+    if (target.ok) url = target.value.target;
+    const info: RequestInfo = { method: name, path: target.ok ? target.value.path : url, host: target.ok && target.value.authority !== undefined ? target.value.authority : typeof host === 'string' ? host : '', headers, protocol: 'http1' };
     const p: Pending = {
       method: name, url, raw, info, ex: new Exchange(info, this.o.onExchange), http10: major === 1 && minor === 0, keepAlive,
       expectContinue: false, framing: { chunked: false }, state: 'queued', body: [], complete: false, trailers: [],
@@ -183,6 +187,12 @@ class DirectConnection {
     };
     this.parsing = p;
     this.queue.push(p);
+    if (!target.ok) {
+      p.ex.verdict = refusalVerdict(400, target.error);
+      p.ex.fail(target.error);
+      this.refuseLater(p, 400, target.error, true);
+      return 0;
+    }
     if (upgrade) {
       // The tunnel judges and forwards the request itself (http1-tunnel.ts); llhttp stops after this head.
       p.tunnel = { head: Buffer.alloc(0) };
@@ -333,7 +343,7 @@ class DirectConnection {
     this.d.pause();
     this.upstream?.destroy();
     const head = p.tunnel!.head;
-    void onHttp1Tunnel({ o: this.o }, { method: p.method, url: p.url, headers: p.info.headers, rawHeaders: p.raw }, this.d, head);
+    void onHttp1Tunnel({ o: this.o }, { method: p.method, url: p.url, path: p.info.path, host: p.info.host, headers: p.info.headers, rawHeaders: p.raw }, this.d, head);
   }
 
   // ---- proxy -> application

@@ -9,6 +9,10 @@ import type { RequestInfo, ServeHttpOptions } from './types';
 export interface TunnelRequest {
   method?: string;
   url?: string;
+  /** what policy matches when the caller normalized the target (RequestInfo.path); else `url` */
+  path?: string;
+  /** the request's host when the caller knows it (an absolute-form target's authority); else the Host field */
+  host?: string;
   headers: RequestInfo['headers'];
   rawHeaders: string[];
 }
@@ -22,8 +26,8 @@ export interface TunnelRequest {
  * unseen (the WebSocket smuggling pattern).
  */
 export async function onHttp1Tunnel(c: { o: ServeHttpOptions }, req: TunnelRequest, socket: Duplex, head: Buffer): Promise<void> {
-  const host = req.headers.host;
-  const info: RequestInfo = { method: req.method ?? '', path: req.url ?? '', host: typeof host === 'string' ? host : '', headers: req.headers, protocol: 'http1' };
+  const host = req.host ?? req.headers.host;
+  const info: RequestInfo = { method: req.method ?? '', path: req.path ?? req.url ?? '', host: typeof host === 'string' ? host : '', headers: req.headers, protocol: 'http1' };
   const ex = new Exchange(info, c.o.onExchange);
   socket.on('error', (e: Error) => ex.fail(e));
   const refuse = (status: number, body: string, why?: string): void => {

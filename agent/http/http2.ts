@@ -3,6 +3,7 @@ import { channel } from 'node:diagnostics_channel';
 import type { Duplex } from 'node:stream';
 import { pump } from '../core/pump';
 import { checkLimits, RateBudget, type HttpLimits } from './limits';
+import { DEFAULT_PATH_NORMALIZATION, normalizeTarget } from './path-normalize';
 import { h2WithoutConnectionHeaders, repeatedFields } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
 import type { RequestInfo, ServeHttpOptions, Verdict } from './types';
@@ -99,9 +100,13 @@ class Http2Connection {
     this.streams++;
     this.active++;
     clearTimeout(this.idle);
+    const method = String(headers[':method'] ?? '');
+    // The decision, the log and the application all get the normalized path (a path rule cannot be passed by `/./admin`).
+    const target = normalizeTarget(String(headers[':path'] ?? ''), method, this.o.pathNormalization ?? DEFAULT_PATH_NORMALIZATION);
+    if (target.ok && headers[':path'] !== undefined) headers[':path'] = target.value.target;
     const info: RequestInfo = {
-      method: String(headers[':method'] ?? ''),
-      path: String(headers[':path'] ?? ''),
+      method,
+      path: target.ok ? target.value.path : String(headers[':path'] ?? ''),
       host: String(headers[':authority'] ?? headers.host ?? ''),
       headers: headers as RequestInfo['headers'],
       protocol: 'http2',
@@ -143,6 +148,11 @@ class Http2Connection {
         if (!stream.readableEnded && !stream.closed) { weReset = true; stream.close(NGHTTP2_NO_ERROR); }
       });
     };
+    if (!target.ok) {
+      ex.verdict = refusalVerdict(400, target.error);
+      ex.fail(target.error);
+      return refuse(400, target.error);
+    }
     const length = headers['content-length'];
     const limit = this.o.limits.maxRequestBodyBytes;
     if (limit !== undefined && length !== undefined && Number(length) > limit) {

@@ -20,8 +20,8 @@ import { err, ok } from '../core/result';
  *
  * Only the path is touched, never the query. The request target's forms (RFC 9112 section 3.2):
  * origin form `/p?q` is normalized; absolute form `http://host/p?q` keeps scheme and authority
- * and has its path normalized, and the request's host is the authority it names (a server must
- * ignore Host then); `*` is kept for OPTIONS and the authority form for CONNECT; anything else is
+ * and has its path normalized, its origin form `/p?q` is what rules match, and the request's host
+ * is the authority it names (a server must ignore Host then); `*` is kept for OPTIONS and the authority form for CONNECT; anything else is
  * refused.
  */
 export type PathNormalization = 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES';
@@ -30,8 +30,10 @@ export const PATH_NORMALIZATIONS: readonly PathNormalization[] = ['NONE', 'BASE'
 export const DEFAULT_PATH_NORMALIZATION: PathNormalization = 'BASE';
 
 export interface NormalizedTarget {
-  /** the request target to forward (and to log and decide on) */
+  /** the request target to forward: the input's form, its path normalized */
   target: string;
+  /** what policy, routes and logs match: the origin form (`/p?q`) of an origin- or absolute-form target, else the target */
+  path: string;
   /** absolute form only: the authority it names, which is the request's host */
   authority?: string;
 }
@@ -51,11 +53,11 @@ const AUTHORITY = /^(?:[A-Za-z0-9._~!$&'()*+,;=%-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]
 export function normalizeTarget(target: string, method: string, mode: PathNormalization): Result<NormalizedTarget, string> {
   if (target.charCodeAt(0) === 0x2f /* / */) {
     const path = normalizeOriginForm(target, mode);
-    return path.ok ? ok({ target: path.value }) : path;
+    return path.ok ? ok({ target: path.value, path: path.value }) : path;
   }
-  if (method === 'CONNECT') return ok({ target });
+  if (method === 'CONNECT') return ok({ target, path: target });
   if (target === '*') {
-    return method === 'OPTIONS' ? ok({ target }) : err(`request target "*" is only for OPTIONS, not ${method}`);
+    return method === 'OPTIONS' ? ok({ target, path: target }) : err(`request target "*" is only for OPTIONS, not ${method}`);
   }
   const m = ABSOLUTE.exec(target);
   if (!m) return err(`request target must start with "/" (or be an absolute URL), got ${JSON.stringify(target.slice(0, 64))}`);
@@ -64,7 +66,7 @@ export function normalizeTarget(target: string, method: string, mode: PathNormal
   if (!AUTHORITY.test(authority)) return err(`request target's host ${JSON.stringify(authority.slice(0, 64))} is not a host[:port]`);
   const path = normalizeOriginForm(rest.startsWith('/') ? rest : `/${rest}`, mode);
   if (!path.ok) return path;
-  return ok({ target: `${scheme}://${authority}${path.value}`, authority });
+  return ok({ target: `${scheme}://${authority}${path.value}`, path: path.value, authority });
 }
 
 /** An origin-form target (`/p?q`): its path normalized, its query kept. */

@@ -1,12 +1,17 @@
 import type { Duplex } from 'node:stream';
 import type { HttpLimits } from './limits';
+import type { PathNormalization } from './path-normalize';
 
 /** What a decision sees of one request (both HTTP versions). */
 export interface RequestInfo {
   method: string;
-  /** the request-target as sent (origin form `/a?b`, or absolute form through HTTP/1 forward proxies) */
+  /**
+   * the request's path and query after normalization (ServeHttpOptions.pathNormalization), in
+   * origin form `/a?b` (an absolute-form target's too, which the application still receives as
+   * absolute form: HTTP/1 forward proxies); `*` for OPTIONS; a CONNECT's authority
+   */
   path: string;
-  /** Host (HTTP/1) or :authority (HTTP/2); '' when absent */
+  /** Host (HTTP/1; an absolute-form target's authority instead, RFC 9112 3.2.2) or :authority (HTTP/2); '' when absent */
   host: string;
   /** lower-case names; repeated fields joined with ', ' (set-cookie: an array) */
   headers: Readonly<Record<string, string | string[] | undefined>>;
@@ -54,6 +59,8 @@ export interface ServeHttpOptions {
   connectUpstream(): Promise<Duplex>;
   onExchange?(log: ExchangeLog): void;
   limits: HttpLimits;
+  /** how request paths are normalized before the decision and the application see them (path-normalize.ts); absent: BASE */
+  pathNormalization?: PathNormalization;
   /**
    * The proxy is draining (an agent upgrade, docs/upgrade.md): an HTTP/1.1 response then carries
    * `Connection: close` and the connection closes after it; an HTTP/2 session gets GOAWAY (its open

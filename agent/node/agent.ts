@@ -62,6 +62,7 @@ import { registerNodeState, type ControlPlaneView, type SpliceView } from '../te
 import { registerServiceMetrics } from '../telemetry/service-metrics';
 import { serveMetrics } from '../telemetry/serve';
 import { TracingRuntime } from '../telemetry/tracing-runtime';
+import { DEFAULT_PATH_NORMALIZATION } from '../http/path-normalize';
 
 export { PORTS } from './ports';
 
@@ -249,6 +250,7 @@ export class NodeAgent {
         pools: agent.upstreams,
         delivery,
         limits: () => agent.deliveryState().limits,
+        pathNormalization: () => agent.deliveryState().pathNormalization,
         sniffMs: () => agent.deliveryState().sniffMs,
         tracer: () => agent.tracing.tracer,
         accessLog: agent.accessLog,
@@ -390,7 +392,8 @@ export class NodeAgent {
   private deliveryState(): DeliveryState {
     const config = this.store!.snapshot.proxyConfig ?? DEFAULT_PROXY_CONFIG;
     const tracer = this.tracing.tracer;
-    return { store: this.store!, policies: this.policies, limits: config.http, sniffMs: config.protocolDetectionTimeoutMs, ...(tracer === undefined ? {} : { tracer }) };
+    return { store: this.store!, policies: this.policies, limits: config.http, pathNormalization: config.pathNormalization?.normalization ?? DEFAULT_PATH_NORMALIZATION,
+      sniffMs: config.protocolDetectionTimeoutMs, ...(tracer === undefined ? {} : { tracer }) };
   }
 
   /** Closes the live TCP connections the policy now in force denies. */

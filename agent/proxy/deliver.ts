@@ -12,6 +12,7 @@ import type { PodInfo } from '../config/objects';
 import { wantsLine, type AccessLog } from '../core/log';
 import { declaredProtocol, type AppProtocol } from '../http/protocol';
 import type { HttpLimits } from '../http/limits';
+import type { PathNormalization } from '../http/path-normalize';
 import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../http/serve';
 import { sniffProtocol } from '../http/sniff';
 import type { AuthzDecision, ConnectionFacts, PolicySet } from '../policy';
@@ -80,6 +81,8 @@ export interface DeliveryState {
   store: WorkloadStore;
   policies: PolicySet;
   limits: HttpLimits;
+  /** how request paths are normalized (ProxyConfig spec.pathNormalization) */
+  pathNormalization: PathNormalization;
   /** how long a client on an undeclared port may stay silent before it is taken for TCP */
   sniffMs: number;
   /** tracing on (ProxyConfig spec.tracing): each request gets the destination hop's span */
@@ -228,6 +231,7 @@ async function deliverHttp(down: Downstream, stream: Duplex, head: Buffer | unde
     protocol,
     ...(head === undefined ? {} : { head }),
     limits: ctx.state().limits,
+    pathNormalization: ctx.state().pathNormalization,
     ...(ctx.draining ? { draining: ctx.draining } : {}),
     decide: (request): Verdict => {
       const state = ctx.state();

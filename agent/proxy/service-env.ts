@@ -2,6 +2,7 @@ import type { Socket } from 'node:net';
 import type { AccessLog, Logger } from '../core/log';
 import type { WorkloadRef } from '../core/workload';
 import type { HttpLimits } from '../http/limits';
+import type { PathNormalization } from '../http/path-normalize';
 import type { Tracer } from '../telemetry/tracing';
 import type { WorkloadStore } from '../state/store';
 import type { DeliveryContext } from './deliver';
@@ -21,6 +22,8 @@ export interface ServiceEnv {
   pools: UpstreamPools;
   delivery: DeliveryContext;
   limits(): HttpLimits;
+  /** how request paths are normalized before routes and logs see them (ProxyConfig spec.pathNormalization) */
+  pathNormalization(): PathNormalization;
   sniffMs(): number;
   accessLog: AccessLog;
   log: Logger;

@@ -25,6 +25,7 @@ import { endpointKey } from './service-runtime';
 import { pump } from '../core/pump';
 import type { BodySink } from '../http/h1-upstream';
 import { serveH1, type H1Head, type OutgoingFields } from '../http/h1-server';
+import { normalizeTarget } from '../http/path-normalize';
 
 /** A request from the client, whichever server parsed it (h1-server.ts for HTTP/1.x, Node's http2 for HTTP/2). */
 interface ClientRequest {
@@ -138,6 +139,7 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
 async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socket: Duplex, upgradeHead: Buffer, log: () => AccessLog): Promise<void> {
   const started = performance.now();
   const info = planRequest(req, 'http1');
+  const refused = normalizeRequest(env, info);
   socket.on('error', () => undefined);
   const done = (fields: { status?: number; response_flags?: string; error?: string; [k: string]: unknown }, msg: string): void => {
     if (!wantsLine(env.accessLog, { decision: 'allow', status: fields.status, flags: fields.response_flags, error: fields.error })) return;
@@ -146,7 +148,7 @@ async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socke
   };
   let plan: RequestPlan;
   try {
-    plan = env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
+    plan = refused ?? env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
   } catch (e) {
     plan = { kind: 'respond', status: 500, body: `routing failed: ${(e as Error).message}`, flag: 'NO_ROUTE' };
   }
@@ -211,6 +213,19 @@ function planRequest(req: { method?: string; url?: string; headers: Readonly<Rec
   const authority = protocol === 'http2' ? String(req.headers[':authority'] ?? req.headers.host ?? '') : String(req.headers.host ?? '');
   const ct = req.headers['content-type'];
   return { method: req.method ?? 'GET', path: req.url ?? '/', authority, headers, rawHeaders: req.rawHeaders, grpc: typeof ct === 'string' && ct.startsWith('application/grpc'), protocol };
+}
+
+/**
+ * The request's target normalized in place (ProxyConfig spec.pathNormalization, path-normalize.ts)
+ * before routes, logs and the endpoint see it. An absolute-form target goes on in origin form, its
+ * authority as the request's (as Envoy forwards it). A target that cannot be normalized gets a 400 plan.
+ */
+function normalizeRequest(env: ServiceEnv, info: PlanRequest): RequestPlan | undefined {
+  const t = normalizeTarget(info.path, info.method, env.pathNormalization());
+  if (!t.ok) return { kind: 'respond', status: 400, body: t.error, flag: '-' };
+  info.path = t.value.path;
+  if (t.value.authority !== undefined) info.authority = t.value.authority;
+  return undefined;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -293,11 +308,12 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
   const { env, c, protocol, log } = ctx;
   const started = performance.now();
   const info = planRequest(req, protocol);
+  const refused = normalizeRequest(env, info);
   // The source hop's span (when tracing is on and the trace is sampled); its context goes upstream.
   const span = env.tracer()?.start({ method: info.method, path: info.path, host: info.authority, headers: info.headers, protocol }, 'source');
   let plan: RequestPlan;
   try {
-    plan = env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
+    plan = refused ?? env.plan({ clientNamespace: c.src!.namespace, target: c.target }, info);
   } catch (e) {
     plan = { kind: 'respond', status: 500, body: `routing failed: ${(e as Error).message}`, flag: 'NO_ROUTE' };
   }

@@ -159,6 +159,22 @@ describe('authorization policy and HTTP in the node proxy', { skip: blocker ?? f
       const ok = await explain(n1, ['shop/web', `shop/${dst.name}:8080`, 'GET', '/admin/report']);
       assert.deepEqual(ok.stdout.split('\n').slice(0, 2), ['ALLOW', 'no policy']);
     });
+
+    test(`${where}: other spellings of /admin/* are denied too (the path is normalized first), and the application gets the normalized path`, async () => {
+      const dst = target();
+      const seen = dst === api ? app : app1;
+      for (const path of ['/./admin/drop2', '/x/../admin/drop2', '/%61dmin/drop2', '/admin/%2e/drop2', '/admin\\drop2']) {
+        const r = await curl(web, `http://${dst.ip}:8080${path}`, { args: ['--path-as-is', '-X', 'POST'] });
+        assert.equal(r.status, 403, `POST ${path}: ${r.body} ${r.stderr}`);
+      }
+      assert.equal(seen.saw((l) => typeof l.url === 'string' && l.url.includes('drop2')).length, 0, 'the application saw a denied request');
+      const node = dst.node === n1 ? agent1 : agent2;
+      const line = await node.waitForLog((l) => l.path === '/admin/drop2' && l.status === 403);
+      assert.equal(line.policy, 'shop/deny-admin-post[0]');
+      const ok = await curl(web, `http://${dst.ip}:8080/a/./b/../%7Ereport?back=/../x`, { args: ['--path-as-is', '-X', 'POST'] });
+      assert.equal(ok.status, 200, ok.stderr);
+      assert.equal(seen.saw((l) => l.url === '/a/~report?back=/../x').length, 1, JSON.stringify(seen.lines.slice(-3)));
+    });
   }
 
   test('a principal is denied and another allowed, on HTTP and on TCP; explain agrees', async () => {

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { Lab, LabNode, LabPod } from '../../agent/sandbox';
+import { curl, Lab, LabNode, LabPod } from '../../agent/sandbox';
 import { startMesh, type AgentHandle, type MeshProcesses } from '../../agent/sandbox/weft-agent';
 import { kernelTestBlocker } from '../support/requirements';
 import { assertShare, load, median, startBackend, type BackendHandle } from '../support/traffic-apps';
@@ -23,13 +23,13 @@ const NS = 'tm';
 const VIPS = {
   split: '10.96.8.1', 'split-v1': '10.96.8.2', 'split-v2': '10.96.8.3',
   'retry-route': '10.96.8.10', 'retry-policy': '10.96.8.11', 'retry-none': '10.96.8.12', budget: '10.96.8.13', 'budget-loose': '10.96.8.14',
-  slow: '10.96.8.20', faults: '10.96.8.30', breaker: '10.96.8.40', trio: '10.96.8.50',
+  slow: '10.96.8.20', faults: '10.96.8.30', breaker: '10.96.8.40', trio: '10.96.8.50', paths: '10.96.8.60',
 } as const;
 type Svc = keyof typeof VIPS;
 const SELECTOR: Record<Svc, string> = {
   split: 'v1', 'split-v1': 'v1', 'split-v2': 'v2',
   'retry-route': 'gen', 'retry-policy': 'gen', 'retry-none': 'gen', budget: 'gen', 'budget-loose': 'gen', slow: 'gen', faults: 'gen', breaker: 'gen',
-  trio: 'trio',
+  trio: 'trio', paths: 'v1',
 };
 
 const service = (name: Svc) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: NS },
@@ -43,6 +43,11 @@ const policy = (name: string, target: Svc, spec: Record<string, unknown>) => ({ 
 
 const OBJECTS = [
   ...(Object.keys(VIPS) as Svc[]).map(service),
+  // Requests under /v2 go to split-v2 (pod v2), the rest to the Service's own pod v1: the match sees the normalized path.
+  { ...route('paths', 'paths', { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [{ name: 'split-v2', port: 80 }] }),
+    spec: { parentRefs: [{ group: '', kind: 'Service', name: 'paths', port: 80 }], rules: [
+      { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [{ name: 'split-v2', port: 80 }] },
+      { backendRefs: [{ name: 'paths', port: 80 }] }] } },
   route('split', 'split', { backendRefs: [{ name: 'split-v1', port: 80, weight: 90 }, { name: 'split-v2', port: 80, weight: 10 }] }),
   // The route's retry must be what retries: the Service's TrafficPolicy says no retries.
   route('retry-route', 'retry-route', { retry: { attempts: 2, codes: [503] }, backendRefs: [{ name: 'retry-route', port: 80 }] }),
@@ -137,6 +142,21 @@ describe('traffic management through Service cluster IPs: routes, retries, timeo
     assert.equal(backends.v2!.seen('/split').length, r.pods.v2);
     const lines = await sourceLines('/split', 2000);
     assert.ok(lines.every((l) => l.route === `${NS}/split[0]` && l['dst.service'] === `split.${NS}.svc.cluster.local`), JSON.stringify(lines[0]));
+  });
+
+  test('a PathPrefix match sees the normalized path (dot segments, escaped letters, backslashes), the endpoint gets it, and a bad path gets 400', async () => {
+    const answer = async (path: string): Promise<{ status: number; pod?: string; path?: string }> => {
+      const r = await curl(client, url('paths', path), { args: ['--path-as-is'] });
+      return { status: r.status, ...(r.status === 200 ? JSON.parse(r.body) as { pod: string; path: string } : {}) };
+    };
+    for (const [sent, want] of [['/x/../v2/a', '/v2/a'], ['/./v2/b', '/v2/b'], ['/%76%32/c', '/v2/c'], ['/x\\..\\v2\\d', '/v2/d']] as const) {
+      assert.deepEqual(await answer(sent), { status: 200, pod: 'v2', path: want }, sent);
+    }
+    assert.deepEqual(await answer('/v2x/../v1/e'), { status: 200, pod: 'v1', path: '/v1/e' });
+    assert.equal((await answer('/v2/%00')).status, 400);
+    assert.equal(backends.v2!.seen('/v2/%00').length, 0);
+    const lines = await sourceLines('/v2/a', 1);
+    assert.equal(lines[0]!.route, `${NS}/paths[0]`);
   });
 
   test('an HTTPRoute retry (attempts 2, codes [503]) turns a backend\'s 50 % 503s into 200s; without retries half fail', async () => {

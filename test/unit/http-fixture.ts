@@ -2,6 +2,7 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import { DEFAULT_HTTP_LIMITS, type HttpLimits } from '../../agent/http/limits';
+import type { PathNormalization } from '../../agent/http/path-normalize';
 import { serveHttp, type ExchangeLog, type RequestInfo, type Verdict } from '../../agent/http/serve';
 import { sniffProtocol } from '../../agent/http/sniff';
 
@@ -45,6 +46,8 @@ export interface ProxyOptions {
   limits?: Partial<HttpLimits>;
   /** ServeHttpOptions.draining */
   draining?: () => boolean;
+  /** ServeHttpOptions.pathNormalization (absent: the proxy's default) */
+  pathNormalization?: PathNormalization;
 }
 
 export interface Proxy {
@@ -89,6 +92,7 @@ export async function startProxy(o: ProxyOptions): Promise<Proxy> {
       decide: (r) => { proxy.decided.push(r); return o.decide ? o.decide(r) : { allow: true }; },
       onExchange: (l) => proxy.logs.push(l),
       ...(o.draining ? { draining: o.draining } : {}),
+      ...(o.pathNormalization ? { pathNormalization: o.pathNormalization } : {}),
     });
   });
   proxy.port = await listen(server);

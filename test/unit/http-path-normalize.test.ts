@@ -74,12 +74,12 @@ test('modes: NONE keeps the path, MERGE_SLASHES merges, DECODE_AND_MERGE_SLASHES
   assert.equal(target('/x%5c..%5cadmin%2f%2Fy', 'DECODE_AND_MERGE_SLASHES'), '/admin/y');
 });
 
-test('target forms: absolute keeps scheme and authority and names the host; * for OPTIONS; CONNECT as sent; others refused', () => {
+test('target forms: absolute keeps scheme and authority, names the host and is matched by its origin form; * for OPTIONS; CONNECT as sent; others refused', () => {
   const abs = normalizeTarget('http://api.shop:8080/a/../admin?q=1', 'GET', 'BASE');
-  assert.deepEqual(abs, { ok: true, value: { target: 'http://api.shop:8080/admin?q=1', authority: 'api.shop:8080' } });
-  assert.deepEqual(normalizeTarget('http://[fd00::1]:80', 'GET', 'BASE'), { ok: true, value: { target: 'http://[fd00::1]:80/', authority: '[fd00::1]:80' } });
-  assert.deepEqual(normalizeTarget('*', 'OPTIONS', 'BASE'), { ok: true, value: { target: '*' } });
-  assert.deepEqual(normalizeTarget('db.shop:5432', 'CONNECT', 'BASE'), { ok: true, value: { target: 'db.shop:5432' } });
+  assert.deepEqual(abs, { ok: true, value: { target: 'http://api.shop:8080/admin?q=1', path: '/admin?q=1', authority: 'api.shop:8080' } });
+  assert.deepEqual(normalizeTarget('http://[fd00::1]:80', 'GET', 'BASE'), { ok: true, value: { target: 'http://[fd00::1]:80/', path: '/', authority: '[fd00::1]:80' } });
+  assert.deepEqual(normalizeTarget('*', 'OPTIONS', 'BASE'), { ok: true, value: { target: '*', path: '*' } });
+  assert.deepEqual(normalizeTarget('db.shop:5432', 'CONNECT', 'BASE'), { ok: true, value: { target: 'db.shop:5432', path: 'db.shop:5432' } });
   for (const [t, method] of [['*', 'GET'], ['admin', 'GET'], ['http://user@h/', 'GET'], ['http://h\\admin', 'GET'], ['http:///x', 'GET'], ['', 'GET']] as const) {
     const r = normalizeTarget(t, method, 'BASE');
     assert.equal(r.ok, false, `${method} ${t}`);

@@ -93,6 +93,7 @@ const EVERY_FIELD = {
   accessLog: { enabled: false, level: 'errors', samplingPercent: 25 },
   telemetry: { metrics: false },
   sameNodeSplice: false,
+  pathNormalization: { normalization: 'MERGE_SLASHES' },
   fairness: Object.fromEntries(Object.entries(DEFAULT_FAIRNESS).map(([k, v]) => [k, v + 1])),
 };
 
@@ -211,7 +212,7 @@ describe('ProxyConfig CRD (daemonset/crds.yaml) and proxy-config.ts', () => {
   });
 
   it('an unknown field at any level is refused by both, the conversion naming it', () => {
-    for (const path of [['surprise'], ['http', 'maxHeaderKb'], ['tracing', 'sampling'], ['accessLog', 'levle'], ['telemetry', 'traces'], ['fairness', 'maxConnections']]) {
+    for (const path of [['surprise'], ['http', 'maxHeaderKb'], ['tracing', 'sampling'], ['accessLog', 'levle'], ['telemetry', 'traces'], ['fairness', 'maxConnections'], ['pathNormalization', 'mode']]) {
       const spec = specWith(path, 1);
       assert.notDeepEqual(validate(SPEC, spec, 'spec'), [], path.join('.'));
       assert.ok(convert(spec).some((e) => e.includes(path.at(-1)!)), `${path.join('.')}: ${JSON.stringify(convert(spec))}`);
