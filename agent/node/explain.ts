@@ -15,6 +15,7 @@ import type { AuthzDecision, PolicySet, RequestFacts } from '../policy';
 import { protocolForPort } from '../proxy/deliver';
 import { isEnrolled, mtlsModeForPort } from '../state/enrollment';
 import type { WorkloadStore } from '../state/store';
+import { DEFAULT_PATH_NORMALIZATION, normalizeTarget } from '../http/path-normalize';
 
 export interface ExplainQuery {
   /** `namespace/pod`, or an IP address (a client outside the mesh) */
@@ -75,10 +76,17 @@ export function explain(store: WorkloadStore, policies: PolicySet, q: ExplainQue
   }
   const declared = protocolForPort(store, pod, port);
   const asTcp = !judgedAsHttp || declared === 'tcp';
-  const request: RequestFacts | undefined = asTcp ? undefined : requestFacts(q, pod, port);
+  // The proxy judges the normalized path (ProxyConfig spec.pathNormalization), so explain does too.
+  const mode = store.snapshot.proxyConfig?.pathNormalization?.normalization ?? DEFAULT_PATH_NORMALIZATION;
+  const target = asTcp ? undefined : normalizeTarget(q.path!, q.method!, mode);
+  if (target !== undefined && !target.ok) {
+    return ok({ decision: 'DENY', reason: `the proxy answers 400 before any policy (path normalization ${mode}): ${target.error}`, judgedAs: 'http' });
+  }
+  const request: RequestFacts | undefined = target === undefined ? undefined : requestFacts({ ...q, path: target.value.path }, pod, port);
   const decision: AuthzDecision = policies.decide({ namespace: pod.namespace, labels: pod.labels },
     { sourceIp, sourcePort: 0, ...(principal === undefined ? {} : { sourcePrincipal: principal }), destinationIp: pod.ips[0] ?? '0.0.0.0', destinationPort: port }, request);
-  const note = judgedAsHttp && asTcp ? ` (port ${port} is declared TCP by a Service, so the proxy judges the connection, not the request)` : '';
+  const note = judgedAsHttp && asTcp ? ` (port ${port} is declared TCP by a Service, so the proxy judges the connection, not the request)`
+    : request !== undefined && request.path !== q.path ? ` (path judged as ${request.path}: path normalization ${mode})` : '';
   return ok({
     decision: decision.allow ? 'ALLOW' : 'DENY',
     ...(decision.policy === undefined ? {} : { policy: decision.policy, rule: decision.rule ?? 0 }),

@@ -123,6 +123,35 @@ test('explain judges what the proxy judges: principals of meshed pods, no princi
   assert.ok(!explain(store, policies, { src: 'shop/web', dst: 'shop/api' }).ok);
 });
 
+const DENY_ADMIN = `
+---
+apiVersion: security.weft.dev/v1
+kind: AuthorizationPolicy
+metadata: { name: deny-admin, namespace: shop }
+spec:
+  selector: { matchLabels: { app: api } }
+  action: DENY
+  rules: [{ to: [{ operation: { paths: ["/admin/*"] } }] }]
+`;
+
+test('explain judges the path the proxy judges: normalized by ProxyConfig pathNormalization (BASE unless set), a path it refuses is a DENY', () => {
+  const ask = (extra: string, path: string) => {
+    const { store, policies } = load(extra);
+    const r = explain(store, policies, { src: 'shop/web', dst: 'shop/api', port: 8080, method: 'GET', path });
+    assert.ok(r.ok, !r.ok ? r.error : '');
+    return r.value;
+  };
+  const sneaky = ask(DENY_ADMIN, '/x/../%61dmin/keys');
+  assert.deepEqual([sneaky.decision, sneaky.policy], ['DENY', 'shop/deny-admin']);
+  assert.match(sneaky.reason, /path judged as \/admin\/keys: path normalization BASE/);
+  assert.equal(ask(DENY_ADMIN, '/admin/keys').reason.includes('judged as'), false, 'no note when the path is already normal');
+  const none = ask(`${DENY_ADMIN}---\napiVersion: config.weft.dev/v1\nkind: ProxyConfig\nmetadata: { name: default }\nspec: { pathNormalization: { normalization: NONE } }\n`, '/x/../admin/keys');
+  assert.equal(none.decision, 'ALLOW', 'with NONE the proxy, and so explain, judges the path as sent');
+  const nul = ask(DENY_ADMIN, '/a%00');
+  assert.deepEqual([nul.decision, nul.judgedAs], ['DENY', 'http']);
+  assert.match(nul.reason, /400 before any policy/);
+});
+
 test('explain: a destination outside the mesh has no policy; STRICT refuses plaintext clients; unknown pods are errors', () => {
   const { store, policies } = load(`${DENY_POST}
 ---
