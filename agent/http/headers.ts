@@ -136,6 +136,19 @@ export function h2WithoutConnectionHeaders<T extends Record<string, unknown>>(he
   return out as T;
 }
 
+/**
+ * An HTTP/2 request naming two hosts: a `host` field that differs from `:authority` (case aside).
+ * RFC 9113 8.3.1 says to treat it as malformed, and the proxy must: policy judges `:authority`,
+ * and an application that reads `host` would serve another host than the one judged. The reason
+ * for a 400, else undefined. Pure.
+ */
+export function conflictingHost(headers: Readonly<Record<string, unknown>>): string | undefined {
+  const authority = headers[':authority'], host = headers.host;
+  if (authority === undefined || host === undefined) return undefined;
+  if (Array.isArray(host)) return 'more than one host field';
+  return String(host).toLowerCase() === String(authority).toLowerCase() ? undefined : `host field ${JSON.stringify(String(host).slice(0, 64))} differs from :authority ${JSON.stringify(String(authority).slice(0, 64))}`;
+}
+
 /** The status for a request the upstream could not take: 503 when no connection could be made, 502 otherwise (Envoy's choice). */
 export function statusForUpstreamError(e: { code?: string } | undefined): number {
   const code = e?.code ?? '';

@@ -4,7 +4,7 @@ import type { Duplex } from 'node:stream';
 import { pump } from '../core/pump';
 import { checkLimits, RateBudget, type HttpLimits } from './limits';
 import { DEFAULT_PATH_NORMALIZATION, normalizeTarget } from './path-normalize';
-import { h2WithoutConnectionHeaders, repeatedFields } from './headers';
+import { conflictingHost, h2WithoutConnectionHeaders, repeatedFields } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
 import type { RequestInfo, ServeHttpOptions, Verdict } from './types';
 
@@ -148,10 +148,11 @@ class Http2Connection {
         if (!stream.readableEnded && !stream.closed) { weReset = true; stream.close(NGHTTP2_NO_ERROR); }
       });
     };
-    if (!target.ok) {
-      ex.verdict = refusalVerdict(400, target.error);
-      ex.fail(target.error);
-      return refuse(400, target.error);
+    const malformed = target.ok ? conflictingHost(headers) : target.error;
+    if (malformed !== undefined) {
+      ex.verdict = refusalVerdict(400, malformed);
+      ex.fail(malformed);
+      return refuse(400, malformed);
     }
     const length = headers['content-length'];
     const limit = this.o.limits.maxRequestBodyBytes;

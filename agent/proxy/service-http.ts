@@ -12,7 +12,7 @@ import http2, { type Http2ServerRequest, type Http2ServerResponse } from 'node:h
 import { PassThrough, type Duplex, type Readable } from 'node:stream';
 import { wantsLine, type AccessLog } from '../core/log';
 import { numMember, strMember } from '../core/json-text';
-import { repeatedFields } from '../http/headers';
+import { conflictingHost, repeatedFields } from '../http/headers';
 import type { ActiveSpan } from '../telemetry/tracing';
 import type { Endpoint } from '../state/endpoints';
 import { connectionClosed, connectionOpened, requestCompleted, type ResponseFlags, type SecurityPolicy } from '../telemetry/events';
@@ -139,7 +139,7 @@ export async function serveServiceHttp(env: ServiceEnv, c: ServiceConnection, pr
 async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socket: Duplex, upgradeHead: Buffer, log: () => AccessLog): Promise<void> {
   const started = performance.now();
   const info = planRequest(req, 'http1');
-  const refused = normalizeRequest(env, info);
+  const refused = normalizeRequest(env, info, req.headers);
   socket.on('error', () => undefined);
   const done = (fields: { status?: number; response_flags?: string; error?: string; [k: string]: unknown }, msg: string): void => {
     if (!wantsLine(env.accessLog, { decision: 'allow', status: fields.status, flags: fields.response_flags, error: fields.error })) return;
@@ -218,11 +218,14 @@ function planRequest(req: { method?: string; url?: string; headers: Readonly<Rec
 /**
  * The request's target normalized in place (ProxyConfig spec.pathNormalization, path-normalize.ts)
  * before routes, logs and the endpoint see it. An absolute-form target goes on in origin form, its
- * authority as the request's (as Envoy forwards it). A target that cannot be normalized gets a 400 plan.
+ * authority as the request's (as Envoy forwards it). A target that cannot be normalized, and an
+ * HTTP/2 request whose host field differs from its :authority, get a 400 plan.
  */
-function normalizeRequest(env: ServiceEnv, info: PlanRequest): RequestPlan | undefined {
+function normalizeRequest(env: ServiceEnv, info: PlanRequest, raw: Readonly<Record<string, unknown>>): RequestPlan | undefined {
   const t = normalizeTarget(info.path, info.method, env.pathNormalization());
   if (!t.ok) return { kind: 'respond', status: 400, body: t.error, flag: '-' };
+  const twoHosts = info.protocol === 'http2' ? conflictingHost(raw) : undefined;
+  if (twoHosts !== undefined) return { kind: 'respond', status: 400, body: twoHosts, flag: '-' };
   info.path = t.value.path;
   if (t.value.authority !== undefined) info.authority = t.value.authority;
   return undefined;
@@ -308,7 +311,7 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
   const { env, c, protocol, log } = ctx;
   const started = performance.now();
   const info = planRequest(req, protocol);
-  const refused = normalizeRequest(env, info);
+  const refused = normalizeRequest(env, info, req.headers);
   // The source hop's span (when tracing is on and the trace is sampled); its context goes upstream.
   const span = env.tracer()?.start({ method: info.method, path: info.path, host: info.authority, headers: info.headers, protocol }, 'source');
   let plan: RequestPlan;

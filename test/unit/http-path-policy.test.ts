@@ -1,6 +1,7 @@
 // The proxy normalizes each request's path before deciding on it and forwards the same path
 // (agent/http/path-normalize.ts through http1-direct.ts, http1-tunnel.ts and http2.ts): a rule on
-// /admin cannot be passed by another spelling of /admin, on HTTP/1, HTTP/2 and an Upgrade.
+// /admin cannot be passed by another spelling of /admin, on HTTP/1, HTTP/2 and an Upgrade; nor a
+// rule on a host by an HTTP/2 request naming another host in its host field than in :authority.
 import assert from 'node:assert/strict';
 import * as http from 'node:http';
 import * as http2 from 'node:http2';
@@ -93,6 +94,33 @@ test('HTTP/2: every spelling of /admin is denied; an allowed :path arrives norma
     assert.deepEqual(paths, ['/a//c?q=/./']);
     assert.equal(await status('/a%00'), 400);
     assert.equal(paths.length, 1);
+  } finally {
+    client.destroy();
+    await proxy.close();
+    await new Promise<void>((r) => server.close(() => r()));
+  }
+});
+
+test('HTTP/2: a host field that differs from :authority gets 400 and reaches nothing; the same host in both passes', async () => {
+  const seen: string[] = [];
+  const server = http2.createServer();
+  server.on('stream', (stream, headers) => { seen.push(`${String(headers[':authority'])} ${String(headers.host)}`); stream.respond({ ':status': 200 }); stream.end(); });
+  const appPort = await listen(server as unknown as net.Server);
+  const proxy = await startProxy({ appPort, protocol: 'http2', decide: (r) => (r.host === 'admin.shop' ? { allow: false, status: 403, body: 'no' } : { allow: true }) });
+  const client = http2.connect(`http://127.0.0.1:${proxy.port}`);
+  const status = (h: http2.OutgoingHttpHeaders): Promise<number> => new Promise((resolve) => {
+    const req = client.request(h);
+    req.on('response', (x) => resolve(Number(x[':status'])));
+    req.on('error', () => resolve(-1));
+    req.resume();
+  });
+  try {
+    assert.equal(await status({ ':path': '/', ':authority': 'public.shop', host: 'admin.shop' }), 400);
+    assert.equal(await status({ ':path': '/', ':authority': 'admin.shop', host: 'public.shop' }), 400);
+    assert.deepEqual(seen, []);
+    assert.equal(await status({ ':path': '/', ':authority': 'Public.Shop', host: 'public.shop' }), 200);
+    assert.equal(await status({ ':path': '/', ':authority': 'admin.shop' }), 403);
+    assert.deepEqual(seen, ['Public.Shop public.shop']);
   } finally {
     client.destroy();
     await proxy.close();
