@@ -446,7 +446,8 @@ export class NodeAgent {
   /** What same-node splicing has done, for /redirect and /metrics; undefined while its kernel side is not loaded. */
   private spliceView(): SpliceView | undefined {
     const k = this.spliceKernel;
-    return k && { movedBytes: k.moved, counters: k.counters(), spinHandovers: k.spinHandovers };
+    const arming = this.splicer?.arming;
+    return k && { movedBytes: k.moved, counters: k.counters(), spinHandovers: k.spinHandovers, armSkipped: arming?.skipped ?? 0, quietDestinations: arming?.quiet ?? 0 };
   }
 
   /**

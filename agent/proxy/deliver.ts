@@ -176,10 +176,15 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   const splicer = ctx.splicer?.();
   const spliceIt = chooseSplice({ path: a.path, protocol: 'tcp', allowed: true, available: splicer !== undefined, socket: down.socket !== undefined }).splice;
   let upstream: Socket;
+  const destination = spliceIt ? `${a.conn.destinationIp}|${a.conn.destinationPort}` : '';
+  let arm = false;
   try {
     // A spliced upstream is read by the kernel, not by pump(): an ordinary socket.
-    // A connection that may be spliced announces the pod's address first: the kernel then enters the pod's accepted socket.
-    const withdraw = spliceIt ? splicer!.announce?.(a.conn.destinationIp, a.conn.destinationPort) : undefined;
+    // A connection that may be spliced announces the pod's address first: the kernel then enters the
+    // pod's accepted socket. Not to a destination whose connections have all been short lately: they
+    // paid for the pods' side and the armed server and used neither (splice-arming.ts).
+    arm = spliceIt && (splicer!.arming?.shouldArm(destination) ?? true);
+    const withdraw = arm ? splicer!.announce?.(a.conn.destinationIp, a.conn.destinationPort) : undefined;
     try {
       upstream = await ctx.connect(a, spliceIt ? 'stream' : 'pump');
     } finally {
@@ -196,7 +201,8 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   if (!spliceIt && head !== undefined && head.length > 0) upstream.write(head);
   const live = new LiveTcp(a, down, upstream);
   ctx.live.add(live);
-  const r = spliceIt ? await splicer!(down.socket!, upstream, head) : await down.splice(upstream);
+  const r = spliceIt ? await splicer!(down.socket!, upstream, head, arm) : await down.splice(upstream);
+  if (spliceIt) splicer!.arming?.record(destination, r.received);
   ctx.live.remove(live);
   const { closedBy } = live;
   const error = closedBy !== undefined ? `closed: policy now denies it: ${closedBy}` : r.error?.message;

@@ -11,6 +11,7 @@ import * as libc from '../../native/libc';
 import type { RelayResult } from './relay';
 import { relay } from './relay';
 import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
+import { ServerArming } from './splice-arming';
 import { podTuple, type SpliceEnd, type SpliceKernel } from './splice-kernel';
 
 /** struct tcp_info: tcpi_bytes_acked (u64) sits at offset 120 since Linux 4.1; 136 bytes reach past it. */
@@ -151,17 +152,25 @@ function flushedBoth(up: Socket, down: Socket): Promise<boolean> {
  * called before the upstream connects to the pod at `ip`:`port`, lets the pod's socket accepted
  * there be entered on the kernel's side; what it returns withdraws that once the connect settled.
  */
-export type Splicer = ((client: Socket, upstream: Socket, head?: Buffer) => Promise<RelayResult>) & { announce?(ip: string, port: number): () => void };
+export type Splicer = ((client: Socket, upstream: Socket, head?: Buffer, arm?: boolean) => Promise<RelayResult>)
+  & { announce?(ip: string, port: number): () => void; arming?: ServerArming };
 
-/** A Splicer over `kernel`. */
+/**
+ * A Splicer over `kernel`. `arming` says which destinations to announce and arm (splice-arming.ts):
+ * the caller asks it before announcing, passes its answer as `arm`, and records each connection's
+ * server bytes when it ends.
+ */
 export function splicerFor(kernel: SpliceKernel): Splicer {
-  return Object.assign((client: Socket, upstream: Socket, head?: Buffer) => spliceSockets(client, upstream, { kernel }, head), {
+  return Object.assign((client: Socket, upstream: Socket, head?: Buffer, arm = true) => spliceSockets(client, upstream, { kernel, arm }, head), {
     announce: (ip: string, port: number) => kernel.expect(ip, port),
+    arming: new ServerArming(),
   });
 }
 
 export interface SpliceOptions {
   kernel: SpliceKernel;
+  /** false: the server's socket is not armed before the first byte (its destination has gone quiet, splice-arming.ts); absent: armed */
+  arm?: boolean;
   /** told once per connection whether it was spliced, and why not */
   onOutcome?: (spliced: boolean, reason?: string) => void;
 }
@@ -266,7 +275,7 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?:
   return new Promise((resolve) => {
     let sent = 0, recv = 0, turns = 0, last: 'up' | 'down' | undefined;
     let error: Error | undefined;
-    const arm = up.bytesWritten === 0 ? armServer(down, up, o.kernel) : undefined;
+    const arm = up.bytesWritten === 0 && o.arm !== false ? armServer(down, up, o.kernel) : undefined;
     if (head !== undefined && head.length > 0) {
       up.write(head);
       turns = 1;

@@ -52,6 +52,10 @@ export interface SpliceView {
   counters: Record<string, bigint | number>;
   /** connections whose pod spun on a full proxy socket, handed back to the relay by the watchdog */
   spinHandovers: number;
+  /** connections whose server was not armed before its first byte: their destination's last connections were all short (proxy/splice-arming.ts) */
+  armSkipped: number;
+  /** destinations (pod address and port) not armed now */
+  quietDestinations: number;
 }
 
 export function registerNodeState(registry: Registry, s: NodeStateSources): void {
@@ -97,6 +101,10 @@ export function registerNodeState(registry: Registry, s: NodeStateSources): void
       } });
     new Counter({ name: 'weft_splice_spin_handovers_total', help: 'Spliced connections whose pod retried on a full proxy socket for a reader under 256 MiB/s, handed back to the relay and TCP\'s backpressure (docs/splice.md, "Backpressure")', registers: r,
       collect() { this.reset(); this.inc(splice()?.spinHandovers ?? 0); } });
+    new Counter({ name: 'weft_splice_arm_skipped_total', help: 'Same-node connections whose server was not armed before its first byte, because the last 16 connections to its address and port each carried under 64 KiB from the server (docs/splice.md, "Which servers are armed")', registers: r,
+      collect() { this.reset(); this.inc(splice()?.armSkipped ?? 0); } });
+    new Gauge({ name: 'weft_splice_quiet_destinations', help: 'Pod addresses and ports whose servers are not armed now (their last 16 connections were short)', registers: r,
+      collect() { this.set(splice()?.quietDestinations ?? 0); } });
   }
   const { enrolledPods, pendingPods } = s;
   if (enrolledPods) {

@@ -195,7 +195,7 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; counters: Record<string, string>; spinHandovers: number }
+interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; counters: Record<string, string>; spinHandovers: number; armSkipped: number; quietDestinations: number }
 
 describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, cli: LabPod, srv: LabPod;
@@ -446,6 +446,36 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
       }
     });
   }
+
+  test('a port whose last 16 connections were short is no longer armed; a download to it is carried anyway, bytes exact, and arms it again', async () => {
+    const download = async (bytes: number) => {
+      const logged = agent.accessLog.length;
+      const start = await splice();
+      const r = await cli.exec(process.execPath, ['-e', DOWNLOAD_CLIENT, srv.ip, String(PORTS.download), String(bytes), 'last'], { timeoutMs: 120_000 });
+      assert.equal(r.code, 0, r.stderr);
+      const client = JSON.parse(r.stdout.trim()) as { got: number };
+      assert.equal(client.got, bytes);
+      const line = await nextLine(logged, (l) => l['dst.addr'] === `${srv.ip}:${PORTS.download}`);
+      assert.equal(line.bytes_recv, bytes, JSON.stringify(line));
+      const end = await splice();
+      return { skipped: end.armSkipped - start.armSkipped, moved: BigInt(end.movedBytes) - BigInt(start.movedBytes), skb: BigInt(end.counters.redirected_bytes!) - BigInt(start.counters.redirected_bytes!), quiet: end.quietDestinations };
+    };
+    // Sixteen short connections in a row: each still armed (the port's last connection, in the test before, was a download).
+    for (let i = 0; i < 16; i++) assert.equal((await download(1000)).skipped, 0, `short connection ${i}`);
+    const short = await download(1000);
+    assert.deepEqual([short.skipped, short.quiet], [1, 1], 'the 17th short connection was not armed');
+    // A download to the quiet port: not armed, so not carried by the server's sendmsg() alone, but whole.
+    const bytes = 64 * 2 ** 20 + 3;
+    const unarmed = await download(bytes);
+    assert.equal(unarmed.skipped, 1);
+    assert.ok(unarmed.moved < BigInt(bytes), `an unarmed download was carried by the server's sendmsg() alone: ${unarmed.moved}`);
+    // ...and it re-armed the port: the next download leaves by the server's sendmsg() from its first byte.
+    const armed = await download(bytes);
+    assert.deepEqual([armed.skipped, armed.quiet], [0, 0]);
+    assert.equal(armed.moved, BigInt(bytes));
+    assert.equal(armed.skb, 0n);
+    assert.equal(await metric('weft_splice_arm_skipped_total'), (await splice()).armSkipped, 'the skipped arming in /metrics');
+  });
 
   test('a connection switched at the pods\' sendmsg() whose reader falls behind: the writer waits, without spinning; bytes exact', async () => {
     const start = await splice();

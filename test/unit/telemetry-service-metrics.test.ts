@@ -122,19 +122,23 @@ describe('node state metrics', () => {
   });
 
   it('same-node splicing: bytes the kernel carried, its programs\' events and the watchdog\'s handovers; 0 while not loaded', async () => {
-    let view: { movedBytes: bigint; counters: Record<string, bigint>; spinHandovers: number } | undefined;
+    let view: { movedBytes: bigint; counters: Record<string, bigint>; spinHandovers: number; armSkipped: number; quietDestinations: number } | undefined;
     const registry = new Registry();
     registerNodeState(registry, { redirectCounters: () => ({}), splice: () => view });
     let text = await registry.metrics();
     assert.match(text, /^weft_splice_moved_bytes_total 0$/m);
     assert.match(text, /^weft_splice_spin_handovers_total 0$/m);
+    assert.match(text, /^weft_splice_arm_skipped_total 0$/m);
+    assert.match(text, /^weft_splice_quiet_destinations 0$/m);
     assert.match(text, /^# TYPE weft_splice_events_total counter$/m);
-    view = { movedBytes: 268435463n, counters: { msg_switched: 3n, redirected: 0n }, spinHandovers: 1 };
+    view = { movedBytes: 268435463n, counters: { msg_switched: 3n, redirected: 0n }, spinHandovers: 1, armSkipped: 40, quietDestinations: 2 };
     text = await registry.metrics();
     assert.match(text, /^weft_splice_moved_bytes_total 268435463$/m);
     assert.match(text, /^weft_splice_events_total\{event="msg_switched"\} 3$/m);
     assert.match(text, /^weft_splice_events_total\{event="redirected"\} 0$/m);
     assert.match(text, /^weft_splice_spin_handovers_total 1$/m);
+    assert.match(text, /^weft_splice_arm_skipped_total 40$/m);
+    assert.match(text, /^weft_splice_quiet_destinations 2$/m);
   });
 
   it('an agent without same-node splicing exports none of its series', async () => {
