@@ -97,6 +97,8 @@ export interface UpstreamRequest {
   chunked?: boolean;
   /** a response to HEAD has no body, whatever its fields say */
   isHead: boolean;
+  /** the method is idempotent (http1-wire.ts isIdempotent): without a body, it may be sent again on a new connection when a kept-alive one closes under it before any answer */
+  idempotent?: boolean;
 }
 
 /** A request under way: resolves with the response head, rejects when the connection fails before it. */
@@ -119,6 +121,8 @@ class Exchange {
   informational = false;
   keepAlive = true;
   aborted = false;
+  /** sent again on a new connection after a kept-alive one closed under it (once only) */
+  resent = false;
   conn: Connection | undefined;
 
   constructor(readonly req: UpstreamRequest) {
@@ -132,6 +136,8 @@ class Connection {
   served = 0;
   idleSince = 0;
   dead = false;
+  /** a byte of the current exchange's answer arrived */
+  private answered = false;
   private error: Error | undefined;
   private headAcc: string[] = [];
   private trailers: string[] = [];
@@ -152,6 +158,7 @@ class Connection {
     });
     stream.on('data', (data: Buffer) => {
       if (!this.current) return void stream.destroy();
+      this.answered = true;
       const r = this.parser.execute(data);
       if (typeof r !== 'number') this.fail(malformed(r));
     });
@@ -166,12 +173,23 @@ class Connection {
       pool.forget(this);
       const parser = this.parser;
       setImmediate(() => parser.close());
-      if (this.current) this.fail(this.error ?? Object.assign(new Error('socket hang up: the endpoint closed the connection'), { code: 'ECONNRESET' }));
+      const ex = this.current;
+      // A kept-alive connection that closes under a request before any byte of its answer was most
+      // likely closed by the endpoint as idle (its keep-alive timeout) while the request was on its
+      // way: an idempotent request without a body goes once more on a new connection (RFC 9112
+      // 9.3.1), as the destination proxy does, instead of failing as a reset.
+      if (ex && this.served > 0 && !this.answered && !ex.resent && !ex.aborted && ex.req.idempotent === true && ex.req.replayable?.length === 0) {
+        this.current = undefined;
+        ex.resent = true;
+        return pool.sendOnNew(ex);
+      }
+      if (ex) this.fail(this.error ?? Object.assign(new Error('socket hang up: the endpoint closed the connection'), { code: 'ECONNRESET' }));
     });
   }
 
   send(ex: Exchange): void {
     this.current = ex;
+    this.answered = false;
     ex.conn = this;
     this.headAcc = [];
     this.trailers = [];
@@ -265,15 +283,18 @@ export class H1Upstream {
     let conn: Connection | undefined;
     while ((conn = this.idle.pop()) !== undefined) if (!conn.dead && conn.stream.writable) break;
     if (conn) conn.send(ex);
-    else {
-      this.open().then((stream) => {
-        const c = new Connection(stream, this);
-        this.all.add(c);
-        if (ex.aborted) return this.release(c);
-        c.send(ex);
-      }, (e: Error) => ex.reject(e));
-    }
+    else this.sendOnNew(ex);
     return { result: ex.result, abort };
+  }
+
+  /** Sends `ex` on a connection opened for it. */
+  sendOnNew(ex: Exchange): void {
+    this.open().then((stream) => {
+      const c = new Connection(stream, this);
+      this.all.add(c);
+      if (ex.aborted) return this.release(c);
+      c.send(ex);
+    }, (e: Error) => ex.reject(e));
   }
 
   /** A connection whose response ended cleanly: back to the idle list, unless it has served its share. */

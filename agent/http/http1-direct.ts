@@ -3,7 +3,7 @@ import { checkLimits, type HttpLimits } from './limits';
 import { checkHttp1Request, refusalCloses, statusForUpstreamError, withoutHopByHop, type BodyFraming } from './headers';
 import { decideSafely, Exchange, refusalVerdict } from './exchange';
 import { onHttp1Tunnel } from './http1-tunnel';
-import { chunk, firstValue, headerObject, lastChunk, requestHead, statusHead } from './http1-wire';
+import { chunk, firstValue, headerObject, isIdempotent, lastChunk, requestHead, statusHead } from './http1-wire';
 import { llhttpParser, METHODS, type LlhttpParser, type ParseError } from './llhttp';
 import { DEFAULT_PATH_NORMALIZATION, normalizeTarget } from './path-normalize';
 import { rawResponse } from './tunnel';
@@ -437,10 +437,10 @@ class DirectConnection {
     const p = this.queue[0];
     if (!p || p.state !== 'forwarding') return;
     // A kept-alive application connection that closes before answering was most likely being closed
-    // by the application as idle when the request went out (its keep-alive timeout): a request
-    // without a body is sent once more on a new connection, as HTTP/1.1 allows for such a race
-    // (RFC 9112 9.3.1), instead of answering 502.
-    if (closed && p.onReused && !p.resent && !p.responded && !p.informational && p.complete && p.ex.requestBytes === 0 && !p.framing.chunked && (p.framing.contentLength ?? 0) === 0) {
+    // by the application as idle when the request went out (its keep-alive timeout): an idempotent
+    // request without a body is sent once more on a new connection, as HTTP/1.1 allows for such a
+    // race (RFC 9112 9.3.1, which forbids it to a proxy for other methods), instead of answering 502.
+    if (closed && p.onReused && !p.resent && !p.responded && !p.informational && p.complete && isIdempotent(p.method) && p.ex.requestBytes === 0 && !p.framing.chunked && (p.framing.contentLength ?? 0) === 0) {
       p.resent = true;
       p.state = 'queued';
       this.forward(p);

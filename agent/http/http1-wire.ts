@@ -6,6 +6,14 @@ import { STATUS_CODES } from 'node:http';
  * decides every boundary (llhttp.ts).
  */
 
+/**
+ * RFC 9110 9.2.2's idempotent methods: the only ones a proxy may send again by itself when a
+ * kept-alive connection closed under a request before any answer (RFC 9112 9.3.1: "A proxy MUST
+ * NOT automatically retry non-idempotent requests").
+ */
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+export const isIdempotent = (method: string): boolean => IDEMPOTENT.has(method);
+
 const CRLF = Buffer.from('\r\n', 'latin1');
 const LAST_CHUNK = Buffer.from('0\r\n\r\n', 'latin1');
 

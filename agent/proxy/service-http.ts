@@ -26,6 +26,7 @@ import { pump } from '../core/pump';
 import type { BodySink } from '../http/h1-upstream';
 import { serveH1, type H1Head, type OutgoingFields } from '../http/h1-server';
 import { normalizeTarget } from '../http/path-normalize';
+import { isIdempotent } from '../http/http1-wire';
 
 /** A request from the client, whichever server parsed it (h1-server.ts for HTTP/1.x, Node's http2 for HTTP/2). */
 interface ClientRequest {
@@ -563,7 +564,7 @@ function sendH1(env: ServiceEnv, poolKey: string, open: () => Promise<Duplex>, i
   } else if (!hasLength) framing = 'transfer-encoding: chunked\r\n';
   const head = h1RequestHead(info.method, plan.path, plan.authority, headers, framing);
   if (typeof head === 'string') return { result: Promise.resolve({ outcome: { kind: 'reset', error: head } }), abort: () => undefined };
-  const ex = pool.send({ head, ...(body.replayable !== undefined ? { replayable: body.replayable } : { stream: body.stream!, chunked: !hasLength }), isHead: info.method === 'HEAD' });
+  const ex = pool.send({ head, ...(body.replayable !== undefined ? { replayable: body.replayable } : { stream: body.stream!, chunked: !hasLength }), isHead: info.method === 'HEAD', idempotent: isIdempotent(info.method) });
   const result = ex.result.then((h): AttemptResult => ({ status: h.status, headers: h1ResponseHeaders(h.raw), body: h.body, endStream: false, discard: () => h.body.discard() }), failure);
   return { result, abort: ex.abort };
 }

@@ -195,3 +195,36 @@ test('a malformed response is an error, and abort() gives up a request whose ans
     await server.close();
   }
 });
+
+test('a kept-alive connection the endpoint closes under a request (its idle timeout): an idempotent bodyless request goes once more on a new connection; a POST fails as a reset', async () => {
+  // Each connection answers its first request and closes under the second, unanswered: the race of
+  // an endpoint closing an idle connection as the next request goes out.
+  const server = await serve((s: net.Socket) => {
+    let n = 0;
+    s.on('data', (d) => {
+      if (++n === 1) s.write(`HTTP/1.1 200 OK\r\ncontent-length: ${d.length}\r\n\r\n${d.toString('latin1')}`);
+      else s.destroy();
+    });
+  }, true);
+  const pool = new H1Upstream(opener(server.port));
+  const get = (path: string) => pool.send({ head: head(`GET ${path} HTTP/1.1\nhost: svc\n\n`), replayable: Buffer.alloc(0), isHead: false, idempotent: true }).result;
+  try {
+    assert.equal((await read(await get('/1'))).status, 200);
+    const second = await read(await get('/2'));
+    assert.equal(second.status, 200);
+    assert.match(second.body, /^GET \/2 /, 'the request answered on the new connection is the one sent again');
+    assert.equal(server.connections(), 2);
+    // Not idempotent: the pool does not send it again.
+    await assert.rejects(pool.send({ head: head('POST /3 HTTP/1.1\nhost: svc\ncontent-length: 0\n\n'), replayable: Buffer.alloc(0), isHead: false, idempotent: false }).result, /closed the connection|ECONNRESET/);
+    // Sent again once only: a fresh connection that also closes under it is a failure.
+    const closer = await serve((s: net.Socket) => { s.once('data', () => s.destroy()); }, true);
+    const once = new H1Upstream(opener(closer.port));
+    try {
+      await assert.rejects(once.send({ head: head('GET / HTTP/1.1\nhost: svc\n\n'), replayable: Buffer.alloc(0), isHead: false, idempotent: true }).result, /closed the connection|ECONNRESET/);
+      assert.equal(closer.connections(), 1, 'a request on a fresh connection is not sent again');
+    } finally { once.destroy(); await closer.close(); }
+  } finally {
+    pool.destroy();
+    await server.close();
+  }
+});

@@ -259,3 +259,32 @@ test('the exchange log carries method, path, host, status, byte counts and the R
     assert.equal(l.request, proxy.decided[0]);
   } finally { await proxy.close(); await app.close(); }
 });
+
+test('the application closes its kept-alive connection under the next request: a GET is sent once more on a new connection, a bodyless POST gets 502', async () => {
+  // Each application connection answers its first request and closes under the second (the race of
+  // an idle timeout), as Node's keepAliveTimeout does to a proxy that reuses a connection at the wrong moment.
+  const seen: string[] = [];
+  const app = net.createServer((s) => {
+    let n = 0;
+    s.on('data', (d) => {
+      seen.push(d.toString('latin1').split(' ').slice(0, 2).join(' '));
+      if (++n === 1) s.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      else s.destroy();
+    });
+  });
+  const appPort = await listen(app);
+  const proxy = await startProxy({ appPort, protocol: 'http1' });
+  try {
+    const req = (method: string, path: string, close = false) => `${method} ${path} HTTP/1.1\r\nHost: a\r\n${method === 'POST' ? 'Content-Length: 0\r\n' : ''}${close ? 'Connection: close\r\n' : ''}\r\n`;
+    const got = await rawExchange(proxy.port, req('GET', '/1'), req('GET', '/2', true));
+    assert.deepEqual(statuses(got), [200, 200], got);
+    assert.deepEqual(seen, ['GET /1', 'GET /2', 'GET /2']);
+    seen.length = 0;
+    const post = await rawExchange(proxy.port, req('GET', '/3'), req('POST', '/4', true));
+    assert.deepEqual(statuses(post), [200, 502], post);
+    assert.deepEqual(seen, ['GET /3', 'POST /4'], 'a POST is not sent again (RFC 9112 9.3.1)');
+  } finally {
+    await proxy.close();
+    await new Promise<void>((r) => app.close(() => r()));
+  }
+});
