@@ -21,8 +21,8 @@ import { err, ok } from '../core/result';
  * Only the path is touched, never the query. The request target's forms (RFC 9112 section 3.2):
  * origin form `/p?q` is normalized; absolute form `http://host/p?q` keeps scheme and authority
  * and has its path normalized, its origin form `/p?q` is what rules match, and the request's host
- * is the authority it names (a server must ignore Host then); `*` is kept for OPTIONS and the authority form for CONNECT; anything else is
- * refused.
+ * is the authority it names (a server must ignore Host then); `*` is kept for OPTIONS and the
+ * authority form for CONNECT; anything else is refused.
  */
 export type PathNormalization = 'NONE' | 'BASE' | 'MERGE_SLASHES' | 'DECODE_AND_MERGE_SLASHES';
 
