@@ -33,6 +33,7 @@ export class Exchange {
     const log: ExchangeLog = {
       request: this.info,
       method: this.info.method, path: this.info.path, host: this.info.host, protocol: this.info.protocol,
+      ...(this.info.originalPath !== undefined ? { originalPath: this.info.originalPath } : {}),
       status: this.status, requestBytes: this.requestBytes, responseBytes: this.responseBytes,
       durationMs: performance.now() - this.started, verdict: this.verdict,
       ...(this.error !== undefined ? { error: this.error } : {}),

@@ -177,9 +177,11 @@ class DirectConnection {
     const headers = headerObject(raw);
     const host = headers.host;
     // The decision, the log and the application all get the normalized target (a path rule cannot be passed by `/./admin`).
+    const sent = url;
     const target = normalizeTarget(url, name, this.o.pathNormalization ?? DEFAULT_PATH_NORMALIZATION);
     if (target.ok) url = target.value.target;
     const info: RequestInfo = { method: name, path: target.ok ? target.value.path : url, host: target.ok && target.value.authority !== undefined ? target.value.authority : typeof host === 'string' ? host : '', headers, protocol: 'http1' };
+    if (target.ok && target.value.path !== sent) info.originalPath = sent;
     const p: Pending = {
       method: name, url, raw, info, ex: new Exchange(info, this.o.onExchange), http10: major === 1 && minor === 0, keepAlive,
       expectContinue: false, framing: { chunked: false }, state: 'queued', body: [], complete: false, trailers: [],
@@ -343,7 +345,7 @@ class DirectConnection {
     this.d.pause();
     this.upstream?.destroy();
     const head = p.tunnel!.head;
-    void onHttp1Tunnel({ o: this.o }, { method: p.method, url: p.url, path: p.info.path, host: p.info.host, headers: p.info.headers, rawHeaders: p.raw }, this.d, head);
+    void onHttp1Tunnel({ o: this.o }, { method: p.method, url: p.url, path: p.info.path, ...(p.info.originalPath === undefined ? {} : { originalPath: p.info.originalPath }), host: p.info.host, headers: p.info.headers, rawHeaders: p.raw }, this.d, head);
   }
 
   // ---- proxy -> application

@@ -11,6 +11,8 @@ export interface TunnelRequest {
   url?: string;
   /** what policy matches when the caller normalized the target (RequestInfo.path); else `url` */
   path?: string;
+  /** the target as sent, when the caller's normalization changed it (RequestInfo.originalPath) */
+  originalPath?: string;
   /** the request's host when the caller knows it (an absolute-form target's authority); else the Host field */
   host?: string;
   headers: RequestInfo['headers'];
@@ -27,7 +29,8 @@ export interface TunnelRequest {
  */
 export async function onHttp1Tunnel(c: { o: ServeHttpOptions }, req: TunnelRequest, socket: Duplex, head: Buffer): Promise<void> {
   const host = req.host ?? req.headers.host;
-  const info: RequestInfo = { method: req.method ?? '', path: req.path ?? req.url ?? '', host: typeof host === 'string' ? host : '', headers: req.headers, protocol: 'http1' };
+  const info: RequestInfo = { method: req.method ?? '', path: req.path ?? req.url ?? '', host: typeof host === 'string' ? host : '', headers: req.headers, protocol: 'http1',
+    ...(req.originalPath === undefined ? {} : { originalPath: req.originalPath }) };
   const ex = new Exchange(info, c.o.onExchange);
   socket.on('error', (e: Error) => ex.fail(e));
   const refuse = (status: number, body: string, why?: string): void => {

@@ -102,7 +102,8 @@ class Http2Connection {
     clearTimeout(this.idle);
     const method = String(headers[':method'] ?? '');
     // The decision, the log and the application all get the normalized path (a path rule cannot be passed by `/./admin`).
-    const target = normalizeTarget(String(headers[':path'] ?? ''), method, this.o.pathNormalization ?? DEFAULT_PATH_NORMALIZATION);
+    const sent = String(headers[':path'] ?? '');
+    const target = normalizeTarget(sent, method, this.o.pathNormalization ?? DEFAULT_PATH_NORMALIZATION);
     if (target.ok && headers[':path'] !== undefined) headers[':path'] = target.value.target;
     const info: RequestInfo = {
       method,
@@ -110,6 +111,7 @@ class Http2Connection {
       host: String(headers[':authority'] ?? headers.host ?? ''),
       headers: headers as RequestInfo['headers'],
       protocol: 'http2',
+      ...(target.ok && target.value.path !== sent ? { originalPath: sent } : {}),
     };
     const ex = new Exchange(info, this.o.onExchange);
     let weReset = false;

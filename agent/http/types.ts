@@ -11,6 +11,8 @@ export interface RequestInfo {
    * absolute form: HTTP/1 forward proxies); `*` for OPTIONS; a CONNECT's authority
    */
   path: string;
+  /** the path as the client sent it, when normalization changed it (the access log keeps both) */
+  originalPath?: string;
   /** Host (HTTP/1; an absolute-form target's authority instead, RFC 9112 3.2.2) or :authority (HTTP/2); '' when absent */
   host: string;
   /** lower-case names; repeated fields joined with ', ' (set-cookie: an array) */
@@ -31,6 +33,8 @@ export interface ExchangeLog {
   request: RequestInfo;
   method: string;
   path: string;
+  /** the path as sent, when normalization changed it */
+  originalPath?: string;
   host: string;
   protocol: 'http1' | 'http2';
   /** 0 when no response was sent */

@@ -71,6 +71,8 @@ export function connectionMembers(r: ConnectionRecord): string {
 export interface ExchangeRecord {
   method: string;
   path: string;
+  /** the path as the client sent it, when normalization changed it (`original_path`) */
+  originalPath?: string;
   host: string;
   protocol: string;
   /** 0 when no response was sent */
@@ -86,6 +88,7 @@ export interface ExchangeRecord {
 export function requestMembers(o: Outcome, x: ExchangeRecord, policy?: { policy?: string; rule?: number }): string {
   let m = `${outcomeMembers(o)},"method":${jsonString(x.method)},"path":${jsonString(x.path)},"authority":${jsonString(x.host)},"protocol":${
     jsonString(x.protocol)},"status":${jsonNumber(x.status)}`;
+  if (x.originalPath !== undefined) m += strMember('original_path', x.originalPath);
   if (x.grpcStatus !== undefined) m += strMember('grpc_status', x.grpcStatus);
   if (policy?.policy !== undefined) m += strMember('policy', `${policy.policy}[${policy.rule}]`);
   return m;

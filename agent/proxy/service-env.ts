@@ -39,8 +39,10 @@ export interface PlanCall {
 
 export interface PlanRequest {
   method: string;
-  /** request-target, query included */
+  /** request-target, query included (normalized: service-http.ts normalizeRequest) */
   path: string;
+  /** the request-target as the client sent it, when normalization changed it */
+  originalPath?: string;
   authority: string;
   /** lower-case names, no pseudo-headers */
   headers: Readonly<Record<string, string | string[] | undefined>>;

@@ -144,7 +144,7 @@ async function upgrade(env: ServiceEnv, c: ServiceConnection, req: H1Head, socke
   socket.on('error', () => undefined);
   const done = (fields: { status?: number; response_flags?: string; error?: string; [k: string]: unknown }, msg: string): void => {
     if (!wantsLine(env.accessLog, { decision: 'allow', status: fields.status, flags: fields.response_flags, error: fields.error })) return;
-    log().info({ method: info.method, path: info.path, authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
+    log().info({ method: info.method, path: info.path, ...(info.originalPath === undefined ? {} : { original_path: info.originalPath }), authority: info.authority, protocol: 'http1', upgrade: String(req.headers.upgrade ?? ''),
       duration: Math.round((performance.now() - started) * 1000) / 1000, ...fields }, msg);
   };
   let plan: RequestPlan;
@@ -227,6 +227,7 @@ function normalizeRequest(env: ServiceEnv, info: PlanRequest, raw: Readonly<Reco
   if (!t.ok) return { kind: 'respond', status: 400, body: t.error, flag: '-' };
   const twoHosts = info.protocol === 'http2' ? conflictingHost(raw) : undefined;
   if (twoHosts !== undefined) return { kind: 'respond', status: 400, body: twoHosts, flag: '-' };
+  if (t.value.path !== info.path) info.originalPath = info.path;
   info.path = t.value.path;
   if (t.value.authority !== undefined) info.authority = t.value.authority;
   return undefined;
@@ -337,7 +338,7 @@ async function handleRequest(ctx: RequestContext, req: ClientRequest, res: Clien
   const ep = answer.endpoint;
   if (wantsLine(env.accessLog, { decision: 'allow', status: answer.status, flags: answer.flag, ...(answer.error ? { error: answer.error } : {}) })) {
     log().write(serviceRequestMembers({ decision: 'allow', bytesSent: requestBytes(), bytesRecv: answer.responseBytes, durationMs, error: answer.error },
-      { method: info.method, path: info.path, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, grpcStatus: answer.grpcStatus || undefined },
+      { method: info.method, path: info.path, originalPath: info.originalPath, host: info.authority, protocol: info.grpc ? 'grpc' : protocol, status: answer.status, grpcStatus: answer.grpcStatus || undefined },
       { route: answer.route, retries: answer.retries, flag: answer.flag, upstream: ep }), 'request complete');
   }
   if (span !== undefined) {

@@ -171,6 +171,8 @@ describe('authorization policy and HTTP in the node proxy', { skip: blocker ?? f
       const node = dst.node === n1 ? agent1 : agent2;
       const line = await node.waitForLog((l) => l.path === '/admin/drop2' && l.status === 403);
       assert.equal(line.policy, 'shop/deny-admin-post[0]');
+      assert.match(String(line.original_path), /drop2$/, 'the line keeps the path as sent');
+      assert.notEqual(line.original_path, '/admin/drop2');
       const ok = await curl(web, `http://${dst.ip}:8080/a/./b/../%7Ereport?back=/../x`, { args: ['--path-as-is', '-X', 'POST'] });
       assert.equal(ok.status, 200, ok.stderr);
       assert.equal(seen.saw((l) => l.url === '/a/~report?back=/../x').length, 1, JSON.stringify(seen.lines.slice(-3)));

@@ -49,6 +49,7 @@ export function requestFields(o: Outcome, x: ExchangeRecord, policy?: { policy?:
   e.authority = x.host;
   e.protocol = x.protocol;
   e.status = x.status;
+  if (x.originalPath !== undefined) e.original_path = x.originalPath;
   if (x.grpcStatus !== undefined) e.grpc_status = x.grpcStatus;
   if (policy?.policy !== undefined) e.policy = `${policy.policy}[${policy.rule}]`;
   return e;

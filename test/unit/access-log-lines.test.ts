@@ -77,6 +77,7 @@ const OUTCOMES: Outcome[] = [
 
 const EXCHANGES: ExchangeRecord[] = [
   { method: 'GET', path: '/', host: 'httpbin.shop:8080', protocol: 'http1', status: 200 },
+  { method: 'GET', path: '/admin/x?q=/./', originalPath: '/a/../%61dmin\\x?q=/./', host: 'httpbin.shop:8080', protocol: 'http1', status: 403 },
   { method: 'POST', path: '/api/v1/items?id=3&q=%22x%22', host: '[fd00::2:9]:443', protocol: 'http2', status: 503, grpcStatus: '14' },
   { method: 'PATCH', path: `/${ODD}/${LONG}`, host: ODD, protocol: 'grpc', status: 0, grpcStatus: '' },
 ];

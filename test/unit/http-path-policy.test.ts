@@ -39,6 +39,8 @@ test('HTTP/1: every spelling of /admin is denied before the application; allowed
     assert.deepEqual(app.seen, ['/a/~c?next=/../admin']);
     const log = proxy.logs.at(-1)!;
     assert.equal(log.path, '/a/~c?next=/../admin', 'the access log has the path the application got');
+    assert.equal(log.originalPath, '/a/./b/../%7Ec?next=/../admin', 'and the path as sent');
+    assert.deepEqual(proxy.logs.filter((l) => l.status === 403).map((l) => [l.path, l.originalPath]), SNEAKY.map((p) => ['/admin/x', p]));
     // An Upgrade is judged on the normalized path too.
     assert.deepEqual(statuses(await rawExchange(proxy.port, get('/x/../admin/ws', 'Upgrade: websocket\r\nConnection: Upgrade\r\n').replace('Connection: close\r\n', ''))), [403]);
     assert.deepEqual(statuses(await rawExchange(proxy.port, get('http://api/x/../admin/ws', 'Upgrade: websocket\r\nConnection: Upgrade\r\n').replace('Connection: close\r\n', ''))), [403]);
