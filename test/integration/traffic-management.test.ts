@@ -35,8 +35,9 @@ const SELECTOR: Record<Svc, string> = {
 const service = (name: Svc) => ({ apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: NS },
   spec: { clusterIP: VIPS[name], selector: { app: SELECTOR[name] }, ports: [{ name: 'http', port: 80, targetPort: 8080, appProtocol: 'http' }] } });
 
-const route = (name: string, parent: Svc, rule: Record<string, unknown>) => ({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute',
-  metadata: { name, namespace: NS }, spec: { parentRefs: [{ group: '', kind: 'Service', name: parent, port: 80 }], rules: [rule] } });
+const routeRules = (name: string, parent: Svc, rules: Array<Record<string, unknown>>) => ({ apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute',
+  metadata: { name, namespace: NS }, spec: { parentRefs: [{ group: '', kind: 'Service', name: parent, port: 80 }], rules } });
+const route = (name: string, parent: Svc, rule: Record<string, unknown>) => routeRules(name, parent, [rule]);
 
 const policy = (name: string, target: Svc, spec: Record<string, unknown>) => ({ apiVersion: 'networking.weft.dev/v1', kind: 'TrafficPolicy',
   metadata: { name, namespace: NS }, spec: { targetRefs: [{ group: '', kind: 'Service', name: target }], ...spec } });
@@ -44,10 +45,9 @@ const policy = (name: string, target: Svc, spec: Record<string, unknown>) => ({ 
 const OBJECTS = [
   ...(Object.keys(VIPS) as Svc[]).map(service),
   // Requests under /v2 go to split-v2 (pod v2), the rest to the Service's own pod v1: the match sees the normalized path.
-  { ...route('paths', 'paths', { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [{ name: 'split-v2', port: 80 }] }),
-    spec: { parentRefs: [{ group: '', kind: 'Service', name: 'paths', port: 80 }], rules: [
-      { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [{ name: 'split-v2', port: 80 }] },
-      { backendRefs: [{ name: 'paths', port: 80 }] }] } },
+  routeRules('paths', 'paths', [
+    { matches: [{ path: { type: 'PathPrefix', value: '/v2' } }], backendRefs: [{ name: 'split-v2', port: 80 }] },
+    { backendRefs: [{ name: 'paths', port: 80 }] }]),
   route('split', 'split', { backendRefs: [{ name: 'split-v1', port: 80, weight: 90 }, { name: 'split-v2', port: 80, weight: 10 }] }),
   // The route's retry must be what retries: the Service's TrafficPolicy says no retries.
   route('retry-route', 'retry-route', { retry: { attempts: 2, codes: [503] }, backendRefs: [{ name: 'retry-route', port: 80 }] }),
