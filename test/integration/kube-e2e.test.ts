@@ -22,10 +22,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
+import { parseAllDocuments } from 'yaml';
 import { Lab, LabNode, LabPod, startEchoServer, startHttpServer, tcpRequest } from '../../agent/sandbox';
 import { podCidr4 } from '../../agent/sandbox/addresses';
 import { CONTROL_PLANE_PORT, startNodeAgent, WEFT_CLI, type AgentHandle } from '../../agent/sandbox/weft-agent';
@@ -341,11 +342,17 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     mkdirSync(join(n1.cgroupPath, 'kubepods.slice', 'kubepods-burstable.slice'), { recursive: true });
     mkdirSync(join(n2.cgroupPath, 'kubepods', 'burstable'), { recursive: true });
 
-    // Installed as an operator would; then the AuthorizationPolicy CRD is taken away again, so the
-    // control plane starts without it (a test below installs it and a policy takes effect).
-    for (const file of ['namespace.yaml', 'crds.yaml', 'rbac.yaml']) await kubectl(['apply', '--server-side', '-f', join(ROOT, 'daemonset', file)]);
-    await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', CRDS]);
-    await kubectl(['delete', 'crd', AUTHZ_CRD, '--wait=true', '--timeout=60s']);
+    // Installed as an operator would, but for the AuthorizationPolicy CRD, so the control plane
+    // starts without it (a test below installs it and a policy takes effect). Not applied and then
+    // deleted: a CRD's deletion waits for the API server's instance cleanup, which once took over
+    // 60 s in CI right after the CRD was established.
+    const crdsWithoutAuthz = join(dir, 'crds-without-authz.yaml');
+    writeFileSync(crdsWithoutAuthz, parseAllDocuments(readFileSync(CRDS, 'utf8'))
+      .filter((d) => (d.toJS() as { metadata?: { name?: string } } | null)?.metadata?.name !== AUTHZ_CRD).map((d) => { const text = d.toString(); return text.startsWith('---') ? text : `---\n${text}`; }).join(''));
+    await kubectl(['apply', '--server-side', '-f', join(ROOT, 'daemonset', 'namespace.yaml')]);
+    await kubectl(['apply', '--server-side', '-f', crdsWithoutAuthz]);
+    await kubectl(['apply', '--server-side', '-f', join(ROOT, 'daemonset', 'rbac.yaml')]);
+    await kubectl(['wait', '--for=condition=Established', '--timeout=60s', '-f', crdsWithoutAuthz]);
 
     for (const node of [n1, n2]) {
       await apply({ apiVersion: 'v1', kind: 'Node', metadata: { name: node.name, labels: { 'kubernetes.io/hostname': node.name } }, spec: { podCIDR: podCidr4(node.index), podCIDRs: [podCidr4(node.index)] } });
