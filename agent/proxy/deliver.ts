@@ -177,13 +177,12 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   const spliceIt = chooseSplice({ path: a.path, protocol: 'tcp', allowed: true, available: splicer !== undefined, socket: down.socket !== undefined }).splice;
   let upstream: Socket;
   const destination = spliceIt ? `${a.conn.destinationIp}|${a.conn.destinationPort}` : '';
-  let arm = false;
+  // A connection that may be spliced announces the pod's address first: the kernel then enters the
+  // pod's accepted socket. Not to a destination whose connections have all been short lately: they
+  // paid for the pods' side and the armed server and used neither (splice-arming.ts).
+  const arm = spliceIt && (splicer!.arming?.armFor(destination) ?? true);
   try {
     // A spliced upstream is read by the kernel, not by pump(): an ordinary socket.
-    // A connection that may be spliced announces the pod's address first: the kernel then enters the
-    // pod's accepted socket. Not to a destination whose connections have all been short lately: they
-    // paid for the pods' side and the armed server and used neither (splice-arming.ts).
-    arm = spliceIt && (splicer!.arming?.shouldArm(destination) ?? true);
     const withdraw = arm ? splicer!.announce?.(a.conn.destinationIp, a.conn.destinationPort) : undefined;
     try {
       upstream = await ctx.connect(a, spliceIt ? 'stream' : 'pump');

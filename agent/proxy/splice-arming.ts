@@ -30,7 +30,8 @@ export class ServerArming {
 
   constructor(private readonly maxDestinations = MAX_DESTINATIONS) {}
 
-  shouldArm(destination: string): boolean {
+  /** Whether this connection to `destination` gets the pods' side; asked once per connection, as a no is counted in `skipped`. */
+  armFor(destination: string): boolean {
     if ((this.streaks.get(destination) ?? 0) < SHORT_STREAK) return true;
     this.skipped++;
     return false;
