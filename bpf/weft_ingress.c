@@ -17,6 +17,9 @@
  * weft_capture holds every enrolled pod address of this node; a STRICT pod's entry has
  * WEFT_CAPTURE_REPLIES_ONLY: its inbound plaintext is not captured (its tc egress enforcement
  * drops it), only its replies are steered, so source preservation works towards STRICT pods too.
+ * A pod that left the mesh while the proxy still held connections with it (its namespace's label
+ * turned off) keeps an entry with WEFT_CAPTURE_LINGER until they end: their segments still reach
+ * the proxy's sockets both ways, and nothing new is captured.
  *
  * A packet handed to a socket (bpf_sk_assign) also gets the capture mark: an ip rule sends marked
  * packets to a table whose default route is `local ... dev lo`, so the kernel delivers them here
@@ -214,7 +217,14 @@ int weft_capture_ingress(struct __sk_buff *skb)
 	if (!cfg)
 		return TCX_PASS;
 	struct weft_capture *to = bpf_map_lookup_elem(&weft_capture, &p.dst);
-	if (to && !(to->flags & WEFT_CAPTURE_REPLIES_ONLY)) {
+	if (to && (to->flags & WEFT_CAPTURE_LINGER)) {
+		/* out of the mesh: a connection the proxy still holds stays with it, nothing else is taken */
+		if (r == P_TCP && !p.syn) {
+			struct bpf_sock *sk = connection_socket(skb, &p, 1);
+			if (sk)
+				return assign(skb, sk, cfg, WEFT_CTR_CAPTURE_ESTABLISHED);
+		}
+	} else if (to && !(to->flags & WEFT_CAPTURE_REPLIES_ONLY)) {
 		if (r == P_UNPARSED) {
 			count(WEFT_CTR_CAPTURE_DROP_UNPARSED);
 			return TCX_DROP;
@@ -227,6 +237,6 @@ int weft_capture_ingress(struct __sk_buff *skb)
 }
 
 /* Keeps enum weft_capture_flag in the object's BTF, where the agent's generated layout reads it from. */
-const volatile enum weft_capture_flag weft_capture_flag_anchor = WEFT_CAPTURE_REPLIES_ONLY;
+const volatile enum weft_capture_flag weft_capture_flag_anchor = WEFT_CAPTURE_LINGER;
 
 char _license[] SEC("license") = "Dual BSD/GPL";

@@ -82,6 +82,12 @@ struct weft_capture {
 enum weft_capture_flag {
 	/* a STRICT pod: inbound plaintext is not captured (tc egress drops it); its replies are steered */
 	WEFT_CAPTURE_REPLIES_ONLY = 1,
+	/*
+	 * a pod that has left the mesh while the proxy still holds connections with it: only segments
+	 * of those connections are steered (to the proxy's socket for their 4-tuple, both ways); a SYN,
+	 * or any segment no proxy socket holds, passes to the pod untouched
+	 */
+	WEFT_CAPTURE_LINGER = 2,
 };
 
 /*

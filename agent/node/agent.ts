@@ -21,6 +21,7 @@ import { deliver, judge, socketDownstream, type Arrival, type DeliveryContext, t
 import { listenInbound, localTarget, plaintextArrival } from '../proxy/inbound';
 import { listenInboundPlaintext, type InboundPlaintextListener } from '../proxy/inbound-plaintext';
 import { connectToPod } from '../proxy/upstream-connect';
+import { HeldAddresses } from '../proxy/held-addresses';
 import type { SourceCollision } from '../proxy/source-address';
 import { DEFAULT_FAIRNESS } from '../proxy/fairness';
 import { arrivalAccount, FairShare } from '../proxy/fairness-share';
@@ -45,7 +46,7 @@ import { childTraceparent } from '../tunnel/traceparent';
 import { cgroupId, ownCgroupPath } from '../redirect/cgroup';
 import { decodeOrig, encodeFlow, ORIG_SIZE } from '../redirect/codec';
 import { Datapath } from '../redirect/datapath';
-import { RedirectManager } from '../redirect/manager';
+import { RedirectManager, type PodToEnroll } from '../redirect/manager';
 import { PodCgroupResolver } from '../redirect/pod-cgroup';
 import { desiredEnrollment, podUidsToResolve, type PendingPod } from '../state/enrollment';
 import { WorkloadStore } from '../state/store';
@@ -118,6 +119,15 @@ export class NodeAgent {
   private readonly live = new LiveConnections<Arrival>();
   /** Connections into this node's pods made from the client's address but another port, by the collision that moved them (docs/source-address.md). */
   private readonly sourcePortMoves: Record<SourceCollision, number> = { EADDRINUSE: 0, EADDRNOTAVAIL: 0 };
+  /**
+   * Pod addresses with connections the proxy made from their clients' addresses: a pod leaving the
+   * mesh keeps its replies steered until they end (WEFT_CAPTURE_LINGER); the last one out lets the
+   * redirect state be applied again without it.
+   */
+  private readonly held = new HeldAddresses((ip) => { if (this.redirect.current().capture.lingering.includes(ip)) this.reconcileAgain(); });
+  /** the pods last enrolled, for reconcileAgain() */
+  private enrollment: PodToEnroll[] = [];
+  private reconcileQueued = false;
   private directory: Directory | undefined;
   private applying: Promise<void> = Promise.resolve();
   private lastProblems: string[] = [];
@@ -172,6 +182,7 @@ export class NodeAgent {
     this.metricsSwitch = new MetricsSwitch(this.metrics.registry, [this.metrics, this.liveView]);
     this.accessLog = accessLogger(1, {}, accessLogGate(() => this.accessLogConfig));
     this.tracing = new TracingRuntime({ node: opts.node, log: operationalLogger('tracing') });
+    redirect.holdingConnections((ip) => this.held.holds(ip));
   }
 
   static async start(opts: AgentOptions, first: Snapshot): Promise<NodeAgent> {
@@ -337,7 +348,8 @@ export class NodeAgent {
       const store = new WorkloadStore(snapshot);
       const cgroups = this.podCgroups.resolveAll(podUidsToResolve(snapshot, this.opts.node));
       const desired = desiredEnrollment(snapshot, this.opts.node, cgroups);
-      await this.redirect.reconcile(desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' })));
+      this.enrollment = desired.pods.map((p) => ({ key: p.key, cgroupPath: p.cgroupPath, ips: p.pod.ips, strict: p.mode === 'STRICT' }));
+      await this.redirect.reconcile(this.enrollment);
       this.store = store;
       this.serviceRuntime.setStore(store);
       this.upstreams.sweep((endpoint) => store.podByIp(endpoint.slice(0, endpoint.lastIndexOf(':')).replace(/^\[|\]$/g, '')) !== undefined);
@@ -359,6 +371,17 @@ export class NodeAgent {
     return this.applying;
   }
 
+  /** Applies the last enrollment again, after the ones before it (once however many ask meanwhile): a lingering address was released. */
+  private reconcileAgain(): void {
+    if (this.reconcileQueued || this.stopped) return;
+    this.reconcileQueued = true;
+    this.applying = this.applying.then(async () => {
+      this.reconcileQueued = false;
+      if (this.stopped) return;
+      await this.redirect.reconcile(this.enrollment);
+    }).catch((e) => { this.log.error({ err: (e as Error).message }, 'releasing the addresses of pods that left the mesh failed; they are retried at the next change'); });
+  }
+
   /** The policy in force and how connections into this node's pods are delivered. */
   private delivery(): DeliveryContext {
     // The pod sees its client's own address (source preservation: proxy/source-address.ts).
@@ -373,6 +396,7 @@ export class NodeAgent {
           'connecting from the client\'s address failed; this connection comes from the node\'s address (logged once per cause)');
       },
       onPortMoved: (_a: Arrival, code: SourceCollision) => { this.sourcePortMoves[code]++; },
+      held: this.held,
     };
     return {
       state: () => this.deliveryState(),

@@ -21,8 +21,8 @@ import type { Arrival } from './deliver';
 
 export interface SourceEndpoint { ip: string; port: number }
 
-/** The proxy connects from `source` (transparent), or from the node's address, for `reason`. */
-export type UpstreamSource = { preserve: true; source: SourceEndpoint } | { preserve: false; reason: string };
+/** The proxy connects from `source` (transparent) to the pod at `destination` (canonical), or from the node's address, for `reason`. */
+export type UpstreamSource = { preserve: true; source: SourceEndpoint; destination: string } | { preserve: false; reason: string };
 
 export interface SourceEnv {
   /** true when the replies of the pod at `ip` reach the proxy's transparent sockets */
@@ -48,7 +48,7 @@ export function upstreamSource(a: Pick<Arrival, 'path' | 'conn' | 'record'>, env
   const port = Number.isInteger(sourcePort) && sourcePort > 0 && sourcePort <= 65535 ? sourcePort : 0;
   switch (a.path) {
     case 'plaintext':
-      return { preserve: true, source: { ip: src, port } };
+      return { preserve: true, source: { ip: src, port }, destination: dst };
     case 'hbone':
       if (a.record.src === undefined) return { preserve: false, reason: 'the tunnel did not state a source pod running as its peer identity' };
       break;
@@ -56,7 +56,7 @@ export function upstreamSource(a: Pick<Arrival, 'path' | 'conn' | 'record'>, env
       break;
   }
   if (!env.steered(dst)) return { preserve: false, reason: `the replies of ${destinationIp} are not steered back to the proxy (no ingress program on its interface)` };
-  return { preserve: true, source: { ip: src, port } };
+  return { preserve: true, source: { ip: src, port }, destination: dst };
 }
 
 /**

@@ -19,7 +19,7 @@ import { Datapath } from './datapath';
 import { registerProxyCgroup } from './proxy-cgroups';
 import { lookupPodInterfaces, type InterfaceLookup } from './interfaces';
 import { captureAddresses, DesiredPod, planEnrollment } from './plan';
-import { captureEntries, ingressInterfaces, planCaptureEntries, steeredPods, type Steering } from './reply-steering';
+import { captureEntries, ingressInterfaces, lingeringAddresses, planCaptureEntries, steeredPods, withLingering, type Steering } from './reply-steering';
 import { weft_capture } from '../core/bpf-layout.generated';
 
 export interface PodToEnroll {
@@ -31,8 +31,12 @@ export interface PodToEnroll {
 
 export interface RedirectState {
   enrolled: Array<{ key: string; cgroupId: string; strict: boolean; ifindex: number | null }>;
-  /** inbound plaintext capture: the pod addresses captured and the interfaces watched (tcx ingress) */
-  capture: { addresses: string[]; interfaces: number[] };
+  /**
+   * inbound plaintext capture: the pod addresses captured and the interfaces watched (tcx ingress);
+   * `lingering`: addresses of pods that left the mesh whose connections through the proxy still
+   * run (kept steered until they end, nothing new captured)
+   */
+  capture: { addresses: string[]; interfaces: number[]; lingering: string[] };
   /**
    * Source address preservation: the pod addresses whose replies the ingress program brings back
    * to the proxy's transparent sockets (the proxy connects to them from their client's address),
@@ -55,7 +59,9 @@ export interface StrictNotEnforced {
 
 export class RedirectManager {
   private byCgroup = new Map<bigint, string>();
-  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [] }, replies: { addresses: [], notSteered: [] }, problems: [], strictNotEnforced: [] };
+  private state: RedirectState = { enrolled: [], capture: { addresses: [], interfaces: [], lingering: [] }, replies: { addresses: [], notSteered: [] }, problems: [], strictNotEnforced: [] };
+  /** whether the proxy holds a connection with a pod address (canonical); none until told */
+  private held: (ip: string) => boolean = () => false;
   private steered = new Set<string>();
   private lastNotEnforced = '';
   private capture: { ports: string } | { ports: null; reason: string } = { ports: null, reason: 'the proxy is not listening yet' };
@@ -116,6 +122,14 @@ export class RedirectManager {
     return this.byCgroup.get(id);
   }
 
+  /**
+   * How to tell whether the proxy holds connections with a pod address (canonical): such an
+   * address lingers in weft_capture after its pod leaves the mesh, until they end (withLingering).
+   */
+  holdingConnections(held: (ip: string) => boolean): void {
+    this.held = held;
+  }
+
   /** Whether the replies of the pod at `ip` (canonical) reach the proxy's transparent sockets. */
   steersReplies(ip: string): boolean {
     return this.steered.has(ip);
@@ -135,7 +149,8 @@ export class RedirectManager {
       return false;
     });
     const uplinkIps = [this.cfg.proxyIp4, this.cfg.proxyIp6].filter((ip): ip is string => !!ip);
-    const found: InterfaceLookup = present.length > 0
+    // Addresses may linger with no pod enrolled: their interfaces are still watched.
+    const found: InterfaceLookup = present.length > 0 || bpf.mapKeys(this.dp.mapFd('weft_capture'), IP_KEY_SIZE).length > 0
       ? await lookupPodInterfaces(present, uplinkIps)
       : { pods: new Map(), addressIfindex: new Map(), podLinks: [] };
     const desired: DesiredPod[] = [];
@@ -171,7 +186,7 @@ export class RedirectManager {
     this.state = {
       enrolled: desired.filter((d) => d.cgroupId !== this.cfg.proxyCgroupId)
         .map((d) => ({ key: d.key, cgroupId: d.cgroupId.toString(), strict: d.strict, ifindex: d.ifindex })),
-      capture: { addresses: captureAddresses(desired, this.cfg.proxyCgroupId), interfaces: capture.interfaces },
+      capture: { addresses: captureAddresses(desired, this.cfg.proxyCgroupId), interfaces: capture.interfaces, lingering: capture.lingering },
       replies,
       problems,
       strictNotEnforced,
@@ -179,7 +194,7 @@ export class RedirectManager {
     if (plan.addCgroups.length || plan.removeCgroups.length || tc.attached.length || tc.detached.length || capture.changed) {
       this.log.info({ enrolled: plan.addCgroups.length, unenrolled: plan.removeCgroups.length,
         strictAttached: tc.attached, strictDetached: tc.detached, captured: captureAddresses(desired, this.cfg.proxyCgroupId).length, steered: replies.addresses.length,
-        captureAttached: capture.attached, captureDetached: capture.detached }, 'redirect state changed');
+        captureAttached: capture.attached, captureDetached: capture.detached, ...(capture.lingering.length > 0 ? { lingering: capture.lingering } : {}) }, 'redirect state changed');
     }
     for (const p of problems) this.log.warn(p);
     const notEnforced = JSON.stringify(strictNotEnforced);
@@ -191,12 +206,14 @@ export class RedirectManager {
   }
 
   /**
-   * Makes weft_capture hold exactly `entries` (every enrolled pod address; STRICT ones flagged
-   * replies-only) and the ingress program watch the interfaces ingressInterfaces() names.
+   * Makes weft_capture hold exactly `enrolled` (every enrolled pod address; STRICT ones flagged
+   * replies-only) plus the addresses that linger (withLingering), and the ingress program watch the
+   * interfaces ingressInterfaces() names.
    */
-  private syncCapture(entries: Map<string, number>, podIfaces: number[], own: Map<string, number>) {
+  private syncCapture(enrolled: Map<string, number>, podIfaces: number[], own: Map<string, number>) {
     const fd = this.dp.mapFd('weft_capture');
     const have = new Map(bpf.mapKeys(fd, IP_KEY_SIZE).map((k) => [decodeIpKey(k), bpf.mapLookup(fd, k, weft_capture.size)?.readUInt32LE(weft_capture.fields.flags.offset) ?? -1] as const));
+    const entries = withLingering(enrolled, have.keys(), this.held);
     const plan = planCaptureEntries(entries, have);
     for (const [ip, flags] of plan.put) bpf.mapUpdate(fd, encodeIpKey(ip), encodeCapture(flags));
     for (const ip of plan.remove) bpf.mapDelete(fd, encodeIpKey(ip));
@@ -204,7 +221,7 @@ export class RedirectManager {
       .filter((i): i is number => i !== undefined);
     const interfaces = ingressInterfaces(entries, uplinks, podIfaces);
     const tcx = this.dp.syncCaptureInterfaces(interfaces);
-    return { interfaces, ...tcx, changed: plan.put.length + plan.remove.length + tcx.attached.length + tcx.detached.length > 0 };
+    return { interfaces, lingering: lingeringAddresses(entries), ...tcx, changed: plan.put.length + plan.remove.length + tcx.attached.length + tcx.detached.length > 0 };
   }
 
   /** Counters from the programs: why they redirected, answered or dropped. */

@@ -4,7 +4,8 @@
  * (source address preservation, agent/proxy/source-address.ts). Pure decisions.
  *
  * Every enrolled pod address is in weft_capture: a PERMISSIVE pod's without flags (its inbound
- * plaintext is captured as well), a STRICT pod's with WEFT_CAPTURE_REPLIES_ONLY. A pod's replies
+ * plaintext is captured as well), a STRICT pod's with WEFT_CAPTURE_REPLIES_ONLY; an address of a
+ * pod that left the mesh with WEFT_CAPTURE_LINGER while the proxy holds connections with it. A pod's replies
  * are steered when each of its addresses sits behind a routed veth of its own that carries the
  * ingress program: a bridged pod's frames to a pod on the same bridge never reach the node's
  * routing, so the capture mark's local route cannot apply (docs/source-address.md).
@@ -27,6 +28,24 @@ export function captureEntries(desired: DesiredPod[], forbidden: bigint): Map<st
   return out;
 }
 
+/**
+ * `want` plus a WEFT_CAPTURE_LINGER entry for each address weft_capture holds (`have`) that is no
+ * longer wanted while the proxy still holds a connection with it (`held`): a pod that left the mesh
+ * (its namespace's label turned off) keeps the segments of those connections flowing to the proxy's
+ * sockets until they end, where removing its entry would strand them (the pod's replies would go
+ * to the client's address itself). Pure.
+ */
+export function withLingering(want: Map<string, number>, have: Iterable<string>, held: (ip: string) => boolean): Map<string, number> {
+  const out = new Map(want);
+  for (const ip of have) if (!out.has(ip) && held(ip)) out.set(ip, weft_capture_flag.WEFT_CAPTURE_LINGER);
+  return out;
+}
+
+/** The addresses of `entries` that only linger. Pure. */
+export function lingeringAddresses(entries: Map<string, number>): string[] {
+  return [...entries].filter(([, f]) => (f & weft_capture_flag.WEFT_CAPTURE_LINGER) !== 0).map(([ip]) => ip).sort();
+}
+
 export interface CapturePlan { put: Array<[string, number]>; remove: string[] }
 
 /** What to write to and delete from weft_capture so it holds exactly `want` (flags included). Pure. */
@@ -39,8 +58,8 @@ export function planCaptureEntries(want: Map<string, number>, have: Map<string, 
 
 /**
  * The interfaces the ingress program watches: the uplinks and every pod interface while any pod
- * is captured (clients arrive on both); only the pod interfaces while only replies are steered
- * (replies leave pods there); none without enrolled pods. Pure.
+ * is captured or lingers (clients arrive on both); only the pod interfaces while only replies are
+ * steered (replies leave pods there); none without entries. Pure.
  */
 export function ingressInterfaces(entries: Map<string, number>, uplinks: Iterable<number>, podInterfaces: Iterable<number>): number[] {
   const flags = [...entries.values()];

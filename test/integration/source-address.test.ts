@@ -45,6 +45,57 @@ for (let i = 0; i < n; i++) {
 
 interface Seen { local: number; ip?: string; port?: number; pod?: string; error?: string }
 
+/**
+ * Holds one connection to each of the JSON targets ([{ host, port }]) from this pod. Prints each
+ * line a connection receives as { i, line }, and { i, error } / { i, closed }; each line on stdin
+ * is sent on every connection (suffixed with -i), `end` half-closes them all.
+ */
+const HOLDER = `
+const net = require('net');
+const socks = JSON.parse(process.argv[1]).map((t, i) => {
+  const s = net.connect(t); let buf = '';
+  s.setEncoding('utf8');
+  s.on('data', (d) => { buf += d; let nl; while ((nl = buf.indexOf('\\n')) >= 0) { console.log(JSON.stringify({ i, line: buf.slice(0, nl) })); buf = buf.slice(nl + 1); } });
+  s.on('error', (e) => console.log(JSON.stringify({ i, error: e.code || e.message })));
+  s.on('close', () => console.log(JSON.stringify({ i, closed: true })));
+  return s;
+});
+let cmd = '';
+process.stdin.setEncoding('utf8').on('data', (d) => {
+  cmd += d; let nl;
+  while ((nl = cmd.indexOf('\\n')) >= 0) {
+    const c = cmd.slice(0, nl); cmd = cmd.slice(nl + 1);
+    if (c === 'end') socks.forEach((s) => s.end()); else socks.forEach((s, i) => s.write(c + '-' + i + '\\n'));
+  }
+});`;
+
+interface HeldEvent { i: number; line?: string; error?: string; closed?: boolean }
+
+/** Connections held from `from` to `targets` (HOLDER): what each received, a way to send on all, and to end them. */
+function holdConnections(from: LabPod, targets: Array<{ host: string; port: number }>) {
+  const child = from.spawn(process.execPath, ['-e', HOLDER, JSON.stringify(targets)]);
+  const events: HeldEvent[] = [];
+  let out = '';
+  child.stdout!.setEncoding('utf8').on('data', (d: string) => {
+    out += d;
+    const lines = out.split('\n');
+    out = lines.pop()!;
+    for (const l of lines) if (l.trim()) events.push(JSON.parse(l) as HeldEvent);
+  });
+  const until = async (what: string, ok: () => boolean, timeoutMs = 5_000) => {
+    for (const end = Date.now() + timeoutMs; !ok();) {
+      if (Date.now() > end) assert.fail(`${what} within ${timeoutMs} ms; the held connections saw: ${JSON.stringify(events)}`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  return {
+    events,
+    until,
+    send: (text: string) => child.stdin!.write(`${text}\n`),
+    stop: () => { child.kill('SIGKILL'); },
+  };
+}
+
 /** `n` concurrent connections from `from` to `host`:ECHO_PORT; what each server saw of its peer. */
 async function connections(from: LabPod, host: string, n = 1, localPort = 0): Promise<Seen[]> {
   const r = await from.exec(process.execPath, ['-e', CLIENTS, host, String(ECHO_PORT), String(n), String(localPort)], { timeoutMs: 20_000 });
@@ -68,7 +119,7 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, n2: LabNode;
   let client: LabPod, near: LabPod, guard: LabPod, far: LabPod, outsider1: LabPod, outsider2: LabPod;
   let mesh: MeshProcesses;
-  let dir: string;
+  let dir: string, configPath: string;
   const servers: ServerHandle[] = [];
   const strict = { apiVersion: 'security.weft.dev/v1', kind: 'PeerAuthentication', metadata: { name: 'strict', namespace: 'locked' }, spec: { mtls: { mode: 'STRICT' } } };
   const redirectState = async (node: LabNode) =>
@@ -86,7 +137,7 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     outsider1 = await n1.pod('outsider1', { namespace: 'outside', ipv6: true });
     outsider2 = await n2.pod('outsider2', { namespace: 'outside', ipv6: true });
     dir = mkdtempSync(join(tmpdir(), 'weft-src11-'));
-    const configPath = join(dir, 'mesh.yaml');
+    configPath = join(dir, 'mesh.yaml');
     writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked'], extra: [strict] }));
     for (const p of [near, guard, far, outsider1, outsider2]) servers.push(startEchoServer(p, ECHO_PORT, { family: 6 }));
     for (const p of [guard, far]) servers.push(startHttpServer(p, HTTP_PORT));
@@ -207,5 +258,60 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     const uplink = (n: LabNode) => JSON.parse(execFileSync('ip', ['-n', n.netns, '-j', 'link', 'show', 'dev', 'eth0'], { encoding: 'utf8' }))[0].ifindex as number;
     assert.ok(s1.capture.interfaces.includes(uplink(n1)));
     assert.ok(!s2.capture.interfaces.includes(uplink(n2)), JSON.stringify(s2.capture));
+  });
+
+  test('a namespace leaving the mesh does not strand the connections already made from their clients\' addresses: they carry on (their pods\' addresses linger), and the addresses are released when they end', async () => {
+    // Last in this file: the pods it adds stay, out of the mesh.
+    const stay1 = await n1.pod('stay1', { namespace: 'leaving', serviceAccount: 'sa-stay' });
+    const stay2 = await n2.pod('stay2', { namespace: 'leaving', serviceAccount: 'sa-stay' });
+    for (const p of [stay1, stay2]) servers.push(startEchoServer(p, ECHO_PORT));
+    await Promise.all(servers.map((s) => s.ready));
+    const until = async (what: string, ok: () => Promise<boolean>) => {
+      for (const end = Date.now() + 10_000; !(await ok());) {
+        if (Date.now() > end) assert.fail(`${what} within 10 s: n1 ${JSON.stringify((await redirectState(n1)).capture)}, n2 ${JSON.stringify((await redirectState(n2)).capture)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const captured = async (n: LabNode, p: LabPod) => (await redirectState(n)).capture.addresses.includes(p.ip) as boolean;
+    const lingering = async (n: LabNode) => (await redirectState(n)).capture.lingering as string[];
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked', 'leaving'], extra: [strict] }));
+    await until('both pods of namespace leaving enrolled', async () => (await captured(n1, stay1)) && (await captured(n2, stay2)));
+
+    const meshed = holdConnections(client, [{ host: stay1.ip, port: ECHO_PORT }, { host: stay2.ip, port: ECHO_PORT }]);
+    const plain = holdConnections(outsider1, [{ host: stay1.ip, port: ECHO_PORT }]);
+    try {
+      // each from its client's own address: on the same node, across nodes (HBONE), and a plaintext client captured inbound
+      await meshed.until('both greetings', () => meshed.events.filter((e) => e.line?.startsWith('echo ')).length === 2);
+      await plain.until('the greeting', () => plain.events.some((e) => e.line?.startsWith('echo ')));
+      for (const e of [...meshed.events, ...plain.events]) assert.match(e.line ?? '', new RegExp(`^echo stay[12] peer=(${client.ip}|${outsider1.ip}):`), JSON.stringify(e));
+
+      writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked'], extra: [strict] }));
+      await until('the pods unenrolled', async () => !(await captured(n1, stay1)) && !(await captured(n2, stay2)));
+      // A route change on the nodes (any pod starting or going does one) invalidates the input routes
+      // the kernel cached on the proxy's sockets (early demux): from here, only the steering carries the pods' replies to them.
+      for (const n of [n1, n2]) {
+        execFileSync('ip', ['-n', n.netns, 'route', 'add', '203.0.113.0/24', 'dev', 'lo']);
+        execFileSync('ip', ['-n', n.netns, 'route', 'del', '203.0.113.0/24', 'dev', 'lo']);
+      }
+      meshed.send('after');
+      plain.send('after');
+      await meshed.until('both echoes after the namespace left the mesh', () => ['after-0', 'after-1'].every((l) => meshed.events.some((e) => e.line === l)));
+      await plain.until('the echo after the namespace left the mesh', () => plain.events.some((e) => e.line === 'after-0'));
+      assert.deepEqual([...meshed.events, ...plain.events].filter((e) => e.error !== undefined || e.closed), [], 'no connection failed or closed');
+      assert.deepEqual(await lingering(n1), [stay1.ip], 'n1 keeps the address of the pod its proxy still has connections with');
+      assert.deepEqual(await lingering(n2), [stay2.ip]);
+
+      meshed.send('end');
+      plain.send('end');
+      await meshed.until('both connections closed', () => meshed.events.filter((e) => e.closed).length === 2);
+      await plain.until('the connection closed', () => plain.events.some((e) => e.closed));
+      await until('the lingering addresses released', async () => (await lingering(n1)).length === 0 && (await lingering(n2)).length === 0);
+    } finally {
+      meshed.stop();
+      plain.stop();
+    }
+    // out of the mesh now: a client outside it reaches them directly
+    const [direct] = await connections(outsider2, stay2.ip);
+    assert.equal(direct!.ip, outsider2.ip, JSON.stringify(direct));
   });
 });

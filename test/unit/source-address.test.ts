@@ -12,7 +12,8 @@ import { pump } from '../../agent/core/pump';
 import { isSourceCollision, sourcePortAttempts, upstreamSource, type SourceEnv } from '../../agent/proxy/source-address';
 import { connectTransparent } from '../../agent/proxy/transparent-socket';
 import type { Arrival } from '../../agent/proxy/deliver';
-import { captureEntries, ingressInterfaces, planCaptureEntries, steeredPods } from '../../agent/redirect/reply-steering';
+import { captureEntries, ingressInterfaces, lingeringAddresses, planCaptureEntries, steeredPods, withLingering } from '../../agent/redirect/reply-steering';
+import { HeldAddresses } from '../../agent/proxy/held-addresses';
 import type { DesiredPod } from '../../agent/redirect/plan';
 import { weft_capture_flag, weft_counter } from '../../agent/core/bpf-layout.generated';
 import { join } from 'node:path';
@@ -22,6 +23,7 @@ import { kernelTestBlocker, skipLoudly } from '../support/requirements';
 import { ipv4, tcp4, tcpHeader } from '../support/packets';
 
 const REPLIES_ONLY = weft_capture_flag.WEFT_CAPTURE_REPLIES_ONLY;
+const LINGER = weft_capture_flag.WEFT_CAPTURE_LINGER;
 const SRC = { namespace: 'shop', name: 'client', workload: 'client', identity: 'spiffe://cluster.local/ns/shop/sa/client' };
 
 function arrival(path: Arrival['path'], sourceIp: string, sourcePort: number, destinationIp = '10.244.2.5', verified = true): Pick<Arrival, 'path' | 'conn' | 'record'> {
@@ -36,7 +38,7 @@ const env = (steered: string[] = ['10.244.2.5', 'fd00:244:2::5'], nodeIps: strin
 
 describe('upstreamSource: where the delivering proxy connects from', () => {
   test('across nodes: the source pod the tunnel stated and the peer identity vouches for, with its port', () => {
-    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 41000), env()), { preserve: true, source: { ip: '10.244.1.7', port: 41000 } });
+    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 41000), env()), { preserve: true, source: { ip: '10.244.1.7', port: 41000 }, destination: '10.244.2.5' });
   });
 
   test('across nodes: an unverified Forwarded claim (the source is the peer proxy) is not used: the node connects', () => {
@@ -46,11 +48,11 @@ describe('upstreamSource: where the delivering proxy connects from', () => {
   });
 
   test('same node: the client socket\'s own address and port', () => {
-    assert.deepEqual(upstreamSource(arrival('local', '10.244.2.9', 35000), env()), { preserve: true, source: { ip: '10.244.2.9', port: 35000 } });
+    assert.deepEqual(upstreamSource(arrival('local', '10.244.2.9', 35000), env()), { preserve: true, source: { ip: '10.244.2.9', port: 35000 }, destination: '10.244.2.5' });
   });
 
   test('IPv6 is kept canonical; an IPv4 client of an IPv6 pod (different families) is not preserved', () => {
-    assert.deepEqual(upstreamSource(arrival('hbone', 'FD00:244:1:0::7', 41000, 'fd00:244:2::5'), env()), { preserve: true, source: { ip: 'fd00:244:1::7', port: 41000 } });
+    assert.deepEqual(upstreamSource(arrival('hbone', 'FD00:244:1:0::7', 41000, 'fd00:244:2::5'), env()), { preserve: true, source: { ip: 'fd00:244:1::7', port: 41000 }, destination: 'fd00:244:2::5' });
     assert.equal(upstreamSource(arrival('hbone', '10.244.1.7', 41000, 'fd00:244:2::5'), env()).preserve, false);
   });
 
@@ -61,7 +63,7 @@ describe('upstreamSource: where the delivering proxy connects from', () => {
   });
 
   test('plaintext clients keep their address whatever the steering (their destination is captured)', () => {
-    assert.deepEqual(upstreamSource(arrival('plaintext', '10.244.3.3', 45000, '10.244.2.5', false), env([])), { preserve: true, source: { ip: '10.244.3.3', port: 45000 } });
+    assert.deepEqual(upstreamSource(arrival('plaintext', '10.244.3.3', 45000, '10.244.2.5', false), env([])), { preserve: true, source: { ip: '10.244.3.3', port: 45000 }, destination: '10.244.2.5' });
   });
 
   test('never from the pod\'s own address, the node\'s address, or an unknown one; a port out of range becomes 0 (kernel picks)', () => {
@@ -69,8 +71,8 @@ describe('upstreamSource: where the delivering proxy connects from', () => {
     assert.equal(upstreamSource(arrival('local', '172.30.2.1', 35000), env()).preserve, false);
     assert.equal(upstreamSource(arrival('hbone', '0.0.0.0', 0), env()).preserve, false);
     assert.equal(upstreamSource(arrival('hbone', 'not-an-ip', 1), env()).preserve, false);
-    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 0), env()), { preserve: true, source: { ip: '10.244.1.7', port: 0 } });
-    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 70000), env()), { preserve: true, source: { ip: '10.244.1.7', port: 0 } });
+    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 0), env()), { preserve: true, source: { ip: '10.244.1.7', port: 0 }, destination: '10.244.2.5' });
+    assert.deepEqual(upstreamSource(arrival('hbone', '10.244.1.7', 70000), env()), { preserve: true, source: { ip: '10.244.1.7', port: 0 }, destination: '10.244.2.5' });
   });
 });
 
@@ -99,10 +101,26 @@ describe('reply steering decisions', () => {
     assert.deepEqual(planCaptureEntries(want, want), { put: [], remove: [] });
   });
 
-  test('ingress interfaces: uplinks only while something is captured; pod interfaces while any pod is enrolled', () => {
+  test('ingress interfaces: uplinks only while something is captured or lingers; pod interfaces while any pod is enrolled or lingers', () => {
     assert.deepEqual(ingressInterfaces(new Map([['10.0.0.1', 0]]), [2], [7, 5, 2]), [2, 5, 7]);
     assert.deepEqual(ingressInterfaces(new Map([['10.0.0.1', REPLIES_ONLY]]), [2], [7, 5]), [5, 7]);
+    // a plaintext client on another node may still be talking to a pod that left the mesh: its segments arrive on the uplink
+    assert.deepEqual(ingressInterfaces(new Map([['10.0.0.1', LINGER]]), [2], [7, 5]), [2, 5, 7]);
     assert.deepEqual(ingressInterfaces(new Map(), [2], [5]), []);
+  });
+
+  test('a pod that left the mesh lingers (its address kept, flagged LINGER) while the proxy holds connections with it, and only then', () => {
+    const enrolled = new Map([['10.0.0.1', 0]]);
+    const have = ['10.0.0.1', '10.0.0.2', '10.0.0.3', 'fd00::3'];
+    const held = new Set(['10.0.0.3', 'fd00::3', '10.0.0.9']);
+    const entries = withLingering(enrolled, have, (ip) => held.has(ip));
+    // 10.0.0.2 left with nothing held: removed; 10.0.0.9 is held but never had an entry: not added
+    assert.deepEqual([...entries].sort(), [['10.0.0.1', 0], ['10.0.0.3', LINGER], ['fd00::3', LINGER]]);
+    assert.deepEqual(lingeringAddresses(entries), ['10.0.0.3', 'fd00::3']);
+    assert.deepEqual(planCaptureEntries(entries, new Map(have.map((ip) => [ip, 0]))), { put: [['10.0.0.3', LINGER], ['fd00::3', LINGER]], remove: ['10.0.0.2'] });
+    // enrolled again: its own flags, not LINGER; released: removed at the next pass
+    assert.deepEqual([...withLingering(new Map([['10.0.0.3', REPLIES_ONLY]]), have, (ip) => held.has(ip))].sort(), [['10.0.0.3', REPLIES_ONLY], ['fd00::3', LINGER]]);
+    assert.deepEqual([...withLingering(enrolled, have, () => false)], [['10.0.0.1', 0]]);
   });
 
   test('steered: routed veths carrying the program; a bridged pod, an unresolved one and an unattached one are named with why', () => {
@@ -119,6 +137,42 @@ describe('reply steering decisions', () => {
     assert.match(r.notSteered[0]!.reason, /bridge/);
     assert.match(r.notSteered[1]!.reason, /a gateway answered/);
     assert.match(r.notSteered[2]!.reason, /not attached/);
+  });
+});
+
+describe('HeldAddresses: transparent connections per pod address', () => {
+  test('held from hold() until release() or the socket\'s close; the last one out is reported once', async () => {
+    const released: string[] = [];
+    const held = new HeldAddresses((ip) => released.push(ip));
+    const server = net.createServer((c) => c.on('error', () => undefined));
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    try {
+      const port = (server.address() as net.AddressInfo).port;
+      const a = net.connect(port, '127.0.0.1');
+      const b = net.connect(port, '127.0.0.1');
+      await Promise.all([a, b].map((s) => new Promise((r) => s.once('connect', r))));
+      held.hold('10.0.0.5');
+      held.hold('10.0.0.5');
+      held.hold('10.0.0.6');
+      held.release('10.0.0.6'); // its connect failed
+      assert.deepEqual(released, ['10.0.0.6']);
+      held.closeReleases(a, '10.0.0.5');
+      held.closeReleases(b, '10.0.0.5');
+      assert.equal(held.holds('10.0.0.5'), true);
+      a.destroy();
+      await new Promise((r) => a.once('close', r));
+      assert.equal(held.holds('10.0.0.5'), true, 'one connection is still open');
+      b.destroy();
+      await new Promise((r) => b.once('close', r));
+      assert.equal(held.holds('10.0.0.5'), false);
+      assert.deepEqual(released, ['10.0.0.6', '10.0.0.5']);
+      // a socket already destroyed when handed over releases at once
+      held.hold('10.0.0.7');
+      held.closeReleases(a, '10.0.0.7');
+      assert.equal(held.holds('10.0.0.7'), false);
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 
@@ -221,7 +275,7 @@ describe('connectTransparent on loopback: a taken source port is replaced, the c
  * and its segments that no proxy socket holds pass untouched. Handing a reply to the proxy's socket
  * needs real tc ingress (bpf_sk_assign refuses a test-run packet): the lab test shows it.
  */
-describe('weft_capture_ingress with replies-only entries (BPF_PROG_TEST_RUN)', () => {
+describe('weft_capture_ingress with replies-only and lingering entries (BPF_PROG_TEST_RUN)', () => {
   const blocker = kernelTestBlocker();
   // test/support/packets.ts sends from 10.244.2.1:40000 to 10.244.1.1:8080
   const SRC = '10.244.2.1', DST = '10.244.1.1';
@@ -262,6 +316,21 @@ describe('weft_capture_ingress with replies-only entries (BPF_PROG_TEST_RUN)', (
       assert.notEqual(run(tcp4({ syn: true })).verdict, PASS, 'the same SYN to a captured (PERMISSIVE) pod is taken');
     } finally {
       bpf.mapDelete(captureFd, encodeIpKey(DST));
+    }
+  });
+
+  test('a pod that left the mesh (LINGER): its new connections pass, uncounted, SYN or not; nothing the proxy does not hold is taken', (t) => {
+    if (blocker) return skipLoudly(t, blocker);
+    bpf.mapUpdate(captureFd, encodeIpKey(DST), encodeCapture(LINGER));
+    bpf.mapUpdate(captureFd, encodeIpKey(SRC), encodeCapture(LINGER));
+    try {
+      assert.deepEqual(run(tcp4({ syn: true })), { verdict: PASS, moved: false }, 'a SYN to it is not captured (no listener here: a captured pod\'s would be dropped)');
+      assert.deepEqual(run(ipv4(6, tcpHeader({ syn: true }), { fragOffset: 0x2000 })), { verdict: PASS, moved: false }, 'nor a fragment (a captured pod\'s would be dropped as unparsed)');
+      assert.deepEqual(run(tcp4({ ack: true }, Buffer.from('data'))), { verdict: PASS, moved: false }, 'a segment of a connection no proxy socket holds passes');
+      assert.deepEqual(run(tcp4({ syn: true, ack: true })), { verdict: PASS, moved: false });
+    } finally {
+      bpf.mapDelete(captureFd, encodeIpKey(DST));
+      bpf.mapDelete(captureFd, encodeIpKey(SRC));
     }
   });
 
