@@ -189,6 +189,7 @@ describe('Kubernetes end to end: pods from a real API server meshed on the netns
     processes(),
     `--- control plane (last 30 lines) ---\n${tailOf(cpOutput)}`,
     ...[...agents].map(([node, a]) => `--- agent ${node.name} (last 20 lines) ---\n${tailOf(a.stderr(), 20)}`),
+    ...[...agents].map(([node, a]) => `--- agent ${node.name} access log (last 8 lines) ---\n${a.accessLog.slice(-8).map((l) => JSON.stringify(l)).join('\n')}`),
     `--- kube-apiserver (last 10 lines) ---\n${cluster ? cluster.logTail('kube-apiserver', 10) : ''}`,
   ].join('\n');
 
