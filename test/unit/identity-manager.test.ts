@@ -86,9 +86,9 @@ function capturingLog(): { log: pino.Logger; lines: LogLine[] } {
 const WARN = 40;
 const ERROR = 50;
 
-function managerFor(t: { after(fn: () => void): void }, request: CertificateRequester, validitySeconds: number) {
+function managerFor(t: { after(fn: () => void): void }, request: CertificateRequester, validitySeconds: number, opts: { dropGraceMs?: number } = {}) {
   const { log, lines } = capturingLog();
-  const manager = new IdentityManager({ request, validitySeconds, log });
+  const manager = new IdentityManager({ request, validitySeconds, log, ...opts });
   t.after(() => manager.close());
   return { manager, lines };
 }
@@ -241,19 +241,31 @@ test('control plane back: renewal resumes by itself and the certificate never la
   assert.ok(lines.some((line) => line.msg === 'certificate request succeeded again'));
 });
 
-test('an identity no longer wanted is dropped; the others keep their certificates', async (t) => {
+test('an identity no longer wanted is dropped after the grace (served meanwhile); one without a certificate at once; the others keep theirs', async (t) => {
   const controlPlane = await startControlPlane(t);
-  const { manager } = managerFor(t, counting(controlPlane.connection).request, 3600);
+  const { request, calls } = counting(controlPlane.connection);
+  const { manager, lines } = managerFor(t, request, 3600, { dropGraceMs: 300 });
   manager.setWanted([WEB, API, DB]);
   const web = await manager.whenReady(WEB, 5000);
-  await manager.whenReady(API, 5000);
+  const api = await manager.whenReady(API, 5000);
   const pendingDb = manager.whenReady(DB, 10_000);
 
   manager.setWanted([WEB]);
   await assert.rejects(pendingDb, /spiffe:\/\/cluster.local\/ns\/shop\/sa\/db is no longer used by a workload on this node/);
-  assert.equal(manager.get(API), undefined);
+  assert.equal(manager.get(API), api, 'a node that has not seen the workload leave may still tunnel to it: its certificate is served for the grace');
   assert.equal(manager.get(WEB), web);
+  manager.setWanted([WEB]); // a repeated change does not restart the grace
+  await waitFor('the grace to end', 2000, () => manager.get(API) === undefined);
   assert.deepEqual(manager.status().map((status) => status.identity), [WEB]);
+  assert.ok(lines.some((line) => line.msg === 'identity dropped: no local workload runs as it any more' && line.identity === API));
+
+  // wanted again within the grace: the same certificate, no new request
+  const requests = calls();
+  manager.setWanted([]);
+  manager.setWanted([WEB]);
+  await sleep(500);
+  assert.equal(manager.get(WEB), web);
+  assert.equal(calls(), requests);
 });
 
 test('a certificate for another identity is rejected and the request retried', async (t) => {
