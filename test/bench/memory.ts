@@ -11,7 +11,9 @@
  *
  * WEFT_BENCH_AGENT_FLAGS adds Node.js flags to the agents; the agents inherit this process's
  * environment, so `MALLOC_ARENA_MAX=2 node dist/test/bench/memory.js` measures that too.
- * WEFT_MEMORY_CONNECTIONS changes the 10,000.
+ * WEFT_MEMORY_CONNECTIONS changes the 10,000. The agents run at log level debug (unless
+ * WEFT_LOG_LEVEL says otherwise) so that their idle shrinks (core/idle-shrink.ts) are printed on a
+ * timeline with the reads: whether V8's heap was given back before a read decides much of it.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -44,6 +46,22 @@ function accessLogErrors(files: string[]): string {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Where the run is, on stderr with the time: the 10,000 connections take minutes on a busy host. */
 const progress = (what: string) => process.stderr.write(`# memory bench ${new Date().toISOString()} ${what}\n`);
+
+/** The agents' idle shrinks (their debug lines) and the bench's reads, in time order, in seconds from the first read. */
+function shrinkTimeline(agentLogs: string[], reads: Array<{ label: string; at: number }>): string[] {
+  const events = reads.map((r) => ({ at: r.at, text: `read: ${r.label}` }));
+  agentLogs.forEach((log, i) => {
+    for (const line of log.split('\n')) {
+      if (!line.includes('V8 heap given back')) continue;
+      try {
+        const e = JSON.parse(line) as { time: number; msg: string; beforeMiB: number; afterMiB: number; ms: number };
+        events.push({ at: e.time, text: `n${i + 1} shrink (${e.msg.split(':')[0]}): V8 heap ${e.beforeMiB} -> ${e.afterMiB} MiB, ${e.ms} ms` });
+      } catch { /* not a JSON line */ }
+    }
+  });
+  const t0 = reads[0]?.at ?? 0;
+  return events.sort((a, b) => a.at - b.at).map((e) => `${((e.at - t0) / 1000).toFixed(1).padStart(7)} s  ${e.text}`);
+}
 
 /** A request from each client pod until it works (bounded): the agent refuses a workload's tunnels until its certificate is issued. */
 async function warmUp(pods: LabPod[], url: string): Promise<void> {
@@ -95,13 +113,15 @@ async function main(): Promise<void> {
       spec: { clusterIP: 'None', selector: server.labels, ports: [{ name: 'tcp-bench', port: 8080, targetPort: 8080 }, { name: 'tcp-idle', port: IDLE_PORT, targetPort: IDLE_PORT }] } };
     const floor = await bareNode(clients[0]!);
     const base = `http://${server.ip}:8080`;
+    process.env.WEFT_LOG_LEVEL ??= 'debug';
     const mesh = await startWeftMesh(ctx, { meshNamespaces: ['bench'], extra: [service], warmUp: [['curl', ['-sf', '-m', '5', '-o', '/dev/null', `${base}/`]]] });
     try {
       await warmUp(clients, `${base}/`);
       const pids = mesh.pids();
-      const read = () => pids.map(processMemory);
+      const reads: Array<{ label: string; at: number }> = [];
+      const read = (label: string) => { reads.push({ label, at: Date.now() }); return pids.map(processMemory); };
       await sleep(SETTLE_MS);
-      const idle = read();
+      const idle = read('idle');
       progress(`idle read (agents ${pids.join(', ')}); loading`);
 
       const bulk = await clients[0]!.exec('curl', ['-s', '-o', '/dev/null', '-w', '%{size_download} %{speed_download}', `${base}/bulk?bytes=${BULK_BYTES}`], { timeoutMs: 120_000 });
@@ -110,7 +130,7 @@ async function main(): Promise<void> {
       const ka = await wrk(clients[0]!, `${base}/`, []);
       const close = await wrk(clients[0]!, `${base}/`, ['-H', 'Connection: close']);
       await sleep(SETTLE_MS);
-      const afterLoad = read();
+      const afterLoad = read('after the benchmark');
       progress(`after-load read; opening ${CONNECTIONS} idle connections`);
 
       const perPod = shares(CONNECTIONS, CLIENT_PODS);
@@ -119,13 +139,13 @@ async function main(): Promise<void> {
       const opened = held.reduce((s, r) => s + r.ok, 0);
       if (opened !== CONNECTIONS) throw new Error(`only ${opened} of ${CONNECTIONS} idle connections echoed: ${JSON.stringify(held)}\n${accessLogErrors(mesh.accessLogs)}`);
       await sleep(SETTLE_MS);
-      const withIdle = read();
+      const withIdle = read(`with ${opened} idle connections`);
       progress(`read with ${opened} idle connections; pinging them`);
       const pinged = await Promise.all(holders.map((h) => h.ping()));
       const alive = pinged.reduce((s, r) => s + r.ok, 0);
       for (const h of holders.splice(0)) await h.stop();
       await sleep(SETTLE_MS);
-      const released = read();
+      const released = read('after they closed');
       progress('read after the connections closed');
 
       console.log(`\n# memory per agent: two nodes, ${CONNECTIONS} idle connections from ${CLIENT_PODS} pods on n1 to one pod on n2 (${alive} still echoing when measured); MiB`);
@@ -137,6 +157,8 @@ async function main(): Promise<void> {
         console.log([`n${i + 1}`.padEnd(8), mark(idle[i]!.rss, TARGETS.idle), mark(afterLoad[i]!.rss, TARGETS.afterLoad), mark(withIdle[i]!.rss, TARGETS.idleConnections),
           perConnKiB.toFixed(2), released[i]!.rss.toFixed(1), `${withIdle[i]!.anon.toFixed(1)}/${withIdle[i]!.file.toFixed(1)}`].join(' | '));
       });
+      console.log('# idle shrinks and reads (s from the first read):');
+      for (const line of shrinkTimeline(mesh.agentLogs(), reads)) console.log(`#${line}`);
     } finally {
       for (const h of holders) await h.stop();
       await mesh.stop();

@@ -36,6 +36,8 @@ export interface WeftMesh extends Running {
   accessLogs: string[];
   /** access-log lines, over both agents, that contain `text` (`"method"`: an HTTP request; `"dst.hbone_addr"`: a tunnelled connection) */
   countLogLines(text: string): number;
+  /** each agent's operational log (its stderr) so far, n1 first */
+  agentLogs(): string[];
 }
 
 interface AgentProcess { process: ChildProcess; stderr(): string; stop(): Promise<void> }
@@ -118,5 +120,6 @@ export async function startWeftMesh(c: BenchContext, opts: WeftMeshOptions): Pro
     pids: () => agents.map((a) => a.process.pid!),
     stop,
     countLogLines: (text) => accessLogs.reduce((sum, f) => sum + Number(spawnSync('grep', ['-cF', text, f], { encoding: 'utf8' }).stdout.trim() || 0), 0),
+    agentLogs: () => agents.map((a) => a.stderr()),
   };
 }
