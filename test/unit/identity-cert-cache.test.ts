@@ -62,10 +62,11 @@ async function issuedPair(identity: string, authority = ca, ttlSeconds = 3600): 
 
 interface LogLine { level: number; msg: string; identity?: string; file?: string; reason?: string }
 
-function managerOn(t: { after(fn: () => void): void }, dataDir: string, request: CertificateRequester, options: { now?: () => Date; trustBundle?: () => string } = {}) {
+function managerOn(t: { after(fn: () => void): void }, dataDir: string, request: CertificateRequester, options: { now?: () => Date; trustBundle?: () => string; dropGraceMs?: number } = {}) {
   const lines: LogLine[] = [];
   const log = pino({ level: 'debug' }, { write: (line: string) => { lines.push(JSON.parse(line) as LogLine); } });
   const manager = new IdentityManager({ request, validitySeconds: 3600, log, ...(options.now ? { now: options.now } : {}),
+    ...(options.dropGraceMs === undefined ? {} : { dropGraceMs: options.dropGraceMs }),
     cache: { dataDir, trustBundle: options.trustBundle ?? (() => ca.trustBundlePem()) } });
   t.after(() => manager.close());
   return { manager, lines };
@@ -219,7 +220,7 @@ test('a cached certificate due for renewal is not used: a new one is requested',
 
 test('a dropped identity takes its files with it; the others stay', async (t) => {
   const dataDir = freshDir();
-  const { manager } = managerOn(t, dataDir, signer().request);
+  const { manager } = managerOn(t, dataDir, signer().request, { dropGraceMs: 100 });
   manager.setWanted([WEB, API]);
   await Promise.all([manager.whenReady(WEB, 5000), manager.whenReady(API, 5000)]);
   const cache = openCache(dataDir);
@@ -227,6 +228,8 @@ test('a dropped identity takes its files with it; the others stay', async (t) =>
   const api = cache.filesFor(API);
   for (const f of [web.key, web.chain, api.key, api.chain]) assert.ok(existsSync(f), f);
   manager.setWanted([API]);
+  assert.ok(existsSync(web.key), 'kept while its certificate is still served (the drop grace)');
+  for (let i = 0; i < 100 && existsSync(web.key); i++) await new Promise((r) => setTimeout(r, 20));
   assert.ok(!existsSync(web.key) && !existsSync(web.chain), 'the dropped identity\'s files are removed');
   assert.ok(existsSync(api.key) && existsSync(api.chain));
   manager.close();
