@@ -8,6 +8,7 @@
 import { constants, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { wantsLine, type AccessLog } from '../core/log';
+import { ipPortKey } from '../core/ip';
 import type { PodInfo } from '../config/objects';
 import type { WorkloadStore } from '../state/store';
 import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } from '../tunnel/hbone-server';
@@ -155,7 +156,7 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
       const arrival = tunnelArrival(store, request, t.pod);
       if (!o.fairness) return void deliver(tunnelDownstream(tunnel), arrival, o.delivery);
       // A verified source pod's claimed port tells its streams apart: its upstream ends the stream's pending time.
-      const client = arrival.record.src ? `${arrival.conn.sourceIp}:${arrival.conn.sourcePort}` : undefined;
+      const client = arrival.record.src ? ipPortKey(arrival.conn.sourceIp, arrival.conn.sourcePort) : undefined;
       const admitted = o.fairness.admit(arrivalAccount(arrival), client);
       if (!admitted.ok) {
         tunnel.refuse(503, admitted.refusal.detail);
