@@ -196,11 +196,11 @@ static __always_inline int is_node_address(struct packet *p, struct weft_config 
 	       p->dst.addr[2] == cfg->proxy_ip6[2] && p->dst.addr[3] == cfg->proxy_ip6[3];
 }
 
-static __always_inline int from_enrolled_pod(struct __sk_buff *skb, struct packet *p, struct weft_config *cfg)
+static __always_inline int from_enrolled_pod(struct __sk_buff *skb, struct packet *p, struct weft_config *cfg, int accept_time_wait)
 {
 	if (is_node_address(p, cfg))
 		return TCX_PASS; /* delivered locally anyway */
-	struct bpf_sock *sk = connection_socket(skb, p, 1);
+	struct bpf_sock *sk = connection_socket(skb, p, accept_time_wait);
 	if (!sk)
 		return TCX_PASS; /* not a proxied connection (e.g. one from before capture) */
 	return assign(skb, sk, cfg, WEFT_CTR_CAPTURE_REPLY);
@@ -218,9 +218,13 @@ int weft_capture_ingress(struct __sk_buff *skb)
 		return TCX_PASS;
 	struct weft_capture *to = bpf_map_lookup_elem(&weft_capture, &p.dst);
 	if (to && (to->flags & WEFT_CAPTURE_LINGER)) {
-		/* out of the mesh: a connection the proxy still holds stays with it, nothing else is taken */
+		/*
+		 * out of the mesh: a connection the proxy still holds stays with it, nothing else is taken;
+		 * not a time-wait socket's 4-tuple either: the pod now talks to clients directly, and one may
+		 * reuse the 4-tuple of a connection the proxy closed
+		 */
 		if (r == P_TCP && !p.syn) {
-			struct bpf_sock *sk = connection_socket(skb, &p, 1);
+			struct bpf_sock *sk = connection_socket(skb, &p, 0);
 			if (sk)
 				return assign(skb, sk, cfg, WEFT_CTR_CAPTURE_ESTABLISHED);
 		}
@@ -231,8 +235,10 @@ int weft_capture_ingress(struct __sk_buff *skb)
 		}
 		return to_captured_pod(skb, &p, cfg);
 	}
-	if (r == P_TCP && bpf_map_lookup_elem(&weft_capture, &p.src))
-		return from_enrolled_pod(skb, &p, cfg);
+	struct weft_capture *from = r == P_TCP ? bpf_map_lookup_elem(&weft_capture, &p.src) : 0;
+	if (from)
+		/* a lingering pod's direct connections may reuse a closed proxy connection's 4-tuple (above) */
+		return from_enrolled_pod(skb, &p, cfg, !(from->flags & WEFT_CAPTURE_LINGER));
 	return TCX_PASS;
 }
 
