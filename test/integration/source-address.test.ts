@@ -318,8 +318,8 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
   });
 
   test('connections made while a namespace\'s label flips 30 times all succeed, on the same node and across nodes (the nodes apply each flip moments apart)', async () => {
-    // Before: 2-4 of 300-400 connections reset in 4 runs of 7, from two causes: the destination node dropped the pod's
-    // certificate while the source node still tunnelled to it (IdentityManager's drop grace), and replies unsteered (linger).
+    // Before IdentityManager's drop grace: 2-4 of 300-400 connections reset in 4 runs of 7 (the destination node had
+    // dropped the pod's certificate while the source node still tunnelled to it). The linger is the previous test's.
     let on = false;
     let stop = false;
     const results: Array<Seen & { to: string }> = [];
