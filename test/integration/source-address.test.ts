@@ -318,7 +318,7 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
   });
 
   test('connections made while a namespace\'s label flips 30 times all succeed, on the same node and across nodes (the nodes apply each flip moments apart)', async () => {
-    // Before IdentityManager's drop grace: 2-4 of 300-400 connections reset in 4 runs of 7 (the destination node had
+    // Before IdentityManager's drop grace: 2-4 of 276-368 connections reset in 4 runs of 9 (the destination node had
     // dropped the pod's certificate while the source node still tunnelled to it). The linger is the previous test's.
     let on = false;
     let stop = false;
