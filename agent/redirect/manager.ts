@@ -149,8 +149,8 @@ export class RedirectManager {
       return false;
     });
     const uplinkIps = [this.cfg.proxyIp4, this.cfg.proxyIp6].filter((ip): ip is string => !!ip);
-    // Addresses may linger with no pod enrolled: their interfaces are still watched.
-    const found: InterfaceLookup = present.length > 0 || bpf.mapKeys(this.dp.mapFd('weft_capture'), IP_KEY_SIZE).length > 0
+    // Addresses of pods enrolled until now may linger with none enrolled: their interfaces are still watched.
+    const found: InterfaceLookup = present.length > 0 || this.state.enrolled.length > 0 || this.state.capture.lingering.length > 0
       ? await lookupPodInterfaces(present, uplinkIps)
       : { pods: new Map(), addressIfindex: new Map(), podLinks: [] };
     const desired: DesiredPod[] = [];
