@@ -98,15 +98,32 @@ function onPooledRead(this: PooledSocket, nread: number, buf: Uint8Array): boole
     chunk = own.subarray(0, nread);
   }
   if (state.pump) return state.pump.writeRead(chunk, own);
+  // No pump: a reader of 'data' events (a splice's handover, docs/splice.md) takes the chunk as a
+  // stream's reader would (a buffer of its own is then not reused: the reader may keep the chunk),
+  // and pause() stops the reading (Node's net.Socket.pause() does readStop() for such a socket).
+  if (this.listenerCount('data') > 0) {
+    this.emit('data', chunk);
+    return this.readableFlowing !== false;
+  }
   state.queued.push([chunk, own]);
   return state.queued.length < MAX_QUEUED_READS;
 }
 
 /**
+ * A pooled socket's reads that no pump has taken (waiting in its queue), handed over and forgotten;
+ * none for another socket.
+ */
+export function takeQueuedReads(s: Socket): Buffer[] {
+  const state = (s as PooledSocket)[kPooledReads];
+  if (!state) return [];
+  return state.queued.splice(0).map(([chunk]) => chunk);
+}
+
+/**
  * net.connect, with the socket reading into reused buffers (a shared one while its reads are small,
  * 64 KiB ones of its own once one is large) instead of a new ArrayBuffer per read. Those allocations are what drives V8's full collections on a node that sends bulk data
- * into the tunnel (26 mark-compacts per GiB, about a fifth of that agent's CPU). Such a socket
- * emits no 'data' events; only pump() reads it.
+ * into the tunnel (26 mark-compacts per GiB, about a fifth of that agent's CPU). Such a socket is
+ * read by pump(); only while no pump reads it are its reads emitted as 'data' to a listener.
  */
 export function connectPooled(options: net.TcpNetConnectOpts): Socket {
   const socket = net.connect({ ...options, onread: { buffer: takeReadBuffer, callback: onPooledRead as OnReadOpts['callback'] } });
@@ -127,7 +144,8 @@ export function pooledSocket(options: net.SocketConstructorOpts): Socket {
 
 /**
  * Moves bytes from `from` to `to` like pipe() (backpressure: a writer holding PUMP_BUDGET unsent
- * bytes pauses the reader; the reader's end ends the writer), counting them, and gathering the
+ * bytes pauses the reader; the reader's end ends the writer), counting them (`count` is told of
+ * each chunk once it is written), and gathering the
  * chunks that arrive in one turn of the event loop into one write. A TLS/HTTP/2 tunnel hands data over in pieces of at most one
  * TLS record (and less where a frame straddles two records); written one by one, that is a
  * syscall per 8 KiB. The first chunk of a turn is written at once (a lone request or reply
@@ -143,6 +161,8 @@ export function pump(from: Readable, to: Writable, count?: (bytes: number) => vo
 /** A running pump: the bytes it has moved so far. */
 export interface Pumping {
   readonly bytes: number;
+  /** Stops it (Pump.stop). */
+  stop(): void;
 }
 
 /** The pump reading a stream (a stream is read by one pump at most). */
@@ -161,6 +181,7 @@ class Pump implements Pumping {
   private corked = false;
   private waiting = false;
   private ended = false;
+  private stopped = false;
   /** made at the first backpressure: most connections never wait */
   private onDrain: (() => void) | undefined;
 
@@ -197,7 +218,6 @@ class Pump implements Pumping {
 
   write(chunk: Buffer, written?: () => void): boolean {
     this.bytes += chunk.length;
-    this.count?.(chunk.length);
     const to = this.to;
     if (!this.inTurn) {
       this.inTurn = true;
@@ -208,6 +228,9 @@ class Pump implements Pumping {
     }
     if (written) to.write(chunk, written);
     else to.write(chunk);
+    // Told after the write: a counter that stops this pump (a splice's handover) finds the chunk written.
+    this.count?.(chunk.length);
+    if (this.stopped) return true;
     // Past the budget the last write returned false (budget >= high-water mark), so 'drain' comes.
     if (to.writableLength < this.budget) return true;
     if (!this.waiting) {
@@ -219,6 +242,23 @@ class Pump implements Pumping {
 
   endTurn(): void {
     this.inTurn = false;
+    this.uncork();
+  }
+
+  /**
+   * Stops moving bytes, synchronously: the reader's listeners go and what is corked is written.
+   * The reader is left as it is (flowing or paused): whoever takes it over stops or reads it at
+   * once (a pooled socket's later reads wait in its queue).
+   */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    const from = this.from as Pumped;
+    from.off('data', onPumpedData).off('end', onPumpedEnd);
+    delete from[kPump];
+    const pooled = (from as PooledSocket)[kPooledReads];
+    if (pooled) pooled.pump = undefined;
+    if (this.onDrain) this.to.off('drain', this.onDrain);
     this.uncork();
   }
 

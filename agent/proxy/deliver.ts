@@ -93,7 +93,8 @@ export interface DeliveryContext {
   state(): DeliveryState;
   /**
    * Opens one new connection to the application (`arrival.conn.destinationIp:Port`), to be read by
-   * pump() (`'pump'`: a spliced TCP connection) or by an HTTP parser (`'stream'`).
+   * pump() (`'pump'`: a TCP connection, relayed or spliced; its reads are pooled) or by an HTTP
+   * parser (`'stream'`).
    */
   connect(arrival: Arrival, reader: 'pump' | 'stream'): Promise<Socket>;
   live: LiveConnections<Arrival>;
@@ -182,10 +183,10 @@ async function deliverTcp(down: Downstream, accepted: Duplex | undefined, head: 
   // paid for the pods' side and the armed server and used neither (splice-arming.ts).
   const arm = spliceIt && (splicer!.arming?.armFor(destination) ?? true);
   try {
-    // A spliced upstream is read by the kernel, not by pump(): an ordinary socket.
     const withdraw = arm ? splicer!.announce?.(a.conn.destinationIp, a.conn.destinationPort) : undefined;
     try {
-      upstream = await ctx.connect(a, spliceIt ? 'stream' : 'pump');
+      // Pooled reads either way: a splicer relays through pump() too until the connection proves long-lived.
+      upstream = await ctx.connect(a, 'pump');
     } finally {
       withdraw?.();
     }

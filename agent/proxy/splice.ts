@@ -8,8 +8,9 @@
  */
 import type { Socket } from 'node:net';
 import * as libc from '../../native/libc';
+import { takeQueuedReads } from '../core/pump';
 import type { RelayResult } from './relay';
-import { relay } from './relay';
+import { relay, watchedRelay } from './relay';
 import { directionFlushed, nextSpinWatch, POD_SPLICE_GIVE_UP_BYTES, SPIN_WATCH_MIN_MS, spinning, spliceWay, splicedTotals } from './splice-decision';
 import { ServerArming } from './splice-arming';
 import { podTuple, type SpliceEnd, type SpliceKernel } from './splice-kernel';
@@ -71,7 +72,8 @@ export function bytesTaken(fd: number): bigint {
  */
 function takeOver(s: Socket): Buffer[] {
   s.pause();
-  const chunks: Buffer[] = [];
+  // A pooled socket's reads that no pump took wait in its own queue (pump.ts), before anything Node buffered.
+  const chunks = takeQueuedReads(s);
   for (let c = s.read() as Buffer | null; c !== null; c = s.read() as Buffer | null) chunks.push(c);
   const h = handleOf(s);
   if (h?.reading) {
@@ -262,9 +264,9 @@ function armServer(down: Socket, up: Socket, k: SpliceKernel): Armed | undefined
 }
 
 /**
- * Moves bytes both ways between `down` (the client's accepted socket) and `up` (a plain socket,
- * not a pooled one, to the destination pod) until both directions are done. It relays in user
- * space while the connection is young and splices it in the kernel once it has proven long-lived
+ * Moves bytes both ways between `down` (the client's accepted socket) and `up` (the socket to the
+ * destination pod, pooled or not: pump.ts) until both directions are done. It relays in user space
+ * (watchedRelay) while the connection is young and splices it in the kernel once it has proven long-lived
  * (spliceWay: a second exchange, or enough bytes): a connection that closes after one
  * exchange would pay the splice's setup for nothing. Before the first byte is written to `up`
  * (`head`: the client's first bytes, read while sniffing), the server's socket is armed
@@ -272,41 +274,58 @@ function armServer(down: Socket, up: Socket, k: SpliceKernel): Armed | undefined
  * RelayResult either way (`sent` without `head`).
  */
 export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?: Buffer): Promise<RelayResult> {
-  return new Promise((resolve) => {
-    let sent = 0, recv = 0, turns = 0, last: 'up' | 'down' | undefined;
-    let error: Error | undefined;
-    const arm = up.bytesWritten === 0 && o.arm !== false ? armServer(down, up, o.kernel) : undefined;
-    if (head !== undefined && head.length > 0) {
-      up.write(head);
-      turns = 1;
-      last = 'up';
-    }
+  const arm = up.bytesWritten === 0 && o.arm !== false ? armServer(down, up, o.kernel) : undefined;
+  let turns = 0, last: 'up' | 'down' | undefined, sent = 0, recv = 0;
+  if (head !== undefined && head.length > 0) {
+    up.write(head);
+    turns = 1;
+    last = 'up';
+  }
+  if (arm) {
     // The server's FIN follows every byte its sendmsg() redirected: what the client's socket took by
-    // then is the direction's count (read before a relay's end() queues the FIN there).
-    const onArmedEnd = (): void => {
+    // then is the direction's count (read before the relay's end() queues the FIN there).
+    up.once('end', () => {
       try {
-        arm!.atFin = kernelCarried(down, arm!.fd);
+        arm.atFin = kernelCarried(down, arm.fd);
       } catch {
         // closed meanwhile: the verdict's count stands in
       }
-    };
-    if (arm) up.once('end', onArmedEnd);
+    });
+  }
+  return new Promise((resolve) => {
+    // Relayed here until spliceWay() hands it to the kernel, or to the end.
+    let handed = false;
     // An armed server whose client's socket has no room spins on EAGAIN (watchSpin): its sockets go
-    // back to TCP and this process relays to the end, with TCP's backpressure on the server.
+    // back to TCP, and this process relays to the end with TCP's backpressure on the server.
     const armWatch = arm && watchSpin(() => [o.kernel.redirectedBy(arm.tuple)], () => [kernelCarried(down, arm.fd)], () => {
+      handed = true;
       o.kernel.noteSpinHandover();
       try {
         o.kernel.dropPodSockets(arm.client, arm.tuple);
       } catch {
         // the kernel side is gone: so is the verdict
       }
-      hand(relayArmed);
     });
-    const onDrainUp = (): void => { down.resume(); };
-    const onDrainDown = (): void => { up.resume(); };
-    const fromDown = (c: Buffer): void => {
-      sent += c.length;
-      if (!up.write(c)) { down.pause(); up.once('drain', onDrainUp); }
+    const moved = (to: 'up' | 'down'): void => {
+      if (to !== last) { turns++; last = to; }
+      const way = spliceWay({ bytes: sent + recv, turns });
+      if (way === undefined) return;
+      handed = true;
+      if (armWatch) armWatch.stop();
+      const before = relaying.detach();
+      const next = way === 'pods' ? splicePods(down, up, o, arm) ?? atProxy(down, up, o, arm) : atProxy(down, up, o, arm);
+      resolve(next.then((r) => ({ ...r, sent: r.sent + before.sent, received: r.received + before.received,
+        ...(r.error ?? before.error ? { error: r.error ?? before.error } : {}) })));
+    };
+    const relaying = watchedRelay(down, up, (to, n) => {
+      if (handed) return;
+      // A half-closed connection is relayed to the end (a socket past ESTABLISHED cannot enter a sockhash).
+      if (down.readableEnded || up.readableEnded) return void (handed = true);
+      if (to === 'down') {
+        recv += n;
+        return moved('down');
+      }
+      sent += n;
       // An armed server's replies never reach this process: its direction moved if the client's
       // socket took bytes since the client last sent.
       if (arm && last !== 'down') {
@@ -317,37 +336,17 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?:
           // closed: the 'close' and 'error' events follow
         }
       }
-      moved('up');
-    };
-    const fromUp = (c: Buffer): void => {
-      recv += c.length;
-      if (!down.write(c)) { up.pause(); down.once('drain', onDrainDown); }
-      moved('down');
-    };
-    const onEnd = (): void => hand(relayArmed);
-    // As relay() does: an error on one side cuts the other. Both 'close' events come later, so
-    // relay() still sees them.
-    const onDownError = (e: Error): void => { error ??= e; up.destroy(); hand(relayArmed); };
-    const onUpError = (e: Error): void => { error ??= e; if (!down.destroyed) down.resetAndDestroy(); hand(relayArmed); };
-    const moved = (to: 'up' | 'down'): void => {
-      if (to !== last) { turns++; last = to; }
-      const way = spliceWay({ bytes: sent + recv, turns });
-      if (way === 'pods') hand((d, u) => splicePods(d, u, o, arm) ?? atProxy(d, u, o, arm));
-      else if (way === 'proxy') hand((d, u) => atProxy(d, u, o, arm));
-    };
-    let handed = false;
-    const hand = (next: (d: Socket, u: Socket) => Promise<RelayResult>): void => {
-      if (handed) return;
-      handed = true;
-      if (armWatch) armWatch.stop();
-      down.off('data', fromDown).off('end', onEnd).off('error', onDownError).off('drain', onDrainDown);
-      up.off('data', fromUp).off('end', onEnd).off('error', onUpError).off('drain', onDrainUp);
-      resolve(next(down, up).then((r) => ({ ...r, sent: r.sent + sent, received: r.received + recv, ...(r.error ?? error ? { error: r.error ?? error } : {}) })));
-    };
-    /** relay() to the end; an armed server's direction adds what the kernel carried (at its FIN). */
-    const relayArmed = async (d: Socket, u: Socket): Promise<RelayResult> => {
-      const r = await relay(d, u);
-      if (!arm) return r;
+      if (!handed) moved('up');
+    });
+    if (armWatch) {
+      // Either side's end settles it: relayed to the end, as a connection that was never armed.
+      const ended = (): void => { handed = true; armWatch.stop(); };
+      down.once('end', ended);
+      up.once('end', ended);
+    }
+    // Relayed to the end: an armed server's direction adds what the kernel carried (at its FIN).
+    void relaying.done.then((r) => {
+      if (!arm) return resolve(r);
       let redirected = 0n;
       try {
         redirected = o.kernel.disarmServer(arm.tuple);
@@ -356,15 +355,8 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?:
       }
       const carried = arm.atFin ?? Number(redirected);
       o.kernel.noteMoved(BigInt(carried));
-      return { ...r, received: r.received + carried };
-    };
-    down.on('data', fromDown).on('end', onEnd).on('error', onDownError);
-    up.on('data', fromUp).on('end', onEnd).on('error', onUpError);
-    // A side whose end was emitted before this was attached (the sniffer read the client's bytes and
-    // its half-close: send-and-close clients) emits no 'end' again: relay() takes it from there.
-    if (down.readableEnded || up.readableEnded) return hand(relayArmed);
-    down.resume();
-    up.resume();
+      resolve({ ...r, received: r.received + carried });
+    });
   });
 }
 

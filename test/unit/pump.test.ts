@@ -4,7 +4,7 @@ import * as net from 'node:net';
 import { PassThrough, Writable } from 'node:stream';
 import { test } from 'node:test';
 import { setImmediate as tick, setTimeout as sleep } from 'node:timers/promises';
-import { nextReadSize, pump, PUMP_BUDGET, READ_SIZE, SMALL_READ_SIZE } from '../../agent/core/pump';
+import { nextReadSize, pump, PUMP_BUDGET, READ_SIZE, SMALL_READ_SIZE, takeQueuedReads } from '../../agent/core/pump';
 import { connectWithTimeout } from '../../agent/proxy/connect';
 
 /** A writer that records each batch it is handed, and holds its callback until released. */
@@ -138,6 +138,62 @@ test('a pooled socket that ended before the pump took over still ends the writer
     assert.equal(hash.digest('hex'), src.sha);
     socket.destroy();
   } finally {
+    src.close();
+  }
+});
+
+test('a stopped pump moves nothing more; its pooled socket\'s later reads go to a \'data\' listener, in order, and pause() stops them', { timeout: 20_000 }, async () => {
+  const total = 8 * 1024 * 1024;
+  const src = await sender(total);
+  const socket = await connectWithTimeout('127.0.0.1', src.port, 2000);
+  try {
+    const hash = createHash('sha256');
+    let written = 0;
+    const to = new Writable({ write(chunk: Buffer, _e, cb) { hash.update(chunk); written += chunk.length; cb(); },
+      writev(chunks, cb) { for (const c of chunks) { hash.update(c.chunk as Buffer); written += (c.chunk as Buffer).length; } cb(); } });
+    let p: ReturnType<typeof pump> | undefined;
+    let writtenAtStop = -1;
+    const took = new Promise<void>((resolve) => {
+      // stopped from its own count, as a splice's handover does: the chunk counted is already written
+      p = pump(socket, to, () => {
+        if (writtenAtStop >= 0 || p!.bytes < 256 * 1024) return;
+        p!.stop();
+        socket.pause();
+        writtenAtStop = written;
+        resolve();
+      });
+    });
+    await took;
+    assert.equal(writtenAtStop, p!.bytes, 'every chunk the pump counted was written by stop(), corked ones too');
+    await sleep(100);
+    assert.equal(written, writtenAtStop, 'nothing was written after stop()');
+    assert.equal(to.writableEnded, false, 'the reader\'s end is no longer the pump\'s to pass on');
+    const readWhileStopped = socket.bytesRead;
+    await sleep(100);
+    assert.equal(socket.bytesRead, readWhileStopped, 'a paused pooled socket reads nothing');
+    let taken = 0;
+    for (const c of takeQueuedReads(socket)) { hash.update(c); taken += c.length; }
+    let emitted = 0;
+    let readWhilePaused = -1;
+    const ended = new Promise((r) => socket.once('end', r));
+    socket.on('data', (c: Buffer) => {
+      hash.update(c);
+      emitted += c.length;
+      if (emitted >= 1024 * 1024 && readWhilePaused < 0) {
+        // pause() stops a pooled socket's reading too; resume() starts it again
+        socket.pause();
+        const at = socket.bytesRead;
+        readWhilePaused = 0;
+        setTimeout(() => { readWhilePaused = socket.bytesRead - at; socket.resume(); }, 50);
+      }
+    });
+    socket.resume();
+    await ended;
+    assert.equal(readWhilePaused, 0, 'nothing was read while the listener had paused the socket');
+    assert.equal(written + taken + emitted, total);
+    assert.equal(hash.digest('hex'), src.sha, 'the pump\'s bytes, the queued reads and the emitted ones make the stream, in order');
+  } finally {
+    socket.destroy();
     src.close();
   }
 });
