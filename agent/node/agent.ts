@@ -304,7 +304,8 @@ export class NodeAgent {
         live: () => agent.liveView.feed(),
         redirect: () => ({ node: opts.node, pinRoot: dp.pinRoot, cgroupRoot: opts.cgroupRoot, ...redirect.current(), capturePorts: redirect.capturePorts(), pending: agent.pending,
           kubepods: agent.podCgroups.knownTrees(), counters: redirect.counters(),
-          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, podSide: agent.spliceKernel.podSide, ...agent.spliceView()! } : null }),
+          splice: agent.spliceKernel ? { sockets: agent.spliceKernel.sockets, podSide: agent.spliceKernel.podSide, entersClients: agent.spliceKernel.entersClients,
+            ...agent.spliceView()! } : null }),
       })));
       agent.stopHealth = registerHealth(agent.metrics.registry, {
         connections: () => (agent.proxy?.connections ?? 0) + agent.live.size,
@@ -359,6 +360,11 @@ export class NodeAgent {
       const metricsOn = snapshot.proxyConfig?.telemetry?.metrics ?? true;
       if (this.metricsSwitch.set(metricsOn)) this.log.info({ metrics: metricsOn }, metricsOn ? 'mesh metrics on (ProxyConfig spec.telemetry.metrics)' : 'mesh metrics off (ProxyConfig spec.telemetry.metrics): /metrics serves the agent\'s health only');
       this.tracing.configure(snapshot.proxyConfig?.tracing);
+      try {
+        this.spliceKernel?.enterClients(snapshot.proxyConfig?.sameNodeSplice !== false);
+      } catch (e) {
+        this.log.warn({ err: (e as Error).message }, 'switching the pods\' client sockets in or out of same-node splicing failed');
+      }
       this.policies = new PolicySet(snapshot.authorizationPolicies);
       this.directory = makeDirectory(store, (id) => this.redirect.podForCgroup(id));
       this.recheckLive();

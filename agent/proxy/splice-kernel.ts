@@ -84,6 +84,8 @@ export class SpliceKernel {
 
   /** sockops link fd, when the pods' side is on */
   private link: number | undefined;
+  private pods: PodSockets | undefined;
+  private clientsEntered = false;
   /** bytes of spliced connections the kernel carried, exactly (noteMoved) */
   private movedTotal = 0n;
   /** connections the spin watchdog handed back to the relay (noteSpinHandover) */
@@ -165,13 +167,8 @@ export class SpliceKernel {
   private attachPods(pods: PodSockets, progs: Map<string, number>): void {
     const sockops = progs.get(SOCKOPS_PROGRAM), msg = progs.get(MSG_PROGRAM);
     if (sockops === undefined || msg === undefined) throw new Error(`${SPLICE_OBJECT} has no ${SOCKOPS_PROGRAM}/${MSG_PROGRAM}: rebuild (node scripts/build.mjs)`);
-    const config = Buffer.alloc(weft_splice_config.size);
-    config.writeUInt32LE(pods.outboundPort, weft_splice_config.fields.outbound_port.offset);
-    if (pods.capturePorts) {
-      config.writeUInt16LE(pods.capturePorts.base, weft_splice_config.fields.capture_port_base.offset);
-      config.writeUInt16LE(pods.capturePorts.count, weft_splice_config.fields.capture_port_count.offset);
-    }
-    bpf.mapUpdate(this.map('weft_splice_config'), Buffer.alloc(4), config);
+    this.pods = pods;
+    this.writeConfig(true);
     bpf.progAttach(msg, this.map('weft_splice_pods'), BPF_SK_MSG_VERDICT, `${MSG_PROGRAM} to weft_splice_pods`);
     const cg = openSync(pods.cgroupRoot, 'r');
     try {
@@ -179,6 +176,35 @@ export class SpliceKernel {
     } finally {
       closeSync(cg);
     }
+  }
+
+  /** The pods' client sockets enter weft_splice_pods only while `on` (the sockops program reads the ports here). */
+  private writeConfig(on: boolean): void {
+    const pods = this.pods!;
+    const config = Buffer.alloc(weft_splice_config.size);
+    // outbound_port 0: the sockops program enters no client socket
+    config.writeUInt32LE(on ? pods.outboundPort : 0, weft_splice_config.fields.outbound_port.offset);
+    if (pods.capturePorts) {
+      config.writeUInt16LE(pods.capturePorts.base, weft_splice_config.fields.capture_port_base.offset);
+      config.writeUInt16LE(pods.capturePorts.count, weft_splice_config.fields.capture_port_count.offset);
+    }
+    bpf.mapUpdate(this.map('weft_splice_config'), Buffer.alloc(4), config);
+    this.clientsEntered = on;
+  }
+
+  /**
+   * Whether new client sockets of the pods are entered (ProxyConfig spec.sameNodeSplice): off, no
+   * connection is spliced, so none pays for a psock and the sk_msg verdict on every sendmsg().
+   * Sockets already entered stay until they close. No-op without the pods' side.
+   */
+  enterClients(on: boolean): void {
+    if (!this.podSide || on === this.clientsEntered) return;
+    this.writeConfig(on);
+  }
+
+  /** Whether new client sockets are entered now (enterClients). */
+  get entersClients(): boolean {
+    return this.podSide && this.clientsEntered;
   }
 
   /** Whether the pods' own sockets are entered (the sockops program is attached). */

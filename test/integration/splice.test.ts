@@ -195,7 +195,7 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / 100;
 }
 
-interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; counters: Record<string, string>; spinHandovers: number; armSkipped: number; quietDestinations: number }
+interface SpliceState { sockets: number; movedBytes: string; podSide: boolean; entersClients: boolean; counters: Record<string, string>; spinHandovers: number; armSkipped: number; quietDestinations: number }
 
 describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
   let lab: Lab, n1: LabNode, cli: LabPod, srv: LabPod;
@@ -547,12 +547,15 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
         if (!relayed) await sleep(100);
       }
       assert.ok(relayed, 'connections were still spliced after spec.sameNodeSplice: false');
+      const state = await splice();
+      assert.equal(state.entersClients, false, 'the pods\' client sockets are no longer entered in weft_splice_pods');
       const before = await movedBytes();
       const logged = agent.accessLog.length;
       const { client, server: seen } = await bulk(64 * 2 ** 20);
       assert.equal(client.gotSha, seen.sentSha);
       assert.equal(seen.gotSha, client.sentSha);
       assert.equal(await movedBytes(), before);
+      assert.equal((await splice()).counters.pod_sockets, state.counters.pod_sockets, 'a connection made while splicing is off put no socket in weft_splice_pods');
       const line = await nextLine(logged, (l) => l['dst.addr'] === `${srv.ip}:${PORTS.bulk}`);
       assert.equal(line.bytes_recv, 64 * 2 ** 20);
     } finally {
@@ -567,6 +570,7 @@ describe('same-node splicing in the kernel', { skip: blocker ?? false }, () => {
       if ((await echo('pingpong', 256 * 1024)).moved > 0n) break;
       await sleep(100);
     }
+    assert.equal((await splice()).entersClients, true, 'back on, the pods\' client sockets are entered again');
     const holder = cli.spawn(process.execPath, ['-e', HOLD_CLIENT, srv.ip, String(PORTS.echo)]);
     let out = '';
     holder.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
