@@ -28,9 +28,9 @@ export interface WatchedRelay {
   /** resolves as relay()'s promise does; never, once detached */
   readonly done: Promise<RelayResult>;
   /**
-   * Stops relaying, synchronously, and returns what it moved so far (and the first error): every chunk read has been
-   * written on (corked ones too), no listener of the relay's is left, and the streams are left
-   * flowing or paused as they were, for the caller to stop or read at once.
+   * Stops relaying, synchronously, and returns what it moved so far (and the first error): every
+   * chunk read has been written on (corked ones too), no listener of the relay's is left, and the
+   * streams are left flowing or paused as they were, for the caller to stop or read at once.
    */
   detach(): RelayResult;
 }
