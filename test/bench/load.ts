@@ -39,9 +39,9 @@ const ms = (v: string, unit: string) => Number(v) * (unit === 'us' ? 0.001 : uni
 /** What one load run measured. `failed` counts requests without a 2xx/3xx answer and socket errors. */
 export interface LoadResult { rps: number; p50: number; p99: number; requests: number; failed: number }
 
-/** wrk -t1 -c16 for WRK_SECONDS from `client`: req/s, p50/p99 in ms, the request count and the failures. */
-export async function wrk(client: LabPod, url: string, extra: string[]): Promise<LoadResult> {
-  const r = await client.exec('wrk', ['-t1', '-c16', `-d${WRK_SECONDS}s`, '--latency', ...extra, url], { timeoutMs: (WRK_SECONDS + 20) * 1000 });
+/** wrk -t1 -c16 for `seconds` (WRK_SECONDS) from `client`: req/s, p50/p99 in ms, the request count and the failures. */
+export async function wrk(client: LabPod, url: string, extra: string[], seconds = WRK_SECONDS): Promise<LoadResult> {
+  const r = await client.exec('wrk', ['-t1', '-c16', `-d${seconds}s`, '--latency', ...extra, url], { timeoutMs: (seconds + 20) * 1000 });
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(r.stdout)?.[1]);
   const requests = Number(/(\d+) requests in/.exec(r.stdout)?.[1]);
   const lat = (p: string) => { const m = new RegExp(`\\s${p}%\\s+([\\d.]+)(us|ms|s)`).exec(r.stdout); return m ? ms(m[1]!, m[2]!) : NaN; };

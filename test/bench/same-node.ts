@@ -19,6 +19,8 @@
  * another would start with the earlier rows' ~10,000 connections per client still in TIME_WAIT on
  * that port's ephemeral range (docs/new-connections.md), and its new-connection column measured the
  * client's port search. Direct and the bench proxy's rows each have a destination port of their own.
+ * A Weft row's new-connection phase follows 2 s of unmeasured ones from another pod (WARM_SECONDS):
+ * the agent is measured warm, as the bench proxy already is after its bulk and keep-alive phases.
  *
  * (c) and (d′) against (b′) are the cost of the TLS hop and the gain of splicing and nothing else
  * (same process, no capture or access logs); (b), (e) and (e′) against (a) are the whole mesh:
@@ -58,7 +60,17 @@ async function warmUp(client: LabPod, base: string): Promise<void> {
   if (r.code !== 0) throw new Error(`warm-up request to ${base} failed (${r.code}): ${r.stderr}`);
 }
 
-async function measure(name: string, client: LabPod, base: string, pids: number[]): Promise<Row> {
+/**
+ * Unmeasured new connections right before a Weft row's new-connection phase, from a pod of their own
+ * (`warm`, off the measured client's source ports): the phase then measures the agent warm. Without
+ * them it carried the JIT's and the heap's warm-up of the per-connection path whenever the phases
+ * before it had not run that path in user space: a spliced row (its bulk and keep-alive phases are
+ * carried by the kernel) cost 483-519 µs per connection in its first 5 s of them and 386-432 after,
+ * where the relayed row had warmed its relay in the keep-alive phase.
+ */
+const WARM_SECONDS = 2;
+
+async function measure(name: string, client: LabPod, base: string, pids: number[], warm?: LabPod): Promise<Row> {
   await warmUp(client, base);
   const perReq = (ticks: number, requests: number) => (pids.length ? (ticks * TICK_S * 1e6) / requests : NaN);
   let t0 = cpuTicks(pids);
@@ -69,6 +81,7 @@ async function measure(name: string, client: LabPod, base: string, pids: number[
   t0 = cpuTicks(pids);
   const ka = await wrk(client, `${base}/`, []);
   const kaTicks = cpuTicks(pids) - t0;
+  if (warm) await wrk(warm, `${base}/`, ['-H', 'Connection: close'], WARM_SECONDS);
   t0 = cpuTicks(pids);
   const close = await wrk(client, `${base}/`, ['-H', 'Connection: close']);
   const closeTicks = cpuTicks(pids) - t0;
@@ -127,14 +140,15 @@ function ratios(label: string, a: Row, b: Row): void {
     `CPU per request ${x(a.kaCpuUsPerReq, b.kaCpuUsPerReq)}, new-conn req/s ${x(a.closeRps, b.closeRps)}, CPU per new-conn request ${x(a.closeCpuUsPerReq, b.closeCpuUsPerReq)}`);
 }
 
-/** Runs `weft local` on `node` with `yaml`, measures through it, and checks which same-node path it took. */
-async function measureWeft(name: string, node: LabNode, dir: string, yaml: string, a: LabPod, b: LabPod, expect: 'http' | 'spliced' | 'relayed'): Promise<Row> {
+
+/** Runs `weft local` on `node` with `yaml`, measures through it (warmed by `warm`), and checks which same-node path it took. */
+async function measureWeft(name: string, node: LabNode, dir: string, yaml: string, a: LabPod, warm: LabPod, b: LabPod, expect: 'http' | 'spliced' | 'relayed'): Promise<Row> {
   const config = join(dir, `mesh-${expect}.yaml`);
   writeFileSync(config, yaml);
   const agent = startLocalAgent(node, config);
   try {
     await agent.ready;
-    const row = await measure(name, a, `http://${b.ip}:${PORTS.pod}`, [agent.process.pid!]);
+    const row = await measure(name, a, `http://${b.ip}:${PORTS.pod}`, [agent.process.pid!], warm);
     const lines = agent.accessLog.filter((l) => l['dst.addr'] === `${b.ip}:${PORTS.pod}`);
     if (lines.length === 0) throw new Error(`${name}: the run did not go through the node proxy`);
     if (lines.some((l) => l['dst.hbone_addr'] !== undefined)) throw new Error(`${name}: the run took a tunnel, not the same-node path`);
@@ -162,6 +176,8 @@ async function main(): Promise<void> {
     const aHttp = await node.pod('client-http', { namespace: 'bench', serviceAccount: 'client' });
     const aSpliced = await node.pod('client-spliced', { namespace: 'bench', serviceAccount: 'client' });
     const aRelayed = await node.pod('client-relayed', { namespace: 'bench', serviceAccount: 'client' });
+    // the Weft rows' warm-up connections (measureWeft), kept off the measured clients' source ports
+    const warm = await node.pod('client-warm', { namespace: 'bench', serviceAccount: 'client' });
     const srv = b.spawn(process.execPath, ['-e', HTTP_SERVER]);
     await new Promise<void>((r) => srv.stdout!.once('data', () => r()));
     const rows: Row[] = [];
@@ -181,13 +197,13 @@ async function main(): Promise<void> {
     }
 
     const http = lab.yaml({ meshNamespaces: ['bench'] });
-    const weft = await measureWeft('(b) Weft as shipped (HTTP, no TLS)', node, dir, http, aHttp, b, 'http');
+    const weft = await measureWeft('(b) Weft as shipped (HTTP, no TLS)', node, dir, http, aHttp, warm, b, 'http');
     // Pod B's port declared TCP: no L7 feature applies, so the connection is spliced after authorization.
     const tcpService = { apiVersion: 'v1', kind: 'Service', metadata: { name: 'server', namespace: 'bench' },
       spec: { clusterIP: 'None', selector: { app: 'server' }, ports: [{ name: 'tcp-web', port: PORTS.pod, targetPort: PORTS.pod }] } };
-    const spliced = await measureWeft('(e) Weft, port declared TCP: spliced', node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService] }), aSpliced, b, 'spliced');
+    const spliced = await measureWeft('(e) Weft, port declared TCP: spliced', node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService] }), aSpliced, warm, b, 'spliced');
     const relayOff = { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { sameNodeSplice: false } };
-    const relayed = await measureWeft("(e') Weft, port declared TCP: relayed", node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService, relayOff] }), aRelayed, b, 'relayed');
+    const relayed = await measureWeft("(e') Weft, port declared TCP: relayed", node, dir, lab.yaml({ meshNamespaces: ['bench'], extra: [tcpService, relayOff] }), aRelayed, warm, b, 'relayed');
 
     rows.push(weft, spliced, relayed, plain, benchSplice, hbone);
     report(rows, new Map([[weft, rows[0]!], [spliced, rows[0]!], [relayed, rows[0]!], [hbone, plain], [benchSplice, plain]]));
