@@ -140,7 +140,6 @@ function ratios(label: string, a: Row, b: Row): void {
     `CPU per request ${x(a.kaCpuUsPerReq, b.kaCpuUsPerReq)}, new-conn req/s ${x(a.closeRps, b.closeRps)}, CPU per new-conn request ${x(a.closeCpuUsPerReq, b.closeCpuUsPerReq)}`);
 }
 
-
 /** Runs `weft local` on `node` with `yaml`, measures through it (warmed by `warm`), and checks which same-node path it took. */
 async function measureWeft(name: string, node: LabNode, dir: string, yaml: string, a: LabPod, warm: LabPod, b: LabPod, expect: 'http' | 'spliced' | 'relayed'): Promise<Row> {
   const config = join(dir, `mesh-${expect}.yaml`);
