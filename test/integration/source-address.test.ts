@@ -25,17 +25,20 @@ const HTTP_PORT = 8080;
 /**
  * Opens `n` connections at once from this pod (each from `localPort` when given), reads the echo
  * server's first line (`echo <pod> peer=<addr>:<port>`) on each, and prints one JSON array of
- * { local, line } or { local, error }. Bounded: every socket has a timeout.
+ * { local, line } or { local, error }. Bounded: every socket has a timeout. Each connection stays
+ * open until all have their line, so the server holds them all at once: a 4-tuple is unique only
+ * among connections open together (an ended one's can be used again, as the kernel does).
  */
 const CLIENTS = `
 const net = require('net');
 const [host, port, n, localPort] = [process.argv[1], Number(process.argv[2]), Number(process.argv[3]), Number(process.argv[4] || 0)];
-const out = []; let left = n;
-const done = (r) => { out.push(r); if (--left === 0) console.log(JSON.stringify(out)); };
+const out = [], socks = []; let left = n;
+const done = (r) => { out.push(r); if (--left === 0) { socks.forEach((s) => s.destroy()); console.log(JSON.stringify(out)); } };
 for (let i = 0; i < n; i++) {
   const s = net.connect({ host, port, ...(localPort ? { localPort } : {}) });
+  socks.push(s);
   let buf = '', local = 0, over = false;
-  const finish = (r) => { if (over) return; over = true; s.destroy(); done({ local, ...r }); };
+  const finish = (r) => { if (over) return; over = true; if (r.error) s.destroy(); done({ local, ...r }); };
   s.setTimeout(8000, () => finish({ error: 'timeout' }));
   s.on('connect', () => { local = s.localPort; });
   s.on('data', (d) => { buf += d; const nl = buf.indexOf('\\n'); if (nl >= 0) finish({ line: buf.slice(0, nl) }); });
