@@ -394,7 +394,7 @@ export class NodeAgent {
     const nodeIps = new Set((this.opts.nodeIps ?? this.latest?.nodes.find((n) => n.name === this.opts.node)?.internalIPs ?? []).map(canonicalIp));
     const fellBack = new Set<string>();
     const upstream = {
-      steered: (ip: string) => this.redirect.steersReplies(ip), nodeIps, timeoutMs: CONNECT_TIMEOUT_MS,
+      steered: (ip: string) => this.redirect.steersReplies(ip), captured: (ip: string) => this.redirect.capturesInbound(ip), nodeIps, timeoutMs: CONNECT_TIMEOUT_MS,
       onFallback: (a: Arrival, e: Error & { code?: string }) => {
         if (fellBack.has(e.code ?? '')) return; // once per cause: a port collision is routine, EPERM a setup fault
         fellBack.add(e.code ?? '');

@@ -4,8 +4,9 @@
  * same). Pure decisions; transparent-socket.ts makes the socket and bpf/weft_ingress.c brings the
  * pod's replies back to it.
  *
- *   plaintext  a client outside the mesh captured on 15006: its own address and port, always (the
- *              destination is captured, so its replies already come back to the proxy)
+ *   plaintext  a client outside the mesh captured on 15006: its own address and port while the
+ *              destination is still captured (the same entry brings its replies back to the proxy);
+ *              a pod that left the mesh since its client connected gets the node's address
  *   hbone      a pod on another node: the address and port the source proxy stated in `Forwarded:
  *              for=`, only when it was verified against the peer's identity (record.src is set)
  *   local      a pod on this node: the client socket's own address and port (a kernel fact)
@@ -27,6 +28,8 @@ export type UpstreamSource = { preserve: true; source: SourceEndpoint; destinati
 export interface SourceEnv {
   /** true when the replies of the pod at `ip` reach the proxy's transparent sockets */
   steered(ip: string): boolean;
+  /** true while the inbound plaintext of the pod at `ip` is captured (enrolled, not lingering): what brought a plaintext client here */
+  captured(ip: string): boolean;
   /** the node's own addresses (canonical) */
   nodeIps: ReadonlySet<string>;
 }
@@ -48,6 +51,10 @@ export function upstreamSource(a: Pick<Arrival, 'path' | 'conn' | 'record'>, env
   const port = Number.isInteger(sourcePort) && sourcePort > 0 && sourcePort <= 65535 ? sourcePort : 0;
   switch (a.path) {
     case 'plaintext':
+      // Not steered() (a bridged pod's replies to a client on its own bridge are not, to remote ones they are), but
+      // still captured: between the capture and this connect (protocol detection waits up to 200 ms) the pod can
+      // leave the mesh, and with its entry gone its SYN-ACK would go to the client and the connect would hang.
+      if (!env.captured(dst)) return { preserve: false, reason: `${destinationIp} left the mesh after its client connected: its replies are no longer brought back to the proxy` };
       return { preserve: true, source: { ip: src, port }, destination: dst };
     case 'hbone':
       if (a.record.src === undefined) return { preserve: false, reason: 'the tunnel did not state a source pod running as its peer identity' };

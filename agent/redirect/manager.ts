@@ -63,6 +63,7 @@ export class RedirectManager {
   /** whether the proxy holds a connection with a pod address (canonical); none until told */
   private held: (ip: string) => boolean = () => false;
   private steered = new Set<string>();
+  private captured = new Set<string>();
   private lastNotEnforced = '';
   private capture: { ports: string } | { ports: null; reason: string } = { ports: null, reason: 'the proxy is not listening yet' };
 
@@ -135,6 +136,11 @@ export class RedirectManager {
     return this.steered.has(ip);
   }
 
+  /** Whether the inbound plaintext of the pod at `ip` (canonical) is captured: enrolled, not STRICT, not lingering. */
+  capturesInbound(ip: string): boolean {
+    return this.captured.has(ip);
+  }
+
   current(): RedirectState {
     return this.state;
   }
@@ -179,6 +185,8 @@ export class RedirectManager {
     const replies = steeredPods(desired.filter((d) => d.cgroupId !== this.cfg.proxyCgroupId)
       .map((d) => ({ key: d.key, ips: d.ips ?? [], iface: found.pods.get(d.key) })), new Set(capture.interfaces));
     this.steered = new Set(replies.addresses);
+    const capturedAddresses = captureAddresses(desired, this.cfg.proxyCgroupId);
+    this.captured = new Set(capturedAddresses);
     if (desired.some((d) => d.cgroupId === this.cfg.proxyCgroupId)) {
       problems.push('a pod shares the node proxy\'s cgroup; it is not enrolled (the proxy must never capture itself)');
     }
@@ -186,14 +194,14 @@ export class RedirectManager {
     this.state = {
       enrolled: desired.filter((d) => d.cgroupId !== this.cfg.proxyCgroupId)
         .map((d) => ({ key: d.key, cgroupId: d.cgroupId.toString(), strict: d.strict, ifindex: d.ifindex })),
-      capture: { addresses: captureAddresses(desired, this.cfg.proxyCgroupId), interfaces: capture.interfaces, lingering: capture.lingering },
+      capture: { addresses: capturedAddresses, interfaces: capture.interfaces, lingering: capture.lingering },
       replies,
       problems,
       strictNotEnforced,
     };
     if (plan.addCgroups.length || plan.removeCgroups.length || tc.attached.length || tc.detached.length || capture.changed) {
       this.log.info({ enrolled: plan.addCgroups.length, unenrolled: plan.removeCgroups.length,
-        strictAttached: tc.attached, strictDetached: tc.detached, captured: captureAddresses(desired, this.cfg.proxyCgroupId).length, steered: replies.addresses.length,
+        strictAttached: tc.attached, strictDetached: tc.detached, captured: capturedAddresses.length, steered: replies.addresses.length,
         captureAttached: capture.attached, captureDetached: capture.detached, ...(capture.lingering.length > 0 ? { lingering: capture.lingering } : {}) }, 'redirect state changed');
     }
     for (const p of problems) this.log.warn(p);

@@ -33,8 +33,8 @@ function arrival(path: Arrival['path'], sourceIp: string, sourcePort: number, de
     record: { direction: 'inbound', srcIp: sourceIp, srcPort: sourcePort, dstIp: destinationIp, dstPort: 8080, ...(verified ? { src: SRC } : {}) } as Arrival['record'],
   };
 }
-const env = (steered: string[] = ['10.244.2.5', 'fd00:244:2::5'], nodeIps: string[] = ['172.30.2.1']): SourceEnv =>
-  ({ steered: (ip) => steered.includes(ip), nodeIps: new Set(nodeIps) });
+const env = (steered: string[] = ['10.244.2.5', 'fd00:244:2::5'], nodeIps: string[] = ['172.30.2.1'], captured: string[] = ['10.244.2.5', 'fd00:244:2::5']): SourceEnv =>
+  ({ steered: (ip) => steered.includes(ip), captured: (ip) => captured.includes(ip), nodeIps: new Set(nodeIps) });
 
 describe('upstreamSource: where the delivering proxy connects from', () => {
   test('across nodes: the source pod the tunnel stated and the peer identity vouches for, with its port', () => {
@@ -64,6 +64,14 @@ describe('upstreamSource: where the delivering proxy connects from', () => {
 
   test('plaintext clients keep their address whatever the steering (their destination is captured)', () => {
     assert.deepEqual(upstreamSource(arrival('plaintext', '10.244.3.3', 45000, '10.244.2.5', false), env([])), { preserve: true, source: { ip: '10.244.3.3', port: 45000 }, destination: '10.244.2.5' });
+  });
+
+  test('a plaintext client of a pod that left the mesh since it connected gets the node\'s address (nothing brings the replies back)', () => {
+    const r = upstreamSource(arrival('plaintext', '10.244.3.3', 45000, '10.244.2.5', false), env(undefined, undefined, []));
+    assert.equal(r.preserve, false);
+    assert.match((r as { reason: string }).reason, /10\.244\.2\.5 left the mesh after its client connected/);
+    // the other paths are judged by the steering alone, as before
+    assert.equal(upstreamSource(arrival('hbone', '10.244.1.7', 41000), env(undefined, undefined, [])).preserve, true);
   });
 
   test('never from the pod\'s own address, the node\'s address, or an unknown one; a port out of range becomes 0 (kernel picks)', () => {
