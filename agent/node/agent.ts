@@ -26,7 +26,7 @@ import type { SourceCollision } from '../proxy/source-address';
 import { DEFAULT_FAIRNESS } from '../proxy/fairness';
 import { arrivalAccount, FairShare } from '../proxy/fairness-share';
 import { registerOverloadShed } from '../telemetry/overload-shed';
-import { canonicalIp, ipPortKey } from '../core/ip';
+import { canonicalIp } from '../core/ip';
 import { LiveConnections } from '../proxy/live-connections';
 import { splicerFor, type Splicer } from '../proxy/splice';
 import { SpliceKernel } from '../proxy/splice-kernel';
@@ -407,7 +407,7 @@ export class NodeAgent {
     return {
       state: () => this.deliveryState(),
       connect: (a, reader) => connectToPod(a, reader, upstream).then((s) => {
-        this.fairness.attachUpstream(s, ipPortKey(a.conn.sourceIp, a.conn.sourcePort), () => arrivalAccount(a));
+        this.fairness.attachUpstream(s, a.ticket, () => arrivalAccount(a));
         return s;
       }),
       live: this.live,

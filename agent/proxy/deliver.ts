@@ -21,6 +21,7 @@ import { connectionClosed, connectionOpened, requestCompleted, type Reporter, ty
 import type { ActiveSpan, Tracer } from '../telemetry/tracing';
 import { PROPAGATION_FIELDS } from '../telemetry/tracing-context';
 import { deliveredOutcomeMembers, endsMembers, requestMembers, type ConnectionRecord } from './access-log';
+import type { Ticket } from './fairness-share';
 import type { LiveConnection, LiveConnections } from './live-connections';
 import { relay, type RelayResult } from './relay';
 import type { Splicer } from './splice';
@@ -43,6 +44,8 @@ export interface Arrival {
    * path, which serves it request by request): the delivery reports the destination side only.
    */
   sourceReported?: boolean;
+  /** the connection's fairness ticket (fairness-share.ts), if it has one: its first upstream ends its pending time and is charged to it */
+  ticket?: Ticket;
 }
 
 /** The path-specific end of a connection: how it is accepted, refused and spliced. */

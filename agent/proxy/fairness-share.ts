@@ -76,15 +76,16 @@ export interface Ticket {
 }
 
 /**
- * A Ticket as one object per connection (it was a context and two closures, and a second object
- * in byClient: about 0.25 KiB an open connection held, docs/memory.md).
+ * A Ticket as one object per connection (it was a context and two closures: about 0.25 KiB an open
+ * connection held, docs/memory.md). It rides on the connection's Arrival to its upstream
+ * (attachUpstream), never looked up by the client's address: two connections of a pod can share
+ * one (docs/capture-ports.md).
  */
 class AdmittedTicket implements Ticket {
   private pending = true;
   private open = true;
 
-  /** `client`: the key it is found by in `byClient` (attachUpstream), if any */
-  constructor(readonly state: Account, private readonly client: string | undefined, private readonly byClient: Map<string, AdmittedTicket>) {}
+  constructor(readonly state: Account) {}
 
   get account(): AccountRef {
     return this.state.ref;
@@ -102,7 +103,6 @@ class AdmittedTicket implements Ticket {
       this.open = false;
       this.state.open--;
     }
-    if (this.client !== undefined && this.byClient.get(this.client) === this) this.byClient.delete(this.client);
   }
 
   closeOn(emitter: EventEmitter): void {
@@ -190,8 +190,6 @@ export class FairShare {
   readonly lagHistogram: RecordableHistogram = createHistogram();
   /** consecutive lag samples above overloadLagMs: one stall (a GC, a burst of handshakes) is not an overload */
   private overloadedRun = 0;
-  /** tickets of outbound connections by client address, for the upstream opened on their behalf */
-  private readonly byClient = new Map<string, AdmittedTicket>();
   /** the largest lag seen since the last read of `maxLag()` */
   private lagMax = 0;
   /** refused connections of shed accounts waiting for their reset */
@@ -255,10 +253,9 @@ export class FairShare {
 
   /**
    * Takes on (or refuses) a new connection of `ref`. A refusal is published (overload-shed
-   * channel); the caller refuses the connection with refuse() and logs it. `client` (`ip:port`)
-   * lets the upstream opened later for this connection find its ticket (attachUpstream).
+   * channel); the caller refuses the connection with refuse() and logs it.
    */
-  admit(ref: AccountRef, client?: string): { ok: true; ticket: Ticket } | { ok: false; refusal: Extract<Admission, { admit: false }> } {
+  admit(ref: AccountRef): { ok: true; ticket: Ticket } | { ok: false; refusal: Extract<Admission, { admit: false }> } {
     this.moved++;
     if (this.timer === undefined && this.started) this.arm();
     const c = this.config();
@@ -277,9 +274,7 @@ export class FairShare {
     if (probation) a.turnBytes += c.readBudgetBytes;
     a.open++;
     a.pending++;
-    const ticket = new AdmittedTicket(a, client, this.byClient);
-    if (client !== undefined) this.byClient.set(client, ticket);
-    return { ok: true, ticket };
+    return { ok: true, ticket: new AdmittedTicket(a) };
   }
 
   /**
@@ -304,14 +299,13 @@ export class FairShare {
   }
 
   /**
-   * An upstream socket opened for a connection from `client` (`ip:port`): it is charged to the
-   * account of that connection's ticket (which is set up now), else to `fallback`.
+   * An upstream socket opened for the connection holding `ticket`: it is charged to the ticket's
+   * account (and the connection is set up now); with no ticket, to `fallback`.
    */
-  attachUpstream(socket: Socket, client: string, fallback: () => AccountRef): void {
-    const t = this.byClient.get(client);
-    if (t) {
-      t.ready();
-      this.gateAccount(socket, t.state);
+  attachUpstream(socket: Socket, ticket: Ticket | undefined, fallback: () => AccountRef): void {
+    if (ticket) {
+      ticket.ready();
+      this.gateAccount(socket, ticket instanceof AdmittedTicket ? ticket.state : this.account(ticket.account));
     } else {
       this.gateAccount(socket, this.account(fallback()));
     }

@@ -8,7 +8,6 @@
 import { constants, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { wantsLine, type AccessLog } from '../core/log';
-import { ipPortKey } from '../core/ip';
 import type { PodInfo } from '../config/objects';
 import type { WorkloadStore } from '../state/store';
 import { HboneServer, type Credentials, type StreamRequest, type TunnelStream } from '../tunnel/hbone-server';
@@ -155,15 +154,14 @@ export function listenInbound(o: InboundOptions): Promise<HboneServer> {
       if (!('pod' in t)) return tunnel.refuse(403, t.reason);
       const arrival = tunnelArrival(store, request, t.pod);
       if (!o.fairness) return void deliver(tunnelDownstream(tunnel), arrival, o.delivery);
-      // A verified source pod's claimed port tells its streams apart: its upstream ends the stream's pending time.
-      const client = arrival.record.src ? ipPortKey(arrival.conn.sourceIp, arrival.conn.sourcePort) : undefined;
-      const admitted = o.fairness.admit(arrivalAccount(arrival), client);
+      const admitted = o.fairness.admit(arrivalAccount(arrival));
       if (!admitted.ok) {
         tunnel.refuse(503, admitted.refusal.detail);
         return tunnel.report({ target: request.target, status: 503, bytesIn: 0, bytesOut: 0, error: admitted.refusal.detail });
       }
-      if (client === undefined) admitted.ticket.ready();
+      // the stream's upstream ends its pending time (attachUpstream)
       const { ticket } = admitted;
+      arrival.ticket = ticket;
       void deliver(tunnelDownstream(tunnel), arrival, o.delivery).finally(() => ticket.close());
     },
     // Streams the tunnel itself refused (not CONNECT, bad authority, no such local pod): deliver() logs the rest.

@@ -6,7 +6,7 @@
 import net, { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { wantsLine, type AccessLog, type Logger } from '../core/log';
-import { ipPortKey, unmapIp } from '../core/ip';
+import { unmapIp } from '../core/ip';
 import { strMember } from '../core/json-text';
 import type { Directory, WorkloadRef } from '../core/workload';
 import type { Flow, OrigDst } from '../redirect/codec';
@@ -105,7 +105,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
   let ticket: Ticket | undefined;
   if (o.fairness && src) {
     // Charged to the source pod: its limits, and both directions' reads against its budget.
-    const admitted = o.fairness.admit(podAccount(src), ipPortKey(srcIp, srcPort));
+    const admitted = o.fairness.admit(podAccount(src));
     if (!admitted.ok) {
       o.fairness.refuse(client, podAccount(src), admitted.refusal.reason);
       if (wantsLine(o.accessLog, { decision: 'deny', error: admitted.refusal.detail })) {
@@ -162,6 +162,7 @@ async function handle(client: Socket, o: OutboundOptions): Promise<void> {
       pod: route.pod,
       conn: { sourceIp: srcIp, sourcePort: srcPort, ...(src ? { sourcePrincipal: src.identity } : {}), destinationIp: orig.ip, destinationPort: orig.port },
       record,
+      ticket,
     }, o.delivery);
   }
   if (connectionOpened.hasSubscribers) connectionOpened.publish({ reporter: 'source', ends: record, security });

@@ -120,8 +120,8 @@ test('FairShare.admit: open and pending are counted per account, a ticket ends p
   try {
     const share = new FairShare(() => config({ maxConnectionsPerPod: 3, maxPendingPerPod: 2 }));
     const web = podAccount({ namespace: 'shop', name: 'web' });
-    const t1 = share.admit(web, '10.0.0.1:1000');
-    const t2 = share.admit(web, '10.0.0.1:1001');
+    const t1 = share.admit(web);
+    const t2 = share.admit(web);
     assert.ok(t1.ok && t2.ok);
     const third = share.admit(web);
     assert.ok(!third.ok && third.refusal.reason === 'max_pending', JSON.stringify(third));
@@ -152,6 +152,29 @@ test('FairShare.admit: open and pending are counted per account, a ticket ends p
   } finally {
     diagnostics_channel.unsubscribe(CHANNELS.overloadShed, onShed);
   }
+});
+
+test('FairShare.attachUpstream: the upstream ends the pending time of its own connection\'s ticket, even when two of a pod\'s connections share a client address and port', () => {
+  // Two captured connects of one pod on different capture ports can get the same source port
+  // (docs/capture-ports.md). Found by that address, the second connection's ticket was the one
+  // readied by the first's upstream, and the first stayed pending for its whole life.
+  const share = new FairShare(() => config({ maxConnectionsPerPod: 10, maxPendingPerPod: 2 }));
+  const web = podAccount({ namespace: 'shop', name: 'web' });
+  const first = share.admit(web);
+  const second = share.admit(web);
+  assert.ok(first.ok && second.ok);
+  const pending = () => share.snapshot().find((a) => a.account === 'shop/web')!.pending;
+  share.attachUpstream(new net.Socket(), first.ticket, () => assert.fail('the ticket is given'));
+  assert.equal(pending(), 1);
+  second.ticket.close();
+  assert.equal(pending(), 0, 'the first connection is set up: it no longer counts as pending');
+  share.attachUpstream(new net.Socket(), first.ticket, () => assert.fail('the ticket is given'));
+  assert.equal(pending(), 0, 'a second upstream of the same connection changes nothing');
+  let fellBack = 0;
+  share.attachUpstream(new net.Socket(), undefined, () => { fellBack++; return web; });
+  assert.equal(fellBack, 1, 'no ticket: charged to the fallback account');
+  first.ticket.close();
+  assert.deepEqual({ ...share.snapshot().find((a) => a.account === 'shop/web')!, noise: 0 }, { account: 'shop/web', open: 0, pending: 0, shed: false, noise: 0 });
 });
 
 /** Reads `bytes` from a loopback server through a socket gated by `share`; returns the most bytes read in one turn of the event loop. */
