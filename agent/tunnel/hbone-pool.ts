@@ -253,6 +253,6 @@ function hostPort({ host, port }: { host: string; port: number }): string {
 
 /** RFC 7239 `for="10.0.0.1:4711"`, `for="[fd00::1]:4711"`. */
 function forwardedHeader({ ip, port }: { ip: string; port: number }): string {
-  // joined, not a template: Node keeps the request's headers on the stream for its life (core/ip.ts ipPortKey)
+  // joined, not a template: Node keeps the request's headers on the stream for its life (core/ip.ts formatAddr)
   return ip.includes(':') ? ['for="[', ip, ']:', port, '"'].join('') : ['for="', ip, ':', port, '"'].join('');
 }

@@ -26,7 +26,7 @@ export function parseTraceparent(header: string): Result<TraceParent, string> {
 }
 
 export function formatTraceparent({ traceId, parentId, flags }: TraceParent): string {
-  // joined, not a template: sent on every tunnel, whose headers Node keeps on the stream for its life (core/ip.ts ipPortKey)
+  // joined, not a template: sent on every tunnel, whose headers Node keeps on the stream for its life (core/ip.ts formatAddr)
   return ['00-', traceId, '-', parentId, '-', flags].join('');
 }
 
