@@ -325,14 +325,20 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     // dropped the pod's certificate while the source node still tunnelled to it). The linger is the previous test's.
     let on = false;
     let stop = false;
-    const results: Array<Seen & { to: string }> = [];
+    const t0 = Date.now();
+    const flips: string[] = [];
+    const results: Array<Seen & { to: string; at: number }> = [];
     const loop = async (target: LabPod) => {
-      while (!stop) results.push(...(await connections(client, target.ip, 4)).map((c) => ({ ...c, to: target.name })));
+      while (!stop) {
+        const at = Date.now() - t0;
+        results.push(...(await connections(client, target.ip, 4)).map((c) => ({ ...c, to: target.name, at })));
+      }
     };
     const loops = [loop(stay1), loop(stay2)];
     try {
       for (let i = 0; i < 30; i++) {
         on = !on;
+        flips.push(`${on ? 'on' : 'off'}@${Date.now() - t0}`);
         writeFileSync(configPath, lab.yaml({ meshNamespaces: on ? ['shop', 'locked', 'leaving'] : ['shop', 'locked'], extra: [strict] }));
         await new Promise((r) => setTimeout(r, 150 + (i % 4) * 100));
       }
@@ -343,7 +349,13 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     const failed = results.filter((c) => c.error !== undefined);
     const logged = mesh.agents.flatMap((a) => a.accessLog.filter((l) => l.error !== undefined && String(l['dst.addr']).startsWith('10.244.')).map((l) => JSON.stringify(l)));
     assert.ok(results.length >= 100, `only ${results.length} connections were made`);
-    assert.deepEqual(failed, [], `${failed.length} of ${results.length} failed; the agents logged:\n${logged.slice(-10).join('\n')}`);
+    // What each agent applied and when (ms since the first flip), to read a failure against: a connection's batch
+    // started at `at`; a flip is written at the time named, and each node applies it moments later.
+    const applied = mesh.agents.map((a, i) => `n${i + 1}: ${a.stderr().split('\n').filter((l) => l.includes('redirect state changed'))
+      .map((l) => { try { const j = JSON.parse(l) as { time: number; enrolled: number; unenrolled: number; lingering?: string[] }; return `+${j.enrolled}-${j.unenrolled}${j.lingering ? ` lingering ${j.lingering.join(',')}` : ''}@${j.time - t0}`; } catch { return l; } })
+      .filter((l) => !/@-/.test(l)).join(' ')}`);
+    assert.deepEqual(failed, [], `${failed.length} of ${results.length} failed; the agents logged:\n${logged.slice(-10).join('\n')}\nflips written: ${flips.join(' ')}\n`
+      + `redirect state applied:\n${applied.join('\n')}`);
     for (const to of ['stay1', 'stay2']) assert.ok(results.some((c) => c.to === to && c.pod === to), `connections reached ${to}`);
   });
 });
