@@ -266,7 +266,7 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
   });
 
   test('a namespace leaving the mesh does not strand the connections already made from their clients\' addresses: they carry on (their pods\' addresses linger), and the addresses are released when they end', async () => {
-    // Last in this file but one (which uses them too): the pods it adds stay, out of the mesh.
+    // Last in this file but two (which use them too): the pods it adds stay, out of the mesh.
     stay1 = await n1.pod('stay1', { namespace: 'leaving', serviceAccount: 'sa-stay' });
     stay2 = await n2.pod('stay2', { namespace: 'leaving', serviceAccount: 'sa-stay' });
     for (const p of [stay1, stay2]) servers.push(startEchoServer(p, ECHO_PORT));
@@ -318,6 +318,39 @@ describe('source address preservation', { skip: blocker ?? false }, () => {
     // out of the mesh now: a client outside it reaches them directly
     const [direct] = await connections(outsider2, stay2.ip);
     assert.equal(direct!.ip, outsider2.ip, JSON.stringify(direct));
+  });
+
+  test('a plaintext client whose pod leaves the mesh while the proxy waits for it to speak is served from the node\'s address, not left hanging', async () => {
+    // The race behind a flake of the next test: n2 captured a plaintext connection to stay2, then applied
+    // the pod's leaving during protocol detection, then connected from the client's address; the pod's
+    // SYN-ACK went to the client and the connect hung. A long detection wait makes the order certain here.
+    const slowDetection = { apiVersion: 'config.weft.dev/v1', kind: 'ProxyConfig', metadata: { name: 'default' }, spec: { protocolDetectionTimeoutMs: 3000 } };
+    const steered = async (ip: string) => (await redirectState(n2)).capture.addresses.includes(ip) as boolean;
+    const wait = async (what: string, ok: () => Promise<boolean>) => {
+      for (const end = Date.now() + 10_000; !(await ok());) {
+        if (Date.now() > end) assert.fail(`${what} within 10 s: n2 ${JSON.stringify((await redirectState(n2)).capture)}`);
+        await new Promise((r) => setTimeout(r, 25));
+      }
+    };
+    writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked', 'leaving'], extra: [strict, slowDetection] }));
+    await wait('stay2 captured on n2', () => steered(stay2.ip));
+    const held = holdConnections(outsider1, [{ host: stay2.ip, port: ECHO_PORT }]);
+    try {
+      // the server speaks first: the proxy waits the detection time for the client, which says nothing
+      await new Promise((r) => setTimeout(r, 300));
+      const left = Date.now();
+      writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked'], extra: [strict, slowDetection] }));
+      await wait('stay2 no longer captured on n2', async () => !(await steered(stay2.ip)));
+      assert.ok(Date.now() - left < 2500, 'the pod left the mesh before the proxy stopped waiting, as this test needs');
+      assert.equal(held.events.length, 0, `nothing reached the client yet: ${JSON.stringify(held.events)}`);
+      await held.until('the greeting', () => held.events.some((e) => e.line !== undefined || e.error !== undefined || e.closed === true), 8_000);
+      const peer = /^echo stay2 peer=(.+):\d+$/.exec(held.events.find((e) => e.line !== undefined)?.line ?? '')?.[1];
+      assert.ok(peer !== undefined && peer !== outsider1.ip, `the greeting, from n2's own address (the pod saw ${peer}): ${JSON.stringify(held.events)}`);
+      assert.deepEqual((await redirectState(n2)).capture.lingering, [], 'nothing lingers for it: the proxy never held the client\'s address');
+    } finally {
+      held.stop();
+      writeFileSync(configPath, lab.yaml({ meshNamespaces: ['shop', 'locked'], extra: [strict] }));
+    }
   });
 
   test('connections made while a namespace\'s label flips 30 times all succeed, on the same node and across nodes (the nodes apply each flip moments apart)', async () => {
