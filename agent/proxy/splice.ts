@@ -346,6 +346,8 @@ export function spliceSockets(down: Socket, up: Socket, o: SpliceOptions, head?:
     }
     // Relayed to the end: an armed server's direction adds what the kernel carried (at its FIN).
     void relaying.done.then((r) => {
+      // An error ends it without 'end': the watch stops here too (it also stops by itself once the sockets are gone).
+      armWatch?.stop();
       if (!arm) return resolve(r);
       let redirected = 0n;
       try {
